@@ -1,0 +1,3 @@
+"""Estafeta: a self-hosted platform for sending bulk and transactional email."""
+
+__version__ = "0.1.0"

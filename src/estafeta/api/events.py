@@ -1,0 +1,74 @@
+"""`/v1/events`: the account's event log, filtered, oldest first, with cursor pagination."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, Query
+
+from estafeta.api.deps import account_id, platform
+from estafeta.api.problems import Problem
+from estafeta.platform import Platform
+from estafeta.api.schemas import EventOut, EventPage
+from estafeta.store import messages as store
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+EVENT_TYPES = {"accepted", "queued", "deferred", "delivered", "bounced"}
+
+
+def encode_cursor(event_id: int) -> str:
+    return base64.urlsafe_b64encode(f"e:{event_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind != "e":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Problem(400, "cursor is not one this API returned", errors=[{"field": "cursor", "reason": "malformed"}]) from exc
+
+
+@router.get("", response_model=EventPage, summary="List events")
+async def list_events(
+    type: list[str] = Query(default_factory=list, description="event types to include (repeatable)"),
+    message_id: str | None = None,
+    recipient: str | None = None,
+    since: datetime | None = Query(None, description="created at or after (ISO 8601)"),
+    until: datetime | None = Query(None, description="created before (ISO 8601)"),
+    limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = None,
+    account: int = Depends(account_id),
+    plat: Platform = Depends(platform),
+) -> EventPage:
+    unknown = sorted(set(type) - EVENT_TYPES)
+    if unknown:
+        raise Problem(
+            422,
+            f"unknown event type {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPES))}",
+            errors=[{"field": "type", "reason": f"unknown event type {t}"} for t in unknown],
+        )
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise Problem(422, f"{name} needs a time zone, e.g. 2026-01-01T00:00:00Z",
+                          errors=[{"field": name, "reason": "timezone missing"}])
+    flt = store.EventFilter(
+        account_id=account,
+        types=type,
+        message_id=message_id,
+        recipient=recipient,
+        since=since,
+        until=until,
+        after_id=decode_cursor(cursor) if cursor else None,
+    )
+    rows = await plat.db.run(store.list_events, flt, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return EventPage(
+        data=[EventOut(**r.__dict__) for r in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
+    )

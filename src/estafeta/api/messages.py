@@ -1,0 +1,192 @@
+"""`/v1/messages`: send one message or a batch; look one up with its full history."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends
+from pydantic import TypeAdapter, ValidationError
+
+from estafeta.accept import AcceptError, Submission
+from estafeta.api.deps import account_id, platform
+from estafeta.api.problems import Problem, validation_errors
+from estafeta.api.schemas import (
+    AcceptedBatchOut,
+    AcceptedOut,
+    BatchIn,
+    EventOut,
+    MessageIn,
+    MessageOut,
+    RecipientOut,
+)
+from estafeta.platform import Platform
+from estafeta.compose import Address, AddressError, Attachment, Draft, parse_address
+from estafeta.store import messages as store
+
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+_BATCH = TypeAdapter(BatchIn)
+_SINGLE = TypeAdapter(MessageIn)
+
+_BODY_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/MessageIn"},
+                        {"$ref": "#/components/schemas/BatchIn"},
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+def _address(value: str, where: str, errors: list[dict[str, str]]) -> Address | None:
+    try:
+        return parse_address(value)
+    except AddressError as exc:
+        errors.append({"field": where, "reason": exc.reason})
+        return None
+
+
+def _addresses(values: list[str], where: str, errors: list[dict[str, str]]) -> list[Address]:
+    found = [_address(v, f"{where}[{i}]", errors) for i, v in enumerate(values)]
+    return [a for a in found if a is not None]
+
+
+def _submission(msg: MessageIn, where: str, errors: list[dict[str, str]]) -> Submission | None:
+    before = len(errors)
+    sender = _address(msg.from_, f"{where}from", errors)
+    to = _addresses(msg.to, f"{where}to", errors)
+    cc = _addresses(msg.cc, f"{where}cc", errors)
+    bcc = _addresses(msg.bcc, f"{where}bcc", errors)
+    reply_to = _addresses(msg.reply_to, f"{where}reply_to", errors)
+    if not (msg.to or msg.cc or msg.bcc):
+        errors.append({"field": f"{where}to", "reason": "at least one recipient (to, cc or bcc) is required"})
+    if msg.text is None and msg.html is None:
+        errors.append({"field": f"{where}text", "reason": "a text or html body is required"})
+    attachments: list[Attachment] = []
+    for i, att in enumerate(msg.attachments):
+        try:
+            content = base64.b64decode(att.content, validate=True)
+        except (binascii.Error, ValueError):
+            errors.append({"field": f"{where}attachments[{i}].content", "reason": "is not valid base64"})
+            continue
+        attachments.append(Attachment(att.filename, content, att.content_type, att.content_id))
+    if len(errors) > before or sender is None:
+        return None
+    draft = Draft(
+        from_=sender,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        subject=msg.subject,
+        text=msg.text,
+        html=msg.html,
+        headers=msg.headers,
+        attachments=attachments,
+        stream=msg.stream,
+        tags=msg.tags,
+    )
+    return Submission(draft, msg.tags, dict(msg.metadata))
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=AcceptedBatchOut,
+    openapi_extra=_BODY_SCHEMA,
+    summary="Send one message or a batch",
+    description=(
+        "Accepts a single message object, or `{\"messages\": [...]}`. Answers 202 only once every message is "
+        "durably queued; a batch is all or nothing. Invalid input gets a problem+json body whose `errors` "
+        "name each field and reason."
+    ),
+)
+async def send(
+    body: Any = Body(..., include_in_schema=False),
+    account: int = Depends(account_id),
+    plat: Platform = Depends(platform),
+) -> AcceptedBatchOut:
+    if not isinstance(body, dict):
+        raise Problem(422, "the body must be a JSON object", errors=[{"field": "body", "reason": "not an object"}])
+    batch = "messages" in body
+    try:
+        messages = _BATCH.validate_python(body).messages if batch else [_SINGLE.validate_python(body)]
+    except ValidationError as exc:
+        errors = validation_errors(exc)
+        raise Problem(422, "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors=errors) from exc
+    limit = plat.settings.api.max_batch
+    if len(messages) > limit:
+        raise Problem(413, f"a batch holds at most {limit} messages; got {len(messages)}")
+    errors: list[dict[str, str]] = []
+    subs = [_submission(m, f"messages[{i}]." if batch else "", errors) for i, m in enumerate(messages)]
+    if errors:
+        raise Problem(422, "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors=errors)
+    try:
+        accepted = await plat.accepter.accept(
+            account, [s for s in subs if s is not None], prefix="messages" if batch else ""
+        )
+    except AcceptError as exc:
+        raise Problem(exc.status, f"{exc.field}: {exc.reason}", errors=[{"field": exc.field, "reason": exc.reason}]) from exc
+    return AcceptedBatchOut(
+        messages=[
+            AcceptedOut(
+                id=a.id,
+                message_id=a.message_id_header,
+                recipients=[RecipientOut(email=r, state="queued") for r in a.recipients],
+            )
+            for a in accepted
+        ]
+    )
+
+
+def _overall(states: list[str]) -> str:
+    if any(s in ("queued", "deferred") for s in states):
+        return "queued"
+    if all(s == "delivered" for s in states):
+        return "delivered"
+    if all(s == "bounced" for s in states):
+        return "bounced"
+    return "partially_delivered"
+
+
+@router.get("/{message_id}", response_model=MessageOut, response_model_by_alias=True, summary="A message's state and events")
+async def get_message(
+    message_id: str, account: int = Depends(account_id), plat: Platform = Depends(platform)
+) -> MessageOut:
+    view = await plat.db.run(store.get_message, account, message_id)
+    if view is None:
+        raise Problem(404, f"no message {message_id} in this account")
+    return MessageOut(
+        id=view.id,
+        state=_overall([r.state for r in view.recipients]),  # type: ignore[arg-type]
+        stream=view.stream,
+        source=view.source,
+        from_=view.from_address,
+        subject=view.subject,
+        message_id=view.message_id_header,
+        size=view.size,
+        tags=view.tags,
+        metadata=view.meta,
+        created_at=view.created_at,
+        recipients=[
+            RecipientOut(
+                email=r.recipient,
+                state=r.state,
+                attempts=r.attempts,
+                next_attempt_at=r.next_attempt_at if r.state in ("queued", "deferred") else None,
+                last_code=r.last_code,
+                last_reply=r.last_reply,
+            )
+            for r in view.recipients
+        ],
+        events=[EventOut(**e.__dict__) for e in view.events],
+    )

@@ -1,0 +1,456 @@
+"""Read asynchronous bounce mail: RFC 3464 delivery status notifications and the free-form bounces that
+many servers still send (Postfix, qmail, Exim, Exchange, Domino, Yahoo …).
+
+A standard DSN is read field by field and each recipient is classified from its Status and
+Diagnostic-Code.  Anything else goes through text heuristics, with flufl.bounce — twenty years of
+Mailman's bounce detectors — as a second opinion on which recipients failed.  Automatic replies
+(RFC 3834) are recognised so that an out-of-office never counts as a bounce.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import HeaderParser
+from email.utils import getaddresses, parseaddr
+from typing import Literal
+
+from flufl.bounce import all_failures
+
+from estafeta.bounces.classify import classify_failure, find_reply_code, find_status
+from estafeta.bounces.reasons import Kind, Reason, Verdict
+
+
+@dataclass(frozen=True)
+class RecipientFailure:
+    address: str
+    status: str | None  # enhanced status code, e.g. "5.1.1"
+    action: str  # DSN action: failed, delayed, delivered, relayed, expanded
+    diagnostic: str | None  # what the receiving server said, when the bounce quotes it
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class BounceReport:
+    is_bounce: bool
+    kind: Kind
+    reason: Reason
+    recipients: list[RecipientFailure]
+    original_message_id: str | None
+    original_envelope_id: str | None
+    verp_token: str | None
+    source: Literal["dsn", "heuristic", "flufl"]
+
+
+_NOT_A_FAILURE = {"delivered", "relayed", "expanded"}
+
+_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
+_DAEMON_LOCAL_PARTS = ("postmaster", "mailer-daemon", "mailer_daemon", "mail-daemon", "mdaemon")
+# Lines that belong to a quoted header block, not to the list of failed recipients.
+_HEADER_LINE = re.compile(
+    r"^\s*(?:>|(?:from|to|cc|bcc|sent|date|reply-to|return-path|received|sender|errors-to|message-id"
+    r"|in-reply-to|references|subject)\s*:)",
+    re.I,
+)
+# Where a bounce text stops describing the failure and starts quoting the original message.
+_QUOTE_START = re.compile(
+    r"^[\s>*=|-]*(?:"
+    r"below this line is a copy|this is a copy of (?:the|your) message|a copy of the original message"
+    r"|(?:the )?(?:original|returned|unsent|undelivered) (?:message|mail)\s*(?:follows|below|is attached"
+    r"|details|headers|as received|adjunto)?\s*[-:.]*\s*$|original message (?:follows|as received)"
+    r"|(?:the )?message (?:header|headers|text|body)s? (?:follows?|is following)"
+    r"|(?:the )?header of (?:the )?(?:original|source) (?:message|mail)|start of returned message"
+    r"|returned mail follows|unsent message below|your message reads|the first \d+ lines of your original"
+    r"|included is a copy of the message|the header and top \d+ lines|old message:|mensaje original"
+    r"|content-type:\s*message/rfc822"
+    r")",
+    re.I | re.M,
+)
+_FAILURE_WORDS = re.compile(
+    r"could not be delivered|couldn'?t be delivered|cannot be delivered|can'?t be delivered"
+    r"|(?:was|were|has|have) not (?:yet )?(?:been )?delivered|not delivered to|undeliverable|undelivered"
+    r"|(?:unable|not able|wasn'?t able) to deliver|could not deliver|delivery (?:has )?failed"
+    r"|delivery failure|failed permanently|permanent (?:fatal )?error|did not reach|could not be reached"
+    r"|delivery to the following recipients?|de[l]?every to the following|has been delayed|message delayed"
+    r"|delivery (?:has been )?postponed|has been postponed|returned mail|returning message to sender"
+    r"|mail delivery (?:failed|problem)|failed mail|automatically rejected|non-delivery|not accepting mail"
+    r"|delivery status notification|delivery report|failure notice|mail error|mail system error"
+    r"|error during delivery|encountered (?:an error|delivery problems)|did not receive this message"
+    r"|message not delivered|failed (?:addresses|recipients)|mail (?:delivery )?fail|(?:was|were) not accepted"
+    r"|user unknown|nicht zugestellt|n'a pas pu|no pudo ser entregado|non remis|无法发送|无法送达|投递失败|退信",
+    re.I,
+)
+# Warnings about a delay: the sender is still retrying, so nothing is final yet.
+_DELAY_WORDS = re.compile(
+    r"warning (?:message )?only|this is (?:just )?a warning|advisory-only|has not yet been delivered"
+    r"|not yet been delivered|(?:attempts|delivery) will continue|will continue (?:to try|trying|to attempt)"
+    r"|will be retried|still (?:being retried|awaiting delivery)|has been delayed|delivery (?:has been )?delayed"
+    r"|message delayed|delayed mail|has been postponed|no action is required",
+    re.I,
+)
+_AUTO_REPLY_SUBJECT = re.compile(
+    r"out of (?:the )?office|auto(?:matic)?[- ]?(?:reply|response|antwort)|abwesen|vacation|on leave"
+    r"|r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica|away from (?:my|the) (?:desk|office)",
+    re.I,
+)
+_AUTO_REPLY_BODY = re.compile(
+    r"\b(?:i am|i'm|i will be) (?:currently )?(?:out of (?:the )?office|on (?:annual )?(?:leave|vacation|holiday)"
+    r"|away from (?:the|my) (?:office|desk))",
+    re.I,
+)
+_MENTIONED_MESSAGE_ID = re.compile(r"message-?id\W{0,20}(?:of\s+)?<([^<>\s]+)>", re.I)
+_MESSAGE_ID_LINE = re.compile(r"^[\s>]*message-id:\s*(<[^<>\s]+>)", re.I | re.M)
+_TAG = re.compile(r"<[^>]*>")
+_VERP = re.compile(r"^bounces\+([^@]+)@", re.I)
+
+
+def parse_bounce(raw: bytes) -> BounceReport:
+    """Read one inbound message sent to the return path and say whether, why and for whom it bounced."""
+    msg = message_from_bytes(raw, policy=policy.compat32)
+    if find_part(msg, "message/feedback-report") is not None:  # a complaint (ARF), read by parse_complaint
+        return BounceReport(False, Kind.NONE, Reason.OTHER, [], None, None, verp_token(msg), "heuristic")
+    envelope_id = None
+    recipients: list[RecipientFailure] = []
+    source: Literal["dsn", "heuristic", "flufl"] = "dsn"
+    notification = _notification_text(msg)
+    report = _delivery_status(msg)
+    if report is not None:
+        envelope_id = _field(report[0], "Original-Envelope-Id")
+        recipients = _dsn_recipients(report, notification)
+    if recipients:
+        overall = _overall(recipients)
+    else:
+        heuristic = _heuristic(msg, notification)
+        if heuristic is None:
+            reason = Reason.OUT_OF_OFFICE if _is_auto_reply(msg, notification) else Reason.OTHER
+            return BounceReport(False, Kind.NONE, reason, [], None, None, verp_token(msg), "heuristic")
+        recipients, overall, source = heuristic
+    return BounceReport(
+        is_bounce=overall.kind is not Kind.NONE,
+        kind=overall.kind,
+        reason=overall.reason,
+        recipients=recipients,
+        original_message_id=_original_message_id(msg),
+        original_envelope_id=envelope_id or _enclosed_header(msg, "X-Envelope-Id", "X-Original-Envelope-Id"),
+        verp_token=verp_token(msg),
+        source=source,
+    )
+
+
+def verp_token(
+    msg: Message, headers: Iterable[str] = ("To", "Delivered-To", "X-Original-To", "Envelope-To")
+) -> str | None:
+    """The token of a VERP return path ("bounces+<token>@domain") that the message was addressed to."""
+    for name in headers:
+        for _, address in getaddresses([str(v) for v in msg.get_all(name, [])]):
+            match = _VERP.match(address)
+            if match:
+                return match.group(1)
+    return None
+
+
+def _decoded_text(part: Message) -> str:
+    """The text of a leaf part, decoded from its transfer encoding and charset, HTML reduced to text."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return str(part.get_payload())
+    text = None
+    for charset in (part.get_content_charset(), "utf-8"):
+        if charset:
+            try:
+                text = payload.decode(charset)
+                break
+            except (LookupError, UnicodeDecodeError):
+                continue
+    text = text if text is not None else payload.decode("latin-1")
+    if part.get_content_subtype() == "html":
+        text = html.unescape(_TAG.sub(" ", re.sub(r"(?i)<br\s*/?>|</p>", "\n", text)))
+    return text
+
+
+def _header_text(msg: Message, name: str) -> str:
+    """A header decoded from RFC 2047 words; undecodable bytes are kept as they are."""
+    value = msg.get(name)
+    if value is None:
+        return ""
+    try:
+        return str(make_header(decode_header(str(value))))
+    except (LookupError, UnicodeDecodeError, ValueError):
+        return str(value)
+
+
+def _parts(msg: Message, *, into_enclosed: bool) -> Iterator[Message]:
+    """Walk the MIME tree; optionally stay out of enclosed messages (the bounced original, its headers)."""
+    yield msg
+    if msg.is_multipart() and msg.get_content_type() != "message/delivery-status":
+        for part in msg.get_payload():
+            if part.get_content_maintype() == "message" and not into_enclosed:
+                continue
+            yield from _parts(part, into_enclosed=into_enclosed)
+
+
+def find_part(msg: Message, content_type: str) -> Message | None:
+    """The first part of a content type anywhere in the message, enclosed messages included."""
+    return next((p for p in _parts(msg, into_enclosed=True) if p.get_content_type() == content_type), None)
+
+
+def _delivery_status(msg: Message) -> list[Message] | None:
+    """The field blocks of the first message/delivery-status part, wherever it is nested."""
+    part = find_part(msg, "message/delivery-status")
+    return (part.get_payload() or None) if part is not None else None
+
+
+def _notification_text(msg: Message) -> str:
+    """The human-readable explanation of a bounce, without the quoted original message."""
+    texts = []
+    for part in _parts(msg, into_enclosed=False):
+        if part.get_content_maintype() == "text" and part.get_content_subtype() in ("plain", "html"):
+            texts.append(_decoded_text(part))
+    if not texts:  # a report nested inside an enclosed message (a forwarded bounce)
+        texts = [
+            _decoded_text(p) for p in _parts(msg, into_enclosed=True) if p.get_content_type() == "text/plain"
+        ][:1]
+    text = "\n".join(texts)
+    cut = _QUOTE_START.search(text)
+    return text[: cut.start()] if cut else text
+
+
+def _field(block: Message, name: str) -> str | None:
+    value = block.get(name)
+    return " ".join(str(value).split()) if value is not None else None
+
+
+def _address_of(value: str | None) -> str | None:
+    """The address of a DSN recipient field ("rfc822; <a@b>"), or None for non-Internet types (x400)."""
+    if not value:
+        return None
+    kind, _, rest = value.partition(";")
+    if not rest:
+        kind, rest = "rfc822", kind
+    if kind.strip().lower() != "rfc822":
+        return None
+    return rest.strip().strip("<>").strip() or None
+
+
+def _dsn_recipients(blocks: list[Message], notification: str) -> list[RecipientFailure]:
+    unique: dict[str, tuple[str, Message]] = {}
+    for block in blocks:
+        final = _field(block, "Final-Recipient")
+        original = _field(block, "Original-Recipient")
+        if final or original:
+            address = _address_of(original) or _address_of(final) or final or original or ""
+            unique.setdefault(address.lower(), (address, block))
+    failures = []
+    addresses = [address for address, _ in unique.values()]
+    for address, block in unique.values():
+        action = (_field(block, "Action") or "failed").split()[0].lower()
+        diagnostic = _field(block, "Diagnostic-Code")
+        context = notification if len(unique) == 1 else _lines_about(address, addresses, notification)
+        verdict = _dsn_verdict(action, _field(block, "Status") or "", diagnostic, context)
+        failures.append(RecipientFailure(address, verdict.status, action, diagnostic, verdict))
+    return failures
+
+
+def _dsn_verdict(action: str, status_field: str, diagnostic: str | None, context: str) -> Verdict:
+    """Status wins; a generic status (x.0.0) is refined by the diagnostic, then by the human text."""
+    if action in _NOT_A_FAILURE:
+        return Verdict(Kind.NONE, Reason.OTHER, None, None, f"message {action}")
+    status_match = re.match(r"\s*([245]\.\d{1,3}\.\d{1,3})", status_field)
+    code_match = re.match(r"\s*([45]\d\d)\b", status_field)  # some servers put a reply code here
+    status = status_match.group(1) if status_match else None
+    comment = status_field[status_match.end() if status_match else 0 :].strip(" ()")
+    diag = re.sub(r"^[A-Za-z][\w-]*\s*;\s*", "", diagnostic or "")  # drop the type: "smtp; 550 …"
+    quoted = find_status(diag)
+    if quoted and (status is None or status.endswith(".0.0")):
+        status = quoted
+    code = int(code_match.group(1)) if code_match else find_reply_code(diag)
+    delayed = action == "delayed"
+    verdict = classify_failure(f"{diag}\n{comment}", code=code, status=status, transient=delayed)
+    if verdict.reason is Reason.OTHER and context:
+        verdict = classify_failure(context, code=code, status=status, transient=delayed)
+    return verdict
+
+
+def _lines_about(address: str, addresses: Iterable[str], text: str) -> str:
+    """The lines of a bounce text from the one naming an address up to the next recipient's."""
+    lowered = text.lower()
+    at = lowered.find(address.lower())
+    if at < 0:
+        return ""
+    start = lowered.rfind("\n", 0, at) + 1
+    end = min(at + 500, len(text))
+    for other in addresses:
+        found = lowered.find(other.lower(), at + len(address))
+        if other.lower() != address.lower() and 0 <= found < end:
+            end = max(lowered.rfind("\n", 0, found) + 1, at + len(address))
+    return text[start:end]
+
+
+def _heuristic(
+    msg: Message, notification: str
+) -> tuple[list[RecipientFailure], Verdict, Literal["heuristic", "flufl"]] | None:
+    subject = _header_text(msg, "Subject")
+    failed_header = msg.get_all("X-Failed-Recipients", [])
+    worded = _FAILURE_WORDS.search(notification) or _FAILURE_WORDS.search(subject)
+    if not (failed_header or worded or _from_mail_system(msg)):
+        return None
+    transient = bool(_DELAY_WORDS.search(notification) or _DELAY_WORDS.search(subject))
+    addresses, source = _failed_addresses(msg, notification, failed_header)
+    whole = classify_failure(notification, transient=transient)
+    recipients = []
+    for address in addresses:
+        verdict = _recipient_verdict(address, addresses, notification, transient) or whole
+        recipients.append(
+            RecipientFailure(
+                address=address,
+                status=verdict.status,
+                action="delayed" if transient else "failed",
+                diagnostic=None,
+                verdict=verdict,
+            )
+        )
+    return recipients, (_overall(recipients) if recipients else whole), source
+
+
+def _recipient_verdict(address: str, addresses: list[str], text: str, transient: bool) -> Verdict | None:
+    """Classify the lines about one recipient; None when they name no reason."""
+    lines = _lines_about(address, addresses, text)
+    verdict = classify_failure(lines, transient=transient) if lines else None
+    return verdict if verdict is not None and verdict.reason is not Reason.OTHER else None
+
+
+def _failed_addresses(
+    msg: Message, notification: str, failed_header: list[str]
+) -> tuple[list[str], Literal["heuristic", "flufl"]]:
+    """Failed recipients read from the text, checked against flufl.bounce, which wins a disagreement."""
+    exim = [a for _, a in getaddresses([str(v) for v in failed_header]) if a]
+    candidates = _text_addresses(msg, notification)
+    second = _flufl_opinion(msg)
+    agreed = [a for a in candidates if a.lower() in second]
+    source: Literal["heuristic", "flufl"] = "heuristic"
+    if agreed:
+        chosen = agreed
+    elif candidates and not second:
+        chosen = candidates
+    else:
+        chosen = list(second.values())
+        source = "flufl" if chosen and not exim else "heuristic"
+    merged = {a.lower(): a for a in [*exim, *chosen]}
+    lowered = notification.lower()
+
+    def position(address: str) -> int:
+        at = lowered.find(address.lower())
+        return at if at >= 0 else len(lowered)
+
+    return sorted(merged.values(), key=position), source
+
+
+def _flufl_opinion(msg: Message) -> dict[str, str]:
+    """Recipients that flufl.bounce's detectors find, temporary or permanent, keyed by lower case."""
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception:  # a detector tripping over an odd message leaves us without a second opinion
+        return {}
+    found = (a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in temporary | permanent)
+    return {a.lower(): a for a in found}
+
+
+def _text_addresses(msg: Message, text: str) -> list[str]:
+    """Addresses named in a bounce text that are neither its own parties nor quoted header lines."""
+    parties = {
+        a.lower()
+        for _, a in getaddresses(
+            [
+                str(v)
+                for name in ("From", "To", "Cc", "Sender", "Reply-To", "Return-Path")
+                for v in msg.get_all(name, [])
+            ]
+        )
+    }
+    parties |= {m.lower() for m in _MENTIONED_MESSAGE_ID.findall(text)}
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if _HEADER_LINE.match(line):
+            continue
+        for address in _ADDRESS.findall(line):
+            address = address.rstrip(".")
+            key = address.lower()
+            if key in parties or key.split("@")[0] in _DAEMON_LOCAL_PARTS:
+                continue
+            found.setdefault(key, address)
+    return list(found.values())
+
+
+def _from_mail_system(msg: Message) -> bool:
+    """Sent by a mail server itself (MAILER-DAEMON, postmaster), which writes only delivery reports."""
+    name, address = parseaddr(_header_text(msg, "From"))
+    local = address.split("@")[0].lower()
+    return local in _DAEMON_LOCAL_PARTS or "mail delivery" in name.lower()
+
+
+def _overall(recipients: list[RecipientFailure]) -> Verdict:
+    """The worst verdict among the recipients: one hard failure makes the whole report hard."""
+    rank = {Kind.HARD: 0, Kind.SOFT: 1, Kind.NONE: 2}
+    return min((r.verdict for r in recipients), key=lambda v: rank[v.kind])
+
+
+def _is_auto_reply(msg: Message, text: str) -> bool:
+    """RFC 3834 and the de-facto headers of vacation responders, or an out-of-office in so many words."""
+    auto_submitted = (msg.get("Auto-Submitted") or "").strip().lower()
+    precedence = (msg.get("Precedence") or "").strip().lower()
+    return (
+        auto_submitted.startswith("auto-replied")
+        or any(msg.get(h) is not None for h in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"))
+        or precedence == "auto_reply"
+        or bool(_AUTO_REPLY_SUBJECT.search(_header_text(msg, "Subject")))
+        or bool(_AUTO_REPLY_BODY.search(text[:500]))
+    )
+
+
+def _enclosed_originals(msg: Message) -> Iterator[Message]:
+    """Header blocks of the bounced original: message/rfc822 or text/rfc822-headers parts."""
+    for part in _parts(msg, into_enclosed=True):
+        if part is msg:
+            continue
+        if part.get_content_type() == "message/rfc822":
+            payload = part.get_payload()
+            enclosed = payload[0] if isinstance(payload, list) and payload else None
+            if enclosed is not None and _delivery_status(enclosed) is None:
+                yield enclosed
+        elif part.get_content_type() in ("text/rfc822-headers", "message/rfc822-headers"):
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                yield from payload
+            else:
+                yield HeaderParser().parsestr(_decoded_text(part))
+
+
+def enclosed_original(msg: Message) -> Message | None:
+    """Headers of the bounced or reported original: its message/rfc822 or text/rfc822-headers part."""
+    return next(_enclosed_originals(msg), None)
+
+
+def _enclosed_header(msg: Message, *names: str) -> str | None:
+    for enclosed in _enclosed_originals(msg):
+        for name in names:
+            if enclosed.get(name):
+                return " ".join(str(enclosed[name]).split())
+    return None
+
+
+def _original_message_id(msg: Message) -> str | None:
+    """Message-ID of the bounced message: from the enclosed headers, else quoted in the bounce text."""
+    found = _enclosed_header(msg, "Message-ID")
+    if found:
+        return found
+    for part in _parts(msg, into_enclosed=True):
+        if part.get_content_maintype() == "text":
+            match = _MESSAGE_ID_LINE.search(_decoded_text(part))
+            if match:
+                return match.group(1)
+    return None

@@ -1,0 +1,17 @@
+"""Message composition: addresses, headers and MIME structure of outgoing mail."""
+
+from estafeta.compose.addresses import Address, AddressError, parse_address
+from estafeta.compose.headers import ComposeError, ensure_headers
+from estafeta.compose.mime import Attachment, ComposedMessage, Draft, compose
+
+__all__ = [
+    "Address",
+    "AddressError",
+    "Attachment",
+    "ComposeError",
+    "ComposedMessage",
+    "Draft",
+    "compose",
+    "ensure_headers",
+    "parse_address",
+]

@@ -1,0 +1,1 @@
+"""Outbound delivery: MX resolution, SMTP connections to receivers, per-destination throttling."""

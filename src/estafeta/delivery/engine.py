@@ -1,0 +1,265 @@
+"""The delivery engine: claims due queue entries, groups them by destination domain into lanes, and
+sends them over reused SMTP sessions within each destination's concurrency and rate limits.
+
+Outcomes are written back in small batches; leases of entries still held in memory are renewed, and on
+shutdown entries not yet attempted are released so that nothing waits for a lease to expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+
+from estafeta import verp
+from estafeta.bounces.classify import classify_reply
+from estafeta.bounces.reasons import retry_advised
+from estafeta.clock import Clock
+from estafeta.config import DestinationLimits, Settings
+from estafeta.delivery.client import ConnectFailed, MxSession, Reply, open_session
+from estafeta.delivery.mx import DnsPermanentError, DnsTemporaryError, MxResolver
+from estafeta.delivery.throttle import TokenBucket
+from estafeta.queue import AttemptResult, Job, Queue
+from estafeta.store.db import Database
+
+log = logging.getLogger("estafeta.delivery")
+
+FLUSH_INTERVAL = 0.02
+
+
+def classified(job: Job, reply: Reply, extra: dict[str, object]) -> AttemptResult:
+    """An attempt result from an SMTP reply (or its absence), with the bounce classifier's verdict."""
+    if reply.positive:
+        return AttemptResult(job, True, reply.code, reply.text, False, dict(extra))
+    verdict = classify_reply(reply.code, reply.text)
+    data = {
+        **extra,
+        "bounce": {"kind": str(verdict.kind), "reason": str(verdict.reason), "status": verdict.status},
+    }
+    return AttemptResult(job, False, reply.code, reply.text, retry_advised(verdict), data)
+
+
+class Lane:
+    """All in-memory work for one destination domain."""
+
+    def __init__(self, engine: DeliveryEngine, domain: str, limits: DestinationLimits) -> None:
+        self.engine = engine
+        self.domain = domain
+        self.limits = limits
+        self.jobs: deque[Job] = deque()
+        self.senders: set[asyncio.Task[None]] = set()
+        self.bucket = TokenBucket(limits.rate)
+        self.arrived = asyncio.Event()
+        self.resume_at = 0.0  # monotonic time before which no new session is opened (after a 421)
+
+    def add(self, job: Job) -> None:
+        self.jobs.append(job)
+        self.arrived.set()
+        while len(self.senders) < min(self.limits.concurrency, len(self.jobs)):
+            task = asyncio.create_task(self._sender(), name=f"lane:{self.domain}")
+            self.senders.add(task)
+            task.add_done_callback(self._sender_done)
+
+    def _sender_done(self, task: asyncio.Task[None]) -> None:
+        self.senders.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sender for %s failed", self.domain, exc_info=task.exception())
+        self.engine.lane_idle(self)
+
+    async def _next_job(self) -> Job | None:
+        while not self.jobs:
+            if self.engine.stopping:
+                return None
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), timeout=self.engine.settings.delivery.idle_timeout)
+            except TimeoutError:
+                return None
+        return self.jobs.popleft()
+
+    def _fail_all(self, first: Job, result: Callable[[Job], AttemptResult]) -> None:
+        """A destination-wide failure (DNS, no MX reachable) applies to every waiting entry alike."""
+        self.engine.report(result(first))
+        while self.jobs:
+            self.engine.report(result(self.jobs.popleft()))
+
+    async def _open(self, job: Job) -> MxSession | None:
+        settings = self.engine.settings
+        try:
+            hosts = await self.engine.resolver.resolve(self.domain)
+            return await open_session(
+                hosts,
+                port=settings.delivery.smtp_port,
+                local_hostname=settings.hostname,
+                tls=settings.delivery.tls,
+                connect_timeout=settings.delivery.connect_timeout,
+                command_timeout=settings.delivery.command_timeout,
+            )
+        except DnsPermanentError as exc:
+            reply = f"{exc.status} {exc.reason}"
+            self._fail_all(
+                job,
+                lambda j: AttemptResult(
+                    j, False, None, reply, False,
+                    {"bounce": {"kind": "hard", "reason": "no-such-domain", "status": exc.status}},
+                ),
+            )
+        except DnsTemporaryError as exc:
+            text = str(exc)
+            self._fail_all(job, lambda j: AttemptResult(j, False, None, text, True, {"dns": "temporary"}))
+        except ConnectFailed as exc:
+            self._fail_all(job, lambda j: classified(j, exc.reply, {}))
+        return None
+
+    async def _sender(self) -> None:
+        session: MxSession | None = None
+        try:
+            while True:
+                job = await self._next_job()
+                if job is None:
+                    return
+                delay = self.resume_at - time.monotonic()
+                if session is None and delay > 0:
+                    await asyncio.sleep(delay)
+                if session is None:
+                    session = await self._open(job)
+                    if session is None:
+                        continue
+                await self.bucket.acquire()
+                mail_from = verp.return_path(
+                    job.delivery_id, self.engine.verp_secret, self.engine.settings.return_path_domain
+                )
+                reply = await session.send(mail_from, job.recipient, job.raw, job.smtputf8)
+                extra = {"mx": session.mx.name, "ip": session.address, "tls": session.tls}
+                self.engine.report(classified(job, reply, extra))
+                if reply.code == 421:
+                    self.resume_at = time.monotonic() + self.engine.settings.delivery.throttle_pause
+                if not session.alive:
+                    await session.close()
+                    session = None
+        finally:
+            if session is not None:
+                await session.close()
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Clock,
+        resolver: MxResolver,
+        verp_secret: bytes,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.resolver = resolver
+        self.verp_secret = verp_secret
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.queue = Queue(db, settings.delivery, clock, self.owner)
+        self.lanes: dict[str, Lane] = {}
+        self.in_flight: set[int] = set()
+        self.results: list[AttemptResult] = []
+        self.wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self.stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- feeding -------------------------------------------------------------------------------
+    def notify(self) -> None:
+        """New mail was queued: poll now instead of at the next interval."""
+        self.wakeup.set()
+
+    def report(self, result: AttemptResult) -> None:
+        self.results.append(result)
+
+    def lane_idle(self, lane: Lane) -> None:
+        if not lane.senders and not lane.jobs and self.lanes.get(lane.domain) is lane:
+            del self.lanes[lane.domain]
+
+    def _dispatch(self, job: Job) -> None:
+        if job.delivery_id in self.in_flight:
+            return  # already ours (the clock jumped past our own lease): never send it twice
+        self.in_flight.add(job.delivery_id)
+        lane = self.lanes.get(job.domain)
+        if lane is None:
+            lane = self.lanes[job.domain] = Lane(self, job.domain, self.settings.delivery.limits_for(job.domain))
+        lane.add(job)
+
+    async def _claim_loop(self) -> None:
+        delivery = self.settings.delivery
+        while not self.stopping:
+            room = delivery.max_in_flight - len(self.in_flight)
+            jobs = await self.queue.claim(min(delivery.batch_size, room)) if room > 0 else []
+            for job in jobs:
+                self._dispatch(job)
+            if len(jobs) == delivery.batch_size:
+                continue
+            self.wakeup.clear()
+            waiter = self._room if room <= 0 else self.wakeup
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), timeout=delivery.poll_interval)
+            self._room.clear()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self.results:
+            return
+        batch, self.results = self.results, []
+        try:
+            await self.queue.finish(batch)
+        except Exception:
+            self.results[:0] = batch  # keep them; the next flush tries again
+            raise
+        for result in batch:
+            self.in_flight.discard(result.job.delivery_id)
+        self._room.set()
+
+    async def _renew_loop(self) -> None:
+        interval = self.settings.delivery.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            await self.queue.renew(sorted(self.in_flight))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Deliver until `stop()` is called."""
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(), name="delivery-flush"),
+            asyncio.create_task(self._renew_loop(), name="delivery-renew"),
+        ]
+        try:
+            await self._claim_loop()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let attempts under way finish, give back what was not attempted."""
+        self.stopping = True
+        self.wakeup.set()
+        self._room.set()
+        pending = [job for lane in self.lanes.values() for job in lane.jobs]
+        for lane in self.lanes.values():
+            lane.jobs.clear()
+            lane.arrived.set()
+        senders = [t for lane in self.lanes.values() for t in lane.senders]
+        if senders:
+            _, still = await asyncio.wait(senders, timeout=grace)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+        await self.flush()
+        released = [job.delivery_id for job in pending]
+        await self.queue.release(released)
+        self.in_flight.difference_update(released)

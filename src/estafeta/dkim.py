@@ -1,0 +1,197 @@
+"""DKIM keys and signing (RFC 6376 rsa-sha256, RFC 8463 ed25519-sha256).
+
+Canonicalization and header hashing come from dkimpy, so signatures match what dkimpy verifies; the
+signature itself is made with `cryptography` (OpenSSL), which is an order of magnitude faster than dkimpy's
+pure-Python RSA and is what lets one core sign hundreds of messages a second.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import idna
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from dkim import fold, hash_headers, rfc822_parse
+from dkim.canonicalization import CanonicalizationPolicy
+
+from estafeta.clock import Clock, SystemClock
+
+Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
+
+_HEADER_NAME = b"DKIM-Signature"
+_RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+_SIGNED_HEADERS = frozenset(
+    {
+        b"from",
+        b"to",
+        b"cc",
+        b"subject",
+        b"date",
+        b"message-id",
+        b"reply-to",
+        b"mime-version",
+        b"content-type",
+        b"content-transfer-encoding",
+        b"list-unsubscribe",
+        b"list-unsubscribe-post",
+        b"list-id",
+        b"feedback-id",
+        b"precedence",
+        b"in-reply-to",
+        b"references",
+    }
+)
+# Listed once more than they occur, so that a second From or Subject added in transit breaks the signature.
+_OVERSIGNED_HEADERS = (b"from", b"subject")
+_SELECTOR = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+_MONTH_LETTERS = "abcdefghijkl"
+
+_PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """A signing key for one domain and selector.
+
+    `private_key` is PEM (PKCS#8 or traditional) for rsa-sha256, and the base64 of the 32-byte seed for
+    ed25519-sha256 (the format dkimpy uses).
+    """
+
+    domain: str
+    selector: str
+    algorithm: Algorithm
+    private_key: str
+
+    @property
+    def record_name(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain}"
+
+    @property
+    def record_value(self) -> str:
+        """The TXT record that publishes the public key."""
+        private = _load_private_key(self)
+        if isinstance(private, rsa.RSAPrivateKey):
+            public = private.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            kind = "rsa"
+        else:
+            public = private.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            kind = "ed25519"
+        return f"v=DKIM1; k={kind}; p={base64.b64encode(public).decode('ascii')}"
+
+
+def _load_private_key(key: DkimKey) -> _PrivateKey:
+    if key.algorithm == "rsa-sha256":
+        private = serialization.load_pem_private_key(key.private_key.encode("ascii"), password=None)
+        if not isinstance(private, rsa.RSAPrivateKey):
+            raise ValueError("an rsa-sha256 key must be an RSA private key in PEM")
+        return private
+    if key.algorithm == "ed25519-sha256":
+        seed = base64.b64decode(key.private_key, validate=True)
+        if len(seed) != 32:
+            raise ValueError("an ed25519-sha256 key must be the base64 of a 32-byte seed")
+        return ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+    raise ValueError(f"unsupported DKIM algorithm {key.algorithm!r}")
+
+
+def default_selector(now: datetime) -> str:
+    """`est` + year + month letter (a = January): stable within a month, distinct across rotations."""
+    return f"est{now.year}{_MONTH_LETTERS[now.month - 1]}"
+
+
+def generate_key(
+    domain: str,
+    *,
+    algorithm: Algorithm = "rsa-sha256",
+    bits: int = 2048,
+    selector: str | None = None,
+    now: datetime | None = None,
+) -> DkimKey:
+    """Create a new key; `domain` may be an IDN and is stored as its A-label."""
+    ascii_domain = idna.encode(domain.rstrip("."), uts46=True).decode("ascii")
+    selector = selector if selector is not None else default_selector(now or datetime.now(UTC))
+    if not _SELECTOR.fullmatch(selector):
+        raise ValueError(f"the selector {selector!r} is not a lower-case DNS name")
+    if algorithm == "rsa-sha256":
+        if not 1024 <= bits <= 4096:
+            raise ValueError("RSA keys must have 1024 to 4096 bits (RFC 8301; 2048 recommended)")
+        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        private_key = rsa_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode("ascii")
+    elif algorithm == "ed25519-sha256":
+        seed = ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        private_key = base64.b64encode(seed).decode("ascii")
+    else:
+        raise ValueError(f"unsupported DKIM algorithm {algorithm!r}")
+    return DkimKey(domain=ascii_domain, selector=selector, algorithm=algorithm, private_key=private_key)
+
+
+def _signature_value(fields: list[tuple[bytes, bytes]]) -> bytes:
+    return fold(b"; ".join(b"=".join(field) for field in fields), namelen=len(_HEADER_NAME))
+
+
+class DkimSigner:
+    """Signs messages with one key (relaxed/relaxed, with a `t=` timestamp)."""
+
+    def __init__(self, key: DkimKey, *, clock: Clock | None = None) -> None:
+        self.key = key
+        self._clock = clock or SystemClock()
+        private = _load_private_key(key)
+        self._sign_digest: Callable[[bytes], bytes]
+        if isinstance(private, rsa.RSAPrivateKey):
+            rsa_key = private
+            self._sign_digest = lambda digest: rsa_key.sign(
+                digest, padding.PKCS1v15(), Prehashed(hashes.SHA256())
+            )
+        else:
+            self._sign_digest = private.sign  # RFC 8463: Ed25519 over the SHA-256 of the header hash input
+        self._tags = [
+            (b"v", b"1"),
+            (b"a", key.algorithm.encode("ascii")),
+            (b"c", _RELAXED.to_c_value()),
+            (b"d", key.domain.encode("ascii")),
+            (b"s", key.selector.encode("ascii")),
+        ]
+
+    def sign(self, raw: bytes) -> bytes:
+        """Return `raw` with a DKIM-Signature header prepended."""
+        headers, body = rfc822_parse(raw)
+        signed = [name.lower() for name, _ in headers if name.lower() in _SIGNED_HEADERS]
+        if b"from" not in signed:
+            raise ValueError("a message without a From header cannot be DKIM-signed")
+        include = [*signed, *_OVERSIGNED_HEADERS]
+        body_hash = hashlib.sha256(_RELAXED.canonicalize_body(body)).digest()
+        fields = [
+            *self._tags,
+            (b"t", str(int(self._clock.now().timestamp())).encode("ascii")),
+            (b"h", b" : ".join(include)),
+            (b"bh", base64.b64encode(body_hash)),
+            # A placeholder as long as a signature keeps b= on its own folded line, as dkimpy does, so
+            # the tags before it fold the same way once the real value is in.
+            (b"b", b"0" * 60),
+        ]
+        header_hash = hashlib.sha256()
+        hash_headers(
+            header_hash,
+            _RELAXED,
+            _RELAXED.canonicalize_headers(headers),
+            include,
+            (_HEADER_NAME, b" " + _signature_value(fields)),
+            None,
+        )
+        fields[-1] = (b"b", base64.b64encode(self._sign_digest(header_hash.digest())))
+        return _HEADER_NAME + b": " + _signature_value(fields) + b"\r\n" + raw

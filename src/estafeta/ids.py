@@ -1,0 +1,22 @@
+"""Identifiers: time-ordered message ids that sort by creation and leak nothing."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+
+
+def _b32(value: int, length: int) -> str:
+    out = []
+    for _ in range(length):
+        value, rem = divmod(value, 32)
+        out.append(_ALPHABET[rem])
+    return "".join(reversed(out))
+
+
+def new_message_id() -> str:
+    """`msg_` + 48-bit millisecond timestamp + 80 random bits (26 base32 characters)."""
+    millis = int(time.time() * 1000) & ((1 << 48) - 1)
+    return "msg_" + _b32(millis, 10) + _b32(secrets.randbits(80), 16)

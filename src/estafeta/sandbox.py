@@ -1,0 +1,39 @@
+"""Pointing a platform at the simulated internet: settings, and DNS records for its sending domains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from estafeta.config import Settings
+from estafeta.dkim import DkimKey
+from estafeta.world.zone import zone_line
+
+
+def zone_lines(keys: list[DkimKey]) -> str:
+    """Zone-file lines publishing DKIM, SPF and DMARC for the sending domains under `.test`."""
+    lines = []
+    for key in keys:
+        if key.domain.endswith(".test"):
+            lines.append(zone_line(key.record_name, "TXT", key.record_value))
+            lines.append(zone_line(key.domain, "TXT", "v=spf1 ip4:127.0.0.0/8 ~all"))
+            lines.append(zone_line(f"_dmarc.{key.domain}", "TXT", "v=DMARC1; p=none"))
+    return "\n".join(lines) + "\n"
+
+
+def sandbox_settings(
+    database: Path | str, dns_address: tuple[str, int], smtp_port: int, **overrides: Any
+) -> Settings:
+    """Settings for a platform that delivers into the simulated world."""
+    url = database if isinstance(database, str) and "://" in database else f"sqlite:///{database}"
+    values: dict[str, Any] = {
+        "database_url": url,
+        "hostname": "mta.estafeta.test",
+        "return_path_domain": "bounces.estafeta.test",
+        "dns_servers": [f"{dns_address[0]}:{dns_address[1]}"],
+    }
+    delivery = {"smtp_port": smtp_port, **overrides.pop("delivery", {})}
+    values["delivery"] = delivery
+    values["api"] = {"host": "127.0.0.1", "port": 0, **overrides.pop("api", {})}
+    values.update(overrides)
+    return Settings(**values)

@@ -1,0 +1,80 @@
+"""SMTP credentials: a generated username and password per credential, the password kept as an argon2 hash.
+
+Mail clients log in on every connection and argon2 is deliberately slow, so a successful login is remembered
+in memory for a minute under a SHA-256 of username and password (never the password itself). Revoking
+through this process forgets it at once; other processes forget it when the entry ages out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from estafeta.auth import hash_secret, verify_secret
+from estafeta.clock import Clock
+from estafeta.store import smtp_credentials as store
+from estafeta.store.db import Database
+
+CACHE_TTL = timedelta(seconds=60)
+_CACHE_PRUNE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class NewSmtpCredential:
+    username: str
+    password: str  # shown once
+    created_at: datetime
+
+
+async def create_smtp_credential(db: Database, account_id: int, now: datetime) -> NewSmtpCredential:
+    """Generate and store a credential for the account; the password is returned once, never stored."""
+    username = f"smtp_{secrets.token_hex(8)}"
+    password = secrets.token_urlsafe(24)
+    secret_hash = await asyncio.to_thread(hash_secret, password)
+    await db.run(store.add_credential, account_id, username, secret_hash, now)
+    return NewSmtpCredential(username, password, now)
+
+
+def _digest(username: str, password: str) -> str:
+    return hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Verified:
+    account_id: int
+    username: str
+    expires: datetime
+
+
+class SmtpCredentialVerifier:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+        self._cache: dict[str, _Verified] = {}
+
+    async def account_for(self, username: str, password: str) -> int | None:
+        """The account a username/password belongs to, or None for unknown, revoked or wrong ones."""
+        now = self.clock.now()
+        digest = _digest(username, password)
+        hit = self._cache.get(digest)
+        if hit is not None and hit.expires > now:
+            return hit.account_id
+        row = await self.db.run(store.find_credential, username)
+        if row is None or row.revoked_at is not None:
+            return None
+        if not await asyncio.to_thread(verify_secret, row.secret_hash, password):
+            return None
+        if len(self._cache) >= _CACHE_PRUNE_SIZE:
+            self._cache = {k: v for k, v in self._cache.items() if v.expires > now}
+        self._cache[digest] = _Verified(row.account_id, username, now + CACHE_TTL)
+        return row.account_id
+
+    async def revoke(self, account_id: int, username: str, now: datetime) -> bool:
+        """Revoke the account's credential and forget its cached logins; False when it has no such one."""
+        revoked = await self.db.run(store.revoke_credential, account_id, username, now)
+        if revoked:
+            self._cache = {k: v for k, v in self._cache.items() if v.username != username}
+        return revoked

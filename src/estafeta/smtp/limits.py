@@ -1,0 +1,69 @@
+"""Relay limits that need memory between commands: sending rate per account, connections per client.
+
+Both live in the process that holds the connections. Several `serve` processes each enforce their own
+share, which is what an operator sizing limits per node expects.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from estafeta.clock import Clock
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float  # clock seconds
+
+
+class AccountRateLimiter:
+    """A token bucket per account: `burst` messages at once, then `rate` messages per second."""
+
+    def __init__(self, rate: float, burst: int, clock: Clock) -> None:
+        if rate < 0 or burst < 1:
+            raise ValueError("rate must be >= 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[int, _Bucket] = {}
+
+    def try_take(self, account_id: int) -> bool:
+        """Spend one message of the account's allowance; False when none is left (a rate of 0 is unlimited)."""
+        if self.rate == 0:
+            return True
+        now = self._clock.now().timestamp()
+        bucket = self._buckets.get(account_id)
+        if bucket is None:
+            bucket = self._buckets[account_id] = _Bucket(float(self.burst), now)
+        else:
+            elapsed = max(0.0, now - bucket.updated)
+            bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate)
+            bucket.updated = now
+        if bucket.tokens < 1:
+            return False
+        bucket.tokens -= 1
+        return True
+
+
+class ConnectionLimiter:
+    """Counts open connections per client address and refuses more than `max_per_ip` at once."""
+
+    def __init__(self, max_per_ip: int) -> None:
+        if max_per_ip < 1:
+            raise ValueError("max_per_ip must be >= 1")
+        self.max_per_ip = max_per_ip
+        self._open: Counter[str] = Counter()
+
+    def acquire(self, ip: str) -> bool:
+        """Count a new connection from `ip`; False (and nothing counted) when it already has the maximum."""
+        if self._open[ip] >= self.max_per_ip:
+            return False
+        self._open[ip] += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self._open[ip] -= 1
+        if self._open[ip] <= 0:
+            del self._open[ip]

@@ -1,0 +1,388 @@
+"""The submission relay: aiosmtpd on a STARTTLS port and an implicit-TLS port, for mail clients and apps.
+
+AUTH (PLAIN or LOGIN, only over TLS) is required before MAIL; the sender's domain must belong to the
+account that logged in; and DATA is answered 250 only after `Accepter.accept_raw` has committed the message
+to the same queue the HTTP API fills, so policy, DKIM signing and events are the API's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+from email import policy
+from email.parser import HeaderParser
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from estafeta.accept import AcceptError, Accepter
+from estafeta.clock import Clock
+from estafeta.compose import AddressError, parse_address
+from estafeta.config import Settings, SmtpSettings
+from estafeta.smtp.credentials import SmtpCredentialVerifier
+from estafeta.smtp.limits import AccountRateLimiter, ConnectionLimiter
+from estafeta.store import accounts as account_store
+from estafeta.store.db import Database
+from estafeta.tls import server_context, write_self_signed
+
+log = logging.getLogger("estafeta.smtp")
+
+TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections from your address, try again later\r\n"
+SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
+TEMPORARY_FAILURE = "451 4.3.0 Message not queued because of a temporary error, try again later"
+MAX_REPLY_TEXT = 400
+_DRAIN_ROUNDS = 100
+
+# aiosmtpd's fixed replies that carry no enhanced status code (RFC 3463), and what the relay says instead.
+_ENHANCED_REPLIES = {
+    "552 Error: message size exceeds fixed maximum message size": (
+        "552 5.3.4 Message size exceeds fixed maximum message size"
+    ),
+    "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed maximum message size",
+    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
+    "554 Command refused due to lack of security": "554 5.7.0 Command refused due to lack of security",
+    "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
+    "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
+    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
+    "503 Already authenticated": "503 5.5.1 Already authenticated",
+}
+
+
+@dataclass(frozen=True)
+class SmtpPorts:
+    starttls: int
+    implicit_tls: int
+
+
+@dataclass(frozen=True)
+class RelayLogin:
+    """What a successful AUTH leaves on the session (`Session.auth_data`)."""
+
+    account_id: int
+    username: str
+
+
+def reply_text(text: str) -> str:
+    """Text fit for one reply line: no line breaks or control characters, ASCII, bounded length."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return flat.encode("ascii", "backslashreplace").decode("ascii")[:MAX_REPLY_TEXT]
+
+
+def _header_section(raw: bytes) -> bytes:
+    end = raw.find(b"\r\n\r\n")
+    return raw if end == -1 else raw[: end + 2]
+
+
+def strip_bcc(raw: bytes) -> bytes:
+    """Remove Bcc fields (with their folded lines) from the header section; all else stays byte for byte.
+
+    Desktop clients may leave Bcc in what they submit; the envelope already carries those recipients, and
+    the header would show every recipient who they are.
+    """
+    header = _header_section(raw)
+    if b"bcc" not in header.lower():
+        return raw
+    kept: list[bytes] = []
+    in_bcc = False
+    for line in header.splitlines(keepends=True):
+        if line[:1] not in (b" ", b"\t"):
+            in_bcc = line.partition(b":")[0].strip().lower() == b"bcc"
+        if not in_bcc:
+            kept.append(line)
+    return b"".join(kept) + raw[len(header) :]
+
+
+def author_domains(raw: bytes) -> list[str]:
+    """Domains (A-labels) of the mailboxes in From; empty when From is missing or unreadable, which the
+    accept path then refuses with a precise reason."""
+    try:
+        header = _header_section(raw).decode("utf-8", "surrogateescape")  # RFC 6532: UTF-8 headers
+        field = HeaderParser(policy=policy.SMTPUTF8).parsestr(header)["From"]
+        addresses = field.addresses if field is not None else ()
+    except Exception:
+        # The stdlib header parser raises assorted exceptions on malformed values.
+        return []
+    domains = []
+    for address in addresses:
+        try:
+            domains.append(parse_address(address.addr_spec).domain)
+        except AddressError:
+            domains.append(address.domain.lower())
+    return domains
+
+
+def _login(session: Session) -> RelayLogin:
+    login = session.auth_data
+    if not isinstance(login, RelayLogin):  # aiosmtpd refuses MAIL/RCPT/DATA before AUTH (530 5.7.0)
+        raise RuntimeError("session is not authenticated")
+    return login
+
+
+class RelayHandler:
+    """aiosmtpd hooks: who may send from which domain, how many recipients, how fast; then the accept."""
+
+    def __init__(
+        self, db: Database, accepter: Accepter, rates: AccountRateLimiter, max_recipients: int
+    ) -> None:
+        self.db = db
+        self.accepter = accepter
+        self.rates = rates
+        self.max_recipients = max_recipients
+        self._owners: dict[str, int] = {}  # domain → account; only found ones, so new domains show at once
+        self._accepting = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def _owner(self, domain: str) -> int | None:
+        owner = self._owners.get(domain)
+        if owner is None:
+            row = await self.db.run(account_store.find_domain, domain)
+            if row is not None:
+                owner = self._owners[domain] = row.account_id
+        return owner
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        login = _login(session)
+        try:
+            sender = parse_address(address)
+        except AddressError as exc:
+            return f"553 5.1.7 {reply_text(exc.reason)}"
+        if sender.smtputf8 and not envelope.smtp_utf8:
+            return "553 5.6.7 A non-ASCII sender address needs MAIL FROM with SMTPUTF8"
+        if await self._owner(sender.domain) != login.account_id:
+            return f"550 5.7.1 {sender.domain} is not a sending domain of this account"
+        if not self.rates.try_take(login.account_id):
+            log.info("smtp rate limited account=%d", login.account_id)
+            return "451 4.7.1 Sending rate limit of this account exceeded, try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return f"452 4.5.3 Too many recipients, at most {self.max_recipients} per message"
+        try:
+            recipient = parse_address(address)
+        except AddressError as exc:
+            return f"553 5.1.3 {reply_text(exc.reason)}"
+        if recipient.smtputf8 and not envelope.smtp_utf8:
+            return "553 5.6.7 A non-ASCII recipient address needs MAIL FROM with SMTPUTF8"
+        if recipient.email not in envelope.rcpt_tos:
+            envelope.rcpt_tos.append(recipient.email)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        login = _login(session)
+        assert envelope.mail_from is not None and isinstance(envelope.original_content, bytes)
+        raw = strip_bcc(envelope.original_content)
+        for domain in author_domains(raw):
+            if await self._owner(domain) != login.account_id:
+                return f"550 5.7.1 The From header's domain {domain} is not a sending domain of this account"
+        self._accepting += 1
+        self._idle.clear()
+        try:
+            accepted = await self.accepter.accept_raw(
+                login.account_id, envelope.mail_from, list(envelope.rcpt_tos), raw
+            )
+        except AcceptError as exc:
+            log.info("smtp refused account=%d reply=%s field=%s", login.account_id, exc.smtp, exc.field)
+            return f"{exc.smtp} {reply_text(f'{exc.field}: {exc.reason}')}"
+        except Exception:
+            log.exception("smtp accept failed account=%d", login.account_id)
+            return TEMPORARY_FAILURE
+        finally:
+            self._accepting -= 1
+            if not self._accepting:
+                self._idle.set()
+        log.info(
+            "smtp accepted id=%s account=%d recipients=%d bytes=%d",
+            accepted.id,
+            login.account_id,
+            len(accepted.recipients),
+            len(raw),
+        )
+        return f"250 2.0.0 Ok: queued as {accepted.id}"
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Wait until no message is being accepted, at most `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("smtp stop: %d messages still being accepted", self._accepting)
+
+
+def _pass_credentials_on(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    """aiosmtpd calls authenticators synchronously; the decoded credentials go back unchecked so that
+    `RelaySMTP` verifies them without blocking the event loop (a database read and argon2)."""
+    return AuthResult(success=True, auth_data=auth_data)
+
+
+class RelaySMTP(SMTP):
+    """One client connection: aiosmtpd's protocol with credentials checked asynchronously, a limit on
+    connections per client address, and enhanced status codes on aiosmtpd's own replies."""
+
+    def __init__(self, relay: SmtpRelay, *, implicit_tls: bool) -> None:
+        self._relay = relay
+        self._client_ip: str | None = None
+        self._refused = False
+        smtp = relay.settings.smtp
+        super().__init__(
+            relay.handler,
+            data_size_limit=smtp.max_message_bytes,
+            enable_SMTPUTF8=True,
+            hostname=relay.settings.hostname,
+            ident="Estafeta ESMTP submission",
+            tls_context=None if implicit_tls else relay.tls_context,
+            require_starttls=not implicit_tls,
+            auth_required=True,
+            auth_require_tls=True,
+            authenticator=_pass_credentials_on,
+            loop=asyncio.get_running_loop(),
+        )
+        if implicit_tls:
+            # The listener wraps the whole connection in TLS, which is what AUTH requires.
+            self._auth_require_tls = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is None:  # a new connection, not the STARTTLS upgrade of one
+            peer = transport.get_extra_info("peername")
+            client_ip = str(peer[0]) if peer else "unknown"
+            if not self._relay.connections.acquire(client_ip):
+                self._refused = True
+                log.info("smtp connection refused ip=%s reason=too-many-connections", client_ip)
+                transport.write(TOO_MANY_CONNECTIONS)  # type: ignore[attr-defined]
+                transport.close()
+                return
+            self._client_ip = client_ip
+            self._relay.sessions.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._client_ip is not None:
+            self._relay.connections.release(self._client_ip)
+            self._relay.sessions.discard(self)
+            self._client_ip = None
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        return False if self._refused else super().eof_received()
+
+    async def push(self, status: str | bytes) -> None:  # type: ignore[override]
+        if isinstance(status, str):
+            status = _ENHANCED_REPLIES.get(status, status)
+        await super().push(status)
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._verify(await super().auth_PLAIN(server, args))
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._verify(await super().auth_LOGIN(server, args))
+
+    async def _verify(self, parsed: AuthResult) -> AuthResult:
+        if not parsed.success or not isinstance(parsed.auth_data, LoginPassword):
+            return parsed
+        try:
+            username = parsed.auth_data.login.decode()
+            password = parsed.auth_data.password.decode()
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False)  # 535 5.7.8
+        account_id = await self._relay.credentials.account_for(username, password)
+        if account_id is None:
+            log.info("smtp login refused user=%s ip=%s", reply_text(username)[:64], self._client_ip)
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=RelayLogin(account_id, username))
+
+    def shut_down(self) -> None:
+        """Tell the client the service is going away and close the connection."""
+        if self.transport is not None:
+            self.transport.write(SHUTTING_DOWN)  # type: ignore[attr-defined]
+            self.transport.close()
+
+
+def load_tls_context(smtp: SmtpSettings, hostname: str) -> ssl.SSLContext:
+    """The configured certificate, or a self-signed one generated once into `smtp.tls_dir` and reused."""
+    if smtp.tls_cert is not None and smtp.tls_key is not None:
+        return server_context(smtp.tls_cert, smtp.tls_key)
+    cert, key = smtp.tls_dir / "smtp-cert.pem", smtp.tls_dir / "smtp-key.pem"
+    if not (cert.is_file() and key.is_file()):
+        smtp.tls_dir.mkdir(parents=True, exist_ok=True)
+        names = [hostname] + ([smtp.host] if smtp.host not in ("", "0.0.0.0", "::") else [])
+        write_self_signed(cert, key, names)
+        log.warning(
+            "smtp: generated a self-signed certificate in %s; mail clients will warn about it until "
+            "smtp.tls_cert and smtp.tls_key name a trusted one",
+            smtp.tls_dir,
+        )
+    return server_context(cert, key)
+
+
+class SmtpRelay:
+    """Both submission listeners, their shared limits and the sessions they hold open."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        accepter: Accepter,
+        credentials: SmtpCredentialVerifier,
+        clock: Clock,
+    ) -> None:
+        smtp = settings.smtp
+        self.settings = settings
+        self.credentials = credentials
+        self.handler = RelayHandler(
+            db, accepter, AccountRateLimiter(smtp.rate_per_second, smtp.rate_burst, clock), smtp.max_recipients
+        )
+        self.connections = ConnectionLimiter(smtp.max_connections_per_ip)
+        self.sessions: set[RelaySMTP] = set()
+        self.tls_context: ssl.SSLContext | None = None
+        self._servers: list[asyncio.Server] = []
+
+    async def start(self) -> SmtpPorts:
+        """Bind both listeners in the running loop; returns the bound ports (useful when configured as 0)."""
+        smtp = self.settings.smtp
+        self.tls_context = await asyncio.to_thread(load_tls_context, smtp, self.settings.hostname)
+        loop = asyncio.get_running_loop()
+        starttls = await loop.create_server(
+            lambda: RelaySMTP(self, implicit_tls=False), smtp.host, smtp.starttls_port
+        )
+        self._servers.append(starttls)
+        try:
+            implicit = await loop.create_server(
+                lambda: RelaySMTP(self, implicit_tls=True), smtp.host, smtp.implicit_tls_port, ssl=self.tls_context
+            )
+        except BaseException:
+            await self.stop(0)
+            raise
+        self._servers.append(implicit)
+        ports = SmtpPorts(starttls.sockets[0].getsockname()[1], implicit.sockets[0].getsockname()[1])
+        log.info(
+            "smtp submission on %s port %d (STARTTLS) and port %d (TLS)", smtp.host, ports.starttls, ports.implicit_tls
+        )
+        return ports
+
+    async def stop(self, grace: float) -> None:
+        """Stop listening, let messages being accepted get their reply, then close every connection."""
+        for server in self._servers:
+            server.close()
+        await self.handler.wait_idle(grace)
+        for session in list(self.sessions):
+            session.shut_down()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers = []
+        for _ in range(_DRAIN_ROUNDS):  # let closed sessions run connection_lost before the loop may end
+            if not self.sessions:
+                break
+            await asyncio.sleep(0)

@@ -1,0 +1,153 @@
+"""Accounts, API keys, sending domains and platform-wide state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, insert, select, update
+
+from estafeta.store.models import Account, ApiKey, Domain, PlatformState
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    id: int
+    name: str
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKeyRow:
+    id: int
+    account_id: int
+    prefix: str
+    secret_hash: str
+    name: str
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DomainRow:
+    id: int
+    account_id: int
+    name: str
+    dkim_selector: str
+    dkim_algorithm: str
+    dkim_private_key: str
+    created_at: datetime
+
+
+def get_state(conn: Connection, key: str) -> str | None:
+    return conn.scalar(select(PlatformState.value).where(PlatformState.key == key))
+
+
+def set_state_if_absent(conn: Connection, key: str, value: str) -> str:
+    """Store `value` unless one is there already; returns the stored value (first writer wins)."""
+    current = get_state(conn, key)
+    if current is not None:
+        return current
+    conn.execute(insert(PlatformState).values(key=key, value=value))
+    return value
+
+
+def create_account(conn: Connection, name: str, now: datetime) -> AccountRow:
+    new_id = conn.execute(
+        insert(Account).values(name=name, status="active", created_at=now).returning(Account.id)
+    ).scalar_one()
+    return AccountRow(new_id, name, "active", now)
+
+
+def get_account(conn: Connection, account_id: int) -> AccountRow | None:
+    row = conn.execute(select(Account).where(Account.id == account_id)).first()
+    return AccountRow(row.id, row.name, row.status, row.created_at) if row else None
+
+
+def find_account(conn: Connection, name: str) -> AccountRow | None:
+    row = conn.execute(select(Account).where(Account.name == name)).first()
+    return AccountRow(row.id, row.name, row.status, row.created_at) if row else None
+
+
+def list_accounts(conn: Connection) -> list[AccountRow]:
+    rows = conn.execute(select(Account).order_by(Account.id)).all()
+    return [AccountRow(r.id, r.name, r.status, r.created_at) for r in rows]
+
+
+def add_api_key(
+    conn: Connection, account_id: int, prefix: str, secret_hash: str, name: str, now: datetime
+) -> int:
+    return conn.execute(
+        insert(ApiKey)
+        .values(account_id=account_id, prefix=prefix, secret_hash=secret_hash, name=name, created_at=now)
+        .returning(ApiKey.id)
+    ).scalar_one()
+
+
+def find_api_key(conn: Connection, prefix: str) -> ApiKeyRow | None:
+    row = conn.execute(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    if row is None:
+        return None
+    return ApiKeyRow(row.id, row.account_id, row.prefix, row.secret_hash, row.name, row.revoked_at)
+
+
+def list_api_keys(conn: Connection, account_id: int) -> list[ApiKeyRow]:
+    rows = conn.execute(select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.id)).all()
+    return [ApiKeyRow(r.id, r.account_id, r.prefix, r.secret_hash, r.name, r.revoked_at) for r in rows]
+
+
+def revoke_api_key(conn: Connection, account_id: int, prefix: str, now: datetime) -> bool:
+    result = conn.execute(
+        update(ApiKey)
+        .where(ApiKey.account_id == account_id, ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return result.rowcount == 1
+
+
+def _domain(row: object) -> DomainRow:
+    return DomainRow(
+        row.id,  # type: ignore[attr-defined]
+        row.account_id,  # type: ignore[attr-defined]
+        row.name,  # type: ignore[attr-defined]
+        row.dkim_selector,  # type: ignore[attr-defined]
+        row.dkim_algorithm,  # type: ignore[attr-defined]
+        row.dkim_private_key,  # type: ignore[attr-defined]
+        row.created_at,  # type: ignore[attr-defined]
+    )
+
+
+def add_domain(
+    conn: Connection,
+    account_id: int,
+    name: str,
+    selector: str,
+    algorithm: str,
+    private_key: str,
+    now: datetime,
+) -> DomainRow:
+    new_id = conn.execute(
+        insert(Domain)
+        .values(
+            account_id=account_id,
+            name=name,
+            dkim_selector=selector,
+            dkim_algorithm=algorithm,
+            dkim_private_key=private_key,
+            created_at=now,
+        )
+        .returning(Domain.id)
+    ).scalar_one()
+    return DomainRow(new_id, account_id, name, selector, algorithm, private_key, now)
+
+
+def find_domain(conn: Connection, name: str) -> DomainRow | None:
+    row = conn.execute(select(Domain).where(Domain.name == name)).first()
+    return _domain(row) if row else None
+
+
+def list_domains(conn: Connection, account_id: int | None = None) -> list[DomainRow]:
+    query = select(Domain).order_by(Domain.id)
+    if account_id is not None:
+        query = query.where(Domain.account_id == account_id)
+    return [_domain(r) for r in conn.execute(query).all()]

@@ -1,0 +1,234 @@
+"""Accepted messages, their recipients' queue entries and the event log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from estafeta.store.models import Delivery, Event, Message
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A composed, signed message ready to be stored with one queue entry per recipient."""
+
+    id: str
+    account_id: int
+    stream: str
+    source: str
+    from_address: str
+    subject: str
+    message_id_header: str
+    raw: bytes
+    smtputf8: bool
+    recipients: list[str]
+    tags: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    account_id: int
+    message_id: str | None
+    recipient: str | None
+    type: str
+    created_at: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecipientState:
+    recipient: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_code: int | None
+    last_reply: str | None
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: str
+    account_id: int
+    stream: str
+    source: str
+    from_address: str
+    subject: str
+    message_id_header: str
+    size: int
+    tags: list[str]
+    meta: dict[str, Any]
+    created_at: datetime
+    recipients: list[RecipientState]
+    events: list[EventRow]
+
+
+def insert_messages(conn: Connection, messages: list[NewMessage], now: datetime) -> None:
+    """Store messages, queue every recipient and log `accepted` + `queued`, all in the caller's transaction."""
+    if not messages:
+        return
+    conn.execute(
+        insert(Message),
+        [
+            {
+                "id": m.id,
+                "account_id": m.account_id,
+                "stream": m.stream,
+                "source": m.source,
+                "from_address": m.from_address,
+                "subject": m.subject,
+                "message_id_header": m.message_id_header,
+                "raw": m.raw,
+                "size": len(m.raw),
+                "smtputf8": m.smtputf8,
+                "tags": m.tags,
+                "meta": m.meta,
+                "created_at": now,
+            }
+            for m in messages
+        ],
+    )
+    deliveries = [
+        {
+            "message_id": m.id,
+            "account_id": m.account_id,
+            "recipient": rcpt,
+            "domain": rcpt.rsplit("@", 1)[1].lower(),
+            "stream": m.stream,
+            "state": "queued",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for m in messages
+        for rcpt in m.recipients
+    ]
+    conn.execute(insert(Delivery), deliveries)
+    events: list[dict[str, Any]] = []
+    for m in messages:
+        events.append(
+            {
+                "account_id": m.account_id,
+                "message_id": m.id,
+                "delivery_id": None,
+                "recipient": None,
+                "type": "accepted",
+                "created_at": now,
+                "data": {"source": m.source, "stream": m.stream, "recipients": len(m.recipients)},
+            }
+        )
+        events.extend(
+            {
+                "account_id": m.account_id,
+                "message_id": m.id,
+                "delivery_id": None,
+                "recipient": rcpt,
+                "type": "queued",
+                "created_at": now,
+                "data": {},
+            }
+            for rcpt in m.recipients
+        )
+    conn.execute(insert(Event), events)
+
+
+def _event(row: Any) -> EventRow:
+    return EventRow(row.id, row.account_id, row.message_id, row.recipient, row.type, row.created_at, row.data)
+
+
+def get_message(conn: Connection, account_id: int, message_id: str) -> MessageView | None:
+    """A message with its recipients' queue state and full event history, scoped to one account."""
+    row = conn.execute(
+        select(Message).where(Message.id == message_id, Message.account_id == account_id)
+    ).first()
+    if row is None:
+        return None
+    recipients = [
+        RecipientState(r.recipient, r.state, r.attempts, r.next_attempt_at, r.last_code, r.last_reply)
+        for r in conn.execute(
+            select(Delivery).where(Delivery.message_id == message_id).order_by(Delivery.id)
+        ).all()
+    ]
+    events = [
+        _event(e)
+        for e in conn.execute(select(Event).where(Event.message_id == message_id).order_by(Event.id)).all()
+    ]
+    return MessageView(
+        row.id,
+        row.account_id,
+        row.stream,
+        row.source,
+        row.from_address,
+        row.subject,
+        row.message_id_header,
+        row.size,
+        row.tags,
+        row._mapping["metadata"],
+        row.created_at,
+        recipients,
+        events,
+    )
+
+
+def get_raw(conn: Connection, account_id: int, message_id: str) -> bytes | None:
+    return conn.scalar(
+        select(Message.raw).where(Message.id == message_id, Message.account_id == account_id)
+    )
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    account_id: int
+    types: list[str] = field(default_factory=list)
+    message_id: str | None = None
+    recipient: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after_id: int | None = None
+
+
+def list_events(conn: Connection, flt: EventFilter, limit: int) -> list[EventRow]:
+    """Events oldest first, filtered; `after_id` is the cursor (ids only grow)."""
+    query = select(Event).where(Event.account_id == flt.account_id)
+    if flt.types:
+        query = query.where(Event.type.in_(flt.types))
+    if flt.message_id:
+        query = query.where(Event.message_id == flt.message_id)
+    if flt.recipient:
+        query = query.where(Event.recipient == flt.recipient)
+    if flt.since:
+        query = query.where(Event.created_at >= flt.since)
+    if flt.until:
+        query = query.where(Event.created_at < flt.until)
+    if flt.after_id is not None:
+        query = query.where(Event.id > flt.after_id)
+    return [_event(r) for r in conn.execute(query.order_by(Event.id).limit(limit)).all()]
+
+
+def add_event(
+    conn: Connection,
+    *,
+    account_id: int,
+    type: str,
+    now: datetime,
+    message_id: str | None = None,
+    recipient: str | None = None,
+    delivery_id: int | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    conn.execute(
+        insert(Event).values(
+            account_id=account_id,
+            message_id=message_id,
+            delivery_id=delivery_id,
+            recipient=recipient,
+            type=type,
+            created_at=now,
+            data=data or {},
+        )
+    )

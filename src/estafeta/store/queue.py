@@ -1,0 +1,189 @@
+"""Queue statements: claim due entries under a lease, record outcomes fenced by that lease.
+
+Claiming is one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`: on PostgreSQL concurrent
+workers skip each other's rows; SQLite has a single writer, so the clause is simply not rendered there.
+An outcome only counts if the worker still holds the lease, so a worker that lost its lease (it was too
+slow, another worker took over) cannot overwrite what the new owner recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, or_, select, update
+
+from estafeta.store.models import Delivery, Event, Message
+
+OPEN_STATES = ("queued", "deferred")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: int
+    message_id: str
+    account_id: int
+    recipient: str
+    domain: str
+    stream: str
+    attempts: int
+    created_at: datetime
+    raw: bytes
+    smtputf8: bool
+
+
+@dataclass(frozen=True)
+class Finish:
+    """What became of one attempt; `state` is the entry's new state."""
+
+    delivery_id: int
+    state: str  # delivered | deferred | bounced
+    next_attempt_at: datetime
+    code: int | None
+    reply: str
+    event: str  # delivered | deferred | bounced
+    data: dict[str, Any]
+    counts_as_attempt: bool = True
+
+
+def claim(conn: Connection, owner: str, now: datetime, lease_until: datetime, limit: int) -> list[Claimed]:
+    due = (
+        select(Delivery.id)
+        .where(
+            Delivery.state.in_(OPEN_STATES),
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+        )
+        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = conn.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_until=lease_until)
+        .returning(
+            Delivery.id,
+            Delivery.message_id,
+            Delivery.account_id,
+            Delivery.recipient,
+            Delivery.domain,
+            Delivery.stream,
+            Delivery.attempts,
+            Delivery.created_at,
+        )
+    ).all()
+    if not rows:
+        return []
+    message_ids = {r.message_id for r in rows}
+    bodies = {
+        m.id: (m.raw, m.smtputf8)
+        for m in conn.execute(
+            select(Message.id, Message.raw, Message.smtputf8).where(Message.id.in_(message_ids))
+        ).all()
+    }
+    claimed = [
+        Claimed(
+            r.id,
+            r.message_id,
+            r.account_id,
+            r.recipient,
+            r.domain,
+            r.stream,
+            r.attempts,
+            r.created_at,
+            *bodies[r.message_id],
+        )
+        for r in rows
+    ]
+    claimed.sort(key=lambda c: c.delivery_id)
+    return claimed
+
+
+def finish(conn: Connection, owner: str, now: datetime, outcomes: list[Finish]) -> int:
+    """Apply outcomes whose lease `owner` still holds; returns how many were applied."""
+    applied = 0
+    for o in outcomes:
+        values: dict[str, Any] = {
+            "state": o.state,
+            "next_attempt_at": o.next_attempt_at,
+            "lease_owner": None,
+            "lease_until": None,
+            "last_code": o.code,
+            "last_reply": o.reply,
+            "updated_at": now,
+        }
+        if o.counts_as_attempt:
+            values["attempts"] = Delivery.attempts + 1
+        row = conn.execute(
+            update(Delivery)
+            .where(Delivery.id == o.delivery_id, Delivery.lease_owner == owner)
+            .values(**values)
+            .returning(Delivery.account_id, Delivery.message_id, Delivery.recipient)
+        ).first()
+        if row is None:
+            continue
+        applied += 1
+        conn.execute(
+            insert(Event).values(
+                account_id=row.account_id,
+                message_id=row.message_id,
+                delivery_id=o.delivery_id,
+                recipient=row.recipient,
+                type=o.event,
+                created_at=now,
+                data=o.data,
+            )
+        )
+    return applied
+
+
+def renew(conn: Connection, owner: str, delivery_ids: list[int], lease_until: datetime) -> int:
+    """Extend the lease on entries still being worked on."""
+    if not delivery_ids:
+        return 0
+    result = conn.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(delivery_ids), Delivery.lease_owner == owner)
+        .values(lease_until=lease_until)
+    )
+    return result.rowcount
+
+
+def release(conn: Connection, owner: str, delivery_ids: list[int]) -> int:
+    """Give entries back untouched (shutdown): they are due again at once for any worker."""
+    if not delivery_ids:
+        return 0
+    result = conn.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(delivery_ids), Delivery.lease_owner == owner)
+        .values(lease_owner=None, lease_until=None)
+    )
+    return result.rowcount
+
+
+def state_counts(conn: Connection, account_id: int | None = None) -> dict[str, int]:
+    query = select(Delivery.state, func.count()).group_by(Delivery.state)
+    if account_id is not None:
+        query = query.where(Delivery.account_id == account_id)
+    return {state: count for state, count in conn.execute(query).all()}
+
+
+def domain_state_counts(conn: Connection) -> dict[str, dict[str, int]]:
+    """Entries per recipient domain and state, for summaries like the demo's table."""
+    query = select(Delivery.domain, Delivery.state, func.count()).group_by(Delivery.domain, Delivery.state)
+    out: dict[str, dict[str, int]] = {}
+    for domain, state, count in conn.execute(query).all():
+        out.setdefault(domain, {})[state] = count
+    return out
+
+
+def event_counts_by_domain(conn: Connection, event_type: str) -> dict[str, int]:
+    query = (
+        select(Delivery.domain, func.count())
+        .join(Event, Event.delivery_id == Delivery.id)
+        .where(Event.type == event_type)
+        .group_by(Delivery.domain)
+    )
+    return {domain: count for domain, count in conn.execute(query).all()}

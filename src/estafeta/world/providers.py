@@ -1,0 +1,211 @@
+"""The mailbox providers of the default world and the behaviours they script.
+
+Each provider reproduces one situation a sending platform must handle (authentication demands, rate
+limits, unknown users, full mailboxes, greylisting, dead hosts, spam traps) with the replies real
+providers give, so delivery, bounce classification and reputation code meet them on loopback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from estafeta.clock import Clock
+
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+PLATFORM_HOST = "mta.estafeta.test"
+PLATFORM_ADDRESS = "127.0.0.1"
+RECORD_TTL = 300
+
+UNAUTHENTICATED = "550 5.7.26 This mail has been blocked because the sender is unauthenticated."
+RATE_LIMITED = (
+    "421 4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP address."
+)
+
+
+def require_loopback(address: str) -> str:
+    """The world never listens outside 127.0.0.0/8; refuse any other address early."""
+    if ipaddress.ip_address(address) not in LOOPBACK:
+        raise ValueError(f"{address} is not a 127.0.0.0/8 address")
+    return address
+
+
+class RecipientPolicy(Protocol):
+    """Decides a provider's own RCPT reply; remembers what it has seen until `reset`."""
+
+    def check(self, peer: str, recipient: str) -> str | None:
+        """The reply for `recipient` from client IP `peer`, or None to accept."""
+        ...
+
+    def reset(self) -> None: ...
+
+
+class AcceptAll:
+    def check(self, peer: str, recipient: str) -> str | None:
+        return None
+
+    def reset(self) -> None:
+        pass
+
+
+class UserUnknown:
+    """Every mailbox is unknown except postmaster (RFC 5321 4.5.1 requires it to exist)."""
+
+    def check(self, peer: str, recipient: str) -> str | None:
+        if recipient.partition("@")[0].lower() == "postmaster":
+            return None
+        return f"550 5.1.1 <{recipient}>: Recipient address rejected: User unknown in virtual mailbox table"
+
+    def reset(self) -> None:
+        pass
+
+
+class MailboxFullOnce:
+    """The first attempt for each recipient finds the mailbox full; later attempts succeed."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def check(self, peer: str, recipient: str) -> str | None:
+        key = recipient.lower()
+        if key in self._seen:
+            return None
+        self._seen.add(key)
+        return f"452 4.2.2 <{recipient}>: Mailbox full"
+
+    def reset(self) -> None:
+        self._seen.clear()
+
+
+class Greylist:
+    """Defers the first (client IP, recipient) pair. The sender is left out of the triplet because
+    return paths are per-message VERP addresses, so a retry would never match it."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
+
+    def check(self, peer: str, recipient: str) -> str | None:
+        key = (peer, recipient.lower())
+        if key in self._seen:
+            return None
+        self._seen.add(key)
+        return f"451 4.7.1 <{recipient}>: Recipient address rejected: Greylisted, try again later"
+
+    def reset(self) -> None:
+        self._seen.clear()
+
+
+class RateLimit:
+    """At most `limit` messages per client IP in any one-second window (a sliding window)."""
+
+    WINDOW = 1.0
+
+    def __init__(self, limit: int, clock: Clock) -> None:
+        self._limit = limit
+        self._clock = clock
+        self._recent: dict[str, deque[float]] = {}
+
+    def allow(self, peer: str) -> bool:
+        """Admit one message from `peer` if the window has room, counting it."""
+        now = self._clock.now().timestamp()
+        recent = self._recent.setdefault(peer, deque())
+        while recent and recent[0] <= now - self.WINDOW:
+            recent.popleft()
+        if len(recent) >= self._limit:
+            return False
+        recent.append(now)
+        return True
+
+    def reset(self) -> None:
+        self._recent.clear()
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One mailbox provider: its domain, where its MX listens, and how it treats mail."""
+
+    domain: str
+    mx_host: str
+    address: str
+    behaviour: str
+    recipients: Callable[[], RecipientPolicy] = AcceptAll
+    has_mx: bool = True  # False: only an A record on the domain (senders must fall back from MX to A)
+    listening: bool = True  # False: nothing listens, so connections are refused
+    requires_dkim: bool = False  # reject at end of DATA without a DKIM pass aligned with From
+    rate_limited: bool = False  # subject to the world's per-IP message rate limit
+
+
+PROVIDERS: tuple[Provider, ...] = (
+    Provider(
+        "gmail.test",
+        "gmail-smtp-in.l.gmail.test",
+        "127.0.0.11",
+        "requires DKIM aligned with From (550 5.7.26); per-IP rate limit (421 4.7.28)",
+        requires_dkim=True,
+        rate_limited=True,
+    ),
+    Provider("yahoo.test", "mta5.am0.yahoodns.test", "127.0.0.12", "accepts; records the DKIM result"),
+    Provider(
+        "outlook.test",
+        "outlook-com.olc.protection.outlook.test",
+        "127.0.0.13",
+        "accepts; records the DKIM result",
+    ),
+    Provider(
+        "bounce.test",
+        "mx.bounce.test",
+        "127.0.0.14",
+        "user unknown (550 5.1.1) except postmaster",
+        UserUnknown,
+    ),
+    Provider(
+        "full.test",
+        "mx.full.test",
+        "127.0.0.15",
+        "mailbox full (452 4.2.2) on the first attempt per recipient",
+        MailboxFullOnce,
+    ),
+    Provider(
+        "greylist.test",
+        "mx.greylist.test",
+        "127.0.0.16",
+        "greylists (451 4.7.1) the first attempt per client IP and recipient",
+        Greylist,
+    ),
+    Provider(
+        "down.test", "mx.down.test", "127.0.0.17", "nothing listens: connection refused", listening=False
+    ),
+    Provider("nomx.test", "nomx.test", "127.0.0.18", "no MX record; accepts via its A record", has_mx=False),
+    Provider("trap.test", "mx.trap.test", "127.0.0.19", "spam trap: accepts silently"),
+)
+
+
+def zone_records(providers: Sequence[Provider]) -> tuple[str, str]:
+    """Zone text for the providers: (records relative to `test.`, records relative to `127.in-addr.arpa.`).
+
+    Every provider gets its MX (or only an A record), SPF and DMARC; every address gets a PTR, and the
+    platform's own address gets `mta.estafeta.test` both ways so reverse-DNS checks pass.
+    """
+    forward = [f"{PLATFORM_HOST}. {RECORD_TTL} IN A {PLATFORM_ADDRESS}"]
+    reverse = [_ptr(PLATFORM_ADDRESS, PLATFORM_HOST)]
+    for provider in providers:
+        require_loopback(provider.address)
+        domain = f"{provider.domain}."
+        if provider.has_mx:
+            forward.append(f"{domain} {RECORD_TTL} IN MX 10 {provider.mx_host}.")
+            forward.append(f"{provider.mx_host}. {RECORD_TTL} IN A {provider.address}")
+        else:
+            forward.append(f"{domain} {RECORD_TTL} IN A {provider.address}")
+        forward.append(f'{domain} {RECORD_TTL} IN TXT "v=spf1 ip4:{provider.address} -all"')
+        dmarc = f"v=DMARC1; p=reject; rua=mailto:dmarc-reports@{provider.domain}"
+        forward.append(f'_dmarc.{domain} {RECORD_TTL} IN TXT "{dmarc}"')
+        reverse.append(_ptr(provider.address, provider.mx_host))
+    return "\n".join(forward) + "\n", "\n".join(reverse) + "\n"
+
+
+def _ptr(address: str, host: str) -> str:
+    relative = ".".join(reversed(address.split(".")[1:]))
+    return f"{relative} {RECORD_TTL} IN PTR {host}."

@@ -1,0 +1,298 @@
+"""The MX servers' SMTP side: an aiosmtpd handler per provider and the shared record of what arrived.
+
+Handlers run in the world's event loop; the `Mailroom` they write to is read (and reset) from other
+threads by tests and benchmarks, so it keeps its counters and messages behind a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import ssl
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import getaddresses
+from typing import Any, AnyStr
+
+import dkim
+import idna
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from estafeta.clock import Clock
+from estafeta.world.providers import RATE_LIMITED, UNAUTHENTICATED, Provider, RateLimit
+from estafeta.world.zone import WorldZone
+
+DATA_SIZE_LIMIT = 50 * 1024 * 1024
+DEFAULT_CAPACITY = 200_000
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message a provider accepted, as it came off the wire."""
+
+    provider: str
+    mail_from: str
+    rcpt_to: list[str]
+    data: bytes
+    peer: str
+    tls: bool
+    dkim: str  # "pass": a valid signature aligned with From; "fail": signed, but no such one; "none"
+    received_at: datetime
+
+
+@dataclass
+class ProviderStats:
+    """Postmaster-style counters; replies are counted once each, messages once at end of DATA."""
+
+    connections: int = 0
+    accepted: int = 0
+    rejected_5xx: int = 0
+    deferred_4xx: int = 0  # 4xx replies other than 421
+    throttled_421: int = 0
+    dkim_pass: int = 0
+    dkim_fail: int = 0
+    tls_sessions: int = 0
+
+
+class Mailroom:
+    """Accepted messages (newest last, oldest dropped past `capacity`), counters and scripted replies."""
+
+    def __init__(self, domains: Iterable[str], capacity: int = DEFAULT_CAPACITY) -> None:
+        self._lock = threading.Lock()
+        self._domains = tuple(domains)
+        self._stats = {domain: ProviderStats() for domain in self._domains}
+        self._received: deque[Received] = deque(maxlen=capacity)
+        self._scripts: dict[str, deque[str]] = {}
+
+    def script(self, recipient: str, replies: list[str]) -> None:
+        with self._lock:
+            self._scripts[recipient.lower()] = deque(replies)
+
+    def next_scripted(self, recipient: str) -> str | None:
+        """Pop the next scripted reply for `recipient`, if any are left."""
+        if not self._scripts:
+            return None
+        with self._lock:
+            replies = self._scripts.get(recipient.lower())
+            if not replies:
+                return None
+            reply = replies.popleft()
+            if not replies:
+                del self._scripts[recipient.lower()]
+            return reply
+
+    def connection(self, domain: str) -> None:
+        with self._lock:
+            self._stats[domain].connections += 1
+
+    def tls_session(self, domain: str) -> None:
+        with self._lock:
+            self._stats[domain].tls_sessions += 1
+
+    def refusal(self, domain: str, reply: str) -> str:
+        """Count a 4xx/5xx reply and hand it back."""
+        with self._lock:
+            stats = self._stats[domain]
+            if reply.startswith("421"):
+                stats.throttled_421 += 1
+            elif reply.startswith("4"):
+                stats.deferred_4xx += 1
+            else:
+                stats.rejected_5xx += 1
+        return reply
+
+    def dkim_result(self, domain: str, result: str) -> None:
+        if result == "none":
+            return
+        with self._lock:
+            if result == "pass":
+                self._stats[domain].dkim_pass += 1
+            else:
+                self._stats[domain].dkim_fail += 1
+
+    def accept(self, message: Received) -> None:
+        with self._lock:
+            self._stats[message.provider].accepted += 1
+            self._received.append(message)
+
+    def received(self, domain: str | None = None) -> list[Received]:
+        with self._lock:
+            if domain is None:
+                return list(self._received)
+            return [message for message in self._received if message.provider == domain]
+
+    def stats(self) -> dict[str, ProviderStats]:
+        with self._lock:
+            return {domain: dataclasses.replace(stats) for domain, stats in self._stats.items()}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._received.clear()
+            self._scripts.clear()
+            self._stats = {domain: ProviderStats() for domain in self._domains}
+
+
+def _ascii_domain(domain: str) -> str:
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return domain.lower()
+
+
+def _from_domain(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == b"from":
+            addresses = getaddresses([value.decode("utf-8", errors="replace")])
+            if len(addresses) == 1 and "@" in addresses[0][1]:
+                return _ascii_domain(addresses[0][1].rpartition("@")[2])
+            return None
+    return None
+
+
+def verify_dkim(message: bytes, zone: WorldZone) -> str:
+    """Return "pass" if a DKIM signature verifies and its d= is the From domain or a parent of it (the
+    alignment DMARC and Gmail's sender rules ask for), "fail" if signed otherwise, "none" if unsigned.
+
+    Keys are read from the zone directly rather than through the DNS socket, which this same event loop
+    serves: a blocking lookup here would wait on itself.
+    """
+
+    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
+        records = zone.txt(name.decode("ascii", errors="replace"))
+        return records[0].encode() if records else None
+
+    header_end = message.find(b"\r\n\r\n")
+    if b"dkim-signature" not in message[: header_end if header_end >= 0 else None].lower():
+        return "none"  # the common unsigned case, without dkimpy's full parse
+    try:
+        verifier = dkim.DKIM(message)
+    except dkim.DKIMException:
+        return "fail"
+    signatures = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
+    if not signatures:
+        return "none"
+    from_domain = _from_domain(verifier.headers)
+    if from_domain is None:
+        return "fail"
+    for index in range(signatures):
+        try:
+            if not verifier.verify(idx=index, dnsfunc=dnsfunc):
+                continue
+        except dkim.DKIMException:
+            continue
+        signer = verifier.domain.decode("ascii", errors="replace").lower().rstrip(".")
+        if from_domain == signer or from_domain.endswith("." + signer):
+            return "pass"
+    return "fail"
+
+
+class ProviderSMTP(SMTP):
+    """aiosmtpd's SMTP session, closing the connection after a 421 as RFC 5321 3.8 describes."""
+
+    def __init__(self, handler: ProviderHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._sessions = handler.sessions
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._sessions.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._sessions.discard(self)
+        super().connection_lost(error)
+
+    async def push(self, status: AnyStr) -> None:
+        await super().push(status)
+        code = status[:3]
+        if (code == "421" or code == b"421") and self.transport is not None:
+            self.transport.close()
+
+    def drop(self) -> None:
+        """Abort the connection (the world is stopping; no TLS close_notify exchange to wait for)."""
+        if isinstance(self.transport, asyncio.Transport):
+            self.transport.abort()
+
+
+class ProviderHandler:
+    """aiosmtpd hooks for one provider: scripted replies first, then the provider's own behaviour."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        mailroom: Mailroom,
+        zone: WorldZone,
+        clock: Clock,
+        tls_context: ssl.SSLContext | None,
+        rate_limit: RateLimit | None,
+    ) -> None:
+        self.provider = provider
+        self.sessions: set[ProviderSMTP] = set()
+        self._domain = provider.domain
+        self._mailroom = mailroom
+        self._zone = zone
+        self._clock = clock
+        self._tls_context = tls_context
+        self._recipients = provider.recipients()
+        self._rate_limit = rate_limit
+        self._queue_ids = itertools.count(1)
+
+    def protocol(self) -> ProviderSMTP:
+        """Protocol factory for `loop.create_server`: one SMTP session per connection."""
+        self._mailroom.connection(self._domain)
+        return ProviderSMTP(
+            self,
+            hostname=self.provider.mx_host,
+            ident="ESMTP",
+            tls_context=self._tls_context,
+            enable_SMTPUTF8=True,
+            data_size_limit=DATA_SIZE_LIMIT,
+            loop=asyncio.get_running_loop(),
+        )
+
+    def reset(self) -> None:
+        self._recipients.reset()
+        if self._rate_limit is not None:
+            self._rate_limit.reset()
+
+    def handle_STARTTLS(self, server: SMTP, session: Session, envelope: Envelope) -> bool:
+        self._mailroom.tls_session(self._domain)
+        return True
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        reply = self._mailroom.next_scripted(address)
+        if reply is None or reply.startswith("2"):
+            reply = self._recipients.check(session.peer[0], address)
+        if reply is not None:
+            return self._mailroom.refusal(self._domain, reply)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        peer = session.peer[0]
+        if self._rate_limit is not None and not self._rate_limit.allow(peer):
+            return self._mailroom.refusal(self._domain, RATE_LIMITED)
+        data = envelope.original_content or b""
+        result = verify_dkim(data, self._zone)
+        self._mailroom.dkim_result(self._domain, result)
+        if self.provider.requires_dkim and result != "pass":
+            return self._mailroom.refusal(self._domain, UNAUTHENTICATED)
+        self._mailroom.accept(
+            Received(
+                provider=self._domain,
+                mail_from=envelope.mail_from or "",
+                rcpt_to=list(envelope.rcpt_tos),
+                data=data,
+                peer=peer,
+                tls=session.ssl is not None,
+                dkim=result,
+                received_at=self._clock.now(),
+            )
+        )
+        return f"250 2.0.0 OK queued as {next(self._queue_ids):x}"

@@ -1,0 +1,162 @@
+"""`World`: the DNS server and every provider's MX server, run together in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from collections.abc import Sequence
+
+from estafeta.clock import Clock, SystemClock
+from estafeta.tls import generate_self_signed, server_context_from_pem
+from estafeta.world.dns_server import DnsServer
+from estafeta.world.providers import PROVIDERS, Provider, RateLimit, require_loopback, zone_records
+from estafeta.world.receivers import DEFAULT_CAPACITY, Mailroom, ProviderHandler, ProviderStats, Received
+from estafeta.world.zone import WorldZone
+
+_PORT_ATTEMPTS = 8
+_DRAIN_ROUNDS = 100
+
+
+class World:
+    """The simulated internet: DNS for `*.test` plus one MX server per provider on its own 127.0.0.x.
+
+    All servers are bound in the event loop that calls `start()`; the accessors (`zone`, `received`,
+    `script`, `stats`, `reset`) are thread-safe, so tests may use them from outside that loop.
+    """
+
+    def __init__(
+        self,
+        host_dns: str = "127.0.0.1",
+        dns_port: int = 0,
+        smtp_port: int = 0,
+        extra_zone: str = "",
+        gmail_rate_limit: int = 200,
+        *,
+        clock: Clock | None = None,
+        providers: Sequence[Provider] = PROVIDERS,
+        capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
+        """`extra_zone` is zone-file text relative to `test.`; `gmail_rate_limit` is messages per second
+        per client IP at rate-limited providers (0 disables it); ports 0 pick free ones."""
+        self.providers = tuple(providers)
+        clock = clock or SystemClock()
+        forward, reverse = zone_records(self.providers)
+        require_loopback(host_dns)
+        self.zone = WorldZone(forward + extra_zone + "\n", reverse, nameserver_address=host_dns)
+        self._mailroom = Mailroom((provider.domain for provider in self.providers), capacity)
+        self._dns = DnsServer(self.zone, host_dns, dns_port)
+        cert_pem, key_pem = generate_self_signed([provider.mx_host for provider in self.providers])
+        tls_context = server_context_from_pem(cert_pem, key_pem)
+        self._handlers = [
+            ProviderHandler(
+                provider,
+                self._mailroom,
+                self.zone,
+                clock,
+                tls_context,
+                RateLimit(gmail_rate_limit, clock) if provider.rate_limited and gmail_rate_limit else None,
+            )
+            for provider in self.providers
+        ]
+        self._requested_smtp_port = smtp_port
+        self._servers: list[asyncio.Server] = []
+        self.smtp_port = 0
+
+    @property
+    def dns_address(self) -> tuple[str, int]:
+        """(host, port) where the DNS server answers over UDP and TCP."""
+        return self._dns.address
+
+    async def start(self) -> None:
+        await self._dns.start()
+        try:
+            await self._bind_mx_servers()
+        except BaseException:
+            await self._dns.stop()
+            raise
+
+    async def _bind_mx_servers(self) -> None:
+        """Bind every listening provider on one shared port; with port 0, the first bind picks it and a
+        conflict on another address (or a listener where a provider must be down) means another try."""
+        loop = asyncio.get_running_loop()
+        listening = [handler for handler in self._handlers if handler.provider.listening]
+        silent = [handler.provider.address for handler in self._handlers if not handler.provider.listening]
+        for attempt in range(_PORT_ATTEMPTS):
+            port = self._requested_smtp_port
+            servers: list[asyncio.Server] = []
+            try:
+                for handler in listening:
+                    server = await loop.create_server(handler.protocol, handler.provider.address, port)
+                    servers.append(server)
+                    port = port or server.sockets[0].getsockname()[1]
+                for address in silent:
+                    _ensure_nothing_listens(address, port)
+            except OSError as error:
+                for server in servers:
+                    server.close()
+                retry = error.errno == errno.EADDRINUSE and not self._requested_smtp_port
+                if not retry or attempt == _PORT_ATTEMPTS - 1:
+                    raise
+                continue
+            self._servers, self.smtp_port = servers, port
+            return
+
+    async def stop(self) -> None:
+        """Close every server and drop open connections."""
+        for server in self._servers:
+            server.close()
+        for handler in self._handlers:
+            for session in list(handler.sessions):
+                session.drop()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers = []
+        await self._dns.stop()
+        # Let dropped sessions run connection_lost (which ends their tasks) before the loop may close.
+        for _ in range(_DRAIN_ROUNDS):
+            if not any(handler.sessions for handler in self._handlers):
+                break
+            await asyncio.sleep(0)
+
+    async def serve_forever(self) -> None:
+        """Start if needed, serve until cancelled, then stop cleanly (the `estafeta world` command)."""
+        if not self._servers:
+            await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(domain, "MX host (address): behaviour") for each provider, for listings such as the CLI's."""
+        return [
+            (provider.domain, f"{provider.mx_host} ({provider.address}): {provider.behaviour}")
+            for provider in self.providers
+        ]
+
+    def received(self, domain: str | None = None) -> list[Received]:
+        """Messages accepted (by the provider `domain`, or by all), newest last."""
+        return self._mailroom.received(domain)
+
+    def script(self, recipient: str, replies: list[str]) -> None:
+        """Override RCPT replies for `recipient`: each attempt pops the next reply; a 2xx reply (e.g.
+        "250") means the provider's own behaviour, as does running out. A 421 closes the connection."""
+        self._mailroom.script(recipient, replies)
+
+    def stats(self) -> dict[str, ProviderStats]:
+        """A snapshot of every provider's counters, keyed by provider domain."""
+        return self._mailroom.stats()
+
+    def reset(self) -> None:
+        """Forget received mail, scripts, counters and what providers remember (greylist, rate windows)."""
+        self._mailroom.reset()
+        for handler in self._handlers:
+            handler.reset()
+
+
+def _ensure_nothing_listens(address: str, port: int) -> None:
+    """Raise EADDRINUSE if something listens on `address:port`, where connections must be refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # on Linux, only a listener conflicts
+        probe.bind((address, port))

@@ -1,0 +1,31 @@
+"""End-to-end fixtures: one simulated internet per session (reset per test), a platform per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from estafeta.world import World, WorldThread
+from tests.e2e.harness import Harness, start_harness
+
+
+@pytest.fixture(scope="session")
+def world() -> Iterator[World]:
+    with WorldThread(World()) as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_world(world: World) -> World:
+    world.reset()
+    return world
+
+
+@pytest.fixture
+async def harness(fresh_world: World, tmp_path: Path) -> AsyncIterator[Harness]:
+    h = await start_harness(fresh_world, f"sqlite:///{tmp_path / 'e2e.db'}")
+    yield h
+    await h.client.aclose()
+    await h.platform.stop(grace=2)

@@ -1,0 +1,78 @@
+"""A platform wired to the simulated internet, with a manual clock, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from estafeta import admin
+from estafeta.clock import ManualClock
+from estafeta.platform import Platform
+from estafeta.sandbox import sandbox_settings
+from estafeta.world import World
+
+
+@dataclass
+class Harness:
+    platform: Platform
+    world: World
+    clock: ManualClock
+    client: httpx.AsyncClient
+    token: str
+    account_id: int
+
+    async def send(self, **message: Any) -> str:
+        body = {"from": "Acme <hello@acme.test>", "subject": "Hello", "text": "Hello there.\n", **message}
+        response = await self.client.post("/v1/messages", json=body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["messages"][0]["id"])
+
+    async def message(self, message_id: str) -> dict[str, Any]:
+        response = await self.client.get(f"/v1/messages/{message_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    async def wait_for(
+        self, message_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0
+    ) -> dict[str, Any]:
+        """Poll the API until the message satisfies `predicate` (real time bounded by `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = await self.message(message_id)
+            if predicate(view):
+                return view
+            if time.monotonic() > deadline:
+                raise AssertionError(f"message never reached the expected state: {view}")
+            await asyncio.sleep(0.05)
+
+    async def wait_state(self, message_id: str, *states: str, timeout: float = 15.0) -> dict[str, Any]:
+        return await self.wait_for(
+            message_id, lambda v: all(r["state"] in states for r in v["recipients"]), timeout
+        )
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward and wake the delivery engine so due retries are claimed at once."""
+        self.clock.advance(seconds)
+        self.platform.engine.notify()
+
+
+async def start_harness(world: World, database_url: str, **overrides: Any) -> Harness:
+    clock = ManualClock()
+    delivery = {"poll_interval": 0.05, "idle_timeout": 0.5, "throttle_pause": 0.05, **overrides.pop("delivery", {})}
+    settings = sandbox_settings(database_url, world.dns_address, world.smtp_port, delivery=delivery, **overrides)
+    platform = Platform(settings, clock)
+    account = admin.create_account(platform.db, "acme", clock.now())
+    for name in ("acme.test", "ed.acme.test"):
+        algorithm = "ed25519-sha256" if name.startswith("ed.") else "rsa-sha256"
+        _, key = admin.add_domain(platform.db, settings, account.id, name, clock.now(), algorithm)
+        world.zone.remove(key.record_name, "TXT")  # keys from earlier tests reuse the selector
+        world.zone.add(key.record_name, "TXT", key.record_value)
+    token = admin.new_api_key(platform.db, account.id, "tests", clock.now()).token
+    await platform.start()
+    client = httpx.AsyncClient(base_url=platform.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return Harness(platform, world, clock, client, token, account.id)

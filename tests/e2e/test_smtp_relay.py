@@ -1,0 +1,532 @@
+"""The SMTP relay with real clients (smtplib, swaks): TLS, AUTH, no open relay, limits, durable accept."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import shutil
+import smtplib
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import dkim
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from estafeta import admin
+from estafeta.cli import app as cli_app
+from estafeta.clock import ManualClock
+from estafeta.platform import Platform
+from estafeta.sandbox import sandbox_settings
+from estafeta.smtp import create_smtp_credential
+from estafeta.store import messages as message_store
+from estafeta.store import queue as queue_store
+from estafeta.store.db import Database
+from estafeta.world import World
+
+HOST = "127.0.0.1"
+SIMPLE = (
+    b"From: Acme <hello@acme.test>\r\n"
+    b"To: ana@gmail.test\r\n"
+    b"Subject: Order shipped\r\n"
+    b"\r\n"
+    b"Your order is on its way.\r\n"
+)
+
+
+@dataclass
+class Relay:
+    platform: Platform
+    clock: ManualClock
+    world: World
+    account_id: int
+    username: str
+    password: str
+    api_token: str
+    cert: Path
+
+    @property
+    def starttls_port(self) -> int:
+        assert self.platform.smtp_ports is not None
+        return self.platform.smtp_ports.starttls
+
+    @property
+    def implicit_port(self) -> int:
+        assert self.platform.smtp_ports is not None
+        return self.platform.smtp_ports.implicit_tls
+
+    def tls(self) -> ssl.SSLContext:
+        """A client context that verifies the relay's self-signed certificate (issued for 127.0.0.1)."""
+        return ssl.create_default_context(cafile=str(self.cert))
+
+    def connect(self) -> smtplib.SMTP:
+        """A session on the submission port, TLS negotiated, not logged in."""
+        client = smtplib.SMTP(HOST, self.starttls_port, timeout=30)
+        client.starttls(context=self.tls())
+        return client
+
+    def login(self) -> smtplib.SMTP:
+        client = self.connect()
+        client.login(self.username, self.password)
+        return client
+
+    def stored(self, message_id: str) -> tuple[message_store.MessageView, bytes]:
+        """Read the message through a separate connection: what is there has been committed."""
+        db = Database(self.platform.settings.database_url)
+        try:
+            view = db.call(message_store.get_message, self.account_id, message_id)
+            raw = db.call(message_store.get_raw, self.account_id, message_id)
+        finally:
+            db.close()
+        assert view is not None and raw is not None
+        return view, raw
+
+    def dkim_valid(self, raw: bytes) -> bool:
+        def lookup(name: bytes, timeout: int = 5) -> bytes:
+            return "".join(self.world.zone.txt(name.decode().rstrip("."))).encode()
+
+        return bool(dkim.verify(raw, dnsfunc=lookup))
+
+
+StartRelay = Callable[..., Awaitable[Relay]]
+
+
+@pytest.fixture
+async def start_relay(fresh_world: World, tmp_path: Path) -> AsyncIterator[StartRelay]:
+    """Start a platform with the relay on free loopback ports; keyword arguments override `smtp` settings."""
+    platforms: list[Platform] = []
+
+    async def start(*, deliver: bool = False, **smtp: Any) -> Relay:
+        clock = ManualClock()
+        settings = sandbox_settings(
+            tmp_path / f"relay{len(platforms)}.db",
+            fresh_world.dns_address,
+            fresh_world.smtp_port,
+            delivery={"poll_interval": 0.05, "idle_timeout": 0.5},
+            smtp={"host": HOST, "starttls_port": 0, "implicit_tls_port": 0, "tls_dir": tmp_path / "tls", **smtp},
+        )
+        platform = Platform(settings, clock)
+        account = admin.create_account(platform.db, "acme", clock.now())
+        _, key = admin.add_domain(platform.db, settings, account.id, "acme.test", clock.now())
+        fresh_world.zone.remove(key.record_name, "TXT")
+        fresh_world.zone.add(key.record_name, "TXT", key.record_value)
+        other = admin.create_account(platform.db, "globex", clock.now())
+        admin.add_domain(platform.db, settings, other.id, "globex.test", clock.now(), "ed25519-sha256")
+        token = admin.new_api_key(platform.db, account.id, "tests", clock.now()).token
+        credential = await create_smtp_credential(platform.db, account.id, clock.now())
+        await platform.start(api=True, delivery=deliver, smtp=True)
+        platforms.append(platform)
+        return Relay(
+            platform, clock, fresh_world, account.id, credential.username, credential.password, token,
+            tmp_path / "tls" / "smtp-cert.pem",
+        )
+
+    yield start
+    for platform in platforms:
+        await platform.stop(grace=2)
+
+
+@pytest.fixture
+async def relay(start_relay: StartRelay) -> Relay:
+    return await start_relay()
+
+
+def _queued_id(reply: tuple[int, bytes]) -> str:
+    code, text = reply
+    assert code == 250, reply
+    assert text.startswith(b"2.0.0 Ok: queued as msg_"), reply
+    return text.rsplit(b" ", 1)[1].decode()
+
+
+def _send_raw(client: smtplib.SMTP, sender: str, recipients: list[str], raw: bytes) -> tuple[int, bytes]:
+    """MAIL, RCPT..., DATA; returns the reply to the end of DATA."""
+    assert client.mail(sender)[0] == 250
+    for rcpt in recipients:
+        assert client.rcpt(rcpt)[0] == 250
+    return client.data(raw)
+
+
+@contextlib.contextmanager
+def _session(factory: Callable[[], smtplib.SMTP]) -> Iterator[smtplib.SMTP]:
+    client = factory()
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            client.quit()
+
+
+# -- no open relay ---------------------------------------------------------------------------------
+
+
+async def test_auth_is_offered_only_after_tls_and_required_before_mail(relay: Relay) -> None:
+    def scenario() -> None:
+        with _session(lambda: smtplib.SMTP(HOST, relay.starttls_port, timeout=30)) as plain:
+            plain.ehlo()
+            assert plain.has_extn("starttls") and not plain.has_extn("auth")
+            assert plain.mail("hello@acme.test") == (530, b"5.7.0 Must issue a STARTTLS command first")
+            code, _ = plain.docmd("AUTH", "PLAIN AGhlbGxvAHNlY3JldA==")
+            assert code == 530
+            plain.starttls(context=relay.tls())
+            plain.ehlo()
+            assert plain.esmtp_features["auth"].split() == ["LOGIN", "PLAIN"]
+            assert plain.has_extn("size") and plain.has_extn("smtputf8") and plain.has_extn("8bitmime")
+            assert plain.mail("hello@acme.test") == (530, b"5.7.0 Authentication required")
+            assert plain.rcpt("ana@gmail.test") == (530, b"5.7.0 Authentication required")
+            assert plain.docmd("DATA")[0] == 530
+
+    await asyncio.to_thread(scenario)
+    assert await relay.platform.db.run(queue_store.state_counts) == {}
+
+
+async def test_wrong_or_unknown_credentials_are_refused(relay: Relay) -> None:
+    def scenario() -> None:
+        for username, password in ((relay.username, "wrong"), ("smtp_nobody", relay.password)):
+            with _session(relay.connect) as client, pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+                client.login(username, password)
+            assert refused.value.smtp_code == 535
+            assert refused.value.smtp_error.startswith(b"5.7.8")
+
+    await asyncio.to_thread(scenario)
+
+
+async def test_sender_domains_the_account_does_not_own_are_refused(relay: Relay) -> None:
+    def scenario() -> None:
+        with _session(relay.login) as client:
+            for sender in ("ceo@globex.test", "ceo@unregistered.test"):
+                code, text = client.mail(sender)
+                assert (code, text[:5]) == (550, b"5.7.1"), (sender, text)
+                assert b"not a sending domain of this account" in text
+            client.rset()
+            # the envelope is the account's, but the From header someone else's
+            spoofed = SIMPLE.replace(b"From: Acme <hello@acme.test>", b"From: Globex CEO <ceo@globex.test>")
+            code, text = _send_raw(client, "hello@acme.test", ["ana@gmail.test"], spoofed)
+            assert (code, text[:5]) == (550, b"5.7.1"), text
+            assert b"globex.test" in text
+
+    await asyncio.to_thread(scenario)
+    assert await relay.platform.db.run(queue_store.state_counts) == {}
+
+
+# -- the accept path ---------------------------------------------------------------------------------
+
+
+async def test_data_is_answered_after_the_message_is_queued_signed_and_logged(relay: Relay) -> None:
+    def scenario() -> tuple[str, str]:
+        with _session(relay.login) as client:
+            first = _queued_id(_send_raw(client, "hello@acme.test", ["ana@gmail.test", "ana@GMAIL.TEST"], SIMPLE))
+            second = _queued_id(_send_raw(client, "hello@acme.test", ["bob@yahoo.test"], SIMPLE))
+            return first, second
+
+    first, second = await asyncio.to_thread(scenario)
+    assert first != second
+    view, raw = relay.stored(first)
+    assert view.source == "smtp" and view.stream == "transactional" and view.from_address == "hello@acme.test"
+    assert [(r.recipient, r.state) for r in view.recipients] == [("ana@gmail.test", "queued")]
+    assert [e.type for e in view.events] == ["accepted", "queued"]
+    assert raw.startswith(b"DKIM-Signature: ") and relay.dkim_valid(raw)
+    parsed = email.message_from_bytes(raw, policy=policy.SMTP)
+    # the message keeps its own headers and body, and gains the Date and Message-ID it lacked
+    assert parsed["Subject"] == "Order shipped" and parsed["To"] == "ana@gmail.test"
+    assert parsed["Message-ID"] == view.message_id_header and view.message_id_header.endswith("@acme.test>")
+    assert parsed["Date"] is not None
+    assert raw.endswith(SIMPLE[SIMPLE.index(b"\r\n\r\n") :])
+
+
+async def test_own_message_id_and_date_are_kept(relay: Relay) -> None:
+    raw = SIMPLE.replace(
+        b"Subject:", b"Message-ID: <order-1@shop.acme.test>\r\nDate: Tue, 3 Mar 2026 10:00:00 +0100\r\nSubject:"
+    )
+
+    def scenario() -> str:
+        with _session(relay.login) as client:
+            return _queued_id(_send_raw(client, "hello@acme.test", ["ana@gmail.test"], raw))
+
+    view, stored = relay.stored(await asyncio.to_thread(scenario))
+    assert view.message_id_header == "<order-1@shop.acme.test>"
+    assert stored.count(b"Message-ID:") == 1 and b"Date: Tue, 3 Mar 2026 10:00:00 +0100\r\n" in stored
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"To: ana@gmail.test\r\nSubject: no author\r\n\r\nbody\r\n", b"headers.From"),
+        (SIMPLE.replace(b"Subject: Order shipped", b"Subject: one\r\nSubject: two"), b"headers.Subject"),
+        (SIMPLE.replace(b"Subject: Order shipped", b"this is not a header"), b"not a header field"),
+        (SIMPLE.replace(b"To: ana@gmail.test", b"Date: yesterday"), b"headers.Date"),
+    ],
+)
+async def test_messages_that_break_rfc_5322_get_a_clear_5_6_0(relay: Relay, raw: bytes, reason: bytes) -> None:
+    def scenario() -> tuple[int, bytes]:
+        with _session(relay.login) as client:
+            return _send_raw(client, "hello@acme.test", ["ana@gmail.test"], raw)
+
+    code, text = await asyncio.to_thread(scenario)
+    assert (code, text[:5]) == (550, b"5.6.0"), text
+    assert reason in text
+    assert await relay.platform.db.run(queue_store.state_counts) == {}
+
+
+async def test_a_desktop_client_message_with_attachments_and_non_ascii_headers(relay: Relay) -> None:
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) * 40
+    png = b"\x89PNG\r\n\x1a\n" + bytes(reversed(range(256))) * 8
+    message = EmailMessage()
+    message["From"] = "Zoë Åström <hello@acme.test>"
+    message["To"] = "José Núñez <jose@gmail.test>, ana@yahoo.test"
+    message["Cc"] = "Émile <emile@outlook.test>"
+    message["Bcc"] = "audit@outlook.test"
+    message["Subject"] = "Grüße — Rechnung Nr. 42 für März 📎"
+    message["Message-ID"] = "<thunderbird-1234@acme.test>"
+    message["User-Agent"] = "Mozilla Thunderbird"
+    message.set_content("Hallo José,\n\nanbei die Rechnung für März.\n\nZoë\n")
+    message.add_alternative("<p>Hallo José,</p><p>anbei die Rechnung für <b>März</b>.</p>", subtype="html")
+    message.add_attachment(pdf, maintype="application", subtype="pdf", filename="Rechnung-März.pdf")
+    message.add_attachment(png, maintype="image", subtype="png", filename="logo.png")
+
+    def scenario() -> dict[str, tuple[int, bytes]]:
+        with _session(relay.login) as client:
+            return client.send_message(message)  # type: ignore[return-value]
+
+    refused = await asyncio.to_thread(scenario)
+    assert refused == {}
+    events = await relay.platform.db.run(message_store.list_events, message_store.EventFilter(relay.account_id), 50)
+    message_id = events[0].message_id
+    assert message_id is not None
+    view, raw = relay.stored(message_id)
+    assert sorted(r.recipient for r in view.recipients) == [
+        "ana@yahoo.test", "audit@outlook.test", "emile@outlook.test", "jose@gmail.test"]
+    assert view.message_id_header == "<thunderbird-1234@acme.test>"
+    assert b"\nBcc:" not in raw and b"audit@outlook.test" not in raw
+    assert relay.dkim_valid(raw)
+    stored = email.message_from_bytes(raw, policy=policy.default)
+    assert stored["Subject"] == "Grüße — Rechnung Nr. 42 für März 📎"
+    assert stored["From"].addresses[0].display_name == "Zoë Åström"
+    assert stored["To"].addresses[0].display_name == "José Núñez"
+    assert stored["User-Agent"] == "Mozilla Thunderbird"
+    body = stored.get_body(preferencelist=("html",))
+    assert body is not None and "März" in body.get_content()
+    attachments = {part.get_filename(): part.get_content() for part in stored.iter_attachments()}
+    assert attachments == {"Rechnung-März.pdf": pdf, "logo.png": png}
+
+
+async def test_implicit_tls_port_with_auth_login(relay: Relay) -> None:
+    def scenario() -> str:
+        with _session(lambda: smtplib.SMTP_SSL(HOST, relay.implicit_port, context=relay.tls(), timeout=30)) as client:
+            client.ehlo()
+            assert not client.has_extn("starttls") and client.has_extn("auth")
+            client.user, client.password = relay.username, relay.password
+            code, _ = client.auth("LOGIN", client.auth_login, initial_response_ok=False)
+            assert code == 235
+            return _queued_id(_send_raw(client, "hello@acme.test", ["ana@gmail.test"], SIMPLE))
+
+    view, _ = relay.stored(await asyncio.to_thread(scenario))
+    assert view.source == "smtp"
+
+
+async def test_relayed_mail_is_delivered_dkim_signed(start_relay: StartRelay) -> None:
+    relay = await start_relay(deliver=True)
+
+    def scenario() -> str:
+        with _session(relay.login) as client:
+            return _queued_id(_send_raw(client, "hello@acme.test", ["ana@gmail.test"], SIMPLE))
+
+    message_id = await asyncio.to_thread(scenario)
+    for _ in range(300):
+        view, _ = relay.stored(message_id)
+        if view.recipients[0].state == "delivered":
+            break
+        await asyncio.sleep(0.05)
+    assert view.recipients[0].state == "delivered"
+    (got,) = relay.world.received("gmail.test")
+    assert got.dkim == "pass" and got.rcpt_to == ["ana@gmail.test"]
+    assert b"Your order is on its way." in got.data
+
+
+# -- limits ------------------------------------------------------------------------------------------
+
+
+async def test_message_size_limit_is_advertised_and_enforced(start_relay: StartRelay) -> None:
+    relay = await start_relay(max_message_bytes=4096)
+    big = SIMPLE + (b"y" * 76 + b"\r\n") * 60
+
+    def scenario() -> None:
+        with _session(relay.login) as client:
+            client.ehlo()
+            assert client.esmtp_features["size"] == "4096"
+            assert client.mail("hello@acme.test", ["SIZE=5000"]) == (
+                552, b"5.3.4 Message size exceeds fixed maximum message size")
+            client.rset()
+            code, text = _send_raw(client, "hello@acme.test", ["ana@gmail.test"], big)
+            assert (code, text[:5]) == (552, b"5.3.4"), text
+            # the session goes on: a message within the limit is accepted
+            _queued_id(_send_raw(client, "hello@acme.test", ["ana@gmail.test"], SIMPLE))
+
+    await asyncio.to_thread(scenario)
+    assert await relay.platform.db.run(queue_store.state_counts) == {"queued": 1}
+
+
+async def test_recipients_per_message_are_limited(start_relay: StartRelay) -> None:
+    relay = await start_relay(max_recipients=3)
+
+    def scenario() -> str:
+        with _session(relay.login) as client:
+            assert client.mail("hello@acme.test")[0] == 250
+            for i in range(3):
+                assert client.rcpt(f"user{i}@gmail.test")[0] == 250
+            assert client.rcpt("user3@gmail.test") == (452, b"4.5.3 Too many recipients, at most 3 per message")
+            return _queued_id(client.data(SIMPLE))
+
+    view, _ = relay.stored(await asyncio.to_thread(scenario))
+    assert [r.recipient for r in view.recipients] == ["user0@gmail.test", "user1@gmail.test", "user2@gmail.test"]
+
+
+async def test_sending_rate_per_account(start_relay: StartRelay) -> None:
+    relay = await start_relay(rate_per_second=1, rate_burst=2)
+
+    def send(client: smtplib.SMTP) -> tuple[int, bytes]:
+        code, text = client.mail("hello@acme.test")
+        if code != 250:
+            client.rset()
+            return code, text
+        assert client.rcpt("ana@gmail.test")[0] == 250
+        return client.data(SIMPLE)
+
+    def burst() -> list[tuple[int, bytes]]:
+        with _session(relay.login) as client:
+            return [send(client) for _ in range(3)]
+
+    first = await asyncio.to_thread(burst)
+    assert [code for code, _ in first] == [250, 250, 451]
+    assert first[2][1].startswith(b"4.7.1 ")
+    relay.clock.advance(1)
+    again = await asyncio.to_thread(burst)
+    assert [code for code, _ in again] == [250, 451, 451]
+
+
+async def test_connections_per_client_address_are_limited(start_relay: StartRelay) -> None:
+    relay = await start_relay(max_connections_per_ip=2)
+
+    def scenario() -> None:
+        first, second = relay.login(), relay.login()
+        for connect in (  # both ports count the same connections
+            lambda: smtplib.SMTP(HOST, relay.starttls_port, timeout=30),
+            lambda: smtplib.SMTP_SSL(HOST, relay.implicit_port, context=relay.tls(), timeout=30),
+        ):
+            with pytest.raises(smtplib.SMTPConnectError) as refused:
+                connect()
+            assert refused.value.smtp_code == 421
+            assert refused.value.smtp_error.startswith(b"4.7.0 ")
+        first.quit()
+        # once the server has seen the first connection close, there is room again
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                third = relay.login()
+                break
+            except smtplib.SMTPConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        _queued_id(_send_raw(third, "hello@acme.test", ["ana@gmail.test"], SIMPLE))
+        third.quit()
+        second.quit()
+
+    await asyncio.to_thread(scenario)
+
+
+async def test_stopping_closes_sessions_with_421(relay: Relay) -> None:
+    client = await asyncio.to_thread(relay.login)
+    await relay.platform.smtp.stop(grace=2)
+    code, text = await asyncio.to_thread(client.noop)
+    assert (code, text[:5]) == (421, b"4.3.2")
+    client.close()
+
+
+# -- credentials -------------------------------------------------------------------------------------
+
+
+async def test_credentials_through_the_api(relay: Relay) -> None:
+    async with httpx.AsyncClient(
+        base_url=relay.platform.api_url, headers={"Authorization": f"Bearer {relay.api_token}"}
+    ) as api:
+        created = await api.post("/v1/smtp-credentials")
+        assert created.status_code == 201
+        username, password = created.json()["username"], created.json()["password"]
+        listed = (await api.get("/v1/smtp-credentials")).json()["data"]
+        assert {c["username"] for c in listed} == {relay.username, username}
+        assert all(set(c) == {"username", "created_at", "revoked_at"} for c in listed)
+
+        def login() -> int:
+            with _session(relay.connect) as client:
+                try:
+                    return client.login(username, password)[0]
+                except smtplib.SMTPAuthenticationError as exc:
+                    return exc.smtp_code
+
+        assert await asyncio.to_thread(login) == 235
+        assert (await api.delete(f"/v1/smtp-credentials/{username}")).status_code == 204
+        assert await asyncio.to_thread(login) == 535  # at once, though the login was cached
+        again = await api.delete(f"/v1/smtp-credentials/{username}")
+        assert again.status_code == 404 and again.headers["content-type"] == "application/problem+json"
+        anonymous = await api.get("/v1/smtp-credentials", headers={"Authorization": "Bearer est_x_y"})
+        assert anonymous.status_code == 401
+
+
+async def test_credentials_from_the_command_line(relay: Relay, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESTAFETA_DATABASE_URL", relay.platform.settings.database_url)
+    result = await asyncio.to_thread(CliRunner().invoke, cli_app, ["accounts", "smtp-credentials", "acme"])
+    assert result.exit_code == 0, result.output
+    fields = dict(
+        line.strip().split(": ", 1) for line in result.output.splitlines() if line.strip().startswith(("user", "pass"))
+    )
+
+    def scenario() -> str:
+        with _session(relay.connect) as client:
+            client.login(fields["username"], fields["password"])
+            return _queued_id(_send_raw(client, "hello@acme.test", ["ana@gmail.test"], SIMPLE))
+
+    await asyncio.to_thread(scenario)
+
+
+# -- swaks -------------------------------------------------------------------------------------------
+
+
+async def _swaks(*args: str) -> tuple[int, str]:
+    swaks = shutil.which("swaks")
+    if swaks is None:
+        pytest.fail("swaks is not installed (apt-get install swaks; .ci/run does it)")
+    process = await asyncio.create_subprocess_exec(
+        swaks, "--server", HOST, "--from", "hello@acme.test", "--to", "ana@gmail.test", "--helo", "client.test",
+        "--timeout", "30", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()
+
+
+async def test_swaks_submits_over_starttls_and_implicit_tls(relay: Relay) -> None:
+    login = ("--auth-user", relay.username, "--auth-password", relay.password)
+    code, output = await _swaks("--port", str(relay.starttls_port), "--tls", "--auth", "PLAIN", *login)
+    assert code == 0, output
+    assert "250 2.0.0 Ok: queued as msg_" in output
+    code, output = await _swaks("--port", str(relay.implicit_port), "--tls-on-connect", "--auth", "LOGIN", *login)
+    assert code == 0, output
+    assert "250 2.0.0 Ok: queued as msg_" in output
+    assert await relay.platform.db.run(queue_store.state_counts) == {"queued": 2}
+
+
+async def test_swaks_without_auth_is_refused(relay: Relay) -> None:
+    code, output = await _swaks("--port", str(relay.starttls_port), "--tls")
+    assert code != 0
+    assert "530 5.7.0 Authentication required" in output
+    code, output = await _swaks("--port", str(relay.starttls_port), "--tls", "--auth", "PLAIN",
+                                "--auth-user", relay.username, "--auth-password", "wrong")
+    assert code != 0 and "535 5.7.8" in output
+    assert await relay.platform.db.run(queue_store.state_counts) == {}
