@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from estafeta.bounces import Kind, Reason, classify_failure, classify_reply, retry_advised
 from estafeta.bounces.classify import find_reply_code, find_status, parse_status
@@ -12,15 +14,25 @@ HARD, SOFT, NONE = Kind.HARD, Kind.SOFT, Kind.NONE
 # (code, text, kind, reason, enhanced status parsed from the text)
 REPLIES = [
     # --- one row per reason, plain wording
-    (550, "5.1.1 <a@b.test>: Recipient address rejected: User unknown in local recipient table", HARD,
-     Reason.USER_UNKNOWN, "5.1.1"),
+    (
+        550,
+        "5.1.1 <a@b.test>: Recipient address rejected: User unknown in local recipient table",
+        HARD,
+        Reason.USER_UNKNOWN,
+        "5.1.1",
+    ),
     (550, "5.1.2 Host or domain name not found", HARD, Reason.NO_SUCH_DOMAIN, "5.1.2"),
     (552, "5.2.2 Mailbox full", SOFT, Reason.MAILBOX_FULL, "5.2.2"),
     (552, "5.3.4 Message size exceeds fixed limit", SOFT, Reason.MESSAGE_TOO_LARGE, "5.3.4"),
     (421, "4.3.2 Service shutting down", SOFT, Reason.SERVER_DOWN, "4.3.2"),
     (550, "5.7.1 Message rejected by content filter", SOFT, Reason.POLICY, "5.7.1"),
-    (554, "5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org", SOFT,
-     Reason.BLOCKLISTED, "5.7.1"),
+    (
+        554,
+        "5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
+        SOFT,
+        Reason.BLOCKLISTED,
+        "5.7.1",
+    ),
     (550, "5.7.1 Message rejected as spam", HARD, Reason.SPAM_CONTENT, "5.7.1"),
     (554, "5.7.0 Virus found in message", HARD, Reason.SPAM_CONTENT, "5.7.0"),
     (421, "4.7.0 Too many connections from your IP", SOFT, Reason.RATE_LIMITED, "4.7.0"),
@@ -35,41 +47,119 @@ REPLIES = [
     (554, "Transaction failed", HARD, Reason.OTHER, None),
     (451, "Requested action aborted: local error in processing", SOFT, Reason.OTHER, None),
     # --- Gmail
-    (550, "5.1.1 The email account that you tried to reach does not exist. Please try double-checking "
-     "the recipient's email address for typos or unnecessary spaces.", HARD, Reason.USER_UNKNOWN, "5.1.1"),
-    (550, "5.2.1 The email account that you tried to reach is disabled.", HARD, Reason.MAILBOX_DISABLED,
-     "5.2.1"),
-    (452, "4.2.2 The email account that you tried to reach is over quota.", SOFT, Reason.MAILBOX_FULL,
-     "4.2.2"),
-    (550, "5.7.26 This mail has been blocked because the sender is unauthenticated. Gmail requires all "
-     "senders to authenticate with either SPF or DKIM.", HARD, Reason.AUTHENTICATION, "5.7.26"),
-    (421, "4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP "
-     "address. To protect our users from spam, mail sent from your IP address has been temporarily rate "
-     "limited.", SOFT, Reason.RATE_LIMITED, "4.7.28"),
-    (550, "5.7.1 Our system has detected that this message is likely unsolicited mail. To reduce the "
-     "amount of spam sent to Gmail, this message has been blocked.", HARD, Reason.SPAM_CONTENT, "5.7.1"),
-    (552, "5.7.0 This message was blocked because its content presents a potential security issue.",
-     HARD, Reason.SPAM_CONTENT, "5.7.0"),
+    (
+        550,
+        "5.1.1 The email account that you tried to reach does not exist. Please try double-checking "
+        "the recipient's email address for typos or unnecessary spaces.",
+        HARD,
+        Reason.USER_UNKNOWN,
+        "5.1.1",
+    ),
+    (
+        550,
+        "5.2.1 The email account that you tried to reach is disabled.",
+        HARD,
+        Reason.MAILBOX_DISABLED,
+        "5.2.1",
+    ),
+    (
+        452,
+        "4.2.2 The email account that you tried to reach is over quota.",
+        SOFT,
+        Reason.MAILBOX_FULL,
+        "4.2.2",
+    ),
+    (
+        550,
+        "5.7.26 This mail has been blocked because the sender is unauthenticated. Gmail requires all "
+        "senders to authenticate with either SPF or DKIM.",
+        HARD,
+        Reason.AUTHENTICATION,
+        "5.7.26",
+    ),
+    (
+        421,
+        "4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP "
+        "address. To protect our users from spam, mail sent from your IP address has been temporarily rate "
+        "limited.",
+        SOFT,
+        Reason.RATE_LIMITED,
+        "4.7.28",
+    ),
+    (
+        550,
+        "5.7.1 Our system has detected that this message is likely unsolicited mail. To reduce the "
+        "amount of spam sent to Gmail, this message has been blocked.",
+        HARD,
+        Reason.SPAM_CONTENT,
+        "5.7.1",
+    ),
+    (
+        552,
+        "5.7.0 This message was blocked because its content presents a potential security issue.",
+        HARD,
+        Reason.SPAM_CONTENT,
+        "5.7.0",
+    ),
     # multi-line reply joined as the client receives it
-    (550, "550-5.1.1 The email account that you tried to reach does not exist. Please try\n"
-     "550-5.1.1 double-checking the recipient's email address for typos or\n"
-     "550 5.1.1 unnecessary spaces.", HARD, Reason.USER_UNKNOWN, "5.1.1"),
+    (
+        550,
+        "550-5.1.1 The email account that you tried to reach does not exist. Please try\n"
+        "550-5.1.1 double-checking the recipient's email address for typos or\n"
+        "550 5.1.1 unnecessary spaces.",
+        HARD,
+        Reason.USER_UNKNOWN,
+        "5.1.1",
+    ),
     # --- Yahoo
-    (554, "delivery error: dd This user doesn't have a yahoo.com account (x@yahoo.com) [0] - "
-     "mta1.mail.yahoo.com", HARD, Reason.USER_UNKNOWN, None),
-    (554, "delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. This account has "
-     "been disabled or discontinued [#102].", HARD, Reason.MAILBOX_DISABLED, None),
-    (421, "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user "
-     "complaints - 4.16.55.1", SOFT, Reason.RATE_LIMITED, "4.7.0"),
+    (
+        554,
+        "delivery error: dd This user doesn't have a yahoo.com account (x@yahoo.com) [0] - "
+        "mta1.mail.yahoo.com",
+        HARD,
+        Reason.USER_UNKNOWN,
+        None,
+    ),
+    (
+        554,
+        "delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. This account has "
+        "been disabled or discontinued [#102].",
+        HARD,
+        Reason.MAILBOX_DISABLED,
+        None,
+    ),
+    (
+        421,
+        "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user "
+        "complaints - 4.16.55.1",
+        SOFT,
+        Reason.RATE_LIMITED,
+        "4.7.0",
+    ),
     # --- Outlook / Microsoft 365
-    (550, "5.5.0 Requested action not taken: mailbox unavailable (S2017062302)", HARD,
-     Reason.USER_UNKNOWN, "5.5.0"),
-    (550, "5.7.1 Unfortunately, messages from [192.0.2.1] weren't sent. Please contact your Internet "
-     "service provider since part of their network is on our block list (S3150).", SOFT,
-     Reason.BLOCKLISTED, "5.7.1"),
+    (
+        550,
+        "5.5.0 Requested action not taken: mailbox unavailable (S2017062302)",
+        HARD,
+        Reason.USER_UNKNOWN,
+        "5.5.0",
+    ),
+    (
+        550,
+        "5.7.1 Unfortunately, messages from [192.0.2.1] weren't sent. Please contact your Internet "
+        "service provider since part of their network is on our block list (S3150).",
+        SOFT,
+        Reason.BLOCKLISTED,
+        "5.7.1",
+    ),
     (452, "4.2.2 mailbox full", SOFT, Reason.MAILBOX_FULL, "4.2.2"),
-    (550, "5.4.1 Recipient address rejected: Access denied. AS(201806281)", HARD, Reason.USER_UNKNOWN,
-     "5.4.1"),
+    (
+        550,
+        "5.4.1 Recipient address rejected: Access denied. AS(201806281)",
+        HARD,
+        Reason.USER_UNKNOWN,
+        "5.4.1",
+    ),
     # --- Postfix, Exim, qmail and friends
     (550, "Unrouteable address", HARD, Reason.USER_UNKNOWN, None),
     (450, "Greylisted for 5 minutes", SOFT, Reason.GREYLISTED, None),
@@ -129,7 +219,9 @@ def test_success_is_not_a_failure(code: int) -> None:
         (552, "5.2.2 user unknown", SOFT, Reason.MAILBOX_FULL),
     ],
 )
-def test_enhanced_status_contradicting_the_basic_code(code: int, text: str, kind: Kind, reason: Reason) -> None:
+def test_enhanced_status_contradicting_the_basic_code(
+    code: int, text: str, kind: Kind, reason: Reason
+) -> None:
     verdict = classify_reply(code, text)
     assert (verdict.kind, verdict.reason) == (kind, reason)
 
@@ -193,3 +285,15 @@ def test_failure_report_without_any_code_is_permanent_unless_worded_as_temporary
     assert classify_failure("Delivery to the following recipient failed permanently").kind is HARD
     assert classify_failure("Processing error. Please try to resend this message.").kind is SOFT
     assert classify_failure("user unknown", transient=True).kind is SOFT
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(200, 599), st.text(max_size=300))
+def test_reply_class_bounds_the_kind(code: int, text: str) -> None:
+    kind = classify_reply(code, text).kind
+    if code < 300:
+        assert kind is NONE
+    elif code < 500:
+        assert kind is SOFT
+    else:
+        assert kind is not NONE

@@ -2,14 +2,22 @@
 
 Both ways in (HTTP API and SMTP relay) call this module, so the same rules hold for both, and a 202 or
 250 is only answered after `insert_messages` has committed.
+
+Commits are grouped: what concurrent callers hand over while one transaction is being written goes into
+the next one, so many sessions share one trip to the database thread and one fsync, and each caller still
+resumes only once the transaction holding its messages has committed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+from sqlalchemy import Connection
 
 from estafeta.clock import Clock
 from estafeta.compose import ComposeError, Draft, compose, ensure_headers, parse_address
@@ -50,12 +58,84 @@ class Accepted:
     recipients: list[str]
 
 
+@dataclass
+class _Pending:
+    rows: list[message_store.NewMessage]
+    now: datetime
+    committed: asyncio.Future[None]
+
+
+def _insert_groups(conn: Connection, groups: list[tuple[list[message_store.NewMessage], datetime]]) -> None:
+    for rows, now in groups:
+        message_store.insert_messages(conn, rows, now)
+
+
+class GroupCommit:
+    """Writes the messages of concurrent callers in shared transactions (see the module docstring)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._pending: list[_Pending] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def commit(self, rows: list[message_store.NewMessage], now: datetime) -> None:
+        """Return once `rows` are committed; raise what the database raised if they could not be."""
+        entry = _Pending(rows, now, asyncio.get_running_loop().create_future())
+        self._pending.append(entry)
+        if self._writer is None:
+            # A task of its own, so that a caller who goes away (a dropped connection) stops no one's commit.
+            self._writer = asyncio.create_task(self._write(), name="accept-commit")
+        await entry.committed
+
+    async def _write(self) -> None:
+        batch: list[_Pending] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self.db.run(_insert_groups, [(p.rows, p.now) for p in batch])
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _settle(batch[0], exc)
+                        continue
+                    # One caller's rows must not fail the others': write each on its own.
+                    for entry in batch:
+                        await self._write_alone(entry)
+                    continue
+                for entry in batch:
+                    _settle(entry, None)
+        finally:
+            self._writer = None
+            for entry in [*batch, *self._pending]:  # only when cancelled: nothing is left unanswered
+                entry.committed.cancel()
+            self._pending = []
+
+    async def _write_alone(self, entry: _Pending) -> None:
+        try:
+            await self.db.run(message_store.insert_messages, entry.rows, entry.now)
+        except Exception as exc:
+            _settle(entry, exc)
+            return
+        _settle(entry, None)
+
+
+def _settle(entry: _Pending, error: Exception | None) -> None:
+    """Wake the caller (unless it went away) with success or the database's error."""
+    if entry.committed.done():
+        return
+    if error is None:
+        entry.committed.set_result(None)
+    else:
+        entry.committed.set_exception(error)
+
+
 class Accepter:
     def __init__(self, db: Database, settings: Settings, clock: Clock, notify: Callable[[], None]) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
         self.notify = notify
+        self._commits = GroupCommit(db)
         self._signers: dict[str, tuple[int, DkimSigner]] = {}
 
     async def _signer(self, account_id: int, domain: str, field_name: str) -> DkimSigner:
@@ -116,7 +196,7 @@ class Accepter:
                     meta=sub.metadata,
                 )
             )
-        await self.db.run(message_store.insert_messages, rows, now)
+        await self._commits.commit(rows, now)
         self.notify()
         return [Accepted(r.id, r.message_id_header, r.recipients) for r in rows]
 
@@ -149,7 +229,7 @@ class Accepter:
             smtputf8=sender.smtputf8 or any(not r.isascii() for r in recipients),
             recipients=recipients,
         )
-        await self.db.run(message_store.insert_messages, [row], now)
+        await self._commits.commit([row], now)
         self.notify()
         return Accepted(row.id, message_id_header, recipients)
 

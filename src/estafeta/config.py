@@ -23,7 +23,7 @@ from pydantic_settings import (
 class DestinationLimits(BaseModel):
     """Throttling for one destination domain (or the default for all)."""
 
-    concurrency: int = Field(4, ge=1, le=200, description="simultaneous connections to the domain")
+    concurrency: int = Field(10, ge=1, le=200, description="simultaneous connections to the domain")
     rate: float = Field(0, ge=0, description="messages per second to the domain; 0 means unlimited")
 
 

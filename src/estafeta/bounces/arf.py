@@ -14,7 +14,7 @@ from email import message_from_bytes, policy
 from email.message import Message
 from email.utils import parseaddr, parsedate_to_datetime
 
-from estafeta.bounces.dsn import enclosed_original, find_part, verp_token
+from estafeta.bounces.dsn import enclosed_original, find_part, original_message_id, verp_token
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def parse_complaint(raw: bytes) -> Complaint | None:
         reported_domain=_field(report, "Reported-Domain"),
         arrival_date=_date(_field(report, "Arrival-Date") or _field(report, "Received-Date")),
         source_ip=_field(report, "Source-IP"),
-        original_message_id=_field(original, "Message-ID"),
+        original_message_id=original_message_id(msg),
         feedback_id=_field(original, "Feedback-ID"),
         verp_token=verp_token(original, ("Return-Path",)) or verp_token(report, ("Original-Mail-From",)),
     )
@@ -58,7 +58,7 @@ def parse_complaint(raw: bytes) -> Complaint | None:
 
 def _field(block: Message, name: str) -> str | None:
     value = block.get(name)
-    return " ".join(str(value).split()) or None if value is not None else None
+    return (" ".join(str(value).split()) or None) if value is not None else None
 
 
 def _address(value: str | None) -> str | None:

@@ -18,7 +18,7 @@ no-such-domain         hard  5.1.2, 5.1.10, 5.4.4, "Host or domain name not foun
 mailbox-disabled       hard  5.2.1, 5.7.13, "account has been disabled", "not been collected"
 relay-denied           hard  "Relay access denied", "Unable to relay"
 spam-content           hard  "5.7.1 … spam", "unsolicited", virus/malware
-authentication-failed  hard  5.7.8, 5.7.20–5.7.27 (5.7.26 unauthenticated), SPF/DKIM/DMARC
+authentication-failed  hard  5.7.8, 5.7.20 to 5.7.27 (5.7.26 unauthenticated), SPF/DKIM/DMARC
 mailbox-full           soft  5.2.2 / 4.2.2, "Mailbox full", "Over quota" — even as a 5xx
 message-too-large      soft  5.2.3, 5.3.4, "message size exceeds"
 server-down            soft  no reply at all, 4.4.1, "Connection refused", "Command died"
@@ -33,6 +33,10 @@ security               soft  x.7.10 (TLS required) and other transport-security 
 other                  5xx → hard, 4xx → soft (a bounce report without any code counts as 5xx)
 =====================  ====  ================================================================
 
+No reply at all (connection refused, timeout, TLS failure) is ``server-down``, soft; a text that says
+the domain does not resolve (NXDOMAIN) makes it ``no-such-domain``, hard, and a temporary DNS failure
+``dns-failure``, soft.
+
 Any transient signal — a 4xx reply code, a 4.x.x enhanced code, a delayed DSN — makes the verdict soft
 whatever the reason: the receiver asked for a retry, so the address must not be suppressed yet.  When
 the basic code and the enhanced code disagree in class (``450 5.1.1``, ``550 4.2.2``), this rule reads
@@ -45,7 +49,9 @@ import re
 
 from estafeta.bounces.reasons import REASON_DETAIL, REASON_KIND, Kind, Reason, Verdict
 
-# Specific enhanced codes, keyed by "subject.detail" or by the full code when the class matters.
+# Enhanced codes whose meaning is specific, keyed by "subject.detail", or by the full code where the
+# class changes the meaning.  Codes that are missing here (x.y.0, x.4.1, x.4.4, x.7.1 …) are generic or
+# overloaded, so the wording decides.
 _STATUS_REASONS: dict[str, Reason] = {
     "1.1": Reason.USER_UNKNOWN,
     "1.2": Reason.NO_SUCH_DOMAIN,
@@ -70,54 +76,23 @@ _STATUS_REASONS: dict[str, Reason] = {
     "4.5": Reason.SERVER_DOWN,
     "4.6": Reason.OTHER,
     "4.7": Reason.EXPIRED,
-    "5.1": Reason.PROTOCOL,
-    "5.2": Reason.PROTOCOL,
-    "5.3": Reason.PROTOCOL,
-    "5.4": Reason.PROTOCOL,
-    "5.5": Reason.PROTOCOL,
-    "5.6": Reason.PROTOCOL,
-    "6.1": Reason.PROTOCOL,
-    "6.2": Reason.PROTOCOL,
-    "6.3": Reason.PROTOCOL,
-    "6.4": Reason.PROTOCOL,
-    "6.5": Reason.PROTOCOL,
-    "6.6": Reason.PROTOCOL,
-    "6.7": Reason.PROTOCOL,
-    "6.8": Reason.PROTOCOL,
-    "6.9": Reason.PROTOCOL,
-    "6.10": Reason.PROTOCOL,
+    **{f"5.{detail}": Reason.PROTOCOL for detail in range(1, 7)},
+    **{f"6.{detail}": Reason.PROTOCOL for detail in range(1, 11)},
     "7.2": Reason.POLICY,
-    "7.3": Reason.SECURITY,
-    "7.4": Reason.SECURITY,
-    "7.5": Reason.SECURITY,
-    "7.6": Reason.SECURITY,
-    "7.7": Reason.SECURITY,
+    **{f"7.{detail}": Reason.SECURITY for detail in (3, 4, 5, 6, 7, 9, 10, 11, 12, 19, 30)},
     "7.8": Reason.AUTHENTICATION,
-    "7.9": Reason.SECURITY,
-    "7.10": Reason.SECURITY,
-    "7.11": Reason.SECURITY,
-    "7.12": Reason.SECURITY,
     "7.13": Reason.MAILBOX_DISABLED,
     "7.14": Reason.POLICY,
     "7.15": Reason.POLICY,
     "7.16": Reason.MESSAGE_TOO_LARGE,
     "7.17": Reason.MAILBOX_DISABLED,
     "7.18": Reason.MAILBOX_DISABLED,
-    "7.19": Reason.SECURITY,
-    "7.20": Reason.AUTHENTICATION,
-    "7.21": Reason.AUTHENTICATION,
-    "7.22": Reason.AUTHENTICATION,
-    "7.23": Reason.AUTHENTICATION,
-    "7.24": Reason.AUTHENTICATION,
-    "7.25": Reason.AUTHENTICATION,
-    "7.26": Reason.AUTHENTICATION,
-    "7.27": Reason.AUTHENTICATION,
+    **{f"7.{detail}": Reason.AUTHENTICATION for detail in range(20, 28)},
     "7.28": Reason.RATE_LIMITED,
     "7.29": Reason.AUTHENTICATION,
-    "7.30": Reason.SECURITY,
 }
 
-# When the text names no reason, the subject of the enhanced code still says which area failed.
+# When the wording names no reason, the subject of the enhanced code still says which area failed.
 _SUBJECT_REASONS: dict[str, Reason] = {
     "4": Reason.SERVER_DOWN,
     "5": Reason.PROTOCOL,
@@ -126,148 +101,169 @@ _SUBJECT_REASONS: dict[str, Reason] = {
 }
 
 
-def _words(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern, re.I)
+def _any_of(*alternatives: str) -> re.Pattern[str]:
+    return re.compile("|".join(alternatives), re.I)
 
 
-# Wording of real servers, most specific first: the first pattern that matches anywhere wins.
+# The wording of real servers, in priority order: the first reason whose pattern matches anywhere wins.
+# Texts are matched with their whitespace collapsed, so a phrase may span the lines of a bounce.
 _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
-    (Reason.GREYLISTED, _words(r"gr[ae]y[- ]?list")),
+    (Reason.GREYLISTED, _any_of(r"gr[ae]y[- ]?list")),
     (
         Reason.RATE_LIMITED,
-        _words(
-            r"rate[- ]limit|unusual rate|too many (?:messages|mails?|e-?mails|connections|sessions|concurrent)"
-            r"|throttl|temporarily deferred|\[ts\d\d\]|\[tss\d\d\]|sending (?:rate|quota|limit)"
-            r"|(?:daily|hourly)\b[^.\n]{0,30}\b(?:quota|limit)|exceeded\b[^.\n]{0,20}\brate"
+        _any_of(
+            r"rate[- ]limit",
+            r"unusual rate",
+            r"too many (?:messages|mails?|e-?mails|connections|sessions|concurrent)",
+            r"throttl",
+            r"temporarily deferred",
+            r"\[tss?\d\d\]",
+            r"sending (?:rate|quota|limit)",
+            r"(?:daily|hourly)\b[^.]{0,30}\b(?:quota|limit)",
+            r"exceeded\b[^.]{0,20}\brate",
         ),
     ),
     (
         Reason.BLOCKLISTED,
-        _words(
-            r"spamhaus|spamcop|barracuda|\bsorbs\b|\bs3150\b|\bs3140\b|\bdnsbl\b|\brbl\b|block ?list"
-            r"|black ?list|blocked using|(?:is|are|been|currently) listed (?:at|on|in|by)|reputation"
+        _any_of(
+            r"spamhaus|spamcop|barracuda|\bsorbs\b|\bs31[45]0\b|\bdnsbl\b|\brbl\b",
+            r"block ?list|black ?list|blocked using",
+            r"(?:is|are|been|currently) listed (?:at|on|in|by)",
+            r"reputation",
         ),
     ),
     (
         Reason.AUTHENTICATION,
-        _words(
-            r"unauthenticated|not authenticated|authentication (?:failed|failure|required|credentials|checks)"
-            r"|\bspf\b|\bdkim\b|\bdmarc\b|sender policy framework|\bptr record|reverse dns"
-            r"|sender address rejected|sender verif"
+        _any_of(
+            r"unauthenticated|not authenticated",
+            r"authentication (?:failed|failure|required|credentials|checks)",
+            r"\bspf\b|\bdkim\b|\bdmarc\b|sender policy framework",
+            r"\bptr record|reverse dns",
+            r"sender address rejected|sender verif",
         ),
     ),
     (
         Reason.SPAM_CONTENT,
-        _words(
-            r"\bspam\b|unsolicited|\bjunk\b|\bvirus(?:es)?\b|malware|infected|phish|trojan|harmful"
-            r"|potential security issue|suspicious (?:content|link|attachment)"
+        _any_of(
+            r"\bspam\b|unsolicited|\bjunk\b",
+            r"\bvirus(?:es)?\b|malware|infected|phish|trojan|harmful",
+            r"potential security issue|suspicious (?:content|link|attachment)",
         ),
     ),
     (
         Reason.RELAY_DENIED,
-        _words(
-            r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited|refused|disallowed|not allowed)"
-            r"|unable to relay|cannot relay|(?:not|never) (?:permitted|allowed|authori[sz]ed) to relay"
-            r"|(?:we )?do not relay|no relaying"
+        _any_of(
+            r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited|refused|disallowed|not allowed)",
+            r"unable to relay|cannot relay|(?:we )?do not relay|no relaying",
+            r"(?:not|never) (?:permitted|allowed|authori[sz]ed) to relay",
         ),
     ),
     (
         Reason.MAILBOX_FULL,
-        _words(
-            r"quota|mailbox (?:is )?full|(?:mail ?box|mail ?folder|inbox|mail ?store) (?:is )?(?:full|over)"
-            r"|full mailbox|(?:disk|storage|mailbox) space|box space not enough|insufficient storage"
-            r"|out of (?:storage|disk space)|too much mail|(?:storage|mailbox) (?:limit|size)"
-            r"|not (?:have )?enough (?:disk |storage )?space|insufficient (?:disk )?space"
-            r"|exceed(?:s|ed|ing)? (?:their |the |its )?(?:storage|mailbox|disk)"
+        _any_of(
+            r"quota",
+            r"mailbox (?:is )?full|full mailbox",
+            r"(?:mail ?box|mail ?folder|inbox|mail ?store) (?:is )?(?:full|over)",
+            r"(?:disk|storage|mailbox) space|box space not enough|too much mail",
+            r"insufficient (?:disk )?(?:space|storage)|out of (?:storage|disk space)",
+            r"not (?:have )?enough (?:disk |storage )?space",
+            r"(?:storage|mailbox) (?:limit|size)",
+            r"exceed(?:s|ed|ing)? (?:their |the |its )?(?:storage|mailbox|disk)",
         ),
     ),
     (
         Reason.MESSAGE_TOO_LARGE,
-        _words(
-            r"too (?:large|big)|message size|size (?:limit|exceed)|message length exceeds|message is larger"
-            r"|maximum (?:allowed |incoming |inbound )?(?:message )?size"
-            r"|exceed(?:s|ed)? (?:the )?(?:maximum|max)\b[^.\n]{0,30}\bsize"
+        _any_of(
+            r"too (?:large|big)|message is larger",
+            r"message size|size (?:limit|exceed)|message length exceeds",
+            r"maximum (?:allowed |incoming |inbound )?(?:message )?size",
+            r"exceed(?:s|ed)? (?:the )?(?:maximum|max)\b[^.]{0,30}\bsize",
         ),
     ),
     (
         Reason.MAILBOX_DISABLED,
-        _words(
-            r"\b(?:account|mailbox|user|address)\b[^.;:\n]{0,40}\b(?:disabled|discontinued|deactivated"
-            r"|inactive|suspended|closed|terminated|frozen|locked|dormant|expired)"
-            r"|not been collected|no longer (?:active|in use|valid|available|exists?)|has moved"
+        _any_of(
+            r"\b(?:account|mailbox|user|address)\b[^.;:]{0,40}\b(?:disabled|discontinued|deactivated"
+            r"|inactive|suspended|closed|terminated|frozen|locked|dormant|expired)",
+            r"not been collected|has moved",
+            r"no longer (?:active|in use|valid|available|exists?)",
         ),
     ),
     (
         Reason.DNS_FAILURE,
-        _words(
-            r"not found, try again|dns (?:error|failure|lookup fail|timeout|timed out|temporar)|servfail"
-            r"|temporary (?:dns|lookup|resolution)|lookup (?:failure|failed|timed out)"
+        _any_of(
+            r"not found, try again|servfail",
+            r"dns (?:error|failure|lookup fail|timeout|timed out|temporar)",
+            r"temporary (?:dns|lookup|resolution)|lookup (?:failure|failed|timed out)",
         ),
     ),
     (
         Reason.NO_SUCH_DOMAIN,
-        _words(
-            r"unknown host|host unknown|host (?:or domain name )?not found|no such (?:domain|host)"
-            r"|(?:domain|host) (?:name )?(?:does not exist|doesn'?t exist|not found|unknown|is not valid)"
-            r"|unrouteable mail domain|nxdomain|no (?:mx|mail exchanger)|null mx|unknown domain"
+        _any_of(
+            r"unknown host|host unknown|unknown domain|no such (?:domain|host)",
+            r"host (?:or domain name )?not found",
+            r"(?:domain|host) (?:name )?(?:does not exist|doesn'?t exist|not found|unknown|is not valid)",
+            r"unrouteable mail domain|nxdomain|no (?:mx|mail exchanger)|null mx",
         ),
     ),
     (
         Reason.USER_UNKNOWN,
-        _words(
-            r"user unknown|unknown (?:local[- ]part|user|recipient|address|mailbox|addressee)"
-            r"|\b(?:recipient|address|mailbox|addressee|account) unknown|non-?existent (?:user|recipient|mailbox|address|account)"
-            r"|(?:address|name)\b[^.;:\n]{0,30}\b(?:ambiguous|not unique)"
-            r"|addressee unknown|unknown or illegal (?:user|alias)"
-            r"|no such (?:user|mailbox|recipient|address|account|person|local user)|no mailbox"
-            r"|mailbox (?:unavailable|not found|does not exist|doesn'?t exist|not available|unknown|invalid)"
-            r"|invalid (?:recipient|mailbox|address|user|final delivery|e-?mail)"
-            r"|\b(?:user|recipient|mailbox|account|address|addressee)\b[^.;:\n]{0,30}"
-            r"\b(?:does not exist|doesn'?t exist|not found|not known|not recognized|is unknown|not valid)"
-            r"|recipient name is not recognized|not listed in|(?:doesn'?t|does not) have an? [\w.-]+ account"
-            r"|not an? (?:valid|known) (?:user|recipient|mailbox|address)|not a valid user"
-            r"|bad destination (?:mailbox|address)|unrouteable address|no matches to (?:nameserver|directory)"
-            r"|did not (?:exactly )?match|does not have a final (?:e-?mail )?delivery point"
-            r"|not (?:\w+ )?e-?mail users?|access denied\. as\(\d+\)|(?:address|recipient) (?:is )?(?:wrong|incorrect)"
-            r"|wrong (?:e-?mail )?address|n'existe pas|unbekannt|existiert nicht|no existe|inexistente"
-            r"|non esiste|sconosciuto"
+        _any_of(
+            r"user unknown|unknown (?:local[- ]part|user|recipient|address|mailbox|addressee)",
+            r"\b(?:recipient|address|mailbox|addressee|account) unknown|unknown or illegal (?:user|alias)",
+            r"non-?existent (?:user|recipient|mailbox|address|account)",
+            r"no such (?:user|mailbox|recipient|address|account|person|local user)|no mailbox",
+            r"mailbox (?:unavailable|not found|does not exist|doesn'?t exist|not available|unknown|invalid)",
+            r"invalid (?:recipient|mailbox|address|user|final delivery|e-?mail)",
+            r"\b(?:user|recipient|mailbox|account|address|addressee)\b[^.;:]{0,30}"
+            r"\b(?:does not exist|doesn'?t exist|not found|not known|not recognized|is unknown|not valid)",
+            r"(?:address|name)\b[^.;:]{0,30}\b(?:ambiguous|not unique)",
+            r"recipient name is not recognized|not listed in|bad destination (?:mailbox|address)",
+            r"(?:doesn'?t|does not) have an? [\w.-]+ account",
+            r"not an? (?:valid|known) (?:user|recipient|mailbox|address)|not a valid user",
+            r"unrouteable address|no matches to (?:nameserver|directory)|did not (?:exactly )?match",
+            r"does not have a final (?:e-?mail )?delivery point|not (?:\w+ )?e-?mail users?",
+            r"access denied\. as\(\d+\)",  # Microsoft 365 directory-based edge blocking
+            r"(?:address|recipient) (?:is )?(?:wrong|incorrect)|wrong (?:e-?mail )?address",
+            r"n'existe pas|unbekannt|existiert nicht|no existe|inexistente|non esiste|sconosciuto",
         ),
     ),
     (
         Reason.SERVER_DOWN,
-        _words(
-            r"connection (?:was )?(?:refused|timed out|reset|lost|failed|dropped|closed)|dropped by remote host"
-            r"|unavailable to take delivery"
-            r"|(?:can'?t|cannot|could not|couldn'?t|unable to|wasn'?t able to|failed to) (?:connect|establish|reach)"
-            r"|not responding|no answer|did not respond|not reachable|unreachable|connection to mail exchanger"
-            r"|server (?:is )?(?:busy|unavailable|down|error)|service (?:temporarily )?unavailable"
-            r"|temporar(?:il)?y (?:unavailable|failure|error|local problem)|command died"
-            r"|local (?:configuration|delivery) (?:error|problem)|internal (?:server )?error"
-            r"|system (?:error|failure)|insufficient system resources"
+        _any_of(
+            r"connection (?:was )?(?:refused|timed out|reset|lost|failed|dropped|closed)",
+            r"dropped by remote host|unavailable to take delivery|connection to mail exchanger",
+            r"(?:can'?t|cannot|could not|couldn'?t|unable to|wasn'?t able to|failed to) "
+            r"(?:connect|establish|reach)",
+            r"not responding|no answer|did not respond|not reachable|unreachable",
+            r"server (?:is )?(?:busy|unavailable|down|error)|service (?:temporarily )?unavailable",
+            r"temporar(?:il)?y (?:unavailable|failure|error|local problem)",
+            r"command died|local (?:configuration|delivery) (?:error|problem)|internal (?:server )?error",
+            r"system (?:error|failure)|insufficient system resources",
         ),
     ),
     (
         Reason.EXPIRED,
-        _words(
-            r"expired|timed? ?out|maximum[- ](?:delivery )?(?:attempts|time)|delivery failed \d+ attempts"
-            r"|after \d+ (?:delivery )?attempt|too long|not delivered within|aborted after"
-            r"|retry time(?:out)? (?:exceeded|reached)"
+        _any_of(
+            r"expired|timed? ?out|too long|aborted after",
+            r"maximum[- ](?:delivery )?(?:attempts|time)|retry time(?:out)? (?:exceeded|reached)",
+            r"delivery failed \d+ attempts|after \d+ (?:delivery )?attempt|not delivered within",
         ),
     ),
-    (Reason.SECURITY, _words(r"\btls\b|starttls|\bssl\b|certificate|encrypt")),
+    (Reason.SECURITY, _any_of(r"\btls\b|starttls|\bssl\b|certificate|encrypt")),
     (
         Reason.PROTOCOL,
-        _words(
-            r"\bno [\w-]+ (?:header|field)\b|missing\b[^.\n]{0,30}\b(?:header|field)|syntax error"
-            r"|(?:malformed|invalid|illegal|duplicate)\b[^.\n]{0,20}\b(?:header|message|syntax|command)"
-            r"|command (?:not recognized|unrecognized)|line too long|bare (?:lf|linefeed)"
+        _any_of(
+            r"\bno [\w-]+ (?:header|field)\b|missing\b[^.]{0,30}\b(?:header|field)",
+            r"(?:malformed|invalid|illegal|duplicate)\b[^.]{0,20}\b(?:header|message|syntax|command)",
+            r"syntax error|command (?:not recognized|unrecognized)|line too long|bare (?:lf|linefeed)",
         ),
     ),
     (
         Reason.POLICY,
-        _words(
-            r"polic(?:y|ies)|prohibit|not (?:accepting|accepted|allowed|permitted|authori[sz]ed)|refused"
-            r"|rejected|denied|blocked|forbidden|administrative|content filter"
+        _any_of(
+            r"polic(?:y|ies)|prohibit|forbidden|administrative|content filter",
+            r"not (?:accepting|accepted|allowed|permitted|authori[sz]ed)|refused|rejected|denied|blocked",
         ),
     ),
 ]
@@ -284,6 +280,7 @@ _TRANSIENT_HINT = re.compile(
     re.I,
 )
 
+_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
 _ENHANCED_AT_START = re.compile(r"^\s*(?:[2-5]\d\d[\s-]+)?#?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 # Anywhere in free text, an enhanced code must follow a basic code, '#', '(' or ':' or open a line, so
 # that software versions ("Exim 4.69", "8.9.3") and IP addresses are not mistaken for one.
@@ -320,8 +317,7 @@ def find_reply_code(text: str) -> int | None:
     return code if code >= 400 else None
 
 
-def reason_from_text(text: str) -> Reason | None:
-    """The reason named by a server's wording, or None when the text names none."""
+def _reason_from_text(text: str) -> Reason | None:
     for reason, pattern in _TEXT_REASONS:
         if pattern.search(text):
             return reason
@@ -337,7 +333,7 @@ def classify_reply(code: int | None, text: str) -> Verdict:
         return Verdict(Kind.NONE, Reason.OTHER, parse_status(text), code, "accepted")
     if not 400 <= code < 600:
         return _verdict(Kind.SOFT, Reason.PROTOCOL, None, code, text)
-    return judge(text, code=code, status=parse_status(text))
+    return _judge(text, code=code, status=parse_status(text))
 
 
 def classify_failure(
@@ -349,13 +345,13 @@ def classify_failure(
     words (or the caller, for a delayed DSN) say the sender will retry.
     """
     code = code if code is not None else find_reply_code(text)
-    status = status if status is not None else find_status(text)
+    status = status if status is not None and _STATUS.fullmatch(status) else find_status(text)
     if code is None and status is None and _TRANSIENT_HINT.search(text):
         transient = True
-    return judge(text, code=code, status=status, transient=transient, permanent_default=True)
+    return _judge(text, code=code, status=status, transient=transient, permanent_default=True)
 
 
-def judge(
+def _judge(
     text: str,
     *,
     code: int | None,
@@ -384,7 +380,7 @@ def _reason(status: str | None, text: str) -> Reason:
         specific = _STATUS_REASONS.get(status) or _STATUS_REASONS.get(subject_detail)
         if specific is not None:
             return specific
-    named = reason_from_text(text)
+    named = _reason_from_text(text)
     if named is not None:
         return named
     if status is not None:

@@ -51,60 +51,72 @@ _NOT_A_FAILURE = {"delivered", "relayed", "expanded"}
 
 _ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
 _DAEMON_LOCAL_PARTS = ("postmaster", "mailer-daemon", "mailer_daemon", "mail-daemon", "mdaemon")
+
+
+def _any_of(*alternatives: str, flags: int = 0) -> re.Pattern[str]:
+    return re.compile("|".join(alternatives), re.I | flags)
+
+
 # Lines that belong to a quoted header block, not to the list of failed recipients.
-_HEADER_LINE = re.compile(
-    r"^\s*(?:>|(?:from|to|cc|bcc|sent|date|reply-to|return-path|received|sender|errors-to|message-id"
-    r"|in-reply-to|references|subject)\s*:)",
-    re.I,
+_HEADER_LINE = _any_of(
+    r"^\s*>",
+    r"^\s*(?:from|to|cc|bcc|sent|date|reply-to|return-path|received|sender|errors-to|message-id"
+    r"|in-reply-to|references|subject)\s*:",
 )
 # Where a bounce text stops describing the failure and starts quoting the original message.
 _QUOTE_START = re.compile(
     r"^[\s>*=|-]*(?:"
-    r"below this line is a copy|this is a copy of (?:the|your) message|a copy of the original message"
-    r"|(?:the )?(?:original|returned|unsent|undelivered) (?:message|mail)\s*(?:follows|below|is attached"
-    r"|details|headers|as received|adjunto)?\s*[-:.]*\s*$|original message (?:follows|as received)"
-    r"|(?:the )?message (?:header|headers|text|body)s? (?:follows?|is following)"
-    r"|(?:the )?header of (?:the )?(?:original|source) (?:message|mail)|start of returned message"
-    r"|returned mail follows|unsent message below|your message reads|the first \d+ lines of your original"
-    r"|included is a copy of the message|the header and top \d+ lines|old message:|mensaje original"
-    r"|content-type:\s*message/rfc822"
-    r")",
+    + "|".join(
+        (
+            r"below this line is a copy|this is a copy of (?:the|your) message",
+            r"a copy of the original message|included is a copy of the message",
+            r"(?:the )?(?:original|returned|unsent|undelivered) (?:message|mail)\s*"
+            r"(?:follows|below|is attached|details|headers|as received|adjunto)?\s*[-:.]*\s*$",
+            r"original message (?:follows|as received)|old message:|mensaje original",
+            r"(?:the )?message (?:header|headers|text|body)s? (?:follows?|is following)",
+            r"(?:the )?header of (?:the )?(?:original|source) (?:message|mail)",
+            r"start of returned message|returned mail follows|unsent message below",
+            r"your message reads|the first \d+ lines of your original|the header and top \d+ lines",
+            r"content-type:\s*message/rfc822",
+        )
+    )
+    + ")",
     re.I | re.M,
 )
-_FAILURE_WORDS = re.compile(
-    r"could not be delivered|couldn'?t be delivered|cannot be delivered|can'?t be delivered"
-    r"|(?:was|were|has|have) not (?:yet )?(?:been )?delivered|not delivered to|undeliverable|undelivered"
-    r"|(?:unable|not able|wasn'?t able) to deliver|could not deliver|delivery (?:has )?failed"
-    r"|delivery failure|failed permanently|permanent (?:fatal )?error|did not reach|could not be reached"
-    r"|delivery to the following recipients?|de[l]?every to the following|has been delayed|message delayed"
-    r"|delivery (?:has been )?postponed|has been postponed|returned mail|returning message to sender"
-    r"|mail delivery (?:failed|problem)|failed mail|automatically rejected|non-delivery|not accepting mail"
-    r"|delivery status notification|delivery report|failure notice|mail error|mail system error"
-    r"|error during delivery|encountered (?:an error|delivery problems)|did not receive this message"
-    r"|message not delivered|failed (?:addresses|recipients)|mail (?:delivery )?fail|(?:was|were) not accepted"
-    r"|user unknown|nicht zugestellt|n'a pas pu|no pudo ser entregado|non remis|无法发送|无法送达|投递失败|退信",
-    re.I,
+_FAILURE_WORDS = _any_of(
+    r"(?:could not|couldn'?t|cannot|can'?t) be delivered|could not deliver",
+    r"(?:was|were|has|have) not (?:yet )?(?:been )?delivered|not delivered to|message not delivered",
+    r"undeliverable|undelivered|(?:unable|not able|wasn'?t able) to deliver",
+    r"delivery (?:has )?failed|delivery failure|failed permanently|permanent (?:fatal )?error",
+    r"did not reach|could not be reached|did not receive this message",
+    r"delivery to the following recipients?|has been delayed|message delayed",
+    r"delivery (?:has been )?postponed|has been postponed",
+    r"returned mail|returning message to sender|failed mail|failed (?:addresses|recipients)",
+    r"mail delivery (?:failed|problem)|mail (?:delivery )?fail|mail error|mail system error",
+    r"automatically rejected|(?:was|were) not accepted|not accepting mail|non-delivery",
+    r"delivery status notification|delivery report|failure notice|error during delivery",
+    r"encountered (?:an error|delivery problems)|user unknown",
+    r"nicht zugestellt|n'a pas pu|no pudo ser entregado|non remis|无法发送|无法送达|投递失败|退信",
 )
 # Warnings about a delay: the sender is still retrying, so nothing is final yet.
-_DELAY_WORDS = re.compile(
-    r"warning (?:message )?only|this is (?:just )?a warning|advisory-only|has not yet been delivered"
-    r"|not yet been delivered|(?:attempts|delivery) will continue|will continue (?:to try|trying|to attempt)"
-    r"|will be retried|still (?:being retried|awaiting delivery)|has been delayed|delivery (?:has been )?delayed"
-    r"|message delayed|delayed mail|has been postponed|no action is required",
-    re.I,
+_DELAY_WORDS = _any_of(
+    r"warning (?:message )?only|this is (?:just )?a warning|advisory-only",
+    r"not yet been delivered|(?:attempts|delivery) will continue|will be retried",
+    r"will continue (?:to try|trying|to attempt)|still (?:being retried|awaiting delivery)",
+    r"has been delayed|delivery (?:has been )?delayed|message delayed|delayed mail",
+    r"has been postponed|no action is required",
 )
-_AUTO_REPLY_SUBJECT = re.compile(
-    r"out of (?:the )?office|auto(?:matic)?[- ]?(?:reply|response|antwort)|abwesen|vacation|on leave"
-    r"|r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica|away from (?:my|the) (?:desk|office)",
-    re.I,
+_AUTO_REPLY_SUBJECT = _any_of(
+    r"out of (?:the )?office|away from (?:my|the) (?:desk|office)|vacation|on leave|abwesen",
+    r"auto(?:matic)?[- ]?(?:reply|response|antwort)",
+    r"r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica",
 )
-_AUTO_REPLY_BODY = re.compile(
-    r"\b(?:i am|i'm|i will be) (?:currently )?(?:out of (?:the )?office|on (?:annual )?(?:leave|vacation|holiday)"
-    r"|away from (?:the|my) (?:office|desk))",
-    re.I,
+_AUTO_REPLY_BODY = _any_of(
+    r"\b(?:i am|i'm|i will be) (?:currently )?(?:out of (?:the )?office|away from (?:the|my) (?:office|desk)"
+    r"|on (?:annual )?(?:leave|vacation|holiday))",
 )
+_X400_PREFIX = re.compile(r"^(?:smtp|rfc-?822)=", re.I)
 _MENTIONED_MESSAGE_ID = re.compile(r"message-?id\W{0,20}(?:of\s+)?<([^<>\s]+)>", re.I)
-_MESSAGE_ID_LINE = re.compile(r"^[\s>]*message-id:\s*(<[^<>\s]+>)", re.I | re.M)
 _TAG = re.compile(r"<[^>]*>")
 _VERP = re.compile(r"^bounces\+([^@]+)@", re.I)
 
@@ -135,7 +147,7 @@ def parse_bounce(raw: bytes) -> BounceReport:
         kind=overall.kind,
         reason=overall.reason,
         recipients=recipients,
-        original_message_id=_original_message_id(msg),
+        original_message_id=original_message_id(msg),
         original_envelope_id=envelope_id or _enclosed_header(msg, "X-Envelope-Id", "X-Original-Envelope-Id"),
         verp_token=verp_token(msg),
         source=source,
@@ -304,13 +316,14 @@ def _heuristic(
     whole = classify_failure(notification, transient=transient)
     recipients = []
     for address in addresses:
+        lines = " ".join(_lines_about(address, addresses, notification).split())
         verdict = _recipient_verdict(address, addresses, notification, transient) or whole
         recipients.append(
             RecipientFailure(
                 address=address,
                 status=verdict.status,
                 action="delayed" if transient else "failed",
-                diagnostic=None,
+                diagnostic=lines[:300] or None,
                 verdict=verdict,
             )
         )
@@ -327,14 +340,22 @@ def _recipient_verdict(address: str, addresses: list[str], text: str, transient:
 def _failed_addresses(
     msg: Message, notification: str, failed_header: list[str]
 ) -> tuple[list[str], Literal["heuristic", "flufl"]]:
-    """Failed recipients read from the text, checked against flufl.bounce, which wins a disagreement."""
+    """Failed recipients read from the text, checked against flufl.bounce.
+
+    Where both find some, keep those both find plus those the text gives a reason for; where they find
+    different ones, flufl's format-specific detectors win.
+    """
     exim = [a for _, a in getaddresses([str(v) for v in failed_header]) if a]
     candidates = _text_addresses(msg, notification)
     second = _flufl_opinion(msg)
     agreed = [a for a in candidates if a.lower() in second]
     source: Literal["heuristic", "flufl"] = "heuristic"
     if agreed:
-        chosen = agreed
+        chosen = [
+            a
+            for a in candidates
+            if a in agreed or _recipient_verdict(a, candidates, notification, transient=False)
+        ]
     elif candidates and not second:
         chosen = candidates
     else:
@@ -378,7 +399,7 @@ def _text_addresses(msg: Message, text: str) -> list[str]:
         if _HEADER_LINE.match(line):
             continue
         for address in _ADDRESS.findall(line):
-            address = address.rstrip(".")
+            address = _X400_PREFIX.sub("", address.rstrip("."))  # Exchange writes "dda:SMTP=a@b"
             key = address.lower()
             if key in parties or key.split("@")[0] in _DAEMON_LOCAL_PARTS:
                 continue
@@ -443,14 +464,14 @@ def _enclosed_header(msg: Message, *names: str) -> str | None:
     return None
 
 
-def _original_message_id(msg: Message) -> str | None:
-    """Message-ID of the bounced message: from the enclosed headers, else quoted in the bounce text."""
+def original_message_id(msg: Message) -> str | None:
+    """Message-ID of the bounced or reported message: its enclosed headers', else as the text quotes it."""
     found = _enclosed_header(msg, "Message-ID")
     if found:
         return found
     for part in _parts(msg, into_enclosed=True):
         if part.get_content_maintype() == "text":
-            match = _MESSAGE_ID_LINE.search(_decoded_text(part))
+            match = _MENTIONED_MESSAGE_ID.search(_decoded_text(part))
             if match:
-                return match.group(1)
+                return f"<{match.group(1)}>"
     return None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
 from email.headerregistry import Address as HeaderAddress
-from email.headerregistry import Group
+from email.headerregistry import Group, HeaderRegistry
 from email.message import MIMEPart
 from typing import Literal
 
@@ -24,8 +24,24 @@ from estafeta.compose.headers import (
 
 # 7bit transfer encodings keep bodies safe for servers without 8BITMIME; lines stay within 78 columns.
 # refold_source="none" writes pre-folded custom headers as they are (see fold_words).
-_ASCII_POLICY = policy.SMTP.clone(cte_type="7bit", refold_source="none")
-_UTF8_POLICY = policy.SMTPUTF8.clone(cte_type="7bit", refold_source="none")
+class _CachedHeaderRegistry(HeaderRegistry):
+    """The stdlib builds a new header class with `type()` on every lookup; build each one once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        found = self._classes.get(key)
+        if found is None:
+            found = self._classes[key] = super().__getitem__(name)
+        return found
+
+
+_HEADERS = _CachedHeaderRegistry()
+_ASCII_POLICY = policy.SMTP.clone(cte_type="7bit", refold_source="none", header_factory=_HEADERS)
+_UTF8_POLICY = policy.SMTPUTF8.clone(cte_type="7bit", refold_source="none", header_factory=_HEADERS)
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 2045 token
 _CONTENT_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})")

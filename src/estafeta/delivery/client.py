@@ -81,7 +81,7 @@ class MxSession:
             encoding = "utf-8"
         if self.smtp.supports_extension("size"):
             options.append(f"SIZE={len(raw)}")
-        if self.smtp.supports_extension("8bitmime") and any(b > 127 for b in raw):
+        if self.smtp.supports_extension("8bitmime") and not raw.isascii():
             options.append("BODY=8BITMIME")
         try:
             await self.smtp.mail(mail_from, options=options, encoding=encoding)

@@ -352,6 +352,9 @@ class SmtpRelay:
     async def start(self) -> SmtpPorts:
         """Bind both listeners in the running loop; returns the bound ports (useful when configured as 0)."""
         smtp = self.settings.smtp
+        # aiosmtpd logs every command line at INFO (addresses included) and a deprecation warning on every
+        # AUTH; the relay logs its own outcomes, so only aiosmtpd's errors are kept.
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
         self.tls_context = await asyncio.to_thread(load_tls_context, smtp, self.settings.hostname)
         loop = asyncio.get_running_loop()
         starttls = await loop.create_server(

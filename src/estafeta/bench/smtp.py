@@ -1,0 +1,161 @@
+"""`estafeta bench smtp`: messages/second accepted through the SMTP relay.
+
+The platform (relay, accept path with DKIM signing, one durable SQLite commit per reply) runs in this
+process; the mail clients run in a child process so that they use the other core, as real clients would
+not share the server's CPU. Each of `sessions` clients connects to the submission port, negotiates STARTTLS,
+logs in, and then sends one message after another. The clock runs from the first MAIL to the last 250;
+connecting and logging in are not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import ssl
+import statistics
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from estafeta import admin
+from estafeta.clock import SystemClock
+from estafeta.config import Settings
+from estafeta.platform import Platform
+from estafeta.smtp import create_smtp_credential
+from estafeta.store import queue as queue_store
+
+HOST = "127.0.0.1"
+PROVIDERS = ("gmail.test", "yahoo.test", "outlook.test")
+TIME_LIMIT = 600.0
+
+
+def bench_message(index: int) -> bytes:
+    """A plain transactional message of about 2 KB, without Message-ID or Date (the relay adds them)."""
+    body = "Thank you for your order. It will ship within two working days.\r\n" * 24
+    return (
+        f"From: Bench Shop <orders@bench.test>\r\n"
+        f"To: user{index}@{PROVIDERS[index % len(PROVIDERS)]}\r\n"
+        f"Subject: Order {index} confirmed\r\n"
+        f"MIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n"
+        f"\r\n{body}"
+    ).encode()
+
+
+async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Console) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="estafeta-bench-") as tmp:
+        settings = Settings(
+            database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
+            hostname="mta.estafeta.test",
+            smtp={
+                "host": HOST,
+                "starttls_port": 0,
+                "implicit_tls_port": 0,
+                "tls_dir": Path(tmp) / "tls",
+                "rate_per_second": 0,
+                "max_connections_per_ip": sessions,
+            },
+        )
+        clock = SystemClock()
+        platform = Platform(settings, clock)
+        try:
+            account = admin.create_account(platform.db, "bench", clock.now())
+            admin.add_domain(platform.db, settings, account.id, "bench.test", clock.now(), algorithm)
+            credential = await create_smtp_credential(platform.db, account.id, clock.now())
+            await platform.start(api=False, delivery=False, smtp=True)
+            assert platform.smtp_ports is not None
+            context = multiprocessing.get_context("spawn")
+            sent = context.Value("i", 0)
+            receiver, sender = context.Pipe(duplex=False)
+            clients = context.Process(
+                target=_client_process,
+                args=(platform.smtp_ports.starttls, str(settings.smtp.tls_dir / "smtp-cert.pem"),
+                      credential.username, credential.password, messages, sessions, sent, sender),
+                name="estafeta-bench-clients",
+            )
+            clients.start()
+            progress = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=console)
+            with progress:
+                bar = progress.add_task("accepted", total=messages)
+                while not receiver.poll() and clients.is_alive():
+                    progress.update(bar, completed=sent.value)
+                    await asyncio.sleep(0.1)
+                progress.update(bar, completed=sent.value)
+            outcome: dict[str, Any] = receiver.recv() if receiver.poll() else {"error": "clients exited"}
+            await asyncio.to_thread(clients.join)
+            counts = await platform.db.run(queue_store.state_counts)
+        finally:
+            await platform.stop()
+    if "error" in outcome:
+        raise RuntimeError(f"benchmark clients failed: {outcome['error']}")
+    latencies: list[float] = outcome["latencies"]
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [0.0] * 99
+    return {
+        "messages": messages,
+        "sessions": sessions,
+        "tls": "STARTTLS",
+        "dkim": algorithm,
+        "database": "sqlite",
+        "accepted": len(latencies),
+        "refused": outcome["refused"],
+        "queued_in_database": counts.get("queued", 0),
+        "seconds": round(outcome["seconds"], 3),
+        "msgs_per_s": round(len(latencies) / outcome["seconds"], 1),
+        "latency_p50_ms": round(quantiles[49] * 1000, 1),
+        "latency_p95_ms": round(quantiles[94] * 1000, 1),
+    }
+
+
+def _client_process(
+    port: int, cafile: str, username: str, password: str, messages: int, sessions: int,
+    sent: Synchronized[int], results: Connection,
+) -> None:
+    """Child process: run the sessions, send back seconds, per-message latencies and refusals."""
+    try:
+        results.send(asyncio.run(_clients(port, cafile, username, password, messages, sessions, sent)))
+    except Exception as exc:
+        results.send({"error": repr(exc)})
+
+
+async def _clients(
+    port: int, cafile: str, username: str, password: str, messages: int, sessions: int, sent: Synchronized[int]
+) -> dict[str, Any]:
+    tls = ssl.create_default_context(cafile=cafile)
+    connections = [aiosmtplib.SMTP(hostname=HOST, port=port, tls_context=tls, timeout=60) for _ in range(sessions)]
+    for client in connections:  # connect() negotiates STARTTLS, which the server advertises
+        await client.connect()
+        await client.login(username, password)
+    pending = iter(range(messages))
+    latencies: list[float] = []
+    refused: list[str] = []
+    deadline = time.monotonic() + TIME_LIMIT
+
+    async def session(client: aiosmtplib.SMTP) -> None:
+        for index in pending:
+            if time.monotonic() > deadline:
+                return
+            recipient = f"user{index}@{PROVIDERS[index % len(PROVIDERS)]}"
+            began = time.perf_counter()
+            try:
+                await client.sendmail("orders@bench.test", [recipient], bench_message(index))
+            except aiosmtplib.SMTPResponseException as exc:
+                refused.append(f"{exc.code} {exc.message}")
+                continue
+            latencies.append(time.perf_counter() - began)
+            with sent.get_lock():
+                sent.value += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(session(client) for client in connections))
+    seconds = time.perf_counter() - started
+    for client in connections:
+        await client.quit()
+    return {"seconds": seconds, "latencies": latencies, "refused": len(refused)}
