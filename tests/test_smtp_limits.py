@@ -77,8 +77,10 @@ def test_bcc_fields_and_their_folded_lines_are_removed_and_nothing_else() -> Non
     assert strip_bcc(without) is without
 
 
-def test_author_domains_are_normalised_and_unreadable_from_yields_none() -> None:
-    assert author_domains(b"From: Zo\xc3\xab <z@B\xc3\xbccher.test>, x@Acme.Test\r\nSender: s@acme.test\r\n\r\n") == [
+def test_author_domains_are_normalised_and_a_from_in_the_body_is_ignored() -> None:
+    assert author_domains(
+        b"From: Zo\xc3\xab <z@B\xc3\xbccher.test>, x@Acme.Test\r\nSender: s@acme.test\r\n\r\n"
+    ) == [
         "xn--bcher-kva.test",
         "acme.test",
     ]

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
 from estafeta.clock import Clock
 from estafeta.compose import ComposeError, Draft, compose, ensure_headers, parse_address
 from estafeta.config import Settings
@@ -65,11 +63,6 @@ class _Pending:
     committed: asyncio.Future[None]
 
 
-def _insert_groups(conn: Connection, groups: list[tuple[list[message_store.NewMessage], datetime]]) -> None:
-    for rows, now in groups:
-        message_store.insert_messages(conn, rows, now)
-
-
 class GroupCommit:
     """Writes the messages of concurrent callers in shared transactions (see the module docstring)."""
 
@@ -92,8 +85,10 @@ class GroupCommit:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                # One time for the transaction, its newest caller's: all of it is accepted when it commits.
+                rows = [row for entry in batch for row in entry.rows]
                 try:
-                    await self.db.run(_insert_groups, [(p.rows, p.now) for p in batch])
+                    await self.db.run(message_store.insert_messages, rows, max(entry.now for entry in batch))
                 except Exception as exc:
                     if len(batch) == 1:
                         _settle(batch[0], exc)
@@ -176,8 +171,9 @@ class Accepter:
             signer = await self._signer(account_id, sub.draft.from_.domain, _join(where, "from"))
             message_id = new_message_id()
             try:
-                composed = compose(sub.draft, message_id=message_id, now=now,
-                                   feedback_id=self._feedback_id(account_id, sub))
+                composed = compose(
+                    sub.draft, message_id=message_id, now=now, feedback_id=self._feedback_id(account_id, sub)
+                )
             except ComposeError as exc:
                 raise AcceptError(_join(where, exc.field), exc.reason, smtp="550 5.6.0") from exc
             rows.append(
@@ -201,7 +197,13 @@ class Accepter:
         return [Accepted(r.id, r.message_id_header, r.recipients) for r in rows]
 
     async def accept_raw(
-        self, account_id: int, mail_from: str, recipients: list[str], raw: bytes, *, stream: str = "transactional"
+        self,
+        account_id: int,
+        mail_from: str,
+        recipients: list[str],
+        raw: bytes,
+        *,
+        stream: str = "transactional",
     ) -> Accepted:
         """Queue a message that arrived already composed (SMTP relay): only Message-ID/Date may be added."""
         now = self.clock.now()

@@ -74,5 +74,7 @@ def dns_records(row: store.DomainRow, settings: Settings) -> list[DnsRecord]:
     return [
         DnsRecord(key.record_name, "TXT", key.record_value, "DKIM public key"),
         DnsRecord(row.name, "TXT", "v=spf1 a mx ~all", "SPF: add this platform's sending IPs (ip4:…)"),
-        DnsRecord(f"_dmarc.{row.name}", "TXT", f"v=DMARC1; p=none; rua=mailto:dmarc@{row.name}", "DMARC policy"),
+        DnsRecord(
+            f"_dmarc.{row.name}", "TXT", f"v=DMARC1; p=none; rua=mailto:dmarc@{row.name}", "DMARC policy"
+        ),
     ]

@@ -20,13 +20,18 @@ from estafeta.config import Settings, load_settings
 from estafeta.store import accounts as account_store
 from estafeta.store.db import Database
 
-app = typer.Typer(help="Estafeta: send transactional and bulk email from your own platform.",
-                  no_args_is_help=True, rich_markup_mode="rich")
+app = typer.Typer(
+    help="Estafeta: send transactional and bulk email from your own platform.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
 accounts_app = typer.Typer(help="Create and list accounts and their API keys.", no_args_is_help=True)
-domains_app = typer.Typer(help="Register sending domains and show the DNS records to publish.",
-                          no_args_is_help=True)
-bench_app = typer.Typer(help="Measure the platform's speed (results as a table and a JSON file).",
-                        no_args_is_help=True)
+domains_app = typer.Typer(
+    help="Register sending domains and show the DNS records to publish.", no_args_is_help=True
+)
+bench_app = typer.Typer(
+    help="Measure the platform's speed (results as a table and a JSON file).", no_args_is_help=True
+)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(domains_app, name="domains")
 app.add_typer(bench_app, name="bench")
@@ -58,7 +63,9 @@ def _fail(message: str) -> typer.Exit:
 
 
 @app.callback()
-def main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
     if version:
         console.print(f"estafeta {__version__}")
         raise typer.Exit()
@@ -66,8 +73,12 @@ def main(version: Annotated[bool, typer.Option("--version", help="Print the vers
 
 class _JsonLogs(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage()}
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -105,8 +116,12 @@ def serve(config: ConfigOption = None) -> None:
 
 @app.command()
 def world(
-    smtp_port: Annotated[int, typer.Option(help="Port every MX server listens on (0 = any free port).")] = 2525,
-    dns_port: Annotated[int, typer.Option(help="Port of the DNS server on 127.0.0.1 (0 = any free port).")] = 5353,
+    smtp_port: Annotated[
+        int, typer.Option(help="Port every MX server listens on (0 = any free port).")
+    ] = 2525,
+    dns_port: Annotated[
+        int, typer.Option(help="Port of the DNS server on 127.0.0.1 (0 = any free port).")
+    ] = 5353,
 ) -> None:
     """Run the simulated internet alone: DNS for *.test and the mailbox providers on 127.0.0.x."""
     from estafeta.world import World
@@ -134,9 +149,12 @@ def world(
 
 @app.command()
 def demo(
-    messages: Annotated[int, typer.Option("--messages", "-n", min=1, max=100_000,
-                                          help="How many messages to send.")] = 3000,
-    workdir: Annotated[Path, typer.Option(help="Where the demo's SQLite file is kept.")] = Path("estafeta-demo"),
+    messages: Annotated[
+        int, typer.Option("--messages", "-n", min=1, max=100_000, help="How many messages to send.")
+    ] = 3000,
+    workdir: Annotated[Path, typer.Option(help="Where the demo's SQLite file is kept.")] = Path(
+        "estafeta-demo"
+    ),
 ) -> None:
     """Run the whole platform against the simulated internet and show what happened to the mail."""
     from estafeta.demo import render, run_demo
@@ -194,7 +212,6 @@ def accounts_api_key(
     console.print(f"API key for {row.name} (shown once): [bold green]{key.token}[/]")
 
 
-
 @accounts_app.command("smtp-credentials")
 def accounts_smtp_credentials(
     account: Annotated[str, typer.Argument(help="Account name or id.")],
@@ -217,6 +234,7 @@ def accounts_smtp_credentials(
         f"  server:   {settings.hostname}, port {smtp.starttls_port} (STARTTLS) or {smtp.implicit_tls_port} "
         "(SSL/TLS), authentication PLAIN or LOGIN"
     )
+
 
 # -- domains -------------------------------------------------------------------------------------
 def _records_table(db: Database, settings: Settings, row: account_store.DomainRow) -> Table:
@@ -251,8 +269,13 @@ def domains_list(config: ConfigOption = None) -> None:
     _, db = _db(config)
     table = Table("domain", "account", "DKIM selector", "algorithm", "added")
     for row in db.call(account_store.list_domains):
-        table.add_row(row.name, str(row.account_id), row.dkim_selector, row.dkim_algorithm,
-                      row.created_at.isoformat(timespec="seconds"))
+        table.add_row(
+            row.name,
+            str(row.account_id),
+            row.dkim_selector,
+            row.dkim_algorithm,
+            row.created_at.isoformat(timespec="seconds"),
+        )
     console.print(table)
 
 

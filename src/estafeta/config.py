@@ -36,7 +36,9 @@ class DeliverySettings(BaseModel):
     workers: int = Field(1, ge=1, description="delivery engines in this process")
     batch_size: int = Field(200, ge=1, description="queue entries claimed at once")
     max_in_flight: int = Field(2000, ge=1, description="claimed entries held in memory at most")
-    lease_seconds: float = Field(300.0, gt=0, description="how long a claim is held before others may retry it")
+    lease_seconds: float = Field(
+        300.0, gt=0, description="how long a claim is held before others may retry it"
+    )
     poll_interval: float = Field(0.5, gt=0, description="seconds between queue polls when idle")
     retry_schedule: list[float] = Field(
         default_factory=lambda: [300, 900, 3600, 4 * 3600, 8 * 3600, 12 * 3600],
@@ -61,20 +63,20 @@ class ApiSettings(BaseModel):
 class SmtpSettings(BaseModel):
     """The submission relay for mail clients and applications (`estafeta serve` listens on both ports)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="run the relay under `estafeta serve`")
     host: str = "127.0.0.1"
     starttls_port: int = Field(587, ge=0, le=65535, description="submission with STARTTLS; 0 = any free port")
     implicit_tls_port: int = Field(465, ge=0, le=65535, description="submission over TLS; 0 = any free port")
-    tls_cert: Path | None = Field(None, description="PEM certificate chain; unset = a generated self-signed one")
+    tls_cert: Path | None = Field(None, description="PEM certificate chain; unset = a self-signed one")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
     tls_dir: Path = Field(
         Path("estafeta-tls"), description="where the self-signed certificate is generated once and kept"
     )
-    max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="largest message accepted (SIZE)")
+    max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="largest message (SIZE)")
     max_recipients: int = Field(100, ge=1, description="recipients per message at most")
     rate_per_second: float = Field(50.0, ge=0, description="messages per second per account; 0 = unlimited")
-    rate_burst: int = Field(200, ge=1, description="messages an account may send at once before the rate applies")
-    max_connections_per_ip: int = Field(20, ge=1, description="simultaneous connections from one client address")
+    rate_burst: int = Field(200, ge=1, description="messages an account may send at once, then the rate")
+    max_connections_per_ip: int = Field(20, ge=1, description="connections open at once from one client IP")
 
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> SmtpSettings:

@@ -87,8 +87,10 @@ async def run_demo(messages: int, workdir: Path, console: Console, batch: int = 
         settings = sandbox_settings(db_path, world.dns_address, world.smtp_port, delivery=DEMO_DELIVERY)
         platform = Platform(settings, clock)
         await platform.start()
-        console.print(f"Platform up: API {platform.api_url}  ·  account [cyan]demo[/]  ·  domain "
-                      f"[cyan]{domain.name}[/] (DKIM {key.algorithm}, selector {key.selector})")
+        console.print(
+            f"Platform up: API {platform.api_url}  ·  account [cyan]demo[/]  ·  domain "
+            f"[cyan]{domain.name}[/] (DKIM {key.algorithm}, selector {key.selector})"
+        )
         recipients = _recipients(messages)
         started = time.perf_counter()
         result = await _send_and_follow(platform, api_key.token, recipients, batch, console)
@@ -116,8 +118,9 @@ async def _send_and_follow(
     with progress:
         accepted_bar = progress.add_task("accepted", total=total)
         final_bar = progress.add_task("final", total=total)
-        async with httpx.AsyncClient(base_url=platform.api_url, headers={"Authorization": f"Bearer {token}"},
-                                     timeout=60) as client:
+        async with httpx.AsyncClient(
+            base_url=platform.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        ) as client:
             sem = asyncio.Semaphore(4)
 
             async def post(chunk: list[str]) -> None:
@@ -176,7 +179,8 @@ def render(result: DemoResult, console: Console) -> None:
     rate = result.final / result.seconds if result.seconds else 0.0
     console.print(
         f"{result.accepted} messages accepted, {result.final} reached a final state in "
-        f"{result.seconds:.1f} s → [bold]{rate:.0f} messages/s[/]  (deferred counts deferrals; each was retried)"
+        f"{result.seconds:.1f} s → [bold]{rate:.0f} messages/s[/]  "
+        "(deferred counts deferrals; each was retried)"
     )
     console.print(
         "\n[bold]Where next[/]\n"

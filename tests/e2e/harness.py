@@ -63,8 +63,15 @@ class Harness:
 
 async def start_harness(world: World, database_url: str, **overrides: Any) -> Harness:
     clock = ManualClock()
-    delivery = {"poll_interval": 0.05, "idle_timeout": 0.5, "throttle_pause": 0.05, **overrides.pop("delivery", {})}
-    settings = sandbox_settings(database_url, world.dns_address, world.smtp_port, delivery=delivery, **overrides)
+    delivery = {
+        "poll_interval": 0.05,
+        "idle_timeout": 0.5,
+        "throttle_pause": 0.05,
+        **overrides.pop("delivery", {}),
+    }
+    settings = sandbox_settings(
+        database_url, world.dns_address, world.smtp_port, delivery=delivery, **overrides
+    )
     platform = Platform(settings, clock)
     account = admin.create_account(platform.db, "acme", clock.now())
     for name in ("acme.test", "ed.acme.test"):
@@ -74,5 +81,7 @@ async def start_harness(world: World, database_url: str, **overrides: Any) -> Ha
         world.zone.add(key.record_name, "TXT", key.record_value)
     token = admin.new_api_key(platform.db, account.id, "tests", clock.now()).token
     await platform.start()
-    client = httpx.AsyncClient(base_url=platform.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    client = httpx.AsyncClient(
+        base_url=platform.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
     return Harness(platform, world, clock, client, token, account.id)

@@ -19,10 +19,15 @@ async def test_requests_without_a_valid_key_are_refused(harness: Harness) -> Non
 
 
 async def test_invalid_messages_name_the_field_and_the_reason(harness: Harness) -> None:
-    response = await harness.client.post("/v1/messages", json={"messages": [
-        {"from": "hello@acme.test", "to": ["ok@gmail.test"], "text": "fine"},
-        {"from": "not an address", "to": ["also bad@"], "text": "x", "headers": {"Bcc": "x@y.test"}},
-    ]})
+    response = await harness.client.post(
+        "/v1/messages",
+        json={
+            "messages": [
+                {"from": "hello@acme.test", "to": ["ok@gmail.test"], "text": "fine"},
+                {"from": "not an address", "to": ["also bad@"], "text": "x", "headers": {"Bcc": "x@y.test"}},
+            ]
+        },
+    )
     assert response.status_code == 422
     problem = response.json()
     assert response.headers["content-type"] == "application/problem+json"
@@ -38,27 +43,56 @@ async def test_schema_errors_and_reserved_headers(harness: Harness) -> None:
     missing = await harness.client.post("/v1/messages", json={"to": ["a@gmail.test"], "text": "x"})
     assert missing.status_code == 422
     assert {"field": "from", "reason": "Field required"} in missing.json()["errors"]
-    unknown = await harness.client.post("/v1/messages", json={"from": "hello@acme.test", "to": ["a@gmail.test"],
-                                                              "text": "x", "stream": "promo"})
+    unknown = await harness.client.post(
+        "/v1/messages",
+        json={"from": "hello@acme.test", "to": ["a@gmail.test"], "text": "x", "stream": "promo"},
+    )
     assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "stream"
-    injected = await harness.client.post("/v1/messages", json={
-        "from": "hello@acme.test", "to": ["a@gmail.test"], "text": "x",
-        "headers": {"X-Note": "hi\r\nBcc: victim@gmail.test"}})
+    injected = await harness.client.post(
+        "/v1/messages",
+        json={
+            "from": "hello@acme.test",
+            "to": ["a@gmail.test"],
+            "text": "x",
+            "headers": {"X-Note": "hi\r\nBcc: victim@gmail.test"},
+        },
+    )
     assert injected.status_code == 422 and "headers" in injected.json()["errors"][0]["field"]
-    reserved = await harness.client.post("/v1/messages", json={
-        "from": "hello@acme.test", "to": ["a@gmail.test"], "text": "x", "headers": {"DKIM-Signature": "v=1"}})
+    reserved = await harness.client.post(
+        "/v1/messages",
+        json={
+            "from": "hello@acme.test",
+            "to": ["a@gmail.test"],
+            "text": "x",
+            "headers": {"DKIM-Signature": "v=1"},
+        },
+    )
     assert reserved.status_code == 422 and "DKIM-Signature" in reserved.json()["detail"]
-    no_body = await harness.client.post("/v1/messages", json={"from": "hello@acme.test", "to": ["a@gmail.test"]})
+    no_body = await harness.client.post(
+        "/v1/messages", json={"from": "hello@acme.test", "to": ["a@gmail.test"]}
+    )
     assert no_body.status_code == 422 and no_body.json()["errors"][0]["field"] == "text"
-    not_json = await harness.client.post("/v1/messages", content=b"{", headers={"Content-Type": "application/json"})
+    surrogate = await harness.client.post(  # JSON may escape a lone surrogate; no UTF-8 text can hold one
+        "/v1/messages",
+        content=b'{"from": "hello@acme.test", "to": ["a@gmail.test"], "subject": "bad \\ud800", "text": "x"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert surrogate.status_code == 422 and surrogate.json()["errors"][0]["field"] == "subject"
+    not_json = await harness.client.post(
+        "/v1/messages", content=b"{", headers={"Content-Type": "application/json"}
+    )
     assert not_json.status_code == 422
 
 
 async def test_sending_from_a_domain_the_account_does_not_own_is_forbidden(harness: Harness) -> None:
     other = admin.create_account(harness.platform.db, "globex", harness.clock.now())
-    admin.add_domain(harness.platform.db, harness.platform.settings, other.id, "globex.test", harness.clock.now())
+    admin.add_domain(
+        harness.platform.db, harness.platform.settings, other.id, "globex.test", harness.clock.now()
+    )
     for sender in ("ceo@globex.test", "ceo@unregistered.test"):
-        response = await harness.client.post("/v1/messages", json={"from": sender, "to": ["a@gmail.test"], "text": "x"})
+        response = await harness.client.post(
+            "/v1/messages", json={"from": sender, "to": ["a@gmail.test"], "text": "x"}
+        )
         assert response.status_code == 403
         assert response.json()["errors"][0]["field"] == "from"
 
@@ -68,17 +102,23 @@ async def test_messages_and_events_are_scoped_to_the_account(harness: Harness) -
     await harness.wait_state(message_id, "delivered")
     other = admin.create_account(harness.platform.db, "globex", harness.clock.now())
     key = admin.new_api_key(harness.platform.db, other.id, "k", harness.clock.now()).token
-    async with httpx.AsyncClient(base_url=harness.platform.api_url,
-                                 headers={"Authorization": f"Bearer {key}"}) as intruder:
+    async with httpx.AsyncClient(
+        base_url=harness.platform.api_url, headers={"Authorization": f"Bearer {key}"}
+    ) as intruder:
         assert (await intruder.get(f"/v1/messages/{message_id}")).status_code == 404
         assert (await intruder.get("/v1/events")).json()["data"] == []
     assert (await harness.client.get("/v1/messages/msg_doesnotexist")).status_code == 404
 
 
 async def test_events_filter_and_paginate_with_a_cursor(harness: Harness) -> None:
-    response = await harness.client.post("/v1/messages", json={"messages": [
-        {"from": "hello@acme.test", "to": [f"u{i}@outlook.test"], "text": "t"} for i in range(5)
-    ]})
+    response = await harness.client.post(
+        "/v1/messages",
+        json={
+            "messages": [
+                {"from": "hello@acme.test", "to": [f"u{i}@outlook.test"], "text": "t"} for i in range(5)
+            ]
+        },
+    )
     ids = [m["id"] for m in response.json()["messages"]]
     for message_id in ids:
         await harness.wait_state(message_id, "delivered")

@@ -34,8 +34,13 @@ async def test_accepted_message_arrives_signed_and_intact(harness: Harness) -> N
         subject="Votre facture — n° 42",
         text="Bonjour Ana,\nvoici la facture.\n",
         html="<p>Bonjour Ana,</p><p>voici la facture.</p>",
-        attachments=[{"filename": "facture-42.pdf", "content": base64.b64encode(pdf).decode(),
-                      "content_type": "application/pdf"}],
+        attachments=[
+            {
+                "filename": "facture-42.pdf",
+                "content": base64.b64encode(pdf).decode(),
+                "content_type": "application/pdf",
+            }
+        ],
         headers={"X-Campaign": "billing"},
     )
     view = await harness.wait_state(message_id, "delivered")
@@ -44,7 +49,10 @@ async def test_accepted_message_arrives_signed_and_intact(harness: Harness) -> N
     delivered = _events(view, "delivered")
     assert len(delivered) == 3
     assert {e["data"]["mx"] for e in delivered} == {
-        "gmail-smtp-in.l.gmail.test", "mta5.am0.yahoodns.test", "outlook-com.olc.protection.outlook.test"}
+        "gmail-smtp-in.l.gmail.test",
+        "mta5.am0.yahoodns.test",
+        "outlook-com.olc.protection.outlook.test",
+    }
     assert all(e["data"]["reply"] and e["data"]["code"] == 250 for e in delivered)
 
     (got,) = harness.world.received("gmail.test")
@@ -70,9 +78,14 @@ async def test_accepted_message_arrives_signed_and_intact(harness: Harness) -> N
 
 async def test_broadcast_mail_is_marked_bulk_and_ed25519_signing_verifies(harness: Harness) -> None:
     message_id = await harness.send(
-        **{"from": "News <news@ed.acme.test>"}, to=["reader@gmail.test"], stream="broadcast",
+        **{"from": "News <news@ed.acme.test>"},
+        to=["reader@gmail.test"],
+        stream="broadcast",
         tags=["spring-sale"],
-        headers={"List-Unsubscribe": "<https://acme.test/u/1>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+        headers={
+            "List-Unsubscribe": "<https://acme.test/u/1>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
     )
     await harness.wait_state(message_id, "delivered")
     (got,) = harness.world.received("gmail.test")
@@ -126,10 +139,12 @@ async def test_421_throttling_defers_and_the_next_attempt_delivers(harness: Harn
 
 
 async def test_connection_refused_is_retried_until_max_age_then_bounces(
-    fresh_world: World, tmp_path  # type: ignore[no-untyped-def]
+    fresh_world: World,
+    tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
-    h = await start_harness(fresh_world, f"sqlite:///{tmp_path / 'e2e.db'}",
-                            delivery={"retry_schedule": [60], "max_age": 200})
+    h = await start_harness(
+        fresh_world, f"sqlite:///{tmp_path / 'e2e.db'}", delivery={"retry_schedule": [60], "max_age": 200}
+    )
     try:
         message_id = await h.send(to=["someone@down.test"])
         for attempt in range(1, 5):  # tries at t = 0, 60, 120, 180 are deferred
@@ -156,13 +171,20 @@ async def test_mx_fallback_to_address_record_and_nonexistent_domain(harness: Har
 
 async def test_connections_are_reused_and_concurrency_is_limited(fresh_world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
     h = await start_harness(
-        fresh_world, f"sqlite:///{tmp_path / 'e2e.db'}",
+        fresh_world,
+        f"sqlite:///{tmp_path / 'e2e.db'}",
         delivery={"idle_timeout": 5, "domain_limits": {"yahoo.test": {"concurrency": 1}}},
     )
     try:
-        response = await h.client.post("/v1/messages", json={"messages": [
-            {"from": "hello@acme.test", "to": [f"u{i}@yahoo.test"], "subject": "s", "text": "t"} for i in range(30)
-        ]})
+        response = await h.client.post(
+            "/v1/messages",
+            json={
+                "messages": [
+                    {"from": "hello@acme.test", "to": [f"u{i}@yahoo.test"], "subject": "s", "text": "t"}
+                    for i in range(30)
+                ]
+            },
+        )
         assert response.status_code == 202
         ids = [m["id"] for m in response.json()["messages"]]
         for message_id in ids:

@@ -10,6 +10,7 @@ import smtplib
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -19,14 +20,17 @@ from typing import Any
 import dkim
 import httpx
 import pytest
+from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from estafeta import admin
+from estafeta.accept import GroupCommit
 from estafeta.cli import app as cli_app
 from estafeta.clock import ManualClock
 from estafeta.platform import Platform
 from estafeta.sandbox import sandbox_settings
 from estafeta.smtp import create_smtp_credential
+from estafeta.store import accounts as account_store
 from estafeta.store import messages as message_store
 from estafeta.store import queue as queue_store
 from estafeta.store.db import Database
@@ -111,7 +115,13 @@ async def start_relay(fresh_world: World, tmp_path: Path) -> AsyncIterator[Start
             fresh_world.dns_address,
             fresh_world.smtp_port,
             delivery={"poll_interval": 0.05, "idle_timeout": 0.5},
-            smtp={"host": HOST, "starttls_port": 0, "implicit_tls_port": 0, "tls_dir": tmp_path / "tls", **smtp},
+            smtp={
+                "host": HOST,
+                "starttls_port": 0,
+                "implicit_tls_port": 0,
+                "tls_dir": tmp_path / "tls",
+                **smtp,
+            },
         )
         platform = Platform(settings, clock)
         account = admin.create_account(platform.db, "acme", clock.now())
@@ -125,7 +135,13 @@ async def start_relay(fresh_world: World, tmp_path: Path) -> AsyncIterator[Start
         await platform.start(api=True, delivery=deliver, smtp=True)
         platforms.append(platform)
         return Relay(
-            platform, clock, fresh_world, account.id, credential.username, credential.password, token,
+            platform,
+            clock,
+            fresh_world,
+            account.id,
+            credential.username,
+            credential.password,
+            token,
             tmp_path / "tls" / "smtp-cert.pem",
         )
 
@@ -222,7 +238,9 @@ async def test_sender_domains_the_account_does_not_own_are_refused(relay: Relay)
 async def test_data_is_answered_after_the_message_is_queued_signed_and_logged(relay: Relay) -> None:
     def scenario() -> tuple[str, str]:
         with _session(relay.login) as client:
-            first = _queued_id(_send_raw(client, "hello@acme.test", ["ana@gmail.test", "ana@GMAIL.TEST"], SIMPLE))
+            first = _queued_id(
+                _send_raw(client, "hello@acme.test", ["ana@gmail.test", "ana@GMAIL.TEST"], SIMPLE)
+            )
             second = _queued_id(_send_raw(client, "hello@acme.test", ["bob@yahoo.test"], SIMPLE))
             return first, second
 
@@ -243,7 +261,8 @@ async def test_data_is_answered_after_the_message_is_queued_signed_and_logged(re
 
 async def test_own_message_id_and_date_are_kept(relay: Relay) -> None:
     raw = SIMPLE.replace(
-        b"Subject:", b"Message-ID: <order-1@shop.acme.test>\r\nDate: Tue, 3 Mar 2026 10:00:00 +0100\r\nSubject:"
+        b"Subject:",
+        b"Message-ID: <order-1@shop.acme.test>\r\nDate: Tue, 3 Mar 2026 10:00:00 +0100\r\nSubject:",
     )
 
     def scenario() -> str:
@@ -264,7 +283,9 @@ async def test_own_message_id_and_date_are_kept(relay: Relay) -> None:
         (SIMPLE.replace(b"To: ana@gmail.test", b"Date: yesterday"), b"headers.Date"),
     ],
 )
-async def test_messages_that_break_rfc_5322_get_a_clear_5_6_0(relay: Relay, raw: bytes, reason: bytes) -> None:
+async def test_messages_that_break_rfc_5322_get_a_clear_5_6_0(
+    relay: Relay, raw: bytes, reason: bytes
+) -> None:
     def scenario() -> tuple[int, bytes]:
         with _session(relay.login) as client:
             return _send_raw(client, "hello@acme.test", ["ana@gmail.test"], raw)
@@ -297,12 +318,18 @@ async def test_a_desktop_client_message_with_attachments_and_non_ascii_headers(r
 
     refused = await asyncio.to_thread(scenario)
     assert refused == {}
-    events = await relay.platform.db.run(message_store.list_events, message_store.EventFilter(relay.account_id), 50)
+    events = await relay.platform.db.run(
+        message_store.list_events, message_store.EventFilter(relay.account_id), 50
+    )
     message_id = events[0].message_id
     assert message_id is not None
     view, raw = relay.stored(message_id)
     assert sorted(r.recipient for r in view.recipients) == [
-        "ana@yahoo.test", "audit@outlook.test", "emile@outlook.test", "jose@gmail.test"]
+        "ana@yahoo.test",
+        "audit@outlook.test",
+        "emile@outlook.test",
+        "jose@gmail.test",
+    ]
     assert view.message_id_header == "<thunderbird-1234@acme.test>"
     assert b"\nBcc:" not in raw and b"audit@outlook.test" not in raw
     assert relay.dkim_valid(raw)
@@ -317,9 +344,27 @@ async def test_a_desktop_client_message_with_attachments_and_non_ascii_headers(r
     assert attachments == {"Rechnung-März.pdf": pdf, "logo.png": png}
 
 
+async def test_non_ascii_addresses_need_smtputf8(relay: Relay) -> None:
+    def scenario() -> str:
+        with _session(relay.login) as client:
+            client.command_encoding = "utf-8"  # what smtplib switches to when it sends SMTPUTF8 itself
+            assert client.mail("hello@acme.test")[0] == 250
+            code, text = client.rcpt("josé@gmail.test")
+            assert (code, text[:5]) == (553, b"5.6.7"), text
+            client.rset()
+            assert client.mail("hello@acme.test", ["SMTPUTF8"])[0] == 250
+            assert client.rcpt("josé@gmail.test")[0] == 250
+            return _queued_id(client.data(SIMPLE))
+
+    view, _ = relay.stored(await asyncio.to_thread(scenario))
+    assert [r.recipient for r in view.recipients] == ["josé@gmail.test"]
+
+
 async def test_implicit_tls_port_with_auth_login(relay: Relay) -> None:
     def scenario() -> str:
-        with _session(lambda: smtplib.SMTP_SSL(HOST, relay.implicit_port, context=relay.tls(), timeout=30)) as client:
+        with _session(
+            lambda: smtplib.SMTP_SSL(HOST, relay.implicit_port, context=relay.tls(), timeout=30)
+        ) as client:
             client.ehlo()
             assert not client.has_extn("starttls") and client.has_extn("auth")
             client.user, client.password = relay.username, relay.password
@@ -350,6 +395,74 @@ async def test_relayed_mail_is_delivered_dkim_signed(start_relay: StartRelay) ->
     assert b"Your order is on its way." in got.data
 
 
+async def test_parallel_sessions_each_get_their_250_once_committed(relay: Relay) -> None:
+    def session(number: int) -> list[str]:
+        with _session(relay.login) as client:
+            return [
+                _queued_id(_send_raw(client, "hello@acme.test", [f"user{number}.{i}@gmail.test"], SIMPLE))
+                for i in range(5)
+            ]
+
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = await asyncio.gather(*(loop.run_in_executor(pool, session, n) for n in range(8)))
+    ids = [message_id for per_session in replies for message_id in per_session]
+    assert len(set(ids)) == 40
+    for message_id in ids:
+        view, _ = relay.stored(message_id)
+        assert len(view.recipients) == 1 and view.recipients[0].state == "queued"
+
+
+class _RecordingDatabase(Database):
+    """A real database that remembers which store functions ran, one transaction each."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.transactions: list[int] = []
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if fn is message_store.insert_messages:
+            self.transactions.append(len(args[0]))
+        return await super().run(fn, *args, **kwargs)
+
+
+def _new_message(account_id: int, number: int) -> message_store.NewMessage:
+    return message_store.NewMessage(
+        id=f"msg_{number:026d}",
+        account_id=account_id,
+        stream="transactional",
+        source="smtp",
+        from_address="hello@acme.test",
+        subject="",
+        message_id_header=f"<{number}@acme.test>",
+        raw=SIMPLE,
+        smtputf8=False,
+        recipients=[f"user{number}@gmail.test"],
+    )
+
+
+async def test_concurrent_callers_share_a_transaction_and_a_bad_one_fails_alone(tmp_path: Path) -> None:
+    db = _RecordingDatabase(f"sqlite:///{tmp_path / 'group.db'}")
+    db.migrate()
+    clock = ManualClock()
+    account = db.call(account_store.create_account, "acme", clock.now())
+    commits = GroupCommit(db)
+    try:
+        await asyncio.gather(*(commits.commit([_new_message(account.id, n)], clock.now()) for n in range(4)))
+        assert db.transactions == [4]
+        results = await asyncio.gather(
+            commits.commit([_new_message(account.id, 10)], clock.now()),
+            commits.commit([_new_message(999, 11)], clock.now()),  # no such account: a foreign key fails
+            commits.commit([_new_message(account.id, 12)], clock.now()),
+            return_exceptions=True,
+        )
+        assert results[0] is None and results[2] is None and isinstance(results[1], IntegrityError)
+        assert db.transactions == [4, 3, 1, 1, 1]  # the shared one failed, then each was tried alone
+        assert db.call(queue_store.state_counts) == {"queued": 6}
+    finally:
+        db.close()
+
+
 # -- limits ------------------------------------------------------------------------------------------
 
 
@@ -362,7 +475,9 @@ async def test_message_size_limit_is_advertised_and_enforced(start_relay: StartR
             client.ehlo()
             assert client.esmtp_features["size"] == "4096"
             assert client.mail("hello@acme.test", ["SIZE=5000"]) == (
-                552, b"5.3.4 Message size exceeds fixed maximum message size")
+                552,
+                b"5.3.4 Message size exceeds fixed maximum message size",
+            )
             client.rset()
             code, text = _send_raw(client, "hello@acme.test", ["ana@gmail.test"], big)
             assert (code, text[:5]) == (552, b"5.3.4"), text
@@ -381,11 +496,18 @@ async def test_recipients_per_message_are_limited(start_relay: StartRelay) -> No
             assert client.mail("hello@acme.test")[0] == 250
             for i in range(3):
                 assert client.rcpt(f"user{i}@gmail.test")[0] == 250
-            assert client.rcpt("user3@gmail.test") == (452, b"4.5.3 Too many recipients, at most 3 per message")
+            assert client.rcpt("user3@gmail.test") == (
+                452,
+                b"4.5.3 Too many recipients, at most 3 per message",
+            )
             return _queued_id(client.data(SIMPLE))
 
     view, _ = relay.stored(await asyncio.to_thread(scenario))
-    assert [r.recipient for r in view.recipients] == ["user0@gmail.test", "user1@gmail.test", "user2@gmail.test"]
+    assert [r.recipient for r in view.recipients] == [
+        "user0@gmail.test",
+        "user1@gmail.test",
+        "user2@gmail.test",
+    ]
 
 
 async def test_sending_rate_per_account(start_relay: StartRelay) -> None:
@@ -485,7 +607,9 @@ async def test_credentials_from_the_command_line(relay: Relay, monkeypatch: pyte
     result = await asyncio.to_thread(CliRunner().invoke, cli_app, ["accounts", "smtp-credentials", "acme"])
     assert result.exit_code == 0, result.output
     fields = dict(
-        line.strip().split(": ", 1) for line in result.output.splitlines() if line.strip().startswith(("user", "pass"))
+        line.strip().split(": ", 1)
+        for line in result.output.splitlines()
+        if line.strip().startswith(("user", "pass"))
     )
 
     def scenario() -> str:
@@ -504,8 +628,20 @@ async def _swaks(*args: str) -> tuple[int, str]:
     if swaks is None:
         pytest.fail("swaks is not installed (apt-get install swaks; .ci/run does it)")
     process = await asyncio.create_subprocess_exec(
-        swaks, "--server", HOST, "--from", "hello@acme.test", "--to", "ana@gmail.test", "--helo", "client.test",
-        "--timeout", "30", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        swaks,
+        "--server",
+        HOST,
+        "--from",
+        "hello@acme.test",
+        "--to",
+        "ana@gmail.test",
+        "--helo",
+        "client.test",
+        "--timeout",
+        "30",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     output, _ = await process.communicate()
     return process.returncode or 0, output.decode()
@@ -516,7 +652,9 @@ async def test_swaks_submits_over_starttls_and_implicit_tls(relay: Relay) -> Non
     code, output = await _swaks("--port", str(relay.starttls_port), "--tls", "--auth", "PLAIN", *login)
     assert code == 0, output
     assert "250 2.0.0 Ok: queued as msg_" in output
-    code, output = await _swaks("--port", str(relay.implicit_port), "--tls-on-connect", "--auth", "LOGIN", *login)
+    code, output = await _swaks(
+        "--port", str(relay.implicit_port), "--tls-on-connect", "--auth", "LOGIN", *login
+    )
     assert code == 0, output
     assert "250 2.0.0 Ok: queued as msg_" in output
     assert await relay.platform.db.run(queue_store.state_counts) == {"queued": 2}
@@ -526,7 +664,16 @@ async def test_swaks_without_auth_is_refused(relay: Relay) -> None:
     code, output = await _swaks("--port", str(relay.starttls_port), "--tls")
     assert code != 0
     assert "530 5.7.0 Authentication required" in output
-    code, output = await _swaks("--port", str(relay.starttls_port), "--tls", "--auth", "PLAIN",
-                                "--auth-user", relay.username, "--auth-password", "wrong")
+    code, output = await _swaks(
+        "--port",
+        str(relay.starttls_port),
+        "--tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        relay.username,
+        "--auth-password",
+        "wrong",
+    )
     assert code != 0 and "535 5.7.8" in output
     assert await relay.platform.db.run(queue_store.state_counts) == {}

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Query
 
 from estafeta.api.deps import account_id, platform
 from estafeta.api.problems import Problem
-from estafeta.platform import Platform
 from estafeta.api.schemas import EventOut, EventPage
+from estafeta.platform import Platform
 from estafeta.store import messages as store
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -30,7 +30,9 @@ def decode_cursor(cursor: str) -> int:
             raise ValueError(kind)
         return int(value)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise Problem(400, "cursor is not one this API returned", errors=[{"field": "cursor", "reason": "malformed"}]) from exc
+        raise Problem(
+            400, "cursor is not one this API returned", errors=[{"field": "cursor", "reason": "malformed"}]
+        ) from exc
 
 
 @router.get("", response_model=EventPage, summary="List events")
@@ -54,8 +56,11 @@ async def list_events(
         )
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
-            raise Problem(422, f"{name} needs a time zone, e.g. 2026-01-01T00:00:00Z",
-                          errors=[{"field": name, "reason": "timezone missing"}])
+            raise Problem(
+                422,
+                f"{name} needs a time zone, e.g. 2026-01-01T00:00:00Z",
+                errors=[{"field": name, "reason": "timezone missing"}],
+            )
     flt = store.EventFilter(
         account_id=account,
         types=type,

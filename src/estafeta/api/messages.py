@@ -21,8 +21,8 @@ from estafeta.api.schemas import (
     MessageOut,
     RecipientOut,
 )
-from estafeta.platform import Platform
 from estafeta.compose import Address, AddressError, Attachment, Draft, parse_address
+from estafeta.platform import Platform
 from estafeta.store import messages as store
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
@@ -105,7 +105,7 @@ def _submission(msg: MessageIn, where: str, errors: list[dict[str, str]]) -> Sub
     openapi_extra=_BODY_SCHEMA,
     summary="Send one message or a batch",
     description=(
-        "Accepts a single message object, or `{\"messages\": [...]}`. Answers 202 only once every message is "
+        'Accepts a single message object, or `{"messages": [...]}`. Answers 202 only once every message is '
         "durably queued; a batch is all or nothing. Invalid input gets a problem+json body whose `errors` "
         "name each field and reason."
     ),
@@ -116,7 +116,9 @@ async def send(
     plat: Platform = Depends(platform),
 ) -> AcceptedBatchOut:
     if not isinstance(body, dict):
-        raise Problem(422, "the body must be a JSON object", errors=[{"field": "body", "reason": "not an object"}])
+        raise Problem(
+            422, "the body must be a JSON object", errors=[{"field": "body", "reason": "not an object"}]
+        )
     batch = "messages" in body
     try:
         messages = _BATCH.validate_python(body).messages if batch else [_SINGLE.validate_python(body)]
@@ -135,7 +137,9 @@ async def send(
             account, [s for s in subs if s is not None], prefix="messages" if batch else ""
         )
     except AcceptError as exc:
-        raise Problem(exc.status, f"{exc.field}: {exc.reason}", errors=[{"field": exc.field, "reason": exc.reason}]) from exc
+        raise Problem(
+            exc.status, f"{exc.field}: {exc.reason}", errors=[{"field": exc.field, "reason": exc.reason}]
+        ) from exc
     return AcceptedBatchOut(
         messages=[
             AcceptedOut(
@@ -158,7 +162,12 @@ def _overall(states: list[str]) -> str:
     return "partially_delivered"
 
 
-@router.get("/{message_id}", response_model=MessageOut, response_model_by_alias=True, summary="A message's state and events")
+@router.get(
+    "/{message_id}",
+    response_model=MessageOut,
+    response_model_by_alias=True,
+    summary="A message's state and events",
+)
 async def get_message(
     message_id: str, account: int = Depends(account_id), plat: Platform = Depends(platform)
 ) -> MessageOut:

@@ -71,10 +71,10 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return out or "body"
 
 
-def validation_errors(exc: ValidationError | RequestValidationError, prefix: tuple[Any, ...] = ()) -> list[dict[str, str]]:
-    return [
-        {"field": field_path((*prefix, *err["loc"])), "reason": err["msg"]} for err in exc.errors()
-    ]
+def validation_errors(
+    exc: ValidationError | RequestValidationError, prefix: tuple[Any, ...] = ()
+) -> list[dict[str, str]]:
+    return [{"field": field_path((*prefix, *err["loc"])), "reason": err["msg"]} for err in exc.errors()]
 
 
 def install(app: FastAPI) -> None:

@@ -1,4 +1,4 @@
-"""`/v1/smtp-credentials`: usernames and passwords for mail clients and devices that send through the relay."""
+"""`/v1/smtp-credentials`: usernames and passwords for mail clients and devices sending through the relay."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ class SmtpCredentialList(BaseModel):
         "AUTH PLAIN or LOGIN). The password is returned once and only its hash is kept."
     ),
 )
-async def create(account: int = Depends(account_id), plat: Platform = Depends(platform)) -> SmtpCredentialCreated:
+async def create(
+    account: int = Depends(account_id), plat: Platform = Depends(platform)
+) -> SmtpCredentialCreated:
     new = await create_smtp_credential(plat.db, account, plat.clock.now())
     return SmtpCredentialCreated(username=new.username, password=new.password, created_at=new.created_at)
 
@@ -56,12 +58,17 @@ async def list_credentials(
 ) -> SmtpCredentialList:
     rows = await plat.db.run(store.list_credentials, account)
     return SmtpCredentialList(
-        data=[SmtpCredentialOut(username=r.username, created_at=r.created_at, revoked_at=r.revoked_at) for r in rows]
+        data=[
+            SmtpCredentialOut(username=r.username, created_at=r.created_at, revoked_at=r.revoked_at)
+            for r in rows
+        ]
     )
 
 
 @router.delete("/{username}", status_code=204, response_class=Response, summary="Revoke an SMTP credential")
-async def revoke(username: str, account: int = Depends(account_id), plat: Platform = Depends(platform)) -> Response:
+async def revoke(
+    username: str, account: int = Depends(account_id), plat: Platform = Depends(platform)
+) -> Response:
     if not await plat.smtp_credentials.revoke(account, username, plat.clock.now()):
         raise Problem(404, f"no active SMTP credential {username} in this account")
     return Response(status_code=204)

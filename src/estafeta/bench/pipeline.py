@@ -45,22 +45,35 @@ async def run_pipeline(
         token = admin.new_api_key(setup, account.id, "bench", clock.now()).token
         setup.close()
 
-        world = await asyncio.to_thread(start_world_process, extra_zone=zone_lines([key]),
-                                        gmail_rate_limit=1_000_000)
-        platform = Platform(sandbox_settings(db_path, world.dns_address, world.smtp_port,
-                                             delivery={"poll_interval": 0.05, "idle_timeout": 5}))
+        world = await asyncio.to_thread(
+            start_world_process, extra_zone=zone_lines([key]), gmail_rate_limit=1_000_000
+        )
+        platform = Platform(
+            sandbox_settings(
+                db_path,
+                world.dns_address,
+                world.smtp_port,
+                delivery={"poll_interval": 0.05, "idle_timeout": 5},
+            )
+        )
         try:
             await platform.start()
             recipients = [f"user{i}@{PROVIDERS[i % len(PROVIDERS)]}" for i in range(messages)]
             chunks = [recipients[i : i + batch] for i in range(0, messages, batch)]
-            progress = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=console)
+            progress = Progress(
+                TextColumn("{task.description:<10}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            )
             with progress:
                 accepted_bar = progress.add_task("accepted", total=messages)
                 delivered_bar = progress.add_task("delivered", total=messages)
                 started = time.perf_counter()
-                accept_seconds = await _post_all(platform.api_url, token, chunks, concurrency,
-                                                 lambda n: progress.advance(accepted_bar, n))
+                accept_seconds = await _post_all(
+                    platform.api_url, token, chunks, concurrency, lambda n: progress.advance(accepted_bar, n)
+                )
                 delivered = 0
                 while delivered < messages and time.perf_counter() - started < TIME_LIMIT:
                     counts = await platform.db.run(queue_store.state_counts)
@@ -95,16 +108,25 @@ async def _post_all(url: str, token: str, chunks: list[list[str]], concurrency: 
     queue: asyncio.Queue[list[str]] = asyncio.Queue()
     for chunk in chunks:
         queue.put_nowait(chunk)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120
+    ) as client:
 
         async def worker() -> None:
             while not queue.empty():
                 chunk = queue.get_nowait()
-                body = {"messages": [
-                    {"from": "Bench <bench@bench.test>", "to": [rcpt], "subject": "Benchmark message",
-                     "text": "A benchmark message.\n" * 20, "html": "<p>A benchmark message.</p>" * 20}
-                    for rcpt in chunk
-                ]}
+                body = {
+                    "messages": [
+                        {
+                            "from": "Bench <bench@bench.test>",
+                            "to": [rcpt],
+                            "subject": "Benchmark message",
+                            "text": "A benchmark message.\n" * 20,
+                            "html": "<p>A benchmark message.</p>" * 20,
+                        }
+                        for rcpt in chunk
+                    ]
+                }
                 response = await client.post("/v1/messages", json=body)
                 response.raise_for_status()
                 advance(len(chunk))

@@ -30,6 +30,7 @@ from estafeta.config import Settings
 from estafeta.platform import Platform
 from estafeta.smtp import create_smtp_credential
 from estafeta.store import queue as queue_store
+from estafeta.tls import write_self_signed
 
 HOST = "127.0.0.1"
 PROVIDERS = ("gmail.test", "yahoo.test", "outlook.test")
@@ -51,6 +52,8 @@ def bench_message(index: int) -> bytes:
 
 async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Console) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="estafeta-bench-") as tmp:
+        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        write_self_signed(cert, key, [HOST])
         settings = Settings(
             database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
             hostname="mta.estafeta.test",
@@ -58,7 +61,8 @@ async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Con
                 "host": HOST,
                 "starttls_port": 0,
                 "implicit_tls_port": 0,
-                "tls_dir": Path(tmp) / "tls",
+                "tls_cert": cert,
+                "tls_key": key,
                 "rate_per_second": 0,
                 "max_connections_per_ip": sessions,
             },
@@ -76,13 +80,26 @@ async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Con
             receiver, sender = context.Pipe(duplex=False)
             clients = context.Process(
                 target=_client_process,
-                args=(platform.smtp_ports.starttls, str(settings.smtp.tls_dir / "smtp-cert.pem"),
-                      credential.username, credential.password, messages, sessions, sent, sender),
+                args=(
+                    platform.smtp_ports.starttls,
+                    str(cert),
+                    credential.username,
+                    credential.password,
+                    messages,
+                    sessions,
+                    sent,
+                    sender,
+                ),
                 name="estafeta-bench-clients",
             )
             clients.start()
-            progress = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=console)
+            progress = Progress(
+                TextColumn("{task.description:<10}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            )
             with progress:
                 bar = progress.add_task("accepted", total=messages)
                 while not receiver.poll() and clients.is_alive():
@@ -115,8 +132,14 @@ async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Con
 
 
 def _client_process(
-    port: int, cafile: str, username: str, password: str, messages: int, sessions: int,
-    sent: Synchronized[int], results: Connection,
+    port: int,
+    cafile: str,
+    username: str,
+    password: str,
+    messages: int,
+    sessions: int,
+    sent: Synchronized[int],
+    results: Connection,
 ) -> None:
     """Child process: run the sessions, send back seconds, per-message latencies and refusals."""
     try:
@@ -126,10 +149,18 @@ def _client_process(
 
 
 async def _clients(
-    port: int, cafile: str, username: str, password: str, messages: int, sessions: int, sent: Synchronized[int]
+    port: int,
+    cafile: str,
+    username: str,
+    password: str,
+    messages: int,
+    sessions: int,
+    sent: Synchronized[int],
 ) -> dict[str, Any]:
     tls = ssl.create_default_context(cafile=cafile)
-    connections = [aiosmtplib.SMTP(hostname=HOST, port=port, tls_context=tls, timeout=60) for _ in range(sessions)]
+    connections = [
+        aiosmtplib.SMTP(hostname=HOST, port=port, tls_context=tls, timeout=60) for _ in range(sessions)
+    ]
     for client in connections:  # connect() negotiates STARTTLS, which the server advertises
         await client.connect()
         await client.login(username, password)

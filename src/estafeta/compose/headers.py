@@ -76,9 +76,15 @@ def message_id_header(message_id: str, domain: str) -> str:
 
 
 def line_break_or_control(text: str, *, allow_tab: bool = True) -> str | None:
-    """The first character that would break a header line or is a control character, as U+XXXX."""
+    """The first character that would break a header line, is a control character or a lone surrogate
+    (which no UTF-8 message can carry), as U+XXXX."""
     for char in text:
-        if char in _LINE_BREAKS or (unicodedata.category(char) == "Cc" and not (allow_tab and char == "\t")):
+        category = unicodedata.category(char)
+        if (
+            char in _LINE_BREAKS
+            or category == "Cs"
+            or (category == "Cc" and not (allow_tab and char == "\t"))
+        ):
             return f"U+{ord(char):04X}"
     return None
 

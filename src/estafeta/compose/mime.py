@@ -22,6 +22,7 @@ from estafeta.compose.headers import (
     message_id_header,
 )
 
+
 # 7bit transfer encodings keep bodies safe for servers without 8BITMIME; lines stay within 78 columns.
 # refold_source="none" writes pre-folded custom headers as they are (see fold_words).
 class _CachedHeaderRegistry(HeaderRegistry):
@@ -124,12 +125,22 @@ def _check_attachment(index: int, attachment: Attachment) -> tuple[str, str, str
     return maintype, subtype, content_id
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _set_body(message: MIMEPart, draft: Draft) -> None:
     """text → text/plain, html → text/html, both → alternative; inline parts → related; files → mixed."""
     checked = [_check_attachment(i, a) for i, a in enumerate(draft.attachments)]
     for name, body in (("text", draft.text), ("html", draft.html)):
         if body and "\0" in body:
             raise ComposeError(name, "must not contain NUL characters")
+        if body and not _encodable(body):
+            raise ComposeError(name, "contains a lone surrogate code point, which is not valid Unicode text")
     if draft.text and draft.html:
         message.set_content(draft.text, subtype="plain", charset="utf-8")
         message.add_alternative(draft.html, subtype="html", charset="utf-8")

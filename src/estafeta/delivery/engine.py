@@ -77,7 +77,9 @@ class Lane:
                 return None
             self.arrived.clear()
             try:
-                await asyncio.wait_for(self.arrived.wait(), timeout=self.engine.settings.delivery.idle_timeout)
+                await asyncio.wait_for(
+                    self.arrived.wait(), timeout=self.engine.settings.delivery.idle_timeout
+                )
             except TimeoutError:
                 return None
         return self.jobs.popleft()
@@ -102,18 +104,14 @@ class Lane:
             )
         except DnsPermanentError as exc:
             reply = f"{exc.status} {exc.reason}"
-            self._fail_all(
-                job,
-                lambda j: AttemptResult(
-                    j, False, None, reply, False,
-                    {"bounce": {"kind": "hard", "reason": "no-such-domain", "status": exc.status}},
-                ),
-            )
+            bounce = {"bounce": {"kind": "hard", "reason": "no-such-domain", "status": exc.status}}
+            self._fail_all(job, lambda j: AttemptResult(j, False, None, reply, False, dict(bounce)))
         except DnsTemporaryError as exc:
             text = str(exc)
             self._fail_all(job, lambda j: AttemptResult(j, False, None, text, True, {"dns": "temporary"}))
         except ConnectFailed as exc:
-            self._fail_all(job, lambda j: classified(j, exc.reply, {}))
+            refused = exc.reply
+            self._fail_all(job, lambda j: classified(j, refused, {}))
         return None
 
     async def _sender(self) -> None:
@@ -188,7 +186,9 @@ class DeliveryEngine:
         self.in_flight.add(job.delivery_id)
         lane = self.lanes.get(job.domain)
         if lane is None:
-            lane = self.lanes[job.domain] = Lane(self, job.domain, self.settings.delivery.limits_for(job.domain))
+            lane = self.lanes[job.domain] = Lane(
+                self, job.domain, self.settings.delivery.limits_for(job.domain)
+            )
         lane.add(job)
 
     async def _claim_loop(self) -> None:

@@ -64,7 +64,7 @@ class MxResolver:
         """MX hosts in preference order, each with its addresses; raises Dns*Error."""
         try:
             answer = await self.resolver.resolve(domain, "MX")
-            records = sorted(((r.preference, r.exchange.to_text(omit_final_dot=True)) for r in answer))
+            records = sorted((r.preference, r.exchange.to_text(omit_final_dot=True)) for r in answer)
         except dns.resolver.NXDOMAIN as exc:
             raise DnsPermanentError("5.1.2", f"domain {domain} does not exist (NXDOMAIN)") from exc
         except dns.resolver.NoAnswer:

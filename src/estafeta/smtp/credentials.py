@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,6 +20,10 @@ from estafeta.store import smtp_credentials as store
 from estafeta.store.db import Database
 
 CACHE_TTL = timedelta(seconds=60)
+# Letters and digits only: printers and CRMs have picky password fields, and a leading "-" trips up
+# command-line clients. 32 of 62 symbols is about 190 bits.
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+PASSWORD_LENGTH = 32
 _CACHE_PRUNE_SIZE = 1024
 
 
@@ -32,7 +37,7 @@ class NewSmtpCredential:
 async def create_smtp_credential(db: Database, account_id: int, now: datetime) -> NewSmtpCredential:
     """Generate and store a credential for the account; the password is returned once, never stored."""
     username = f"smtp_{secrets.token_hex(8)}"
-    password = secrets.token_urlsafe(24)
+    password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
     secret_hash = await asyncio.to_thread(hash_secret, password)
     await db.run(store.add_credential, account_id, username, secret_hash, now)
     return NewSmtpCredential(username, password, now)

@@ -30,7 +30,7 @@ class AccountRateLimiter:
         self._buckets: dict[int, _Bucket] = {}
 
     def try_take(self, account_id: int) -> bool:
-        """Spend one message of the account's allowance; False when none is left (a rate of 0 is unlimited)."""
+        """Spend one message of the account's allowance; False when none is left (rate 0: unlimited)."""
         if self.rate == 0:
             return True
         now = self._clock.now().timestamp()

@@ -8,6 +8,7 @@ to the same queue the HTTP API fills, so policy, DKIM signing and events are the
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 from dataclasses import dataclass
@@ -17,9 +18,9 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from estafeta.accept import AcceptError, Accepter
+from estafeta.accept import Accepter, AcceptError
 from estafeta.clock import Clock
-from estafeta.compose import AddressError, parse_address
+from estafeta.compose import Address, AddressError, parse_address
 from estafeta.config import Settings, SmtpSettings
 from estafeta.smtp.credentials import SmtpCredentialVerifier
 from estafeta.smtp.limits import AccountRateLimiter, ConnectionLimiter
@@ -75,6 +76,18 @@ def _header_section(raw: bytes) -> bytes:
     return raw if end == -1 else raw[: end + 2]
 
 
+def _fields(header: bytes) -> list[tuple[bytes, bytes]]:
+    """The fields of a header section as (lower-case name, bytes as they stand, folded lines included)."""
+    fields: list[tuple[bytes, bytes]] = []
+    for line in header.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            name, text = fields[-1]
+            fields[-1] = (name, text + line)
+        else:
+            fields.append((line.partition(b":")[0].strip().lower(), line))
+    return fields
+
+
 def strip_bcc(raw: bytes) -> bytes:
     """Remove Bcc fields (with their folded lines) from the header section; all else stays byte for byte.
 
@@ -84,33 +97,40 @@ def strip_bcc(raw: bytes) -> bytes:
     header = _header_section(raw)
     if b"bcc" not in header.lower():
         return raw
-    kept: list[bytes] = []
-    in_bcc = False
-    for line in header.splitlines(keepends=True):
-        if line[:1] not in (b" ", b"\t"):
-            in_bcc = line.partition(b":")[0].strip().lower() == b"bcc"
-        if not in_bcc:
-            kept.append(line)
-    return b"".join(kept) + raw[len(header) :]
+    kept = b"".join(text for name, text in _fields(header) if name != b"bcc")
+    return kept + raw[len(header) :]
 
 
 def author_domains(raw: bytes) -> list[str]:
     """Domains (A-labels) of the mailboxes in From; empty when From is missing or unreadable, which the
     accept path then refuses with a precise reason."""
+    from_fields = tuple(text for name, text in _fields(_header_section(raw)) if name == b"from")
+    return list(_domains_in(from_fields)) if from_fields else []
+
+
+@functools.lru_cache(maxsize=1024)
+def _domains_in(from_fields: tuple[bytes, ...]) -> tuple[str, ...]:
+    """Parsing address headers is slow and senders repeat their From, hence the cache."""
+    header = b"".join(from_fields).decode("utf-8", "surrogateescape")  # RFC 6532: UTF-8 headers
     try:
-        header = _header_section(raw).decode("utf-8", "surrogateescape")  # RFC 6532: UTF-8 headers
-        field = HeaderParser(policy=policy.SMTPUTF8).parsestr(header)["From"]
-        addresses = field.addresses if field is not None else ()
+        fields = HeaderParser(policy=policy.SMTPUTF8).parsestr(header).get_all("From", [])
+        addresses = [address for field in fields for address in field.addresses]
     except Exception:
         # The stdlib header parser raises assorted exceptions on malformed values.
-        return []
+        return ()
     domains = []
     for address in addresses:
         try:
-            domains.append(parse_address(address.addr_spec).domain)
+            domains.append(_address(address.addr_spec).domain)
         except AddressError:
             domains.append(address.domain.lower())
-    return domains
+    return tuple(domains)
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(value: str) -> Address:
+    """`parse_address`, remembered: a relay sees the same senders over and over (refusals are not cached)."""
+    return parse_address(value)
 
 
 def _login(session: Session) -> RelayLogin:
@@ -148,7 +168,7 @@ class RelayHandler:
     ) -> str:
         login = _login(session)
         try:
-            sender = parse_address(address)
+            sender = _address(address)
         except AddressError as exc:
             return f"553 5.1.7 {reply_text(exc.reason)}"
         if sender.smtputf8 and not envelope.smtp_utf8:
@@ -168,7 +188,7 @@ class RelayHandler:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return f"452 4.5.3 Too many recipients, at most {self.max_recipients} per message"
         try:
-            recipient = parse_address(address)
+            recipient = _address(address)
         except AddressError as exc:
             return f"553 5.1.3 {reply_text(exc.reason)}"
         if recipient.smtputf8 and not envelope.smtp_utf8:
@@ -179,14 +199,21 @@ class RelayHandler:
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        login = _login(session)
+        self._accepting += 1
+        self._idle.clear()
+        try:
+            return await self._accept(_login(session), envelope)
+        finally:
+            self._accepting -= 1
+            if not self._accepting:
+                self._idle.set()
+
+    async def _accept(self, login: RelayLogin, envelope: Envelope) -> str:
         assert envelope.mail_from is not None and isinstance(envelope.original_content, bytes)
         raw = strip_bcc(envelope.original_content)
         for domain in author_domains(raw):
             if await self._owner(domain) != login.account_id:
                 return f"550 5.7.1 The From header's domain {domain} is not a sending domain of this account"
-        self._accepting += 1
-        self._idle.clear()
         try:
             accepted = await self.accepter.accept_raw(
                 login.account_id, envelope.mail_from, list(envelope.rcpt_tos), raw
@@ -197,10 +224,6 @@ class RelayHandler:
         except Exception:
             log.exception("smtp accept failed account=%d", login.account_id)
             return TEMPORARY_FAILURE
-        finally:
-            self._accepting -= 1
-            if not self._accepting:
-                self._idle.set()
         log.info(
             "smtp accepted id=%s account=%d recipients=%d bytes=%d",
             accepted.id,
@@ -342,7 +365,10 @@ class SmtpRelay:
         self.settings = settings
         self.credentials = credentials
         self.handler = RelayHandler(
-            db, accepter, AccountRateLimiter(smtp.rate_per_second, smtp.rate_burst, clock), smtp.max_recipients
+            db,
+            accepter,
+            AccountRateLimiter(smtp.rate_per_second, smtp.rate_burst, clock),
+            smtp.max_recipients,
         )
         self.connections = ConnectionLimiter(smtp.max_connections_per_ip)
         self.sessions: set[RelaySMTP] = set()
@@ -363,7 +389,10 @@ class SmtpRelay:
         self._servers.append(starttls)
         try:
             implicit = await loop.create_server(
-                lambda: RelaySMTP(self, implicit_tls=True), smtp.host, smtp.implicit_tls_port, ssl=self.tls_context
+                lambda: RelaySMTP(self, implicit_tls=True),
+                smtp.host,
+                smtp.implicit_tls_port,
+                ssl=self.tls_context,
             )
         except BaseException:
             await self.stop(0)
@@ -371,7 +400,10 @@ class SmtpRelay:
         self._servers.append(implicit)
         ports = SmtpPorts(starttls.sockets[0].getsockname()[1], implicit.sockets[0].getsockname()[1])
         log.info(
-            "smtp submission on %s port %d (STARTTLS) and port %d (TLS)", smtp.host, ports.starttls, ports.implicit_tls
+            "smtp submission on %s port %d (STARTTLS) and port %d (TLS)",
+            smtp.host,
+            ports.starttls,
+            ports.implicit_tls,
         )
         return ports
 

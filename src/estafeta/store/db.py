@@ -79,14 +79,10 @@ class Database:
         with self.engine.begin() as conn:
             return fn(conn, *args, **kwargs)
 
-    async def run(
-        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    async def run(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn` in one transaction on the database thread(s) without blocking the event loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, functools.partial(self.call, fn, *args, **kwargs)
-        )
+        return await loop.run_in_executor(self._executor, functools.partial(self.call, fn, *args, **kwargs))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

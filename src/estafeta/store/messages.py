@@ -68,7 +68,7 @@ class MessageView:
 
 
 def insert_messages(conn: Connection, messages: list[NewMessage], now: datetime) -> None:
-    """Store messages, queue every recipient and log `accepted` + `queued`, all in the caller's transaction."""
+    """Store messages, queue every recipient, log `accepted` + `queued`; all in the caller's transaction."""
     if not messages:
         return
     conn.execute(
@@ -176,9 +176,7 @@ def get_message(conn: Connection, account_id: int, message_id: str) -> MessageVi
 
 
 def get_raw(conn: Connection, account_id: int, message_id: str) -> bytes | None:
-    return conn.scalar(
-        select(Message.raw).where(Message.id == message_id, Message.account_id == account_id)
-    )
+    return conn.scalar(select(Message.raw).where(Message.id == message_id, Message.account_id == account_id))
 
 
 @dataclass(frozen=True)
