@@ -3,6 +3,20 @@
 Both ways in (HTTP API and SMTP relay) call this module, so the same rules hold for both, and a 202 or
 250 is only answered after `insert_messages` has committed.
 
+The policy gate drops suppressed recipients (account or global list, spam traps) before they are queued:
+the message is still recorded, and each dropped recipient gets a `suppressed` event with the reason.
+
+The gate also holds reputation (`estafeta.reputation`): mail for a paused or suspended stream is
+refused (HTTP 403 `/problems/account-paused`; SMTP `451 4.7.1` while paused pending review, `550 5.7.1`
+when suspended), and so is mail over the account's warm-up limit (HTTP 429 `/problems/sending-limit`,
+SMTP `452 4.5.3`). Concurrent requests are checked against the same usage, so a limit may be overshot by
+what is accepted at the same moment. Links are checked (`estafeta.compliance.links`): a message with a
+suspicious link is accepted but held (state `held`) and its account flagged for review.
+
+Every message is linted against the sender guidelines (`estafeta.compliance.linter`): with `lint.mode`
+`warn` the findings travel with the accepted message (event data and the answer), with `block` a message
+with an error is refused and every finding is listed.
+
 Commits are grouped: what concurrent callers hand over while one transaction is being written goes into
 the next one, so many sessions share one trip to the database thread and one fsync, and each caller still
 resumes only once the transaction holding its messages has committed.
@@ -13,31 +27,58 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection
+
 from estafeta.clock import Clock
+from estafeta.compliance.links import LinkChecker
+from estafeta.compliance.linter import Finding, LintContext, lint_composed, lint_raw
 from estafeta.compose import ComposeError, Draft, compose, ensure_headers, parse_address
 from estafeta.config import Settings
 from estafeta.dkim import DkimKey, DkimSigner
 from estafeta.ids import new_message_id
+from estafeta.metrics import Metrics
+from estafeta.reputation import DAY, HOW_TO_RESUME, flag_for_review, sending_limit
 from estafeta.store import accounts as account_store
 from estafeta.store import messages as message_store
+from estafeta.store import reputation as reputation_store
+from estafeta.store import streams as stream_store
 from estafeta.store.db import Database
+from estafeta.suppression import SpamTraps, screen
+from estafeta.tracking import Tracker, TrackingOverride
 
 _FEEDBACK_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class AcceptError(Exception):
-    """A request the platform refuses; `field` names the offending input (e.g. `messages[2].from`)."""
+    """A request the platform refuses; `field` names the offending input (e.g. `messages[2].from`).
 
-    def __init__(self, field: str, reason: str, *, status: int = 422, smtp: str = "550 5.7.1") -> None:
+    `errors` lists every problem as `{field, reason}` when there are several (lint findings).
+    """
+
+    def __init__(
+        self,
+        field: str,
+        reason: str,
+        *,
+        status: int = 422,
+        smtp: str = "550 5.7.1",
+        errors: list[dict[str, str]] | None = None,
+        kind: str | None = None,
+    ) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
         self.status = status
         self.smtp = smtp
+        self.errors = errors or [{"field": field, "reason": reason}]
+        self.kind = kind  # the problem type's last segment, e.g. `account-paused`
+
+
+StoreHook = message_store.StoreHook
 
 
 @dataclass
@@ -47,13 +88,17 @@ class Submission:
     draft: Draft
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    tracking: TrackingOverride | None = None
 
 
 @dataclass(frozen=True)
 class Accepted:
     id: str
     message_id_header: str
-    recipients: list[str]
+    recipients: list[str]  # queued
+    suppressed: list[message_store.Suppressed] = field(default_factory=list)
+    lint: list[Finding] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # why the recipients wait for an administrator
 
 
 @dataclass
@@ -61,6 +106,7 @@ class _Pending:
     rows: list[message_store.NewMessage]
     now: datetime
     committed: asyncio.Future[None]
+    hooks: list[StoreHook] = field(default_factory=list)
 
 
 class GroupCommit:
@@ -71,9 +117,12 @@ class GroupCommit:
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def commit(self, rows: list[message_store.NewMessage], now: datetime) -> None:
-        """Return once `rows` are committed; raise what the database raised if they could not be."""
-        entry = _Pending(rows, now, asyncio.get_running_loop().create_future())
+    async def commit(
+        self, rows: list[message_store.NewMessage], now: datetime, hook: StoreHook | None = None
+    ) -> None:
+        """Return once `rows` (and what `hook` writes) are committed; raise what the database raised if
+        they could not be."""
+        entry = _Pending(rows, now, asyncio.get_running_loop().create_future(), [hook] if hook else [])
         self._pending.append(entry)
         if self._writer is None:
             # A task of its own, so that a caller who goes away (a dropped connection) stops no one's commit.
@@ -87,8 +136,11 @@ class GroupCommit:
                 batch, self._pending = self._pending, []
                 # One time for the transaction, its newest caller's: all of it is accepted when it commits.
                 rows = [row for entry in batch for row in entry.rows]
+                hooks = [hook for entry in batch for hook in entry.hooks]
                 try:
-                    await self.db.run(message_store.insert_messages, rows, max(entry.now for entry in batch))
+                    await self.db.run(
+                        message_store.insert_messages, rows, max(entry.now for entry in batch), hooks
+                    )
                 except Exception as exc:
                     if len(batch) == 1:
                         _settle(batch[0], exc)
@@ -107,7 +159,7 @@ class GroupCommit:
 
     async def _write_alone(self, entry: _Pending) -> None:
         try:
-            await self.db.run(message_store.insert_messages, entry.rows, entry.now)
+            await self.db.run(message_store.insert_messages, entry.rows, entry.now, entry.hooks)
         except Exception as exc:
             _settle(entry, exc)
             return
@@ -125,13 +177,58 @@ def _settle(entry: _Pending, error: Exception | None) -> None:
 
 
 class Accepter:
-    def __init__(self, db: Database, settings: Settings, clock: Clock, notify: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Clock,
+        notify: Callable[[], None],
+        *,
+        tracker: Tracker | None = None,
+        metrics: Metrics | None = None,
+        own_hosts: Callable[[], set[str]] | None = None,
+    ) -> None:
+        """`own_hosts` names the platform's own hosts (public pages, tracking), whose links are trusted."""
         self.db = db
+        self.tracker = tracker
+        self.metrics = metrics
         self.settings = settings
         self.clock = clock
         self.notify = notify
         self._commits = GroupCommit(db)
         self._signers: dict[str, tuple[int, DkimSigner]] = {}
+        self._traps = SpamTraps(settings.suppression.spam_traps)
+        self._streams: dict[int, dict[str, stream_store.StreamRow]] = {}
+        self.links = LinkChecker(settings.links, own_hosts)
+
+    def streams_changed(self, account_id: int) -> None:
+        """Forget the account's cached stream settings (its From domains are read again)."""
+        self._streams.pop(account_id, None)
+
+    async def _category_domain(self, account_id: int, stream: str) -> str | None:
+        """The From domain the account set for a stream, if it set one."""
+        streams = self._streams.get(account_id)
+        if streams is None:
+            streams = self._streams[account_id] = await self.db.run(stream_store.for_account, account_id)
+        row = streams.get(stream)
+        return row.from_domain if row is not None and row.from_domain else None
+
+    def _lint_outcome(self, findings: list[tuple[str, Finding]]) -> None:
+        """In `block` mode, refuse when any finding is an error, listing every finding."""
+        if self.settings.lint.mode != "block" or not any(f.severity == "error" for _, f in findings):
+            return
+        errors = [
+            {"field": where, "reason": f"[{f.rule}] {f.message}", "rule": f.rule, "severity": f.severity}
+            for where, f in findings
+        ]
+        first = next((where, f) for where, f in findings if f.severity == "error")
+        count = sum(1 for _, f in findings if f.severity == "error")
+        raise AcceptError(
+            first[0],
+            f"[{first[1].rule}] {first[1].message}" + (f" (and {count - 1} more)" if count > 1 else ""),
+            smtp="550 5.7.1",
+            errors=errors,
+        )
 
     async def _signer(self, account_id: int, domain: str, field_name: str) -> DkimSigner:
         """The DKIM signer of a sending domain, which must belong to the account."""
@@ -150,6 +247,79 @@ class Accepter:
             )
         return cached[1]
 
+    async def _screen(
+        self, account_id: int, rows: list[message_store.NewMessage]
+    ) -> list[message_store.NewMessage]:
+        """The policy gate: suppressed recipients move from `recipients` to `suppressed` (one query per
+        stream: an `unsubscribe` entry holds for broadcast mail only)."""
+        screened = list(rows)
+        for broadcast in (False, True):
+            indexes = [i for i, row in enumerate(rows) if (row.stream == "broadcast") == broadcast]
+            if not indexes:
+                continue
+            recipients = [r for i in indexes for r in rows[i].recipients]
+            found = await self.db.run(screen, account_id, recipients, self._traps, broadcast=broadcast)
+            if not found:
+                continue
+            for i in indexes:
+                screened[i] = replace(
+                    rows[i],
+                    recipients=[r for r in rows[i].recipients if r not in found],
+                    suppressed=[found[r] for r in rows[i].recipients if r in found],
+                )
+        return screened
+
+    async def _standing_gate(self, account_id: int, rows: list[message_store.NewMessage]) -> None:
+        """Refuse mail for a halted stream, or over the account's warm-up limit (see the module docstring)."""
+        wanted = sum(len(r.recipients) for r in rows if not r.held)
+        now = self.clock.now()
+
+        def read(conn: Connection) -> tuple[dict[str, reputation_store.Standing], int, int]:
+            tier = reputation_store.tier(conn, account_id)
+            limited = sending_limit(tier, self.settings) is not None
+            used = reputation_store.usage(conn, account_id, now - DAY) if limited and wanted else 0
+            return reputation_store.standings(conn, account_id), tier, used
+
+        standings, tier, used = await self.db.run(read)
+        for stream in dict.fromkeys(r.stream for r in rows):
+            standing = standings[stream]
+            if standing.state == "suspended":
+                raise AcceptError(
+                    "stream",
+                    f"the account's {stream} sending is suspended after review ({standing.reason}); "
+                    "contact the platform's administrators",
+                    status=403,
+                    smtp="550 5.7.1",
+                    kind="account-paused",
+                )
+            if standing.state == "paused":
+                raise AcceptError(
+                    "stream",
+                    f"the account's {stream} sending is paused ({standing.reason}); queued mail waits and "
+                    f"may be cancelled; to resume, {HOW_TO_RESUME}",
+                    status=403,
+                    smtp="451 4.7.1",
+                    kind="account-paused",
+                )
+        limit = sending_limit(tier, self.settings)
+        if limit is not None and wanted and used + wanted > limit:
+            raise AcceptError(
+                "recipients",
+                f"the account may send to {limit} recipients per 24 hours during warm-up and has used "
+                f"{used}; these {wanted} would exceed it. The limit rises after an automatic review once "
+                f"{self.settings.warmup.review_at:.0%} of it is used with healthy bounce and complaint rates",
+                status=429,
+                smtp="452 4.5.3",
+                kind="sending-limit",
+            )
+
+    def _flag_held(self, conn: Connection, rows: list[message_store.NewMessage], now: datetime) -> None:
+        """Open (or extend) a review for the account of each held message, in the messages' transaction."""
+        for row in rows:
+            if row.held:
+                reason = f"message {row.id} held: " + "; ".join(row.held)
+                flag_for_review(conn, row.account_id, row.stream, reason, now)
+
     def _feedback_id(self, account_id: int, submission: Submission) -> str | None:
         if submission.draft.stream != "broadcast":
             return None
@@ -158,24 +328,51 @@ class Accepter:
         return f"{campaign}:{account_id}:{submission.draft.stream}:{self.settings.feedback_id_sender}"
 
     async def accept(
-        self, account_id: int, submissions: list[Submission], *, source: str = "api", prefix: str = "messages"
+        self,
+        account_id: int,
+        submissions: list[Submission],
+        *,
+        source: str = "api",
+        prefix: str = "messages",
+        on_commit: Callable[[Connection, list[Accepted]], None] | None = None,
     ) -> list[Accepted]:
         """Compose, sign and durably queue every submission, or none of them.
 
         Errors name fields as `<prefix>[<index>].<field>`, or just `<field>` when `prefix` is empty.
+        `on_commit` is called with what was accepted inside the transaction that stores it.
         """
         now = self.clock.now()
         rows: list[message_store.NewMessage] = []
+        findings: list[tuple[str, Finding]] = []
+        per_message: list[list[Finding]] = []
         for index, sub in enumerate(submissions):
             where = f"{prefix}[{index}]" if prefix else ""
             signer = await self._signer(account_id, sub.draft.from_.domain, _join(where, "from"))
             message_id = new_message_id()
+            rewrite = None
+            if self.tracker is not None:
+                choice = await self.tracker.choice(account_id, sub.draft.stream, sub.tracking)
+                rewrite = self.tracker.rewriter(message_id, choice)
             try:
                 composed = compose(
-                    sub.draft, message_id=message_id, now=now, feedback_id=self._feedback_id(account_id, sub)
+                    sub.draft,
+                    message_id=message_id,
+                    now=now,
+                    feedback_id=self._feedback_id(account_id, sub),
+                    rewrite_html=rewrite,
                 )
             except ComposeError as exc:
                 raise AcceptError(_join(where, exc.field), exc.reason, smtp="550 5.6.0") from exc
+            context = LintContext(
+                stream=sub.draft.stream,
+                authenticated_domain=sub.draft.from_.domain,
+                envelope_from=f"bounces@{self.settings.return_path_domain}",
+                category_from_domain=await self._category_domain(account_id, sub.draft.stream),
+            )
+            found = lint_composed(composed.raw, sub.draft.html, sub.draft.text, context)
+            findings.extend((_join(where, f.field), f) for f in found)
+            per_message.append(found)
+            held = await self.links.check(sub.draft.html, sub.draft.text)
             rows.append(
                 message_store.NewMessage(
                     id=message_id,
@@ -190,11 +387,32 @@ class Accepter:
                     recipients=[r.email for r in composed.recipients],
                     tags=sub.tags,
                     meta=sub.metadata,
+                    lint=[f.as_dict() for f in found],
+                    held=held,
                 )
             )
-        await self._commits.commit(rows, now)
+        self._lint_outcome(findings)
+        rows = await self._screen(account_id, rows)
+        await self._standing_gate(account_id, rows)
+        accepted = [
+            Accepted(r.id, r.message_id_header, r.recipients, r.suppressed, found, r.held)
+            for r, found in zip(rows, per_message, strict=True)
+        ]
+
+        def hook(conn: Connection) -> None:
+            self._flag_held(conn, rows, now)
+            if on_commit is not None:
+                on_commit(conn, accepted)
+
+        await self._commits.commit(rows, now, hook)
         self.notify()
-        return [Accepted(r.id, r.message_id_header, r.recipients) for r in rows]
+        self._count(source, rows)
+        return accepted
+
+    def _count(self, source: str, rows: list[message_store.NewMessage]) -> None:
+        if self.metrics is not None:
+            self.metrics.accepted_messages.labels(source).inc(len(rows))
+            self.metrics.accepted_recipients.labels(source).inc(sum(len(r.recipients) for r in rows))
 
     async def accept_raw(
         self,
@@ -219,6 +437,14 @@ class Accepter:
             )
         except ComposeError as exc:
             raise AcceptError(exc.field, exc.reason, smtp="550 5.6.0") from exc
+        context = LintContext(
+            stream=stream,  # type: ignore[arg-type]
+            authenticated_domain=sender.domain,
+            envelope_from=sender.email,
+            category_from_domain=await self._category_domain(account_id, stream),
+        )
+        found = lint_raw(raw, context, checked=True)  # ensure_headers checked its structure
+        self._lint_outcome([(f.field, f) for f in found])
         row = message_store.NewMessage(
             id=message_id,
             account_id=account_id,
@@ -230,10 +456,14 @@ class Accepter:
             raw=signer.sign(raw),
             smtputf8=sender.smtputf8 or any(not r.isascii() for r in recipients),
             recipients=recipients,
+            lint=[f.as_dict() for f in found],
         )
+        (row,) = await self._screen(account_id, [row])
+        await self._standing_gate(account_id, [row])
         await self._commits.commit([row], now)
         self.notify()
-        return Accepted(row.id, message_id_header, recipients)
+        self._count("smtp", [row])
+        return Accepted(row.id, message_id_header, row.recipients, row.suppressed, found)
 
 
 def _join(prefix: str, name: str) -> str:

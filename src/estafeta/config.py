@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, IPvAnyAddress, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -85,6 +85,198 @@ class SmtpSettings(BaseModel):
         return self
 
 
+class SuppressionSettings(BaseModel):
+    """When failures turn into suppression, and which addresses are known spam traps."""
+
+    soft_bounce_limit: int = Field(
+        3, ge=1, description="distinct messages that soft-failed for good before an address is suppressed"
+    )
+    soft_bounce_days: float = Field(7, gt=0, description="window, in days, in which those failures count")
+    spam_traps: list[str] = Field(
+        default_factory=list,
+        description="known spam-trap addresses and domains: never mailed, suppressed platform-wide on a hit",
+    )
+
+
+class InboundSettings(BaseModel):
+    """The listener that receives bounces and complaints for the return-path domain (its MX points here)."""
+
+    enabled: bool = Field(False, description="run the listener (needs the return-path domain's MX here)")
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=0, le=65535, description="0 = any free port")
+    fbl_address: str = Field("fbl", description="local part of the feedback-loop (ARF complaint) address")
+    max_message_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest report accepted")
+
+
+class LintSettings(BaseModel):
+    """The compliance linter at accept time (`estafeta lint` checks files the same way)."""
+
+    mode: Literal["warn", "block"] = Field(
+        "warn",
+        description="warn: accept and report findings (data.lint, the 202 response); block: refuse with 422 "
+        "when any finding is an error",
+    )
+
+
+class ReputationSettings(BaseModel):
+    """Rolling per-account metrics and the thresholds that warn, then pause broadcast sending."""
+
+    enabled: bool = Field(True, description="warn and pause automatically (metrics are always shown)")
+
+    window_messages: int = Field(
+        1000, ge=1, description="metrics cover at most this many latest delivery outcomes per account"
+    )
+    window_hours: float = Field(168, gt=0, description="…and only outcomes of this many last hours")
+    min_volume: int = Field(100, ge=1, description="outcomes needed before a rate counts")
+    bounce_warning: float = Field(0.025, ge=0, le=1, description="hard-bounce rate that warns")
+    bounce_pause: float = Field(0.05, ge=0, le=1, description="hard-bounce rate that pauses broadcast")
+    complaint_warning: float = Field(0.0005, ge=0, le=1, description="complaint rate that warns")
+    complaint_pause: float = Field(0.001, ge=0, le=1, description="complaint rate that pauses broadcast")
+    trap_pause: int = Field(5, ge=0, description="spam-trap hits in the window that pause; 0 = never")
+
+
+class WarmupSettings(BaseModel):
+    """New accounts climb sending limits (recipients per rolling 24 hours) after automatic reviews."""
+
+    tiers: list[int] = Field(
+        default_factory=lambda: [1000, 5000, 10000, 25000],
+        description="limits in order, then unlimited; empty = no limit",
+    )
+    review_at: float = Field(0.8, gt=0, le=1, description="share of the limit used that makes a review due")
+
+
+class LinkSettings(BaseModel):
+    """Link checks at accept time: shorteners, long redirect chains and blocklisted domains hold a message."""
+
+    enabled: bool = True
+    shorteners: list[str] = Field(
+        default_factory=lambda: [
+            "bit.ly",
+            "tinyurl.com",
+            "t.co",
+            "goo.gl",
+            "ow.ly",
+            "is.gd",
+            "buff.ly",
+            "rebrand.ly",
+            "cutt.ly",
+            "shorturl.at",
+            "tiny.cc",
+            "rb.gy",
+            "bl.ink",
+            "t.ly",
+            "s.id",
+        ],
+        description="URL-shortener domains (and their subdomains)",
+    )
+    blocklist: list[str] = Field(default_factory=list, description="domains no link may point to")
+    max_redirects: int = Field(3, ge=0, description="redirect hops a link may take")
+    follow_redirects: bool = Field(True, description="resolve each link's redirect chain with HTTP")
+    http_proxy: str | None = Field(
+        None, description="proxy for the redirect checks (the simulated world's web server in sandboxes)"
+    )
+    link_timeout: float = Field(3.0, gt=0, description="seconds one link's chain may take")
+    total_timeout: float = Field(8.0, gt=0, description="seconds all of a message's links may take")
+    max_links: int = Field(20, ge=1, description="links per message followed at most (the rest are listed)")
+
+
+class NoticeSettings(BaseModel):
+    """Reputation notices mailed to an account's contact address from the platform's own sender."""
+
+    enabled: bool = True
+    from_: str = Field(
+        "notices@notices.estafeta.test", alias="from", description="sender address of the notices"
+    )
+
+    model_config = {"populate_by_name": True}
+
+
+class AudienceSettings(BaseModel):
+    """Lists, consent and campaigns."""
+
+    confirm_days: float = Field(7, gt=0, description="days a double opt-in confirmation link stays valid")
+    reconfirm_after_days: float = Field(
+        180, ge=0, description="days without engagement before a re-confirmation mail; 0 = never"
+    )
+    reconfirm_grace_days: float = Field(
+        14, gt=0, description="days to answer a re-confirmation before the subscription ends"
+    )
+    campaign_batch: int = Field(100, ge=1, le=500, description="campaign messages accepted per batch")
+    tick_seconds: float = Field(1.0, gt=0, description="seconds between campaign runner rounds when idle")
+
+
+class StreamTracking(BaseModel):
+    """Whether a stream's HTML mail gets an open pixel and click-tracked links, unless overridden."""
+
+    opens: bool = True
+    clicks: bool = False
+
+
+class TrackingSettings(BaseModel):
+    """Open and click tracking through the platform's tracking domain (`GET /t/o/…`, `GET /t/c/…`)."""
+
+    base_url: str = Field(
+        "",
+        description="public URL that serves /t/… (the tracking domain, e.g. https://track.example.net); "
+        "empty: no tracking unless use_api_url",
+    )
+    use_api_url: bool = Field(False, description="tracking links use the API's own address (sandboxes)")
+    transactional: StreamTracking = Field(default_factory=lambda: StreamTracking(opens=True, clicks=False))
+    broadcast: StreamTracking = Field(default_factory=lambda: StreamTracking(opens=True, clicks=True))
+    machine_open_seconds: float = Field(
+        5.0, ge=0, description="an open this soon after delivery is flagged as a machine (scanner, proxy)"
+    )
+    machine_click_seconds: float = Field(
+        1.0, ge=0, description="a click this soon after a click on another link of the message is a machine"
+    )
+
+
+class WebhookSettings(BaseModel):
+    """Event delivery to customer endpoints (Standard Webhooks signatures)."""
+
+    enabled: bool = Field(True, description="run the fan-out and dispatcher tasks under `estafeta serve`")
+    timeout: float = Field(10.0, gt=0, description="seconds one POST may take, connect to last byte")
+    retry_schedule: list[float] = Field(
+        default_factory=lambda: [5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800],
+        description="seconds before each retry; the last value repeats",
+    )
+    retry_for: float = Field(
+        24 * 3600, gt=0, description="seconds a delivery is retried (last try at this age), then failed"
+    )
+    endpoint_concurrency: int = Field(
+        8, ge=1, le=64, description="POSTs in flight per endpoint (events of one message are always in order)"
+    )
+    poll_interval: float = Field(0.5, gt=0, description="seconds between looks for new events and retries")
+    batch_size: int = Field(500, ge=1, description="events fanned out, or deliveries claimed, at once")
+    gap_grace: float = Field(
+        10.0, gt=0, description="seconds an event id missing below newer ones is awaited (PostgreSQL)"
+    )
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus metrics for operators: unauthenticated, so bind them where only Prometheus can reach."""
+
+    enabled: bool = True
+    port: int | None = Field(
+        None, ge=0, le=65535, description="own listener on `host`; unset: served at /metrics on the API"
+    )
+    host: str = "127.0.0.1"
+
+
+class PostmasterSource(BaseModel):
+    """A receiver's Postmaster-Tools-like endpoint: `{url}/domains/{domain}/stats` answers JSON."""
+
+    provider: str = Field(description="the provider's name in statistics, e.g. gmail.com")
+    url: str = Field(description="base URL, e.g. https://postmaster.example/postmaster/gmail.com")
+
+
+class PostmasterSettings(BaseModel):
+    sources: list[PostmasterSource] = Field(default_factory=list, description="empty: nothing is polled")
+    poll_interval: float = Field(3600.0, gt=0, description="seconds between polls")
+    lookback_days: int = Field(7, ge=1, description="days of figures asked for on each poll")
+    timeout: float = Field(10.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ESTAFETA_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -104,6 +296,26 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    suppression: SuppressionSettings = Field(default_factory=SuppressionSettings)
+    inbound: InboundSettings = Field(default_factory=InboundSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    postmaster: PostmasterSettings = Field(default_factory=PostmasterSettings)
+    public_url: str | None = Field(
+        None,
+        description="base URL of the public pages (unsubscribe, preferences, forms); unset = the API's URL",
+    )
+    ip_pools: dict[str, list[IPvAnyAddress]] = Field(
+        default_factory=dict,
+        description="named sets of source IPs; a pool named after a stream is that stream's default",
+    )
+    lint: LintSettings = Field(default_factory=LintSettings)
+    audience: AudienceSettings = Field(default_factory=AudienceSettings)
+    reputation: ReputationSettings = Field(default_factory=ReputationSettings)
+    warmup: WarmupSettings = Field(default_factory=WarmupSettings)
+    links: LinkSettings = Field(default_factory=LinkSettings)
+    notices: NoticeSettings = Field(default_factory=NoticeSettings)
 
     @field_validator("database_url")
     @classmethod
@@ -111,6 +323,11 @@ class Settings(BaseSettings):
         if url.startswith(("postgresql://", "postgres://")):
             return "postgresql+psycopg://" + url.split("://", 1)[1]
         return url
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_trailing_slash(cls, url: str | None) -> str | None:
+        return url.rstrip("/") if url else None
 
     @classmethod
     def settings_customise_sources(

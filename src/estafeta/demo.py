@@ -45,7 +45,7 @@ DEMO_DELIVERY = {
     "idle_timeout": 2,
     "poll_interval": 0.1,
 }
-FINAL = ("delivered", "bounced")
+FINAL = ("delivered", "bounced", "suppressed")  # suppressed: e.g. a domain found to take no mail
 
 
 @dataclass
@@ -58,10 +58,18 @@ class DemoResult:
     database: Path
 
 
+# Some mailboxes report back after accepting: a late bounce, a spam complaint, an out-of-office reply.
+REPORTING = {"outlook.test": ("gone", "ooo"), "yahoo.test": ("complainer",)}
+
+
 def _recipients(count: int, seed: int = 7) -> list[str]:
     rng = random.Random(seed)
     domains = rng.choices(list(MIX), weights=list(MIX.values()), k=count)
-    return [f"user{i}@{d}" for i, d in enumerate(domains)]
+    names = [f"user{i}" for i in range(count)]
+    for i, domain in enumerate(domains):
+        if domain in REPORTING and i % 10 == 0:
+            names[i] = f"{rng.choice(REPORTING[domain])}{i}"
+    return [f"{name}@{domain}" for name, domain in zip(names, domains, strict=True)]
 
 
 async def run_demo(messages: int, workdir: Path, console: Console, batch: int = 100) -> DemoResult:
@@ -84,9 +92,20 @@ async def run_demo(messages: int, workdir: Path, console: Console, batch: int = 
     world = await asyncio.to_thread(start_world_process, extra_zone=zone_lines([key]))
     platform: Platform | None = None
     try:
-        settings = sandbox_settings(db_path, world.dns_address, world.smtp_port, delivery=DEMO_DELIVERY)
+        settings = sandbox_settings(
+            db_path,
+            world.dns_address,
+            world.smtp_port,
+            delivery=DEMO_DELIVERY,
+            inbound={"enabled": True, "port": 0},
+            # The demo's mix is bad on purpose (bounces, traps), and its size is chosen by the user.
+            reputation={"enabled": False},
+            warmup={"tiers": []},
+        )
         platform = Platform(settings, clock)
         await platform.start()
+        assert platform.inbound_address is not None
+        await asyncio.to_thread(world.report_to, *platform.inbound_address)
         console.print(
             f"Platform up: API {platform.api_url}  ·  account [cyan]demo[/]  ·  domain "
             f"[cyan]{domain.name}[/] (DKIM {key.algorithm}, selector {key.selector})"
@@ -160,13 +179,14 @@ async def _send_and_follow(
 
 
 def render(result: DemoResult, console: Console) -> None:
-    cols = ("delivered", "deferred", "bounced", "queued")
+    cols = ("delivered", "deferred", "bounced", "suppressed", "queued")
     rows: dict[str, dict[str, int]] = {}
     for domain, states in sorted(result.per_domain.items()):
         rows[domain] = {
             "delivered": states.get("delivered", 0),
             "deferred": result.deferrals.get(domain, 0),
             "bounced": states.get("bounced", 0),
+            "suppressed": states.get("suppressed", 0),
             "queued": states.get("queued", 0) + states.get("deferred", 0),
         }
     table = Table(title="Demo: what happened to the mail", show_footer=True)

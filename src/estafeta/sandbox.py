@@ -35,5 +35,10 @@ def sandbox_settings(
     delivery = {"smtp_port": smtp_port, **overrides.pop("delivery", {})}
     values["delivery"] = delivery
     values["api"] = {"host": "127.0.0.1", "port": 0, **overrides.pop("api", {})}
+    # Recipients here are on this machine, so tracking links may point at the API itself.
+    values["tracking"] = {"use_api_url": True, **overrides.pop("tracking", {})}
+    # Links are only followed through the world's web proxy: nothing leaves the machine.
+    links = overrides.pop("links", {})
+    values["links"] = {"follow_redirects": bool(links.get("http_proxy")), **links}
     values.update(overrides)
     return Settings(**values)

@@ -12,6 +12,7 @@ import httpx
 
 from estafeta import admin
 from estafeta.clock import ManualClock
+from estafeta.config import LinkSettings
 from estafeta.platform import Platform
 from estafeta.sandbox import sandbox_settings
 from estafeta.world import World
@@ -61,16 +62,38 @@ class Harness:
         self.platform.engine.notify()
 
 
-async def start_harness(world: World, database_url: str, **overrides: Any) -> Harness:
+async def start_harness(
+    world: World, database_url: str, *, reports: bool = False, **overrides: Any
+) -> Harness:
+    """A platform on `database_url` delivering into `world`; with `reports`, its inbound listener runs on
+    a free port and the world mails late bounces, complaints and automatic replies to it."""
     clock = ManualClock()
+    if reports:
+        overrides["inbound"] = {"enabled": True, "port": 0, **overrides.get("inbound", {})}
     delivery = {
         "poll_interval": 0.05,
         "idle_timeout": 0.5,
         "throttle_pause": 0.05,
         **overrides.pop("delivery", {}),
     }
+    webhooks = {"poll_interval": 0.05, "timeout": 5, **overrides.pop("webhooks", {})}
+    # Links are followed through the world's web proxy, where short.test is a scripted shortener.
+    links = {
+        "http_proxy": world.web.url,
+        "shorteners": [*LinkSettings().shorteners, "short.test"],
+        **overrides.pop("links", {}),
+    }
+    # Tests send freely unless they are about warm-up limits (and pass `warmup` themselves).
+    warmup = overrides.pop("warmup", {"tiers": []})
     settings = sandbox_settings(
-        database_url, world.dns_address, world.smtp_port, delivery=delivery, **overrides
+        database_url,
+        world.dns_address,
+        world.smtp_port,
+        delivery=delivery,
+        webhooks=webhooks,
+        links=links,
+        warmup=warmup,
+        **overrides,
     )
     platform = Platform(settings, clock)
     account = admin.create_account(platform.db, "acme", clock.now())
@@ -81,6 +104,9 @@ async def start_harness(world: World, database_url: str, **overrides: Any) -> Ha
         world.zone.add(key.record_name, "TXT", key.record_value)
     token = admin.new_api_key(platform.db, account.id, "tests", clock.now()).token
     await platform.start()
+    if reports:
+        assert platform.inbound_address is not None
+        world.report_to(*platform.inbound_address)
     client = httpx.AsyncClient(
         base_url=platform.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
     )

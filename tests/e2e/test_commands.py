@@ -38,7 +38,7 @@ def test_demo_runs_to_the_end_and_reports_every_provider(tmp_path: Path) -> None
     assert "messages/s" in out and "estafeta serve" in out
     with sqlite3.connect(tmp_path / "demo" / "estafeta-demo.db") as db:
         states = dict(db.execute("select state, count(*) from deliveries group by state").fetchall())
-    assert set(states) <= {"delivered", "bounced"} and sum(states.values()) == 300
+    assert set(states) <= {"delivered", "bounced", "suppressed"} and sum(states.values()) == 300
 
 
 def test_demo_interrupted_keeps_every_accepted_message(tmp_path: Path) -> None:

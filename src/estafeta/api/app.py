@@ -7,7 +7,24 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from estafeta import __version__
-from estafeta.api import events, messages, problems, smtp_credentials
+from estafeta.api import (
+    bounces,
+    campaigns,
+    events,
+    lint,
+    lists,
+    messages,
+    pages,
+    problems,
+    reputation,
+    smtp_credentials,
+    streams,
+    suppressions,
+)
+from estafeta.api import metrics as metrics_api
+from estafeta.api import stats as stats_api
+from estafeta.api import tracking as tracking_api
+from estafeta.api import webhooks as webhooks_api
 
 if TYPE_CHECKING:
     from estafeta.platform import Platform
@@ -26,6 +43,22 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(messages.router)
     app.include_router(events.router)
     app.include_router(smtp_credentials.router)
+    app.include_router(suppressions.router)
+    app.include_router(suppressions.admin_router)
+    app.include_router(bounces.router)
+    app.include_router(webhooks_api.router)
+    app.include_router(stats_api.router)
+    app.include_router(tracking_api.router)
+    app.include_router(tracking_api.public_router)
+    app.include_router(lists.router)
+    app.include_router(campaigns.router)
+    app.include_router(streams.router)
+    app.include_router(lint.router)
+    app.include_router(pages.router)
+    app.include_router(reputation.router)
+    app.include_router(reputation.admin_router)
+    if platform.settings.metrics.enabled and platform.settings.metrics.port is None:
+        app.include_router(metrics_api.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -1,13 +1,15 @@
-"""Request dependencies: the platform object and the authenticated account."""
+"""Request dependencies: the platform object, the authenticated account, the platform operator."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from estafeta.api.problems import Problem
+from estafeta.auth import split_token
 
 if TYPE_CHECKING:
     from estafeta.platform import Platform
@@ -30,3 +32,36 @@ async def account_id(
     if found is None:
         raise Problem(401, "the API key is unknown or revoked", headers=challenge)
     return found
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated account and how audit rows name the key it used (`api:<key prefix>`)."""
+
+    account_id: int
+    actor: str
+
+
+async def caller(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Caller:
+    found = await account_id(request, credentials)
+    assert credentials is not None
+    parts = split_token(credentials.credentials)
+    return Caller(found, f"api:{parts[0] if parts else '?'}")
+
+
+async def admin_actor(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> str:
+    """`admin:<key prefix>` for a platform-admin key; 403 for an account API key, 401 for anything else."""
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise Problem(401, "send a platform-admin key as `Authorization: Bearer <key>`", headers=challenge)
+    plat = platform(request)
+    prefix = await plat.admin_keys.prefix_for(credentials.credentials)
+    if prefix is not None:
+        return f"admin:{prefix}"
+    if await plat.api_keys.account_for(credentials.credentials) is not None:
+        raise Problem(403, "only a platform-admin key may do this (`estafeta admin create-key`)")
+    raise Problem(401, "the admin key is unknown or revoked", headers=challenge)

@@ -15,19 +15,41 @@ from estafeta.store import messages as store
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
-EVENT_TYPES = {"accepted", "queued", "deferred", "delivered", "bounced"}
+EVENT_TYPES = {
+    "accepted",
+    "queued",
+    "deferred",
+    "delivered",
+    "bounced",
+    "soft_bounced",
+    "complained",
+    "auto_replied",
+    "suppressed",
+    "trap_hit",
+    "opened",
+    "clicked",
+    "unsubscribed",
+    "held",
+    "cancelled",
+    "account_warning",
+    "account_paused",
+    "account_resumed",
+    "account_suspended",
+    "review_requested",
+    "limit_raised",
+}
 
 
-def encode_cursor(event_id: int) -> str:
-    return base64.urlsafe_b64encode(f"e:{event_id}".encode()).decode().rstrip("=")
+def encode_cursor(last_id: int, kind: str = "e") -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{last_id}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int:
+def decode_cursor(cursor: str, kind: str = "e") -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = text.partition(":")
-        if kind != "e":
-            raise ValueError(kind)
+        found, _, value = text.partition(":")
+        if found != kind:
+            raise ValueError(found)
         return int(value)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Problem(

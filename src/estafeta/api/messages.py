@@ -17,6 +17,7 @@ from estafeta.api.schemas import (
     AcceptedOut,
     BatchIn,
     EventOut,
+    LintFindingOut,
     MessageIn,
     MessageOut,
     RecipientOut,
@@ -24,6 +25,7 @@ from estafeta.api.schemas import (
 from estafeta.compose import Address, AddressError, Attachment, Draft, parse_address
 from estafeta.platform import Platform
 from estafeta.store import messages as store
+from estafeta.tracking import TrackingOverride
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
@@ -95,7 +97,8 @@ def _submission(msg: MessageIn, where: str, errors: list[dict[str, str]]) -> Sub
         stream=msg.stream,
         tags=msg.tags,
     )
-    return Submission(draft, msg.tags, dict(msg.metadata))
+    tracking = TrackingOverride(msg.tracking.opens, msg.tracking.clicks) if msg.tracking else None
+    return Submission(draft, msg.tags, dict(msg.metadata), tracking)
 
 
 @router.post(
@@ -137,15 +140,17 @@ async def send(
             account, [s for s in subs if s is not None], prefix="messages" if batch else ""
         )
     except AcceptError as exc:
-        raise Problem(
-            exc.status, f"{exc.field}: {exc.reason}", errors=[{"field": exc.field, "reason": exc.reason}]
-        ) from exc
+        raise Problem(exc.status, f"{exc.field}: {exc.reason}", errors=exc.errors, kind=exc.kind) from exc
     return AcceptedBatchOut(
         messages=[
             AcceptedOut(
                 id=a.id,
                 message_id=a.message_id_header,
-                recipients=[RecipientOut(email=r, state="queued") for r in a.recipients],
+                lint=[LintFindingOut(**f.as_dict()) for f in a.lint],
+                recipients=[RecipientOut(email=r, state="held" if a.held else "queued") for r in a.recipients]
+                + [
+                    RecipientOut(email=s.recipient, state="suppressed", reason=s.reason) for s in a.suppressed
+                ],
             )
             for a in accepted
         ]
@@ -153,6 +158,15 @@ async def send(
 
 
 def _overall(states: list[str]) -> str:
+    """The message's state; suppressed recipients only count when no one else was mailed."""
+    mailed = [s for s in states if s != "suppressed"]
+    if not mailed:
+        return "suppressed"
+    states = mailed
+    if "held" in states:
+        return "held"
+    if all(s == "cancelled" for s in states):
+        return "cancelled"
     if any(s in ("queued", "deferred") for s in states):
         return "queued"
     if all(s == "delivered" for s in states):
@@ -174,6 +188,10 @@ async def get_message(
     view = await plat.db.run(store.get_message, account, message_id)
     if view is None:
         raise Problem(404, f"no message {message_id} in this account")
+    reasons = {e.recipient: e.data.get("reason") for e in view.events if e.type == "suppressed"}
+    reasons.update(
+        {e.recipient: "; ".join(e.data.get("reasons", [])) for e in view.events if e.type == "held"}
+    )
     return MessageOut(
         id=view.id,
         state=_overall([r.state for r in view.recipients]),  # type: ignore[arg-type]
@@ -194,6 +212,7 @@ async def get_message(
                 next_attempt_at=r.next_attempt_at if r.state in ("queued", "deferred") else None,
                 last_code=r.last_code,
                 last_reply=r.last_reply,
+                reason=reasons.get(r.recipient) if r.state in ("suppressed", "held") else None,
             )
             for r in view.recipients
         ],

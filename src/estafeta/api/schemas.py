@@ -18,6 +18,14 @@ class AttachmentIn(BaseModel):
     content_id: str | None = Field(None, description="makes the attachment inline, referenced as cid:<id>")
 
 
+class TrackingIn(BaseModel):
+    """Override the account's tracking defaults for one message; omitted switches keep the default."""
+
+    model_config = ConfigDict(extra="forbid")
+    opens: bool | None = Field(None, description="add an open pixel to the HTML part")
+    clicks: bool | None = Field(None, description="route the HTML part's links via the click redirect")
+
+
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     from_: str = Field(alias="from", description='"Name <user@domain>" or "user@domain"')
@@ -33,6 +41,7 @@ class MessageIn(BaseModel):
     tags: list[str] = Field(default_factory=list, max_length=10)
     metadata: dict[str, Scalar] = Field(default_factory=dict, max_length=50)
     stream: Literal["transactional", "broadcast"] = "transactional"
+    tracking: TrackingIn | None = None
 
 
 class BatchIn(BaseModel):
@@ -47,12 +56,23 @@ class RecipientOut(BaseModel):
     next_attempt_at: datetime | None = None
     last_code: int | None = None
     last_reply: str | None = None
+    reason: str | None = Field(None, description="why a `suppressed` or `held` recipient is not mailed")
+
+
+class LintFindingOut(BaseModel):
+    rule: str = Field(description="the compliance rule, see docs/compliance.md")
+    severity: Literal["error", "warning"]
+    message: str
+    field: str
 
 
 class AcceptedOut(BaseModel):
     id: str
     message_id: str = Field(description="the Message-ID header")
     recipients: list[RecipientOut]
+    lint: list[LintFindingOut] = Field(
+        default_factory=list, description="sender-guideline findings (settings `lint.mode = warn`)"
+    )
 
 
 class AcceptedBatchOut(BaseModel):
@@ -70,7 +90,9 @@ class EventOut(BaseModel):
 
 class MessageOut(BaseModel):
     id: str
-    state: Literal["queued", "sending", "delivered", "bounced", "partially_delivered"]
+    state: Literal[
+        "queued", "sending", "delivered", "bounced", "partially_delivered", "suppressed", "held", "cancelled"
+    ]
     stream: str
     source: str
     from_: str = Field(serialization_alias="from")

@@ -16,36 +16,31 @@ _VERDICT_STYLE = {"hard": "bold red", "soft": "yellow", "none": "green", "compla
 
 
 def classify_files(paths: list[Path]) -> list[dict[str, Any]]:
-    """Classify each file as a bounce (hard/soft/none) or, for an ARF report, as a complaint."""
-    rows = []
-    for path in paths:
-        raw = path.read_bytes()
-        complaint = parse_complaint(raw)
-        if complaint is not None:
-            rows.append(
-                {
-                    "file": str(path),
-                    "verdict": "complaint",
-                    "reason": complaint.feedback_type,
-                    "recipients": [complaint.original_rcpt_to] if complaint.original_rcpt_to else [],
-                    "status": None,
-                    "source": "arf",
-                }
-            )
-            continue
-        report = parse_bounce(raw)
-        statuses = list(dict.fromkeys(r.status for r in report.recipients if r.status))
-        rows.append(
-            {
-                "file": str(path),
-                "verdict": report.kind.value,
-                "reason": report.reason.value,
-                "recipients": [r.address for r in report.recipients],
-                "status": ", ".join(statuses) or None,
-                "source": report.source,
-            }
-        )
-    return rows
+    """Classify each file (see `classify_message`), naming it in a `file` column."""
+    return [{"file": str(path), **classify_message(path.read_bytes())} for path in paths]
+
+
+def classify_message(raw: bytes) -> dict[str, Any]:
+    """A bounce (verdict hard/soft/none) or, for an ARF report, a complaint: verdict, reason, recipients,
+    status code(s) and what the verdict was read from."""
+    complaint = parse_complaint(raw)
+    if complaint is not None:
+        return {
+            "verdict": "complaint",
+            "reason": complaint.feedback_type,
+            "recipients": [complaint.original_rcpt_to] if complaint.original_rcpt_to else [],
+            "status": None,
+            "source": "arf",
+        }
+    report = parse_bounce(raw)
+    statuses = list(dict.fromkeys(r.status for r in report.recipients if r.status))
+    return {
+        "verdict": report.kind.value,
+        "reason": report.reason.value,
+        "recipients": [r.address for r in report.recipients],
+        "status": ", ".join(statuses) or None,
+        "source": report.source,
+    }
 
 
 def render_table(rows: list[dict[str, Any]]) -> Table:

@@ -228,17 +228,24 @@ def _check_fields(message: Message) -> None:
         raise ComposeError("headers.Message-ID", "is not a valid msg-id like <id@domain>")
 
 
+def check_message(raw: bytes) -> tuple[bytes, Message]:
+    """Check a message's lines and header fields against RFC 5322 (raising `ComposeError` with the first
+    problem); returns its header section and the parsed headers."""
+    header_section = _check_line_structure(raw)
+    # Parsed from text: BytesParser would leave UTF-8 header bytes undecoded and report them as defects.
+    text = _decode_header_section(header_section)
+    message = Parser(policy=policy.SMTPUTF8).parsestr(text, headersonly=True)
+    _check_fields(message)
+    return header_section, message
+
+
 def ensure_headers(raw: bytes, *, message_id: str, sending_domain: str, now: datetime) -> tuple[bytes, str]:
     """Check a ready-made message against RFC 5322 and add Message-ID and Date when missing.
 
     Everything already present is kept byte for byte (a signature made upstream stays intact); missing
     fields are appended to the end of the header section. Returns the message and its Message-ID.
     """
-    header_section = _check_line_structure(raw)
-    # Parsed from text: BytesParser would leave UTF-8 header bytes undecoded and report them as defects.
-    text = _decode_header_section(header_section)
-    message = Parser(policy=policy.SMTPUTF8).parsestr(text, headersonly=True)
-    _check_fields(message)
+    header_section, message = check_message(raw)
     rest = raw[len(header_section) :]
     if not header_section.endswith(b"\r\n"):
         header_section += b"\r\n"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email import policy
 from email.headerregistry import Address as HeaderAddress
@@ -59,6 +60,18 @@ class Attachment:
     content_id: str | None = None
 
 
+@dataclass(frozen=True)
+class ListUnsubscribe:
+    """Where a recipient unsubscribes: a one-click https URL (RFC 8058) and/or a mailto address (RFC 2369)."""
+
+    url: str | None = None
+    mailto: str | None = None
+
+    def header_value(self) -> str:
+        uris = ([f"<{self.url}>"] if self.url else []) + ([f"<mailto:{self.mailto}>"] if self.mailto else [])
+        return ", ".join(uris)
+
+
 @dataclass
 class Draft:
     """What a caller asks to send, with addresses already normalised."""
@@ -75,6 +88,7 @@ class Draft:
     attachments: list[Attachment] = field(default_factory=list)
     stream: Literal["transactional", "broadcast"] = "transactional"
     tags: list[str] = field(default_factory=list)
+    unsubscribe: ListUnsubscribe | None = None
 
 
 @dataclass(frozen=True)
@@ -169,10 +183,36 @@ def _set_body(message: MIMEPart, draft: Draft) -> None:
             message.add_attachment(attachment.content, maintype, subtype, filename=attachment.filename)
 
 
+def _with_unsubscribe(headers: list[tuple[str, str]], unsubscribe: ListUnsubscribe) -> list[tuple[str, str]]:
+    """List-Unsubscribe (and List-Unsubscribe-Post when there is a one-click URL) from the platform."""
+    if any(name.lower() in ("list-unsubscribe", "list-unsubscribe-post") for name, _ in headers):
+        raise ComposeError(
+            "headers.List-Unsubscribe", "is set by the platform for list mail and cannot be supplied"
+        )
+    value = unsubscribe.header_value()
+    if not value or not value.isascii() or line_break_or_control(value):
+        raise ComposeError(
+            "unsubscribe", "needs an ASCII https URL or mailto address without control characters"
+        )
+    added = [("List-Unsubscribe", value)]
+    if unsubscribe.url:
+        added.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+    return [*headers, *added]
+
+
 def compose(
-    draft: Draft, *, message_id: str, now: datetime, feedback_id: str | None = None
+    draft: Draft,
+    *,
+    message_id: str,
+    now: datetime,
+    feedback_id: str | None = None,
+    rewrite_html: Callable[[str, str | None], str] | None = None,
 ) -> ComposedMessage:
-    """Build the unsigned message; Bcc recipients are returned as recipients but never appear in headers."""
+    """Build the unsigned message; Bcc recipients are returned as recipients but never appear in headers.
+
+    `rewrite_html(html, recipient)` (open and click tracking) gets the HTML body and the recipient when
+    there is exactly one, since the message is stored and signed once for all of them.
+    """
     recipients = _unique_recipients([*draft.to, *draft.cc, *draft.bcc])
     if not recipients:
         raise ComposeError("to", "at least one recipient (to, cc or bcc) is required")
@@ -181,6 +221,11 @@ def compose(
     if bad := line_break_or_control(draft.subject):
         raise ComposeError("subject", f"contains the line break or control character {bad}")
     custom_headers = check_custom_headers(draft.headers)
+    if draft.unsubscribe is not None:
+        custom_headers = _with_unsubscribe(custom_headers, draft.unsubscribe)
+    if rewrite_html is not None and draft.html:
+        sole = recipients[0].email if len(recipients) == 1 else None
+        draft = replace(draft, html=rewrite_html(draft.html, sole))
     smtputf8 = any(a.smtputf8 for a in [draft.from_, *draft.reply_to, *recipients])
 
     message = MIMEPart(policy=_UTF8_POLICY if smtputf8 else _ASCII_POLICY)

@@ -123,8 +123,10 @@ async def open_session(
     tls: str,
     connect_timeout: float,
     command_timeout: float,
+    source_address: str | None = None,
 ) -> MxSession:
-    """Connect to the first MX host (by preference, then address) that answers with a 2xx greeting."""
+    """Connect to the first MX host (by preference, then address) that answers with a 2xx greeting,
+    from `source_address` when given (an address of the stream's IP pool)."""
     last = Reply(None, "no MX host to try")
     for mx in hosts:
         for address in mx.addresses:
@@ -135,6 +137,7 @@ async def open_session(
                 timeout=command_timeout,
                 start_tls=False,
                 tls_context=_TLS,
+                source_address=(source_address, 0) if source_address else None,
             )
             try:
                 await smtp.connect(timeout=connect_timeout)

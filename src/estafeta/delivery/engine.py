@@ -23,9 +23,12 @@ from estafeta.clock import Clock
 from estafeta.config import DestinationLimits, Settings
 from estafeta.delivery.client import ConnectFailed, MxSession, Reply, open_session
 from estafeta.delivery.mx import DnsPermanentError, DnsTemporaryError, MxResolver
+from estafeta.delivery.pools import SourcePools
 from estafeta.delivery.throttle import TokenBucket
+from estafeta.metrics import Metrics
 from estafeta.queue import AttemptResult, Job, Queue
 from estafeta.store.db import Database
+from estafeta.suppression import soft_rule
 
 log = logging.getLogger("estafeta.delivery")
 
@@ -45,11 +48,14 @@ def classified(job: Job, reply: Reply, extra: dict[str, object]) -> AttemptResul
 
 
 class Lane:
-    """All in-memory work for one destination domain."""
+    """All in-memory work for one destination domain from one source address (None: the system's)."""
 
-    def __init__(self, engine: DeliveryEngine, domain: str, limits: DestinationLimits) -> None:
+    def __init__(
+        self, engine: DeliveryEngine, domain: str, limits: DestinationLimits, source: str | None = None
+    ) -> None:
         self.engine = engine
         self.domain = domain
+        self.source = source
         self.limits = limits
         self.jobs: deque[Job] = deque()
         self.senders: set[asyncio.Task[None]] = set()
@@ -60,6 +66,9 @@ class Lane:
     def add(self, job: Job) -> None:
         self.jobs.append(job)
         self.arrived.set()
+        self._spawn()
+
+    def _spawn(self) -> None:
         while len(self.senders) < min(self.limits.concurrency, len(self.jobs)):
             task = asyncio.create_task(self._sender(), name=f"lane:{self.domain}")
             self.senders.add(task)
@@ -69,6 +78,8 @@ class Lane:
         self.senders.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("sender for %s failed", self.domain, exc_info=task.exception())
+        if self.jobs and not self.engine.stopping:
+            self._spawn()  # jobs came in while this sender was closing its idle session
         self.engine.lane_idle(self)
 
     async def _next_job(self) -> Job | None:
@@ -101,6 +112,7 @@ class Lane:
                 tls=settings.delivery.tls,
                 connect_timeout=settings.delivery.connect_timeout,
                 command_timeout=settings.delivery.command_timeout,
+                source_address=self.source,
             )
         except DnsPermanentError as exc:
             reply = f"{exc.status} {exc.reason}"
@@ -134,6 +146,8 @@ class Lane:
                 )
                 reply = await session.send(mail_from, job.recipient, job.raw, job.smtputf8)
                 extra = {"mx": session.mx.name, "ip": session.address, "tls": session.tls}
+                if self.source is not None:
+                    extra["source_ip"] = self.source
                 self.engine.report(classified(job, reply, extra))
                 if reply.code == 421:
                     self.resume_at = time.monotonic() + self.engine.settings.delivery.throttle_pause
@@ -154,17 +168,22 @@ class DeliveryEngine:
         resolver: MxResolver,
         verp_secret: bytes,
         owner: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.resolver = resolver
         self.verp_secret = verp_secret
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self.queue = Queue(db, settings.delivery, clock, self.owner)
-        self.lanes: dict[str, Lane] = {}
+        self.queue = Queue(db, settings.delivery, clock, self.owner, soft_rule(settings.suppression))
+        self.lanes: dict[tuple[str, str | None], Lane] = {}
+        self.sources = SourcePools(db, settings.ip_pools)
         self.in_flight: set[int] = set()
         self.results: list[AttemptResult] = []
         self.wakeup = asyncio.Event()
         self._room = asyncio.Event()
+        self._claiming_done = asyncio.Event()
+        self._running = False
         self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -177,17 +196,19 @@ class DeliveryEngine:
         self.results.append(result)
 
     def lane_idle(self, lane: Lane) -> None:
-        if not lane.senders and not lane.jobs and self.lanes.get(lane.domain) is lane:
-            del self.lanes[lane.domain]
+        key = (lane.domain, lane.source)
+        if not lane.senders and not lane.jobs and self.lanes.get(key) is lane:
+            del self.lanes[key]
 
     def _dispatch(self, job: Job) -> None:
         if job.delivery_id in self.in_flight:
             return  # already ours (the clock jumped past our own lease): never send it twice
         self.in_flight.add(job.delivery_id)
-        lane = self.lanes.get(job.domain)
+        source = self.sources.source_for(job)
+        lane = self.lanes.get((job.domain, source))
         if lane is None:
-            lane = self.lanes[job.domain] = Lane(
-                self, job.domain, self.settings.delivery.limits_for(job.domain)
+            lane = self.lanes[(job.domain, source)] = Lane(
+                self, job.domain, self.settings.delivery.limits_for(job.domain), source
             )
         lane.add(job)
 
@@ -196,6 +217,8 @@ class DeliveryEngine:
         while not self.stopping:
             room = delivery.max_in_flight - len(self.in_flight)
             jobs = await self.queue.claim(min(delivery.batch_size, room)) if room > 0 else []
+            if jobs:
+                await self.sources.refresh()
             for job in jobs:
                 self._dispatch(job)
             if len(jobs) == delivery.batch_size:
@@ -222,6 +245,8 @@ class DeliveryEngine:
             raise
         for result in batch:
             self.in_flight.discard(result.job.delivery_id)
+            if self.metrics is not None:
+                self.metrics.delivery_attempt(result.delivered, result.retry)
         self._room.set()
 
     async def _renew_loop(self) -> None:
@@ -233,12 +258,16 @@ class DeliveryEngine:
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
         """Deliver until `stop()` is called."""
+        self._running = True
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="delivery-flush"),
             asyncio.create_task(self._renew_loop(), name="delivery-renew"),
         ]
         try:
-            await self._claim_loop()
+            try:
+                await self._claim_loop()
+            finally:
+                self._claiming_done.set()
         finally:
             for task in self._tasks:
                 task.cancel()
@@ -249,6 +278,8 @@ class DeliveryEngine:
         self.stopping = True
         self.wakeup.set()
         self._room.set()
+        if self._running:
+            await self._claiming_done.wait()  # a claim in progress still hands its entries to the lanes
         pending = [job for lane in self.lanes.values() for job in lane.jobs]
         for lane in self.lanes.values():
             lane.jobs.clear()

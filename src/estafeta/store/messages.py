@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from estafeta.store import suppressions
 from estafeta.store.models import Delivery, Event, Message
 
 
 @dataclass(frozen=True)
+class Suppressed:
+    """A recipient the policy gate dropped: `scope` is where the entry is (account | global); `trap` marks
+    a spam-trap hit."""
+
+    recipient: str
+    reason: str
+    scope: str
+    trap: bool = False
+
+
+@dataclass(frozen=True)
 class NewMessage:
-    """A composed, signed message ready to be stored with one queue entry per recipient."""
+    """A composed, signed message ready to be stored with one queue entry per recipient.
+
+    `recipients` are queued; `suppressed` ones get an entry in state `suppressed` and are never sent.
+    """
 
     id: str
     account_id: int
@@ -27,6 +43,9 @@ class NewMessage:
     recipients: list[str]
     tags: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    suppressed: list[Suppressed] = field(default_factory=list)
+    lint: list[dict[str, str]] = field(default_factory=list)  # compliance findings, kept on `accepted`
+    held: list[str] = field(default_factory=list)  # why it waits for an administrator (link checks)
 
 
 @dataclass(frozen=True)
@@ -67,8 +86,19 @@ class MessageView:
     events: list[EventRow]
 
 
-def insert_messages(conn: Connection, messages: list[NewMessage], now: datetime) -> None:
-    """Store messages, queue every recipient, log `accepted` + `queued`; all in the caller's transaction."""
+StoreHook = Callable[[Connection], None]
+"""Store work committed with the messages, in their transaction (e.g. a campaign's progress cursor)."""
+
+
+def insert_messages(
+    conn: Connection, messages: list[NewMessage], now: datetime, hooks: Sequence[StoreHook] = ()
+) -> None:
+    """Store messages, queue every recipient, log `accepted` + `queued`; all in the caller's transaction.
+
+    A held message's recipients wait in state `held` (event `held`) until an administrator releases them.
+    Suppressed recipients are logged as `suppressed` instead; a spam-trap hit is also logged as `trap_hit`
+    and puts the address on the global list. `hooks` run last, in the same transaction.
+    """
     if not messages:
         return
     conn.execute(
@@ -86,7 +116,7 @@ def insert_messages(conn: Connection, messages: list[NewMessage], now: datetime)
                 "size": len(m.raw),
                 "smtputf8": m.smtputf8,
                 "tags": m.tags,
-                "meta": m.meta,
+                "metadata": m.meta,  # the column's name: Core inserts ignore unknown keys
                 "created_at": now,
             }
             for m in messages
@@ -99,7 +129,7 @@ def insert_messages(conn: Connection, messages: list[NewMessage], now: datetime)
             "recipient": rcpt,
             "domain": rcpt.rsplit("@", 1)[1].lower(),
             "stream": m.stream,
-            "state": "queued",
+            "state": "held" if m.held else "queued",
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
@@ -108,7 +138,24 @@ def insert_messages(conn: Connection, messages: list[NewMessage], now: datetime)
         for m in messages
         for rcpt in m.recipients
     ]
-    conn.execute(insert(Delivery), deliveries)
+    deliveries.extend(
+        {
+            "message_id": m.id,
+            "account_id": m.account_id,
+            "recipient": dropped.recipient,
+            "domain": dropped.recipient.rsplit("@", 1)[1].lower(),
+            "stream": m.stream,
+            "state": "suppressed",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for m in messages
+        for dropped in m.suppressed
+    )
+    if deliveries:
+        conn.execute(insert(Delivery), deliveries)
     events: list[dict[str, Any]] = []
     for m in messages:
         events.append(
@@ -119,22 +166,51 @@ def insert_messages(conn: Connection, messages: list[NewMessage], now: datetime)
                 "recipient": None,
                 "type": "accepted",
                 "created_at": now,
-                "data": {"source": m.source, "stream": m.stream, "recipients": len(m.recipients)},
+                "data": {
+                    "source": m.source,
+                    "stream": m.stream,
+                    "recipients": len(m.recipients) + len(m.suppressed),
+                    **({"lint": m.lint} if m.lint else {}),
+                },
             }
         )
+        for dropped in m.suppressed:
+            events.extend(_suppressed_events(conn, m, dropped, now))
         events.extend(
             {
                 "account_id": m.account_id,
                 "message_id": m.id,
                 "delivery_id": None,
                 "recipient": rcpt,
-                "type": "queued",
+                "type": "held" if m.held else "queued",
                 "created_at": now,
-                "data": {},
+                "data": {"reasons": m.held} if m.held else {},
             }
             for rcpt in m.recipients
         )
     conn.execute(insert(Event), events)
+    for hook in hooks:
+        hook(conn)
+
+
+def _suppressed_events(
+    conn: Connection, m: NewMessage, dropped: Suppressed, now: datetime
+) -> list[dict[str, Any]]:
+    base = {
+        "account_id": m.account_id,
+        "message_id": m.id,
+        "delivery_id": None,
+        "recipient": dropped.recipient,
+        "created_at": now,
+    }
+    events = [{**base, "type": "suppressed", "data": {"reason": dropped.reason, "scope": dropped.scope}}]
+    if dropped.trap:
+        events.append({**base, "type": "trap_hit", "data": {"stream": m.stream}})
+        entry = suppressions.NewSuppression(
+            None, "address", dropped.recipient, "spam-trap", f"spam trap hit by account {m.account_id}"
+        )
+        suppressions.add(conn, entry, actor="system", now=now, note=f"message {m.id}")
+    return events
 
 
 def _event(row: Any) -> EventRow:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -61,6 +65,8 @@ class Account(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     status: Mapped[str] = mapped_column(String(20), default="active")
+    email: Mapped[str | None] = mapped_column(String(320))  # where reputation notices go
+    sending_tier: Mapped[int] = mapped_column(Integer, default=0)  # index into warmup.tiers; past it: none
     created_at: Mapped[datetime]
 
 
@@ -100,7 +106,7 @@ class Message(Base):
     source: Mapped[str] = mapped_column(String(10))
     from_address: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(Text, default="")
-    message_id_header: Mapped[str] = mapped_column(String(400))
+    message_id_header: Mapped[str] = mapped_column(String(400), index=True)  # matches complaints (ARF)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(Integer)
     smtputf8: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -119,7 +125,8 @@ class Delivery(Base):
     recipient: Mapped[str] = mapped_column(String(320))
     domain: Mapped[str] = mapped_column(String(255))
     stream: Mapped[str] = mapped_column(String(20))
-    state: Mapped[str] = mapped_column(String(12))  # queued | deferred | delivered | bounced
+    # queued | deferred | delivered | bounced | suppressed | held | cancelled
+    state: Mapped[str] = mapped_column(String(12))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     lease_owner: Mapped[str | None] = mapped_column(String(64))
@@ -130,6 +137,9 @@ class Delivery(Base):
     updated_at: Mapped[datetime]
 
     __table_args__ = (Index("ix_deliveries_due", "state", "next_attempt_at"),)
+
+
+FAILURE_EVENTS = "type IN ('bounced', 'soft_bounced')"
 
 
 class Event(Base):
@@ -148,6 +158,15 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_account", "account_id", "id"),
         Index("ix_events_message", "message_id", "id"),
+        Index("ix_events_account_time", "account_id", "created_at"),  # statistics by time range
+        # The persistent-soft-bounce rule counts an address's failures; only failure events are indexed.
+        Index(
+            "ix_events_failures",
+            "account_id",
+            "recipient",
+            sqlite_where=text(FAILURE_EVENTS),
+            postgresql_where=text(FAILURE_EVENTS),
+        ),
     )
 
 
@@ -161,3 +180,313 @@ class SmtpCredential(Base):
     secret_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class Suppression(Base):
+    """An address or domain never to be mailed: for one account, or for all (`account_id` NULL = global).
+
+    `value_key` is the lower-cased value; uniqueness holds per scope (the partial index covers the global
+    scope, where NULL account ids would never collide in a plain unique constraint).
+    """
+
+    __tablename__ = "suppressions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(10))  # address | domain
+    value: Mapped[str] = mapped_column(String(320))
+    value_key: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str] = mapped_column(String(30))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("account_id", "value_key", name="uq_suppressions_account"),
+        Index(
+            "uq_suppressions_global",
+            "value_key",
+            unique=True,
+            sqlite_where=text("account_id IS NULL"),
+            postgresql_where=text("account_id IS NULL"),
+        ),
+        Index("ix_suppressions_value", "value_key"),
+    )
+
+
+class SuppressionAudit(Base):
+    """Who added or removed which suppression, when and why; rows are only ever appended."""
+
+    __tablename__ = "suppression_audit"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int | None] = mapped_column(Integer)
+    value: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(10))  # add | remove
+    reason: Mapped[str] = mapped_column(String(30))
+    actor: Mapped[str] = mapped_column(String(80))  # api:<key prefix> | admin:<key prefix> | cli | system
+    note: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_suppression_audit_value", "account_id", "value"),)
+
+
+class AdminKey(Base):
+    """A platform-operator key (global suppression list and other admin endpoints); argon2-hashed."""
+
+    __tablename__ = "admin_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class AccountStream(Base):
+    """An account's settings for one stream (transactional or broadcast): its From domain and IP pool."""
+
+    __tablename__ = "account_streams"
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(20), primary_key=True)
+    from_domain: Mapped[str] = mapped_column(String(255), default="")
+    ip_pool: Mapped[str] = mapped_column(String(64), default="")
+    updated_at: Mapped[datetime]
+
+
+class MailingList(Base):
+    """A list people subscribe to; `public_id` names it in the hosted subscription form's URL."""
+
+    __tablename__ = "lists"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    from_address: Mapped[str] = mapped_column(String(400))
+    double_opt_in: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("account_id", "name", name="uq_lists_account_name"),)
+
+
+class Contact(Base):
+    """A person known to an account, with free-form attributes; `email_key` is the lower-cased address."""
+
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    email_key: Mapped[str] = mapped_column(String(320))
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("account_id", "email_key", name="uq_contacts_account_email"),)
+
+
+class Subscription(Base):
+    """A contact on a list, with the consent behind it: where and when it was given and confirmed."""
+
+    __tablename__ = "subscriptions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(14))  # unconfirmed | subscribed | unsubscribed
+    consent_source: Mapped[str] = mapped_column(String(200))
+    consent_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
+    unsubscribe_method: Mapped[str | None] = mapped_column(String(20))
+    last_engaged_at: Mapped[datetime | None]
+    reconfirm_sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("contact_id", "list_id", name="uq_subscriptions_contact_list"),
+        Index("ix_subscriptions_list", "list_id", "status"),
+    )
+
+
+class Segment(Base):
+    """A saved filter over a list's contacts by attribute (`conditions`, all or any of them)."""
+
+    __tablename__ = "segments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    match: Mapped[str] = mapped_column(String(3), default="all")  # all | any
+    conditions: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime]
+
+
+class Campaign(Base):
+    """A template sent to a list or segment; recipients are fixed when sending starts."""
+
+    __tablename__ = "campaigns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(10), default="regular")  # regular | reconfirm
+    name: Mapped[str] = mapped_column(String(200))
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"))
+    from_address: Mapped[str] = mapped_column(String(400))
+    reply_to: Mapped[str] = mapped_column(String(400), default="")
+    subject: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    text_body: Mapped[str | None] = mapped_column("text", Text)
+    stream: Mapped[str] = mapped_column(String(20), default="broadcast")
+    # draft | scheduled | sending | paused | sent | cancelled
+    state: Mapped[str] = mapped_column(String(12), default="draft")
+    scheduled_at: Mapped[datetime | None]
+    rate: Mapped[float] = mapped_column(Float, default=50.0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_campaigns_state", "state"),)
+
+
+class CampaignRecipient(Base):
+    """One contact of a campaign; `state` is the progress cursor (pending → sent | skipped | failed).
+
+    A row becomes `sent` in the transaction that stores its message, so pausing, resuming or a crash can
+    never send it twice.
+    """
+
+    __tablename__ = "campaign_recipients"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(BigInteger)
+    email: Mapped[str] = mapped_column(String(320))
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    reason: Mapped[str] = mapped_column(String(300), default="")
+    message_id: Mapped[str | None] = mapped_column(String(40))
+    unsubscribed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "contact_id", name="uq_campaign_recipients_contact"),
+        Index("ix_campaign_recipients_progress", "campaign_id", "state", "id"),
+    )
+
+
+class TrackingPreference(Base):
+    """An account's open/click tracking switches for one stream; without a row the settings' defaults hold."""
+
+    __tablename__ = "tracking_preferences"
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(20), primary_key=True)
+    opens: Mapped[bool] = mapped_column(Boolean)
+    clicks: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime]
+
+
+class WebhookEndpoint(Base):
+    """A customer URL that receives the account's events; `after_event_id` is where its stream starts."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    event_types: Mapped[list[str]] = mapped_column(default=list)  # empty: every type
+    secret: Mapped[str] = mapped_column(String(100))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    after_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """The webhook outbox and delivery log: one row per (endpoint, event), leased while being POSTed."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(Integer)
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[str | None] = mapped_column(String(40))
+    event_type: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[str] = mapped_column(Text)  # the exact JSON body, so retries and replays send the same
+    state: Mapped[str] = mapped_column(String(10))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    retry_from: Mapped[datetime]  # start of the current retry period (fan-out or replay)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    response_snippet: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    last_attempt_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_order", "endpoint_id", "message_id", "id"),
+        Index("ix_webhook_deliveries_log", "endpoint_id", "id"),
+    )
+
+
+class PostmasterStat(Base):
+    """A receiver's daily figures for one sending domain, as its Postmaster-Tools-like service reports."""
+
+    __tablename__ = "postmaster_stats"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(100))
+    domain: Mapped[str] = mapped_column(String(255))
+    day: Mapped[date] = mapped_column(Date)
+    messages: Mapped[int] = mapped_column(Integer)
+    spam_rate: Mapped[float] = mapped_column(Float)
+    dkim_pass_rate: Mapped[float] = mapped_column(Float)
+    spf_pass_rate: Mapped[float] = mapped_column(Float)
+    reputation: Mapped[str] = mapped_column(String(10))  # HIGH | MEDIUM | LOW | BAD
+    fetched_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("provider", "domain", "day", name="uq_postmaster_stats_day"),)
+
+
+class SendingStanding(Base):
+    """An account's standing for one stream: `active | warning | paused | suspended` (no row: `active`).
+
+    Mail of a `paused` or `suspended` stream waits in the queue, and new mail for it is refused.
+    """
+
+    __tablename__ = "sending_standing"
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(20), primary_key=True)
+    state: Mapped[str] = mapped_column(String(12), default="active")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    changed_by: Mapped[str] = mapped_column(String(80), default="system")
+    changed_at: Mapped[datetime]
+    measured_after: Mapped[int | None] = mapped_column(BigInteger)  # after approval: metrics from this event
+
+
+class Review(Base):
+    """An account held for an administrator: why, its metrics then, the sender's answers, the decision."""
+
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    stream: Mapped[str] = mapped_column(String(20))  # broadcast | transactional | all
+    reason: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(10), default="open")  # open | approved | rejected
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    answers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    decided_by: Mapped[str | None] = mapped_column(String(80))
+    decided_at: Mapped[datetime | None]
+    note: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_reviews_state", "state", "id"),)
+
+
+class ReviewAudit(Base):
+    """Every action on a review (opened, answered, approved, rejected, released…); only ever appended."""
+
+    __tablename__ = "review_audit"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    review_id: Mapped[int] = mapped_column(ForeignKey("reviews.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(80))
+    note: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime]

@@ -2,6 +2,8 @@
 
 Claiming is one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`: on PostgreSQL concurrent
 workers skip each other's rows; SQLite has a single writer, so the clause is simply not rendered there.
+Entries of an account stream that is paused or suspended are not claimed (a correlated `NOT EXISTS` on
+`sending_standing`, so only `deliveries` rows are locked); they wait in the queue.
 An outcome only counts if the worker still holds the lease, so a worker that lost its lease (it was too
 slow, another worker took over) cannot overwrite what the new owner recorded.
 """
@@ -14,7 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, or_, select, update
 
+from estafeta.store import suppressions
 from estafeta.store.models import Delivery, Event, Message
+from estafeta.store.reputation import halted_clause
 
 OPEN_STATES = ("queued", "deferred")
 
@@ -35,7 +39,11 @@ class Claimed:
 
 @dataclass(frozen=True)
 class Finish:
-    """What became of one attempt; `state` is the entry's new state."""
+    """What became of one attempt; `state` is the entry's new state.
+
+    `suppress` lists suppression entries the outcome creates and `soft_failure` marks a soft failure that
+    counts toward the persistent-soft-bounce rule; both are written with the outcome's event.
+    """
 
     delivery_id: int
     state: str  # delivered | deferred | bounced
@@ -45,6 +53,8 @@ class Finish:
     event: str  # delivered | deferred | bounced
     data: dict[str, Any]
     counts_as_attempt: bool = True
+    suppress: tuple[suppressions.NewSuppression, ...] = ()
+    soft_failure: bool = False
 
 
 def claim(conn: Connection, owner: str, now: datetime, lease_until: datetime, limit: int) -> list[Claimed]:
@@ -54,10 +64,11 @@ def claim(conn: Connection, owner: str, now: datetime, lease_until: datetime, li
             Delivery.state.in_(OPEN_STATES),
             Delivery.next_attempt_at <= now,
             or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+            ~halted_clause(),  # a paused or suspended stream's mail waits
         )
         .order_by(Delivery.next_attempt_at, Delivery.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=Delivery)
     )
     rows = conn.execute(
         update(Delivery)
@@ -101,7 +112,13 @@ def claim(conn: Connection, owner: str, now: datetime, lease_until: datetime, li
     return claimed
 
 
-def finish(conn: Connection, owner: str, now: datetime, outcomes: list[Finish]) -> int:
+def finish(
+    conn: Connection,
+    owner: str,
+    now: datetime,
+    outcomes: list[Finish],
+    soft_rule: suppressions.SoftRule | None = None,
+) -> int:
     """Apply outcomes whose lease `owner` still holds; returns how many were applied."""
     applied = 0
     for o in outcomes:
@@ -136,6 +153,17 @@ def finish(conn: Connection, owner: str, now: datetime, outcomes: list[Finish]) 
                 data=o.data,
             )
         )
+        if o.suppress or o.soft_failure:
+            suppressions.after_failure(
+                conn,
+                account_id=row.account_id,
+                recipient=row.recipient,
+                message_id=row.message_id,
+                entries=o.suppress,
+                soft_failure=o.soft_failure,
+                rule=soft_rule,
+                now=now,
+            )
     return applied
 
 

@@ -2,7 +2,9 @@
 
 Each provider reproduces one situation a sending platform must handle (authentication demands, rate
 limits, unknown users, full mailboxes, greylisting, dead hosts, spam traps) with the replies real
-providers give, so delivery, bounce classification and reputation code meet them on loopback.
+providers give, so delivery, bounce classification and reputation code meet them on loopback. Some
+mailboxes, picked by their local part, accept a message and then report back (late bounce, complaint,
+out-of-office reply; see `estafeta.world.reports`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from estafeta.clock import Clock
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 PLATFORM_HOST = "mta.estafeta.test"
 PLATFORM_ADDRESS = "127.0.0.1"
+RETURN_PATH_DOMAIN = "bounces.estafeta.test"  # the platform's sandbox return path; its MX is the platform
 RECORD_TTL = 300
 
 UNAUTHENTICATED = "550 5.7.26 This mail has been blocked because the sender is unauthenticated."
@@ -64,13 +67,16 @@ class UserUnknown:
 
 
 class MailboxFullOnce:
-    """The first attempt for each recipient finds the mailbox full; later attempts succeed."""
+    """The first attempt for each recipient finds the mailbox full; later attempts succeed. Mailboxes
+    named `stuffed*` stay full for good (a persistent soft bounce)."""
 
     def __init__(self) -> None:
         self._seen: set[str] = set()
 
     def check(self, peer: str, recipient: str) -> str | None:
         key = recipient.lower()
+        if key.startswith("stuffed"):
+            return f"452 4.2.2 <{recipient}>: Mailbox full"
         if key in self._seen:
             return None
         self._seen.add(key)
@@ -136,6 +142,14 @@ class Provider:
     listening: bool = True  # False: nothing listens, so connections are refused
     requires_dkim: bool = False  # reject at end of DATA without a DKIM pass aligned with From
     rate_limited: bool = False  # subject to the world's per-IP message rate limit
+    reports: tuple[tuple[str, str], ...] = ()  # (local-part prefix, "ndr" | "arf" | "auto-reply")
+    requires_one_click: bool = False  # refuse bulk mail without RFC 8058 one-click unsubscribe
+    unsubscribes: str | None = None  # how its users unsubscribe: "one-click" (POST) | "mailto"
+
+    def report_for(self, recipient: str) -> str | None:
+        """What this provider mails back after accepting a message for `recipient`, if anything."""
+        local = recipient.partition("@")[0].lower()
+        return next((kind for prefix, kind in self.reports if local.startswith(prefix)), None)
 
 
 PROVIDERS: tuple[Provider, ...] = (
@@ -143,16 +157,28 @@ PROVIDERS: tuple[Provider, ...] = (
         "gmail.test",
         "gmail-smtp-in.l.gmail.test",
         "127.0.0.11",
-        "requires DKIM aligned with From (550 5.7.26); per-IP rate limit (421 4.7.28)",
+        "requires DKIM aligned with From (550 5.7.26); per-IP rate limit (421 4.7.28); bulk mail needs "
+        "one-click unsubscribe (550 5.7.1); unsub* recipients unsubscribe with the RFC 8058 POST",
         requires_dkim=True,
         rate_limited=True,
+        requires_one_click=True,
+        unsubscribes="one-click",
     ),
-    Provider("yahoo.test", "mta5.am0.yahoodns.test", "127.0.0.12", "accepts; records the DKIM result"),
+    Provider(
+        "yahoo.test",
+        "mta5.am0.yahoodns.test",
+        "127.0.0.12",
+        "accepts; records the DKIM result; complainer* report the message as spam (ARF to the FBL address); "
+        "unsub* recipients unsubscribe by mail to the List-Unsubscribe mailto: address",
+        reports=(("complainer", "arf"),),
+        unsubscribes="mailto",
+    ),
     Provider(
         "outlook.test",
         "outlook-com.olc.protection.outlook.test",
         "127.0.0.13",
-        "accepts; records the DKIM result",
+        "accepts; records the DKIM result; gone* bounce late (DSN 5.1.1), ooo* answer out of office",
+        reports=(("gone", "ndr"), ("ooo", "auto-reply")),
     ),
     Provider(
         "bounce.test",
@@ -165,7 +191,7 @@ PROVIDERS: tuple[Provider, ...] = (
         "full.test",
         "mx.full.test",
         "127.0.0.15",
-        "mailbox full (452 4.2.2) on the first attempt per recipient",
+        "mailbox full (452 4.2.2) on the first attempt per recipient; stuffed* always",
         MailboxFullOnce,
     ),
     Provider(
@@ -189,7 +215,11 @@ def zone_records(providers: Sequence[Provider]) -> tuple[str, str]:
     Every provider gets its MX (or only an A record), SPF and DMARC; every address gets a PTR, and the
     platform's own address gets `mta.estafeta.test` both ways so reverse-DNS checks pass.
     """
-    forward = [f"{PLATFORM_HOST}. {RECORD_TTL} IN A {PLATFORM_ADDRESS}"]
+    forward = [
+        f"{PLATFORM_HOST}. {RECORD_TTL} IN A {PLATFORM_ADDRESS}",
+        f"{RETURN_PATH_DOMAIN}. {RECORD_TTL} IN MX 10 {PLATFORM_HOST}.",
+        f'{RETURN_PATH_DOMAIN}. {RECORD_TTL} IN TXT "v=spf1 a:{PLATFORM_HOST} -all"',
+    ]
     reverse = [_ptr(PLATFORM_ADDRESS, PLATFORM_HOST)]
     for provider in providers:
         require_loopback(provider.address)

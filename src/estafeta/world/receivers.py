@@ -12,7 +12,7 @@ import itertools
 import ssl
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import getaddresses
@@ -23,6 +23,7 @@ import idna
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from estafeta.clock import Clock
+from estafeta.world.one_click import NO_ONE_CLICK, one_click_problem
 from estafeta.world.providers import RATE_LIMITED, UNAUTHENTICATED, Provider, RateLimit
 from estafeta.world.zone import WorldZone
 
@@ -56,6 +57,7 @@ class ProviderStats:
     dkim_pass: int = 0
     dkim_fail: int = 0
     tls_sessions: int = 0
+    reports_sent: int = 0  # late bounces, complaints and automatic replies delivered to the platform
 
 
 class Mailroom:
@@ -113,6 +115,10 @@ class Mailroom:
                 self._stats[domain].dkim_pass += 1
             else:
                 self._stats[domain].dkim_fail += 1
+
+    def report_sent(self, domain: str) -> None:
+        with self._lock:
+            self._stats[domain].reports_sent += 1
 
     def accept(self, message: Received) -> None:
         with self._lock:
@@ -228,7 +234,9 @@ class ProviderHandler:
         clock: Clock,
         tls_context: ssl.SSLContext | None,
         rate_limit: RateLimit | None,
+        after_accept: Callable[[Provider, Received], None] | None = None,
     ) -> None:
+        """`after_accept` is told of every message accepted (the world's reporter)."""
         self.provider = provider
         self.sessions: set[ProviderSMTP] = set()
         self._domain = provider.domain
@@ -239,6 +247,7 @@ class ProviderHandler:
         self._recipients = provider.recipients()
         self._rate_limit = rate_limit
         self._queue_ids = itertools.count(1)
+        self._after_accept = after_accept
 
     def protocol(self) -> ProviderSMTP:
         """Protocol factory for `loop.create_server`: one SMTP session per connection."""
@@ -283,16 +292,19 @@ class ProviderHandler:
         self._mailroom.dkim_result(self._domain, result)
         if self.provider.requires_dkim and result != "pass":
             return self._mailroom.refusal(self._domain, UNAUTHENTICATED)
-        self._mailroom.accept(
-            Received(
-                provider=self._domain,
-                mail_from=envelope.mail_from or "",
-                rcpt_to=list(envelope.rcpt_tos),
-                data=data,
-                peer=peer,
-                tls=session.ssl is not None,
-                dkim=result,
-                received_at=self._clock.now(),
-            )
+        if self.provider.requires_one_click and one_click_problem(data):
+            return self._mailroom.refusal(self._domain, NO_ONE_CLICK)
+        received = Received(
+            provider=self._domain,
+            mail_from=envelope.mail_from or "",
+            rcpt_to=list(envelope.rcpt_tos),
+            data=data,
+            peer=peer,
+            tls=session.ssl is not None,
+            dkim=result,
+            received_at=self._clock.now(),
         )
+        self._mailroom.accept(received)
+        if self._after_accept is not None:
+            self._after_accept(self.provider, received)
         return f"250 2.0.0 OK queued as {next(self._queue_ids):x}"

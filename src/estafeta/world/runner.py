@@ -101,6 +101,12 @@ class WorldProcess:
             stats: dict[str, ProviderStats] = self._connection.recv()
             return stats
 
+    def report_to(self, host: str, port: int) -> None:
+        """The child world's `report_to()`: where late bounces, complaints and auto-replies go."""
+        with self._lock:
+            self._connection.send(("report_to", host, port))
+            self._connection.recv()
+
     def stop(self) -> None:
         """Ask the child to stop cleanly; terminate it if it does not exit in time."""
         with self._lock:
@@ -159,6 +165,9 @@ async def _serve_parent(connection: Connection, kwargs: dict[str, Any]) -> None:
             request = "stop"
         if request == "stats":
             connection.send(world.stats())
+        elif isinstance(request, tuple) and request[0] == "report_to":
+            world.report_to(request[1], request[2])
+            connection.send("ok")
         else:
             stopping.set()
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from estafeta.clock import Clock, SystemClock
 from estafeta.tls import generate_self_signed, server_context_from_pem
 from estafeta.world.dns_server import DnsServer
+from estafeta.world.postmaster import PostmasterBook, PostmasterServer
 from estafeta.world.providers import PROVIDERS, Provider, RateLimit, require_loopback, zone_records
 from estafeta.world.receivers import DEFAULT_CAPACITY, Mailroom, ProviderHandler, ProviderStats, Received
+from estafeta.world.reports import Reporter
+from estafeta.world.unsubscribers import Unsubscribe, Unsubscribers
+from estafeta.world.web import WebProxy
 from estafeta.world.zone import WorldZone
 
 _PORT_ATTEMPTS = 8
@@ -46,6 +50,13 @@ class World:
         self.zone = WorldZone(forward + extra_zone + "\n", reverse, nameserver_address=host_dns)
         self._mailroom = Mailroom((provider.domain for provider in self.providers), capacity)
         self._dns = DnsServer(self.zone, host_dns, dns_port)
+        self._reporter = Reporter(self._mailroom.report_sent)
+        self._unsubscribers = Unsubscribers(self._reporter)
+        self._postmaster = PostmasterBook(self.zone)
+        self._postmaster_server = PostmasterServer(
+            self._postmaster, [provider.domain for provider in self.providers], host_dns
+        )
+        self.web = WebProxy(host_dns)
         cert_pem, key_pem = generate_self_signed([provider.mx_host for provider in self.providers])
         tls_context = server_context_from_pem(cert_pem, key_pem)
         self._handlers = [
@@ -56,6 +67,7 @@ class World:
                 clock,
                 tls_context,
                 RateLimit(gmail_rate_limit, clock) if provider.rate_limited and gmail_rate_limit else None,
+                self._after_accept,
             )
             for provider in self.providers
         ]
@@ -72,9 +84,33 @@ class World:
         await self._dns.start()
         try:
             await self._bind_mx_servers()
+            await self._postmaster_server.start()
+            await self.web.start()
         except BaseException:
             await self._dns.stop()
             raise
+
+    def _after_accept(self, provider: Provider, received: Received) -> None:
+        self._reporter.after_accept(provider, received)
+        self._postmaster.after_accept(provider, received)
+        self._unsubscribers.after_accept(provider, received)
+
+    @property
+    def postmaster_url(self) -> str:
+        """Base URL of the providers' Postmaster Tools: `{url}/{provider}/domains/{domain}/stats`."""
+        return self._postmaster_server.url
+
+    def postmaster_sources(self) -> list[dict[str, str]]:
+        """`settings.postmaster.sources` for a platform that should poll every provider."""
+        return [
+            {"provider": provider.domain, "url": f"{self.postmaster_url}/{provider.domain}"}
+            for provider in self.providers
+            if provider.listening
+        ]
+
+    def postmaster(self, provider: str, domain: str) -> list[dict[str, object]]:
+        """What `provider` reports for the sending domain, day by day."""
+        return self._postmaster.figures(provider, domain)
 
     async def _bind_mx_servers(self) -> None:
         """Bind every listening provider on one shared port; with port 0, the first bind picks it and a
@@ -104,6 +140,10 @@ class World:
 
     async def stop(self) -> None:
         """Close every server and drop open connections."""
+        await self._reporter.stop()
+        await self._unsubscribers.stop()
+        await self._postmaster_server.stop()
+        await self.web.stop()
         for server in self._servers:
             server.close()
         for handler in self._handlers:
@@ -144,12 +184,31 @@ class World:
         "250") means the provider's own behaviour, as does running out. A 421 closes the connection."""
         self._mailroom.script(recipient, replies)
 
+    def report_to(self, host: str, port: int) -> None:
+        """Send late bounces, complaints and automatic replies to the platform's inbound listener at
+        `host:port` (until this is called, providers report nothing)."""
+        self._reporter.report_to(require_loopback(host), port)
+
+    def unsubscribe_for(self, addresses: Iterable[str]) -> None:
+        """Have these recipients press "unsubscribe" when list mail reaches them (besides `unsub*` ones):
+        a one-click POST at gmail.test, a mail to the mailto: address at yahoo.test (thread-safe)."""
+        self._unsubscribers.choose(addresses)
+
+    def unsubscribes(self) -> list[Unsubscribe]:
+        """The unsubscribes providers performed, oldest first (thread-safe)."""
+        return self._unsubscribers.done()
+
     def stats(self) -> dict[str, ProviderStats]:
         """A snapshot of every provider's counters, keyed by provider domain."""
         return self._mailroom.stats()
 
     def reset(self) -> None:
-        """Forget received mail, scripts, counters and what providers remember (greylist, rate windows)."""
+        """Forget received mail, scripts, counters, what providers remember (greylist, rate windows),
+        where reports go, who unsubscribes and scripted redirects."""
+        self._reporter.reset()
+        self._unsubscribers.reset()
+        self._postmaster.reset()
+        self.web.reset()
         self._mailroom.reset()
         for handler in self._handlers:
             handler.reset()

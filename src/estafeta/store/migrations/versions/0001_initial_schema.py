@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 21:37:47.896525
+Create Date: 2026-11-24 22:57:33.176202
 """
 
 from __future__ import annotations
@@ -25,9 +25,22 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("email", sa.String(length=320), nullable=True),
+        sa.Column("sending_tier", sa.Integer(), nullable=False),
         sa.Column("created_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
+    )
+    op.create_table(
+        "admin_keys",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("prefix", sa.String(length=32), nullable=False),
+        sa.Column("secret_hash", sa.String(length=200), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("created_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("prefix"),
     )
     op.create_table(
         "events",
@@ -45,6 +58,14 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.create_index("ix_events_account", ["account_id", "id"], unique=False)
+        batch_op.create_index("ix_events_account_time", ["account_id", "created_at"], unique=False)
+        batch_op.create_index(
+            "ix_events_failures",
+            ["account_id", "recipient"],
+            unique=False,
+            sqlite_where=sa.text("type IN ('bounced', 'soft_bounced')"),
+            postgresql_where=sa.text("type IN ('bounced', 'soft_bounced')"),
+        )
         batch_op.create_index("ix_events_message", ["message_id", "id"], unique=False)
 
     op.create_table(
@@ -52,6 +73,48 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=64), nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("key"),
+    )
+    op.create_table(
+        "postmaster_stats",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("provider", sa.String(length=100), nullable=False),
+        sa.Column("domain", sa.String(length=255), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("messages", sa.Integer(), nullable=False),
+        sa.Column("spam_rate", sa.Float(), nullable=False),
+        sa.Column("dkim_pass_rate", sa.Float(), nullable=False),
+        sa.Column("spf_pass_rate", sa.Float(), nullable=False),
+        sa.Column("reputation", sa.String(length=10), nullable=False),
+        sa.Column("fetched_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("provider", "domain", "day", name="uq_postmaster_stats_day"),
+    )
+    op.create_table(
+        "suppression_audit",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("account_id", sa.Integer(), nullable=True),
+        sa.Column("value", sa.String(length=320), nullable=False),
+        sa.Column("action", sa.String(length=10), nullable=False),
+        sa.Column("reason", sa.String(length=30), nullable=False),
+        sa.Column("actor", sa.String(length=80), nullable=False),
+        sa.Column("note", sa.Text(), nullable=False),
+        sa.Column("at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("suppression_audit", schema=None) as batch_op:
+        batch_op.create_index("ix_suppression_audit_value", ["account_id", "value"], unique=False)
+
+    op.create_table(
+        "account_streams",
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("stream", sa.String(length=20), nullable=False),
+        sa.Column("from_domain", sa.String(length=255), nullable=False),
+        sa.Column("ip_pool", sa.String(length=64), nullable=False),
+        sa.Column("updated_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("account_id", "stream"),
     )
     op.create_table(
         "api_keys",
@@ -70,6 +133,20 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_api_keys_account_id"), ["account_id"], unique=False)
 
     op.create_table(
+        "contacts",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("email", sa.String(length=320), nullable=False),
+        sa.Column("email_key", sa.String(length=320), nullable=False),
+        sa.Column("attributes", sa.JSON(), nullable=False),
+        sa.Column("created_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("account_id", "email_key", name="uq_contacts_account_email"),
+    )
+    op.create_table(
         "domains",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("account_id", sa.Integer(), nullable=False),
@@ -84,6 +161,23 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("domains", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_domains_account_id"), ["account_id"], unique=False)
+
+    op.create_table(
+        "lists",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("public_id", sa.String(length=32), nullable=False),
+        sa.Column("from_address", sa.String(length=400), nullable=False),
+        sa.Column("double_opt_in", sa.Boolean(), nullable=False),
+        sa.Column("created_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("account_id", "name", name="uq_lists_account_name"),
+        sa.UniqueConstraint("public_id"),
+    )
+    with op.batch_alter_table("lists", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_lists_account_id"), ["account_id"], unique=False)
 
     op.create_table(
         "messages",
@@ -108,7 +202,42 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_messages_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_messages_message_id_header"), ["message_id_header"], unique=False
+        )
 
+    op.create_table(
+        "reviews",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("stream", sa.String(length=20), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("state", sa.String(length=10), nullable=False),
+        sa.Column("metrics", sa.JSON(), nullable=False),
+        sa.Column("answers", sa.JSON(), nullable=False),
+        sa.Column("created_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("decided_by", sa.String(length=80), nullable=True),
+        sa.Column("decided_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("note", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("reviews", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_reviews_account_id"), ["account_id"], unique=False)
+        batch_op.create_index("ix_reviews_state", ["state", "id"], unique=False)
+
+    op.create_table(
+        "sending_standing",
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("stream", sa.String(length=20), nullable=False),
+        sa.Column("state", sa.String(length=12), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("changed_by", sa.String(length=80), nullable=False),
+        sa.Column("changed_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("measured_after", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("account_id", "stream"),
+    )
     op.create_table(
         "smtp_credentials",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -123,6 +252,60 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("smtp_credentials", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_smtp_credentials_account_id"), ["account_id"], unique=False)
+
+    op.create_table(
+        "suppressions",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("account_id", sa.Integer(), nullable=True),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("value", sa.String(length=320), nullable=False),
+        sa.Column("value_key", sa.String(length=320), nullable=False),
+        sa.Column("reason", sa.String(length=30), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("created_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("account_id", "value_key", name="uq_suppressions_account"),
+    )
+    with op.batch_alter_table("suppressions", schema=None) as batch_op:
+        batch_op.create_index("ix_suppressions_value", ["value_key"], unique=False)
+        batch_op.create_index(
+            "uq_suppressions_global",
+            ["value_key"],
+            unique=True,
+            sqlite_where=sa.text("account_id IS NULL"),
+            postgresql_where=sa.text("account_id IS NULL"),
+        )
+
+    op.create_table(
+        "tracking_preferences",
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("stream", sa.String(length=20), nullable=False),
+        sa.Column("opens", sa.Boolean(), nullable=False),
+        sa.Column("clicks", sa.Boolean(), nullable=False),
+        sa.Column("updated_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("account_id", "stream"),
+    )
+    op.create_table(
+        "webhook_endpoints",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("url", sa.String(length=2000), nullable=False),
+        sa.Column("description", sa.String(length=200), nullable=False),
+        sa.Column("event_types", sa.JSON(), nullable=False),
+        sa.Column("secret", sa.String(length=100), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("after_event_id", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_webhook_endpoints_account_id"), ["account_id"], unique=False)
 
     op.create_table(
         "deliveries",
@@ -150,37 +333,243 @@ def upgrade() -> None:
         batch_op.create_index("ix_deliveries_due", ["state", "next_attempt_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_deliveries_message_id"), ["message_id"], unique=False)
 
+    op.create_table(
+        "review_audit",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("review_id", sa.Integer(), nullable=False),
+        sa.Column("action", sa.String(length=20), nullable=False),
+        sa.Column("actor", sa.String(length=80), nullable=False),
+        sa.Column("note", sa.Text(), nullable=False),
+        sa.Column("at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["review_id"], ["reviews.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("review_audit", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_review_audit_review_id"), ["review_id"], unique=False)
+
+    op.create_table(
+        "segments",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("list_id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("match", sa.String(length=3), nullable=False),
+        sa.Column("conditions", sa.JSON(), nullable=False),
+        sa.Column("created_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["list_id"], ["lists.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("segments", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_segments_account_id"), ["account_id"], unique=False)
+
+    op.create_table(
+        "subscriptions",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("list_id", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=14), nullable=False),
+        sa.Column("consent_source", sa.String(length=200), nullable=False),
+        sa.Column("consent_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("confirmed_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("unsubscribed_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("unsubscribe_method", sa.String(length=20), nullable=True),
+        sa.Column("last_engaged_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("reconfirm_sent_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["list_id"], ["lists.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("contact_id", "list_id", name="uq_subscriptions_contact_list"),
+    )
+    with op.batch_alter_table("subscriptions", schema=None) as batch_op:
+        batch_op.create_index("ix_subscriptions_list", ["list_id", "status"], unique=False)
+
+    op.create_table(
+        "webhook_deliveries",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("endpoint_id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("event_id", sa.BigInteger(), nullable=True),
+        sa.Column("message_id", sa.String(length=40), nullable=True),
+        sa.Column("event_type", sa.String(length=40), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("state", sa.String(length=10), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("retry_from", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("lease_owner", sa.String(length=64), nullable=True),
+        sa.Column("lease_until", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("last_status", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("response_snippet", sa.Text(), nullable=True),
+        sa.Column("created_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("last_attempt_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("delivered_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["endpoint_id"], ["webhook_endpoints.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.create_index("ix_webhook_deliveries_due", ["state", "next_attempt_at"], unique=False)
+        batch_op.create_index("ix_webhook_deliveries_log", ["endpoint_id", "id"], unique=False)
+        batch_op.create_index(
+            "ix_webhook_deliveries_order", ["endpoint_id", "message_id", "id"], unique=False
+        )
+
+    op.create_table(
+        "campaigns",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("list_id", sa.Integer(), nullable=False),
+        sa.Column("segment_id", sa.Integer(), nullable=True),
+        sa.Column("from_address", sa.String(length=400), nullable=False),
+        sa.Column("reply_to", sa.String(length=400), nullable=False),
+        sa.Column("subject", sa.Text(), nullable=False),
+        sa.Column("html", sa.Text(), nullable=True),
+        sa.Column("text", sa.Text(), nullable=True),
+        sa.Column("stream", sa.String(length=20), nullable=False),
+        sa.Column("state", sa.String(length=12), nullable=False),
+        sa.Column("scheduled_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("rate", sa.Float(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=False),
+        sa.Column("lease_owner", sa.String(length=64), nullable=True),
+        sa.Column("lease_until", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["list_id"], ["lists.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["segment_id"], ["segments.id"], ondelete="SET NULL"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("campaigns", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_campaigns_account_id"), ["account_id"], unique=False)
+        batch_op.create_index("ix_campaigns_state", ["state"], unique=False)
+
+    op.create_table(
+        "campaign_recipients",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("campaign_id", sa.Integer(), nullable=False),
+        sa.Column("contact_id", sa.BigInteger(), nullable=False),
+        sa.Column("email", sa.String(length=320), nullable=False),
+        sa.Column("state", sa.String(length=10), nullable=False),
+        sa.Column("reason", sa.String(length=300), nullable=False),
+        sa.Column("message_id", sa.String(length=40), nullable=True),
+        sa.Column("unsubscribed_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", estafeta.store.models.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["campaign_id"], ["campaigns.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("campaign_id", "contact_id", name="uq_campaign_recipients_contact"),
+    )
+    with op.batch_alter_table("campaign_recipients", schema=None) as batch_op:
+        batch_op.create_index("ix_campaign_recipients_progress", ["campaign_id", "state", "id"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("campaign_recipients", schema=None) as batch_op:
+        batch_op.drop_index("ix_campaign_recipients_progress")
+
+    op.drop_table("campaign_recipients")
+    with op.batch_alter_table("campaigns", schema=None) as batch_op:
+        batch_op.drop_index("ix_campaigns_state")
+        batch_op.drop_index(batch_op.f("ix_campaigns_account_id"))
+
+    op.drop_table("campaigns")
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_webhook_deliveries_order")
+        batch_op.drop_index("ix_webhook_deliveries_log")
+        batch_op.drop_index("ix_webhook_deliveries_due")
+
+    op.drop_table("webhook_deliveries")
+    with op.batch_alter_table("subscriptions", schema=None) as batch_op:
+        batch_op.drop_index("ix_subscriptions_list")
+
+    op.drop_table("subscriptions")
+    with op.batch_alter_table("segments", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_segments_account_id"))
+
+    op.drop_table("segments")
+    with op.batch_alter_table("review_audit", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_review_audit_review_id"))
+
+    op.drop_table("review_audit")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deliveries_message_id"))
         batch_op.drop_index("ix_deliveries_due")
 
     op.drop_table("deliveries")
+    with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_endpoints_account_id"))
+
+    op.drop_table("webhook_endpoints")
+    op.drop_table("tracking_preferences")
+    with op.batch_alter_table("suppressions", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_suppressions_global",
+            sqlite_where=sa.text("account_id IS NULL"),
+            postgresql_where=sa.text("account_id IS NULL"),
+        )
+        batch_op.drop_index("ix_suppressions_value")
+
+    op.drop_table("suppressions")
     with op.batch_alter_table("smtp_credentials", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_smtp_credentials_account_id"))
 
     op.drop_table("smtp_credentials")
+    op.drop_table("sending_standing")
+    with op.batch_alter_table("reviews", schema=None) as batch_op:
+        batch_op.drop_index("ix_reviews_state")
+        batch_op.drop_index(batch_op.f("ix_reviews_account_id"))
+
+    op.drop_table("reviews")
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_messages_message_id_header"))
         batch_op.drop_index(batch_op.f("ix_messages_account_id"))
 
     op.drop_table("messages")
+    with op.batch_alter_table("lists", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_lists_account_id"))
+
+    op.drop_table("lists")
     with op.batch_alter_table("domains", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_domains_account_id"))
 
     op.drop_table("domains")
+    op.drop_table("contacts")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_keys_account_id"))
 
     op.drop_table("api_keys")
+    op.drop_table("account_streams")
+    with op.batch_alter_table("suppression_audit", schema=None) as batch_op:
+        batch_op.drop_index("ix_suppression_audit_value")
+
+    op.drop_table("suppression_audit")
+    op.drop_table("postmaster_stats")
     op.drop_table("platform_state")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index("ix_events_message")
+        batch_op.drop_index(
+            "ix_events_failures",
+            sqlite_where=sa.text("type IN ('bounced', 'soft_bounced')"),
+            postgresql_where=sa.text("type IN ('bounced', 'soft_bounced')"),
+        )
+        batch_op.drop_index("ix_events_account_time")
         batch_op.drop_index("ix_events_account")
 
     op.drop_table("events")
+    op.drop_table("admin_keys")
     op.drop_table("accounts")
     # ### end Alembic commands ###

@@ -1,0 +1,201 @@
+"""`/v1/campaigns`: create a campaign from a template, send it now or later, pause, resume, cancel; stats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from estafeta.api.deps import account_id, platform
+from estafeta.api.lists import problem
+from estafeta.audience.campaigns import MAX_RATE, CampaignSpec
+from estafeta.audience.lists import AudienceError
+from estafeta.platform import Platform
+from estafeta.store import campaigns as store
+from estafeta.store.campaigns import CampaignRow
+
+router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+
+State = Literal["draft", "scheduled", "sending", "paused", "sent", "cancelled"]
+
+
+class CampaignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = Field(min_length=1, max_length=200)
+    list_id: int
+    segment_id: int | None = None
+    from_: str | None = Field(None, alias="from", description="default: the list's From address")
+    reply_to: str | None = None
+    subject: str = Field(min_length=1, max_length=998, description="a Jinja2 template")
+    html: str | None = Field(None, description="a Jinja2 template (sandboxed, autoescaped)")
+    text: str | None = Field(None, description="a Jinja2 template; generated from the HTML when missing")
+    rate: float = Field(50.0, gt=0, le=MAX_RATE, description="messages per second at most")
+    send_at: datetime | None = Field(None, description="schedule it; without, it stays a draft until sent")
+
+
+class ScheduleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    at: datetime
+
+
+class CampaignOut(BaseModel):
+    id: int
+    kind: Literal["regular", "reconfirm"]
+    name: str
+    list_id: int
+    segment_id: int | None
+    from_: str = Field(serialization_alias="from")
+    reply_to: str
+    subject: str
+    state: State
+    rate: float
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str = Field(description="why sending paused on its own, if it did")
+    created_at: datetime
+
+
+class CampaignStatsOut(CampaignOut):
+    stats: dict[str, int] = Field(
+        description="recipients by progress (pending, sent, skipped, failed), their deliveries (queued, "
+        "deferred, delivered, bounced), unsubscribed and complained"
+    )
+    skipped_reasons: dict[str, int]
+
+
+class CampaignPage(BaseModel):
+    data: list[CampaignOut]
+
+
+def _out(row: CampaignRow) -> CampaignOut:
+    return CampaignOut(
+        id=row.id,
+        kind=row.kind,  # type: ignore[arg-type]
+        name=row.name,
+        list_id=row.list_id,
+        segment_id=row.segment_id,
+        from_=row.from_address,
+        reply_to=row.reply_to,
+        subject=row.subject,
+        state=row.state,  # type: ignore[arg-type]
+        rate=row.rate,
+        scheduled_at=row.scheduled_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        error=row.error,
+        created_at=row.created_at,
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CampaignOut,
+    response_model_by_alias=True,
+    summary="Create a campaign",
+    description="Templates are checked at once: an error answers 422 naming the part and line.",
+)
+async def create(
+    body: CampaignIn, account: int = Depends(account_id), plat: Platform = Depends(platform)
+) -> CampaignOut:
+    spec = CampaignSpec(
+        name=body.name,
+        list_id=body.list_id,
+        subject=body.subject,
+        html=body.html,
+        text=body.text,
+        segment_id=body.segment_id,
+        from_address=body.from_,
+        reply_to=body.reply_to,
+        rate=body.rate,
+    )
+    try:
+        row = await plat.campaigns.create(account, spec)
+        if body.send_at is not None:
+            row = await plat.campaigns.schedule(account, row.id, body.send_at)
+    except AudienceError as exc:
+        raise problem(exc) from exc
+    return _out(row)
+
+
+@router.get("", response_model=CampaignPage, response_model_by_alias=True, summary="List campaigns")
+async def list_campaigns(
+    account: int = Depends(account_id), plat: Platform = Depends(platform)
+) -> CampaignPage:
+    return CampaignPage(data=[_out(r) for r in await plat.db.run(store.list_for, account)])
+
+
+@router.get(
+    "/{campaign_id}",
+    response_model=CampaignStatsOut,
+    response_model_by_alias=True,
+    summary="A campaign's stats",
+)
+async def get(
+    campaign_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+) -> CampaignStatsOut:
+    try:
+        row = await plat.campaigns.get(account, campaign_id)
+        stats, reasons = await plat.campaigns.stats(account, campaign_id)
+    except AudienceError as exc:
+        raise problem(exc) from exc
+    return CampaignStatsOut(**_out(row).model_dump(), stats=stats, skipped_reasons=reasons)
+
+
+async def _act(plat: Platform, action: str, account: int, campaign_id: int) -> CampaignOut:
+    try:
+        row = await getattr(plat.campaigns, action)(account, campaign_id)
+    except AudienceError as exc:
+        raise problem(exc) from exc
+    return _out(row)
+
+
+@router.post(
+    "/{campaign_id}/send", response_model=CampaignOut, response_model_by_alias=True, summary="Send now"
+)
+async def send(
+    campaign_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+) -> CampaignOut:
+    return await _act(plat, "send_now", account, campaign_id)
+
+
+@router.post(
+    "/{campaign_id}/schedule", response_model=CampaignOut, response_model_by_alias=True, summary="Send later"
+)
+async def schedule(
+    campaign_id: int, body: ScheduleIn, account: int = Depends(account_id), plat: Platform = Depends(platform)
+) -> CampaignOut:
+    try:
+        return _out(await plat.campaigns.schedule(account, campaign_id, body.at))
+    except AudienceError as exc:
+        raise problem(exc) from exc
+
+
+@router.post(
+    "/{campaign_id}/pause", response_model=CampaignOut, response_model_by_alias=True, summary="Pause"
+)
+async def pause(
+    campaign_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+) -> CampaignOut:
+    return await _act(plat, "pause", account, campaign_id)
+
+
+@router.post(
+    "/{campaign_id}/resume", response_model=CampaignOut, response_model_by_alias=True, summary="Resume"
+)
+async def resume(
+    campaign_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+) -> CampaignOut:
+    return await _act(plat, "resume", account, campaign_id)
+
+
+@router.post(
+    "/{campaign_id}/cancel", response_model=CampaignOut, response_model_by_alias=True, summary="Cancel"
+)
+async def cancel(
+    campaign_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+) -> CampaignOut:
+    return await _act(plat, "cancel", account, campaign_id)

@@ -1,0 +1,162 @@
+"""Reputation: the sender's standing and review answers, cancelling waiting mail, and the administrators'
+review queue (`/v1/admin/reviews`) and stream controls."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from estafeta.api.deps import Caller, admin_actor, caller, platform
+from estafeta.api.problems import Problem
+from estafeta.platform import Platform
+from estafeta.reputation import ReviewError
+from estafeta.store import accounts, messages
+from estafeta.store import reputation as store
+
+router = APIRouter(tags=["reputation"])
+admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+class ReviewAnswers(BaseModel):
+    """The four questions a paused or flagged sender answers for the administrators."""
+
+    collection: str = Field(min_length=1, max_length=4000, description="how the addresses were collected")
+    consent: str = Field(min_length=1, max_length=4000, description="how consent was obtained")
+    content: str = Field(min_length=1, max_length=4000, description="what is sent")
+    frequency: str = Field(min_length=1, max_length=4000, description="how often it is sent")
+
+
+class Decision(BaseModel):
+    note: str = Field("", max_length=4000)
+
+
+class StreamControl(BaseModel):
+    stream: Literal["transactional", "broadcast"]
+    state: Literal["active", "paused", "suspended"]
+    reason: str = Field("", max_length=2000)
+
+
+class CancelRequest(BaseModel):
+    stream: Literal["transactional", "broadcast"] = "broadcast"
+
+
+def _review_problem(exc: ReviewError) -> Problem:
+    return Problem(exc.status, str(exc))
+
+
+@router.get("/v1/account/reputation", summary="The account's sending standing, metrics and limit")
+async def reputation(who: Caller = Depends(caller), plat: Platform = Depends(platform)) -> dict[str, Any]:
+    return await plat.db.run(plat.reputation.overview, who.account_id, plat.clock.now())
+
+
+@router.post("/v1/account/review-answers", summary="Answer the review questions")
+async def review_answers(
+    body: ReviewAnswers, who: Caller = Depends(caller), plat: Platform = Depends(platform)
+) -> dict[str, Any]:
+    try:
+        review_id = await plat.reputation.answer(who.account_id, body.model_dump(), who.actor)
+    except ReviewError as exc:
+        raise _review_problem(exc) from exc
+    return {"review_id": review_id, "answers": body.model_dump()}
+
+
+@router.post("/v1/messages/{message_id}/cancel", summary="Cancel a message's waiting recipients")
+async def cancel_message(
+    message_id: str, who: Caller = Depends(caller), plat: Platform = Depends(platform)
+) -> dict[str, int]:
+    """Queued, deferred or held recipients become `cancelled` (one `cancelled` event each); recipients
+    being delivered right now are not stopped."""
+    cancelled = await plat.db.run(
+        store.set_entries,
+        who.account_id,
+        plat.clock.now(),
+        from_states=store.CANCELLABLE,
+        to_state="cancelled",
+        event="cancelled",
+        message_id=message_id,
+        data={"by": who.actor},
+    )
+    if not cancelled and await plat.db.run(messages.get_raw, who.account_id, message_id) is None:
+        raise Problem(404, f"no message {message_id} in this account")
+    return {"cancelled": cancelled}
+
+
+@router.post("/v1/messages/cancel", summary="Cancel every waiting message of a stream")
+async def cancel_stream(
+    body: CancelRequest, who: Caller = Depends(caller), plat: Platform = Depends(platform)
+) -> dict[str, int]:
+    cancelled = await plat.db.run(
+        store.set_entries,
+        who.account_id,
+        plat.clock.now(),
+        from_states=store.CANCELLABLE,
+        to_state="cancelled",
+        event="cancelled",
+        stream=body.stream,
+        data={"by": who.actor},
+    )
+    return {"cancelled": cancelled}
+
+
+@admin_router.get("/reviews", summary="The review queue")
+async def list_reviews(
+    state: Literal["open", "approved", "rejected"] | None = Query("open"),
+    _: str = Depends(admin_actor),
+    plat: Platform = Depends(platform),
+) -> dict[str, Any]:
+    rows = await plat.db.run(store.list_reviews, state)
+    return {"data": [r.__dict__ for r in rows]}
+
+
+@admin_router.get("/reviews/{review_id}", summary="A review with metrics, failures, samples and answers")
+async def show_review(
+    review_id: int, _: str = Depends(admin_actor), plat: Platform = Depends(platform)
+) -> dict[str, Any]:
+    try:
+        return await plat.db.run(plat.reputation.detail, review_id)
+    except ReviewError as exc:
+        raise _review_problem(exc) from exc
+
+
+@admin_router.post("/reviews/{review_id}/approve", summary="Approve: resume sending")
+async def approve(
+    review_id: int,
+    body: Decision | None = None,
+    actor: str = Depends(admin_actor),
+    plat: Platform = Depends(platform),
+) -> dict[str, Any]:
+    try:
+        result = await plat.reputation.approve(review_id, actor, body.note if body else "")
+    except ReviewError as exc:
+        raise _review_problem(exc) from exc
+    plat.engine.notify()
+    return result
+
+
+@admin_router.post("/reviews/{review_id}/reject", summary="Reject: the account stays suspended")
+async def reject(
+    review_id: int,
+    body: Decision | None = None,
+    actor: str = Depends(admin_actor),
+    plat: Platform = Depends(platform),
+) -> dict[str, Any]:
+    try:
+        return await plat.reputation.reject(review_id, actor, body.note if body else "")
+    except ReviewError as exc:
+        raise _review_problem(exc) from exc
+
+
+@admin_router.post("/accounts/{account_id}/streams", summary="Pause, suspend or resume an account's stream")
+async def control_stream(
+    account_id: int,
+    body: StreamControl,
+    actor: str = Depends(admin_actor),
+    plat: Platform = Depends(platform),
+) -> dict[str, Any]:
+    if await plat.db.run(accounts.get_account, account_id) is None:
+        raise Problem(404, f"no account {account_id}")
+    await plat.reputation.set_stream(account_id, body.stream, body.state, body.reason, actor)
+    plat.engine.notify()
+    return await plat.db.run(plat.reputation.overview, account_id, plat.clock.now())

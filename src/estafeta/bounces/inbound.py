@@ -1,0 +1,308 @@
+"""The inbound listener of the return-path domain: what receivers mail back after they accepted a message.
+
+Two kinds of address exist there, and nothing else is accepted (550 5.1.1, so this is no open relay):
+
+* `bounces+<token>@<return_path_domain>`, the VERP return path of one queue entry, where late bounces
+  (RFC 3464 DSNs or free-form ones) and automatic replies arrive. The token's HMAC must verify.
+* `<fbl_address>@<return_path_domain>`, where feedback loops send ARF complaints (RFC 5965).
+* `unsub+<token>@<return_path_domain>`, the `mailto:` URI of list mail's List-Unsubscribe header (RFC 2369):
+  any message there unsubscribes the address the signed token names (`estafeta.audience.unsubscribe`).
+
+DATA is answered 250 only once what the report means is committed: the event (`bounced` with
+`data.async`, `soft_bounced`, `complained`, `auto_replied`) and the suppression it causes, in one
+transaction. Mail that turns out to be neither a bounce nor a complaint is accepted and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import Connection
+
+from estafeta import verp
+from estafeta.bounces.arf import Complaint, parse_complaint
+from estafeta.bounces.dsn import parse_bounce
+from estafeta.bounces.reasons import Kind, Reason
+from estafeta.clock import Clock
+from estafeta.config import Settings
+from estafeta.store import feedback
+from estafeta.store.db import Database
+from estafeta.suppression import for_bounce, for_complaint, soft_rule
+
+log = logging.getLogger("estafeta.inbound")
+
+TEMPORARY_FAILURE = "451 4.3.0 Report not processed because of a temporary error, try again later"
+_DRAIN_ROUNDS = 100
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """A recipient the listener accepts: the feedback-loop address, one queue entry's return path, or a
+    mailto unsubscribe address."""
+
+    fbl: bool
+    delivery_id: int | None = None
+    unsubscribe_token: str | None = None
+
+
+class MailtoUnsubscribe(Protocol):
+    """Handles mail to `unsub+<token>@<return_path_domain>`."""
+
+    def accepts(self, token: str) -> bool: ...
+
+    async def mailto(self, token: str) -> None: ...
+
+
+class InboundHandler:
+    """aiosmtpd hooks: which recipients exist, and what each report means."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Clock,
+        verp_secret: bytes,
+        unsubscribe: MailtoUnsubscribe | None = None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.verp_secret = verp_secret
+        self.unsubscribe = unsubscribe
+        # Called after each complaint is stored (reputation: a complaint counts at once).
+        self.after_complaint: Callable[[Connection, int, datetime], None] | None = None
+        self.domain = settings.return_path_domain.lower()
+        self.fbl = settings.inbound.fbl_address.lower()
+        self.rule = soft_rule(settings.suppression)
+        self.busy = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def mailbox(self, address: str) -> Mailbox | None:
+        local, _, domain = address.rpartition("@")
+        if domain.lower() != self.domain:
+            return None
+        if local.lower() == self.fbl:
+            return Mailbox(fbl=True)
+        prefix, _, token = local.partition("+")
+        if prefix.lower() == "unsub" and token and self.unsubscribe is not None:
+            return Mailbox(fbl=False, unsubscribe_token=token) if self.unsubscribe.accepts(token) else None
+        if prefix.lower() != "bounces" or not token:
+            return None
+        delivery_id = verp.parse_token(token, self.verp_secret)
+        return Mailbox(fbl=False, delivery_id=delivery_id) if delivery_id is not None else None
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if self.mailbox(address) is None:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: no such mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content
+        assert isinstance(raw, bytes)
+        self.busy += 1
+        self.idle.clear()
+        try:
+            for address in envelope.rcpt_tos:
+                mailbox = self.mailbox(address)
+                if mailbox is not None:
+                    await self.process(mailbox, raw)
+        except Exception:
+            log.exception("inbound report could not be recorded")
+            return TEMPORARY_FAILURE
+        finally:
+            self.busy -= 1
+            if not self.busy:
+                self.idle.set()
+        return "250 2.0.0 OK"
+
+    async def process(self, mailbox: Mailbox, raw: bytes) -> str:
+        """Record what one report means; returns what it was taken for (for logs and tests)."""
+        if mailbox.unsubscribe_token is not None and self.unsubscribe is not None:
+            await self.unsubscribe.mailto(mailbox.unsubscribe_token)
+            return "unsubscribed"
+        complaint = parse_complaint(raw)  # some providers send complaints to the return path
+        if complaint is not None:
+            return await self._complaint(complaint, mailbox.delivery_id)
+        if mailbox.delivery_id is None:
+            log.info("inbound: mail to the feedback-loop address is not an ARF report; dropped")
+            return "ignored"
+        return await self._bounce(mailbox.delivery_id, raw)
+
+    async def _bounce(self, delivery_id: int, raw: bytes) -> str:
+        target = await self.db.run(feedback.delivery_target, delivery_id)
+        if target is None:
+            return "ignored"
+        report = parse_bounce(raw)
+        now = self.clock.now()
+        if not report.is_bounce:
+            if report.reason is not Reason.OUT_OF_OFFICE:
+                return "ignored"
+            data: dict[str, Any] = {"async": True, "reason": str(Reason.OUT_OF_OFFICE)}
+            await self.db.run(feedback.record, target, event="auto_replied", data=data, now=now)
+            return "auto_replied"
+        failure = next(
+            (r for r in report.recipients if r.address.lower() == target.recipient.lower()),
+            report.recipients[0] if report.recipients else None,
+        )
+        kind = failure.verdict.kind if failure else report.kind
+        reason = failure.verdict.reason if failure else report.reason
+        diagnostic = (failure.diagnostic or failure.verdict.detail) if failure else ""
+        data = {
+            "async": True,
+            "bounce": {
+                "kind": str(kind),
+                "reason": str(reason),
+                "status": failure.status if failure else None,
+            },
+            "diagnostic": diagnostic,
+            "source": report.source,
+        }
+        if kind is Kind.HARD:
+            entries = for_bounce(target.account_id, target.recipient, kind, reason, diagnostic)
+            await self.db.run(
+                feedback.record,
+                target,
+                event="bounced",
+                data=data,
+                now=now,
+                late_bounce=True,
+                entries=entries,
+            )
+            return "bounced"
+        await self.db.run(
+            feedback.record,
+            target,
+            event="soft_bounced",
+            data=data,
+            now=now,
+            soft_failure=True,
+            rule=self.rule,
+        )
+        return "soft_bounced"
+
+    async def _complaint(self, complaint: Complaint, delivery_id: int | None) -> str:
+        target, matched_by = await self._complained_about(complaint, delivery_id)
+        if target is None:
+            log.info("inbound: complaint matches no message we sent; dropped")
+            return "ignored"
+        data = {
+            "feedback_type": complaint.feedback_type,
+            "user_agent": complaint.user_agent,
+            "source_ip": complaint.source_ip,
+            "feedback_id": complaint.feedback_id,
+            "matched_by": matched_by,
+        }
+        detail = f"{complaint.feedback_type} report from {complaint.user_agent or 'a feedback loop'}"
+        entries = for_complaint(target.account_id, target.recipient, detail)
+        now = self.clock.now()
+        await self.db.run(feedback.record, target, event="complained", data=data, now=now, entries=entries)
+        if self.after_complaint is not None:
+            await self.db.run(self.after_complaint, target.account_id, now)
+        return "complained"
+
+    async def _complained_about(
+        self, complaint: Complaint, delivery_id: int | None
+    ) -> tuple[feedback.Target | None, str]:
+        """The queue entry a complaint is about: by the VERP token, else by Message-ID (checked against the
+        Feedback-ID's account and the reported recipient, so an ambiguous report suppresses no one)."""
+        token_id = verp.parse_token(complaint.verp_token, self.verp_secret) if complaint.verp_token else None
+        for candidate in (token_id, delivery_id):
+            if candidate is not None:
+                target = await self.db.run(feedback.delivery_target, candidate)
+                if target is not None:
+                    return target, "verp"
+        if not complaint.original_message_id:
+            return None, ""
+        targets = await self.db.run(feedback.message_targets, complaint.original_message_id)
+        account = _feedback_account(complaint.feedback_id)
+        if account is not None:
+            targets = [t for t in targets if t.account_id == account]
+        if complaint.original_rcpt_to:
+            targets = [t for t in targets if t.recipient.lower() == complaint.original_rcpt_to.lower()]
+        return (targets[0], "message-id") if len(targets) == 1 else (None, "")
+
+
+def _feedback_account(feedback_id: str | None) -> int | None:
+    """The account in a Feedback-ID this platform wrote (`campaign:account:stream:sender`)."""
+    fields = (feedback_id or "").split(":")
+    return int(fields[1]) if len(fields) == 4 and fields[1].isdigit() else None
+
+
+class _InboundSMTP(SMTP):
+    def __init__(self, listener: InboundListener, **kwargs: Any) -> None:
+        super().__init__(listener.handler, **kwargs)
+        self._sessions = listener.sessions
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._sessions.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._sessions.discard(self)
+        super().connection_lost(error)
+
+
+class InboundListener:
+    """The SMTP server for the return-path domain (`settings.inbound`)."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Clock,
+        verp_secret: bytes,
+        unsubscribe: MailtoUnsubscribe | None = None,
+    ) -> None:
+        self.settings = settings
+        self.handler = InboundHandler(db, settings, clock, verp_secret, unsubscribe)
+        self.sessions: set[_InboundSMTP] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> tuple[str, int]:
+        """Listen in the running loop; returns (host, port), the port being the bound one when 0 was asked."""
+        inbound = self.settings.inbound
+        logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd logs every address at INFO
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _InboundSMTP(
+                self,
+                hostname=self.settings.hostname,
+                ident="Estafeta ESMTP",
+                data_size_limit=inbound.max_message_bytes,
+                enable_SMTPUTF8=True,
+                loop=loop,
+            ),
+            inbound.host,
+            inbound.port,
+        )
+        port = self._server.sockets[0].getsockname()[1]
+        log.info("inbound listener for %s on %s port %d", self.handler.domain, inbound.host, port)
+        return inbound.host, port
+
+    async def stop(self, grace: float) -> None:
+        """Stop listening, let reports being recorded finish, then drop the connections."""
+        if self._server is None:
+            return
+        self._server.close()
+        try:
+            await asyncio.wait_for(self.handler.idle.wait(), grace)
+        except TimeoutError:
+            log.warning("inbound stop: %d reports still being recorded", self.handler.busy)
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.close()
+        await self._server.wait_closed()
+        self._server = None
+        for _ in range(_DRAIN_ROUNDS):
+            if not self.sessions:
+                break
+            await asyncio.sleep(0)

@@ -1,0 +1,1 @@
+"""Sender-guideline compliance: the message linter and the IDN restriction profile (UTS #39)."""

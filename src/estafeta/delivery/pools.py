@@ -1,0 +1,40 @@
+"""Source-IP pools: which local address a queue entry's connection leaves from.
+
+An account may choose a pool (settings `ip_pools`) for each stream, so broadcast mail and transactional mail
+build separate IP reputations. Without a choice, the pool named after the stream is used if it exists;
+otherwise the system picks the address. Within a pool, entries spread over its addresses by id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from estafeta.queue import Job
+from estafeta.store import streams as stream_store
+from estafeta.store.db import Database
+
+REFRESH_SECONDS = 30.0  # how stale another process's stream changes may be seen
+
+
+class SourcePools:
+    def __init__(self, db: Database, pools: Mapping[str, Sequence[object]]) -> None:
+        self.db = db
+        self.pools = {name: [str(address) for address in addresses] for name, addresses in pools.items()}
+        self._chosen: dict[tuple[int, str], str] = {}
+        self._loaded_at: float | None = None
+
+    def invalidate(self) -> None:
+        """Read the accounts' choices again before the next dispatch (they changed in this process)."""
+        self._loaded_at = None
+
+    async def refresh(self) -> None:
+        if not self.pools:
+            return
+        if self._loaded_at is None or time.monotonic() - self._loaded_at > REFRESH_SECONDS:
+            self._chosen = await self.db.run(stream_store.pools)
+            self._loaded_at = time.monotonic()
+
+    def source_for(self, job: Job) -> str | None:
+        addresses = self.pools.get(self._chosen.get((job.account_id, job.stream), job.stream))
+        return addresses[job.delivery_id % len(addresses)] if addresses else None

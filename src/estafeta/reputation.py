@@ -1,0 +1,365 @@
+"""Sender reputation: rolling rates, automatic warning and pause, administrator review, warm-up limits.
+
+One bad sender must not spoil the shared IPs and domains. Each account's latest outcomes (see
+`ReputationSettings`) give a hard-bounce rate (hard bounces / delivered + bounced), a complaint rate
+(complaints / delivered), spam-trap hits and an unsubscribe rate; rates count once `min_volume` outcomes
+are in. Over the warning thresholds the account is warned; over the pause thresholds its broadcast stream
+is paused: queued broadcast mail waits (the queue does not claim it), new broadcast mail is refused, and a
+review is opened for an administrator. Transactional mail keeps flowing unless an administrator halts it.
+
+Approving a review resumes the account (with metrics counted afresh), raises its warm-up tier when the
+review was a warm-up one and releases held messages; rejecting it suspends the stream and cancels them.
+
+Warm-up: an account may queue `warmup.tiers[tier]` recipients per rolling 24 hours; once it has used
+`review_at` of that, the scheduler's `warmup_reviews` job (every minute, so well within the configured
+hours) raises the tier when its rates are healthy, or opens a review when they are not.
+
+Every change is an account-level event (`account_warning`, `account_paused`, `account_resumed`,
+`account_suspended`, `review_requested`, `limit_raised`), so webhooks and notices follow by themselves.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+
+from estafeta.clock import Clock
+from estafeta.config import Settings
+from estafeta.store import reputation as store
+from estafeta.store.db import Database
+
+DAY = timedelta(hours=24)
+QUESTIONS = ("collection", "consent", "content", "frequency")
+"""The four questions a paused sender answers: how addresses are collected, how consent is obtained,
+what is sent, and how often."""
+HOW_TO_RESUME = (
+    "answer the four review questions with POST /v1/account/review-answers (how you collect addresses, "
+    "how you obtain consent, what you send and how often); an administrator then reviews the account"
+)
+
+
+class ReviewError(Exception):
+    """A review action that cannot be taken (unknown review, decided already, nothing to answer)."""
+
+    def __init__(self, reason: str, status: int = 409) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Measured:
+    """An account's rolling metrics; `counted` is False below `min_volume` (the rates then do not act)."""
+
+    delivered: int
+    hard_bounced: int
+    soft_bounced: int
+    complaints: int
+    trap_hits: int
+    unsubscribes: int
+    outcomes: int
+    bounce_rate: float
+    complaint_rate: float
+    unsubscribe_rate: float
+    counted: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure(
+    conn: Connection, account_id: int, now: datetime, settings: Settings, after_event: int | None
+) -> Measured:
+    r = settings.reputation
+    c = store.counts(conn, account_id, now, r.window_messages, r.window_hours, after_event)
+    outcomes = c.delivered + c.hard_bounced + c.soft_bounced
+    return Measured(
+        c.delivered,
+        c.hard_bounced,
+        c.soft_bounced,
+        c.complaints,
+        c.trap_hits,
+        c.unsubscribes,
+        outcomes,
+        round(c.hard_bounced / outcomes, 6) if outcomes else 0.0,
+        round(c.complaints / c.delivered, 6) if c.delivered else 0.0,
+        round(c.unsubscribes / c.delivered, 6) if c.delivered else 0.0,
+        outcomes >= r.min_volume,
+    )
+
+
+def verdict(m: Measured, settings: Settings) -> tuple[str, str]:
+    """`pause`, `warning` or `healthy`, with the reason in words."""
+    r = settings.reputation
+    if r.trap_pause and m.trap_hits >= r.trap_pause:
+        return "pause", f"{m.trap_hits} spam-trap hits"
+    if not m.counted:
+        return "healthy", ""
+    if m.bounce_rate > r.bounce_pause:
+        return "pause", f"hard-bounce rate {m.bounce_rate:.2%} is over {r.bounce_pause:.2%}"
+    if m.complaint_rate > r.complaint_pause:
+        return "pause", f"complaint rate {m.complaint_rate:.3%} is over {r.complaint_pause:.3%}"
+    if m.bounce_rate > r.bounce_warning:
+        return "warning", f"hard-bounce rate {m.bounce_rate:.2%} is over {r.bounce_warning:.2%}"
+    if m.complaint_rate > r.complaint_warning:
+        return "warning", f"complaint rate {m.complaint_rate:.3%} is over {r.complaint_warning:.3%}"
+    return "healthy", ""
+
+
+def sending_limit(tier: int, settings: Settings) -> int | None:
+    """Recipients per rolling 24 hours at this warm-up tier; None is unlimited."""
+    tiers = settings.warmup.tiers
+    return tiers[tier] if tier < len(tiers) else None
+
+
+def evaluate(conn: Connection, account_id: int, now: datetime, settings: Settings) -> str | None:
+    """Warn or pause the account's broadcast stream if its metrics call for it; returns the new state."""
+    standing = store.standings(conn, account_id)["broadcast"]
+    if not settings.reputation.enabled or standing.state in store.HALTED:
+        return None
+    m = measure(conn, account_id, now, settings, standing.measured_after)
+    outcome, reason = verdict(m, settings)
+    data = {"stream": "broadcast", "reason": reason, "metrics": m.as_dict()}
+    if outcome == "pause":
+        store.set_standing(conn, account_id, "broadcast", "paused", reason, "system", now)
+        store.add_event(conn, account_id, "account_paused", now, {**data, "how_to_resume": HOW_TO_RESUME})
+        _request_review(conn, account_id, "broadcast", f"paused: {reason}", m, now)
+        return "paused"
+    if outcome == "warning" and standing.state == "active":
+        store.set_standing(conn, account_id, "broadcast", "warning", reason, "system", now)
+        store.add_event(conn, account_id, "account_warning", now, data)
+        return "warning"
+    if outcome == "healthy" and standing.state == "warning":
+        store.set_standing(conn, account_id, "broadcast", "active", "", "system", now)
+        return "active"
+    return None
+
+
+def _request_review(
+    conn: Connection, account_id: int, stream: str, reason: str, m: Measured | None, now: datetime
+) -> int:
+    metrics = m.as_dict() if m is not None else {}
+    review_id, opened = store.request_review(conn, account_id, stream, reason, metrics, now)
+    if opened:
+        store.add_event(
+            conn,
+            account_id,
+            "review_requested",
+            now,
+            {"review_id": review_id, "stream": stream, "reason": reason, "how_to_resume": HOW_TO_RESUME},
+        )
+    return review_id
+
+
+def flag_for_review(conn: Connection, account_id: int, stream: str, reason: str, now: datetime) -> int:
+    """Open (or extend) a review without pausing anything, e.g. for a held message."""
+    return _request_review(conn, account_id, stream, reason, None, now)
+
+
+class Reputation:
+    """The platform's reputation governance: called by the queue, the inbound listener, the API, the CLI
+    and the scheduler."""
+
+    def __init__(self, db: Database, settings: Settings, clock: Clock, *, evaluate_every: int = 20) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+        self.evaluate_every = evaluate_every
+        self._pending: Counter[int] = Counter()
+
+    def after_outcomes(self, conn: Connection, account_ids: Iterable[int], now: datetime) -> None:
+        """Count new outcomes and evaluate each account every `evaluate_every` of them, in the caller's
+        transaction (so a pause lands before many more of a bad list go out)."""
+        for account_id in account_ids:
+            self._pending[account_id] += 1
+        for account_id, pending in list(self._pending.items()):
+            if pending >= self.evaluate_every:
+                del self._pending[account_id]
+                evaluate(conn, account_id, now, self.settings)
+
+    def after_complaint(self, conn: Connection, account_id: int, now: datetime) -> None:
+        """A complaint counts at once."""
+        evaluate(conn, account_id, now, self.settings)
+
+    async def evaluate_now(self, account_id: int) -> str | None:
+        return await self.db.run(evaluate, account_id, self.clock.now(), self.settings)
+
+    # -- the sender's view ---------------------------------------------------------------------------
+
+    def overview(self, conn: Connection, account_id: int, now: datetime) -> dict[str, Any]:
+        """State per stream, metrics, warm-up limit and usage, the open review and what to do."""
+        standings = store.standings(conn, account_id)
+        m = measure(conn, account_id, now, self.settings, standings["broadcast"].measured_after)
+        tier = store.tier(conn, account_id)
+        limit = sending_limit(tier, self.settings)
+        review = store.open_review(conn, account_id)
+        halted = any(s.state in store.HALTED for s in standings.values())
+        return {
+            "streams": {
+                s.stream: {"state": s.state, "reason": s.reason, "since": s.changed_at}
+                for s in standings.values()
+            },
+            "metrics": m.as_dict(),
+            "thresholds": self.settings.reputation.model_dump(),
+            "limit": {"tier": tier, "per_24h": limit, "used_24h": store.usage(conn, account_id, now - DAY)},
+            "review": _review_json(review) if review else None,
+            "what_to_do": HOW_TO_RESUME if halted or review else "",
+        }
+
+    async def answer(self, account_id: int, answers: dict[str, str], actor: str) -> int:
+        """Record the sender's answers on its open review (or its latest one); returns the review id."""
+
+        def work(conn: Connection) -> int:
+            review = store.open_review(conn, account_id) or store.latest_review(conn, account_id)
+            if review is None:
+                raise ReviewError("there is no review for this account to answer")
+            store.set_answers(conn, review.id, answers, actor, self.clock.now())
+            return review.id
+
+        return await self.db.run(work)
+
+    # -- the administrator's actions -----------------------------------------------------------------
+
+    def detail(self, conn: Connection, review_id: int) -> dict[str, Any]:
+        review = store.get_review(conn, review_id)
+        if review is None:
+            raise ReviewError(f"no review {review_id}", status=404)
+        now = self.clock.now()
+        contact = store.contact(conn, review.account_id)
+        return {
+            **_review_json(review),
+            "account": {
+                "id": review.account_id,
+                "name": contact[0] if contact else "",
+                "email": contact[1] if contact else None,
+            },
+            "current": self.overview(conn, review.account_id, now),
+            "recent_failures": store.recent_failures(conn, review.account_id),
+            "sample_messages": store.sample_messages(conn, review.account_id),
+            "audit": [asdict(a) for a in store.audit_trail(conn, review_id)],
+        }
+
+    async def approve(self, review_id: int, actor: str, note: str = "") -> dict[str, Any]:
+        """Resume what the review halted (metrics afresh), raise the tier after a warm-up review, release
+        held messages."""
+        return await self.db.run(self._decide, review_id, "approved", actor, note)
+
+    async def reject(self, review_id: int, actor: str, note: str = "") -> dict[str, Any]:
+        """Suspend the reviewed stream(s) and cancel held messages."""
+        return await self.db.run(self._decide, review_id, "rejected", actor, note)
+
+    def _decide(self, conn: Connection, review_id: int, state: str, actor: str, note: str) -> dict[str, Any]:
+        now = self.clock.now()
+        review = store.get_review(conn, review_id)
+        if review is None:
+            raise ReviewError(f"no review {review_id}", status=404)
+        if not store.decide(conn, review_id, state, actor, note, now):
+            raise ReviewError(f"review {review_id} was {review.state} already")
+        account = review.account_id
+        streams = ("transactional", "broadcast") if review.stream == "all" else (review.stream,)
+        current = store.standings(conn, account)
+        base = {"review_id": review_id, "note": note}
+        if state == "approved":
+            for stream in streams:
+                if current[stream].state != "active":
+                    store.set_standing(conn, account, stream, "active", "", actor, now, fresh_start=True)
+                    store.add_event(conn, account, "account_resumed", now, {**base, "stream": stream})
+            if "warm-up" in review.reason:
+                self._raise_tier(conn, account, now, actor)
+            moved = store.set_entries(
+                conn,
+                account,
+                now,
+                from_states=("held",),
+                to_state="queued",
+                event="queued",
+                data={"released_by": actor},
+            )
+        else:
+            for stream in streams:
+                store.set_standing(conn, account, stream, "suspended", note or review.reason, actor, now)
+                store.add_event(
+                    conn,
+                    account,
+                    "account_suspended",
+                    now,
+                    {**base, "stream": stream, "reason": review.reason},
+                )
+            moved = store.set_entries(
+                conn,
+                account,
+                now,
+                from_states=("held",),
+                to_state="cancelled",
+                event="cancelled",
+                data={"by": actor},
+            )
+        return {**_review_json(store.get_review(conn, review_id) or review), "messages_moved": moved}
+
+    def _raise_tier(self, conn: Connection, account_id: int, now: datetime, actor: str) -> None:
+        tier = store.tier(conn, account_id)
+        if tier >= len(self.settings.warmup.tiers):
+            return
+        store.set_tier(conn, account_id, tier + 1)
+        store.add_event(
+            conn,
+            account_id,
+            "limit_raised",
+            now,
+            {"tier": tier + 1, "per_24h": sending_limit(tier + 1, self.settings), "by": actor},
+        )
+
+    async def set_stream(self, account_id: int, stream: str, state: str, reason: str, actor: str) -> None:
+        """An administrator pauses, suspends or resumes one stream of an account directly."""
+
+        def work(conn: Connection) -> None:
+            now = self.clock.now()
+            store.set_standing(
+                conn, account_id, stream, state, reason, actor, now, fresh_start=state == "active"
+            )
+            kind = {
+                "paused": "account_paused",
+                "suspended": "account_suspended",
+                "active": "account_resumed",
+            }[state]
+            data: dict[str, Any] = {"stream": stream, "reason": reason, "by": actor}
+            if state == "paused":
+                data["how_to_resume"] = HOW_TO_RESUME
+                _request_review(conn, account_id, stream, f"paused by an administrator: {reason}", None, now)
+            store.add_event(conn, account_id, kind, now, data)
+
+        await self.db.run(work)
+
+    # -- scheduled work ------------------------------------------------------------------------------
+
+    async def warmup_reviews(self) -> int:
+        """Review every account that used `review_at` of its limit: raise the tier when healthy, else open
+        a review. Returns how many tiers were raised."""
+        return await self.db.run(self._warmup_reviews, self.clock.now())
+
+    def _warmup_reviews(self, conn: Connection, now: datetime) -> int:
+        raised = 0
+        for account_id, used in store.busy_accounts(conn, now - DAY).items():
+            limit = sending_limit(store.tier(conn, account_id), self.settings)
+            if limit is None or used < limit * self.settings.warmup.review_at:
+                continue
+            if store.open_review(conn, account_id) is not None:
+                continue  # an administrator decides
+            standing = store.standings(conn, account_id)["broadcast"]
+            m = measure(conn, account_id, now, self.settings, standing.measured_after)
+            outcome, reason = verdict(m, self.settings)
+            if outcome == "healthy" and standing.state == "active":
+                self._raise_tier(conn, account_id, now, "system")
+                raised += 1
+            else:
+                why = reason or f"broadcast stream is {standing.state}"
+                _request_review(conn, account_id, "broadcast", f"warm-up: {why}", m, now)
+        return raised
+
+
+def _review_json(review: store.ReviewRow) -> dict[str, Any]:
+    return asdict(review)

@@ -1,0 +1,306 @@
+"""Campaigns and their recipients: state changes, the progress cursor, and per-campaign counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, or_, select, update
+
+from estafeta.store.models import Campaign, CampaignRecipient, Delivery, Event
+
+
+class AlreadySent(RuntimeError):
+    """A recipient was no longer pending when its message was stored: the transaction must not commit."""
+
+
+@dataclass(frozen=True)
+class NewCampaign:
+    account_id: int
+    name: str
+    list_id: int
+    segment_id: int | None
+    from_address: str
+    reply_to: str
+    subject: str
+    html: str | None
+    text: str | None
+    rate: float
+    kind: str = "regular"
+
+
+@dataclass(frozen=True)
+class CampaignRow:
+    id: int
+    account_id: int
+    kind: str
+    name: str
+    list_id: int
+    segment_id: int | None
+    from_address: str
+    reply_to: str
+    subject: str
+    html: str | None
+    text: str | None
+    stream: str
+    state: str
+    scheduled_at: datetime | None
+    rate: float
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A recipient the runner is about to send to."""
+
+    id: int
+    contact_id: int
+    email: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a recipient ended: `state` is sent, skipped or failed; `message_id` only when sent."""
+
+    recipient_id: int
+    state: str
+    reason: str = ""
+    message_id: str | None = None
+
+
+def _campaign(row: Any) -> CampaignRow:
+    return CampaignRow(
+        row.id,
+        row.account_id,
+        row.kind,
+        row.name,
+        row.list_id,
+        row.segment_id,
+        row.from_address,
+        row.reply_to,
+        row.subject,
+        row.html,
+        row._mapping["text"],
+        row.stream,
+        row.state,
+        row.scheduled_at,
+        row.rate,
+        row.error,
+        row.created_at,
+        row.started_at,
+        row.finished_at,
+    )
+
+
+def create(conn: Connection, new: NewCampaign, now: datetime, state: str = "draft") -> CampaignRow:
+    campaign_id = conn.execute(
+        insert(Campaign)
+        .values(
+            account_id=new.account_id,
+            kind=new.kind,
+            name=new.name,
+            list_id=new.list_id,
+            segment_id=new.segment_id,
+            from_address=new.from_address,
+            reply_to=new.reply_to,
+            subject=new.subject,
+            html=new.html,
+            text_body=new.text,
+            stream="broadcast",
+            state=state,
+            rate=new.rate,
+            error="",
+            created_at=now,
+        )
+        .returning(Campaign.id)
+    ).scalar_one()
+    found = get(conn, new.account_id, campaign_id)
+    assert found is not None
+    return found
+
+
+def get(conn: Connection, account_id: int, campaign_id: int) -> CampaignRow | None:
+    row = conn.execute(
+        select(Campaign).where(Campaign.id == campaign_id, Campaign.account_id == account_id)
+    ).first()
+    return _campaign(row) if row else None
+
+
+def list_for(conn: Connection, account_id: int) -> list[CampaignRow]:
+    rows = conn.execute(select(Campaign).where(Campaign.account_id == account_id).order_by(Campaign.id)).all()
+    return [_campaign(r) for r in rows]
+
+
+def transition(
+    conn: Connection,
+    account_id: int,
+    campaign_id: int,
+    from_states: tuple[str, ...],
+    to_state: str,
+    now: datetime,
+    **values: Any,
+) -> bool:
+    """Move the campaign to `to_state` if it is in one of `from_states`; False when it was not."""
+    extra = dict(values)
+    if to_state == "sending":
+        extra.setdefault("error", "")
+    if to_state in ("sent", "cancelled"):
+        extra["finished_at"] = now
+    result = conn.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.account_id == account_id, Campaign.state.in_(from_states))
+        .values(state=to_state, **extra)
+    )
+    return result.rowcount == 1
+
+
+def due_scheduled(conn: Connection, now: datetime) -> list[CampaignRow]:
+    rows = conn.execute(
+        select(Campaign)
+        .where(Campaign.state == "scheduled", Campaign.scheduled_at <= now)
+        .order_by(Campaign.id)
+    ).all()
+    return [_campaign(r) for r in rows]
+
+
+def sending(conn: Connection) -> list[CampaignRow]:
+    rows = conn.execute(select(Campaign).where(Campaign.state == "sending").order_by(Campaign.id)).all()
+    return [_campaign(r) for r in rows]
+
+
+def lease(conn: Connection, campaign_id: int, owner: str, now: datetime, until: datetime) -> bool:
+    """Take (or keep) the right to send this campaign, so one process at a time works on it."""
+    result = conn.execute(
+        update(Campaign)
+        .where(
+            Campaign.id == campaign_id,
+            Campaign.state == "sending",
+            or_(Campaign.lease_owner.is_(None), Campaign.lease_owner == owner, Campaign.lease_until < now),
+        )
+        .values(lease_owner=owner, lease_until=until)
+    )
+    return result.rowcount == 1
+
+
+def add_recipients(conn: Connection, campaign_id: int, contacts: list[tuple[int, str]], now: datetime) -> int:
+    if contacts:
+        conn.execute(
+            insert(CampaignRecipient),
+            [
+                {
+                    "campaign_id": campaign_id,
+                    "contact_id": contact_id,
+                    "email": email,
+                    "state": "pending",
+                    "reason": "",
+                    "updated_at": now,
+                }
+                for contact_id, email in contacts
+            ],
+        )
+    return len(contacts)
+
+
+def has_recipients(conn: Connection, campaign_id: int) -> bool:
+    return (
+        conn.scalar(select(CampaignRecipient.id).where(CampaignRecipient.campaign_id == campaign_id).limit(1))
+        is not None
+    )
+
+
+def next_pending(conn: Connection, campaign_id: int, limit: int) -> list[Pending]:
+    rows = conn.execute(
+        select(CampaignRecipient.id, CampaignRecipient.contact_id, CampaignRecipient.email)
+        .where(CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.state == "pending")
+        .order_by(CampaignRecipient.id)
+        .limit(limit)
+    ).all()
+    return [Pending(r.id, r.contact_id, r.email) for r in rows]
+
+
+def record(conn: Connection, progress: list[Progress], now: datetime) -> None:
+    """Move pending recipients on; raises `AlreadySent` if one was no longer pending (rolls back)."""
+    for p in progress:
+        result = conn.execute(
+            update(CampaignRecipient)
+            .where(CampaignRecipient.id == p.recipient_id, CampaignRecipient.state == "pending")
+            .values(state=p.state, reason=p.reason[:300], message_id=p.message_id, updated_at=now)
+        )
+        if result.rowcount != 1:
+            raise AlreadySent(f"campaign recipient {p.recipient_id} is no longer pending")
+
+
+def mark_unsubscribed(conn: Connection, campaign_id: int, contact_id: int, now: datetime) -> None:
+    conn.execute(
+        update(CampaignRecipient)
+        .where(
+            CampaignRecipient.campaign_id == campaign_id,
+            CampaignRecipient.contact_id == contact_id,
+            CampaignRecipient.unsubscribed_at.is_(None),
+        )
+        .values(unsubscribed_at=now)
+    )
+
+
+def message_for(conn: Connection, campaign_id: int, contact_id: int) -> str | None:
+    """The message a campaign sent to a contact, if it sent one."""
+    return conn.scalar(
+        select(CampaignRecipient.message_id).where(
+            CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.contact_id == contact_id
+        )
+    )
+
+
+def stats(conn: Connection, campaign_id: int) -> dict[str, int]:
+    """Recipients by progress state, deliveries of the sent messages by state, and unsubscribes."""
+    out = {"recipients": 0, "pending": 0, "sent": 0, "skipped": 0, "failed": 0}
+    for state, count in conn.execute(
+        select(CampaignRecipient.state, func.count())
+        .where(CampaignRecipient.campaign_id == campaign_id)
+        .group_by(CampaignRecipient.state)
+    ).all():
+        out[state] = count
+        out["recipients"] += count
+    deliveries = conn.execute(
+        select(Delivery.state, func.count())
+        .join(CampaignRecipient, CampaignRecipient.message_id == Delivery.message_id)
+        .where(CampaignRecipient.campaign_id == campaign_id)
+        .group_by(Delivery.state)
+    ).all()
+    for state in ("queued", "deferred", "delivered", "bounced"):
+        out[state] = 0
+    for state, count in deliveries:
+        out[state] = count
+    out["unsubscribed"] = int(
+        conn.scalar(
+            select(func.count()).where(
+                CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.unsubscribed_at.is_not(None)
+            )
+        )
+        or 0
+    )
+    out["complained"] = int(
+        conn.scalar(
+            select(func.count())
+            .select_from(Event)
+            .join(CampaignRecipient, CampaignRecipient.message_id == Event.message_id)
+            .where(CampaignRecipient.campaign_id == campaign_id, Event.type == "complained")
+        )
+        or 0
+    )
+    return out
+
+
+def skip_reasons(conn: Connection, campaign_id: int) -> dict[str, int]:
+    rows = conn.execute(
+        select(CampaignRecipient.reason, func.count())
+        .where(
+            CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.state.in_(("skipped", "failed"))
+        )
+        .group_by(CampaignRecipient.reason)
+    ).all()
+    return {reason: count for reason, count in rows}

@@ -1,0 +1,447 @@
+"""Reputation statements: rolling outcome counts from `events`, sending standing, reviews and their audit,
+warm-up usage, and what happens to held or cancelled queue entries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, func, insert, select, update
+
+from estafeta.store.models import (
+    Account,
+    Delivery,
+    Event,
+    Message,
+    PlatformState,
+    Review,
+    ReviewAudit,
+    SendingStanding,
+)
+
+HALTED = ("paused", "suspended")
+CANCELLABLE = ("queued", "deferred", "held")
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Outcomes in the window: the latest `window_messages` deliveries/bounces of the last hours."""
+
+    delivered: int
+    hard_bounced: int
+    soft_bounced: int
+    complaints: int
+    trap_hits: int
+    unsubscribes: int
+    since: datetime
+
+
+@dataclass(frozen=True)
+class Standing:
+    stream: str
+    state: str
+    reason: str
+    changed_by: str
+    changed_at: datetime | None
+    measured_after: int | None = None  # event id: metrics count only later events
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    id: int
+    account_id: int
+    stream: str
+    reason: str
+    state: str
+    metrics: dict[str, Any]
+    answers: dict[str, Any]
+    created_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    note: str
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    action: str
+    actor: str
+    note: str
+    at: datetime
+
+
+def counts(
+    conn: Connection,
+    account_id: int,
+    now: datetime,
+    window_messages: int,
+    window_hours: float,
+    after_event: int | None = None,
+) -> Counts:
+    """Count the account's outcomes over the window (only events after `after_event`); complaints, trap
+    hits and unsubscribes are counted from the oldest outcome in it when the window is full."""
+    start = now - timedelta(hours=window_hours)
+    floor = after_event or 0
+    latest = (
+        select(Event.type, Event.data, Event.created_at)
+        .where(
+            Event.account_id == account_id,
+            Event.type.in_(("delivered", "bounced")),
+            Event.created_at >= start,
+            Event.id > floor,
+        )
+        .order_by(Event.id.desc())
+        .limit(window_messages)
+    )
+    delivered = hard = soft = 0
+    since = start
+    rows = conn.execute(latest).all()
+    for kind, data, _at in rows:
+        if kind == "delivered":
+            delivered += 1
+        elif (data or {}).get("bounce", {}).get("kind") == "hard":
+            hard += 1
+        else:
+            soft += 1
+    if len(rows) >= window_messages:
+        since = rows[-1].created_at
+    other = dict(
+        conn.execute(
+            select(Event.type, func.count())
+            .where(
+                Event.account_id == account_id,
+                Event.type.in_(("complained", "trap_hit", "unsubscribed")),
+                Event.created_at >= since,
+                Event.id > floor,
+            )
+            .group_by(Event.type)
+        ).all()
+    )
+    return Counts(
+        delivered,
+        hard,
+        soft,
+        other.get("complained", 0),
+        other.get("trap_hit", 0),
+        other.get("unsubscribed", 0),
+        since,
+    )
+
+
+def standings(conn: Connection, account_id: int) -> dict[str, Standing]:
+    """The account's standing per stream; streams without a row are `active`."""
+    found = {
+        r.stream: Standing(r.stream, r.state, r.reason, r.changed_by, r.changed_at, r.measured_after)
+        for r in conn.execute(select(SendingStanding).where(SendingStanding.account_id == account_id)).all()
+    }
+    for stream in ("transactional", "broadcast"):
+        found.setdefault(stream, Standing(stream, "active", "", "system", None))
+    return found
+
+
+def set_standing(
+    conn: Connection,
+    account_id: int,
+    stream: str,
+    state: str,
+    reason: str,
+    actor: str,
+    now: datetime,
+    *,
+    fresh_start: bool = False,
+) -> None:
+    """Set a stream's state; with `fresh_start`, its metrics count only outcomes from now on."""
+    values: dict[str, Any] = {"state": state, "reason": reason, "changed_by": actor, "changed_at": now}
+    if fresh_start:
+        values["measured_after"] = conn.scalar(select(func.max(Event.id))) or 0
+    done = conn.execute(
+        update(SendingStanding)
+        .where(SendingStanding.account_id == account_id, SendingStanding.stream == stream)
+        .values(**values)
+    ).rowcount
+    if not done:
+        conn.execute(insert(SendingStanding).values(account_id=account_id, stream=stream, **values))
+
+
+def halted_clause() -> Any:
+    """`deliveries` rows whose account's stream is paused or suspended (a correlated subquery, so that a
+    claim locks only `deliveries` rows)."""
+    return exists(
+        select(SendingStanding.account_id).where(
+            SendingStanding.account_id == Delivery.account_id,
+            SendingStanding.stream == Delivery.stream,
+            SendingStanding.state.in_(HALTED),
+        )
+    )
+
+
+def usage(conn: Connection, account_id: int, since: datetime) -> int:
+    """Recipients queued for the account since `since` (warm-up limits count these)."""
+    return (
+        conn.scalar(
+            select(func.count()).where(
+                Event.account_id == account_id, Event.type == "queued", Event.created_at >= since
+            )
+        )
+        or 0
+    )
+
+
+def busy_accounts(conn: Connection, since: datetime) -> dict[int, int]:
+    """Recipients queued since `since`, per account that queued any."""
+    query = (
+        select(Event.account_id, func.count())
+        .where(Event.type == "queued", Event.created_at >= since)
+        .group_by(Event.account_id)
+    )
+    return {account: count for account, count in conn.execute(query).all()}
+
+
+def tier(conn: Connection, account_id: int) -> int:
+    return conn.scalar(select(Account.sending_tier).where(Account.id == account_id)) or 0
+
+
+def set_tier(conn: Connection, account_id: int, value: int) -> None:
+    conn.execute(update(Account).where(Account.id == account_id).values(sending_tier=value))
+
+
+def set_contact(conn: Connection, account_id: int, email: str | None) -> None:
+    conn.execute(update(Account).where(Account.id == account_id).values(email=email))
+
+
+def contact(conn: Connection, account_id: int) -> tuple[str, str | None] | None:
+    """The account's name and contact address."""
+    row = conn.execute(select(Account.name, Account.email).where(Account.id == account_id)).first()
+    return (row.name, row.email) if row else None
+
+
+def add_event(conn: Connection, account_id: int, kind: str, now: datetime, data: dict[str, Any]) -> None:
+    """An account-level event (no message): reputation changes, reviews, limits."""
+    conn.execute(insert(Event).values(account_id=account_id, type=kind, created_at=now, data=data))
+
+
+@dataclass(frozen=True)
+class Notice:
+    account_id: int
+    type: str
+    data: dict[str, Any]
+
+
+def take_notices(conn: Connection, types: list[str], limit: int = 100) -> list[Notice]:
+    """Account-level events of `types` after the notices cursor, which moves past them."""
+    cursor = conn.scalar(select(PlatformState.value).where(PlatformState.key == "notices_cursor"))
+    rows = conn.execute(
+        select(Event.id, Event.account_id, Event.type, Event.data)
+        .where(Event.id > int(cursor or 0), Event.type.in_(types), Event.message_id.is_(None))
+        .order_by(Event.id)
+        .limit(limit)
+    ).all()
+    if rows:
+        last = str(rows[-1].id)
+        if cursor is None:
+            conn.execute(insert(PlatformState).values(key="notices_cursor", value=last))
+        else:
+            conn.execute(
+                update(PlatformState).where(PlatformState.key == "notices_cursor").values(value=last)
+            )
+    return [Notice(r.account_id, r.type, r.data or {}) for r in rows]
+
+
+# -- reviews ------------------------------------------------------------------------------------------
+
+
+def _review(r: Any) -> ReviewRow:
+    return ReviewRow(
+        r.id,
+        r.account_id,
+        r.stream,
+        r.reason,
+        r.state,
+        r.metrics,
+        r.answers,
+        r.created_at,
+        r.decided_by,
+        r.decided_at,
+        r.note,
+    )
+
+
+def open_review(conn: Connection, account_id: int) -> ReviewRow | None:
+    row = conn.execute(
+        select(Review).where(Review.account_id == account_id, Review.state == "open").order_by(Review.id)
+    ).first()
+    return _review(row) if row else None
+
+
+def latest_review(conn: Connection, account_id: int) -> ReviewRow | None:
+    row = conn.execute(
+        select(Review).where(Review.account_id == account_id).order_by(Review.id.desc())
+    ).first()
+    return _review(row) if row else None
+
+
+def request_review(
+    conn: Connection,
+    account_id: int,
+    stream: str,
+    reason: str,
+    metrics: dict[str, Any],
+    now: datetime,
+    actor: str = "system",
+) -> tuple[int, bool]:
+    """Open a review, or add the reason to the account's open one; returns (review id, newly opened)."""
+    current = open_review(conn, account_id)
+    if current is not None:
+        if reason not in current.reason:
+            scope = current.stream if current.stream == stream else "all"
+            conn.execute(
+                update(Review)
+                .where(Review.id == current.id)
+                .values(reason=f"{current.reason}; {reason}", stream=scope, metrics=metrics)
+            )
+            audit(conn, current.id, "reason", actor, reason, now)
+        return current.id, False
+    answers = latest_review(conn, account_id)
+    review_id = conn.execute(
+        insert(Review)
+        .values(
+            account_id=account_id,
+            stream=stream,
+            reason=reason,
+            state="open",
+            metrics=metrics,
+            answers=answers.answers if answers else {},  # the sender's earlier answers carry over
+            created_at=now,
+            note="",
+        )
+        .returning(Review.id)
+    ).scalar_one()
+    audit(conn, review_id, "opened", actor, reason, now)
+    return review_id, True
+
+
+def get_review(conn: Connection, review_id: int) -> ReviewRow | None:
+    row = conn.execute(select(Review).where(Review.id == review_id)).first()
+    return _review(row) if row else None
+
+
+def list_reviews(conn: Connection, state: str | None, limit: int = 100) -> list[ReviewRow]:
+    query = select(Review).order_by(Review.id).limit(limit)
+    if state:
+        query = query.where(Review.state == state)
+    return [_review(r) for r in conn.execute(query).all()]
+
+
+def set_answers(conn: Connection, review_id: int, answers: dict[str, Any], actor: str, now: datetime) -> None:
+    conn.execute(update(Review).where(Review.id == review_id).values(answers=answers))
+    audit(conn, review_id, "answered", actor, "", now)
+
+
+def decide(conn: Connection, review_id: int, state: str, actor: str, note: str, now: datetime) -> bool:
+    """Close an open review; False when it was not open (decided already)."""
+    done = conn.execute(
+        update(Review)
+        .where(Review.id == review_id, Review.state == "open")
+        .values(state=state, decided_by=actor, decided_at=now, note=note)
+    ).rowcount
+    if done:
+        audit(conn, review_id, state, actor, note, now)
+    return bool(done)
+
+
+def audit(conn: Connection, review_id: int, action: str, actor: str, note: str, now: datetime) -> None:
+    conn.execute(
+        insert(ReviewAudit).values(review_id=review_id, action=action, actor=actor, note=note, at=now)
+    )
+
+
+def audit_trail(conn: Connection, review_id: int) -> list[AuditRow]:
+    rows = conn.execute(
+        select(ReviewAudit).where(ReviewAudit.review_id == review_id).order_by(ReviewAudit.id)
+    )
+    return [AuditRow(r.action, r.actor, r.note, r.at) for r in rows.all()]
+
+
+def recent_failures(conn: Connection, account_id: int, limit: int = 20) -> list[dict[str, Any]]:
+    """The account's latest bounces and complaints, newest first."""
+    query = (
+        select(Event.type, Event.recipient, Event.message_id, Event.created_at, Event.data)
+        .where(Event.account_id == account_id, Event.type.in_(("bounced", "complained")))
+        .order_by(Event.id.desc())
+        .limit(limit)
+    )
+    return [
+        {
+            "type": r.type,
+            "recipient": r.recipient,
+            "message_id": r.message_id,
+            "at": r.created_at,
+            "reason": (r.data or {}).get("bounce", {}).get("reason") or (r.data or {}).get("feedback_type"),
+        }
+        for r in conn.execute(query).all()
+    ]
+
+
+def sample_messages(conn: Connection, account_id: int, limit: int = 10) -> list[dict[str, Any]]:
+    """The account's latest messages (id, stream, subject), newest first."""
+    query = (
+        select(Message.id, Message.stream, Message.subject, Message.created_at)
+        .where(Message.account_id == account_id)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(limit)
+    )
+    return [
+        {"id": r.id, "stream": r.stream, "subject": r.subject, "created_at": r.created_at}
+        for r in conn.execute(query).all()
+    ]
+
+
+# -- held and cancelled queue entries ----------------------------------------------------------------
+
+
+def set_entries(
+    conn: Connection,
+    account_id: int,
+    now: datetime,
+    *,
+    from_states: tuple[str, ...],
+    to_state: str,
+    event: str,
+    message_id: str | None = None,
+    stream: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> int:
+    """Move the account's unleased entries in `from_states` to `to_state`, one `event` each; returns how
+    many moved (an entry a worker holds right now is left to its attempt)."""
+    conditions = [
+        Delivery.account_id == account_id,
+        Delivery.state.in_(from_states),
+        (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
+    ]
+    if message_id is not None:
+        conditions.append(Delivery.message_id == message_id)
+    if stream is not None:
+        conditions.append(Delivery.stream == stream)
+    rows = conn.execute(
+        update(Delivery)
+        .where(and_(*conditions))
+        .values(state=to_state, next_attempt_at=now, lease_owner=None, lease_until=None, updated_at=now)
+        .returning(Delivery.id, Delivery.message_id, Delivery.recipient)
+    ).all()
+    if rows:
+        conn.execute(
+            insert(Event),
+            [
+                {
+                    "account_id": account_id,
+                    "message_id": r.message_id,
+                    "delivery_id": r.id,
+                    "recipient": r.recipient,
+                    "type": event,
+                    "created_at": now,
+                    "data": data or {},
+                }
+                for r in rows
+            ],
+        )
+    return len(rows)

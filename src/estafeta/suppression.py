@@ -1,0 +1,234 @@
+"""Suppression: addresses and domains that must not be mailed, for one account or for every account.
+
+The policy gate asks `screen()` once per accepted batch which recipients are suppressed and why. Delivery
+outcomes and inbound reports ask `for_bounce()` / `for_complaint()` what a failure means for the address;
+the store writes those entries in the same transaction as the event that caused them.
+
+Which failures suppress what:
+
+=====================================  =================================================================
+failure                                suppression
+=====================================  =================================================================
+hard `user-unknown`, `mailbox-disabled`  the account's list and the global list (the address is gone)
+`no-such-domain` found by our own DNS  the domain, globally (`no-mx`: NXDOMAIN, null MX, no address)
+`no-such-domain` said by a receiver    the address, on the account's and the global list
+other hard failure (`other`)           the account's list
+hard, about the sender or content      nothing: `authentication-failed`, `spam-content`, `relay-denied`
+soft failures                          nothing, until `soft_bounce_limit` messages failed for good
+                                       within `soft_bounce_days` (then the account's list)
+complaint (ARF)                        the account's list, at once
+spam-trap hit                          the address, globally; the hit is logged as `trap_hit`
+=====================================  =================================================================
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
+
+from estafeta.bounces.reasons import Kind, Reason
+from estafeta.compose import AddressError, parse_address
+from estafeta.config import SuppressionSettings
+from estafeta.store import suppressions as store
+from estafeta.store.messages import Suppressed
+
+REASONS = (
+    "hard-bounce",
+    "complaint",
+    "unsubscribe",
+    "manual",
+    "spam-trap",
+    "no-mx",
+    "soft-bounce-persistent",
+)
+CSV_COLUMNS = ("value", "kind", "reason", "detail", "created_at")
+_GONE = {Reason.USER_UNKNOWN, Reason.MAILBOX_DISABLED, Reason.NO_SUCH_DOMAIN}
+_ABOUT_THE_SENDER = {Reason.AUTHENTICATION, Reason.SPAM_CONTENT, Reason.RELAY_DENIED}
+
+
+class SuppressionError(ValueError):
+    """A value or file that cannot go on a suppression list; `reason` says why, for the person who sent it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Value:
+    kind: str  # address | domain
+    value: str
+
+
+def parse_value(text: str) -> Value:
+    """An address (`user@example.com`) or a whole domain (`example.com`), normalised like recipients are."""
+    text = text.strip()
+    if not text:
+        raise SuppressionError("the value is empty")
+    try:
+        if "@" in text:
+            return Value("address", parse_address(text).email)
+        return Value("domain", parse_address(f"postmaster@{text.rstrip('.')}").domain)
+    except AddressError as exc:
+        raise SuppressionError(exc.reason) from exc
+
+
+def check_reason(reason: str) -> str:
+    if reason not in REASONS:
+        raise SuppressionError(f"unknown reason {reason!r}; one of {', '.join(REASONS)}")
+    return reason
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+class SpamTraps:
+    """The configured spam-trap addresses and domains."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        values = [parse_value(entry) for entry in entries]
+        self.addresses = {v.value.lower() for v in values if v.kind == "address"}
+        self.domains = {v.value.lower() for v in values if v.kind == "domain"}
+
+    def __contains__(self, recipient: object) -> bool:
+        return isinstance(recipient, str) and (
+            recipient.lower() in self.addresses or _domain(recipient) in self.domains
+        )
+
+
+def _rank(row: store.SuppressionRow) -> tuple[bool, bool]:
+    """The entry to report when several match: an address before its domain, the account's before global."""
+    return (row.kind != "address", row.account_id is None)
+
+
+def screen(
+    conn: Connection, account_id: int, recipients: Iterable[str], traps: SpamTraps, *, broadcast: bool = True
+) -> dict[str, Suppressed]:
+    """The policy gate's single check: which recipients must not be mailed, and why (one query).
+
+    An `unsubscribe` entry (the person left all of the account's lists) holds for broadcast mail only:
+    with `broadcast=False` it is passed over, so receipts and password resets still arrive.
+    """
+    found: dict[str, Suppressed] = {}
+    listed: list[str] = []
+    for recipient in dict.fromkeys(recipients):
+        if recipient in traps:
+            found[recipient] = Suppressed(recipient, "spam-trap", "global", trap=True)
+        else:
+            listed.append(recipient)
+    keys = {r.lower() for r in listed} | {_domain(r) for r in listed}
+    by_key: dict[str, list[store.SuppressionRow]] = {}
+    for row in store.matching(conn, account_id, keys):
+        by_key.setdefault(row.value.lower(), []).append(row)
+    for recipient in listed:
+        rows = by_key.get(recipient.lower(), []) + by_key.get(_domain(recipient), [])
+        if not broadcast:
+            rows = [row for row in rows if row.reason != "unsubscribe"]
+        if rows:
+            best = min(rows, key=_rank)
+            found[recipient] = Suppressed(recipient, best.reason, best.scope, trap=best.reason == "spam-trap")
+    return found
+
+
+def global_entry(conn: Connection, value: Value) -> store.SuppressionRow | None:
+    """The global entry covering a value (the address itself, or its domain), if any."""
+    entry = store.get(conn, None, value.value)
+    if entry is None and value.kind == "address":
+        entry = store.get(conn, None, _domain(value.value))
+    return entry
+
+
+def soft_rule(settings: SuppressionSettings) -> store.SoftRule:
+    return store.SoftRule(settings.soft_bounce_limit, timedelta(days=settings.soft_bounce_days))
+
+
+def for_bounce(
+    account_id: int, recipient: str, kind: str, reason: str, detail: str, *, from_dns: bool = False
+) -> list[store.NewSuppression]:
+    """What a hard bounce means for the address (see the module docstring); `from_dns` when our own
+    resolver found that the domain takes no mail, rather than a receiver saying so."""
+    if kind != Kind.HARD:
+        return []
+    if reason == Reason.NO_SUCH_DOMAIN and from_dns:
+        return [store.NewSuppression(None, "domain", _domain(recipient), "no-mx", detail)]
+    if reason in _GONE:
+        return [
+            store.NewSuppression(account_id, "address", recipient, "hard-bounce", detail),
+            store.NewSuppression(None, "address", recipient, "hard-bounce", detail),
+        ]
+    if reason in _ABOUT_THE_SENDER:
+        return []
+    return [store.NewSuppression(account_id, "address", recipient, "hard-bounce", detail)]
+
+
+def for_complaint(account_id: int, recipient: str, detail: str) -> list[store.NewSuppression]:
+    return [store.NewSuppression(account_id, "address", recipient, "complaint", detail)]
+
+
+# -- CSV export and import -------------------------------------------------------------------------
+
+
+def to_csv(rows: Iterable[store.SuppressionRow]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow((row.value, row.kind, row.reason, row.detail, row.created_at.isoformat()))
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    value: str
+    reason: str
+
+
+def parse_csv(text: str, account_id: int | None) -> tuple[list[store.NewSuppression], list[RowError]]:
+    """Entries from CSV with a header naming at least `value` (`reason` and `detail` are optional, other
+    columns such as an export's `kind` and `created_at` are ignored). A file that is not readable CSV raises
+    `SuppressionError`; rows that are wrong come back as errors, each with its line number."""
+    reader = csv.DictReader(io.StringIO(text), strict=True)
+    entries: list[store.NewSuppression] = []
+    errors: list[RowError] = []
+    try:
+        header = [name.strip().lower() for name in reader.fieldnames or []]
+        if "value" not in header:
+            raise SuppressionError("the first line must be a header naming a `value` column")
+        reader.fieldnames = header
+        for row in reader:
+            if None in row:
+                errors.append(RowError(reader.line_num, "", "more fields than the header names"))
+                continue
+            raw_value = (row.get("value") or "").strip()
+            try:
+                value = parse_value(raw_value)
+                reason = check_reason((row.get("reason") or "").strip() or "manual")
+            except SuppressionError as exc:
+                errors.append(RowError(reader.line_num, raw_value, exc.reason))
+                continue
+            detail = (row.get("detail") or "").strip()
+            entries.append(store.NewSuppression(account_id, value.kind, value.value, reason, detail))
+    except csv.Error as exc:
+        raise SuppressionError(f"not readable as CSV (line {reader.line_num}): {exc}") from exc
+    return entries, errors
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    added: int
+    already_listed: int
+
+
+def import_entries(
+    conn: Connection, entries: list[store.NewSuppression], *, actor: str, now: datetime
+) -> ImportResult:
+    """Add every entry (in the caller's transaction: all or nothing); listed ones are counted, not changed."""
+    added = sum(1 for e in entries if store.add(conn, e, actor=actor, now=now, note="import") is not None)
+    return ImportResult(added, len(entries) - added)

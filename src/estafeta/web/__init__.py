@@ -1,0 +1,1 @@
+"""Server-rendered pages: the public pages of list mail (unsubscribe, preferences, subscription form)."""

@@ -1,0 +1,171 @@
+"""Tracking: signed tokens, the HTML rewrite, machine-open detection and the per-message decision."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from itsdangerous import URLSafeSerializer
+
+from estafeta.clock import ManualClock
+from estafeta.compose.tracking import add_pixel, rewrite_links
+from estafeta.config import TrackingSettings
+from estafeta.store import accounts
+from estafeta.store.db import Database
+from estafeta.tracking import (
+    Hit,
+    TokenSigner,
+    Tracker,
+    TrackingChoice,
+    TrackingOverride,
+    agent_reason,
+    machine_click_reason,
+    machine_open_reason,
+)
+
+SECRET = b"k" * 32
+
+
+def test_tokens_round_trip_and_carry_what_they_name() -> None:
+    signer = TokenSigner(SECRET)
+    assert signer.read(signer.open_token("msg_1", "ana@example.com"), "open") == Hit(
+        "open", "msg_1", "ana@example.com"
+    )
+    click = signer.click_token("msg_1", None, "https://shop.example/a?b=1&c=2", 3)
+    assert signer.read(click, "click") == Hit("click", "msg_1", None, "https://shop.example/a?b=1&c=2", 3)
+    assert "/" not in click and "?" not in click  # safe as one path segment
+
+
+def test_tampered_foreign_and_misused_tokens_are_refused() -> None:
+    signer = TokenSigner(SECRET)
+    click = signer.click_token("msg_1", None, "https://shop.example/", 0)
+    assert signer.read(click[:-2] + ("AA" if not click.endswith("AA") else "BB"), "click") is None
+    assert (
+        signer.read(TokenSigner(b"x" * 32).click_token("msg_1", None, "https://evil.example/", 0), "click")
+        is None
+    )
+    assert signer.read(click, "open") is None  # a click token is not an open token, nor the reverse
+    assert signer.read(signer.open_token("msg_1", None), "click") is None
+    assert signer.read("garbage", "open") is None
+    # Even a token signed with our secret never redirects to anything but an http(s) URL.
+    forged = URLSafeSerializer(SECRET, salt="estafeta.tracking").dumps(
+        ["c", "m", None, "javascript:alert(1)", 0]
+    )
+    assert signer.read(str(forged), "click") is None
+
+
+def test_links_are_rewritten_except_untrackable_and_opted_out_ones() -> None:
+    html = (
+        '<p><a href="https://a.example/x?y=1&amp;z=2">one</a> '
+        "<a class='b' href='http://b.example/'>two</a> "
+        "<a href=https://c.example/c>three</a> "
+        '<a href="mailto:hi@example.com">mail</a> <a href="#top">top</a> '
+        '<a data-notrack href="https://private.example/reset">reset</a> <a name="anchor">x</a></p>'
+    )
+    seen: list[tuple[str, int]] = []
+
+    def click_url(url: str, index: int) -> str:
+        seen.append((url, index))
+        return f"https://t.example/c/{index}?q=1&r=2"
+
+    out = rewrite_links(html, click_url)
+    assert seen == [("https://a.example/x?y=1&z=2", 0), ("http://b.example/", 1), ("https://c.example/c", 2)]
+    assert out.count('href="https://t.example/c/') == 3 and "&amp;r=2" in out
+    assert "<a class='b' href=\"https://t.example/c/1?q=1&amp;r=2\">two</a>" in out
+    for untouched in ('href="mailto:hi@example.com"', 'href="#top"', 'href="https://private.example/reset"'):
+        assert untouched in out
+
+
+def test_pixel_goes_before_the_body_end_or_at_the_end() -> None:
+    assert add_pixel("<html><body><p>x</p></BODY></html>", "https://t.example/o/1").endswith(
+        '<img src="https://t.example/o/1" width="1" height="1" alt="" '
+        'style="display:block;width:1px;height:1px;border:0" /></BODY></html>'
+    )
+    assert add_pixel("<p>x</p>", "https://t.example/o/1?a=1&b=2").startswith(
+        '<p>x</p><img src="https://t.example/o/1?a=1&amp;b=2"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("agent", "method", "reason"),
+    [
+        (
+            "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+            "GET",
+            "image-proxy:google",
+        ),
+        (
+            "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html",
+            "GET",
+            "image-proxy:yahoo",
+        ),
+        ("Mozilla/5.0", "GET", "apple-mail-privacy-protection"),
+        ("Mozilla/5.0 (compatible; Barracuda Sentinel)", "GET", "scanner:barracuda"),
+        ("python-requests/2.31", "GET", "http-library"),
+        ("", "GET", "no-user-agent"),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 Safari/605.1.15",
+            "HEAD",
+            "head-request",
+        ),
+        ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 Safari/605.1.15", "GET", None),
+    ],
+)
+def test_automated_requests_are_recognised_by_agent_and_method(
+    agent: str, method: str, reason: str | None
+) -> None:
+    assert agent_reason(agent, method) == reason
+
+
+def test_timing_rules_for_opens_and_clicks() -> None:
+    person = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+    assert machine_open_reason(person, "GET", 1.0, 5.0) == "opened-right-after-delivery"
+    assert machine_open_reason(person, "GET", 60.0, 5.0) is None
+    assert machine_open_reason(person, "GET", None, 5.0) is None  # not delivered yet (or no record of it)
+    assert machine_click_reason(person, "GET", True) == "several-links-at-once"
+    assert machine_click_reason(person, "GET", False) is None
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    db = Database(f"sqlite:///{tmp_path / 't.db'}")
+    db.migrate()
+    yield db
+    db.close()
+
+
+async def test_message_override_beats_account_switch_beats_stream_default(sqlite_db: Database) -> None:
+    clock = ManualClock()
+    account = sqlite_db.call(accounts.create_account, "acme", clock.now()).id
+    settings = TrackingSettings(base_url="https://track.example.net/")
+    tracker = Tracker(sqlite_db, settings, clock, SECRET, lambda: None)
+    assert tracker.base_url == "https://track.example.net"
+    assert await tracker.choice(account, "transactional", None) == TrackingChoice(True, False)
+    assert await tracker.choice(account, "broadcast", None) == TrackingChoice(True, True)
+    await tracker.set_preference(account, "broadcast", TrackingChoice(False, True))
+    assert await tracker.choice(account, "broadcast", None) == TrackingChoice(False, True)
+    assert await tracker.choice(account, "broadcast", TrackingOverride(opens=True)) == TrackingChoice(
+        True, True
+    )
+    assert await tracker.choice(account, "transactional", TrackingOverride(clicks=True, opens=False)) == (
+        TrackingChoice(False, True)
+    )
+    assert (await tracker.preferences(account))["broadcast"] == TrackingChoice(False, True)
+
+
+async def test_no_tracking_domain_means_no_tracking(sqlite_db: Database) -> None:
+    clock = ManualClock()
+    tracker = Tracker(sqlite_db, TrackingSettings(), clock, SECRET, lambda: "http://127.0.0.1:8025")
+    assert tracker.base_url is None
+    assert await tracker.choice(1, "broadcast", TrackingOverride(True, True)) == TrackingChoice(False, False)
+    assert tracker.rewriter("msg_1", TrackingChoice(True, True)) is None
+    sandbox = Tracker(
+        sqlite_db, TrackingSettings(use_api_url=True), clock, SECRET, lambda: "http://127.0.0.1:8025"
+    )
+    rewrite = sandbox.rewriter("msg_1", TrackingChoice(True, False))
+    assert rewrite is not None
+    out = rewrite('<a href="https://a.example/">a</a>', "ana@example.com")
+    assert 'href="https://a.example/"' in out and 'src="http://127.0.0.1:8025/t/o/' in out
+    token = out.split("/t/o/", 1)[1].split('"', 1)[0]
+    assert sandbox.tokens.read(token, "open") == Hit("open", "msg_1", "ana@example.com")
