@@ -298,8 +298,9 @@ class Webhooks:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
         if self._flusher is not None:
-            await self._flusher
-        await self.flush()
+            await asyncio.wait({self._flusher}, timeout=grace)
+        with contextlib.suppress(Exception):  # what cannot be written now is retried by lease expiry
+            await self.flush()
         abandoned = [d for d, task in sending.items() if task in unfinished]
         await self.db.run(store.release, self.owner, abandoned)
         if self._client is not None:

@@ -242,9 +242,10 @@ async def test_a_hanging_endpoint_never_holds_up_mail(fresh_world: World, tmp_pa
         receiver.release()
         await receiver.wait_for(lambda seen: len(seen) >= 40 + 20)  # accepted + queued + delivered each
     finally:
-        await receiver.stop()
+        receiver.release()
         await h.client.aclose()
         await h.platform.stop(grace=2)
+        await receiver.stop()
 
 
 async def test_endpoints_filter_by_type_are_managed_and_validated(
