@@ -72,6 +72,14 @@ def _db(config: Path | None) -> tuple[Settings, Database]:
     return settings, db
 
 
+def _account(db: Database, name_or_id: str) -> account_store.AccountRow:
+    """The account named on the command line, or a clear error and exit code 1."""
+    try:
+        return admin.resolve_account(db, name_or_id)
+    except admin.AdminError as exc:
+        raise _fail(str(exc)) from exc
+
+
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]Error:[/] {message}")
     return typer.Exit(1)
@@ -236,10 +244,7 @@ def accounts_api_key(
 ) -> None:
     """Create another API key for an account (shown once)."""
     _, db = _db(config)
-    try:
-        row = admin.resolve_account(db, account)
-    except admin.AdminError as exc:
-        raise _fail(str(exc)) from exc
+    row = _account(db, account)
     key = admin.new_api_key(db, row.id, name, SystemClock().now())
     console.print(f"API key for {row.name} (shown once): [bold green]{key.token}[/]")
 
@@ -253,10 +258,7 @@ def accounts_smtp_credentials(
     from estafeta.smtp import create_smtp_credential
 
     settings, db = _db(config)
-    try:
-        row = admin.resolve_account(db, account)
-    except admin.AdminError as exc:
-        raise _fail(str(exc)) from exc
+    row = _account(db, account)
     credential = asyncio.run(create_smtp_credential(db, row.id, SystemClock().now()))
     smtp = settings.smtp
     console.print(f"SMTP credential for {row.name} (password shown once, keep it secret):")
@@ -347,10 +349,7 @@ def _scope(db: Database, account: str | None, global_: bool) -> int | None:
         raise _fail("name one list: --account NAME or --global")
     if global_:
         return None
-    try:
-        return admin.resolve_account(db, account or "").id
-    except admin.AdminError as exc:
-        raise _fail(str(exc)) from exc
+    return _account(db, account or "").id
 
 
 def _suppression_table(rows: list[suppression_store.SuppressionRow], title: str) -> Table:
@@ -541,10 +540,7 @@ def webhooks_list(
     from estafeta.store import webhooks as webhook_store
 
     _, db = _db(config)
-    try:
-        account_id = admin.resolve_account(db, account).id if account else None
-    except admin.AdminError as exc:
-        raise _fail(str(exc)) from exc
+    account_id = _account(db, account).id if account else None
     table = Table("id", "account", "url", "events", "enabled", "description")
     for row in db.call(webhook_store.list_endpoints, account_id):
         events = ", ".join(row.event_types) or "all"
@@ -702,10 +698,7 @@ def lists_list(
 ) -> None:
     """The account's lists with their subscribers by status."""
     _, db = _db(config)
-    try:
-        row = admin.resolve_account(db, account)
-    except admin.AdminError as exc:
-        raise _fail(str(exc)) from exc
+    row = _account(db, account)
     table = Table("id", "name", "from", "double opt-in", "subscribed", "unconfirmed", "unsubscribed")
     for lst in db.call(audience_store.list_lists, row.id):
         counts = lst.counts
@@ -745,10 +738,7 @@ def lists_import(
     from estafeta.audience.tokens import Tokens
 
     settings, db = _db(config)
-    try:
-        row = admin.resolve_account(db, account)
-    except admin.AdminError as exc:
-        raise _fail(str(exc)) from exc
+    row = _account(db, account)
     mailing_list = _resolve_list(db, row.id, list_name)
     if mailing_list.double_opt_in and not confirmed and settings.public_url is None:
         raise _fail("set public_url (confirmation links point there) or pass --confirmed")

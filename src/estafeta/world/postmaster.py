@@ -10,8 +10,6 @@ the recipient reports it as spam (the providers' complainer mailboxes, which als
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import json
 import threading
@@ -24,12 +22,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import dns.name
 import dns.rdatatype
 
-from estafeta.world.providers import Provider, require_loopback
+from estafeta.world.http import LoopbackHttpServer
+from estafeta.world.providers import Provider
 from estafeta.world.receivers import Received
 from estafeta.world.zone import WorldZone
 
 _QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
-MAX_REQUEST_BYTES = 16 * 1024
 
 
 def spf_result(zone: WorldZone, mail_from: str, peer: str) -> str:
@@ -139,29 +137,20 @@ class PostmasterBook:
             self._days.clear()
 
 
-class PostmasterServer:
-    """A minimal HTTP/1.1 server (one request per connection) for the figures."""
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+class PostmasterServer(LoopbackHttpServer):
+    """The figures as JSON over HTTP, like a mailbox provider's postmaster API."""
 
     def __init__(self, book: PostmasterBook, providers: list[str], host: str = "127.0.0.1") -> None:
+        super().__init__(host)
         self._book = book
         self._providers = set(providers)
-        self._host = require_loopback(host)
-        self._server: asyncio.Server | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
         return f"http://{self._host}:{self.port}/postmaster"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self._host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
 
     def answer(self, method: str, target: str) -> tuple[int, dict[str, object]]:
         if method != "GET":
@@ -186,24 +175,12 @@ class PostmasterServer:
             return 404, {"error": f"no figures for {domain}"}
         return 200, {"provider": provider, "domain": domain, "days": days}
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            if len(head) > MAX_REQUEST_BYTES:
-                raise ValueError("request too large")
-            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-            status, body = self.answer(method, target)
-        except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            status, body = 400, {"error": "malformed request"}
-        payload = json.dumps(body).encode()
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}[status]
-        writer.write(
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-            + payload
-        )
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+    def respond(self, method: str, target: str) -> tuple[str, dict[str, str], bytes]:
+        return self._json(*self.answer(method, target))
+
+    def malformed(self) -> tuple[str, dict[str, str], bytes]:
+        return self._json(400, {"error": "malformed request"})
+
+    @staticmethod
+    def _json(status: int, body: dict[str, object]) -> tuple[str, dict[str, str], bytes]:
+        return f"{status} {_REASONS[status]}", {"Content-Type": "application/json"}, json.dumps(body).encode()
