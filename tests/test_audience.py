@@ -215,13 +215,19 @@ def test_inactive_subscriptions_are_found_once_and_silent_ones_end(db: Database,
 # --- the command line ------------------------------------------------------------------------------
 
 
-def test_lists_import_command_reports_and_flags(tmp_path: Path) -> None:
+def _cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for CLI runs on a fresh database holding account `acme` with domain acme.test."""
     env = {"ESTAFETA_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "COLUMNS": "200"}
     db = Database(env["ESTAFETA_DATABASE_URL"])
     db.migrate()
     account = db.call(accounts.create_account, "acme", NOW)
     db.call(accounts.add_domain, account.id, "acme.test", "s1", "ed25519-sha256", "unused", NOW)
     db.close()
+    return env
+
+
+def test_lists_import_command_reports_and_flags(tmp_path: Path) -> None:
+    env = _cli_env(tmp_path)
     runner = CliRunner()
     created = runner.invoke(app, ["lists", "create", "acme", "News", "--from", "news@acme.test"], env=env)
     assert created.exit_code == 0, created.output
@@ -242,3 +248,44 @@ def test_lists_import_command_reports_and_flags(tmp_path: Path) -> None:
     assert "role-addresses" in imported.output and "no-consent-record" in imported.output
     listed = runner.invoke(app, ["lists", "list", "acme"], env=env)
     assert listed.exit_code == 0 and "News" in listed.output and " 4 " in listed.output
+
+
+def test_segments_from_the_command_line(tmp_path: Path) -> None:
+    env = _cli_env(tmp_path)
+    runner = CliRunner()
+    assert (
+        runner.invoke(app, ["lists", "create", "acme", "News", "--from", "n@acme.test"], env=env).exit_code
+        == 0
+    )
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_text(
+        "email,plan,age,country\na@x.test,pro,41,ES\nb@x.test,free,29,PT\nc@x.test,pro,25,FR\nd@x.test,pro,,ES\n"
+    )
+    imported = runner.invoke(
+        app,
+        ["lists", "import", "acme", "News", str(csv_file), "--consent-source", "s", "--confirmed"],
+        env=env,
+    )
+    assert imported.exit_code == 0, imported.output
+
+    def create(name: str, *conditions: str, match_any: bool = False) -> str:
+        args = ["lists", "segments", "create", "acme", "News", name]
+        args += [arg for c in conditions for arg in ("--where", c)] + (["--any"] if match_any else [])
+        result = runner.invoke(app, args, env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "3 subscribed contacts" in create("Pro", "plan = pro")
+    assert "1 subscribed contacts" in create("Senior Iberians", "age >= 30", "country in ES,PT")
+    assert "2 subscribed contacts" in create(
+        "Young or unknown age", "age < 28", "age missing", match_any=True
+    )
+    bad = runner.invoke(app, ["lists", "segments", "create", "acme", "News", "X", "--where", "plan"], env=env)
+    assert bad.exit_code == 1 and "attribute OP value" in bad.output
+    listed = runner.invoke(app, ["lists", "segments", "list", "acme", "News"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert (
+        "plan = pro" in listed.output
+        and "country in ES,PT" in listed.output
+        and "age missing" in listed.output
+    )

@@ -203,6 +203,20 @@ def test_check_domain_judges_each_label_and_explains() -> None:
     assert "not a valid internationalised domain name" in invalid.reason
 
 
+def test_scripts_outside_the_identifier_profile_are_refused() -> None:
+    (runic,) = check_domain("\u16a0\u16a2\u16a6.com")
+    assert "Runic" in runic.reason and "identifier profile" in runic.reason
+    (cherokee,) = check_domain("\u13e3\u13ef\u13cd.example")
+    assert "Cherokee" in cherokee.reason
+    assert check_domain("ไทย.th") == [] and check_domain("ελλάδα.gr") == []  # recommended scripts
+
+
+def test_digits_from_two_number_systems_are_refused() -> None:
+    (mixed,) = check_domain("\u0915\u0967" + "1.in")  # Devanagari letter, Devanagari one, ASCII one
+    assert "number systems" in mixed.reason and "U+0967" in mixed.reason and "U+0031" in mixed.reason
+    assert check_domain("\u0915\u0967\u0968.in") == [] and check_domain("shop24.com") == []
+
+
 # --- the command line ------------------------------------------------------------------------------
 
 

@@ -9,9 +9,10 @@ the message is still recorded, and each dropped recipient gets a `suppressed` ev
 The gate also holds reputation (`estafeta.reputation`): mail for a paused or suspended stream is
 refused (HTTP 403 `/problems/account-paused`; SMTP `451 4.7.1` while paused pending review, `550 5.7.1`
 when suspended), and so is mail over the account's warm-up limit (HTTP 429 `/problems/sending-limit`,
-SMTP `452 4.5.3`). Concurrent requests are checked against the same usage, so a limit may be overshot by
-what is accepted at the same moment. Links are checked (`estafeta.compliance.links`): a message with a
-suspicious link is accepted but held (state `held`) and its account flagged for review.
+SMTP `452 4.5.3`). The gate runs inside the transaction that stores the messages, after what that
+transaction already queued, so concurrent requests can never overshoot a limit together (on PostgreSQL a
+limited account's row is locked for the transaction). Links are checked (`estafeta.compliance.links`): a
+message with a suspicious link is accepted but held (state `held`) and its account flagged for review.
 
 Every message is linted against the sender guidelines (`estafeta.compliance.linter`): with `lint.mode`
 `warn` the findings travel with the accepted message (event data and the answer), with `block` a message
@@ -25,6 +26,7 @@ resumes only once the transaction holding its messages has committed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -35,7 +37,7 @@ from sqlalchemy import Connection
 
 from estafeta.clock import Clock
 from estafeta.compliance.links import LinkChecker
-from estafeta.compliance.linter import Finding, LintContext, lint_composed, lint_raw
+from estafeta.compliance.linter import Finding, LintContext, lint_composed, lint_raw, message_bodies
 from estafeta.compose import ComposeError, Draft, compose, ensure_headers, parse_address
 from estafeta.config import Settings
 from estafeta.dkim import DkimKey, DkimSigner
@@ -78,9 +80,6 @@ class AcceptError(Exception):
         self.kind = kind  # the problem type's last segment, e.g. `account-paused`
 
 
-StoreHook = message_store.StoreHook
-
-
 @dataclass
 class Submission:
     """One message as a caller asked for it."""
@@ -101,12 +100,32 @@ class Accepted:
     held: list[str] = field(default_factory=list)  # why the recipients wait for an administrator
 
 
+Rows = list[message_store.NewMessage]
+Gate = Callable[[Connection, Rows, datetime, dict[int, "AccountView"]], Rows]
+"""Runs in the storing transaction before rows are written: returns them as they are to be stored (the
+policy gate moves suppressed recipients aside) or raises `AcceptError` to refuse them, and nothing of
+them is written."""
+StoredHook = Callable[[Connection, Rows], None]
+"""Store work committed with the messages, in their transaction, given the rows as stored."""
+
+
+@dataclass
+class AccountView:
+    """An account's standing and warm-up usage as one storing transaction sees them, counting what the
+    transaction itself has queued so far."""
+
+    standings: dict[str, reputation_store.Standing]
+    limit: int | None
+    used: int
+
+
 @dataclass
 class _Pending:
-    rows: list[message_store.NewMessage]
+    rows: Rows
     now: datetime
-    committed: asyncio.Future[None]
-    hooks: list[StoreHook] = field(default_factory=list)
+    committed: asyncio.Future[Rows]
+    gate: Gate | None = None
+    hook: StoredHook | None = None
 
 
 class GroupCommit:
@@ -118,29 +137,24 @@ class GroupCommit:
         self._writer: asyncio.Task[None] | None = None
 
     async def commit(
-        self, rows: list[message_store.NewMessage], now: datetime, hook: StoreHook | None = None
-    ) -> None:
-        """Return once `rows` (and what `hook` writes) are committed; raise what the database raised if
-        they could not be."""
-        entry = _Pending(rows, now, asyncio.get_running_loop().create_future(), [hook] if hook else [])
+        self, rows: Rows, now: datetime, *, gate: Gate | None = None, hook: StoredHook | None = None
+    ) -> Rows:
+        """Return the rows as stored once they (and what `hook` writes) are committed; raise the gate's
+        `AcceptError`, or what the database raised, if they were not stored."""
+        entry = _Pending(rows, now, asyncio.get_running_loop().create_future(), gate, hook)
         self._pending.append(entry)
         if self._writer is None:
             # A task of its own, so that a caller who goes away (a dropped connection) stops no one's commit.
             self._writer = asyncio.create_task(self._write(), name="accept-commit")
-        await entry.committed
+        return await entry.committed
 
     async def _write(self) -> None:
         batch: list[_Pending] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                # One time for the transaction, its newest caller's: all of it is accepted when it commits.
-                rows = [row for entry in batch for row in entry.rows]
-                hooks = [hook for entry in batch for hook in entry.hooks]
                 try:
-                    await self.db.run(
-                        message_store.insert_messages, rows, max(entry.now for entry in batch), hooks
-                    )
+                    outcomes = await self.db.run(store_batch, batch)
                 except Exception as exc:
                     if len(batch) == 1:
                         _settle(batch[0], exc)
@@ -149,8 +163,8 @@ class GroupCommit:
                     for entry in batch:
                         await self._write_alone(entry)
                     continue
-                for entry in batch:
-                    _settle(entry, None)
+                for entry, outcome in zip(batch, outcomes, strict=True):
+                    _settle(entry, outcome)
         finally:
             self._writer = None
             for entry in [*batch, *self._pending]:  # only when cancelled: nothing is left unanswered
@@ -159,21 +173,42 @@ class GroupCommit:
 
     async def _write_alone(self, entry: _Pending) -> None:
         try:
-            await self.db.run(message_store.insert_messages, entry.rows, entry.now, entry.hooks)
+            (outcome,) = await self.db.run(store_batch, [entry])
         except Exception as exc:
-            _settle(entry, exc)
-            return
-        _settle(entry, None)
+            outcome = exc
+        _settle(entry, outcome)
 
 
-def _settle(entry: _Pending, error: Exception | None) -> None:
-    """Wake the caller (unless it went away) with success or the database's error."""
+def store_batch(conn: Connection, batch: list[_Pending]) -> list[Rows | Exception]:
+    """One transaction for a batch: each entry passes its gate (in order, so each sees what the earlier
+    ones queued) and the accepted rows are written together."""
+    outcomes: list[Rows | Exception] = []
+    views: dict[int, AccountView] = {}
+    stored: Rows = []
+    hooks: list[message_store.StoreHook] = []
+    for entry in batch:
+        try:
+            rows = entry.rows if entry.gate is None else entry.gate(conn, entry.rows, entry.now, views)
+        except AcceptError as exc:
+            outcomes.append(exc)
+            continue
+        outcomes.append(rows)
+        stored.extend(rows)
+        if entry.hook is not None:
+            hooks.append(functools.partial(entry.hook, rows=rows))
+    # One time for the transaction, its newest caller's: all of it is accepted when it commits.
+    message_store.insert_messages(conn, stored, max(entry.now for entry in batch), hooks)
+    return outcomes
+
+
+def _settle(entry: _Pending, outcome: Rows | Exception) -> None:
+    """Wake the caller (unless it went away) with its stored rows or the error that refused them."""
     if entry.committed.done():
         return
-    if error is None:
-        entry.committed.set_result(None)
+    if isinstance(outcome, Exception):
+        entry.committed.set_exception(outcome)
     else:
-        entry.committed.set_exception(error)
+        entry.committed.set_result(outcome)
 
 
 class Accepter:
@@ -247,42 +282,17 @@ class Accepter:
             )
         return cached[1]
 
-    async def _screen(
-        self, account_id: int, rows: list[message_store.NewMessage]
-    ) -> list[message_store.NewMessage]:
-        """The policy gate: suppressed recipients move from `recipients` to `suppressed` (one query per
-        stream: an `unsubscribe` entry holds for broadcast mail only)."""
-        screened = list(rows)
-        for broadcast in (False, True):
-            indexes = [i for i, row in enumerate(rows) if (row.stream == "broadcast") == broadcast]
-            if not indexes:
-                continue
-            recipients = [r for i in indexes for r in rows[i].recipients]
-            found = await self.db.run(screen, account_id, recipients, self._traps, broadcast=broadcast)
-            if not found:
-                continue
-            for i in indexes:
-                screened[i] = replace(
-                    rows[i],
-                    recipients=[r for r in rows[i].recipients if r not in found],
-                    suppressed=[found[r] for r in rows[i].recipients if r in found],
-                )
-        return screened
-
-    async def _standing_gate(self, account_id: int, rows: list[message_store.NewMessage]) -> None:
-        """Refuse mail for a halted stream, or over the account's warm-up limit (see the module docstring)."""
-        wanted = sum(len(r.recipients) for r in rows if not r.held)
-        now = self.clock.now()
-
-        def read(conn: Connection) -> tuple[dict[str, reputation_store.Standing], int, int]:
-            tier = reputation_store.tier(conn, account_id)
-            limited = sending_limit(tier, self.settings) is not None
-            used = reputation_store.usage(conn, account_id, now - DAY) if limited and wanted else 0
-            return reputation_store.standings(conn, account_id), tier, used
-
-        standings, tier, used = await self.db.run(read)
+    def _gate(self, conn: Connection, rows: Rows, now: datetime, views: dict[int, AccountView]) -> Rows:
+        """The policy gate and the account's standing, in the storing transaction (module docstring)."""
+        if not rows:
+            return rows
+        account_id = rows[0].account_id
+        view = views.get(account_id)
+        if view is None:
+            view = views[account_id] = self._account_view(conn, account_id, now)
+        rows = self._screen(conn, account_id, rows)
         for stream in dict.fromkeys(r.stream for r in rows):
-            standing = standings[stream]
+            standing = view.standings[stream]
             if standing.state == "suspended":
                 raise AcceptError(
                     "stream",
@@ -301,17 +311,51 @@ class Accepter:
                     smtp="451 4.7.1",
                     kind="account-paused",
                 )
-        limit = sending_limit(tier, self.settings)
-        if limit is not None and wanted and used + wanted > limit:
+        wanted = sum(len(r.recipients) for r in rows if not r.held)
+        if view.limit is not None and wanted and view.used + wanted > view.limit:
             raise AcceptError(
                 "recipients",
-                f"the account may send to {limit} recipients per 24 hours during warm-up and has used "
-                f"{used}; these {wanted} would exceed it. The limit rises after an automatic review once "
-                f"{self.settings.warmup.review_at:.0%} of it is used with healthy bounce and complaint rates",
+                f"the account may send to {view.limit} recipients per 24 hours during warm-up and has used "
+                f"{view.used}; these {wanted} would exceed it. The limit rises after an automatic review "
+                f"once {self.settings.warmup.review_at:.0%} of it is used with healthy bounce and complaint "
+                "rates",
                 status=429,
                 smtp="452 4.5.3",
                 kind="sending-limit",
             )
+        view.used += wanted
+        return rows
+
+    def _account_view(self, conn: Connection, account_id: int, now: datetime) -> AccountView:
+        limit = sending_limit(reputation_store.tier(conn, account_id), self.settings)
+        used = 0
+        if limit is not None:
+            # Serialises a limited account's storing transactions (PostgreSQL; SQLite has one writer), so
+            # two of them never both count the same headroom.
+            reputation_store.lock_account(conn, account_id)
+            limit = sending_limit(reputation_store.tier(conn, account_id), self.settings)
+            used = reputation_store.usage(conn, account_id, now - DAY)
+        return AccountView(reputation_store.standings(conn, account_id), limit, used)
+
+    def _screen(self, conn: Connection, account_id: int, rows: Rows) -> Rows:
+        """Suppressed recipients move from `recipients` to `suppressed` (one query per stream: an
+        `unsubscribe` entry holds for broadcast mail only)."""
+        screened = list(rows)
+        for broadcast in (False, True):
+            indexes = [i for i, row in enumerate(rows) if (row.stream == "broadcast") == broadcast]
+            if not indexes:
+                continue
+            recipients = [r for i in indexes for r in rows[i].recipients]
+            found = screen(conn, account_id, recipients, self._traps, broadcast=broadcast)
+            if not found:
+                continue
+            for i in indexes:
+                screened[i] = replace(
+                    rows[i],
+                    recipients=[r for r in rows[i].recipients if r not in found],
+                    suppressed=[found[r] for r in rows[i].recipients if r in found],
+                )
+        return screened
 
     def _flag_held(self, conn: Connection, rows: list[message_store.NewMessage], now: datetime) -> None:
         """Open (or extend) a review for the account of each held message, in the messages' transaction."""
@@ -392,22 +436,16 @@ class Accepter:
                 )
             )
         self._lint_outcome(findings)
-        rows = await self._screen(account_id, rows)
-        await self._standing_gate(account_id, rows)
-        accepted = [
-            Accepted(r.id, r.message_id_header, r.recipients, r.suppressed, found, r.held)
-            for r, found in zip(rows, per_message, strict=True)
-        ]
 
-        def hook(conn: Connection) -> None:
+        def hook(conn: Connection, rows: Rows) -> None:
             self._flag_held(conn, rows, now)
             if on_commit is not None:
-                on_commit(conn, accepted)
+                on_commit(conn, _accepted(rows, per_message))
 
-        await self._commits.commit(rows, now, hook)
+        rows = await self._commits.commit(rows, now, gate=self._gate, hook=hook)
         self.notify()
         self._count(source, rows)
-        return accepted
+        return _accepted(rows, per_message)
 
     def _count(self, source: str, rows: list[message_store.NewMessage]) -> None:
         if self.metrics is not None:
@@ -443,8 +481,10 @@ class Accepter:
             envelope_from=sender.email,
             category_from_domain=await self._category_domain(account_id, stream),
         )
-        found = lint_raw(raw, context, checked=True)  # ensure_headers checked its structure
+        bodies = message_bodies(raw)
+        found = lint_raw(raw, context, checked=True, bodies=bodies)  # ensure_headers checked its structure
         self._lint_outcome([(f.field, f) for f in found])
+        held = await self.links.check(*bodies)
         row = message_store.NewMessage(
             id=message_id,
             account_id=account_id,
@@ -457,13 +497,21 @@ class Accepter:
             smtputf8=sender.smtputf8 or any(not r.isascii() for r in recipients),
             recipients=recipients,
             lint=[f.as_dict() for f in found],
+            held=held,
         )
-        (row,) = await self._screen(account_id, [row])
-        await self._standing_gate(account_id, [row])
-        await self._commits.commit([row], now)
+        (row,) = await self._commits.commit(
+            [row], now, gate=self._gate, hook=lambda conn, rows: self._flag_held(conn, rows, now)
+        )
         self.notify()
         self._count("smtp", [row])
-        return Accepted(row.id, message_id_header, row.recipients, row.suppressed, found)
+        return Accepted(row.id, message_id_header, row.recipients, row.suppressed, found, row.held)
+
+
+def _accepted(rows: Rows, findings: list[list[Finding]]) -> list[Accepted]:
+    return [
+        Accepted(r.id, r.message_id_header, r.recipients, r.suppressed, found, r.held)
+        for r, found in zip(rows, findings, strict=True)
+    ]
 
 
 def _join(prefix: str, name: str) -> str:

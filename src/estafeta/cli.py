@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -116,22 +117,57 @@ async def _until_signal() -> None:
     await stop.wait()
 
 
+class Role(StrEnum):
+    all = "all"
+    front = "front"
+    delivery = "delivery"
+
+
 @app.command()
-def serve(config: ConfigOption = None) -> None:
-    """Run the platform: HTTP API, SMTP relay and delivery workers, until Ctrl-C or SIGTERM."""
+def serve(
+    config: ConfigOption = None,
+    role: Annotated[
+        Role,
+        typer.Option(
+            help="all: everything in this process (and its delivery.processes children); front: API, SMTP "
+            "relay, inbound listener, webhooks, campaigns and scheduler, without delivery; delivery: only a "
+            "delivery engine, to add delivery capacity on the same database."
+        ),
+    ] = Role.all,
+) -> None:
+    """Run the platform: HTTP API, SMTP relay and delivery, until Ctrl-C or SIGTERM."""
     from estafeta.platform import Platform
 
     settings = _settings(config)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonLogs())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    log = logging.getLogger("estafeta")
 
     async def run() -> None:
         platform = Platform(settings)
-        await platform.start(smtp=settings.smtp.enabled)
-        logging.getLogger("estafeta").info("serving API on %s", platform.api_url)
+        front = role != Role.delivery
+        await platform.start(
+            api=front,
+            delivery=role != Role.front,
+            smtp=front and settings.smtp.enabled,
+            services=front,
+        )
+        if front:
+            log.info("serving API on %s", platform.api_url)
+        if platform.smtp_ports is not None:
+            log.info(
+                "SMTP relay on %s ports %d (STARTTLS) and %d (TLS)",
+                settings.smtp.host,
+                platform.smtp_ports.starttls,
+                platform.smtp_ports.implicit_tls,
+            )
+        if role != Role.front and settings.delivery.processes:
+            log.info("delivering from %d child processes", settings.delivery.processes)
+        elif role != Role.front:
+            log.info("delivering from this process")
         await _until_signal()
-        logging.getLogger("estafeta").info("stopping: finishing attempts under way, releasing the rest")
+        log.info("stopping: finishing attempts under way, releasing the rest")
         await platform.stop()
 
     asyncio.run(run())
@@ -652,7 +688,9 @@ def webhooks_replay(
 
 
 # -- lists and compliance -------------------------------------------------------------------------
-lists_app = typer.Typer(help="Mailing lists: create them, import contacts from CSV.", no_args_is_help=True)
+lists_app = typer.Typer(
+    help="Mailing lists: create them, import contacts from CSV, segment them.", no_args_is_help=True
+)
 app.add_typer(lists_app, name="lists")
 
 
@@ -708,6 +746,84 @@ def lists_list(
             lst.from_address,
             "yes" if lst.double_opt_in else "no",
             *(str(counts.get(s, 0)) for s in ("subscribed", "unconfirmed", "unsubscribed")),
+        )
+    console.print(table)
+
+
+segments_app = typer.Typer(
+    help="Segments: a list's contacts filtered by their attributes (campaigns can target one).",
+    no_args_is_help=True,
+)
+lists_app.add_typer(segments_app, name="segments")
+
+
+@segments_app.command("create")
+def segments_create(
+    account: Annotated[str, typer.Argument(help="Account name or id.")],
+    list_name: Annotated[str, typer.Argument(metavar="LIST", help="List name or id.")],
+    name: Annotated[str, typer.Argument(help="The segment's name.")],
+    where: Annotated[
+        list[str],
+        typer.Option(
+            "--where",
+            help="A condition, repeatable: 'plan = pro', 'age >= 30', 'city ~ york' (contains), "
+            "'country in ES,PT', 'phone exists', 'phone missing'; also != > < <=.",
+        ),
+    ],
+    any_: Annotated[
+        bool, typer.Option("--any", help="Contacts meeting any condition (default: all of them).")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Create a segment of a list and show how many subscribed contacts it holds now."""
+    from estafeta.audience import segments
+
+    _, db = _db(config)
+    row = _account(db, account)
+    mailing_list = _resolve_list(db, row.id, list_name)
+    try:
+        conditions = [segments.parse_expression(text, i) for i, text in enumerate(where)]
+        segments.parse_conditions(conditions)
+    except segments.SegmentError as exc:
+        raise _fail(str(exc)) from exc
+    segment = db.call(
+        audience_store.create_segment,
+        row.id,
+        mailing_list.id,
+        name,
+        "any" if any_ else "all",
+        conditions,
+        SystemClock().now(),
+    )
+    size = asyncio.run(segments.subscribers(db, segment))
+    console.print(
+        f"Segment [bold]{segment.name}[/] (id {segment.id}) of {mailing_list.name}: {size} subscribed "
+        f"contacts now; send a campaign to it with segment_id {segment.id}"
+    )
+
+
+@segments_app.command("list")
+def segments_list(
+    account: Annotated[str, typer.Argument(help="Account name or id.")],
+    list_name: Annotated[str, typer.Argument(metavar="LIST", help="List name or id.")],
+    config: ConfigOption = None,
+) -> None:
+    """The list's segments, their conditions and how many subscribed contacts each holds now."""
+    from estafeta.audience import segments
+
+    _, db = _db(config)
+    row = _account(db, account)
+    mailing_list = _resolve_list(db, row.id, list_name)
+    table = Table(
+        "id", "name", "match", "conditions", "subscribers", title=f"Segments of {mailing_list.name}"
+    )
+    for segment in db.call(audience_store.list_segments, row.id, mailing_list.id):
+        table.add_row(
+            str(segment.id),
+            segment.name,
+            segment.match,
+            "\n".join(segments.describe(c) for c in segment.conditions),
+            str(asyncio.run(segments.subscribers(db, segment))),
         )
     console.print(table)
 

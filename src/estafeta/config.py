@@ -33,7 +33,13 @@ class DeliverySettings(BaseModel):
     connect_timeout: float = 30.0
     command_timeout: float = 120.0
     idle_timeout: float = Field(5.0, description="seconds an unused connection to an MX is kept open")
-    workers: int = Field(1, ge=1, description="delivery engines in this process")
+    processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="delivery engines in child processes of `estafeta serve` (0 = in the serve process); "
+        "with N cores, N - 1 lets accepting and delivering use them all",
+    )
     batch_size: int = Field(200, ge=1, description="queue entries claimed at once")
     max_in_flight: int = Field(2000, ge=1, description="claimed entries held in memory at most")
     lease_seconds: float = Field(

@@ -44,6 +44,7 @@ DEMO_DELIVERY = {
     "throttle_pause": 0.5,
     "idle_timeout": 2,
     "poll_interval": 0.1,
+    "processes": 1,  # delivery in a process of its own, as on any machine with more than one core
 }
 FINAL = ("delivered", "bounced", "suppressed")  # suppressed: e.g. a domain found to take no mail
 

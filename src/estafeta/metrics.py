@@ -18,6 +18,7 @@ from estafeta.store.db import Database
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 QUEUE_STATES = ("queued", "deferred", "delivered", "bounced", "suppressed")
+OUTCOMES = ("delivered", "deferred", "bounced")  # of a delivery attempt
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from estafeta.clock import Clock, SystemClock
 from estafeta.config import Settings
 from estafeta.delivery.engine import DeliveryEngine
 from estafeta.delivery.mx import MxResolver, make_resolver
+from estafeta.delivery.processes import DeliveryProcesses
 from estafeta.metrics import Metrics
 from estafeta.notices import Notices
 from estafeta.postmaster import PostmasterPoller
@@ -66,11 +67,12 @@ class Platform:
         self.engine = DeliveryEngine(
             self.db, settings, self.clock, self.resolver, self.verp_secret, metrics=self.metrics
         )
+        self.delivery_processes: DeliveryProcesses | None = None
         self.accepter = Accepter(
             self.db,
             settings,
             self.clock,
-            self.engine.notify,
+            self.wake_delivery,
             tracker=self.tracker,
             metrics=self.metrics,
             own_hosts=self._own_hosts,
@@ -113,6 +115,12 @@ class Platform:
         self.api_port: int | None = None
         self.metrics_port: int | None = None
 
+    def wake_delivery(self) -> None:
+        """Mail became due (queued, released, resumed): deliver it now rather than at the next poll."""
+        self.engine.notify()
+        if self.delivery_processes is not None:
+            self.delivery_processes.notify()
+
     @property
     def api_url(self) -> str:
         return f"http://{self.settings.api.host}:{self.api_port}"
@@ -142,29 +150,41 @@ class Platform:
             await asyncio.sleep(0.01)
         return server, sock.getsockname()[1]
 
-    async def start(self, *, api: bool = True, delivery: bool = True, smtp: bool = False) -> None:
+    async def start(
+        self, *, api: bool = True, delivery: bool = True, smtp: bool = False, services: bool = True
+    ) -> None:
         """Start the chosen parts in the running loop; returns once they accept work.
 
+        `delivery` runs the delivery engine here, or in `settings.delivery.processes` child processes.
+        `services` are what one front process runs for the platform: the campaign runner, the inbound
+        listener for bounces and complaints (when `settings.inbound.enabled`), webhooks, the scheduler,
+        the Postmaster poller and the metrics endpoint; a delivery-only process leaves them out.
         The SMTP relay binds well-known ports (587, 465) unless configured otherwise, so it runs only when
-        asked for: `estafeta serve` asks when `settings.smtp.enabled`. The inbound listener for bounces and
-        complaints runs whenever `settings.inbound.enabled`.
+        asked for: `estafeta serve` asks when `settings.smtp.enabled`.
         """
         if api:
             self._server, self.api_port = await self._serve(
                 self.app, self.settings.api.host, self.settings.api.port, "api"
             )
         metrics = self.settings.metrics
-        if metrics.enabled and metrics.port is not None:
+        if services and metrics.enabled and metrics.port is not None:
             from estafeta.api.metrics import metrics_app
 
             self._metrics_server, self.metrics_port = await self._serve(
                 metrics_app(self), metrics.host, metrics.port, "metrics"
             )
-        if delivery:
+        if delivery and self.settings.delivery.processes:
+            self.delivery_processes = DeliveryProcesses(
+                self.settings, self.settings.delivery.processes, self.metrics
+            )
+            await self.delivery_processes.start()
+        elif delivery:
             self._tasks.append(asyncio.create_task(self.engine.run(), name="delivery"))
-            self._tasks.append(asyncio.create_task(self.campaign_runner.run(), name="campaigns"))
         if smtp:
             self.smtp_ports = await self.smtp.start()
+        if not services:
+            return
+        self._tasks.append(asyncio.create_task(self.campaign_runner.run(), name="campaigns"))
         if self.settings.inbound.enabled:
             self.inbound_address = await self.inbound.start()
         if self.settings.webhooks.enabled:
@@ -188,6 +208,9 @@ class Platform:
         if self._metrics_server is not None:
             self._metrics_server.should_exit = True
         await self.engine.stop(grace)
+        if self.delivery_processes is not None:
+            await self.delivery_processes.stop(grace)
+            self.delivery_processes = None
         if self._webhooks_running:
             await self.webhooks.stop(min(grace, 5.0))
             self._webhooks_running = False

@@ -30,6 +30,7 @@ from sqlalchemy import Connection
 
 from estafeta.clock import Clock
 from estafeta.config import Settings
+from estafeta.store import campaigns as campaign_store
 from estafeta.store import reputation as store
 from estafeta.store.db import Database
 
@@ -270,6 +271,7 @@ class Reputation:
                     store.add_event(conn, account, "account_resumed", now, {**base, "stream": stream})
             if "warm-up" in review.reason:
                 self._raise_tier(conn, account, now, actor)
+            resumed = campaign_store.resume_after_standing(conn, account)
             moved = store.set_entries(
                 conn,
                 account,
@@ -280,6 +282,7 @@ class Reputation:
                 data={"released_by": actor},
             )
         else:
+            resumed = 0
             for stream in streams:
                 store.set_standing(conn, account, stream, "suspended", note or review.reason, actor, now)
                 store.add_event(
@@ -298,7 +301,11 @@ class Reputation:
                 event="cancelled",
                 data={"by": actor},
             )
-        return {**_review_json(store.get_review(conn, review_id) or review), "messages_moved": moved}
+        return {
+            **_review_json(store.get_review(conn, review_id) or review),
+            "messages_moved": moved,
+            "campaigns_resumed": resumed,
+        }
 
     def _raise_tier(self, conn: Connection, account_id: int, now: datetime, actor: str) -> None:
         tier = store.tier(conn, account_id)
@@ -330,6 +337,8 @@ class Reputation:
             if state == "paused":
                 data["how_to_resume"] = HOW_TO_RESUME
                 _request_review(conn, account_id, stream, f"paused by an administrator: {reason}", None, now)
+            if state == "active":
+                campaign_store.resume_after_standing(conn, account_id)
             store.add_event(conn, account_id, kind, now, data)
 
         await self.db.run(work)
@@ -354,6 +363,7 @@ class Reputation:
             outcome, reason = verdict(m, self.settings)
             if outcome == "healthy" and standing.state == "active":
                 self._raise_tier(conn, account_id, now, "system")
+                campaign_store.resume_after_standing(conn, account_id)
                 raised += 1
             else:
                 why = reason or f"broadcast stream is {standing.state}"

@@ -36,6 +36,7 @@ from estafeta.queue import retry_delay
 from estafeta.store import webhooks as store
 from estafeta.store.db import Database
 from estafeta.store.messages import EventRow
+from estafeta.waits import wait_set
 
 log = logging.getLogger("estafeta.webhooks")
 
@@ -225,8 +226,7 @@ class Webhooks:
                 await self.dispatch_once()
             except Exception:
                 log.exception("webhook dispatch failed; trying again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout=self.settings.poll_interval)
+            await wait_set(self.wakeup, self.settings.poll_interval)
 
     async def _post(self, delivery: store.Claimed) -> tuple[int | None, str | None, str | None]:
         """(status, error, response snippet) of one POST."""

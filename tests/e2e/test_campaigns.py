@@ -9,11 +9,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Connection
 
 from estafeta.accept import Accepted, Submission
 from estafeta.audience.campaigns import start
+from estafeta.auth import create_admin_key
 from estafeta.compose import Address, Draft, parse_address
 from estafeta.store import campaigns as campaign_store
 from estafeta.store.messages import EventFilter, list_events
@@ -254,3 +256,39 @@ async def test_template_errors_are_refused_with_the_line_and_text_is_made_from_h
     assert "&lt;b&gt;Ana&lt;/b&gt;" in html  # attributes are escaped in HTML
     assert "the sale <https://acme.test/spring>" in text and "Unsubscribe: http://" in text
     assert "Unsubscribe</a>" in html
+
+
+async def test_a_campaign_paused_by_the_accounts_standing_resumes_when_an_administrator_approves(
+    h: Harness,
+) -> None:
+    news = await create_list(h)
+    for i in range(5):
+        await subscribe(h, news["id"], f"fan{i}@yahoo.test")
+    created = await create_campaign(h, news["id"])
+    key = create_admin_key(h.platform.db, "ops", h.clock.now()).token
+    async with httpx.AsyncClient(
+        base_url=h.platform.api_url, headers={"Authorization": f"Bearer {key}"}
+    ) as admin:
+        paused = await admin.post(
+            f"/v1/admin/accounts/{h.account_id}/streams",
+            json={"stream": "broadcast", "state": "paused", "reason": "complaints"},
+        )
+        assert paused.status_code == 200, paused.text
+        await h.client.post(f"/v1/campaigns/{created['id']}/send")
+        view = await eventually(lambda: _state(h, created["id"], "paused"), "the gate to pause the campaign")
+        assert view["paused_for"] == "standing" and "complaints" in view["error"]
+        assert view["stats"]["sent"] == 0
+
+        by_sender = await create_campaign(h, news["id"], name="Held back")
+        await h.client.post(f"/v1/campaigns/{by_sender['id']}/schedule", json={"at": "2030-01-01T00:00:00Z"})
+        assert (await h.client.post(f"/v1/campaigns/{by_sender['id']}/pause")).json()[
+            "paused_for"
+        ] == "sender"
+
+        reviews = (await admin.get("/v1/admin/reviews")).json()["data"]
+        approved = await admin.post(f"/v1/admin/reviews/{reviews[0]['id']}/approve")
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["campaigns_resumed"] == 1
+    done = await eventually(lambda: _state(h, created["id"], "sent"), "the resumed campaign to end")
+    assert done["stats"]["sent"] == 5 and done["error"] == "" and done["paused_for"] is None
+    assert (await campaign(h, by_sender["id"]))["state"] == "paused"  # the sender's own pause stands

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from estafeta import admin
-from estafeta.accept import GroupCommit
+from estafeta.accept import GroupCommit, store_batch
 from estafeta.cli import app as cli_app
 from estafeta.clock import ManualClock
 from estafeta.platform import Platform
@@ -33,6 +33,7 @@ from estafeta.smtp import create_smtp_credential
 from estafeta.store import accounts as account_store
 from estafeta.store import messages as message_store
 from estafeta.store import queue as queue_store
+from estafeta.store import reputation as reputation_store
 from estafeta.store.db import Database
 from estafeta.world import World
 
@@ -259,6 +260,30 @@ async def test_data_is_answered_after_the_message_is_queued_signed_and_logged(re
     assert raw.endswith(SIMPLE[SIMPLE.index(b"\r\n\r\n") :])
 
 
+async def test_a_shortened_link_in_relayed_mail_holds_it_for_review(relay: Relay) -> None:
+    raw = (
+        b"From: Acme <hello@acme.test>\r\nTo: ana@gmail.test\r\nSubject: Your offer\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+        b'<p>See <a href="https://bit.ly/3xYz">our offer</a></p>\r\n'
+    )
+
+    def scenario() -> tuple[int, bytes]:
+        with _session(relay.login) as client:
+            return _send_raw(client, "hello@acme.test", ["ana@gmail.test"], raw)
+
+    code, text = await asyncio.to_thread(scenario)
+    assert code == 250 and b"held for review" in text and b"bit.ly" in text, text
+    message_id = text.split()[2].decode()
+    view, _ = relay.stored(message_id)
+    assert [(r.recipient, r.state) for r in view.recipients] == [("ana@gmail.test", "held")]
+    db = Database(relay.platform.settings.database_url)
+    try:
+        review = db.call(reputation_store.open_review, relay.account_id)
+    finally:
+        db.close()
+    assert review is not None and message_id in review.reason and "bit.ly" in review.reason
+
+
 async def test_own_message_id_and_date_are_kept(relay: Relay) -> None:
     raw = SIMPLE.replace(
         b"Subject:",
@@ -421,8 +446,8 @@ class _RecordingDatabase(Database):
         self.transactions: list[int] = []
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if fn is message_store.insert_messages:
-            self.transactions.append(len(args[0]))
+        if fn is store_batch:
+            self.transactions.append(len(args[0]))  # callers (entries) in the transaction
         return await super().run(fn, *args, **kwargs)
 
 
@@ -456,7 +481,9 @@ async def test_concurrent_callers_share_a_transaction_and_a_bad_one_fails_alone(
             commits.commit([_new_message(account.id, 12)], clock.now()),
             return_exceptions=True,
         )
-        assert results[0] is None and results[2] is None and isinstance(results[1], IntegrityError)
+        assert isinstance(results[1], IntegrityError)
+        assert [row.id for row in results[0]] == ["msg_" + "0" * 24 + "10"]  # type: ignore[union-attr]
+        assert [row.id for row in results[2]] == ["msg_" + "0" * 24 + "12"]  # type: ignore[union-attr]
         assert db.transactions == [4, 3, 1, 1, 1]  # the shared one failed, then each was tried alone
         assert db.call(queue_store.state_counts) == {"queued": 6}
     finally:

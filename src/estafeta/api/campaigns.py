@@ -55,6 +55,11 @@ class CampaignOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: str = Field(description="why sending paused on its own, if it did")
+    paused_for: Literal["sender", "standing", "error"] | None = Field(
+        description="why a paused campaign waits: the sender paused it; the account's standing (a "
+        "reputation pause or the warm-up limit: it resumes by itself when that is lifted); or an error "
+        "in a message that the sender must fix before resuming"
+    )
     created_at: datetime
 
 
@@ -86,6 +91,7 @@ def _out(row: CampaignRow) -> CampaignOut:
         started_at=row.started_at,
         finished_at=row.finished_at,
         error=row.error,
+        paused_for=row.paused_for or None,  # type: ignore[arg-type]
         created_at=row.created_at,
     )
 

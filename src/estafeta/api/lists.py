@@ -285,17 +285,6 @@ async def import_contacts(
     )
 
 
-async def _segment_size(plat: Platform, segment: store.SegmentRow) -> int:
-    conditions = segments.parse_conditions(segment.conditions)
-    count, after = 0, 0
-    while page := await plat.db.run(store.members, segment.list_id, after_id=after, limit=1000):
-        count += sum(
-            1 for m in page if segments.matches(conditions, segment.match, {"email": m.email, **m.attributes})
-        )
-        after = page[-1].contact_id
-    return count
-
-
 async def _segment_out(plat: Platform, segment: store.SegmentRow) -> SegmentOut:
     return SegmentOut(
         id=segment.id,
@@ -303,7 +292,7 @@ async def _segment_out(plat: Platform, segment: store.SegmentRow) -> SegmentOut:
         name=segment.name,
         match=segment.match,
         conditions=segment.conditions,
-        subscribers=await _segment_size(plat, segment),
+        subscribers=await segments.subscribers(plat.db, segment),
     )
 
 

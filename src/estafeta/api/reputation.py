@@ -131,7 +131,7 @@ async def approve(
         result = await plat.reputation.approve(review_id, actor, body.note if body else "")
     except ReviewError as exc:
         raise _review_problem(exc) from exc
-    plat.engine.notify()
+    plat.wake_delivery()
     return result
 
 
@@ -158,5 +158,5 @@ async def control_stream(
     if await plat.db.run(accounts.get_account, account_id) is None:
         raise Problem(404, f"no account {account_id}")
     await plat.reputation.set_stream(account_id, body.stream, body.state, body.reason, actor)
-    plat.engine.notify()
+    plat.wake_delivery()
     return await plat.db.run(plat.reputation.overview, account_id, plat.clock.now())

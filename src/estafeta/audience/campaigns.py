@@ -13,7 +13,6 @@ The rate (messages per second) is measured on the platform clock, with bursts of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from estafeta.store import audience as audience_store
 from estafeta.store import campaigns as store
 from estafeta.store.db import Database
 from estafeta.suppression import SpamTraps, screen
+from estafeta.waits import wait_set
 
 log = logging.getLogger("estafeta.campaigns")
 
@@ -155,7 +155,9 @@ class Campaigns:
         return await self.get(account_id, campaign_id)
 
     async def pause(self, account_id: int, campaign_id: int) -> store.CampaignRow:
-        return await self._move(account_id, campaign_id, ("sending", "scheduled"), "paused")
+        return await self._move(
+            account_id, campaign_id, ("sending", "scheduled"), "paused", paused_for="sender"
+        )
 
     async def resume(self, account_id: int, campaign_id: int) -> store.CampaignRow:
         row = await self.get(account_id, campaign_id)
@@ -171,10 +173,10 @@ class Campaigns:
         )
 
     async def _move(
-        self, account_id: int, campaign_id: int, from_states: tuple[str, ...], to_state: str
+        self, account_id: int, campaign_id: int, from_states: tuple[str, ...], to_state: str, **values: str
     ) -> store.CampaignRow:
         if not await self.db.run(
-            store.transition, account_id, campaign_id, from_states, to_state, self.clock.now()
+            store.transition, account_id, campaign_id, from_states, to_state, self.clock.now(), **values
         ):
             row = await self.get(account_id, campaign_id)
             raise AudienceError("state", f"a {row.state} campaign cannot become {to_state}", status=409)
@@ -298,8 +300,7 @@ class CampaignRunner:
                 await asyncio.sleep(0)
                 continue
             self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.settings.audience.tick_seconds)
+            await wait_set(self._wakeup, self.settings.audience.tick_seconds)
 
     def stop(self) -> None:
         self._stopping = True
@@ -372,8 +373,17 @@ class CampaignRunner:
         except AcceptError as exc:
             log.warning("campaign %d paused: %s: %s", campaign.id, exc.field, exc.reason)
             error = f"{exc.field}: {exc.reason}"[:2000]
+            # A paused account or a reached warm-up limit lifts without the sender: so does this pause.
+            paused_for = "standing" if exc.kind in ("account-paused", "sending-limit") else "error"
             await self.db.run(
-                store.transition, campaign.account_id, campaign.id, ("sending",), "paused", now, error=error
+                store.transition,
+                campaign.account_id,
+                campaign.id,
+                ("sending",),
+                "paused",
+                now,
+                error=error,
+                paused_for=paused_for,
             )
             return False
         except store.AlreadySent:

@@ -6,9 +6,14 @@ of its conditions. Evaluated in Python over the stored attributes, so the same r
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from estafeta.store import audience as store
+from estafeta.store.db import Database
 
 OPS: tuple[str, ...] = ("eq", "ne", "contains", "gt", "gte", "lt", "lte", "in", "exists", "missing")
 
@@ -91,3 +96,72 @@ def _holds(condition: Condition, attributes: dict[str, Any]) -> bool:
     if condition.op == "missing":
         return not present
     return _TESTS[condition.op](attributes.get(condition.attribute), condition.value)
+
+
+async def subscribers(db: Database, segment: store.SegmentRow) -> int:
+    """Subscribed contacts of the segment's list that are in the segment now."""
+    conditions = parse_conditions(segment.conditions)
+    count, after = 0, 0
+    while page := await db.run(store.members, segment.list_id, after_id=after, limit=1000):
+        count += sum(
+            1 for m in page if matches(conditions, segment.match, {"email": m.email, **m.attributes})
+        )
+        after = page[-1].contact_id
+    return count
+
+
+# `attribute OP value` as typed on the command line; the longest operators first.
+_EXPRESSION = re.compile(
+    r"\s*(?P<attribute>[^\s=!<>~]+)\s*"
+    r"(?:(?P<op>>=|<=|!=|=|>|<|~|\bin\b)\s*(?P<value>.*?)|(?P<unary>\bexists|\bmissing))\s*$",
+    re.IGNORECASE,
+)
+_SYMBOLS = {
+    "=": "eq",
+    "!=": "ne",
+    "~": "contains",
+    ">": "gt",
+    ">=": "gte",
+    "<": "lt",
+    "<=": "lte",
+    "in": "in",
+}
+
+
+def parse_expression(text: str, index: int = 0) -> dict[str, Any]:
+    """A condition from `plan = pro`, `age >= 30`, `city ~ york`, `country in ES,PT`, `phone exists`.
+
+    Values are JSON when they parse as JSON (numbers, true/false), else text; `in` takes a comma list."""
+    found = _EXPRESSION.fullmatch(text)
+    if found is None:
+        raise SegmentError(
+            f"conditions[{index}]",
+            f"{text!r} is not `attribute OP value` (OP: = != ~ > >= < <= in) or `attribute exists|missing`",
+        )
+    if found["unary"]:
+        return {"attribute": found["attribute"], "op": found["unary"].lower()}
+    op = _SYMBOLS[found["op"].lower()]
+    raw = found["value"]
+    value: Any = [_value(v.strip()) for v in raw.split(",") if v.strip()] if op == "in" else _value(raw)
+    if value in ("", []):
+        raise SegmentError(f"conditions[{index}].value", f"{text!r} has no value after {found['op']!r}")
+    return {"attribute": found["attribute"], "op": op, "value": value}
+
+
+def _value(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, int | float | bool) else text
+
+
+def describe(condition: dict[str, Any]) -> str:
+    """A stored condition as the command line writes it."""
+    symbol = {op: sym for sym, op in _SYMBOLS.items()}.get(condition["op"])
+    if symbol is None:
+        return f"{condition['attribute']} {condition['op']}"
+    value = condition.get("value")
+    values = value if isinstance(value, list) else [value]
+    shown = ",".join(v if isinstance(v, str) else json.dumps(v) for v in values)
+    return f"{condition['attribute']} {symbol} {shown}"

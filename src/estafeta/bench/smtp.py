@@ -74,7 +74,7 @@ async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Con
             account = admin.create_account(platform.db, "bench", clock.now())
             admin.add_domain(platform.db, settings, account.id, "bench.test", clock.now(), algorithm)
             credential = await create_smtp_credential(platform.db, account.id, clock.now())
-            await platform.start(api=False, delivery=False, smtp=True)
+            await platform.start(api=False, delivery=False, smtp=True, services=False)
             assert platform.smtp_ports is not None
             context = multiprocessing.get_context("spawn")
             sent = context.Value("i", 0)

@@ -34,6 +34,7 @@ from estafeta.config import Settings
 from estafeta.store import feedback
 from estafeta.store.db import Database
 from estafeta.suppression import for_bounce, for_complaint, soft_rule
+from estafeta.waits import wait_set
 
 log = logging.getLogger("estafeta.inbound")
 
@@ -293,9 +294,7 @@ class InboundListener:
         if self._server is None:
             return
         self._server.close()
-        try:
-            await asyncio.wait_for(self.handler.idle.wait(), grace)
-        except TimeoutError:
+        if not await wait_set(self.handler.idle, grace):
             log.warning("inbound stop: %d reports still being recorded", self.handler.busy)
         for session in list(self.sessions):
             if session.transport is not None:

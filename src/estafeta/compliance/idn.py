@@ -11,6 +11,11 @@ count as their writing system; Common and Inherited characters go with any scrip
   Latin plus Han/Hangul;
 - anything else (e.g. Latin mixed with Cyrillic or Greek) is refused with the scripts it mixes.
 
+The highly restrictive level also asks every character to be in the identifier profile: here, at script
+level, every character is Common, Inherited or of a script UAX #31 recommends for identifiers (table 5);
+historic and limited-use scripts (Runic, Gothic, Cherokee, ...) are refused. Digits must all come from one
+decimal system (UTS #39 section 5.3, mixed numbers: ASCII 1 beside Bengali ১ is refused).
+
 Confusables use the Unicode confusables table shipped by `confusable_homoglyphs`: a non-ASCII label whose
 every character is ASCII or has an ASCII letter/digit prototype looks like an ASCII label (Cyrillic letters
 spelling "paypal") and is refused. Each label is judged on its own, so a Cyrillic name under `.com` is fine.
@@ -59,6 +64,14 @@ def _script_patterns() -> dict[str, regex.Pattern[str]]:
 
 
 _SCRIPTS = _script_patterns()
+# UAX #31 table 5, Recommended Scripts: the scripts of the identifier profile.
+RECOMMENDED_SCRIPTS = frozenset(
+    """
+    Arabic Armenian Bengali Bopomofo Cyrillic Devanagari Ethiopic Georgian Greek Gujarati Gurmukhi Han Hangul
+    Hebrew Hiragana Kannada Katakana Khmer Lao Latin Malayalam Myanmar Oriya Sinhala Tamil Telugu Thaana Thai
+    Tibetan
+    """.split()  # noqa: SIM905
+)
 _ANY = frozenset({"*"})  # Common / Inherited: goes with every script
 JAPANESE, KOREAN, HAN_BOPOMOFO = "Japanese", "Korean", "Han_with_Bopomofo"
 _AUGMENT = {
@@ -151,6 +164,25 @@ def ascii_lookalike(label: str) -> tuple[str, list[str]] | None:
     return "".join(out), lookalikes
 
 
+def outside_profile(label: str) -> list[str]:
+    """Characters of scripts outside the identifier profile (UAX #31 recommended scripts), one per script."""
+    found: dict[str, str] = {}
+    for char in label:
+        named = scripts(char)
+        if named is not _ANY and not named & RECOMMENDED_SCRIPTS:
+            found.setdefault(_main_script(char), char)
+    return list(found.values())
+
+
+def numbering_systems(label: str) -> list[str]:
+    """One digit of each decimal system the label's digits come from (UTS #39 mixed-number detection)."""
+    found: dict[int, str] = {}
+    for char in label:
+        if unicodedata.category(char) == "Nd":
+            found.setdefault(ord(char) - unicodedata.digit(char), char)  # keyed by the system's zero
+    return list(found.values())
+
+
 @dataclass(frozen=True)
 class IdnProblem:
     domain: str
@@ -182,6 +214,26 @@ def check_domain(domain: str) -> list[IdnProblem]:
                     f"label {label!r} mixes the {' and '.join(mixed)} scripts ({examples}); only one "
                     "script, or Latin with Chinese, Japanese or Korean, is allowed "
                     "(UTS #39 highly restrictive)",
+                )
+            )
+            continue
+        if historic := outside_profile(label):
+            problems.append(
+                IdnProblem(
+                    domain,
+                    label,
+                    f"label {label!r} uses {', '.join(_describe(c) for c in historic)}: a script outside "
+                    "the identifier profile (UAX #31 recommended scripts; UTS #39 highly restrictive)",
+                )
+            )
+            continue
+        if len(digits := numbering_systems(label)) > 1:
+            problems.append(
+                IdnProblem(
+                    domain,
+                    label,
+                    f"label {label!r} mixes digits of different number systems "
+                    f"({', '.join(_describe(c) for c in digits)}; UTS #39 mixed numbers)",
                 )
             )
             continue

@@ -8,7 +8,6 @@ shutdown entries not yet attempted are released so that nothing waits for a leas
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -29,6 +28,7 @@ from estafeta.metrics import Metrics
 from estafeta.queue import AttemptResult, Job, Queue
 from estafeta.store.db import Database
 from estafeta.suppression import soft_rule
+from estafeta.waits import wait_set
 
 log = logging.getLogger("estafeta.delivery")
 
@@ -87,11 +87,7 @@ class Lane:
             if self.engine.stopping:
                 return None
             self.arrived.clear()
-            try:
-                await asyncio.wait_for(
-                    self.arrived.wait(), timeout=self.engine.settings.delivery.idle_timeout
-                )
-            except TimeoutError:
+            if not await wait_set(self.arrived, self.engine.settings.delivery.idle_timeout):
                 return None
         return self.jobs.popleft()
 
@@ -225,8 +221,7 @@ class DeliveryEngine:
                 continue
             self.wakeup.clear()
             waiter = self._room if room <= 0 else self.wakeup
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), timeout=delivery.poll_interval)
+            await wait_set(waiter, delivery.poll_interval)
             self._room.clear()
 
     async def _flush_loop(self) -> None:

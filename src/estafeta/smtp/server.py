@@ -27,6 +27,7 @@ from estafeta.smtp.limits import AccountRateLimiter, ConnectionLimiter
 from estafeta.store import accounts as account_store
 from estafeta.store.db import Database
 from estafeta.tls import server_context, write_self_signed
+from estafeta.waits import wait_set
 
 log = logging.getLogger("estafeta.smtp")
 
@@ -231,13 +232,13 @@ class RelayHandler:
             len(accepted.recipients),
             len(raw),
         )
+        if accepted.held:
+            return f"250 2.0.0 Ok: {accepted.id} held for review: {reply_text('; '.join(accepted.held))}"
         return f"250 2.0.0 Ok: queued as {accepted.id}"
 
     async def wait_idle(self, timeout: float) -> None:
         """Wait until no message is being accepted, at most `timeout` seconds."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
+        if not await wait_set(self._idle, timeout):
             log.warning("smtp stop: %d messages still being accepted", self._accepting)
 
 

@@ -48,6 +48,7 @@ class CampaignRow:
     scheduled_at: datetime | None
     rate: float
     error: str
+    paused_for: str
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -90,6 +91,7 @@ def _campaign(row: Any) -> CampaignRow:
         row.scheduled_at,
         row.rate,
         row.error,
+        row.paused_for,
         row.created_at,
         row.started_at,
         row.finished_at,
@@ -146,6 +148,8 @@ def transition(
 ) -> bool:
     """Move the campaign to `to_state` if it is in one of `from_states`; False when it was not."""
     extra = dict(values)
+    if to_state != "paused":
+        extra["paused_for"] = ""
     if to_state == "sending":
         extra.setdefault("error", "")
     if to_state in ("sent", "cancelled"):
@@ -156,6 +160,18 @@ def transition(
         .values(state=to_state, **extra)
     )
     return result.rowcount == 1
+
+
+def resume_after_standing(conn: Connection, account_id: int) -> int:
+    """Send again the account's campaigns that its standing paused (pause or warm-up limit lifted)."""
+    result = conn.execute(
+        update(Campaign)
+        .where(
+            Campaign.account_id == account_id, Campaign.state == "paused", Campaign.paused_for == "standing"
+        )
+        .values(state="sending", paused_for="", error="")
+    )
+    return result.rowcount
 
 
 def due_scheduled(conn: Connection, now: datetime) -> list[CampaignRow]:

@@ -336,6 +336,9 @@ class Campaign(Base):
     scheduled_at: Mapped[datetime | None]
     rate: Mapped[float] = mapped_column(Float, default=50.0)
     error: Mapped[str] = mapped_column(Text, default="")
+    # Why a paused campaign waits: sender (its own pause), standing (the account was paused or reached its
+    # warm-up limit; it resumes when that is lifted) or error (a message was refused; the sender must act).
+    paused_for: Mapped[str] = mapped_column(String(10), default="", server_default="")
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None]
     created_at: Mapped[datetime]

@@ -201,6 +201,11 @@ def tier(conn: Connection, account_id: int) -> int:
     return conn.scalar(select(Account.sending_tier).where(Account.id == account_id)) or 0
 
 
+def lock_account(conn: Connection, account_id: int) -> None:
+    """Hold the account's row until the transaction ends (PostgreSQL; SQLite's writer is already alone)."""
+    conn.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+
+
 def set_tier(conn: Connection, account_id: int, value: int) -> None:
     conn.execute(update(Account).where(Account.id == account_id).values(sending_tier=value))
 

@@ -1,0 +1,50 @@
+"""The accept path's gate on a real database (SQLite and PostgreSQL): warm-up limits hold exactly when many
+requests arrive at once, even from two platform processes sharing the database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from estafeta import admin
+from estafeta.accept import Accepter, AcceptError
+from estafeta.clock import ManualClock
+from estafeta.config import Settings
+from estafeta.store import queue as queue_store
+from estafeta.store.db import Database
+
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+LIMIT = 10
+
+
+def _raw(index: int) -> bytes:
+    return (
+        f"From: Shop <orders@shop.test>\r\nTo: a{index}@gmail.test, b{index}@gmail.test\r\n"
+        f"Subject: Order {index}\r\n\r\nThanks.\r\n"
+    ).encode()
+
+
+async def test_concurrent_requests_never_overshoot_the_warm_up_limit(db: Database) -> None:
+    settings = Settings(database_url=db.url, warmup={"tiers": [LIMIT]}, dkim_algorithm="ed25519-sha256")
+    clock = ManualClock(NOW)
+    account = admin.create_account(db, "shop", NOW).id
+    admin.add_domain(db, settings, account, "shop.test", NOW)
+    # Two accepters on one database stand for two platform processes: each groups its own commits.
+    second = Database(db.url)
+    accepters = [Accepter(database, settings, clock, lambda: None) for database in (db, second)]
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                accepters[i % 2].accept_raw(
+                    account, "orders@shop.test", [f"a{i}@gmail.test", f"b{i}@gmail.test"], _raw(i)
+                )
+                for i in range(12)
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        second.close()
+    refused = [o for o in outcomes if isinstance(o, AcceptError)]
+    assert len(refused) == 12 - LIMIT // 2, outcomes
+    assert all(o.status == 429 and o.smtp.startswith("452 4.5.3") for o in refused)
+    assert db.call(queue_store.state_counts) == {"queued": LIMIT}
