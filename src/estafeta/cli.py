@@ -598,15 +598,16 @@ def webhooks_add(
     config: ConfigOption = None,
 ) -> None:
     """Add an endpoint and print its signing secret."""
-    from estafeta.api.webhooks import check_event_types, check_url
+    from estafeta.api.webhooks import check_event_types, check_reachable, check_url
     from estafeta.store import webhooks as webhook_store
     from estafeta.webhooks import new_secret
 
-    _, db = _db(config)
+    settings, db = _db(config)
     try:
         row = admin.resolve_account(db, account)
         types = check_event_types(event or [])
         check_url(url)
+        check_reachable(url, settings.webhooks)
     except (admin.AdminError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     created = db.call(

@@ -112,6 +112,11 @@ class InboundSettings(BaseModel):
     port: int = Field(25, ge=0, le=65535, description="0 = any free port")
     fbl_address: str = Field("fbl", description="local part of the feedback-loop (ARF complaint) address")
     max_message_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest report accepted")
+    starttls: bool = Field(
+        True,
+        description="offer STARTTLS (optional for senders) with smtp.tls_cert/tls_key, or else a "
+        "self-signed certificate made at start, as receiving MX servers commonly do",
+    )
 
 
 class LintSettings(BaseModel):
@@ -256,6 +261,11 @@ class WebhookSettings(BaseModel):
     batch_size: int = Field(500, ge=1, description="events fanned out, or deliveries claimed, at once")
     gap_grace: float = Field(
         10.0, gt=0, description="seconds an event id missing below newer ones is awaited (PostgreSQL)"
+    )
+    allow_private_addresses: bool = Field(
+        False,
+        description="POST to endpoints on private, loopback or link-local addresses (the sandbox; a "
+        "platform whose accounts are all trusted and inside its network); off, such endpoints are refused",
     )
 
 

@@ -35,6 +35,8 @@ def sandbox_settings(
     delivery = {"smtp_port": smtp_port, **overrides.pop("delivery", {})}
     values["delivery"] = delivery
     values["api"] = {"host": "127.0.0.1", "port": 0, **overrides.pop("api", {})}
+    # Webhook receivers in the sandbox listen on loopback.
+    values["webhooks"] = {"allow_private_addresses": True, **overrides.pop("webhooks", {})}
     # Recipients here are on this machine, so tracking links may point at the API itself.
     values["tracking"] = {"use_api_url": True, **overrides.pop("tracking", {})}
     # Links are only followed through the world's web proxy: nothing leaves the machine.

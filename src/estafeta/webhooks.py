@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from estafeta import __version__
+from estafeta import __version__, public_http
 from estafeta.clock import Clock, SystemClock
 from estafeta.config import WebhookSettings
 from estafeta.metrics import Metrics
@@ -274,10 +274,10 @@ class Webhooks:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         timeout = self.settings.timeout
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        self._client = public_http.client(
+            httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            allow_private=self.settings.allow_private_addresses,
         )
         self._tasks = [
             asyncio.create_task(self._fan_out_loop(), name="webhooks-fanout"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -296,15 +297,21 @@ async def test_free_form_and_delayed_reports_on_the_return_path(reporting: Harne
     assert h.platform.inbound_address is not None
     host, port = h.platform.inbound_address
 
-    def deliver(template: str, rcpt: str) -> int:
+    def deliver(template: str, rcpt: str, tls: bool) -> int:
         """Mail a report to the return path the message went out with; the reply to its DATA."""
         with smtplib.SMTP(host, port, timeout=30) as client:
             client.ehlo("relay.yahoo.test")
+            assert client.has_extn("starttls")  # offered, not required: an MX takes mail either way
+            if tls:  # as sending MTAs do: opportunistic, the certificate is not checked
+                unverified = ssl.create_default_context()
+                unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
+                assert client.starttls(context=unverified)[0] == 220
+                client.ehlo("relay.yahoo.test")
             assert client.mail("<>")[0] == 250 and client.rcpt(paths[rcpt])[0] == 250
             return client.data(template.format(to=paths[rcpt], rcpt=rcpt).encode())[0]
 
-    assert await asyncio.to_thread(deliver, QMAIL_BOUNCE, "ana@yahoo.test") == 250
-    assert await asyncio.to_thread(deliver, DELAYED_DSN, "bob@yahoo.test") == 250
+    assert await asyncio.to_thread(deliver, QMAIL_BOUNCE, "ana@yahoo.test", True) == 250
+    assert await asyncio.to_thread(deliver, DELAYED_DSN, "bob@yahoo.test", False) == 250
     view = await h.message(hard)  # committed before the 250: no waiting
     (bounce,) = _events(view, "bounced")
     assert bounce["data"]["bounce"]["reason"] == "user-unknown" and bounce["data"]["source"] == "heuristic"

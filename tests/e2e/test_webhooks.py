@@ -282,3 +282,24 @@ async def test_endpoints_filter_by_type_are_managed_and_validated(
     assert (await harness.client.delete(f"/v1/webhooks/{endpoint['id']}")).status_code == 204
     assert (await harness.client.get(f"/v1/webhooks/{endpoint['id']}")).status_code == 404
     assert (await harness.client.get(f"/v1/webhooks/{endpoint['id']}/deliveries")).status_code == 404
+
+
+async def test_endpoints_in_private_networks_are_refused_unless_allowed(
+    fresh_world: World, tmp_path: Path
+) -> None:
+    h = await start_harness(
+        fresh_world, f"sqlite:///{tmp_path / 'e2e.db'}", webhooks={"allow_private_addresses": False}
+    )
+    try:
+        for url in ("http://169.254.169.254/latest/meta-data", "http://localhost:5432/", "http://[::1]/x"):
+            refused = await h.client.post("/v1/webhooks", json={"url": url})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["errors"][0]["field"] == "url"
+            assert "public internet" in refused.json()["detail"]
+        # A name is judged when the platform connects; disabled here, so nothing is ever sent to it.
+        public = await _endpoint(h, "https://hooks.example.com/estafeta", enabled=False)
+        moved = await h.client.patch(f"/v1/webhooks/{public['id']}", json={"url": "http://10.0.0.8/hooks"})
+        assert moved.status_code == 422
+    finally:
+        await h.client.aclose()
+        await h.platform.stop(grace=2)

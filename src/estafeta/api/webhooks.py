@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from estafeta.api.deps import account_id, platform
 from estafeta.api.events import decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
+from estafeta.config import WebhookSettings
 from estafeta.platform import Platform
+from estafeta.public_http import private_target
 from estafeta.store import webhooks as store
 from estafeta.webhooks import TEST_EVENT, new_secret, test_payload
 
@@ -28,6 +30,23 @@ def check_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http:// or https:// URL")
     return url
+
+
+def check_reachable(url: str, settings: WebhookSettings) -> None:
+    """Refuse a URL into a private network unless the platform allows such endpoints (see public_http)."""
+    if not settings.allow_private_addresses and (reason := private_target(url)):
+        raise ValueError(
+            f"{reason}; endpoints must be on the public internet (webhooks.allow_private_addresses is off)"
+        )
+
+
+def _reachable(url: str | None, plat: Platform) -> None:
+    if url is None:
+        return
+    try:
+        check_reachable(url, plat.settings.webhooks)
+    except ValueError as exc:
+        raise Problem(422, f"url: {exc}", errors=[{"field": "url", "reason": str(exc)}]) from exc
 
 
 def check_event_types(types: list[str]) -> list[str]:
@@ -138,6 +157,7 @@ async def _endpoint(plat: Platform, account: int, endpoint_id: int) -> store.End
 async def create(
     body: EndpointIn, account: int = Depends(account_id), plat: Platform = Depends(platform)
 ) -> EndpointOut:
+    _reachable(body.url, plat)
     row = await plat.db.run(
         store.create_endpoint,
         account,
@@ -172,6 +192,7 @@ async def update(
     account: int = Depends(account_id),
     plat: Platform = Depends(platform),
 ) -> EndpointOut:
+    _reachable(body.url, plat)
     changes: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"rotate_secret"})
     if body.rotate_secret:
         changes["secret"] = new_secret()

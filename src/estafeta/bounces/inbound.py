@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,7 @@ from estafeta.config import Settings
 from estafeta.store import feedback
 from estafeta.store.db import Database
 from estafeta.suppression import for_bounce, for_complaint, soft_rule
+from estafeta.tls import generate_self_signed, server_context, server_context_from_pem
 from estafeta.waits import wait_set
 
 log = logging.getLogger("estafeta.inbound")
@@ -273,6 +275,7 @@ class InboundListener:
         inbound = self.settings.inbound
         logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd logs every address at INFO
         loop = asyncio.get_running_loop()
+        tls = await asyncio.to_thread(self._tls_context) if inbound.starttls else None
         self._server = await loop.create_server(
             lambda: _InboundSMTP(
                 self,
@@ -280,6 +283,8 @@ class InboundListener:
                 ident="Estafeta ESMTP",
                 data_size_limit=inbound.max_message_bytes,
                 enable_SMTPUTF8=True,
+                tls_context=tls,
+                require_starttls=False,  # an MX takes mail in the clear from servers that cannot do TLS
                 loop=loop,
             ),
             inbound.host,
@@ -288,6 +293,14 @@ class InboundListener:
         port = self._server.sockets[0].getsockname()[1]
         log.info("inbound listener for %s on %s port %d", self.handler.domain, inbound.host, port)
         return inbound.host, port
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The platform's certificate; without one, a self-signed one (senders to an MX do not verify it,
+        and nothing is written to disk)."""
+        smtp = self.settings.smtp
+        if smtp.tls_cert is not None and smtp.tls_key is not None:
+            return server_context(smtp.tls_cert, smtp.tls_key)
+        return server_context_from_pem(*generate_self_signed([self.settings.hostname]))
 
     async def stop(self, grace: float) -> None:
         """Stop listening, let reports being recorded finish, then drop the connections."""

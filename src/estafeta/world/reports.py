@@ -214,8 +214,9 @@ class Reporter:
             if target is None or generation != self._generation:
                 return
             try:
+                # As receiving providers do: STARTTLS when offered, the certificate not checked.
                 async with aiosmtplib.SMTP(
-                    hostname=target[0], port=target[1], start_tls=False, timeout=10
+                    hostname=target[0], port=target[1], start_tls=None, validate_certs=False, timeout=10
                 ) as smtp:
                     await smtp.sendmail(sender, [recipient], message)  # "" is the null return path <>
             except aiosmtplib.SMTPRecipientsRefused as exc:

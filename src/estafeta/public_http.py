@@ -1,0 +1,102 @@
+"""HTTP to customers' servers on the public internet only: no private, loopback or link-local addresses.
+
+A webhook URL is the customer's to choose. Without this guard an account could make the platform POST into
+the platform's own network (a cloud metadata service, a database on loopback): server-side request
+forgery. The check runs where the connection is made: every address the host name resolves to must be
+global, and the connection goes to the address that was checked, so a name that changes its answer
+between the check and the connection (DNS rebinding) gains nothing. TLS still verifies the certificate
+against the host name. The sandbox, whose receivers live on loopback, turns the guard off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+
+
+def not_public(address: str) -> bool:
+    """Whether an IP address is private, loopback, link-local, reserved or otherwise not routable."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone index is not part of the address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def private_target(url: str) -> str | None:
+    """Why a URL plainly points into a private network (an IP literal or localhost), or None.
+
+    Names are only resolved when a request is made (see `PublicOnlyBackend`); this catches the obvious
+    cases when a URL is configured, with a reason to show."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"{host} is this machine"
+    try:
+        private = not_public(host)
+    except ValueError:  # a name, not an address
+        return None
+    return f"{host} is not a public address" if private else None
+
+
+class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
+    """Connects only to public addresses, to the very address it checked."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[tuple[int, int, int | bytes] | tuple[int, int, None, int]] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, TimeoutError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} has no address")
+        for address in addresses:
+            if not_public(address):
+                raise httpcore.ConnectError(
+                    f"{host} resolves to {address}, which is not a public address; the platform does not "
+                    "connect into private networks"
+                )
+        return await self._inner.connect_tcp(addresses[0], port, timeout, local_address, socket_options)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[tuple[int, int, int | bytes] | tuple[int, int, None, int]] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("connections to local sockets are not allowed")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def client(timeout: httpx.Timeout, limits: httpx.Limits, *, allow_private: bool) -> httpx.AsyncClient:
+    """An HTTP client for customer endpoints; with `allow_private`, one without the guard (the sandbox)."""
+    if allow_private:
+        return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+    transport = httpx.AsyncHTTPTransport(limits=limits)
+    # httpx builds its connection pool without a way to choose the network backend: build it again with
+    # ours, with the same settings httpx would use.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=PublicOnlyBackend(),
+    )
+    return httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
