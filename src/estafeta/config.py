@@ -286,6 +286,19 @@ class PostmasterSource(BaseModel):
     url: str = Field(description="base URL, e.g. https://postmaster.example/postmaster/gmail.com")
 
 
+class RetentionSettings(BaseModel):
+    """How long what only grows is kept; older rows are pruned by the scheduler, oldest first (0 = keep)."""
+
+    message_bodies_days: float = Field(
+        30, ge=0, description="bodies of messages whose recipients are all final (the record stays)"
+    )
+    webhook_deliveries_days: float = Field(30, ge=0, description="delivered and failed webhook deliveries")
+    events_days: float = Field(
+        400, ge=0, description="the event log: message history, statistics and reputation windows"
+    )
+    batch: int = Field(2000, ge=1, description="rows pruned per transaction")
+
+
 class PostmasterSettings(BaseModel):
     sources: list[PostmasterSource] = Field(default_factory=list, description="empty: nothing is polled")
     poll_interval: float = Field(3600.0, gt=0, description="seconds between polls")
@@ -318,6 +331,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     postmaster: PostmasterSettings = Field(default_factory=PostmasterSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     public_url: str | None = Field(
         None,
         description="base URL of the public pages (unsubscribe, preferences, forms); unset = the API's URL",

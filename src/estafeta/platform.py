@@ -32,6 +32,7 @@ from estafeta.metrics import Metrics
 from estafeta.notices import Notices
 from estafeta.postmaster import PostmasterPoller
 from estafeta.reputation import Reputation
+from estafeta.retention import Retention
 from estafeta.scheduler import Scheduler
 from estafeta.smtp import SmtpCredentialVerifier, SmtpPorts, SmtpRelay
 from estafeta.store import accounts as account_store
@@ -98,8 +99,13 @@ class Platform:
         self.inbound.after_complaint = self.reputation.after_complaint
         self.inbound_address: tuple[str, int] | None = None
         self.notices = Notices(self.db, settings, self.clock, self.accepter)
+        self.retention = Retention(self.db, settings.retention, self.clock)
         self.scheduler = Scheduler(
-            {"warmup-reviews": self.reputation.warmup_reviews, "notices": self.notices.send}
+            {
+                "warmup-reviews": self.reputation.warmup_reviews,
+                "notices": self.notices.send,
+                "retention": self.retention.prune,
+            }
         )
         self.smtp_credentials = SmtpCredentialVerifier(self.db, self.clock)
         self.smtp = SmtpRelay(settings, self.db, self.accepter, self.smtp_credentials, self.clock)

@@ -1,0 +1,73 @@
+"""Pruning what only grows: old events, finished webhook deliveries, the bodies of finished messages.
+
+Rows are read in id order, which is the order they were written in, and only the leading run of rows that
+may go is pruned: each round reads at most `limit` rows whatever the table's size, and stops at the first
+row that must stay (the rest is younger). Each function runs in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, exists, insert, select, update
+
+from estafeta.store.accounts import get_state
+from estafeta.store.models import Delivery, Event, Message, PlatformState, WebhookDelivery
+
+FINAL_DELIVERY_STATES = ("delivered", "bounced", "suppressed", "cancelled")
+BODIES_CURSOR = "retention_bodies_after"  # the newest message id whose body was looked at
+
+
+def _leading(rows: Sequence[Any], may_go: Callable[[Any], bool]) -> list[Any]:
+    """Ids of the rows (oldest first) before the first one that must stay."""
+    ids = []
+    for row in rows:
+        if not may_go(row):
+            break
+        ids.append(row.id)
+    return ids
+
+
+def prune_events(conn: Connection, before: datetime, limit: int) -> int:
+    """Events logged before `before`."""
+    rows = conn.execute(select(Event.id, Event.created_at).order_by(Event.id).limit(limit)).all()
+    ids = _leading(rows, lambda row: row.created_at < before)
+    if ids:
+        conn.execute(delete(Event).where(Event.id.in_(ids)))
+    return len(ids)
+
+
+def prune_webhook_deliveries(conn: Connection, before: datetime, limit: int) -> int:
+    """Webhook deliveries created before `before` that were delivered or given up."""
+    rows = conn.execute(
+        select(WebhookDelivery.id, WebhookDelivery.created_at, WebhookDelivery.state)
+        .order_by(WebhookDelivery.id)
+        .limit(limit)
+    ).all()
+    ids = _leading(rows, lambda row: row.created_at < before and row.state in ("delivered", "failed"))
+    if ids:
+        conn.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+    return len(ids)
+
+
+def prune_bodies(conn: Connection, before: datetime, limit: int) -> int:
+    """Empty the stored bytes of messages accepted before `before` whose every recipient is final.
+
+    The message, its recipients and its events stay; only the body, which nothing reads once delivery is
+    over, goes. Messages are visited once, from a cursor; one still waiting then (held for review) keeps
+    its body. Returns how many messages were visited."""
+    after = get_state(conn, BODIES_CURSOR) or ""
+    rows = conn.execute(
+        select(Message.id, Message.created_at).where(Message.id > after).order_by(Message.id).limit(limit)
+    ).all()
+    ids = _leading(rows, lambda row: row.created_at < before)
+    if not ids:
+        return 0
+    waiting = exists().where(Delivery.message_id == Message.id, Delivery.state.not_in(FINAL_DELIVERY_STATES))
+    conn.execute(update(Message).where(Message.id.in_(ids), ~waiting).values(raw=b""))
+    cursor = update(PlatformState).where(PlatformState.key == BODIES_CURSOR).values(value=ids[-1])
+    if conn.execute(cursor).rowcount == 0:
+        conn.execute(insert(PlatformState).values(key=BODIES_CURSOR, value=ids[-1]))
+    return len(ids)
