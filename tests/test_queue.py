@@ -13,25 +13,12 @@ from estafeta.queue import AttemptResult, Queue, outcome, retry_delay
 from estafeta.store import accounts, messages
 from estafeta.store import queue as q
 from estafeta.store.db import Database
+from tests.factories import RAW, new_message
 
 
 def _enqueue(db: Database, clock: ManualClock, count: int) -> int:
     account = db.call(accounts.create_account, "acme", clock.now())
-    rows = [
-        messages.NewMessage(
-            id=f"msg_{i:04d}",
-            account_id=account.id,
-            stream="transactional",
-            source="api",
-            from_address="a@acme.test",
-            subject="s",
-            message_id_header=f"<{i}@acme.test>",
-            raw=b"Subject: s\r\n\r\nbody\r\n",
-            smtputf8=False,
-            recipients=[f"user{i}@gmail.test"],
-        )
-        for i in range(count)
-    ]
+    rows = [new_message(f"msg_{i:04d}", account.id, [f"user{i}@gmail.test"]) for i in range(count)]
     db.call(messages.insert_messages, rows, clock.now())
     return account.id
 
@@ -48,7 +35,7 @@ def test_claim_leases_entries_so_no_other_worker_gets_them(db: Database) -> None
     assert len(first) == 3 and len(second) == 2
     assert {c.delivery_id for c in first}.isdisjoint({c.delivery_id for c in second})
     assert db.call(q.claim, "w3", *_lease(clock), 10) == []
-    assert first[0].raw == b"Subject: s\r\n\r\nbody\r\n"
+    assert first[0].raw == RAW
 
 
 def test_crashed_workers_entries_are_retried_and_its_late_report_is_ignored(db: Database) -> None:

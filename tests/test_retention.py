@@ -15,26 +15,13 @@ from estafeta.store import messages as message_store
 from estafeta.store import webhooks as webhook_store
 from estafeta.store.db import Database
 from estafeta.store.models import Delivery, Event, Message, WebhookDelivery
+from tests.factories import new_message
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 
 def _messages(db: Database, account: int, prefix: str, count: int, at: datetime, state: str) -> None:
-    rows = [
-        message_store.NewMessage(
-            id=f"msg_{prefix}{i:05d}",
-            account_id=account,
-            stream="transactional",
-            source="api",
-            from_address="a@acme.test",
-            subject="s",
-            message_id_header=f"<{prefix}{i}@acme.test>",
-            raw=b"From: a@acme.test\r\n\r\nbody\r\n",
-            smtputf8=False,
-            recipients=[f"r{i}@example.test"],
-        )
-        for i in range(count)
-    ]
+    rows = [new_message(f"msg_{prefix}{i:05d}", account, [f"r{i}@example.test"]) for i in range(count)]
 
     def store(conn: Connection) -> None:
         message_store.insert_messages(conn, rows, at)

@@ -27,6 +27,7 @@ from estafeta.store import queue as q
 from estafeta.store import suppressions as store
 from estafeta.store.db import Database
 from estafeta.store.models import Delivery, Event
+from tests.factories import new_message
 
 
 def _account(db: Database, clock: ManualClock, name: str = "acme") -> int:
@@ -269,21 +270,8 @@ def test_what_a_bounce_suppresses(
 
 
 def _enqueue(db: Database, clock: ManualClock, account: int, recipient: str, count: int) -> None:
-    rows = [
-        messages.NewMessage(
-            id=f"msg_{recipient}_{clock.now().timestamp():.0f}_{i}",
-            account_id=account,
-            stream="transactional",
-            source="api",
-            from_address="a@acme.test",
-            subject="s",
-            message_id_header=f"<{i}.{clock.now().timestamp():.0f}@acme.test>",
-            raw=b"Subject: s\r\n\r\nbody\r\n",
-            smtputf8=False,
-            recipients=[recipient],
-        )
-        for i in range(count)
-    ]
+    stamp = f"{clock.now().timestamp():.0f}"
+    rows = [new_message(f"msg_{recipient}_{stamp}_{i}", account, [recipient]) for i in range(count)]
     db.call(messages.insert_messages, rows, clock.now())
 
 

@@ -36,6 +36,7 @@ from estafeta.store import queue as queue_store
 from estafeta.store import reputation as reputation_store
 from estafeta.store.db import Database
 from estafeta.world import World
+from tests.factories import new_message
 
 HOST = "127.0.0.1"
 SIMPLE = (
@@ -452,17 +453,8 @@ class _RecordingDatabase(Database):
 
 
 def _new_message(account_id: int, number: int) -> message_store.NewMessage:
-    return message_store.NewMessage(
-        id=f"msg_{number:026d}",
-        account_id=account_id,
-        stream="transactional",
-        source="smtp",
-        from_address="hello@acme.test",
-        subject="",
-        message_id_header=f"<{number}@acme.test>",
-        raw=SIMPLE,
-        smtputf8=False,
-        recipients=[f"user{number}@gmail.test"],
+    return new_message(
+        f"msg_{number:026d}", account_id, [f"user{number}@gmail.test"], source="smtp", raw=SIMPLE
     )
 
 
