@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import email
 from collections.abc import Iterator
+from email import policy
 from pathlib import Path
 
 import pytest
 from itsdangerous import URLSafeSerializer
 
 from estafeta.clock import ManualClock
-from estafeta.compose.tracking import add_pixel, rewrite_links
+from estafeta.compose.tracking import add_pixel, rewrite_links, rewrite_relayed_html
 from estafeta.config import TrackingSettings
 from estafeta.store import accounts
 from estafeta.store.db import Database
@@ -169,3 +171,25 @@ async def test_no_tracking_domain_means_no_tracking(sqlite_db: Database) -> None
     assert 'href="https://a.example/"' in out and 'src="http://127.0.0.1:8025/t/o/' in out
     token = out.split("/t/o/", 1)[1].split('"', 1)[0]
     assert sandbox.tokens.read(token, "open") == Hit("open", "msg_1", "ana@example.com")
+
+
+def _pixel(markup: str) -> str:
+    return add_pixel(markup, "https://t.example/t/o/x")
+
+
+def test_relayed_html_is_rewritten_and_everything_else_keeps_its_bytes() -> None:
+    html_only = (
+        b"From: a@acme.test\r\nTo: b@x.test\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/html; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        b"<p>Caf\xe9</p>\r\n"
+    )
+    out = rewrite_relayed_html(html_only, _pixel)
+    part = email.message_from_bytes(out, policy=policy.default)
+    assert part["Subject"] == "s" and part.get_content_charset() == "utf-8"
+    assert "<p>Café</p>" in part.get_content() and "t.example/t/o/x" in part.get_content()
+    plain = b"From: a@acme.test\r\nTo: b@x.test\r\nSubject: s\r\n\r\nno markup here\r\n"
+    assert rewrite_relayed_html(plain, _pixel) is plain
+    unknown = html_only.replace(b"iso-8859-1", b"x-no-such-charset")
+    assert rewrite_relayed_html(unknown, _pixel) is unknown
+    signed = b"DKIM-Signature: v=1; d=acme.test\r\n" + html_only
+    assert rewrite_relayed_html(signed, _pixel) is signed

@@ -39,6 +39,7 @@ from estafeta.clock import Clock
 from estafeta.compliance.links import LinkChecker
 from estafeta.compliance.linter import Finding, LintContext, lint_composed, lint_raw, message_bodies
 from estafeta.compose import ComposeError, Draft, compose, ensure_headers, parse_address
+from estafeta.compose.tracking import rewrite_relayed_html
 from estafeta.config import Settings
 from estafeta.dkim import DkimKey, DkimSigner
 from estafeta.ids import new_message_id
@@ -461,7 +462,9 @@ class Accepter:
         *,
         stream: str = "transactional",
     ) -> Accepted:
-        """Queue a message that arrived already composed (SMTP relay): only Message-ID/Date may be added."""
+        """Queue a message that arrived already composed (SMTP relay): Message-ID/Date are added when
+        missing, and its HTML is rewritten for open/click tracking when the stream is tracked (unless the
+        message carries a DKIM signature of its own); everything else keeps its bytes."""
         now = self.clock.now()
         try:
             sender = parse_address(mail_from)
@@ -475,6 +478,12 @@ class Accepter:
             )
         except ComposeError as exc:
             raise AcceptError(exc.field, exc.reason, smtp="550 5.6.0") from exc
+        if self.tracker is not None:
+            choice = await self.tracker.choice(account_id, stream, None)
+            rewrite = self.tracker.rewriter(message_id, choice)
+            if rewrite is not None:
+                sole = recipients[0] if len(recipients) == 1 else None  # else tracked per message
+                raw = rewrite_relayed_html(raw, lambda markup: rewrite(markup, sole))
         context = LintContext(
             stream=stream,  # type: ignore[arg-type]
             authenticated_domain=sender.domain,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email
+import re
 import shutil
 import smtplib
 import ssl
@@ -365,9 +366,52 @@ async def test_a_desktop_client_message_with_attachments_and_non_ascii_headers(r
     assert stored["To"].addresses[0].display_name == "José Núñez"
     assert stored["User-Agent"] == "Mozilla Thunderbird"
     body = stored.get_body(preferencelist=("html",))
-    assert body is not None and "März" in body.get_content()
+    assert body is not None and "März" in body.get_content() and "/t/o/" in body.get_content()  # tracked
+    text = stored.get_body(preferencelist=("plain",))
+    assert text is not None
+    assert text.get_content().replace("\r\n", "\n") == "Hallo José,\n\nanbei die Rechnung für März.\n\nZoë\n"
     attachments = {part.get_filename(): part.get_content() for part in stored.iter_attachments()}
     assert attachments == {"Rechnung-März.pdf": pdf, "logo.png": png}
+
+
+async def test_relayed_html_is_tracked_unless_signed_upstream(relay: Relay) -> None:
+    tracked, signed = EmailMessage(), EmailMessage()
+    for message in (tracked, signed):
+        message["From"] = "hello@acme.test"
+        message["To"] = "ana@gmail.test"
+        message["Subject"] = "Your receipt"
+        message.set_content("Thanks for your order.\n")
+        message.add_alternative(
+            '<p>Thanks for your <a href="https://acme.test/o/1">order</a>.</p>', subtype="html"
+        )
+    signed["DKIM-Signature"] = "v=1; a=rsa-sha256; d=acme.test; s=upstream; b=AAAA; bh=AAAA"
+    sent_signed = signed.as_bytes(policy=policy.SMTP)
+
+    def scenario() -> tuple[str, str]:
+        with _session(relay.login) as client:
+            first = _queued_id(
+                _send_raw(client, "hello@acme.test", ["ana@gmail.test"], tracked.as_bytes(policy=policy.SMTP))
+            )
+            second = _queued_id(_send_raw(client, "hello@acme.test", ["ana@gmail.test"], sent_signed))
+            return first, second
+
+    first, second = await asyncio.to_thread(scenario)
+    _, raw = relay.stored(first)
+    assert relay.dkim_valid(raw)
+    stored = email.message_from_bytes(raw, policy=policy.default)
+    html = stored.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert 'href="https://acme.test/o/1"' in html  # transactional mail: opens tracked, clicks not
+    (pixel,) = re.findall(r'src="(http://127\.0\.0\.1:\d+/t/o/[^"]+)"', html)
+    plain = stored.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert plain.replace("\r\n", "\n") == "Thanks for your order.\n"
+    async with httpx.AsyncClient() as browser:
+        assert (
+            await browser.get(pixel, headers={"User-Agent": "Mozilla/5.0 Firefox/128.0"})
+        ).status_code == 200
+    view, _ = relay.stored(first)
+    assert "opened" in [e.type for e in view.events]
+    _, raw = relay.stored(second)
+    assert raw.endswith(sent_signed[sent_signed.index(b"\r\n\r\n") :])  # signed upstream: body untouched
 
 
 async def test_non_ascii_addresses_need_smtputf8(relay: Relay) -> None:
