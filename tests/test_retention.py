@@ -31,8 +31,12 @@ def _messages(db: Database, account: int, prefix: str, count: int, at: datetime,
     db.call(store)
 
 
-def _webhook_deliveries(db: Database, account: int, at: datetime, states: list[str]) -> None:
-    endpoint = db.call(webhook_store.create_endpoint, account, "https://h.example/x", [], "", "whsec_x", at)
+def _webhook_deliveries(
+    db: Database, account: int, at: datetime, states: list[str], enabled: bool = True
+) -> None:
+    endpoint = db.call(
+        webhook_store.create_endpoint, account, "https://h.example/x", [], "", "whsec_x", at, enabled
+    )
 
     def store(conn: Connection) -> None:
         conn.execute(
@@ -65,6 +69,7 @@ async def test_old_finished_data_is_pruned_in_batches_and_the_rest_stays(db: Dat
     _messages(db, account, "a", 7, old, "delivered")  # old and final: bodies go
     _messages(db, account, "b", 2, old, "held")  # old but waiting for an administrator: kept
     _messages(db, account, "c", 3, young, "delivered")  # final but young: kept
+    _webhook_deliveries(db, account, old, ["pending", "pending"], enabled=False)  # a backlog nobody takes
     _webhook_deliveries(db, account, old, ["delivered", "failed", "delivered"])
     _webhook_deliveries(db, account, young, ["delivered"])
     ancient = NOW - timedelta(days=500)
@@ -77,7 +82,7 @@ async def test_old_finished_data_is_pruned_in_batches_and_the_rest_stays(db: Dat
     retention = Retention(db, RetentionSettings(batch=2), ManualClock(NOW))
     pruned = await retention.prune()
 
-    assert pruned == {"message_bodies": 9, "webhook_deliveries": 3, "events": 14}
+    assert pruned == {"message_bodies": 9, "webhook_deliveries": 5, "events": 14}
     empty = select(func.count()).select_from(Message).where(Message.raw == b"")
     assert _count(db, empty) == 7
     assert db.call(message_store.get_message, account, "msg_a00000") is not None  # the record stays

@@ -181,19 +181,24 @@ class GroupCommit:
 
 
 def store_batch(conn: Connection, batch: list[_Pending]) -> list[Rows | Exception]:
-    """One transaction for a batch: each entry passes its gate (in order, so each sees what the earlier
-    ones queued) and the accepted rows are written together."""
-    outcomes: list[Rows | Exception] = []
+    """One transaction for a batch: each entry passes its gate (an account's entries in the order they
+    came, so each sees what the earlier ones queued) and the accepted rows are written together.
+
+    Accounts are taken in id order, so that two processes' transactions lock account rows in the same
+    order and never wait for each other in a circle."""
+    outcomes: list[Rows | Exception] = [[] for _ in batch]
     views: dict[int, AccountView] = {}
     stored: Rows = []
     hooks: list[message_store.StoreHook] = []
-    for entry in batch:
+    by_account = sorted(range(len(batch)), key=lambda i: batch[i].rows[0].account_id if batch[i].rows else 0)
+    for index in by_account:
+        entry = batch[index]
         try:
             rows = entry.rows if entry.gate is None else entry.gate(conn, entry.rows, entry.now, views)
         except AcceptError as exc:
-            outcomes.append(exc)
+            outcomes[index] = exc
             continue
-        outcomes.append(rows)
+        outcomes[index] = rows
         stored.extend(rows)
         if entry.hook is not None:
             hooks.append(functools.partial(entry.hook, rows=rows))

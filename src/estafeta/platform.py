@@ -103,6 +103,7 @@ class Platform:
         self.scheduler = Scheduler(
             {
                 "warmup-reviews": self.reputation.warmup_reviews,
+                "campaign-resumption": self.reputation.resume_campaigns,
                 "notices": self.notices.send,
                 "retention": self.retention.prune,
             }
@@ -179,26 +180,26 @@ class Platform:
             self._metrics_server, self.metrics_port = await self._serve(
                 metrics_app(self), metrics.host, metrics.port, "metrics"
             )
+        if delivery and not self.settings.delivery.processes:
+            self._tasks.append(asyncio.create_task(self.engine.run(), name="delivery"))
+        if smtp:
+            self.smtp_ports = await self.smtp.start()
+        if services:
+            self._tasks.append(asyncio.create_task(self.campaign_runner.run(), name="campaigns"))
+            if self.settings.inbound.enabled:
+                self.inbound_address = await self.inbound.start()
+            if self.settings.webhooks.enabled:
+                await self.webhooks.start()
+                self._webhooks_running = True
+            self._background.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+            if self.settings.postmaster.sources:
+                self._background.append(asyncio.create_task(self.postmaster.run(), name="postmaster"))
         if delivery and self.settings.delivery.processes:
+            # Last: whatever failed above (a port in use) has not left children running.
             self.delivery_processes = DeliveryProcesses(
                 self.settings, self.settings.delivery.processes, self.metrics
             )
             await self.delivery_processes.start()
-        elif delivery:
-            self._tasks.append(asyncio.create_task(self.engine.run(), name="delivery"))
-        if smtp:
-            self.smtp_ports = await self.smtp.start()
-        if not services:
-            return
-        self._tasks.append(asyncio.create_task(self.campaign_runner.run(), name="campaigns"))
-        if self.settings.inbound.enabled:
-            self.inbound_address = await self.inbound.start()
-        if self.settings.webhooks.enabled:
-            await self.webhooks.start()
-            self._webhooks_running = True
-        self._background.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
-        if self.settings.postmaster.sources:
-            self._background.append(asyncio.create_task(self.postmaster.run(), name="postmaster"))
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking work, finish what is under way, release the rest; nothing accepted is lost."""

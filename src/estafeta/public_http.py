@@ -3,8 +3,9 @@
 A webhook URL is the customer's to choose. Without this guard an account could make the platform POST into
 the platform's own network (a cloud metadata service, a database on loopback): server-side request
 forgery. The check runs where the connection is made: every address the host name resolves to must be
-global, and the connection goes to the address that was checked, so a name that changes its answer
-between the check and the connection (DNS rebinding) gains nothing. TLS still verifies the certificate
+global, and the connection goes to an address that was checked (each in turn, as a resolver-driven
+connect would), so a name that changes its answer between the check and the connection (DNS rebinding)
+gains nothing. TLS still verifies the certificate
 against the host name. The sandbox, whose receivers live on loopback, turns the guard off.
 """
 
@@ -71,7 +72,14 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
                     f"{host} resolves to {address}, which is not a public address; the platform does not "
                     "connect into private networks"
                 )
-        return await self._inner.connect_tcp(addresses[0], port, timeout, local_address, socket_options)
+        failure: Exception | None = None
+        for address in addresses:  # each checked address in turn, as a resolver-driven connect would
+            try:
+                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
 
     async def connect_unix_socket(
         self,
@@ -87,8 +95,9 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
 
 def client(timeout: httpx.Timeout, limits: httpx.Limits, *, allow_private: bool) -> httpx.AsyncClient:
     """An HTTP client for customer endpoints; with `allow_private`, one without the guard (the sandbox)."""
+    # trust_env=False: a proxy named in the environment would make the connection, not the guard.
     if allow_private:
-        return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+        return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False)
     transport = httpx.AsyncHTTPTransport(limits=limits)
     # httpx builds its connection pool without a way to choose the network backend: build it again with
     # ours, with the same settings httpx would use.
@@ -99,4 +108,4 @@ def client(timeout: httpx.Timeout, limits: httpx.Limits, *, allow_private: bool)
         keepalive_expiry=limits.keepalive_expiry,
         network_backend=PublicOnlyBackend(),
     )
-    return httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
+    return httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False, trust_env=False)

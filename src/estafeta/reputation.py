@@ -271,7 +271,7 @@ class Reputation:
                     store.add_event(conn, account, "account_resumed", now, {**base, "stream": stream})
             if "warm-up" in review.reason:
                 self._raise_tier(conn, account, now, actor)
-            resumed = campaign_store.resume_after_standing(conn, account)
+            resumed = self._resume_campaigns(conn, account, now)
             moved = store.set_entries(
                 conn,
                 account,
@@ -307,6 +307,34 @@ class Reputation:
             "campaigns_resumed": resumed,
         }
 
+    def _resume_campaigns(self, conn: Connection, account_id: int, now: datetime) -> int:
+        """Resume the campaigns the account's standing paused, for each stream that is active again and
+        while the account has room under its warm-up limit; returns how many resumed."""
+        streams = {
+            stream for account, stream in campaign_store.paused_for_standing(conn) if account == account_id
+        }
+        if not streams:
+            return 0
+        limit = sending_limit(store.tier(conn, account_id), self.settings)
+        if limit is not None and store.usage(conn, account_id, now - DAY) >= limit:
+            return 0
+        standings = store.standings(conn, account_id)
+        return sum(
+            campaign_store.resume_after_standing(conn, account_id, stream)
+            for stream in sorted(streams)
+            if standings[stream].state == "active"
+        )
+
+    async def resume_campaigns(self) -> int:
+        """Scheduled: campaigns paused at the warm-up limit resume once the rolling day leaves room."""
+
+        def work(conn: Connection) -> int:
+            now = self.clock.now()
+            accounts = {account for account, _ in campaign_store.paused_for_standing(conn)}
+            return sum(self._resume_campaigns(conn, account, now) for account in sorted(accounts))
+
+        return await self.db.run(work)
+
     def _raise_tier(self, conn: Connection, account_id: int, now: datetime, actor: str) -> None:
         tier = store.tier(conn, account_id)
         if tier >= len(self.settings.warmup.tiers):
@@ -338,7 +366,7 @@ class Reputation:
                 data["how_to_resume"] = HOW_TO_RESUME
                 _request_review(conn, account_id, stream, f"paused by an administrator: {reason}", None, now)
             if state == "active":
-                campaign_store.resume_after_standing(conn, account_id)
+                self._resume_campaigns(conn, account_id, now)
             store.add_event(conn, account_id, kind, now, data)
 
         await self.db.run(work)
@@ -363,7 +391,7 @@ class Reputation:
             outcome, reason = verdict(m, self.settings)
             if outcome == "healthy" and standing.state == "active":
                 self._raise_tier(conn, account_id, now, "system")
-                campaign_store.resume_after_standing(conn, account_id)
+                self._resume_campaigns(conn, account_id, now)
                 raised += 1
             else:
                 why = reason or f"broadcast stream is {standing.state}"

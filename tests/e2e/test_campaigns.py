@@ -292,3 +292,32 @@ async def test_a_campaign_paused_by_the_accounts_standing_resumes_when_an_admini
     done = await eventually(lambda: _state(h, created["id"], "sent"), "the resumed campaign to end")
     assert done["stats"]["sent"] == 5 and done["error"] == "" and done["paused_for"] is None
     assert (await campaign(h, by_sender["id"]))["state"] == "paused"  # the sender's own pause stands
+
+
+async def test_a_campaign_stopped_by_the_warm_up_limit_resumes_when_the_day_leaves_room(
+    fresh_world: World, tmp_path: Path
+) -> None:
+    h = await start_harness(
+        fresh_world,
+        f"sqlite:///{tmp_path / 'warmup.db'}",
+        audience={"tick_seconds": 0.05, "campaign_batch": 5},
+        warmup={"tiers": [10, 20]},
+    )
+    try:
+        news = await create_list(h)
+        for i in range(15):
+            await subscribe(h, news["id"], f"fan{i:02d}@yahoo.test")
+        created = await create_campaign(h, news["id"])
+        await h.client.post(f"/v1/campaigns/{created['id']}/send")
+        view = await eventually(lambda: _state(h, created["id"], "paused"), "the limit to pause the campaign")
+        assert view["paused_for"] == "standing" and view["stats"]["sent"] == 10
+        assert "per 24 hours" in view["error"]
+        assert await h.platform.reputation.resume_campaigns() == 0  # the day is still full
+        h.clock.advance(25 * 3600)
+        assert await h.platform.reputation.resume_campaigns() == 1
+        h.platform.campaign_runner.wake()
+        done = await eventually(lambda: _state(h, created["id"], "sent"), "the rest of the campaign")
+        assert done["stats"]["sent"] == 15
+    finally:
+        await h.client.aclose()
+        await h.platform.stop(grace=2)

@@ -77,6 +77,13 @@ async def test_child_processes_deliver_report_metrics_and_are_restarted(
     try:
         assert platform.delivery_processes is not None
         (first,) = platform.delivery_processes._children
+        pid = first.process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # a child that reads nothing (busy, or still starting) …
+        for _ in range(5_000):  # … never makes the front wait: wake-ups are dropped once one is pending
+            platform.wake_delivery()
+            await asyncio.sleep(0)  # each turn of the loop may write its own wake-up
+        os.kill(pid, signal.SIGCONT)
         await _post(client, 0, 20)
 
         async def delivered(n: int) -> bool:
@@ -91,7 +98,7 @@ async def test_child_processes_deliver_report_metrics_and_are_restarted(
 
         await _until(lambda: counted(20.0), timeout=10)  # the child's attempts reach the front's /metrics
 
-        os.kill(first.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        os.kill(pid, signal.SIGKILL)
 
         async def replaced() -> bool:
             children = platform.delivery_processes._children  # type: ignore[union-attr]

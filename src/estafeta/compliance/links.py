@@ -6,22 +6,22 @@ then GET when HEAD is refused; redirects are never followed automatically), hop 
 `max_redirects`, within a per-link and a per-message time budget. A link that cannot be reached is not a
 reason to hold: only what is seen counts. With `links.http_proxy` set (the simulated world's web server in
 a sandbox) every request goes through that proxy; links to the platform's own hosts (its public pages,
-tracking domain) are not checked; without it, links to IP literals in private, loopback or
-link-local ranges and to `localhost` are never requested.
+tracking domain) are not checked; without it, requests go only to public addresses
+(`estafeta.public_http`): a link or a redirect to a host in a private, loopback or link-local range is
+never requested.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
-import ipaddress
 import re
 from collections.abc import Callable
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from estafeta import public_http
 from estafeta.config import LinkSettings
 
 _URL = re.compile(r"""https?://[^\s"'<>()\[\]{}]+""", re.IGNORECASE)
@@ -58,15 +58,6 @@ def _listed(host: str, domains: list[str]) -> str | None:
         if host == domain or host.endswith("." + domain):
             return domain
     return None
-
-
-def _private(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    with contextlib.suppress(ValueError):
-        address = ipaddress.ip_address(host.strip("[]"))
-        return address.is_private or address.is_loopback or address.is_link_local or address.is_unspecified
-    return False
 
 
 class LinkChecker:
@@ -119,9 +110,13 @@ class LinkChecker:
         s = self.settings
         reasons: list[str] = []
         timeout = httpx.Timeout(s.link_timeout)
-        async with httpx.AsyncClient(
-            proxy=s.http_proxy, timeout=timeout, follow_redirects=False, trust_env=False
-        ) as client:
+        if s.http_proxy is not None:
+            client = httpx.AsyncClient(
+                proxy=s.http_proxy, timeout=timeout, follow_redirects=False, trust_env=False
+            )
+        else:  # senders choose these URLs: never let them point the platform into its own network
+            client = public_http.client(timeout, httpx.Limits(max_connections=10), allow_private=False)
+        async with client:
             try:
                 async with asyncio.timeout(s.total_timeout):
                     for link in links:
@@ -141,7 +136,7 @@ class LinkChecker:
         try:
             async with asyncio.timeout(s.link_timeout):
                 while True:
-                    if s.http_proxy is None and _private(_host(current)):
+                    if s.http_proxy is None and public_http.private_target(current):
                         return None
                     response = await client.head(current)
                     if response.status_code in (405, 501):

@@ -5,11 +5,12 @@ accepts and delivers faster when delivery has processes of its own: the front pr
 services) accepts, each child runs a delivery engine on the same database, and leases keep them from ever
 taking the same queue entry.
 
-The front wakes the children through a pipe as soon as mail is queued (they need not wait for their next
-poll); the children send their attempt counts back, so the front's `/metrics` covers them. A child stops
-cleanly (attempts under way finish, the rest is released) when the front asks, when it receives SIGTERM,
-or when the front goes away. A child that dies is started again; what it held is retried once its leases
-expire.
+Each child has two pipes. On the wake pipe the front writes one byte when mail is queued (so the child
+need not wait for its next poll); the write never blocks, and a full pipe already holds a wake-up. On the
+control pipe the child says when it is ready and sends its attempt counts (the front's `/metrics` covers
+them), and the front says when to stop and with how much grace. A child stops cleanly (attempts under way
+finish, the rest is released) when asked, on SIGTERM, or when the front goes away. A child that dies, or
+fails to start, is started again with growing pauses; what it held is retried once its leases expire.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -32,13 +34,16 @@ log = logging.getLogger("estafeta.delivery")
 
 START_TIMEOUT = 60.0
 RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 60.0
 REPORT_INTERVAL = 1.0
+STOP_MARGIN = 5.0  # seconds a child gets beyond its grace to flush its results and exit
 
 
 @dataclass
 class _Child:
     process: BaseProcess
-    connection: Connection
+    control: Connection
+    wake: int  # the write end of the wake pipe, non-blocking
     ready: asyncio.Future[None]
     reported: dict[str, float] = field(default_factory=dict)  # attempt totals already counted
 
@@ -54,7 +59,6 @@ class DeliveryProcesses:
         self.metrics = metrics
         self._children: list[_Child] = []
         self._stopping = False
-        self._wake_scheduled = False
         self._restarts: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -67,34 +71,36 @@ class DeliveryProcesses:
             raise
 
     def notify(self) -> None:
-        """Mail became due: wake every child once per turn of the event loop, however often called."""
-        if not self._wake_scheduled and self._children:
-            self._wake_scheduled = True
-            asyncio.get_running_loop().call_soon(self._wake)
-
-    def _wake(self) -> None:
-        self._wake_scheduled = False
+        """Mail became due: wake every child (cheap, and never waits for a child)."""
         for child in self._children:
-            with contextlib.suppress(OSError):  # a child that died is noticed by its reader
-                child.connection.send("wake")
+            with contextlib.suppress(BlockingIOError, OSError):  # full: a wake-up is pending already
+                os.write(child.wake, b"w")
 
     def _spawn(self) -> _Child:
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe()
+        wake_reader, wake_writer = context.Pipe(duplex=False)
         process = context.Process(
-            target=_child_main, args=(self.settings, theirs), name="estafeta-delivery", daemon=False
+            target=_child_main,
+            args=(self.settings, theirs, wake_reader),
+            name="estafeta-delivery",
+            daemon=False,
         )
         process.start()
         theirs.close()
+        wake_reader.close()
+        wake = os.dup(wake_writer.fileno())
+        wake_writer.close()
+        os.set_blocking(wake, False)
         loop = asyncio.get_running_loop()
-        child = _Child(process, ours, loop.create_future())
+        child = _Child(process, ours, wake, loop.create_future())
         self._children.append(child)
         loop.add_reader(ours.fileno(), self._on_message, child)
         return child
 
     def _on_message(self, child: _Child) -> None:
         try:
-            message: tuple[Any, ...] = child.connection.recv()
+            message: tuple[Any, ...] = child.control.recv()
         except (EOFError, OSError):
             self._gone(child)
             return
@@ -110,84 +116,112 @@ class DeliveryProcesses:
                     child.reported[outcome] = total
 
     def _gone(self, child: _Child) -> None:
-        """The child closed its end: it exited (asked to, or not)."""
-        asyncio.get_running_loop().remove_reader(child.connection.fileno())
-        child.connection.close()
-        self._children.remove(child)
-        if not child.ready.done():
-            child.ready.set_exception(RuntimeError("delivery process exited while starting"))
+        """The child closed its control pipe: it exited (asked to, or not)."""
+        if child not in self._children:
             return
-        if not self._stopping:
+        asyncio.get_running_loop().remove_reader(child.control.fileno())
+        child.control.close()
+        os.close(child.wake)
+        self._children.remove(child)
+        ready = child.ready
+        was_running = ready.done() and not ready.cancelled() and ready.exception() is None
+        if not ready.done():  # whoever waits for it to start decides what comes next
+            if self._stopping:
+                ready.cancel()
+            else:
+                ready.set_exception(RuntimeError("delivery process exited while starting"))
+        if was_running and not self._stopping:
             log.error("delivery process %s exited unexpectedly; starting another", child.process.pid)
             task = asyncio.create_task(self._restart())
             self._restarts.add(task)
             task.add_done_callback(self._restarts.discard)
 
     async def _restart(self) -> None:
-        await asyncio.sleep(RESTART_DELAY)
-        if self._stopping:
-            return
-        try:
-            await asyncio.wait_for(self._spawn().ready, START_TIMEOUT)
-        except Exception:
-            log.exception("a delivery process could not be started again")
+        """Start a replacement, trying again with growing pauses until one runs (or the front stops)."""
+        delay = RESTART_DELAY
+        while not self._stopping:
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            child = self._spawn()
+            try:
+                await asyncio.wait_for(child.ready, START_TIMEOUT)
+                return
+            except Exception:
+                log.exception("a delivery process could not be started; trying again in %.0fs", delay * 2)
+                if child.process.is_alive():
+                    child.process.kill()
+                    await asyncio.to_thread(child.process.join)
+                self._gone(child)
+            delay = min(delay * 2, MAX_RESTART_DELAY)
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Ask every child to stop; wait for them (their attempts under way finish), then end stragglers."""
+        """Ask every child to stop within `grace` seconds (attempts under way finish); end stragglers."""
         self._stopping = True
-        for task in self._restarts:
+        for task in list(self._restarts):
             task.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
         children = list(self._children)
         for child in children:
             with contextlib.suppress(OSError):
-                child.connection.send("stop")
+                child.control.send(("stop", grace))
         await asyncio.gather(
-            *(asyncio.to_thread(child.process.join, grace + 5.0) for child in children),
+            *(asyncio.to_thread(child.process.join, grace + STOP_MARGIN) for child in children),
             return_exceptions=True,
         )
         for child in children:
             if child.process.is_alive():
-                log.error("delivery process %s did not stop in time; terminating it", child.process.pid)
+                log.error("delivery process %s did not stop in time; ending it", child.process.pid)
                 child.process.kill()
                 await asyncio.to_thread(child.process.join)
-            if child in self._children:
-                # Read what it sent last (its final attempt counts) before letting go of the pipe.
-                while child in self._children and child.connection.poll():
-                    self._on_message(child)
-                if child in self._children:
-                    self._gone(child)
+            # Read what it sent last (its final attempt counts) before letting go of the pipes.
+            while child in self._children and child.control.poll():
+                self._on_message(child)
+            self._gone(child)
 
 
-def _child_main(settings: Settings, connection: Connection) -> None:
+def _child_main(settings: Settings, control: Connection, wake: Connection) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the front decides when its children stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_deliver(settings, connection))
+    asyncio.run(_deliver(settings, control, wake))
 
 
-async def _deliver(settings: Settings, connection: Connection) -> None:
+async def _deliver(settings: Settings, control: Connection, wake: Connection) -> None:
     from estafeta.platform import Platform  # the platform module imports this one
 
     try:
         platform = Platform(settings)
         await platform.start(api=False, delivery=True, services=False)
     except Exception as error:
-        connection.send(("error", repr(error)))
+        control.send(("error", repr(error)))
         return
-    connection.send(("ready",))
+    control.send(("ready",))
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    grace = 10.0
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
 
-    def on_message() -> None:
+    def on_wake() -> None:
         try:
-            request = connection.recv()
-        except (EOFError, OSError):  # the front went away
-            request = "stop"
-        if request == "wake":
+            woken = os.read(wake.fileno(), 4096)
+        except BlockingIOError:
+            return
+        if woken:
             platform.engine.notify()
-        else:
-            loop.remove_reader(connection.fileno())  # a closed pipe stays readable: stop listening
+        else:  # the front went away
+            loop.remove_reader(wake.fileno())
             stopping.set()
+
+    def on_control() -> None:
+        nonlocal grace
+        try:
+            request = control.recv()
+        except (EOFError, OSError):  # the front went away
+            request = ("stop", grace)
+        loop.remove_reader(control.fileno())  # nothing but "stop" comes this way
+        if isinstance(request, tuple) and request[0] == "stop":
+            grace = float(request[1])
+        stopping.set()
 
     def report() -> None:
         totals = {
@@ -198,15 +232,19 @@ async def _deliver(settings: Settings, connection: Connection) -> None:
             for outcome in OUTCOMES
         }
         with contextlib.suppress(OSError):
-            connection.send(("attempts", totals))
+            control.send(("attempts", totals))
 
-    loop.add_reader(connection.fileno(), on_message)
+    os.set_blocking(wake.fileno(), False)
+    loop.add_reader(wake.fileno(), on_wake)
+    loop.add_reader(control.fileno(), on_control)
     try:
         while not stopping.is_set():
             await wait_set(stopping, REPORT_INTERVAL)
             report()
     finally:
-        loop.remove_reader(connection.fileno())
-        await platform.stop()
+        loop.remove_reader(wake.fileno())
+        loop.remove_reader(control.fileno())
+        await platform.stop(grace)
         report()
-        connection.close()
+        control.close()
+        wake.close()

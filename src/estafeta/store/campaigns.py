@@ -162,12 +162,25 @@ def transition(
     return result.rowcount == 1
 
 
-def resume_after_standing(conn: Connection, account_id: int) -> int:
-    """Send again the account's campaigns that its standing paused (pause or warm-up limit lifted)."""
+def paused_for_standing(conn: Connection) -> list[tuple[int, str]]:
+    """(account, stream) pairs with campaigns their account's standing paused."""
+    rows = conn.execute(
+        select(Campaign.account_id, Campaign.stream)
+        .where(Campaign.state == "paused", Campaign.paused_for == "standing")
+        .distinct()
+    ).all()
+    return [(r.account_id, r.stream) for r in rows]
+
+
+def resume_after_standing(conn: Connection, account_id: int, stream: str) -> int:
+    """Send again the account's campaigns of `stream` that its standing paused."""
     result = conn.execute(
         update(Campaign)
         .where(
-            Campaign.account_id == account_id, Campaign.state == "paused", Campaign.paused_for == "standing"
+            Campaign.account_id == account_id,
+            Campaign.stream == stream,
+            Campaign.state == "paused",
+            Campaign.paused_for == "standing",
         )
         .values(state="sending", paused_for="", error="")
     )

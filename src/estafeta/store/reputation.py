@@ -202,8 +202,11 @@ def tier(conn: Connection, account_id: int) -> int:
 
 
 def lock_account(conn: Connection, account_id: int) -> None:
-    """Hold the account's row until the transaction ends (PostgreSQL; SQLite's writer is already alone)."""
-    conn.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+    """Hold the account's row until the transaction ends (PostgreSQL; SQLite's writer is already alone).
+
+    FOR NO KEY UPDATE: rows that merely reference the account (contacts, suppressions) can still be
+    written meanwhile."""
+    conn.execute(select(Account.id).where(Account.id == account_id).with_for_update(key_share=True))
 
 
 def set_tier(conn: Connection, account_id: int, value: int) -> None:

@@ -2,7 +2,8 @@
 
 Rows are read in id order, which is the order they were written in, and only the leading run of rows that
 may go is pruned: each round reads at most `limit` rows whatever the table's size, and stops at the first
-row that must stay (the rest is younger). Each function runs in the caller's transaction.
+row that must stay (the rest is younger, or it is itself still in use: a webhook delivery being replayed
+finishes within the retry period). Each function runs in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from typing import Any
 from sqlalchemy import Connection, delete, exists, insert, select, update
 
 from estafeta.store.accounts import get_state
-from estafeta.store.models import Delivery, Event, Message, PlatformState, WebhookDelivery
+from estafeta.store.models import (
+    Delivery,
+    Event,
+    Message,
+    PlatformState,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 FINAL_DELIVERY_STATES = ("delivered", "bounced", "suppressed", "cancelled")
 BODIES_CURSOR = "retention_bodies_after"  # the newest message id whose body was looked at
@@ -40,13 +48,18 @@ def prune_events(conn: Connection, before: datetime, limit: int) -> int:
 
 
 def prune_webhook_deliveries(conn: Connection, before: datetime, limit: int) -> int:
-    """Webhook deliveries created before `before` that were delivered or given up."""
+    """Webhook deliveries created before `before` that were delivered or given up, or that still wait for
+    an endpoint which is disabled (its backlog that old is dropped rather than kept for ever)."""
     rows = conn.execute(
-        select(WebhookDelivery.id, WebhookDelivery.created_at, WebhookDelivery.state)
+        select(WebhookDelivery.id, WebhookDelivery.created_at, WebhookDelivery.state, WebhookEndpoint.enabled)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
         .order_by(WebhookDelivery.id)
         .limit(limit)
     ).all()
-    ids = _leading(rows, lambda row: row.created_at < before and row.state in ("delivered", "failed"))
+    ids = _leading(
+        rows,
+        lambda row: row.created_at < before and (row.state in ("delivered", "failed") or not row.enabled),
+    )
     if ids:
         conn.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
     return len(ids)
