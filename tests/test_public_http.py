@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from estafeta import public_http
+from tests.loopback_http import http_server
 
 
 @pytest.mark.parametrize(
@@ -33,18 +33,8 @@ def test_urls_into_private_networks_are_recognised(url: str, private: bool) -> N
 @pytest.fixture
 async def loopback_server() -> AsyncIterator[tuple[int, list[bytes]]]:
     """An HTTP server on 127.0.0.1 that answers 200 and records the requests it got."""
-    seen: list[bytes] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen.append(await reader.readuntil(b"\r\n\r\n"))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1], seen
-    server.close()
-    await server.wait_closed()
+    async with http_server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok") as running:
+        yield running
 
 
 async def test_the_guarded_client_never_connects_to_loopback(

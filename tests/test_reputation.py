@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from estafeta.reputation import Reputation, evaluate, flag_for_review, measure
 from estafeta.store import messages as message_store
 from estafeta.store import reputation as store
 from estafeta.store.db import Database
+from tests.loopback_http import http_server
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -151,23 +151,11 @@ async def test_links_are_extracted_and_listed_domains_are_found() -> None:
 
 async def test_links_are_never_followed_into_private_networks() -> None:
     """Without a proxy, a link (or a redirect) to a loopback host is not requested, however it is spelled."""
-    requests: list[bytes] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        requests.append(await reader.readuntil(b"\r\n\r\n"))
-        writer.write(b"HTTP/1.1 302 Found\r\nLocation: https://bit.ly/x\r\nContent-Length: 0\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    redirect = b"HTTP/1.1 302 Found\r\nLocation: https://bit.ly/x\r\nContent-Length: 0\r\n\r\n"
+    async with http_server(redirect) as (port, requests):
         checker = LinkChecker(LinkSettings(follow_redirects=True))
         spellings = [f"http://127.1:{port}/a", f"http://2130706433:{port}/b", f"http://localhost:{port}/c"]
         assert await checker.check(None, " ".join(spellings)) == []  # not reachable, so nothing seen
-    finally:
-        server.close()
-        await server.wait_closed()
     assert requests == []
 
 
