@@ -83,6 +83,10 @@ class SmtpSettings(BaseModel):
     rate_per_second: float = Field(50.0, ge=0, description="messages per second per account; 0 = unlimited")
     rate_burst: int = Field(200, ge=1, description="messages an account may send at once, then the rate")
     max_connections_per_ip: int = Field(20, ge=1, description="connections open at once from one client IP")
+    max_login_failures: int = Field(
+        10, ge=1, description="failed logins from one client IP within login_failure_window, then 454 4.7.0"
+    )
+    login_failure_window: float = Field(300.0, gt=0, description="seconds failed logins are remembered")
 
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> SmtpSettings:

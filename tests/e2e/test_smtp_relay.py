@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import email
 import re
@@ -215,6 +216,31 @@ async def test_wrong_or_unknown_credentials_are_refused(relay: Relay) -> None:
             assert refused.value.smtp_error.startswith(b"5.7.8")
 
     await asyncio.to_thread(scenario)
+
+
+async def test_repeated_failed_logins_lock_the_client_out_for_a_while(start_relay: StartRelay) -> None:
+    relay = await start_relay(max_login_failures=3, login_failure_window=600)
+
+    def plain(client: smtplib.SMTP, password: str) -> tuple[int, bytes]:
+        token = base64.b64encode(f"\0{relay.username}\0{password}".encode()).decode()
+        return client.docmd("AUTH", f"PLAIN {token}")
+
+    def scenario() -> list[tuple[int, bytes]]:
+        with _session(relay.connect) as client:
+            client.ehlo()
+            return [plain(client, "guess") for _ in range(3)] + [plain(client, relay.password)]
+
+    *guesses, locked = await asyncio.to_thread(scenario)
+    assert [code for code, _ in guesses] == [535, 535, 535]
+    assert locked[0] == 454 and locked[1].startswith(b"4.7.0"), locked  # even the right password
+    relay.clock.advance(601)  # the failures leave the window
+
+    def again() -> tuple[int, bytes]:
+        with _session(relay.connect) as client:
+            client.ehlo()
+            return plain(client, relay.password)
+
+    assert (await asyncio.to_thread(again))[0] == 235
 
 
 async def test_sender_domains_the_account_does_not_own_are_refused(relay: Relay) -> None:

@@ -1,4 +1,5 @@
-"""Relay limits that need memory between commands: sending rate per account, connections per client.
+"""Relay limits that need memory between commands: sending rate per account, connections and failed
+logins per client.
 
 Both live in the process that holds the connections. Several `serve` processes each enforce their own
 share, which is what an operator sizing limits per node expects.
@@ -6,7 +7,7 @@ share, which is what an operator sizing limits per node expects.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from estafeta.clock import Clock
@@ -67,3 +68,40 @@ class ConnectionLimiter:
         self._open[ip] -= 1
         if self._open[ip] <= 0:
             del self._open[ip]
+
+
+class LoginFailureLimiter:
+    """Failed logins per client address within a sliding window. Past `max_failures`, the address's
+    logins are refused unchecked until the oldest failure leaves the window: a password guesser gains
+    nothing, and cannot keep the platform busy computing argon2 hashes."""
+
+    def __init__(self, max_failures: int, window: float, clock: Clock) -> None:
+        if max_failures < 1 or window <= 0:
+            raise ValueError("max_failures must be >= 1 and window > 0")
+        self.max_failures = max_failures
+        self.window = window
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, ip: str, now: float) -> deque[float] | None:
+        times = self._failures.get(ip)
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if times is not None and not times:
+            del self._failures[ip]
+            return None
+        return times
+
+    def blocked(self, ip: str) -> bool:
+        times = self._recent(ip, self._clock.now().timestamp())
+        return times is not None and len(times) >= self.max_failures
+
+    def failed(self, ip: str) -> None:
+        now = self._clock.now().timestamp()
+        times = self._recent(ip, now)
+        if times is None:
+            times = self._failures[ip] = deque()
+        times.append(now)
+        if len(self._failures) > 10_000:  # forget addresses whose failures have all aged out
+            for other in list(self._failures):
+                self._recent(other, now)

@@ -23,7 +23,7 @@ from estafeta.clock import Clock
 from estafeta.compose import Address, AddressError, parse_address
 from estafeta.config import Settings, SmtpSettings
 from estafeta.smtp.credentials import SmtpCredentialVerifier
-from estafeta.smtp.limits import AccountRateLimiter, ConnectionLimiter
+from estafeta.smtp.limits import AccountRateLimiter, ConnectionLimiter, LoginFailureLimiter
 from estafeta.store import accounts as account_store
 from estafeta.store.db import Database
 from estafeta.tls import server_context, write_self_signed
@@ -33,6 +33,7 @@ log = logging.getLogger("estafeta.smtp")
 
 TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections from your address, try again later\r\n"
 SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
+TOO_MANY_FAILURES = "454 4.7.0 Too many failed logins from your address; try again later"
 TEMPORARY_FAILURE = "451 4.3.0 Message not queued because of a temporary error, try again later"
 MAX_REPLY_TEXT = 400
 _DRAIN_ROUNDS = 100
@@ -316,15 +317,22 @@ class RelaySMTP(SMTP):
     async def _verify(self, parsed: AuthResult) -> AuthResult:
         if not parsed.success or not isinstance(parsed.auth_data, LoginPassword):
             return parsed
+        ip = self._client_ip or "unknown"
+        if self._relay.logins.blocked(ip):  # refused unchecked: no argon2 work for a guesser
+            log.info("smtp login refused ip=%s reason=too-many-failures", ip)
+            return AuthResult(success=False, handled=False, message=TOO_MANY_FAILURES)
         try:
             username = parsed.auth_data.login.decode()
             password = parsed.auth_data.password.decode()
         except UnicodeDecodeError:
-            return AuthResult(success=False, handled=False)  # 535 5.7.8
-        account_id = await self._relay.credentials.account_for(username, password)
+            account_id = None
+            username = "(not UTF-8)"
+        else:
+            account_id = await self._relay.credentials.account_for(username, password)
         if account_id is None:
-            log.info("smtp login refused user=%s ip=%s", reply_text(username)[:64], self._client_ip)
-            return AuthResult(success=False, handled=False)
+            self._relay.logins.failed(ip)
+            log.info("smtp login refused user=%s ip=%s", reply_text(username)[:64], ip)
+            return AuthResult(success=False, handled=False)  # 535 5.7.8
         return AuthResult(success=True, auth_data=RelayLogin(account_id, username))
 
     def shut_down(self) -> None:
@@ -372,6 +380,7 @@ class SmtpRelay:
             smtp.max_recipients,
         )
         self.connections = ConnectionLimiter(smtp.max_connections_per_ip)
+        self.logins = LoginFailureLimiter(smtp.max_login_failures, smtp.login_failure_window, clock)
         self.sessions: set[RelaySMTP] = set()
         self.tls_context: ssl.SSLContext | None = None
         self._servers: list[asyncio.Server] = []
