@@ -1,11 +1,12 @@
-"""Relay limits and content rules: token buckets per account, connections per address, Bcc removal."""
+"""Relay limits and content rules: token buckets per account, connections and failed logins per address,
+Bcc removal."""
 
 from __future__ import annotations
 
 import pytest
 
 from estafeta.clock import ManualClock
-from estafeta.smtp.limits import AccountRateLimiter, ConnectionLimiter
+from estafeta.smtp.limits import AccountRateLimiter, ConnectionLimiter, LoginFailureLimiter
 from estafeta.smtp.server import author_domains, reply_text, strip_bcc
 
 
@@ -90,3 +91,15 @@ def test_author_domains_are_normalised_and_a_from_in_the_body_is_ignored() -> No
 def test_reply_text_is_one_ascii_line() -> None:
     assert reply_text("headers.Subject: bad\r\nvalue\x00 — here") == "headers.Subject: bad value \\u2014 here"
     assert len(reply_text("x" * 5000)) == 400
+
+
+def test_failed_logins_lock_an_address_out_until_they_age_out() -> None:
+    clock = ManualClock()
+    logins = LoginFailureLimiter(max_failures=3, window=60, clock=clock)
+    # Three checks under way at once use up the allowance before any of them has an answer.
+    assert [logins.attempt("10.0.0.1") for _ in range(4)] == [True, True, True, False]
+    logins.succeeded("10.0.0.1")  # one of them was right
+    assert logins.attempt("10.0.0.1") and not logins.attempt("10.0.0.1")
+    assert logins.attempt("10.0.0.2")  # other addresses are not affected
+    clock.advance(61)
+    assert logins.attempt("10.0.0.1")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import email
 from collections.abc import Iterator
 from email import policy
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from itsdangerous import URLSafeSerializer
 
 from estafeta.clock import ManualClock
-from estafeta.compose.tracking import add_pixel, rewrite_links, rewrite_relayed_html
+from estafeta.compose.headers import check_message
+from estafeta.compose.relayed import rewrite_relayed_html
+from estafeta.compose.tracking import add_pixel, rewrite_links
 from estafeta.config import TrackingSettings
 from estafeta.store import accounts
 from estafeta.store.db import Database
@@ -177,19 +180,62 @@ def _pixel(markup: str) -> str:
     return add_pixel(markup, "https://t.example/t/o/x")
 
 
-def test_relayed_html_is_rewritten_and_everything_else_keeps_its_bytes() -> None:
-    html_only = (
-        b"From: a@acme.test\r\nTo: b@x.test\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
-        b"Content-Type: text/html; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-        b"<p>Caf\xe9</p>\r\n"
-    )
-    out = rewrite_relayed_html(html_only, _pixel)
+def test_a_relayed_html_message_changes_only_its_html() -> None:
+    long_from = 'From: "Jöhn Smïth of the Longname Company" <jöhn.smith.longname@exämple.com>\r\n'
+    headers = (
+        long_from + "To: b@x.test\r\nSubject: Grüße aus Köln, mit einem recht langen Betreff, der nicht "
+        "umbrochen werden darf\r\nMIME-Version: 1.0\r\nContent-Type: text/html;\r\n charset=iso-8859-1\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n"
+    ).encode()
+    raw = headers + "<p>Café</p>\r\n".encode("iso-8859-1")
+    out = rewrite_relayed_html(raw, _pixel)
+    head, body = out.split(b"\r\n\r\n", 1)
+    kept = [line for line in headers.split(b"\r\n")[:3]]
+    assert head.split(b"\r\n")[:3] == kept  # every other field keeps its bytes, unfolded
+    assert b"Content-Transfer-Encoding: quoted-printable" in head and b'charset="iso-8859-1"' in head
+    assert body.isascii() and all(len(line) <= 78 for line in body.split(b"\r\n"))  # 7-bit, short lines
+    check_message(out)
     part = email.message_from_bytes(out, policy=policy.default)
-    assert part["Subject"] == "s" and part.get_content_charset() == "utf-8"
     assert "<p>Café</p>" in part.get_content() and "t.example/t/o/x" in part.get_content()
+
+
+def test_relayed_multiparts_keep_their_structure_and_forwarded_mail_stays_as_it_was() -> None:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@acme.test", "b@x.test", "Newsletter"
+    message.set_content("text version\n")
+    message.add_alternative("<p>html version <img src='cid:logo'></p>", subtype="html")
+    html = message.get_payload()[1]
+    html.add_related(b"\x89PNG....", maintype="image", subtype="png", cid="<logo>")
+    html.get_payload()[0]["Content-ID"] = "<root@acme.test>"
+    forwarded = EmailMessage()
+    forwarded["From"], forwarded["Subject"] = "c@y.test", "Forwarded"
+    forwarded.set_content("<p>keep me</p>", subtype="html")
+    message.add_attachment(forwarded)
+    raw = message.as_bytes(policy=policy.SMTP)
+    out = rewrite_relayed_html(raw, _pixel)
+    assert out.split(b"\r\n\r\n", 1)[0] == raw.split(b"\r\n\r\n", 1)[0]  # the header section
+    check_message(out)
+    parsed = email.message_from_bytes(out, policy=policy.default)
+    root = parsed.get_body(("html",))
+    assert root is not None and root["Content-ID"] == "<root@acme.test>"
+    assert "t.example/t/o/x" in root.get_content()
+    plain = parsed.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert plain.replace("\r\n", "\n") == "text version\n"
+    (attached,) = [p for p in parsed.iter_attachments() if p.get_content_type() == "message/rfc822"]
+    assert "t.example" not in attached.as_string()
+
+
+def test_relayed_mail_that_cannot_be_read_exactly_is_left_alone() -> None:
+    html_8bit = (
+        b"From: a@acme.test\r\nTo: b@x.test\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/html\r\nContent-Transfer-Encoding: 8bit\r\n\r\n<p>Gr\xc3\xbc\xc3\x9fe</p>\r\n"
+    )
+    assert rewrite_relayed_html(html_8bit, _pixel) is html_8bit  # no charset declared, and not ASCII
+    unknown = html_8bit.replace(b"text/html", b"text/html; charset=x-no-such-charset")
+    assert rewrite_relayed_html(unknown, _pixel) is unknown
     plain = b"From: a@acme.test\r\nTo: b@x.test\r\nSubject: s\r\n\r\nno markup here\r\n"
     assert rewrite_relayed_html(plain, _pixel) is plain
-    unknown = html_only.replace(b"iso-8859-1", b"x-no-such-charset")
-    assert rewrite_relayed_html(unknown, _pixel) is unknown
-    signed = b"DKIM-Signature: v=1; d=acme.test\r\n" + html_only
+    signed = b"DKIM-Signature: v=1; d=acme.test\r\n" + html_8bit.replace(
+        b"text/html", b"text/html; charset=utf-8"
+    )
     assert rewrite_relayed_html(signed, _pixel) is signed

@@ -39,7 +39,7 @@ from estafeta.clock import Clock
 from estafeta.compliance.links import LinkChecker
 from estafeta.compliance.linter import Finding, LintContext, lint_composed, lint_raw, message_bodies
 from estafeta.compose import ComposeError, Draft, compose, ensure_headers, parse_address
-from estafeta.compose.tracking import rewrite_relayed_html
+from estafeta.compose.relayed import rewrite_relayed_html
 from estafeta.config import Settings
 from estafeta.dkim import DkimKey, DkimSigner
 from estafeta.ids import new_message_id
@@ -483,22 +483,24 @@ class Accepter:
             )
         except ComposeError as exc:
             raise AcceptError(exc.field, exc.reason, smtp="550 5.6.0") from exc
-        if self.tracker is not None:
-            choice = await self.tracker.choice(account_id, stream, None)
-            rewrite = self.tracker.rewriter(message_id, choice)
-            if rewrite is not None:
-                sole = recipients[0] if len(recipients) == 1 else None  # else tracked per message
-                raw = rewrite_relayed_html(raw, lambda markup: rewrite(markup, sole))
         context = LintContext(
             stream=stream,  # type: ignore[arg-type]
             authenticated_domain=sender.domain,
             envelope_from=sender.email,
             category_from_domain=await self._category_domain(account_id, stream),
         )
+        # Linted and link-checked as the sender wrote it (tracking would hide where links go).
         bodies = message_bodies(raw)
         found = lint_raw(raw, context, checked=True, bodies=bodies)  # ensure_headers checked its structure
         self._lint_outcome([(f.field, f) for f in found])
         held = await self.links.check(*bodies)
+        if self.tracker is not None:
+            choice = await self.tracker.choice(account_id, stream, None)
+            rewrite = self.tracker.rewriter(message_id, choice)
+            if rewrite is not None:
+                sole = recipients[0] if len(recipients) == 1 else None  # else tracked per message
+                # Off the event loop: parsing a large message takes a while.
+                raw = await asyncio.to_thread(rewrite_relayed_html, raw, lambda markup: rewrite(markup, sole))
         row = message_store.NewMessage(
             id=message_id,
             account_id=account_id,

@@ -308,15 +308,18 @@ class Reputation:
         }
 
     def _resume_campaigns(self, conn: Connection, account_id: int, now: datetime) -> int:
-        """Resume the campaigns the account's standing paused, for each stream that is active again and
-        while the account has room under its warm-up limit; returns how many resumed."""
+        """Resume the campaigns the account's standing paused, for each stream that is active again, once
+        the account has room for a campaign batch under its warm-up limit; returns how many resumed."""
         streams = {
             stream for account, stream in campaign_store.paused_for_standing(conn) if account == account_id
         }
         if not streams:
             return 0
         limit = sending_limit(store.tier(conn, account_id), self.settings)
-        if limit is not None and store.usage(conn, account_id, now - DAY) >= limit:
+        # Room for a whole batch: the gate refuses a campaign batch that does not fit, and a campaign
+        # resumed without room would only pause again.
+        room = self.settings.audience.campaign_batch
+        if limit is not None and store.usage(conn, account_id, now - DAY) + room > limit:
             return 0
         standings = store.standings(conn, account_id)
         return sum(

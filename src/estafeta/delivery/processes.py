@@ -36,6 +36,7 @@ START_TIMEOUT = 60.0
 RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 60.0
 REPORT_INTERVAL = 1.0
+STABLE_SECONDS = 60.0  # a child that ran this long before dying is replaced after the shortest pause
 STOP_MARGIN = 5.0  # seconds a child gets beyond its grace to flush its results and exit
 
 
@@ -45,6 +46,7 @@ class _Child:
     control: Connection
     wake: int  # the write end of the wake pipe, non-blocking
     ready: asyncio.Future[None]
+    started: float  # loop time
     reported: dict[str, float] = field(default_factory=dict)  # attempt totals already counted
 
 
@@ -60,6 +62,7 @@ class DeliveryProcesses:
         self._children: list[_Child] = []
         self._stopping = False
         self._restarts: set[asyncio.Task[None]] = set()
+        self._next_delay = RESTART_DELAY  # grows while children keep dying young
 
     async def start(self) -> None:
         """Start every child; returns once all of them deliver (or raises why one could not start)."""
@@ -86,14 +89,19 @@ class DeliveryProcesses:
             name="estafeta-delivery",
             daemon=False,
         )
-        process.start()
-        theirs.close()
-        wake_reader.close()
-        wake = os.dup(wake_writer.fileno())
-        wake_writer.close()
+        try:
+            process.start()
+            wake = os.dup(wake_writer.fileno())
+        except BaseException:
+            ours.close()
+            raise
+        finally:  # the child has its own copies of these (or there is no child)
+            theirs.close()
+            wake_reader.close()
+            wake_writer.close()
         os.set_blocking(wake, False)
         loop = asyncio.get_running_loop()
-        child = _Child(process, ours, wake, loop.create_future())
+        child = _Child(process, ours, wake, loop.create_future(), loop.time())
         self._children.append(child)
         loop.add_reader(ours.fileno(), self._on_message, child)
         return child
@@ -131,29 +139,38 @@ class DeliveryProcesses:
             else:
                 ready.set_exception(RuntimeError("delivery process exited while starting"))
         if was_running and not self._stopping:
-            log.error("delivery process %s exited unexpectedly; starting another", child.process.pid)
-            task = asyncio.create_task(self._restart())
+            if asyncio.get_running_loop().time() - child.started >= STABLE_SECONDS:
+                self._next_delay = RESTART_DELAY
+            delay, self._next_delay = self._next_delay, min(self._next_delay * 2, MAX_RESTART_DELAY)
+            log.error(
+                "delivery process %s exited unexpectedly; starting another in %.0fs", child.process.pid, delay
+            )
+            task = asyncio.create_task(self._restart(delay))
             self._restarts.add(task)
             task.add_done_callback(self._restarts.discard)
 
-    async def _restart(self) -> None:
-        """Start a replacement, trying again with growing pauses until one runs (or the front stops)."""
-        delay = RESTART_DELAY
+    async def _restart(self, delay: float) -> None:
+        """Start a replacement after `delay`, trying again with growing pauses until one runs (or the front
+        stops)."""
         while not self._stopping:
             await asyncio.sleep(delay)
             if self._stopping:
                 return
-            child = self._spawn()
+            delay = min(delay * 2, MAX_RESTART_DELAY)
+            try:
+                child = self._spawn()
+            except OSError:
+                log.exception("a delivery process could not be started; trying again in %.0fs", delay)
+                continue
             try:
                 await asyncio.wait_for(child.ready, START_TIMEOUT)
                 return
             except Exception:
-                log.exception("a delivery process could not be started; trying again in %.0fs", delay * 2)
+                log.exception("a delivery process could not be started; trying again in %.0fs", delay)
                 if child.process.is_alive():
                     child.process.kill()
                     await asyncio.to_thread(child.process.join)
                 self._gone(child)
-            delay = min(delay * 2, MAX_RESTART_DELAY)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Ask every child to stop within `grace` seconds (attempts under way finish); end stragglers."""

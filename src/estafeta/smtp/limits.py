@@ -92,16 +92,25 @@ class LoginFailureLimiter:
             return None
         return times
 
-    def blocked(self, ip: str) -> bool:
-        times = self._recent(ip, self._clock.now().timestamp())
-        return times is not None and len(times) >= self.max_failures
-
-    def failed(self, ip: str) -> None:
+    def attempt(self, ip: str) -> bool:
+        """Whether a login from `ip` may be checked now. It counts as a failure until `succeeded` says
+        otherwise, so that logins checked at the same time cannot exceed the allowance together."""
         now = self._clock.now().timestamp()
         times = self._recent(ip, now)
+        if times is not None and len(times) >= self.max_failures:
+            return False
         if times is None:
             times = self._failures[ip] = deque()
         times.append(now)
         if len(self._failures) > 10_000:  # forget addresses whose failures have all aged out
             for other in list(self._failures):
                 self._recent(other, now)
+        return True
+
+    def succeeded(self, ip: str) -> None:
+        """The login `attempt` counted was right: it is not a failure."""
+        times = self._failures.get(ip)
+        if times:
+            times.pop()
+            if not times:
+                del self._failures[ip]

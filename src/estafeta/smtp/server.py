@@ -318,7 +318,7 @@ class RelaySMTP(SMTP):
         if not parsed.success or not isinstance(parsed.auth_data, LoginPassword):
             return parsed
         ip = self._client_ip or "unknown"
-        if self._relay.logins.blocked(ip):  # refused unchecked: no argon2 work for a guesser
+        if not self._relay.logins.attempt(ip):  # refused unchecked: no argon2 work for a guesser
             log.info("smtp login refused ip=%s reason=too-many-failures", ip)
             return AuthResult(success=False, handled=False, message=TOO_MANY_FAILURES)
         try:
@@ -330,9 +330,9 @@ class RelaySMTP(SMTP):
         else:
             account_id = await self._relay.credentials.account_for(username, password)
         if account_id is None:
-            self._relay.logins.failed(ip)
             log.info("smtp login refused user=%s ip=%s", reply_text(username)[:64], ip)
             return AuthResult(success=False, handled=False)  # 535 5.7.8
+        self._relay.logins.succeeded(ip)
         return AuthResult(success=True, auth_data=RelayLogin(account_id, username))
 
     def shut_down(self) -> None:
