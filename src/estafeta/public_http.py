@@ -12,8 +12,10 @@ against the host name. The sandbox, whose receivers live on loopback, turns the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -93,16 +95,23 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One context for every guarded client: loading the CA bundle takes milliseconds, and the link checks
+    make a client per message they follow links for."""
+    return httpx.create_ssl_context()
+
+
 def client(timeout: httpx.Timeout, limits: httpx.Limits, *, allow_private: bool) -> httpx.AsyncClient:
     """An HTTP client for customer endpoints; with `allow_private`, one without the guard (the sandbox)."""
     # trust_env=False: a proxy named in the environment would make the connection, not the guard.
     if allow_private:
         return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False)
-    transport = httpx.AsyncHTTPTransport(limits=limits)
+    transport = httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits)
     # httpx builds its connection pool without a way to choose the network backend: build it again with
     # ours, with the same settings httpx would use.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
+        ssl_context=_ssl_context(),
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,

@@ -307,12 +307,14 @@ class Reputation:
             "campaigns_resumed": resumed,
         }
 
-    def _resume_campaigns(self, conn: Connection, account_id: int, now: datetime) -> int:
-        """Resume the campaigns the account's standing paused, for each stream that is active again, once
-        the account has room for a campaign batch under its warm-up limit; returns how many resumed."""
-        streams = {
-            stream for account, stream in campaign_store.paused_for_standing(conn) if account == account_id
-        }
+    def _resume_campaigns(
+        self, conn: Connection, account_id: int, now: datetime, streams: set[str] | None = None
+    ) -> int:
+        """Resume the campaigns the account's standing paused (in `streams`, when the caller read them
+        already), for each stream that is active again, once the account has room for a campaign batch
+        under its warm-up limit; returns how many resumed."""
+        if streams is None:
+            streams = campaign_store.paused_for_standing(conn, account_id).get(account_id, set())
         if not streams:
             return 0
         limit = sending_limit(store.tier(conn, account_id), self.settings)
@@ -333,8 +335,11 @@ class Reputation:
 
         def work(conn: Connection) -> int:
             now = self.clock.now()
-            accounts = {account for account, _ in campaign_store.paused_for_standing(conn)}
-            return sum(self._resume_campaigns(conn, account, now) for account in sorted(accounts))
+            paused = campaign_store.paused_for_standing(conn)
+            return sum(
+                self._resume_campaigns(conn, account, now, streams)
+                for account, streams in sorted(paused.items())
+            )
 
         return await self.db.run(work)
 

@@ -162,14 +162,19 @@ def transition(
     return result.rowcount == 1
 
 
-def paused_for_standing(conn: Connection) -> list[tuple[int, str]]:
-    """(account, stream) pairs with campaigns their account's standing paused."""
-    rows = conn.execute(
+def paused_for_standing(conn: Connection, account_id: int | None = None) -> dict[int, set[str]]:
+    """The streams with campaigns their account's standing paused, per account (or of one account)."""
+    query = (
         select(Campaign.account_id, Campaign.stream)
         .where(Campaign.state == "paused", Campaign.paused_for == "standing")
         .distinct()
-    ).all()
-    return [(r.account_id, r.stream) for r in rows]
+    )
+    if account_id is not None:
+        query = query.where(Campaign.account_id == account_id)
+    found: dict[int, set[str]] = {}
+    for row in conn.execute(query).all():
+        found.setdefault(row.account_id, set()).add(row.stream)
+    return found
 
 
 def resume_after_standing(conn: Connection, account_id: int, stream: str) -> int:
