@@ -43,6 +43,12 @@ def get_state(conn: Connection, key: str) -> str | None:
     return conn.scalar(select(PlatformState.value).where(PlatformState.key == key))
 
 
+def set_state(conn: Connection, key: str, value: str) -> None:
+    """Store `value` under `key`, replacing what was there (cursors of periodic jobs)."""
+    if conn.execute(update(PlatformState).where(PlatformState.key == key).values(value=value)).rowcount == 0:
+        conn.execute(insert(PlatformState).values(key=key, value=value))
+
+
 def set_state_if_absent(conn: Connection, key: str, value: str) -> str:
     """Store `value` unless one is there already; returns the stored value (first writer wins)."""
     current = get_state(conn, key)

@@ -9,12 +9,12 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, exists, func, insert, select, update
 
+from estafeta.store.accounts import get_state, set_state
 from estafeta.store.models import (
     Account,
     Delivery,
     Event,
     Message,
-    PlatformState,
     Review,
     ReviewAudit,
     SendingStanding,
@@ -235,9 +235,12 @@ class Notice:
     data: dict[str, Any]
 
 
+NOTICES_CURSOR = "notices_cursor"
+
+
 def take_notices(conn: Connection, types: list[str], limit: int = 100) -> list[Notice]:
     """Account-level events of `types` after the notices cursor, which moves past them."""
-    cursor = conn.scalar(select(PlatformState.value).where(PlatformState.key == "notices_cursor"))
+    cursor = get_state(conn, NOTICES_CURSOR)
     rows = conn.execute(
         select(Event.id, Event.account_id, Event.type, Event.data)
         .where(Event.id > int(cursor or 0), Event.type.in_(types), Event.message_id.is_(None))
@@ -245,13 +248,7 @@ def take_notices(conn: Connection, types: list[str], limit: int = 100) -> list[N
         .limit(limit)
     ).all()
     if rows:
-        last = str(rows[-1].id)
-        if cursor is None:
-            conn.execute(insert(PlatformState).values(key="notices_cursor", value=last))
-        else:
-            conn.execute(
-                update(PlatformState).where(PlatformState.key == "notices_cursor").values(value=last)
-            )
+        set_state(conn, NOTICES_CURSOR, str(rows[-1].id))
     return [Notice(r.account_id, r.type, r.data or {}) for r in rows]
 
 

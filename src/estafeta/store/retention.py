@@ -12,14 +12,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, exists, insert, select, update
+from sqlalchemy import Connection, delete, exists, select, update
 
-from estafeta.store.accounts import get_state
+from estafeta.store.accounts import get_state, set_state
 from estafeta.store.models import (
     Delivery,
     Event,
     Message,
-    PlatformState,
     WebhookDelivery,
     WebhookEndpoint,
 )
@@ -80,7 +79,5 @@ def prune_bodies(conn: Connection, before: datetime, limit: int) -> int:
         return 0
     waiting = exists().where(Delivery.message_id == Message.id, Delivery.state.not_in(FINAL_DELIVERY_STATES))
     conn.execute(update(Message).where(Message.id.in_(ids), ~waiting).values(raw=b""))
-    cursor = update(PlatformState).where(PlatformState.key == BODIES_CURSOR).values(value=ids[-1])
-    if conn.execute(cursor).rowcount == 0:
-        conn.execute(insert(PlatformState).values(key=BODIES_CURSOR, value=ids[-1]))
+    set_state(conn, BODIES_CURSOR, ids[-1])
     return len(ids)
