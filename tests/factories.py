@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from estafeta.store import messages
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from estafeta.store import events, messages
 
 RAW = b"From: a@acme.test\r\nSubject: s\r\n\r\nbody\r\n"
 
@@ -25,3 +30,17 @@ def new_message(
         **fields,
     }
     return messages.NewMessage(**values)  # type: ignore[arg-type]
+
+
+def add_event(
+    conn: Connection,
+    *,
+    account_id: int,
+    type: str,
+    now: datetime,
+    message_id: str | None = None,
+    recipient: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """One event row, recorded the way the platform records every event."""
+    events.record(conn, [events.NewEvent(account_id, type, data or {}, message_id, recipient)], now)

@@ -14,9 +14,10 @@ from estafeta.cli import app as cli_app
 from estafeta.compliance.links import LinkChecker, extract_links
 from estafeta.config import LinkSettings, Settings
 from estafeta.reputation import Reputation, evaluate, flag_for_review, measure
-from estafeta.store import messages as message_store
+from estafeta.store import events as events_store
 from estafeta.store import reputation as store
 from estafeta.store.db import Database
+from tests.factories import add_event
 from tests.loopback_http import http_server
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -32,9 +33,9 @@ def db(tmp_path: Path) -> Database:
 def _outcomes(db: Database, account_id: int, delivered: int, hard: int, at: datetime = NOW) -> None:
     def work(conn: object) -> None:
         for _ in range(delivered):
-            message_store.add_event(conn, account_id=account_id, type="delivered", now=at)  # type: ignore[arg-type]
+            add_event(conn, account_id=account_id, type="delivered", now=at)  # type: ignore[arg-type]
         for _ in range(hard):
-            message_store.add_event(
+            add_event(
                 conn,  # type: ignore[arg-type]
                 account_id=account_id,
                 type="bounced",
@@ -78,8 +79,8 @@ def test_warning_then_pause_with_events_and_a_review(db: Database) -> None:
     standing = db.call(store.standings, account)
     assert standing["broadcast"].state == "paused" and standing["transactional"].state == "active"
     kinds = ["account_warning", "account_paused", "review_requested"]
-    flt = message_store.EventFilter(account, types=kinds)
-    assert [e.type for e in db.call(message_store.list_events, flt, 100)] == kinds
+    flt = events_store.EventFilter(account, types=kinds)
+    assert [e.type for e in db.call(events_store.list_events, flt, 100)] == kinds
     review = db.call(store.open_review, account)
     assert review is not None and review.metrics["hard_bounced"] == 8
 
@@ -90,7 +91,7 @@ def test_complaint_rate_warns_then_pauses(db: Database) -> None:
     _outcomes(db, account, delivered=1400, hard=0)
 
     def complaint(conn: object) -> None:
-        message_store.add_event(conn, account_id=account, type="complained", now=NOW)  # type: ignore[arg-type]
+        add_event(conn, account_id=account, type="complained", now=NOW)  # type: ignore[arg-type]
 
     db.call(complaint)  # 1 in 1400: 0.07%, over the 0.05% warning
     assert db.call(evaluate, account, NOW, settings) == "warning"

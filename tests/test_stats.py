@@ -9,6 +9,7 @@ from estafeta.store import accounts
 from estafeta.store import messages as message_store
 from estafeta.store import stats as store
 from estafeta.store.db import Database
+from tests.factories import add_event
 
 T0 = datetime(2026, 3, 1, 9, 15, tzinfo=UTC)
 
@@ -74,7 +75,7 @@ def test_counts_are_grouped_by_hour_and_dimension_on_both_backends(db: Database)
         ],
         T0,
     )
-    add = message_store.add_event
+    add = add_event
     later = T0 + timedelta(hours=1)
     db.call(
         add,

@@ -11,11 +11,12 @@ from sqlalchemy import insert
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from estafeta.store import accounts
-from estafeta.store import messages as message_store
+from estafeta.store import events as events_store
 from estafeta.store import webhooks as store
 from estafeta.store.db import Database
 from estafeta.store.models import Event
 from estafeta.webhooks import new_secret, render_payload, retry_at, sign
+from tests.factories import add_event
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SCHEDULE = [5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800]
@@ -51,7 +52,7 @@ def test_retries_back_off_and_go_on_for_the_whole_retry_period() -> None:
 
 
 def test_the_payload_is_generic_over_event_types() -> None:
-    event = message_store.EventRow(
+    event = events_store.EventRow(
         9, 1, None, None, "account_paused", T0, {"reason": "complaint rate 0.5%", "by": "reputation"}
     )
     body = json.loads(render_payload(event, None))
@@ -66,7 +67,7 @@ def test_the_payload_is_generic_over_event_types() -> None:
         "data": {"reason": "complaint rate 0.5%", "by": "reputation"},
     }
     context = store.MessageContext("broadcast", ["spring"], {"customer": 42})
-    bounce = message_store.EventRow(10, 1, "msg_1", "a@x.test", "bounced", T0, {"bounce": {"kind": "hard"}})
+    bounce = events_store.EventRow(10, 1, "msg_1", "a@x.test", "bounced", T0, {"bounce": {"kind": "hard"}})
     body = json.loads(render_payload(bounce, context))
     assert body["message"] == {"stream": "broadcast", "tags": ["spring"], "metadata": {"customer": 42}}
     assert body["data"]["bounce"]["kind"] == "hard"
@@ -74,7 +75,7 @@ def test_the_payload_is_generic_over_event_types() -> None:
 
 def _event(db: Database, account: int, kind: str, message_id: str | None = None) -> None:
     db.call(
-        message_store.add_event,
+        add_event,
         account_id=account,
         type=kind,
         now=T0,
@@ -83,7 +84,7 @@ def _event(db: Database, account: int, kind: str, message_id: str | None = None)
     )
 
 
-def _render(event: message_store.EventRow, _: store.MessageContext | None) -> str:
+def _render(event: events_store.EventRow, _: store.MessageContext | None) -> str:
     return json.dumps({"id": event.id, "type": event.type})
 
 

@@ -33,6 +33,7 @@ from estafeta.config import Settings
 from estafeta.store import campaigns as campaign_store
 from estafeta.store import reputation as store
 from estafeta.store.db import Database
+from estafeta.store.events import NewEvent, record
 
 DAY = timedelta(hours=24)
 QUESTIONS = ("collection", "consent", "content", "frequency")
@@ -127,17 +128,22 @@ def evaluate(conn: Connection, account_id: int, now: datetime, settings: Setting
     data = {"stream": "broadcast", "reason": reason, "metrics": m.as_dict()}
     if outcome == "pause":
         store.set_standing(conn, account_id, "broadcast", "paused", reason, "system", now)
-        store.add_event(conn, account_id, "account_paused", now, {**data, "how_to_resume": HOW_TO_RESUME})
+        _account_event(conn, account_id, "account_paused", now, {**data, "how_to_resume": HOW_TO_RESUME})
         _request_review(conn, account_id, "broadcast", f"paused: {reason}", m, now)
         return "paused"
     if outcome == "warning" and standing.state == "active":
         store.set_standing(conn, account_id, "broadcast", "warning", reason, "system", now)
-        store.add_event(conn, account_id, "account_warning", now, data)
+        _account_event(conn, account_id, "account_warning", now, data)
         return "warning"
     if outcome == "healthy" and standing.state == "warning":
         store.set_standing(conn, account_id, "broadcast", "active", "", "system", now)
         return "active"
     return None
+
+
+def _account_event(conn: Connection, account_id: int, kind: str, now: datetime, data: dict[str, Any]) -> None:
+    """An account-level event (no message): reputation changes, reviews, limits."""
+    record(conn, [NewEvent(account_id, kind, data)], now)
 
 
 def _request_review(
@@ -146,7 +152,7 @@ def _request_review(
     metrics = m.as_dict() if m is not None else {}
     review_id, opened = store.request_review(conn, account_id, stream, reason, metrics, now)
     if opened:
-        store.add_event(
+        _account_event(
             conn,
             account_id,
             "review_requested",
@@ -268,7 +274,7 @@ class Reputation:
             for stream in streams:
                 if current[stream].state != "active":
                     store.set_standing(conn, account, stream, "active", "", actor, now, fresh_start=True)
-                    store.add_event(conn, account, "account_resumed", now, {**base, "stream": stream})
+                    _account_event(conn, account, "account_resumed", now, {**base, "stream": stream})
             if "warm-up" in review.reason:
                 self._raise_tier(conn, account, now, actor)
             resumed = self._resume_campaigns(conn, account, now)
@@ -285,7 +291,7 @@ class Reputation:
             resumed = 0
             for stream in streams:
                 store.set_standing(conn, account, stream, "suspended", note or review.reason, actor, now)
-                store.add_event(
+                _account_event(
                     conn,
                     account,
                     "account_suspended",
@@ -348,7 +354,7 @@ class Reputation:
         if tier >= len(self.settings.warmup.tiers):
             return
         store.set_tier(conn, account_id, tier + 1)
-        store.add_event(
+        _account_event(
             conn,
             account_id,
             "limit_raised",
@@ -375,7 +381,7 @@ class Reputation:
                 _request_review(conn, account_id, stream, f"paused by an administrator: {reason}", None, now)
             if state == "active":
                 self._resume_campaigns(conn, account_id, now)
-            store.add_event(conn, account_id, kind, now, data)
+            _account_event(conn, account_id, kind, now, data)
 
         await self.db.run(work)
 

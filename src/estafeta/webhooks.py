@@ -35,7 +35,7 @@ from estafeta.metrics import Metrics
 from estafeta.queue import retry_delay
 from estafeta.store import webhooks as store
 from estafeta.store.db import Database
-from estafeta.store.messages import EventRow
+from estafeta.store.events import EventRow
 from estafeta.waits import wait_set
 
 log = logging.getLogger("estafeta.webhooks")

@@ -18,7 +18,7 @@ from estafeta.audience.campaigns import start
 from estafeta.auth import create_admin_key
 from estafeta.compose import Address, Draft, parse_address
 from estafeta.store import campaigns as campaign_store
-from estafeta.store.messages import EventFilter, list_events
+from estafeta.store.events import EventFilter, list_events
 from estafeta.world import World
 from tests.e2e.audience_support import (
     campaign,

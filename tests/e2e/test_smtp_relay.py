@@ -33,6 +33,7 @@ from estafeta.platform import Platform
 from estafeta.sandbox import sandbox_settings
 from estafeta.smtp import create_smtp_credential
 from estafeta.store import accounts as account_store
+from estafeta.store import events as events_store
 from estafeta.store import messages as message_store
 from estafeta.store import queue as queue_store
 from estafeta.store import reputation as reputation_store
@@ -372,7 +373,7 @@ async def test_a_desktop_client_message_with_attachments_and_non_ascii_headers(r
     refused = await asyncio.to_thread(scenario)
     assert refused == {}
     events = await relay.platform.db.run(
-        message_store.list_events, message_store.EventFilter(relay.account_id), 50
+        events_store.list_events, events_store.EventFilter(relay.account_id), 50
     )
     message_id = events[0].message_id
     assert message_id is not None

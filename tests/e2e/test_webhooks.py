@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 from estafeta.cli import app as cli
 from estafeta.clock import SystemClock
-from estafeta.store import messages as message_store
 from estafeta.world import World
 from tests.e2e.harness import Harness, start_harness
 from tests.e2e.webhook_receiver import Request, WebhookReceiver
+from tests.factories import add_event
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 
@@ -84,7 +84,7 @@ async def test_every_event_type_arrives_signed(harness: Harness, receiver: Webho
     ):
         recipient_address = None if kind.startswith("account") else "ana@outlook.test"
         await harness.platform.db.run(
-            message_store.add_event,
+            add_event,
             account_id=harness.account_id,
             type=kind,
             now=harness.clock.now(),

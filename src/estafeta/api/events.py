@@ -11,7 +11,7 @@ from estafeta.api.deps import account_id, platform
 from estafeta.api.problems import Problem
 from estafeta.api.schemas import EventOut, EventPage
 from estafeta.platform import Platform
-from estafeta.store import messages as store
+from estafeta.store import events as store
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 

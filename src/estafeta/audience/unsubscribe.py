@@ -18,9 +18,9 @@ from estafeta.audience.tokens import Tokens
 from estafeta.clock import Clock
 from estafeta.store import audience as store
 from estafeta.store import campaigns as campaign_store
-from estafeta.store import messages as message_store
 from estafeta.store import suppressions
 from estafeta.store.db import Database
+from estafeta.store.events import NewEvent, record
 
 METHODS = ("one-click", "mailto", "page", "preferences")
 
@@ -72,15 +72,8 @@ def _unsubscribe(
         campaign_store.mark_unsubscribed(conn, campaign_id, contact_id, now)
         message_id = campaign_store.message_for(conn, campaign_id, contact_id)
     if changed or suppressed is not None:
-        message_store.add_event(
-            conn,
-            account_id=contact.account_id,
-            type="unsubscribed",
-            now=now,
-            message_id=message_id,
-            recipient=contact.email,
-            data={"method": method, "lists": changed, "all": list_ids is None, "campaign_id": campaign_id},
-        )
+        data = {"method": method, "lists": changed, "all": list_ids is None, "campaign_id": campaign_id}
+        record(conn, [NewEvent(contact.account_id, "unsubscribed", data, message_id, contact.email)], now)
     return Outcome(contact_id, contact.email, [names[i] for i in changed if i in names], list_ids is None)
 
 

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select, update
 
-from estafeta.store import suppressions
-from estafeta.store.models import Delivery, Event, Message
+from estafeta.store import events, suppressions
+from estafeta.store.events import NewEvent
+from estafeta.store.models import Delivery, Message
 
 
 @dataclass(frozen=True)
@@ -67,17 +68,8 @@ def record(
             .where(Delivery.id == target.delivery_id, Delivery.state == "delivered")
             .values(state="bounced", last_reply=str(data.get("diagnostic") or ""), updated_at=now)
         )
-    conn.execute(
-        insert(Event).values(
-            account_id=target.account_id,
-            message_id=target.message_id,
-            delivery_id=target.delivery_id,
-            recipient=target.recipient,
-            type=event,
-            created_at=now,
-            data=data,
-        )
-    )
+    new = NewEvent(target.account_id, event, data, target.message_id, target.recipient, target.delivery_id)
+    events.record(conn, [new], now)
     suppressions.after_failure(
         conn,
         account_id=target.account_id,

@@ -1,4 +1,4 @@
-"""Accepted messages, their recipients' queue entries and the event log."""
+"""Accepted messages and their recipients' queue entries."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 
 from estafeta.store import suppressions
-from estafeta.store.models import Delivery, Event, Message
+from estafeta.store.events import EventRow, NewEvent, for_message, record
+from estafeta.store.models import Delivery, Message
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,6 @@ class NewMessage:
     suppressed: list[Suppressed] = field(default_factory=list)
     lint: list[dict[str, str]] = field(default_factory=list)  # compliance findings, kept on `accepted`
     held: list[str] = field(default_factory=list)  # why it waits for an administrator (link checks)
-
-
-@dataclass(frozen=True)
-class EventRow:
-    id: int
-    account_id: int
-    message_id: str | None
-    recipient: str | None
-    type: str
-    created_at: datetime
-    data: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -156,65 +146,39 @@ def insert_messages(
     )
     if deliveries:
         conn.execute(insert(Delivery), deliveries)
-    events: list[dict[str, Any]] = []
+    events: list[NewEvent] = []
     for m in messages:
+        data = {"source": m.source, "stream": m.stream, "recipients": len(m.recipients) + len(m.suppressed)}
         events.append(
-            {
-                "account_id": m.account_id,
-                "message_id": m.id,
-                "delivery_id": None,
-                "recipient": None,
-                "type": "accepted",
-                "created_at": now,
-                "data": {
-                    "source": m.source,
-                    "stream": m.stream,
-                    "recipients": len(m.recipients) + len(m.suppressed),
-                    **({"lint": m.lint} if m.lint else {}),
-                },
-            }
+            NewEvent(m.account_id, "accepted", {**data, **({"lint": m.lint} if m.lint else {})}, m.id)
         )
         for dropped in m.suppressed:
             events.extend(_suppressed_events(conn, m, dropped, now))
         events.extend(
-            {
-                "account_id": m.account_id,
-                "message_id": m.id,
-                "delivery_id": None,
-                "recipient": rcpt,
-                "type": "held" if m.held else "queued",
-                "created_at": now,
-                "data": {"reasons": m.held} if m.held else {},
-            }
+            NewEvent(
+                m.account_id,
+                "held" if m.held else "queued",
+                {"reasons": m.held} if m.held else {},
+                m.id,
+                rcpt,
+            )
             for rcpt in m.recipients
         )
-    conn.execute(insert(Event), events)
+    record(conn, events, now)
     for hook in hooks:
         hook(conn)
 
 
-def _suppressed_events(
-    conn: Connection, m: NewMessage, dropped: Suppressed, now: datetime
-) -> list[dict[str, Any]]:
-    base = {
-        "account_id": m.account_id,
-        "message_id": m.id,
-        "delivery_id": None,
-        "recipient": dropped.recipient,
-        "created_at": now,
-    }
-    events = [{**base, "type": "suppressed", "data": {"reason": dropped.reason, "scope": dropped.scope}}]
+def _suppressed_events(conn: Connection, m: NewMessage, dropped: Suppressed, now: datetime) -> list[NewEvent]:
+    data = {"reason": dropped.reason, "scope": dropped.scope}
+    events = [NewEvent(m.account_id, "suppressed", data, m.id, dropped.recipient)]
     if dropped.trap:
-        events.append({**base, "type": "trap_hit", "data": {"stream": m.stream}})
+        events.append(NewEvent(m.account_id, "trap_hit", {"stream": m.stream}, m.id, dropped.recipient))
         entry = suppressions.NewSuppression(
             None, "address", dropped.recipient, "spam-trap", f"spam trap hit by account {m.account_id}"
         )
         suppressions.add(conn, entry, actor="system", now=now, note=f"message {m.id}")
     return events
-
-
-def _event(row: Any) -> EventRow:
-    return EventRow(row.id, row.account_id, row.message_id, row.recipient, row.type, row.created_at, row.data)
 
 
 def get_message(conn: Connection, account_id: int, message_id: str) -> MessageView | None:
@@ -230,10 +194,7 @@ def get_message(conn: Connection, account_id: int, message_id: str) -> MessageVi
             select(Delivery).where(Delivery.message_id == message_id).order_by(Delivery.id)
         ).all()
     ]
-    events = [
-        _event(e)
-        for e in conn.execute(select(Event).where(Event.message_id == message_id).order_by(Event.id)).all()
-    ]
+    events = for_message(conn, message_id)
     return MessageView(
         row.id,
         row.account_id,
@@ -253,56 +214,3 @@ def get_message(conn: Connection, account_id: int, message_id: str) -> MessageVi
 
 def get_raw(conn: Connection, account_id: int, message_id: str) -> bytes | None:
     return conn.scalar(select(Message.raw).where(Message.id == message_id, Message.account_id == account_id))
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    account_id: int
-    types: list[str] = field(default_factory=list)
-    message_id: str | None = None
-    recipient: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    after_id: int | None = None
-
-
-def list_events(conn: Connection, flt: EventFilter, limit: int) -> list[EventRow]:
-    """Events oldest first, filtered; `after_id` is the cursor (ids only grow)."""
-    query = select(Event).where(Event.account_id == flt.account_id)
-    if flt.types:
-        query = query.where(Event.type.in_(flt.types))
-    if flt.message_id:
-        query = query.where(Event.message_id == flt.message_id)
-    if flt.recipient:
-        query = query.where(Event.recipient == flt.recipient)
-    if flt.since:
-        query = query.where(Event.created_at >= flt.since)
-    if flt.until:
-        query = query.where(Event.created_at < flt.until)
-    if flt.after_id is not None:
-        query = query.where(Event.id > flt.after_id)
-    return [_event(r) for r in conn.execute(query.order_by(Event.id).limit(limit)).all()]
-
-
-def add_event(
-    conn: Connection,
-    *,
-    account_id: int,
-    type: str,
-    now: datetime,
-    message_id: str | None = None,
-    recipient: str | None = None,
-    delivery_id: int | None = None,
-    data: dict[str, Any] | None = None,
-) -> None:
-    conn.execute(
-        insert(Event).values(
-            account_id=account_id,
-            message_id=message_id,
-            delivery_id=delivery_id,
-            recipient=recipient,
-            type=type,
-            created_at=now,
-            data=data or {},
-        )
-    )

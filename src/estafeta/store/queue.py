@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, func, or_, select, update
 
-from estafeta.store import suppressions
+from estafeta.store import events, suppressions
+from estafeta.store.events import NewEvent
 from estafeta.store.models import Delivery, Event, Message
 from estafeta.store.reputation import halted_clause
 
@@ -142,17 +143,8 @@ def finish(
         if row is None:
             continue
         applied += 1
-        conn.execute(
-            insert(Event).values(
-                account_id=row.account_id,
-                message_id=row.message_id,
-                delivery_id=o.delivery_id,
-                recipient=row.recipient,
-                type=o.event,
-                created_at=now,
-                data=o.data,
-            )
-        )
+        event = NewEvent(row.account_id, o.event, o.data, row.message_id, row.recipient, o.delivery_id)
+        events.record(conn, [event], now)
         if o.suppress or o.soft_failure:
             suppressions.after_failure(
                 conn,

@@ -9,7 +9,9 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, exists, func, insert, select, update
 
+from estafeta.store import events
 from estafeta.store.accounts import get_state, set_state
+from estafeta.store.events import NewEvent
 from estafeta.store.models import (
     Account,
     Delivery,
@@ -223,11 +225,6 @@ def contact(conn: Connection, account_id: int) -> tuple[str, str | None] | None:
     return (row.name, row.email) if row else None
 
 
-def add_event(conn: Connection, account_id: int, kind: str, now: datetime, data: dict[str, Any]) -> None:
-    """An account-level event (no message): reputation changes, reviews, limits."""
-    conn.execute(insert(Event).values(account_id=account_id, type=kind, created_at=now, data=data))
-
-
 @dataclass(frozen=True)
 class Notice:
     account_id: int
@@ -433,20 +430,7 @@ def set_entries(
         .values(state=to_state, next_attempt_at=now, lease_owner=None, lease_until=None, updated_at=now)
         .returning(Delivery.id, Delivery.message_id, Delivery.recipient)
     ).all()
-    if rows:
-        conn.execute(
-            insert(Event),
-            [
-                {
-                    "account_id": account_id,
-                    "message_id": r.message_id,
-                    "delivery_id": r.id,
-                    "recipient": r.recipient,
-                    "type": event,
-                    "created_at": now,
-                    "data": data or {},
-                }
-                for r in rows
-            ],
-        )
+    events.record(
+        conn, (NewEvent(account_id, event, data or {}, r.message_id, r.recipient, r.id) for r in rows), now
+    )
     return len(rows)

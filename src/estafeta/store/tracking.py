@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from estafeta.store.messages import add_event
+from estafeta.store.events import NewEvent, record
 from estafeta.store.models import Event, Message, TrackingPreference
 
 
@@ -87,13 +87,5 @@ def record_hit(
     if context is None:
         return None
     data = describe(context)
-    add_event(
-        conn,
-        account_id=context.account_id,
-        type=type,
-        now=now,
-        message_id=message_id,
-        recipient=recipient,
-        data=data,
-    )
+    record(conn, [NewEvent(context.account_id, type, data, message_id, recipient)], now)
     return data

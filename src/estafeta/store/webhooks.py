@@ -21,7 +21,7 @@ from sqlalchemy import Connection, delete, exists, func, insert, or_, select, up
 from sqlalchemy.orm import aliased
 
 from estafeta.store.accounts import set_state_if_absent
-from estafeta.store.messages import EventRow
+from estafeta.store.events import EventRow
 from estafeta.store.models import Event, Message, PlatformState, WebhookDelivery, WebhookEndpoint
 
 CURSOR_KEY = "webhooks.fanout_cursor"

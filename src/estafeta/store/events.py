@@ -1,0 +1,96 @@
+"""The event log: every state change of a message or an account is one row, and `record` writes them all.
+
+Stats, reputation, webhooks and notices read this table; nothing else inserts into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from estafeta.store.models import Event
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """One event to record; account-level events (reputation, reviews, limits) have no message."""
+
+    account_id: int
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    message_id: str | None = None
+    recipient: str | None = None
+    delivery_id: int | None = None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    account_id: int
+    message_id: str | None
+    recipient: str | None
+    type: str
+    created_at: datetime
+    data: dict[str, Any]
+
+
+def record(conn: Connection, events: Iterable[NewEvent], now: datetime) -> int:
+    """Append events, all at `now`, in the caller's transaction; returns how many were written."""
+    rows = [
+        {
+            "account_id": e.account_id,
+            "message_id": e.message_id,
+            "delivery_id": e.delivery_id,
+            "recipient": e.recipient,
+            "type": e.type,
+            "created_at": now,
+            "data": e.data,
+        }
+        for e in events
+    ]
+    if rows:
+        conn.execute(insert(Event), rows)
+    return len(rows)
+
+
+def event_row(row: Any) -> EventRow:
+    return EventRow(row.id, row.account_id, row.message_id, row.recipient, row.type, row.created_at, row.data)
+
+
+def for_message(conn: Connection, message_id: str) -> list[EventRow]:
+    """A message's history, oldest first."""
+    query = select(Event).where(Event.message_id == message_id).order_by(Event.id)
+    return [event_row(e) for e in conn.execute(query).all()]
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    account_id: int
+    types: list[str] = field(default_factory=list)
+    message_id: str | None = None
+    recipient: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after_id: int | None = None
+
+
+def list_events(conn: Connection, flt: EventFilter, limit: int) -> list[EventRow]:
+    """Events oldest first, filtered; `after_id` is the cursor (ids only grow)."""
+    query = select(Event).where(Event.account_id == flt.account_id)
+    if flt.types:
+        query = query.where(Event.type.in_(flt.types))
+    if flt.message_id:
+        query = query.where(Event.message_id == flt.message_id)
+    if flt.recipient:
+        query = query.where(Event.recipient == flt.recipient)
+    if flt.since:
+        query = query.where(Event.created_at >= flt.since)
+    if flt.until:
+        query = query.where(Event.created_at < flt.until)
+    if flt.after_id is not None:
+        query = query.where(Event.id > flt.after_id)
+    return [event_row(r) for r in conn.execute(query.order_by(Event.id).limit(limit)).all()]
