@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from estafeta import admin
-from estafeta.accept import Accepter, AcceptError
+from estafeta.accept import AcceptError
 from estafeta.clock import ManualClock
 from estafeta.config import Settings
+from estafeta.core import Core
 from estafeta.store import queue as queue_store
 from estafeta.store.db import Database
+from tests.factories import add_sender
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 LIMIT = 10
@@ -27,11 +28,11 @@ def _raw(index: int) -> bytes:
 async def test_concurrent_requests_never_overshoot_the_warm_up_limit(db: Database) -> None:
     settings = Settings(database_url=db.url, warmup={"tiers": [LIMIT]}, dkim_algorithm="ed25519-sha256")
     clock = ManualClock(NOW)
-    account = admin.create_account(db, "shop", NOW).id
-    admin.add_domain(db, settings, account, "shop.test", NOW)
-    # Two accepters on one database stand for two platform processes: each groups its own commits.
+    # Two cores on one database stand for two platform processes: each groups its own commits.
     second = Database(db.url)
-    accepters = [Accepter(database, settings, clock, lambda: None) for database in (db, second)]
+    cores = [Core(settings, clock=clock, db=database) for database in (db, second)]
+    account = (await add_sender(cores[0], "shop", "shop.test")).account_id
+    accepters = [core.accepter for core in cores]
     try:
         outcomes = await asyncio.gather(
             *(

@@ -9,7 +9,8 @@ import pytest
 
 from estafeta.clock import ManualClock
 from estafeta.config import DeliverySettings
-from estafeta.queue import AttemptResult, Queue, outcome, retry_delay
+from estafeta.outcome import AttemptResult, outcome, retry_delay
+from estafeta.queue import Queue
 from estafeta.store import accounts, messages
 from estafeta.store import queue as q
 from estafeta.store.db import Database

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from estafeta import admin
 from estafeta.cli import app as cli_app
 from estafeta.compliance.links import LinkChecker, extract_links
 from estafeta.config import LinkSettings, Settings
 from estafeta.reputation import Reputation, evaluate, flag_for_review, measure
+from estafeta.store import accounts as account_store
 from estafeta.store import events as events_store
 from estafeta.store import reputation as store
 from estafeta.store.db import Database
@@ -51,7 +51,7 @@ def _settings(**reputation: object) -> Settings:
 
 
 def test_rates_count_only_above_the_minimum_volume(db: Database) -> None:
-    account = admin.create_account(db, "acme", NOW).id
+    account = db.call(account_store.create_account, "acme", NOW).id
     _outcomes(db, account, delivered=40, hard=10)
     m = db.call(measure, account, NOW, _settings(), None)
     assert (m.outcomes, m.hard_bounced, m.bounce_rate, m.counted) == (50, 10, 0.2, False)
@@ -59,7 +59,7 @@ def test_rates_count_only_above_the_minimum_volume(db: Database) -> None:
 
 
 def test_the_window_is_count_and_time_based(db: Database) -> None:
-    account = admin.create_account(db, "acme", NOW).id
+    account = db.call(account_store.create_account, "acme", NOW).id
     _outcomes(db, account, delivered=0, hard=50, at=NOW - timedelta(hours=30))  # outside 24 h
     _outcomes(db, account, delivered=100, hard=0)
     by_time = db.call(measure, account, NOW, _settings(window_hours=24), None)
@@ -70,7 +70,7 @@ def test_the_window_is_count_and_time_based(db: Database) -> None:
 
 
 def test_warning_then_pause_with_events_and_a_review(db: Database) -> None:
-    account = admin.create_account(db, "acme", NOW).id
+    account = db.call(account_store.create_account, "acme", NOW).id
     _outcomes(db, account, delivered=97, hard=3)  # 3%: over the 2.5% warning, under the 5% pause
     assert db.call(evaluate, account, NOW, _settings()) == "warning"
     assert db.call(evaluate, account, NOW, _settings()) is None  # warned once
@@ -86,7 +86,7 @@ def test_warning_then_pause_with_events_and_a_review(db: Database) -> None:
 
 
 def test_complaint_rate_warns_then_pauses(db: Database) -> None:
-    account = admin.create_account(db, "acme", NOW).id
+    account = db.call(account_store.create_account, "acme", NOW).id
     settings = _settings(window_messages=2000)
     _outcomes(db, account, delivered=1400, hard=0)
 
@@ -101,7 +101,7 @@ def test_complaint_rate_warns_then_pauses(db: Database) -> None:
 
 
 def test_cli_lists_shows_and_decides_reviews(db: Database, tmp_path: Path) -> None:
-    account = admin.create_account(db, "acme", NOW).id
+    account = db.call(account_store.create_account, "acme", NOW).id
     review_id = db.call(flag_for_review, account, "broadcast", "message m1 held: shortener", NOW)
     env = {"ESTAFETA_DATABASE_URL": f"sqlite:///{tmp_path / 'rep.db'}", "COLUMNS": "200"}
     runner = CliRunner()
@@ -122,7 +122,7 @@ def test_cli_lists_shows_and_decides_reviews(db: Database, tmp_path: Path) -> No
 
 
 async def test_answers_carry_over_and_approval_resumes(db: Database) -> None:
-    account = admin.create_account(db, "acme", NOW).id
+    account = db.call(account_store.create_account, "acme", NOW).id
     rep = Reputation(db, _settings(), _FixedClock())
     _outcomes(db, account, delivered=90, hard=10)
     assert await rep.evaluate_now(account) == "paused"

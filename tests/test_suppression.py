@@ -13,14 +13,16 @@ import pytest
 from sqlalchemy import event, select
 from typer.testing import CliRunner
 
-from estafeta import admin, suppression
+from estafeta import suppression
 from estafeta.accept import Accepter, Submission
 from estafeta.auth import verify_secret
 from estafeta.cli import app as cli_app
 from estafeta.clock import ManualClock
 from estafeta.compose import Draft, parse_address
 from estafeta.config import DeliverySettings, Settings
-from estafeta.queue import AttemptResult, Queue
+from estafeta.core import Core
+from estafeta.outcome import AttemptResult
+from estafeta.queue import Queue
 from estafeta.store import accounts, feedback, messages
 from estafeta.store import admin_keys as admin_store
 from estafeta.store import queue as q
@@ -169,11 +171,11 @@ def _settings(url: str, **overrides: Any) -> Settings:
     return Settings(database_url=url, hostname="mta.estafeta.test", **overrides)
 
 
-def _accepter(db: Database, clock: ManualClock, **overrides: Any) -> tuple[Accepter, int]:
-    settings = _settings(db.url, **overrides)
+async def _accepter(db: Database, clock: ManualClock, **overrides: Any) -> tuple[Accepter, int]:
+    core = Core(_settings(db.url, **overrides), clock=clock, db=db)
     account = _account(db, clock)
-    admin.add_domain(db, settings, account, "acme.test", clock.now(), "ed25519-sha256")
-    return Accepter(db, settings, clock, lambda: None), account
+    await core.domains.add(account, "acme.test", "ed25519-sha256")
+    return core.accepter, account
 
 
 def _submission(*recipients: str) -> Submission:
@@ -188,7 +190,7 @@ def _submission(*recipients: str) -> Submission:
 
 async def test_policy_gate_drops_suppressed_recipients_and_records_why(db: Database) -> None:
     clock = ManualClock()
-    accepter, account = _accepter(db, clock, suppression={"spam_traps": ["traps.test"]})
+    accepter, account = await _accepter(db, clock, suppression={"spam_traps": ["traps.test"]})
     db.call(
         store.add,
         store.NewSuppression(account, "address", "left@gmail.test", "complaint"),

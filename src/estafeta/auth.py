@@ -12,11 +12,11 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from estafeta.clock import Clock
 from estafeta.store import accounts as store
 from estafeta.store import admin_keys as admin_store
 from estafeta.store.db import Database
@@ -43,18 +43,8 @@ def verify_secret(stored_hash: str, secret: str) -> bool:
         return False
 
 
-def create_api_key(db: Database, account_id: int, name: str, now: datetime) -> NewKey:
-    prefix = secrets.token_hex(6)
-    secret = secrets.token_urlsafe(24)
-    db.call(store.add_api_key, account_id, prefix, hash_secret(secret), name, now)
-    return NewKey(f"est_{prefix}_{secret}", prefix)
-
-
-def create_admin_key(db: Database, name: str, now: datetime) -> NewKey:
-    prefix = secrets.token_hex(6)
-    secret = secrets.token_urlsafe(24)
-    db.call(admin_store.add_admin_key, prefix, hash_secret(secret), name, now)
-    return NewKey(f"{ADMIN_KIND}_{prefix}_{secret}", prefix)
+def _new_secret() -> tuple[str, str]:
+    return secrets.token_hex(6), secrets.token_urlsafe(24)
 
 
 def split_token(token: str, kind: str = "est") -> tuple[str, str] | None:
@@ -65,10 +55,19 @@ def split_token(token: str, kind: str = "est") -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-class ApiKeyVerifier:
-    def __init__(self, db: Database) -> None:
+class ApiKeys:
+    """An account's API keys: created here (the token is shown once), checked on every request."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
+        self.clock = clock
         self._cache: dict[str, tuple[int, float]] = {}
+
+    async def create(self, account_id: int, name: str = "") -> NewKey:
+        prefix, secret = _new_secret()
+        secret_hash = await asyncio.to_thread(hash_secret, secret)
+        await self.db.run(store.add_api_key, account_id, prefix, secret_hash, name, self.clock.now())
+        return NewKey(f"est_{prefix}_{secret}", prefix)
 
     async def account_for(self, token: str) -> int | None:
         """The account a key belongs to, or None for an unknown, revoked or mistyped key."""
@@ -88,12 +87,19 @@ class ApiKeyVerifier:
         return row.account_id
 
 
-class AdminKeyVerifier:
-    """Checks operator keys, remembering successes like `ApiKeyVerifier`."""
+class AdminKeys:
+    """Platform-operator keys: created here (the token is shown once), checked like `ApiKeys`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
+        self.clock = clock
         self._cache: dict[str, tuple[str, float]] = {}
+
+    async def create(self, name: str = "") -> NewKey:
+        prefix, secret = _new_secret()
+        secret_hash = await asyncio.to_thread(hash_secret, secret)
+        await self.db.run(admin_store.add_admin_key, prefix, secret_hash, name, self.clock.now())
+        return NewKey(f"{ADMIN_KIND}_{prefix}_{secret}", prefix)
 
     async def prefix_for(self, token: str) -> str | None:
         """The key's prefix (it names the operator in audit rows), or None for anything but a valid key."""

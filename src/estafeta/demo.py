@@ -17,12 +17,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from estafeta import admin
 from estafeta.clock import SystemClock
+from estafeta.core import Core
 from estafeta.platform import Platform
 from estafeta.sandbox import sandbox_settings, zone_lines
 from estafeta.store import queue as queue_store
-from estafeta.store.db import Database
 from estafeta.world import start_world_process
 
 # recipient domain → share of the demo's mail
@@ -81,12 +80,10 @@ async def run_demo(messages: int, workdir: Path, console: Console, batch: int = 
     clock = SystemClock()
 
     # The sending domain's key must be in the world's DNS before the world starts.
-    setup = Database(f"sqlite:///{db_path}")
-    setup.migrate()
-    settings_for_keys = sandbox_settings(db_path, ("127.0.0.1", 53), 25)
-    account = admin.create_account(setup, "demo", clock.now())
-    domain, key = admin.add_domain(setup, settings_for_keys, account.id, "acme.test", clock.now())
-    api_key = admin.new_api_key(setup, account.id, "demo", clock.now())
+    setup = Core(sandbox_settings(db_path, ("127.0.0.1", 53), 25), clock=clock)
+    account = await setup.accounts.create("demo")
+    domain, key = await setup.domains.add(account.id, "acme.test")
+    api_key = await setup.api_keys.create(account.id, "demo")
     setup.close()
 
     console.print("[bold]Starting the simulated internet[/] (DNS + 9 mailbox providers on 127.0.0.x)…")
@@ -115,8 +112,8 @@ async def run_demo(messages: int, workdir: Path, console: Console, batch: int = 
         started = time.perf_counter()
         result = await _send_and_follow(platform, api_key.token, recipients, batch, console)
         seconds = time.perf_counter() - started
-        per_domain = await platform.db.run(queue_store.domain_state_counts)
-        deferrals = await platform.db.run(queue_store.event_counts_by_domain, "deferred")
+        per_domain = await platform.core.db.run(queue_store.domain_state_counts)
+        deferrals = await platform.core.db.run(queue_store.event_counts_by_domain, "deferred")
         return DemoResult(messages, result, seconds, per_domain, deferrals, db_path)
     finally:
         if platform is not None:
@@ -172,7 +169,7 @@ async def _send_and_follow(
             deadline = time.monotonic() + 120
             while final < total and time.monotonic() < deadline:
                 await asyncio.sleep(0.25)
-                counts = await platform.db.run(queue_store.state_counts)
+                counts = await platform.core.db.run(queue_store.state_counts)
                 final = sum(counts.get(s, 0) for s in FINAL)
                 progress.update(final_bar, completed=final)
             await asyncio.gather(*senders)

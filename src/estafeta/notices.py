@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from estafeta import admin
 from estafeta.accept import Accepter, AcceptError, Submission
+from estafeta.accounts import Accounts
 from estafeta.clock import Clock
 from estafeta.compose import Draft, parse_address
 from estafeta.config import Settings
+from estafeta.domains import Domains
 from estafeta.reputation import HOW_TO_RESUME
-from estafeta.store import accounts as account_store
 from estafeta.store import reputation as store
 from estafeta.store.db import Database
 
@@ -60,23 +60,32 @@ def _body(kind: str, name: str, data: dict[str, Any]) -> str:
 
 
 class Notices:
-    def __init__(self, db: Database, settings: Settings, clock: Clock, accepter: Accepter) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Clock,
+        accepter: Accepter,
+        accounts: Accounts,
+        domains: Domains,
+    ) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
         self.accepter = accepter
+        self.accounts = accounts
+        self.domains = domains
         self._sender_id: int | None = None
 
-    def _sender(self) -> int:
+    async def _sender(self) -> int:
         """The system account that owns the notices' domain (created on first use)."""
         if self._sender_id is None:
-            found = self.db.call(account_store.find_account, SYSTEM_ACCOUNT)
+            found = await self.accounts.find(SYSTEM_ACCOUNT)
             if found is None:
-                now = self.clock.now()
-                found = admin.create_account(self.db, SYSTEM_ACCOUNT, now)
+                found = await self.accounts.create(SYSTEM_ACCOUNT)
                 domain = parse_address(self.settings.notices.from_).domain
-                admin.add_domain(self.db, self.settings, found.id, domain, now, "ed25519-sha256")
-                self.db.call(store.set_tier, found.id, len(self.settings.warmup.tiers))
+                await self.domains.add(found.id, domain, "ed25519-sha256")
+                await self.db.run(store.set_tier, found.id, len(self.settings.warmup.tiers))
             self._sender_id = found.id
         return self._sender_id
 
@@ -99,7 +108,9 @@ class Notices:
                 tags=["reputation-notice"],
             )
             try:
-                await self.accepter.accept(self._sender(), [Submission(draft, tags=["reputation-notice"])])
+                await self.accepter.accept(
+                    await self._sender(), [Submission(draft, tags=["reputation-notice"])]
+                )
             except AcceptError as exc:
                 log.warning("notice to account %d not sent: %s", event.account_id, exc)
                 continue

@@ -1,101 +1,27 @@
-"""The outbound queue's policy: leases, the retry schedule, and turning attempt results into outcomes.
+"""Stage 4 — queue: one worker's leases on the shared outbound queue, and writing attempts' outcomes back.
 
-SQL lives in `estafeta.store.queue`; this module decides *what* to write: when a deferred entry is
-tried again, when it has been deferred for too long and becomes a bounce, what a final failure means
-for the address (`estafeta.suppression`), and that a worker only reports for entries whose lease it
-still holds.
+SQL lives in `estafeta.store.queue`; what an attempt means (delivered, deferred until when, bounced, what is
+suppressed) is decided in `estafeta.outcome`. A worker only reports for entries whose lease it still
+holds, and whoever must react to final outcomes (reputation) is given at construction and runs in the
+outcomes' transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Connection
 
 from estafeta.clock import Clock
 from estafeta.config import DeliverySettings
+from estafeta.outcome import AttemptResult, Job, outcome
 from estafeta.store import queue as q
 from estafeta.store.db import Database
-from estafeta.store.suppressions import NewSuppression, SoftRule
-from estafeta.suppression import for_bounce
+from estafeta.store.suppressions import SoftRule
 
-Job = q.Claimed
-
-
-@dataclass(frozen=True)
-class AttemptResult:
-    """What one SMTP attempt for one entry produced."""
-
-    job: Job
-    delivered: bool
-    code: int | None
-    reply: str
-    retry: bool  # only read when not delivered: may a later attempt succeed?
-    data: dict[str, Any] = field(default_factory=dict)
-    counts_as_attempt: bool = True
-
-
-def retry_delay(schedule: list[float], attempts: int) -> float:
-    """Seconds to wait after the `attempts`-th failed attempt (1-based); the last step repeats."""
-    return schedule[min(attempts, len(schedule)) - 1]
-
-
-def _suppressions(result: AttemptResult) -> tuple[NewSuppression, ...]:
-    """What a final failure means for the address; no reply code at all means our own DNS found it."""
-    bounce = result.data.get("bounce")
-    if not isinstance(bounce, dict):
-        return ()
-    job = result.job
-    found = for_bounce(
-        job.account_id,
-        job.recipient,
-        bounce["kind"],
-        bounce["reason"],
-        result.reply,
-        from_dns=result.code is None,
-    )
-    return tuple(found)
-
-
-def outcome(result: AttemptResult, now: datetime, settings: DeliverySettings) -> q.Finish:
-    """Decide the entry's next state from an attempt's result."""
-    job = result.job
-    data = {"code": result.code, "reply": result.reply, **result.data}
-    if result.delivered:
-        return q.Finish(job.delivery_id, "delivered", now, result.code, result.reply, "delivered", data)
-    if not result.retry:
-        return q.Finish(
-            job.delivery_id,
-            "bounced",
-            now,
-            result.code,
-            result.reply,
-            "bounced",
-            data,
-            suppress=_suppressions(result),
-        )
-    attempts = job.attempts + (1 if result.counts_as_attempt else 0)
-    expires = job.created_at + timedelta(seconds=settings.max_age)
-    if now >= expires:
-        data["expired"] = True
-        return q.Finish(
-            job.delivery_id, "bounced", now, result.code, result.reply, "bounced", data, soft_failure=True
-        )
-    next_at = min(now + timedelta(seconds=retry_delay(settings.retry_schedule, max(attempts, 1))), expires)
-    data["next_attempt_at"] = next_at.isoformat()
-    return q.Finish(
-        job.delivery_id,
-        "deferred",
-        next_at,
-        result.code,
-        result.reply,
-        "deferred",
-        data,
-        counts_as_attempt=result.counts_as_attempt,
-    )
+AfterFinish = Callable[[Connection, list[int], datetime], None]
+"""Runs in the outcomes' transaction with the account of each final (not deferred) outcome."""
 
 
 class Queue:
@@ -108,14 +34,14 @@ class Queue:
         clock: Clock,
         owner: str,
         soft_rule: SoftRule | None = None,
+        after_finish: AfterFinish | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
         self.owner = owner
         self.soft_rule = soft_rule
-        # Called in the outcomes' transaction with the account of each final outcome (reputation).
-        self.after_finish: Callable[[Connection, list[int], datetime], None] | None = None
+        self.after_finish = after_finish
 
     def _lease_until(self) -> datetime:
         return self.clock.now() + timedelta(seconds=self.settings.lease_seconds)

@@ -21,7 +21,7 @@ Every change is an account-level event (`account_warning`, `account_paused`, `ac
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -168,13 +168,27 @@ def flag_for_review(conn: Connection, account_id: int, stream: str, reason: str,
 
 
 class Reputation:
-    """The platform's reputation governance: called by the queue, the inbound listener, the API, the CLI
-    and the scheduler."""
+    """The platform's reputation governance. It reacts to delivery outcomes (`after_outcomes`, given to the
+    queue) and complaints (`after_complaint`, given to the inbound listener) in their transactions; the API,
+    the command line and the scheduler call the rest."""
 
-    def __init__(self, db: Database, settings: Settings, clock: Clock, *, evaluate_every: int = 20) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Clock,
+        *,
+        mail_due: Callable[[], None] = lambda: None,
+        campaigns_due: Callable[[], None] = lambda: None,
+        evaluate_every: int = 20,
+    ) -> None:
+        """`mail_due` wakes delivery when released or resumed mail can go; `campaigns_due` wakes the
+        campaign runner when paused campaigns resume."""
         self.db = db
         self.settings = settings
         self.clock = clock
+        self.mail_due = mail_due
+        self.campaigns_due = campaigns_due
         self.evaluate_every = evaluate_every
         self._pending: Counter[int] = Counter()
 
@@ -217,6 +231,10 @@ class Reputation:
             "what_to_do": HOW_TO_RESUME if halted or review else "",
         }
 
+    async def standing(self, account_id: int) -> dict[str, Any]:
+        """`overview` now, in a transaction of its own."""
+        return await self.db.run(self.overview, account_id, self.clock.now())
+
     async def answer(self, account_id: int, answers: dict[str, str], actor: str) -> int:
         """Record the sender's answers on its open review (or its latest one); returns the review id."""
 
@@ -230,6 +248,14 @@ class Reputation:
         return await self.db.run(work)
 
     # -- the administrator's actions -----------------------------------------------------------------
+
+    async def reviews(self, state: str | None = "open") -> list[store.ReviewRow]:
+        """The review queue (open reviews by default; None for every review)."""
+        return await self.db.run(store.list_reviews, state)
+
+    async def review(self, review_id: int) -> dict[str, Any]:
+        """`detail` in a transaction of its own."""
+        return await self.db.run(self.detail, review_id)
 
     def detail(self, conn: Connection, review_id: int) -> dict[str, Any]:
         review = store.get_review(conn, review_id)
@@ -253,7 +279,9 @@ class Reputation:
     async def approve(self, review_id: int, actor: str, note: str = "") -> dict[str, Any]:
         """Resume what the review halted (metrics afresh), raise the tier after a warm-up review, release
         held messages."""
-        return await self.db.run(self._decide, review_id, "approved", actor, note)
+        result = await self.db.run(self._decide, review_id, "approved", actor, note)
+        self._due(result["campaigns_resumed"])
+        return result
 
     async def reject(self, review_id: int, actor: str, note: str = "") -> dict[str, Any]:
         """Suspend the reviewed stream(s) and cancel held messages."""
@@ -347,7 +375,16 @@ class Reputation:
                 for account, streams in sorted(paused.items())
             )
 
-        return await self.db.run(work)
+        resumed = await self.db.run(work)
+        if resumed:
+            self.campaigns_due()
+        return resumed
+
+    def _due(self, campaigns_resumed: int) -> None:
+        """Released, resumed or re-activated mail may go now."""
+        self.mail_due()
+        if campaigns_resumed:
+            self.campaigns_due()
 
     def _raise_tier(self, conn: Connection, account_id: int, now: datetime, actor: str) -> None:
         tier = store.tier(conn, account_id)
@@ -365,7 +402,7 @@ class Reputation:
     async def set_stream(self, account_id: int, stream: str, state: str, reason: str, actor: str) -> None:
         """An administrator pauses, suspends or resumes one stream of an account directly."""
 
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> int:
             now = self.clock.now()
             store.set_standing(
                 conn, account_id, stream, state, reason, actor, now, fresh_start=state == "active"
@@ -379,18 +416,21 @@ class Reputation:
             if state == "paused":
                 data["how_to_resume"] = HOW_TO_RESUME
                 _request_review(conn, account_id, stream, f"paused by an administrator: {reason}", None, now)
-            if state == "active":
-                self._resume_campaigns(conn, account_id, now)
+            resumed = self._resume_campaigns(conn, account_id, now) if state == "active" else 0
             _account_event(conn, account_id, kind, now, data)
+            return resumed
 
-        await self.db.run(work)
+        self._due(await self.db.run(work))
 
     # -- scheduled work ------------------------------------------------------------------------------
 
     async def warmup_reviews(self) -> int:
         """Review every account that used `review_at` of its limit: raise the tier when healthy, else open
         a review. Returns how many tiers were raised."""
-        return await self.db.run(self._warmup_reviews, self.clock.now())
+        raised = await self.db.run(self._warmup_reviews, self.clock.now())
+        if raised:
+            self.campaigns_due()  # campaigns paused at the old limit may have resumed
+        return raised
 
     def _warmup_reviews(self, conn: Connection, now: datetime) -> int:
         raised = 0

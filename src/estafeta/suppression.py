@@ -32,10 +32,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from estafeta.bounces.reasons import Kind, Reason
+from estafeta.clock import Clock
 from estafeta.compose import AddressError, parse_address
 from estafeta.config import SuppressionSettings
 from estafeta.store import suppressions as store
+from estafeta.store.db import Database
 from estafeta.store.messages import Suppressed
+
+SuppressionRow = store.SuppressionRow
 
 REASONS = (
     "hard-bounce",
@@ -232,3 +236,71 @@ def import_entries(
     """Add every entry (in the caller's transaction: all or nothing); listed ones are counted, not changed."""
     added = sum(1 for e in entries if store.add(conn, e, actor=actor, now=now, note="import") is not None)
     return ImportResult(added, len(entries) - added)
+
+
+class InvalidRows(SuppressionError):
+    """A CSV file with rows that cannot be imported; nothing of it was."""
+
+    def __init__(self, rows: list[RowError]) -> None:
+        super().__init__(f"{len(rows)} row(s) are invalid; nothing was imported")
+        self.rows = rows
+
+
+class Suppressions:
+    """The suppression lists as people edit them: an account's (`scope` is its id) or the global one
+    (`scope` None). Every addition and removal names its `actor` in the audit trail."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def list(
+        self,
+        scope: int | None,
+        *,
+        search: str | None = None,
+        reason: str | None = None,
+        after_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[store.SuppressionRow]:
+        return await self.db.run(
+            store.list_entries, scope, search=search, reason=reason, after_id=after_id, limit=limit
+        )
+
+    async def global_entry(self, value: Value) -> store.SuppressionRow | None:
+        """The global entry that also stops mail to an address (or a domain), if any."""
+        return await self.db.run(global_entry, value)
+
+    async def add(
+        self, scope: int | None, text: str, *, reason: str = "manual", actor: str, note: str = ""
+    ) -> tuple[store.SuppressionRow, bool]:
+        """Suppress an address or domain; returns the entry and whether it is new (else it was there)."""
+        value = parse_value(text)
+        entry = store.NewSuppression(scope, value.kind, value.value, check_reason(reason))
+        added = await self.db.run(store.add, entry, actor=actor, now=self.clock.now(), note=note)
+        if added is not None:
+            return added, True
+        existing = await self.db.run(store.get, scope, value.value)
+        assert existing is not None
+        return existing, False
+
+    async def remove(
+        self, scope: int | None, text: str, *, actor: str, note: str = ""
+    ) -> tuple[Value, store.SuppressionRow | None]:
+        """Take an entry off the list; the removed entry is None when the value was not on it."""
+        value = parse_value(text)
+        removed = await self.db.run(
+            store.remove, scope, value.value, actor=actor, now=self.clock.now(), note=note
+        )
+        return value, removed
+
+    async def export_csv(self, scope: int | None) -> str:
+        return to_csv(await self.list(scope))
+
+    async def import_csv(self, scope: int | None, text: str, *, actor: str) -> ImportResult:
+        """Add every row (all or nothing): `InvalidRows` lists the bad rows, `SuppressionError` says why a
+        file is not readable CSV."""
+        entries, errors = parse_csv(text, scope)
+        if errors:
+            raise InvalidRows(errors)
+        return await self.db.run(import_entries, entries, actor=actor, now=self.clock.now())

@@ -24,6 +24,7 @@ from itsdangerous import BadData, URLSafeSerializer
 from estafeta.clock import Clock
 from estafeta.compose.tracking import add_pixel, rewrite_links, trackable
 from estafeta.config import TrackingSettings
+from estafeta.metrics import Metrics
 from estafeta.store import tracking as store
 from estafeta.store.db import Database
 
@@ -159,8 +160,10 @@ class Tracker:
         clock: Clock,
         secret: bytes,
         api_url: Callable[[], str | None],
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
+        self.metrics = metrics
         self.settings = settings
         self.clock = clock
         self.tokens = TokenSigner(secret)
@@ -247,7 +250,7 @@ class Tracker:
                 data["machine_reason"] = reason
             return data
 
-        return await self.db.run(
+        data = await self.db.run(
             store.record_hit,
             message_id=hit.message_id,
             recipient=hit.recipient,
@@ -258,3 +261,6 @@ class Tracker:
             else None,
             describe=describe,
         )
+        if data is not None and self.metrics is not None:
+            self.metrics.tracking_hits.labels(hit.kind, str(data["machine"]).lower()).inc()
+        return data

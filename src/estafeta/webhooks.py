@@ -32,7 +32,7 @@ from estafeta import __version__, public_http
 from estafeta.clock import Clock, SystemClock
 from estafeta.config import WebhookSettings
 from estafeta.metrics import Metrics
-from estafeta.queue import retry_delay
+from estafeta.outcome import retry_delay
 from estafeta.store import webhooks as store
 from estafeta.store.db import Database
 from estafeta.store.events import EventRow

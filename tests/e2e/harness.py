@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 
-from estafeta import admin
 from estafeta.clock import ManualClock
 from estafeta.config import LinkSettings
 from estafeta.platform import Platform
@@ -96,13 +95,14 @@ async def start_harness(
         **overrides,
     )
     platform = Platform(settings, clock)
-    account = admin.create_account(platform.db, "acme", clock.now())
+    core = platform.core
+    account = await core.accounts.create("acme")
     for name in ("acme.test", "ed.acme.test"):
         algorithm = "ed25519-sha256" if name.startswith("ed.") else "rsa-sha256"
-        _, key = admin.add_domain(platform.db, settings, account.id, name, clock.now(), algorithm)
+        _, key = await core.domains.add(account.id, name, algorithm)
         world.zone.remove(key.record_name, "TXT")  # keys from earlier tests reuse the selector
         world.zone.add(key.record_name, "TXT", key.record_value)
-    token = admin.new_api_key(platform.db, account.id, "tests", clock.now()).token
+    token = (await core.api_keys.create(account.id, "tests")).token
     await platform.start()
     if reports:
         assert platform.inbound_address is not None

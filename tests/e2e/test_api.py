@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from estafeta import admin
 from tests.e2e.harness import Harness
+from tests.factories import add_sender
 
 
 async def test_requests_without_a_valid_key_are_refused(harness: Harness) -> None:
@@ -85,10 +85,7 @@ async def test_schema_errors_and_reserved_headers(harness: Harness) -> None:
 
 
 async def test_sending_from_a_domain_the_account_does_not_own_is_forbidden(harness: Harness) -> None:
-    other = admin.create_account(harness.platform.db, "globex", harness.clock.now())
-    admin.add_domain(
-        harness.platform.db, harness.platform.settings, other.id, "globex.test", harness.clock.now()
-    )
+    await add_sender(harness.platform.core, "globex", "globex.test")
     for sender in ("ceo@globex.test", "ceo@unregistered.test"):
         response = await harness.client.post(
             "/v1/messages", json={"from": sender, "to": ["a@gmail.test"], "text": "x"}
@@ -100,8 +97,7 @@ async def test_sending_from_a_domain_the_account_does_not_own_is_forbidden(harne
 async def test_messages_and_events_are_scoped_to_the_account(harness: Harness) -> None:
     message_id = await harness.send(to=["ana@gmail.test"])
     await harness.wait_state(message_id, "delivered")
-    other = admin.create_account(harness.platform.db, "globex", harness.clock.now())
-    key = admin.new_api_key(harness.platform.db, other.id, "k", harness.clock.now()).token
+    key = (await add_sender(harness.platform.core, "globex")).token
     async with httpx.AsyncClient(
         base_url=harness.platform.api_url, headers={"Authorization": f"Bearer {key}"}
     ) as intruder:

@@ -201,7 +201,7 @@ async def test_inactive_contacts_are_asked_to_reconfirm_and_dropped_when_silent(
     await subscribe(h, news["id"], "hal@outlook.test")
     await subscribe(h, news["id"], "ivy@outlook.test")
     h.clock.advance(181 * 86400)  # the runner looks for inactive contacts hourly
-    h.platform.campaign_runner.wake()
+    h.platform.core.audience.runner.wake()
     await eventually(lambda: _arrived(h, "ivy@outlook.test", 1), "the re-confirmation mails")
     await eventually(lambda: _arrived(h, "hal@outlook.test", 1), "the re-confirmation mails")
     listed = (await h.client.get("/v1/campaigns")).json()["data"]
@@ -211,7 +211,7 @@ async def test_inactive_contacts_are_asked_to_reconfirm_and_dropped_when_silent(
     assert answer.status_code == 200 and "confirmed" in answer.text
 
     h.clock.advance(15 * 86400)
-    h.platform.campaign_runner.wake()
+    h.platform.core.audience.runner.wake()
 
     async def settled() -> dict[str, Any] | None:
         statuses = {c["email"]: (c["status"], c["unsubscribe_method"]) for c in await contacts(h, news["id"])}

@@ -16,13 +16,13 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from estafeta import admin, verp
-from estafeta.auth import create_admin_key
+from estafeta import verp
 from estafeta.cli import app as cli_app
 from estafeta.store import suppressions as suppression_store
 from estafeta.world import World
 from tests.e2e.harness import Harness, start_harness
 from tests.e2e.test_smtp_relay import SIMPLE, StartRelay, _send_raw, _session, start_relay
+from tests.factories import add_sender
 
 __all__ = ["start_relay"]  # the relay fixture, shared with the relay's own tests
 
@@ -44,10 +44,7 @@ def _events(view: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 async def _other_account(h: Harness, name: str = "globex") -> httpx.AsyncClient:
     """An API client for a second account that sends from its own domain, globex.test."""
-    now = h.clock.now()
-    other = admin.create_account(h.platform.db, name, now)
-    admin.add_domain(h.platform.db, h.platform.settings, other.id, f"{name}.test", now, "ed25519-sha256")
-    token = admin.new_api_key(h.platform.db, other.id, "tests", now).token
+    token = (await add_sender(h.platform.core, name, f"{name}.test", algorithm="ed25519-sha256")).token
     return httpx.AsyncClient(base_url=h.platform.api_url, headers={"Authorization": f"Bearer {token}"})
 
 
@@ -218,7 +215,7 @@ async def test_out_of_office_reply_is_recorded_and_never_suppresses(reporting: H
 async def test_inbound_listener_accepts_only_signed_return_paths_and_the_fbl(reporting: Harness) -> None:
     assert reporting.platform.inbound_address is not None
     host, port = reporting.platform.inbound_address
-    good = verp.return_path(12345, reporting.platform.verp_secret, "bounces.estafeta.test")
+    good = verp.return_path(12345, reporting.platform.core.verp_secret, "bounces.estafeta.test")
     forged = good.replace("bounces+", "bounces+1")
 
     def scenario() -> dict[str, int]:
@@ -247,7 +244,7 @@ async def test_a_report_about_an_unknown_message_changes_nothing(reporting: Harn
     assert reporting.platform.inbound_address is not None
     host, port = reporting.platform.inbound_address
     report = (CORPUS / "dsn_01.txt").read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    rcpt = verp.return_path(999_999, reporting.platform.verp_secret, "bounces.estafeta.test")
+    rcpt = verp.return_path(999_999, reporting.platform.core.verp_secret, "bounces.estafeta.test")
 
     def scenario() -> tuple[int, bytes]:
         with smtplib.SMTP(host, port, timeout=30) as client:
@@ -342,7 +339,7 @@ async def test_spam_trap_hits_are_dropped_counted_and_listed_globally(
         assert [e["recipient"] for e in hits] == ["pristine@trap.test"]
         await h.wait_for(sent["id"], lambda v: v["state"] == "delivered")
         assert h.world.received("trap.test") == []
-        admin_key = create_admin_key(h.platform.db, "ops", h.clock.now()).token
+        admin_key = (await h.platform.core.admin_keys.create("ops")).token
         listed = await h.client.get(
             "/v1/admin/suppressions",
             params={"reason": "spam-trap"},
@@ -413,7 +410,7 @@ async def test_account_list_add_search_remove_with_audit_and_csv(harness: Harnes
     assert imported.json() == {"added": 1, "already_listed": 1}
 
     prefix = h.token.split("_")[1]
-    trail = h.platform.db.call(suppression_store.audit_trail, h.account_id, "ana@gmail.test")
+    trail = h.platform.core.db.call(suppression_store.audit_trail, h.account_id, "ana@gmail.test")
     assert [(a.action, a.actor, a.note) for a in trail] == [
         ("add", f"api:{prefix}", "asked"),
         ("remove", f"api:{prefix}", "oops"),
@@ -423,7 +420,7 @@ async def test_account_list_add_search_remove_with_audit_and_csv(harness: Harnes
 
 async def test_global_list_is_for_admin_keys_only(harness: Harness) -> None:
     h = harness
-    admin_key = create_admin_key(h.platform.db, "ops", h.clock.now())
+    admin_key = await h.platform.core.admin_keys.create("ops")
     ops = {"Authorization": f"Bearer {admin_key.token}"}
     added = await h.client.post("/v1/admin/suppressions", json={"address": "x@gmail.test"}, headers=ops)
     assert added.status_code == 201 and added.json()["scope"] == "global"
@@ -515,7 +512,7 @@ def test_cli_classifies_files_as_a_table_and_as_json() -> None:
 
 async def test_relay_answers_250_when_every_recipient_is_suppressed(start_relay: StartRelay) -> None:
     relay = await start_relay()
-    ops = create_admin_key(relay.platform.db, "ops", relay.clock.now()).token
+    ops = (await relay.platform.core.admin_keys.create("ops")).token
     async with httpx.AsyncClient(
         base_url=relay.platform.api_url, headers={"Authorization": f"Bearer {ops}"}
     ) as client:

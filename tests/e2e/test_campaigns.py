@@ -15,7 +15,6 @@ from sqlalchemy import Connection
 
 from estafeta.accept import Accepted, Submission
 from estafeta.audience.campaigns import start
-from estafeta.auth import create_admin_key
 from estafeta.compose import Address, Draft, parse_address
 from estafeta.store import campaigns as campaign_store
 from estafeta.store.events import EventFilter, list_events
@@ -126,7 +125,7 @@ async def test_rate_limits_sending_by_the_platform_clock_and_pause_resume_never_
     created = await _throttled_campaign(h, 25, rate=10)
     response = await h.client.post(f"/v1/campaigns/{created['id']}/send")
     assert response.json()["state"] == "sending"
-    runner = h.platform.campaign_runner
+    runner = h.platform.core.audience.runner
     await eventually(lambda: _is(h, created["id"], 10), "the first second's worth")
     assert not await runner.tick()  # the clock has not moved: no more room
     assert await _sent(h, created["id"]) == 10
@@ -165,10 +164,10 @@ async def _delivered(h: Harness, count: int) -> bool:
 async def test_a_recipient_marked_sent_can_never_be_stored_twice(h: Harness) -> None:
     """The progress cursor moves in the message's transaction: a second store of it rolls back whole."""
     created = await _throttled_campaign(h, 1, rate=1)
-    h.platform.campaign_runner.stop()  # this test plays the runner itself
-    (row,) = await h.platform.db.run(campaign_store.list_for, h.account_id)
-    await h.platform.db.run(start, row, h.clock.now())
-    (pending,) = await h.platform.db.run(campaign_store.next_pending, created["id"], 10)
+    h.platform.core.audience.runner.stop()  # this test plays the runner itself
+    (row,) = await h.platform.core.db.run(campaign_store.list_for, h.account_id)
+    await h.platform.core.db.run(start, row, h.clock.now())
+    (pending,) = await h.platform.core.db.run(campaign_store.next_pending, created["id"], 10)
     draft = Draft(
         from_=parse_address("news@acme.test"), to=[Address(pending.email)], text="hi", stream="broadcast"
     )
@@ -178,10 +177,10 @@ async def test_a_recipient_marked_sent_can_never_be_stored_twice(h: Harness) -> 
             conn, [campaign_store.Progress(pending.id, "sent", "", accepted[0].id)], h.clock.now()
         )
 
-    await h.platform.accepter.accept(h.account_id, [Submission(draft)], prefix="", on_commit=mark)
+    await h.platform.core.accepter.accept(h.account_id, [Submission(draft)], prefix="", on_commit=mark)
     with pytest.raises(campaign_store.AlreadySent):
-        await h.platform.accepter.accept(h.account_id, [Submission(draft)], prefix="", on_commit=mark)
-    events = await h.platform.db.run(list_events, EventFilter(h.account_id, types=["accepted"]), 10)
+        await h.platform.core.accepter.accept(h.account_id, [Submission(draft)], prefix="", on_commit=mark)
+    events = await h.platform.core.db.run(list_events, EventFilter(h.account_id, types=["accepted"]), 10)
     assert len(events) == 1  # the second message was never stored
 
 
@@ -191,10 +190,10 @@ async def test_scheduled_campaign_starts_when_its_time_comes(h: Harness) -> None
     at = (h.clock.now() + timedelta(hours=2)).isoformat()
     created = await create_campaign(h, news["id"], send_at=at)
     assert created["state"] == "scheduled"
-    assert not await h.platform.campaign_runner.tick()
+    assert not await h.platform.core.audience.runner.tick()
     assert (await campaign(h, created["id"]))["state"] == "scheduled"
     h.clock.advance(2 * 3600)
-    h.platform.campaign_runner.wake()
+    h.platform.core.audience.runner.wake()
     await eventually(lambda: _state(h, created["id"], "sent"), "the scheduled campaign to be sent")
     await eventually(lambda: _delivered(h, 1), "delivery")
 
@@ -218,10 +217,10 @@ async def test_segment_by_attribute_and_skipped_contacts_are_counted_with_the_re
         json={"email": "user3@yahoo.test", "consent": {"source": "signup form", "confirmed": True}},
     )
     assert unsubscribed.json()["outcome"] == "unchanged"
-    token = h.platform.tokens.unsubscribe(unsubscribed.json()["contact_id"], news["id"])
+    token = h.platform.core.audience.tokens.unsubscribe(unsubscribed.json()["contact_id"], news["id"])
     await h.client.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
     h.clock.advance(1)
-    h.platform.campaign_runner.wake()
+    h.platform.core.audience.runner.wake()
     view = await eventually(lambda: _state(h, created["id"], "sent"), "the campaign to end")
     assert view["stats"]["recipients"] == 2
     assert view["stats"]["sent"] == 1 and view["stats"]["skipped"] == 1
@@ -265,7 +264,7 @@ async def test_a_campaign_paused_by_the_accounts_standing_resumes_when_an_admini
     for i in range(5):
         await subscribe(h, news["id"], f"fan{i}@yahoo.test")
     created = await create_campaign(h, news["id"])
-    key = create_admin_key(h.platform.db, "ops", h.clock.now()).token
+    key = (await h.platform.core.admin_keys.create("ops")).token
     async with httpx.AsyncClient(
         base_url=h.platform.api_url, headers={"Authorization": f"Bearer {key}"}
     ) as admin:
@@ -312,10 +311,10 @@ async def test_a_campaign_stopped_by_the_warm_up_limit_resumes_when_the_day_leav
         view = await eventually(lambda: _state(h, created["id"], "paused"), "the limit to pause the campaign")
         assert view["paused_for"] == "standing" and view["stats"]["sent"] == 10
         assert "per 24 hours" in view["error"]
-        assert await h.platform.reputation.resume_campaigns() == 0  # the day is still full
+        assert await h.platform.core.reputation.resume_campaigns() == 0  # the day is still full
         h.clock.advance(25 * 3600)
-        assert await h.platform.reputation.resume_campaigns() == 1
-        h.platform.campaign_runner.wake()
+        assert await h.platform.core.reputation.resume_campaigns() == 1
+        h.platform.core.audience.runner.wake()
         done = await eventually(lambda: _state(h, created["id"], "sent"), "the rest of the campaign")
         assert done["stats"]["sent"] == 15
     finally:

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from estafeta import admin
-from estafeta.clock import SystemClock
 from estafeta.config import Settings
-from estafeta.store.db import Database
+from tests.factories import add_sender_now
 
 ESTAFETA = [sys.executable, "-m", "estafeta"]
 
@@ -82,14 +80,7 @@ def test_demo_interrupted_keeps_every_accepted_message(tmp_path: Path) -> None:
 
 def test_serve_accepts_mail_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'serve.db'}"
-    settings = Settings(database_url=db_url)
-    db = Database(db_url)
-    db.migrate()
-    now = SystemClock().now()
-    account = admin.create_account(db, "acme", now)
-    admin.add_domain(db, settings, account.id, "acme.test", now)
-    token = admin.new_api_key(db, account.id, "k", now).token
-    db.close()
+    token = add_sender_now(Settings(database_url=db_url), "acme", "acme.test").token
     config = tmp_path / "estafeta.toml"
     config.write_text(
         f'database_url = "{db_url}"\nhostname = "mta.acme.test"\n'

@@ -15,30 +15,24 @@ from pathlib import Path
 
 import httpx
 
-from estafeta import admin
-from estafeta.clock import SystemClock
 from estafeta.platform import Platform
 from estafeta.sandbox import sandbox_settings
 from estafeta.store import queue as queue_store
 from estafeta.store.db import Database
 from estafeta.world import World
+from tests.factories import add_sender_now
 
 ESTAFETA = [sys.executable, "-m", "estafeta"]
 
 
 def _prepare(world: World, database: Path) -> str:
     """An account with a published DKIM key and an API key; returns the key's token."""
-    db = Database(f"sqlite:///{database}")
-    db.migrate()
-    now = SystemClock().now()
     settings = sandbox_settings(database, world.dns_address, world.smtp_port)
-    account = admin.create_account(db, "acme", now)
-    _, key = admin.add_domain(db, settings, account.id, "acme.test", now)
+    sender = add_sender_now(settings, "acme", "acme.test")
+    (key,) = sender.keys
     world.zone.remove(key.record_name, "TXT")
     world.zone.add(key.record_name, "TXT", key.record_value)
-    token = admin.new_api_key(db, account.id, "tests", now).token
-    db.close()
-    return token
+    return sender.token
 
 
 async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
@@ -87,13 +81,13 @@ async def test_child_processes_deliver_report_metrics_and_are_restarted(
         await _post(client, 0, 20)
 
         async def delivered(n: int) -> bool:
-            return (await platform.db.run(queue_store.state_counts)).get("delivered", 0) == n
+            return (await platform.core.db.run(queue_store.state_counts)).get("delivered", 0) == n
 
         await _until(lambda: delivered(20), timeout=15)
         assert len(fresh_world.received("gmail.test")) == 20
 
         async def counted(n: float) -> bool:
-            text = (await platform.metrics.render(platform.db)).decode()
+            text = (await platform.core.metrics.render(platform.core.db)).decode()
             return f'estafeta_delivery_attempts_total{{outcome="delivered"}} {n}' in text
 
         await _until(lambda: counted(20.0), timeout=10)  # the child's attempts reach the front's /metrics

@@ -59,7 +59,7 @@ async def test_accepted_message_arrives_signed_and_intact(harness: Harness) -> N
     assert got.tls and got.dkim == "pass" and got.rcpt_to == ["ana@gmail.test"]
     assert got.mail_from.startswith("bounces+") and got.mail_from.endswith("@bounces.estafeta.test")
     token = got.mail_from.split("+", 1)[1].split("@", 1)[0]
-    assert verp.parse_token(token, harness.platform.verp_secret) is not None
+    assert verp.parse_token(token, harness.platform.core.verp_secret) is not None
     assert dkim.verify(got.data, dnsfunc=_dnsfunc(harness.world))
     parsed = email.message_from_bytes(got.data, policy=policy.default)
     assert parsed["Subject"] == "Votre facture — n° 42"

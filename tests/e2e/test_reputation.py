@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from estafeta.accept import AcceptError
-from estafeta.auth import create_admin_key
 from estafeta.store import queue as queue_store
 from estafeta.store import reputation as reputation_store
 from estafeta.world import World
@@ -55,8 +54,8 @@ async def governed(fresh_world: World, tmp_path: Path) -> AsyncIterator[Harness]
     await h.platform.stop(grace=2)
 
 
-def _admin(h: Harness) -> httpx.AsyncClient:
-    key = create_admin_key(h.platform.db, "ops", h.clock.now()).token
+async def _admin(h: Harness) -> httpx.AsyncClient:
+    key = (await h.platform.core.admin_keys.create("ops")).token
     return httpx.AsyncClient(base_url=h.platform.api_url, headers={"Authorization": f"Bearer {key}"})
 
 
@@ -75,7 +74,7 @@ async def _until(check: Any, timeout: float = 20.0) -> None:
 
 
 async def _states(h: Harness) -> dict[str, int]:
-    return await h.platform.db.run(queue_store.state_counts, h.account_id)
+    return await h.platform.core.db.run(queue_store.state_counts, h.account_id)
 
 
 async def _engine_idle(h: Harness) -> None:
@@ -125,7 +124,9 @@ async def test_a_list_with_ten_percent_bad_addresses_pauses_broadcast(governed: 
     # Most of the list waits in the queue, and the queue does not hand it out.
     states = await _states(h)
     assert states.get("queued", 0) > LIST_SIZE // 2
-    claimed = await h.platform.db.run(queue_store.claim, "probe", h.clock.now(), h.clock.now(), LIST_SIZE)
+    claimed = await h.platform.core.db.run(
+        queue_store.claim, "probe", h.clock.now(), h.clock.now(), LIST_SIZE
+    )
     assert claimed == []
 
     # New broadcast mail is refused with the reason and the way back; transactional mail still flows.
@@ -148,7 +149,7 @@ async def test_a_list_with_ten_percent_bad_addresses_pauses_broadcast(governed: 
 
     # The SMTP relay answers a temporary refusal while the account waits for review.
     with pytest.raises(AcceptError) as raised:
-        await h.platform.accepter.accept_raw(
+        await h.platform.core.accepter.accept_raw(
             h.account_id,
             "news@acme.test",
             ["y@yahoo.test"],
@@ -168,7 +169,7 @@ async def test_approval_resumes_and_the_waiting_mail_is_delivered(governed: Harn
     await _paused(h)
     answered = await h.client.post("/v1/account/review-answers", json=ANSWERS)
     assert answered.status_code == 200, answered.text
-    async with _admin(h) as admin:
+    async with await _admin(h) as admin:
         (review,) = (await admin.get("/v1/admin/reviews")).json()["data"]
         detail = (await admin.get(f"/v1/admin/reviews/{review['id']}")).json()
         assert detail["answers"] == ANSWERS
@@ -204,7 +205,7 @@ async def test_approval_resumes_and_the_waiting_mail_is_delivered(governed: Harn
 async def test_rejection_suspends_and_waiting_mail_can_be_cancelled(governed: Harness) -> None:
     h = governed
     await _paused(h)
-    async with _admin(h) as admin:
+    async with await _admin(h) as admin:
         (review,) = (await admin.get("/v1/admin/reviews")).json()["data"]
         rejected = await admin.post(f"/v1/admin/reviews/{review['id']}/reject", json={"note": "bought list"})
         assert rejected.status_code == 200, rejected.text
@@ -214,7 +215,7 @@ async def test_rejection_suspends_and_waiting_mail_can_be_cancelled(governed: Ha
     assert cancelled.json() == {"cancelled": waiting}
     assert len(await _events(h, "cancelled")) == waiting
     with pytest.raises(AcceptError) as raised:
-        await h.platform.accepter.accept_raw(
+        await h.platform.core.accepter.accept_raw(
             h.account_id,
             "news@acme.test",
             ["y@yahoo.test"],
@@ -226,7 +227,7 @@ async def test_rejection_suspends_and_waiting_mail_can_be_cancelled(governed: Ha
 
 async def test_an_administrator_can_pause_transactional_mail_too(harness: Harness) -> None:
     h = harness
-    async with _admin(h) as admin:
+    async with await _admin(h) as admin:
         paused = await admin.post(
             f"/v1/admin/accounts/{h.account_id}/streams",
             json={"stream": "transactional", "state": "paused", "reason": "phishing report"},
@@ -268,11 +269,11 @@ async def test_warm_up_climbs_through_every_tier(fresh_world: World, tmp_path: P
             below = int(limit * 0.8) - sent - 1
             assert (await _queue(h, below, sent)).status_code == 202
             sent += below
-            assert await h.platform.reputation.warmup_reviews() == 0  # under 80%: no review yet
+            assert await h.platform.core.reputation.warmup_reviews() == 0  # under 80%: no review yet
             assert (await _queue(h, 1, sent)).status_code == 202
             sent += 1
             h.clock.advance(60)  # the scheduler's next round
-            assert await h.platform.reputation.warmup_reviews() == 1
+            assert await h.platform.core.reputation.warmup_reviews() == 1
             raised = await _events(h, "limit_raised")
             assert raised[-1]["data"]["tier"] == tier + 1
         standing = (await h.client.get("/v1/account/reputation")).json()
@@ -300,11 +301,11 @@ async def test_warm_up_with_unhealthy_rates_waits_for_an_administrator(
         assert response.status_code == 202
         for message in response.json()["messages"]:
             await h.wait_state(message["id"], "bounced")
-        assert await h.platform.reputation.warmup_reviews() == 0
+        assert await h.platform.core.reputation.warmup_reviews() == 0
         assert not await _events(h, "limit_raised")
         (requested,) = await _events(h, "review_requested")
         assert requested["data"]["reason"].startswith("warm-up")
-        async with _admin(h) as admin:
+        async with await _admin(h) as admin:
             review_id = requested["data"]["review_id"]
             assert (await admin.post(f"/v1/admin/reviews/{review_id}/approve")).status_code == 200
         assert (await _events(h, "limit_raised"))[0]["data"]["by"].startswith("admin:")
@@ -338,7 +339,7 @@ async def test_a_shortened_link_holds_the_message_for_review(harness: Harness) -
     assert "held" in requested["data"]["reason"]
     await _engine_idle(h)
     assert not h.world.received("yahoo.test")  # held mail is not sent
-    async with _admin(h) as admin:
+    async with await _admin(h) as admin:
         approved = await admin.post(f"/v1/admin/reviews/{requested['data']['review_id']}/approve")
         assert approved.json()["messages_moved"] == 1
     await h.wait_state(accepted["id"], "delivered")
@@ -384,17 +385,17 @@ async def test_long_redirect_chains_and_blocklisted_domains_hold(fresh_world: Wo
 
 async def test_the_sender_is_told_by_webhook_and_email_when_paused(harness: Harness) -> None:
     h = harness
-    await h.platform.db.run(reputation_store.set_contact, h.account_id, "owner@outlook.test")
+    await h.platform.core.db.run(reputation_store.set_contact, h.account_id, "owner@outlook.test")
     receiver = await WebhookReceiver().start()
     hook = await h.client.post("/v1/webhooks", json={"url": receiver.url, "event_types": ["account_paused"]})
     assert hook.status_code == 201, hook.text
-    async with _admin(h) as admin:
+    async with await _admin(h) as admin:
         await admin.post(
             f"/v1/admin/accounts/{h.account_id}/streams",
             json={"stream": "broadcast", "state": "paused", "reason": "complaints from a partner"},
         )
-    assert await h.platform.notices.send() == 2  # account_paused and review_requested
-    assert await h.platform.notices.send() == 0  # each notice once
+    assert await h.platform.core.notices.send() == 2  # account_paused and review_requested
+    assert await h.platform.core.notices.send() == 0  # each notice once
 
     async def arrived() -> bool:
         return len(h.world.received("outlook.test")) == 2

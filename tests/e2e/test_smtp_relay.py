@@ -25,13 +25,11 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
-from estafeta import admin
 from estafeta.accept import GroupCommit, store_batch
 from estafeta.cli import app as cli_app
 from estafeta.clock import ManualClock
 from estafeta.platform import Platform
 from estafeta.sandbox import sandbox_settings
-from estafeta.smtp import create_smtp_credential
 from estafeta.store import accounts as account_store
 from estafeta.store import events as events_store
 from estafeta.store import messages as message_store
@@ -39,7 +37,7 @@ from estafeta.store import queue as queue_store
 from estafeta.store import reputation as reputation_store
 from estafeta.store.db import Database
 from estafeta.world import World
-from tests.factories import new_message
+from tests.factories import add_sender, new_message
 
 HOST = "127.0.0.1"
 SIMPLE = (
@@ -129,21 +127,20 @@ async def start_relay(fresh_world: World, tmp_path: Path) -> AsyncIterator[Start
             },
         )
         platform = Platform(settings, clock)
-        account = admin.create_account(platform.db, "acme", clock.now())
-        _, key = admin.add_domain(platform.db, settings, account.id, "acme.test", clock.now())
+        sender = await add_sender(platform.core, "acme", "acme.test")
+        (key,) = sender.keys
         fresh_world.zone.remove(key.record_name, "TXT")
         fresh_world.zone.add(key.record_name, "TXT", key.record_value)
-        other = admin.create_account(platform.db, "globex", clock.now())
-        admin.add_domain(platform.db, settings, other.id, "globex.test", clock.now(), "ed25519-sha256")
-        token = admin.new_api_key(platform.db, account.id, "tests", clock.now()).token
-        credential = await create_smtp_credential(platform.db, account.id, clock.now())
+        await add_sender(platform.core, "globex", "globex.test", algorithm="ed25519-sha256")
+        token = sender.token
+        credential = await platform.core.smtp_credentials.create(sender.account_id)
         await platform.start(api=True, delivery=deliver, smtp=True)
         platforms.append(platform)
         return Relay(
             platform,
             clock,
             fresh_world,
-            account.id,
+            sender.account_id,
             credential.username,
             credential.password,
             token,
@@ -205,7 +202,7 @@ async def test_auth_is_offered_only_after_tls_and_required_before_mail(relay: Re
             assert plain.docmd("DATA")[0] == 530
 
     await asyncio.to_thread(scenario)
-    assert await relay.platform.db.run(queue_store.state_counts) == {}
+    assert await relay.platform.core.db.run(queue_store.state_counts) == {}
 
 
 async def test_wrong_or_unknown_credentials_are_refused(relay: Relay) -> None:
@@ -259,7 +256,7 @@ async def test_sender_domains_the_account_does_not_own_are_refused(relay: Relay)
             assert b"globex.test" in text
 
     await asyncio.to_thread(scenario)
-    assert await relay.platform.db.run(queue_store.state_counts) == {}
+    assert await relay.platform.core.db.run(queue_store.state_counts) == {}
 
 
 # -- the accept path ---------------------------------------------------------------------------------
@@ -347,7 +344,7 @@ async def test_messages_that_break_rfc_5322_get_a_clear_5_6_0(
     code, text = await asyncio.to_thread(scenario)
     assert (code, text[:5]) == (550, b"5.6.0"), text
     assert reason in text
-    assert await relay.platform.db.run(queue_store.state_counts) == {}
+    assert await relay.platform.core.db.run(queue_store.state_counts) == {}
 
 
 async def test_a_desktop_client_message_with_attachments_and_non_ascii_headers(relay: Relay) -> None:
@@ -372,7 +369,7 @@ async def test_a_desktop_client_message_with_attachments_and_non_ascii_headers(r
 
     refused = await asyncio.to_thread(scenario)
     assert refused == {}
-    events = await relay.platform.db.run(
+    events = await relay.platform.core.db.run(
         events_store.list_events, events_store.EventFilter(relay.account_id), 50
     )
     message_id = events[0].message_id
@@ -575,7 +572,7 @@ async def test_message_size_limit_is_advertised_and_enforced(start_relay: StartR
             _queued_id(_send_raw(client, "hello@acme.test", ["ana@gmail.test"], SIMPLE))
 
     await asyncio.to_thread(scenario)
-    assert await relay.platform.db.run(queue_store.state_counts) == {"queued": 1}
+    assert await relay.platform.core.db.run(queue_store.state_counts) == {"queued": 1}
 
 
 async def test_recipients_per_message_are_limited(start_relay: StartRelay) -> None:
@@ -747,7 +744,7 @@ async def test_swaks_submits_over_starttls_and_implicit_tls(relay: Relay) -> Non
     )
     assert code == 0, output
     assert "250 2.0.0 Ok: queued as msg_" in output
-    assert await relay.platform.db.run(queue_store.state_counts) == {"queued": 2}
+    assert await relay.platform.core.db.run(queue_store.state_counts) == {"queued": 2}
 
 
 async def test_swaks_without_auth_is_refused(relay: Relay) -> None:
@@ -766,4 +763,4 @@ async def test_swaks_without_auth_is_refused(relay: Relay) -> None:
         "wrong",
     )
     assert code != 0 and "535 5.7.8" in output
-    assert await relay.platform.db.run(queue_store.state_counts) == {}
+    assert await relay.platform.core.db.run(queue_store.state_counts) == {}

@@ -78,7 +78,7 @@ async def test_stats_add_up_to_the_event_log_and_carry_receivers_figures(
         }
 
         # The receivers' own figures, polled from their Postmaster services (dated by the world's clock).
-        assert await h.platform.postmaster.poll_once() >= 3
+        assert await h.platform.core.postmaster.poll_once() >= 3
         wide = {"bucket": "none", "from": "2025-01-01T00:00:00Z", "to": "2028-01-01T00:00:00Z"}
         figures = (await h.client.get("/v1/stats", params=wide)).json()["postmaster"]
         by_source = {(f["provider"], f["domain"]): f for f in figures}

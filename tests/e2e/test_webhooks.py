@@ -83,7 +83,7 @@ async def test_every_event_type_arrives_signed(harness: Harness, receiver: Webho
         ("account_resumed", {}),
     ):
         recipient_address = None if kind.startswith("account") else "ana@outlook.test"
-        await harness.platform.db.run(
+        await harness.platform.core.db.run(
             add_event,
             account_id=harness.account_id,
             type=kind,

@@ -27,10 +27,10 @@ from estafeta.api import tracking as tracking_api
 from estafeta.api import webhooks as webhooks_api
 
 if TYPE_CHECKING:
-    from estafeta.platform import Platform
+    from estafeta.core import Core
 
 
-def create_app(platform: Platform) -> FastAPI:
+def create_app(core: Core) -> FastAPI:
     app = FastAPI(
         title="Estafeta",
         version=__version__,
@@ -38,7 +38,7 @@ def create_app(platform: Platform) -> FastAPI:
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
-    app.state.platform = platform
+    app.state.core = core
     problems.install(app)
     app.include_router(messages.router)
     app.include_router(events.router)
@@ -57,7 +57,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(reputation.router)
     app.include_router(reputation.admin_router)
-    if platform.settings.metrics.enabled and platform.settings.metrics.port is None:
+    if core.settings.metrics.enabled and core.settings.metrics.port is None:
         app.include_router(metrics_api.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")

@@ -7,10 +7,10 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from estafeta.api.deps import account_id, platform
+from estafeta.api.deps import account_id, get_core
 from estafeta.api.problems import Problem
 from estafeta.bounces.report import classify_message
-from estafeta.platform import Platform
+from estafeta.core import Core
 
 router = APIRouter(prefix="/v1/bounces", tags=["bounces"])
 
@@ -46,12 +46,12 @@ class Classification(BaseModel):
     ),
 )
 async def classify(
-    request: Request, _: int = Depends(account_id), plat: Platform = Depends(platform)
+    request: Request, _: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> Classification:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in _MEDIA_TYPES:
         raise Problem(415, f"send the message as {' or '.join(_MEDIA_TYPES)}, not {media or 'nothing'}")
-    limit = plat.settings.inbound.max_message_bytes
+    limit = core.settings.inbound.max_message_bytes
     raw = await request.body()
     if len(raw) > limit:
         raise Problem(413, f"a message may be at most {limit} bytes; got {len(raw)}")

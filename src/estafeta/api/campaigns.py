@@ -8,13 +8,11 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from estafeta.api.deps import account_id, platform
+from estafeta.api.deps import account_id, get_core
 from estafeta.api.lists import problem
-from estafeta.audience.campaigns import MAX_RATE, CampaignSpec
+from estafeta.audience.campaigns import MAX_RATE, CampaignRow, CampaignSpec
 from estafeta.audience.lists import AudienceError
-from estafeta.platform import Platform
-from estafeta.store import campaigns as store
-from estafeta.store.campaigns import CampaignRow
+from estafeta.core import Core
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 
@@ -105,7 +103,7 @@ def _out(row: CampaignRow) -> CampaignOut:
     description="Templates are checked at once: an error answers 422 naming the part and line.",
 )
 async def create(
-    body: CampaignIn, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    body: CampaignIn, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> CampaignOut:
     spec = CampaignSpec(
         name=body.name,
@@ -119,19 +117,17 @@ async def create(
         rate=body.rate,
     )
     try:
-        row = await plat.campaigns.create(account, spec)
+        row = await core.audience.campaigns.create(account, spec)
         if body.send_at is not None:
-            row = await plat.campaigns.schedule(account, row.id, body.send_at)
+            row = await core.audience.campaigns.schedule(account, row.id, body.send_at)
     except AudienceError as exc:
         raise problem(exc) from exc
     return _out(row)
 
 
 @router.get("", response_model=CampaignPage, response_model_by_alias=True, summary="List campaigns")
-async def list_campaigns(
-    account: int = Depends(account_id), plat: Platform = Depends(platform)
-) -> CampaignPage:
-    return CampaignPage(data=[_out(r) for r in await plat.db.run(store.list_for, account)])
+async def list_campaigns(account: int = Depends(account_id), core: Core = Depends(get_core)) -> CampaignPage:
+    return CampaignPage(data=[_out(r) for r in await core.audience.campaigns.list(account)])
 
 
 @router.get(
@@ -141,19 +137,19 @@ async def list_campaigns(
     summary="A campaign's stats",
 )
 async def get(
-    campaign_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    campaign_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> CampaignStatsOut:
     try:
-        row = await plat.campaigns.get(account, campaign_id)
-        stats, reasons = await plat.campaigns.stats(account, campaign_id)
+        row = await core.audience.campaigns.get(account, campaign_id)
+        stats, reasons = await core.audience.campaigns.stats(account, campaign_id)
     except AudienceError as exc:
         raise problem(exc) from exc
     return CampaignStatsOut(**_out(row).model_dump(), stats=stats, skipped_reasons=reasons)
 
 
-async def _act(plat: Platform, action: str, account: int, campaign_id: int) -> CampaignOut:
+async def _act(core: Core, action: str, account: int, campaign_id: int) -> CampaignOut:
     try:
-        row = await getattr(plat.campaigns, action)(account, campaign_id)
+        row = await getattr(core.audience.campaigns, action)(account, campaign_id)
     except AudienceError as exc:
         raise problem(exc) from exc
     return _out(row)
@@ -163,19 +159,19 @@ async def _act(plat: Platform, action: str, account: int, campaign_id: int) -> C
     "/{campaign_id}/send", response_model=CampaignOut, response_model_by_alias=True, summary="Send now"
 )
 async def send(
-    campaign_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    campaign_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> CampaignOut:
-    return await _act(plat, "send_now", account, campaign_id)
+    return await _act(core, "send_now", account, campaign_id)
 
 
 @router.post(
     "/{campaign_id}/schedule", response_model=CampaignOut, response_model_by_alias=True, summary="Send later"
 )
 async def schedule(
-    campaign_id: int, body: ScheduleIn, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    campaign_id: int, body: ScheduleIn, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> CampaignOut:
     try:
-        return _out(await plat.campaigns.schedule(account, campaign_id, body.at))
+        return _out(await core.audience.campaigns.schedule(account, campaign_id, body.at))
     except AudienceError as exc:
         raise problem(exc) from exc
 
@@ -184,24 +180,24 @@ async def schedule(
     "/{campaign_id}/pause", response_model=CampaignOut, response_model_by_alias=True, summary="Pause"
 )
 async def pause(
-    campaign_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    campaign_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> CampaignOut:
-    return await _act(plat, "pause", account, campaign_id)
+    return await _act(core, "pause", account, campaign_id)
 
 
 @router.post(
     "/{campaign_id}/resume", response_model=CampaignOut, response_model_by_alias=True, summary="Resume"
 )
 async def resume(
-    campaign_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    campaign_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> CampaignOut:
-    return await _act(plat, "resume", account, campaign_id)
+    return await _act(core, "resume", account, campaign_id)
 
 
 @router.post(
     "/{campaign_id}/cancel", response_model=CampaignOut, response_model_by_alias=True, summary="Cancel"
 )
 async def cancel(
-    campaign_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    campaign_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> CampaignOut:
-    return await _act(plat, "cancel", account, campaign_id)
+    return await _act(core, "cancel", account, campaign_id)

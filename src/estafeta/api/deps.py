@@ -1,4 +1,4 @@
-"""Request dependencies: the platform object, the authenticated account, the platform operator."""
+"""Request dependencies: the service core, the authenticated account, the platform operator."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from estafeta.api.problems import Problem
 from estafeta.auth import split_token
 
 if TYPE_CHECKING:
-    from estafeta.platform import Platform
+    from estafeta.core import Core
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer est_…`")
 
 
-def platform(request: Request) -> Platform:
-    return request.app.state.platform  # type: ignore[no-any-return]
+def get_core(request: Request) -> Core:
+    return request.app.state.core  # type: ignore[no-any-return]
 
 
 async def account_id(
@@ -28,7 +28,7 @@ async def account_id(
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
         raise Problem(401, "send an API key as `Authorization: Bearer <key>`", headers=challenge)
-    found = await platform(request).api_keys.account_for(credentials.credentials)
+    found = await get_core(request).api_keys.account_for(credentials.credentials)
     if found is None:
         raise Problem(401, "the API key is unknown or revoked", headers=challenge)
     return found
@@ -58,10 +58,10 @@ async def admin_actor(
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
         raise Problem(401, "send a platform-admin key as `Authorization: Bearer <key>`", headers=challenge)
-    plat = platform(request)
-    prefix = await plat.admin_keys.prefix_for(credentials.credentials)
+    core = get_core(request)
+    prefix = await core.admin_keys.prefix_for(credentials.credentials)
     if prefix is not None:
         return f"admin:{prefix}"
-    if await plat.api_keys.account_for(credentials.credentials) is not None:
+    if await core.api_keys.account_for(credentials.credentials) is not None:
         raise Problem(403, "only a platform-admin key may do this (`estafeta admin create-key`)")
     raise Problem(401, "the admin key is unknown or revoked", headers=challenge)

@@ -7,11 +7,11 @@ from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query
 
-from estafeta.api.deps import account_id, platform
+from estafeta.api.deps import account_id, get_core
 from estafeta.api.problems import Problem
 from estafeta.api.schemas import EventOut, EventPage
-from estafeta.platform import Platform
-from estafeta.store import events as store
+from estafeta.core import Core
+from estafeta.messages import EventFilter
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -67,7 +67,7 @@ async def list_events(
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = None,
     account: int = Depends(account_id),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> EventPage:
     unknown = sorted(set(type) - EVENT_TYPES)
     if unknown:
@@ -83,7 +83,7 @@ async def list_events(
                 f"{name} needs a time zone, e.g. 2026-01-01T00:00:00Z",
                 errors=[{"field": name, "reason": "timezone missing"}],
             )
-    flt = store.EventFilter(
+    flt = EventFilter(
         account_id=account,
         types=type,
         message_id=message_id,
@@ -92,7 +92,7 @@ async def list_events(
         until=until,
         after_id=decode_cursor(cursor) if cursor else None,
     )
-    rows = await plat.db.run(store.list_events, flt, limit + 1)
+    rows = await core.messages.events(flt, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return EventPage(

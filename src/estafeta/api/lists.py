@@ -8,14 +8,14 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from estafeta.api.deps import account_id, platform
+from estafeta.api.deps import account_id, get_core
 from estafeta.api.problems import Problem
-from estafeta.audience import contacts, segments
+from estafeta.audience import segments
 from estafeta.audience.consent import ConsentRecord
-from estafeta.audience.importer import CsvError, import_csv
-from estafeta.audience.lists import AudienceError, create_list
-from estafeta.platform import Platform
-from estafeta.store import audience as store
+from estafeta.audience.importer import CsvError
+from estafeta.audience.lists import AudienceError
+from estafeta.audience.service import ListRow, SegmentRow
+from estafeta.core import Core
 
 router = APIRouter(prefix="/v1/lists", tags=["lists"])
 
@@ -137,48 +137,42 @@ class SegmentOut(BaseModel):
     subscribers: int = Field(description="subscribed contacts in the segment now")
 
 
-def _list_out(plat: Platform, row: store.ListRow) -> ListOut:
+def _list_out(core: Core, row: ListRow) -> ListOut:
     return ListOut(
         id=row.id,
         name=row.name,
         from_address=row.from_address,
         double_opt_in=row.double_opt_in,
-        form_url=plat.links.form_url(row.public_id),
+        form_url=core.audience.links.form_url(row.public_id),
         counts=row.counts,
         created_at=row.created_at,
     )
 
 
-async def _list(plat: Platform, account: int, list_id: int) -> store.ListRow:
-    row = await plat.db.run(store.get_list, account, list_id)
-    if row is None:
-        raise Problem(404, f"no list {list_id} in this account")
-    return row
+async def _list(core: Core, account: int, list_id: int) -> ListRow:
+    try:
+        return await core.audience.get_list(account, list_id)
+    except AudienceError as exc:
+        raise Problem(exc.status, exc.reason) from exc
 
 
 @router.post("", status_code=201, response_model=ListOut, summary="Create a list")
-async def create(
-    body: ListIn, account: int = Depends(account_id), plat: Platform = Depends(platform)
-) -> ListOut:
+async def create(body: ListIn, account: int = Depends(account_id), core: Core = Depends(get_core)) -> ListOut:
     try:
-        row = await create_list(
-            plat.db, account, body.name, body.from_address, body.double_opt_in, plat.clock.now()
-        )
+        row = await core.audience.create_list(account, body.name, body.from_address, body.double_opt_in)
     except AudienceError as exc:
         raise problem(exc) from exc
-    return _list_out(plat, row)
+    return _list_out(core, row)
 
 
 @router.get("", response_model=ListPage, summary="List the account's lists")
-async def list_lists(account: int = Depends(account_id), plat: Platform = Depends(platform)) -> ListPage:
-    return ListPage(data=[_list_out(plat, r) for r in await plat.db.run(store.list_lists, account)])
+async def list_lists(account: int = Depends(account_id), core: Core = Depends(get_core)) -> ListPage:
+    return ListPage(data=[_list_out(core, r) for r in await core.audience.lists(account)])
 
 
 @router.get("/{list_id}", response_model=ListOut, summary="A list and its counts")
-async def get(
-    list_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
-) -> ListOut:
-    return _list_out(plat, await _list(plat, account, list_id))
+async def get(list_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)) -> ListOut:
+    return _list_out(core, await _list(core, account, list_id))
 
 
 @router.post(
@@ -191,16 +185,14 @@ async def get(
     "unsubscribed.",
 )
 async def add_contact(
-    list_id: int, body: ContactIn, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    list_id: int, body: ContactIn, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> SubscribedOut:
-    mailing_list = await _list(plat, account, list_id)
+    mailing_list = await _list(core, account, list_id)
+    record = ConsentRecord(body.consent.source, body.consent.at, body.consent.confirmed)
     try:
-        email = contacts.contact_email(body.email)
-        attributes = contacts.attributes(body.attributes)
+        result = await core.audience.subscribe(account, mailing_list, body.email, body.attributes, record)
     except AudienceError as exc:
         raise problem(exc) from exc
-    record = ConsentRecord(body.consent.source, body.consent.at, body.consent.confirmed)
-    (result,) = await plat.consent.subscribe(account, mailing_list, [(email, attributes)], record)
     return SubscribedOut(
         contact_id=result.contact_id,
         email=result.email,
@@ -218,10 +210,10 @@ async def list_contacts(
     cursor: int = Query(0, ge=0, description="`next_cursor` of the previous page"),
     limit: int = Query(100, ge=1, le=1000),
     account: int = Depends(account_id),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> ContactPage:
-    await _list(plat, account, list_id)
-    rows = await plat.db.run(store.list_contacts, list_id, status=status, after_id=cursor, limit=limit + 1)
+    await _list(core, account, list_id)
+    rows = await core.audience.contacts(list_id, status=status, after_id=cursor, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return ContactPage(
@@ -260,16 +252,16 @@ async def import_contacts(
         False, description="they confirmed their addresses already (no confirmation mail)"
     ),
     account: int = Depends(account_id),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> ImportOut:
-    mailing_list = await _list(plat, account, list_id)
+    mailing_list = await _list(core, account, list_id)
     try:
         text = (await request.body()).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Problem(422, f"the CSV must be UTF-8 (byte {exc.start} is not)") from exc
     try:
-        report = await import_csv(
-            plat.consent, account, mailing_list, text, ConsentRecord(consent_source, None, confirmed)
+        report = await core.audience.import_csv(
+            account, mailing_list, text, ConsentRecord(consent_source, None, confirmed)
         )
     except CsvError as exc:
         raise Problem(422, str(exc), errors=[{"field": "body", "reason": str(exc)}]) from exc
@@ -285,36 +277,33 @@ async def import_contacts(
     )
 
 
-async def _segment_out(plat: Platform, segment: store.SegmentRow) -> SegmentOut:
+async def _segment_out(core: Core, segment: SegmentRow) -> SegmentOut:
     return SegmentOut(
         id=segment.id,
         list_id=segment.list_id,
         name=segment.name,
         match=segment.match,
         conditions=segment.conditions,
-        subscribers=await segments.subscribers(plat.db, segment),
+        subscribers=await core.audience.segment_size(segment),
     )
 
 
 @router.post("/{list_id}/segments", status_code=201, response_model=SegmentOut, summary="Create a segment")
 async def create_segment(
-    list_id: int, body: SegmentIn, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    list_id: int, body: SegmentIn, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> SegmentOut:
-    await _list(plat, account, list_id)
+    await _list(core, account, list_id)
     raw = [c.model_dump() for c in body.conditions]
     try:
-        segments.parse_conditions(raw)
+        row = await core.audience.create_segment(account, list_id, body.name, body.match, raw)
     except segments.SegmentError as exc:
         raise Problem(422, str(exc), errors=[{"field": exc.field, "reason": exc.reason}]) from exc
-    row = await plat.db.run(
-        store.create_segment, account, list_id, body.name, body.match, raw, plat.clock.now()
-    )
-    return await _segment_out(plat, row)
+    return await _segment_out(core, row)
 
 
 @router.get("/{list_id}/segments", response_model=list[SegmentOut], summary="The list's segments")
 async def list_segments(
-    list_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    list_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> list[SegmentOut]:
-    await _list(plat, account, list_id)
-    return [await _segment_out(plat, s) for s in await plat.db.run(store.list_segments, account, list_id)]
+    await _list(core, account, list_id)
+    return [await _segment_out(core, s) for s in await core.audience.segments(account, list_id)]

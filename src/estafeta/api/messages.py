@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Depends
 from pydantic import TypeAdapter, ValidationError
 
 from estafeta.accept import AcceptError, Submission
-from estafeta.api.deps import account_id, platform
+from estafeta.api.deps import account_id, get_core
 from estafeta.api.problems import Problem, validation_errors
 from estafeta.api.schemas import (
     AcceptedBatchOut,
@@ -23,8 +23,7 @@ from estafeta.api.schemas import (
     RecipientOut,
 )
 from estafeta.compose import Address, AddressError, Attachment, Draft, parse_address
-from estafeta.platform import Platform
-from estafeta.store import messages as store
+from estafeta.core import Core
 from estafeta.tracking import TrackingOverride
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
@@ -116,7 +115,7 @@ def _submission(msg: MessageIn, where: str, errors: list[dict[str, str]]) -> Sub
 async def send(
     body: Any = Body(..., include_in_schema=False),
     account: int = Depends(account_id),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> AcceptedBatchOut:
     if not isinstance(body, dict):
         raise Problem(
@@ -128,7 +127,7 @@ async def send(
     except ValidationError as exc:
         errors = validation_errors(exc)
         raise Problem(422, "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors=errors) from exc
-    limit = plat.settings.api.max_batch
+    limit = core.settings.api.max_batch
     if len(messages) > limit:
         raise Problem(413, f"a batch holds at most {limit} messages; got {len(messages)}")
     errors: list[dict[str, str]] = []
@@ -136,7 +135,7 @@ async def send(
     if errors:
         raise Problem(422, "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors=errors)
     try:
-        accepted = await plat.accepter.accept(
+        accepted = await core.accepter.accept(
             account, [s for s in subs if s is not None], prefix="messages" if batch else ""
         )
     except AcceptError as exc:
@@ -183,9 +182,9 @@ def _overall(states: list[str]) -> str:
     summary="A message's state and events",
 )
 async def get_message(
-    message_id: str, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    message_id: str, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> MessageOut:
-    view = await plat.db.run(store.get_message, account, message_id)
+    view = await core.messages.get(account, message_id)
     if view is None:
         raise Problem(404, f"no message {message_id} in this account")
     reasons = {e.recipient: e.data.get("reason") for e in view.events if e.type == "suppressed"}

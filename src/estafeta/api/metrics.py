@@ -6,23 +6,23 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI, Response
 
-from estafeta.api.deps import platform
+from estafeta.api.deps import get_core
 from estafeta.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
-    from estafeta.platform import Platform
+    from estafeta.core import Core
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics")
-async def metrics(plat: Platform = Depends(platform)) -> Response:
-    return Response(await plat.metrics.render(plat.db), media_type=CONTENT_TYPE)
+async def metrics(core: Core = Depends(get_core)) -> Response:
+    return Response(await core.metrics_text(), media_type=CONTENT_TYPE)
 
 
-def metrics_app(plat: Platform) -> FastAPI:
+def metrics_app(core: Core) -> FastAPI:
     """The app of the separate metrics listener (`settings.metrics.port`)."""
     app = FastAPI(title="Estafeta metrics", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.platform = plat
+    app.state.core = core
     app.include_router(router)
     return app

@@ -14,12 +14,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, PlainTextResponse
 
-from estafeta.api.deps import platform
+from estafeta.api.deps import get_core
 from estafeta.audience.consent import ConsentRecord
 from estafeta.audience.contacts import contact_email
 from estafeta.audience.lists import AudienceError
-from estafeta.platform import Platform
-from estafeta.store import audience as store
+from estafeta.audience.service import ListRow
+from estafeta.core import Core
 from estafeta.web.pages import page
 
 router = APIRouter(tags=["public pages"])
@@ -40,38 +40,38 @@ def _invalid() -> HTMLResponse:
     "harmless.",
     responses={400: {"description": "not a one-click request"}, 404: {"description": "unknown link"}},
 )
-async def one_click(token: str, request: Request, plat: Platform = Depends(platform)) -> PlainTextResponse:
+async def one_click(token: str, request: Request, core: Core = Depends(get_core)) -> PlainTextResponse:
     form = await request.form()
     if form.get("List-Unsubscribe") != "One-Click":
         return PlainTextResponse(f"the body must be {ONE_CLICK}\n", status_code=400)
-    outcome = await plat.unsubscriber.by_token(token, "one-click")
+    outcome = await core.audience.unsubscriber.by_token(token, "one-click")
     if outcome is None:
         return PlainTextResponse("unknown unsubscribe link\n", status_code=404)
     return PlainTextResponse("unsubscribed\n")
 
 
 @router.get("/u/{token}", response_class=HTMLResponse, summary="Unsubscribe page (already unsubscribed)")
-async def unsubscribe_page(token: str, plat: Platform = Depends(platform)) -> HTMLResponse:
-    outcome = await plat.unsubscriber.by_token(token, "page")
-    found = plat.tokens.read_unsubscribe(token)
+async def unsubscribe_page(token: str, core: Core = Depends(get_core)) -> HTMLResponse:
+    outcome = await core.audience.unsubscriber.by_token(token, "page")
+    found = core.audience.tokens.read_unsubscribe(token)
     if outcome is None or found is None:
         return _invalid()
-    subscription = await plat.db.run(store.get_subscription, found.contact_id, found.list_id)
+    subscription = await core.audience.subscription(found.contact_id, found.list_id)
     return page(
         "unsubscribed.html",
         title="You are unsubscribed",
         email=outcome.email,
         list_name=subscription.list_name if subscription else "",
         everything=False,
-        all_url=f"{plat.public_url}/u/{token}/all",
-        preferences_url=plat.links.preferences_url(found.contact_id),
+        all_url=f"{core.urls.public()}/u/{token}/all",
+        preferences_url=core.audience.links.preferences_url(found.contact_id),
     )
 
 
 @router.post("/u/{token}/all", response_class=HTMLResponse, summary="Unsubscribe from every list")
-async def unsubscribe_everything(token: str, plat: Platform = Depends(platform)) -> HTMLResponse:
-    found = plat.tokens.read_unsubscribe(token)
-    outcome = await plat.unsubscriber.everything(found.contact_id, "page") if found else None
+async def unsubscribe_everything(token: str, core: Core = Depends(get_core)) -> HTMLResponse:
+    found = core.audience.tokens.read_unsubscribe(token)
+    outcome = await core.audience.unsubscriber.everything(found.contact_id, "page") if found else None
     if outcome is None or found is None:
         return _invalid()
     return page(
@@ -79,12 +79,12 @@ async def unsubscribe_everything(token: str, plat: Platform = Depends(platform))
         title="You are unsubscribed from everything",
         email=outcome.email,
         everything=True,
-        preferences_url=plat.links.preferences_url(found.contact_id),
+        preferences_url=core.audience.links.preferences_url(found.contact_id),
     )
 
 
-async def _preferences_page(plat: Platform, contact_id: int, saved: bool = False) -> HTMLResponse:
-    prefs = await plat.unsubscriber.preferences(contact_id)
+async def _preferences_page(core: Core, contact_id: int, saved: bool = False) -> HTMLResponse:
+    prefs = await core.audience.unsubscriber.preferences(contact_id)
     if prefs is None:
         return _invalid()
     return page(
@@ -98,26 +98,26 @@ async def _preferences_page(plat: Platform, contact_id: int, saved: bool = False
 
 
 @router.get("/p/{token}", response_class=HTMLResponse, summary="Preference center")
-async def preferences(token: str, plat: Platform = Depends(platform)) -> HTMLResponse:
-    contact_id = plat.tokens.read_preferences(token)
-    return _invalid() if contact_id is None else await _preferences_page(plat, contact_id)
+async def preferences(token: str, core: Core = Depends(get_core)) -> HTMLResponse:
+    contact_id = core.audience.tokens.read_preferences(token)
+    return _invalid() if contact_id is None else await _preferences_page(core, contact_id)
 
 
 @router.post("/p/{token}", response_class=HTMLResponse, summary="Save preferences")
-async def save_preferences(token: str, request: Request, plat: Platform = Depends(platform)) -> HTMLResponse:
-    contact_id = plat.tokens.read_preferences(token)
+async def save_preferences(token: str, request: Request, core: Core = Depends(get_core)) -> HTMLResponse:
+    contact_id = core.audience.tokens.read_preferences(token)
     if contact_id is None:
         return _invalid()
     form = await request.form()
     if form.get("action") == "all":
-        await plat.unsubscriber.everything(contact_id, "preferences")
+        await core.audience.unsubscriber.everything(contact_id, "preferences")
     else:
         keep = {int(v) for v in form.getlist("list") if isinstance(v, str) and v.isdigit()}
-        await plat.unsubscriber.set_preferences(contact_id, keep)
-    return await _preferences_page(plat, contact_id, saved=True)
+        await core.audience.unsubscriber.set_preferences(contact_id, keep)
+    return await _preferences_page(core, contact_id, saved=True)
 
 
-def _form(mailing_list: store.ListRow, status: int = 200, error: str = "", email: str = "") -> HTMLResponse:
+def _form(mailing_list: ListRow, status: int = 200, error: str = "", email: str = "") -> HTMLResponse:
     return page(
         "subscribe.html",
         status,
@@ -130,14 +130,14 @@ def _form(mailing_list: store.ListRow, status: int = 200, error: str = "", email
 
 
 @router.get("/f/{public_id}", response_class=HTMLResponse, summary="Hosted subscription form")
-async def subscription_form(public_id: str, plat: Platform = Depends(platform)) -> HTMLResponse:
-    mailing_list = await plat.db.run(store.find_public_list, public_id)
+async def subscription_form(public_id: str, core: Core = Depends(get_core)) -> HTMLResponse:
+    mailing_list = await core.audience.public_list(public_id)
     return _invalid() if mailing_list is None else _form(mailing_list)
 
 
 @router.post("/f/{public_id}", response_class=HTMLResponse, summary="Subscribe through the hosted form")
-async def subscribe(public_id: str, request: Request, plat: Platform = Depends(platform)) -> HTMLResponse:
-    mailing_list = await plat.db.run(store.find_public_list, public_id)
+async def subscribe(public_id: str, request: Request, core: Core = Depends(get_core)) -> HTMLResponse:
+    mailing_list = await core.audience.public_list(public_id)
     if mailing_list is None:
         return _invalid()
     form = await request.form()
@@ -149,8 +149,8 @@ async def subscribe(public_id: str, request: Request, plat: Platform = Depends(p
     except AudienceError as exc:
         return _form(mailing_list, 422, exc.reason, raw_email)
     record = ConsentRecord(f"hosted form /f/{public_id}")
-    (result,) = await plat.consent.subscribe(
-        mailing_list.account_id, mailing_list, [(email, {})], record, renew=True
+    result = await core.audience.subscribe(
+        mailing_list.account_id, mailing_list, email, {}, record, renew=True
     )
     if result.status == "unconfirmed":
         text = f"We sent a message to {email}. Follow its link to confirm your subscription."
@@ -159,8 +159,8 @@ async def subscribe(public_id: str, request: Request, plat: Platform = Depends(p
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse, summary="Confirm a subscription")
-async def confirm(token: str, plat: Platform = Depends(platform)) -> HTMLResponse:
-    confirmed = await plat.consent.confirm(token)
+async def confirm(token: str, core: Core = Depends(get_core)) -> HTMLResponse:
+    confirmed = await core.audience.consent.confirm(token)
     if confirmed is None:
         return _invalid()
     title = "You are subscribed" if confirmed.previous_status == "unconfirmed" else "Thank you"

@@ -8,12 +8,10 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from estafeta.api.deps import Caller, admin_actor, caller, platform
+from estafeta.api.deps import Caller, admin_actor, caller, get_core
 from estafeta.api.problems import Problem
-from estafeta.platform import Platform
+from estafeta.core import Core
 from estafeta.reputation import ReviewError
-from estafeta.store import accounts, messages
-from estafeta.store import reputation as store
 
 router = APIRouter(tags=["reputation"])
 admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -47,16 +45,16 @@ def _review_problem(exc: ReviewError) -> Problem:
 
 
 @router.get("/v1/account/reputation", summary="The account's sending standing, metrics and limit")
-async def reputation(who: Caller = Depends(caller), plat: Platform = Depends(platform)) -> dict[str, Any]:
-    return await plat.db.run(plat.reputation.overview, who.account_id, plat.clock.now())
+async def reputation(who: Caller = Depends(caller), core: Core = Depends(get_core)) -> dict[str, Any]:
+    return await core.reputation.standing(who.account_id)
 
 
 @router.post("/v1/account/review-answers", summary="Answer the review questions")
 async def review_answers(
-    body: ReviewAnswers, who: Caller = Depends(caller), plat: Platform = Depends(platform)
+    body: ReviewAnswers, who: Caller = Depends(caller), core: Core = Depends(get_core)
 ) -> dict[str, Any]:
     try:
-        review_id = await plat.reputation.answer(who.account_id, body.model_dump(), who.actor)
+        review_id = await core.reputation.answer(who.account_id, body.model_dump(), who.actor)
     except ReviewError as exc:
         raise _review_problem(exc) from exc
     return {"review_id": review_id, "answers": body.model_dump()}
@@ -64,39 +62,21 @@ async def review_answers(
 
 @router.post("/v1/messages/{message_id}/cancel", summary="Cancel a message's waiting recipients")
 async def cancel_message(
-    message_id: str, who: Caller = Depends(caller), plat: Platform = Depends(platform)
+    message_id: str, who: Caller = Depends(caller), core: Core = Depends(get_core)
 ) -> dict[str, int]:
     """Queued, deferred or held recipients become `cancelled` (one `cancelled` event each); recipients
     being delivered right now are not stopped."""
-    cancelled = await plat.db.run(
-        store.set_entries,
-        who.account_id,
-        plat.clock.now(),
-        from_states=store.CANCELLABLE,
-        to_state="cancelled",
-        event="cancelled",
-        message_id=message_id,
-        data={"by": who.actor},
-    )
-    if not cancelled and await plat.db.run(messages.get_raw, who.account_id, message_id) is None:
+    cancelled = await core.messages.cancel(who.account_id, message_id, who.actor)
+    if cancelled is None:
         raise Problem(404, f"no message {message_id} in this account")
     return {"cancelled": cancelled}
 
 
 @router.post("/v1/messages/cancel", summary="Cancel every waiting message of a stream")
 async def cancel_stream(
-    body: CancelRequest, who: Caller = Depends(caller), plat: Platform = Depends(platform)
+    body: CancelRequest, who: Caller = Depends(caller), core: Core = Depends(get_core)
 ) -> dict[str, int]:
-    cancelled = await plat.db.run(
-        store.set_entries,
-        who.account_id,
-        plat.clock.now(),
-        from_states=store.CANCELLABLE,
-        to_state="cancelled",
-        event="cancelled",
-        stream=body.stream,
-        data={"by": who.actor},
-    )
+    cancelled = await core.messages.cancel_stream(who.account_id, body.stream, who.actor)
     return {"cancelled": cancelled}
 
 
@@ -104,18 +84,18 @@ async def cancel_stream(
 async def list_reviews(
     state: Literal["open", "approved", "rejected"] | None = Query("open"),
     _: str = Depends(admin_actor),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> dict[str, Any]:
-    rows = await plat.db.run(store.list_reviews, state)
+    rows = await core.reputation.reviews(state)
     return {"data": [r.__dict__ for r in rows]}
 
 
 @admin_router.get("/reviews/{review_id}", summary="A review with metrics, failures, samples and answers")
 async def show_review(
-    review_id: int, _: str = Depends(admin_actor), plat: Platform = Depends(platform)
+    review_id: int, _: str = Depends(admin_actor), core: Core = Depends(get_core)
 ) -> dict[str, Any]:
     try:
-        return await plat.db.run(plat.reputation.detail, review_id)
+        return await core.reputation.review(review_id)
     except ReviewError as exc:
         raise _review_problem(exc) from exc
 
@@ -125,13 +105,12 @@ async def approve(
     review_id: int,
     body: Decision | None = None,
     actor: str = Depends(admin_actor),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> dict[str, Any]:
     try:
-        result = await plat.reputation.approve(review_id, actor, body.note if body else "")
+        result = await core.reputation.approve(review_id, actor, body.note if body else "")
     except ReviewError as exc:
         raise _review_problem(exc) from exc
-    plat.wake_delivery()
     return result
 
 
@@ -140,10 +119,10 @@ async def reject(
     review_id: int,
     body: Decision | None = None,
     actor: str = Depends(admin_actor),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> dict[str, Any]:
     try:
-        return await plat.reputation.reject(review_id, actor, body.note if body else "")
+        return await core.reputation.reject(review_id, actor, body.note if body else "")
     except ReviewError as exc:
         raise _review_problem(exc) from exc
 
@@ -153,10 +132,9 @@ async def control_stream(
     account_id: int,
     body: StreamControl,
     actor: str = Depends(admin_actor),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> dict[str, Any]:
-    if await plat.db.run(accounts.get_account, account_id) is None:
+    if await core.accounts.get(account_id) is None:
         raise Problem(404, f"no account {account_id}")
-    await plat.reputation.set_stream(account_id, body.stream, body.state, body.reason, actor)
-    plat.wake_delivery()
-    return await plat.db.run(plat.reputation.overview, account_id, plat.clock.now())
+    await core.reputation.set_stream(account_id, body.stream, body.state, body.reason, actor)
+    return await core.reputation.standing(account_id)

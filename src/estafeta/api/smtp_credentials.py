@@ -8,13 +8,11 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
-from estafeta.api.deps import account_id, platform
+from estafeta.api.deps import account_id, get_core
 from estafeta.api.problems import Problem
-from estafeta.smtp.credentials import create_smtp_credential
-from estafeta.store import smtp_credentials as store
 
 if TYPE_CHECKING:
-    from estafeta.platform import Platform
+    from estafeta.core import Core
 
 router = APIRouter(prefix="/v1/smtp-credentials", tags=["smtp credentials"])
 
@@ -45,18 +43,16 @@ class SmtpCredentialList(BaseModel):
         "AUTH PLAIN or LOGIN). The password is returned once and only its hash is kept."
     ),
 )
-async def create(
-    account: int = Depends(account_id), plat: Platform = Depends(platform)
-) -> SmtpCredentialCreated:
-    new = await create_smtp_credential(plat.db, account, plat.clock.now())
+async def create(account: int = Depends(account_id), core: Core = Depends(get_core)) -> SmtpCredentialCreated:
+    new = await core.smtp_credentials.create(account)
     return SmtpCredentialCreated(username=new.username, password=new.password, created_at=new.created_at)
 
 
 @router.get("", response_model=SmtpCredentialList, summary="List SMTP credentials (without passwords)")
 async def list_credentials(
-    account: int = Depends(account_id), plat: Platform = Depends(platform)
+    account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> SmtpCredentialList:
-    rows = await plat.db.run(store.list_credentials, account)
+    rows = await core.smtp_credentials.list(account)
     return SmtpCredentialList(
         data=[
             SmtpCredentialOut(username=r.username, created_at=r.created_at, revoked_at=r.revoked_at)
@@ -67,8 +63,8 @@ async def list_credentials(
 
 @router.delete("/{username}", status_code=204, response_class=Response, summary="Revoke an SMTP credential")
 async def revoke(
-    username: str, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    username: str, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> Response:
-    if not await plat.smtp_credentials.revoke(account, username, plat.clock.now()):
+    if not await core.smtp_credentials.revoke(account, username):
         raise Problem(404, f"no active SMTP credential {username} in this account")
     return Response(status_code=204)

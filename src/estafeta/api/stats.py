@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from estafeta import stats
-from estafeta.api.deps import account_id, platform
+from estafeta.api.deps import account_id, get_core
 from estafeta.api.problems import Problem
-from estafeta.platform import Platform
+from estafeta.core import Core
 
 router = APIRouter(prefix="/v1/stats", tags=["statistics"])
 
@@ -79,7 +79,7 @@ async def get_stats(
     from_: datetime | None = Query(None, alias="from", description="start, inclusive (ISO 8601)"),
     to: datetime | None = Query(None, description="end, exclusive (ISO 8601)"),
     account: int = Depends(account_id),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> StatsOut:
     for name, value in (("from", from_), ("to", to)):
         if value is not None and value.tzinfo is None:
@@ -88,12 +88,12 @@ async def get_stats(
                 f"{name} needs a time zone, e.g. 2026-01-01T00:00:00Z",
                 errors=[{"field": name, "reason": "timezone missing"}],
             )
-    default_from, default_to = stats.default_period(plat.clock.now(), bucket)
+    default_from, default_to = stats.default_period(core.clock.now(), bucket)
     since, until = from_ or default_from, to or default_to
     if since >= until:
         raise Problem(422, "from must be before to", errors=[{"field": "from", "reason": "not before to"}])
     dimensions = list(dict.fromkeys(group_by))
-    found = await stats.report(plat.db, account, since, until, dimensions, bucket)
+    found = await core.stats(account, since, until, dimensions, bucket)
     return StatsOut(
         from_=found.since,
         to=found.until,

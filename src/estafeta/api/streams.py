@@ -9,11 +9,10 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from estafeta.api.deps import account_id, platform
+from estafeta.api.deps import account_id, get_core
 from estafeta.api.problems import Problem
-from estafeta.platform import Platform
-from estafeta.store import accounts as account_store
-from estafeta.store import streams as store
+from estafeta.core import Core
+from estafeta.streams import StreamError, StreamRow
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 
@@ -39,15 +38,15 @@ class StreamList(BaseModel):
     data: list[StreamOut]
 
 
-def _out(name: str, row: store.StreamRow | None) -> StreamOut:
+def _out(name: str, row: StreamRow | None) -> StreamOut:
     if row is None:
         return StreamOut(stream=name, from_domain="", ip_pool="", updated_at=None)  # type: ignore[arg-type]
     return StreamOut(stream=name, from_domain=row.from_domain, ip_pool=row.ip_pool, updated_at=row.updated_at)  # type: ignore[arg-type]
 
 
 @router.get("", response_model=StreamList, summary="The account's streams")
-async def list_streams(account: int = Depends(account_id), plat: Platform = Depends(platform)) -> StreamList:
-    rows = await plat.db.run(store.for_account, account)
+async def list_streams(account: int = Depends(account_id), core: Core = Depends(get_core)) -> StreamList:
+    rows = await core.streams.for_account(account)
     return StreamList(data=[_out(name, rows.get(name)) for name in ("transactional", "broadcast")])
 
 
@@ -59,34 +58,12 @@ async def list_streams(account: int = Depends(account_id), plat: Platform = Depe
     "`news.example.com` for newsletters); mail of a stream from another domain is a lint error.",
 )
 async def put_stream(
-    stream: StreamName, body: StreamIn, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    stream: StreamName, body: StreamIn, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> StreamOut:
-    domain = body.from_domain.strip().lower().rstrip(".")
-    if domain:
-        row = await plat.db.run(account_store.find_domain, domain)
-        if row is None or row.account_id != account:
-            raise Problem(
-                422,
-                f"from_domain: {domain} is not a sending domain of this account",
-                errors=[{"field": "from_domain", "reason": "not a sending domain of this account"}],
-            )
-        other = (await plat.db.run(store.for_account, account)).get(
-            "broadcast" if stream == "transactional" else "transactional"
-        )
-        if other is not None and other.from_domain == domain:
-            raise Problem(
-                409,
-                f"from_domain: {domain} is the {other.stream} stream's; each stream needs its own",
-                errors=[{"field": "from_domain", "reason": f"used by the {other.stream} stream"}],
-            )
-    if body.ip_pool and body.ip_pool not in plat.settings.ip_pools:
-        known = ", ".join(sorted(plat.settings.ip_pools)) or "none configured"
+    try:
+        row = await core.streams.put(account, stream, body.from_domain, body.ip_pool)
+    except StreamError as exc:
         raise Problem(
-            422,
-            f"ip_pool: no pool {body.ip_pool!r} (known: {known})",
-            errors=[{"field": "ip_pool", "reason": "unknown pool"}],
-        )
-    row = await plat.db.run(store.put, account, stream, domain, body.ip_pool, plat.clock.now())
-    plat.accepter.streams_changed(account)
-    plat.engine.sources.invalidate()
+            exc.status, f"{exc.field}: {exc.detail}", errors=[{"field": exc.field, "reason": exc.reason}]
+        ) from exc
     return _out(stream, row)

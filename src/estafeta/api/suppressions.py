@@ -12,11 +12,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from estafeta import suppression
-from estafeta.api.deps import Caller, admin_actor, caller, platform
+from estafeta.api.deps import Caller, admin_actor, caller, get_core
 from estafeta.api.events import decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
-from estafeta.platform import Platform
-from estafeta.store import suppressions as store
+from estafeta.core import Core
 
 router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"])
 admin_router = APIRouter(prefix="/v1/admin/suppressions", tags=["admin"])
@@ -60,7 +59,7 @@ class ImportOut(BaseModel):
     already_listed: int
 
 
-def _out(row: store.SuppressionRow) -> SuppressionOut:
+def _out(row: suppression.SuppressionRow) -> SuppressionOut:
     return SuppressionOut(
         value=row.value,
         kind=row.kind,
@@ -79,12 +78,10 @@ def _value(text: str, field: str) -> suppression.Value:
 
 
 async def _list(
-    plat: Platform, scope: int | None, q: str | None, reason: str | None, limit: int, cursor: str | None
+    core: Core, scope: int | None, q: str | None, reason: str | None, limit: int, cursor: str | None
 ) -> SuppressionPage:
     after = decode_cursor(cursor, "s") if cursor else None
-    rows = await plat.db.run(
-        store.list_entries, scope, search=q, reason=reason, after_id=after, limit=limit + 1
-    )
+    rows = await core.suppressions.list(scope, search=q, reason=reason, after_id=after, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     page = SuppressionPage(
@@ -95,68 +92,63 @@ async def _list(
             value = suppression.parse_value(q)
         except suppression.SuppressionError:
             return page
-        entry = await plat.db.run(suppression.global_entry, value)
+        entry = await core.suppressions.global_entry(value)
         page.global_entry = _out(entry) if entry is not None else None
     return page
 
 
 async def _add(
-    plat: Platform, scope: int | None, body: SuppressionIn, actor: str, response: Response
+    core: Core, scope: int | None, body: SuppressionIn, actor: str, response: Response
 ) -> SuppressionOut:
-    value = _value(body.address, "address")
+    _value(body.address, "address")
     try:
-        reason = suppression.check_reason(body.reason)
+        suppression.check_reason(body.reason)
     except suppression.SuppressionError as exc:
         raise Problem(422, exc.reason, errors=[{"field": "reason", "reason": exc.reason}]) from exc
-    entry = store.NewSuppression(scope, value.kind, value.value, reason)
-    added = await plat.db.run(store.add, entry, actor=actor, now=plat.clock.now(), note=body.note)
-    if added is not None:
-        response.status_code = 201
-        return _out(added)
-    existing = await plat.db.run(store.get, scope, value.value)
-    assert existing is not None
-    return _out(existing)
-
-
-async def _remove(plat: Platform, scope: int | None, address: str, actor: str, note: str) -> Response:
-    value = _value(address, "address")
-    removed = await plat.db.run(
-        store.remove, scope, value.value, actor=actor, now=plat.clock.now(), note=note
+    row, added = await core.suppressions.add(
+        scope, body.address, reason=body.reason, actor=actor, note=body.note
     )
+    if added:
+        response.status_code = 201
+    return _out(row)
+
+
+async def _remove(core: Core, scope: int | None, address: str, actor: str, note: str) -> Response:
+    _value(address, "address")
+    value, removed = await core.suppressions.remove(scope, address, actor=actor, note=note)
     if removed is None:
         raise Problem(404, f"{value.value} is not on this suppression list")
     return Response(status_code=204)
 
 
-async def _export(plat: Platform, scope: int | None, name: str) -> Response:
-    rows = await plat.db.run(store.list_entries, scope)
+async def _export(core: Core, scope: int | None, name: str) -> Response:
     return Response(
-        suppression.to_csv(rows),
+        await core.suppressions.export_csv(scope),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
     )
 
 
-async def _import(plat: Platform, scope: int | None, request: Request, actor: str) -> ImportOut:
+async def _import(core: Core, scope: int | None, request: Request, actor: str) -> ImportOut:
     raw = await request.body()
     if len(raw) > MAX_IMPORT_BYTES:
         raise Problem(413, f"a CSV file may be at most {MAX_IMPORT_BYTES} bytes; split it")
     try:
         text = raw.decode("utf-8-sig")
-        entries, errors = suppression.parse_csv(text, scope)
     except UnicodeDecodeError as exc:
         raise Problem(
             422, "the CSV file must be UTF-8", errors=[{"field": "body", "reason": str(exc)}]
         ) from exc
-    except suppression.SuppressionError as exc:
-        raise Problem(422, exc.reason, errors=[{"field": "body", "reason": exc.reason}]) from exc
-    if errors:
+    try:
+        result = await core.suppressions.import_csv(scope, text, actor=actor)
+    except suppression.InvalidRows as exc:
         raise Problem(
             422,
-            f"{len(errors)} row(s) are invalid; nothing was imported",
-            errors=[{"field": f"line {e.line}", "reason": f"{e.value!r}: {e.reason}"} for e in errors],
-        )
-    result = await plat.db.run(suppression.import_entries, entries, actor=actor, now=plat.clock.now())
+            exc.reason,
+            errors=[{"field": f"line {e.line}", "reason": f"{e.value!r}: {e.reason}"} for e in exc.rows],
+        ) from exc
+    except suppression.SuppressionError as exc:
+        raise Problem(422, exc.reason, errors=[{"field": "body", "reason": exc.reason}]) from exc
     return ImportOut(added=result.added, already_listed=result.already_listed)
 
 
@@ -174,33 +166,33 @@ async def list_suppressions(
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = None,
     who: Caller = Depends(caller),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> SuppressionPage:
-    return await _list(plat, who.account_id, q, reason, limit, cursor)
+    return await _list(core, who.account_id, q, reason, limit, cursor)
 
 
 @router.post("", response_model=SuppressionOut, status_code=200, summary="Suppress an address or domain")
 async def add_suppression(
-    body: SuppressionIn, response: Response, who: Caller = Depends(caller), plat: Platform = Depends(platform)
+    body: SuppressionIn, response: Response, who: Caller = Depends(caller), core: Core = Depends(get_core)
 ) -> SuppressionOut:
     """201 with the new entry, or 200 with the entry that was there already."""
-    return await _add(plat, who.account_id, body, who.actor, response)
+    return await _add(core, who.account_id, body, who.actor, response)
 
 
 @router.get("/export", response_class=Response, responses=_CSV_RESPONSE, summary="Export the list as CSV")
-async def export_suppressions(who: Caller = Depends(caller), plat: Platform = Depends(platform)) -> Response:
-    return await _export(plat, who.account_id, "suppressions")
+async def export_suppressions(who: Caller = Depends(caller), core: Core = Depends(get_core)) -> Response:
+    return await _export(core, who.account_id, "suppressions")
 
 
 @router.post(
     "/import", response_model=ImportOut, openapi_extra=_CSV_BODY, summary="Import CSV (all or nothing)"
 )
 async def import_suppressions(
-    request: Request, who: Caller = Depends(caller), plat: Platform = Depends(platform)
+    request: Request, who: Caller = Depends(caller), core: Core = Depends(get_core)
 ) -> ImportOut:
     """A header line naming `value` (and optionally `reason`, `detail`), then one entry per line; an
     export imports as it is. Any invalid row refuses the whole file, with every bad line listed."""
-    return await _import(plat, who.account_id, request, who.actor)
+    return await _import(core, who.account_id, request, who.actor)
 
 
 @router.delete("/{address}", status_code=204, response_class=Response, summary="Remove an entry (audited)")
@@ -208,9 +200,9 @@ async def remove_suppression(
     address: str,
     note: str = Query("", max_length=500, description="kept in the audit trail"),
     who: Caller = Depends(caller),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> Response:
-    return await _remove(plat, who.account_id, address, who.actor, note)
+    return await _remove(core, who.account_id, address, who.actor, note)
 
 
 # -- the global list (platform admin) --------------------------------------------------------------
@@ -223,9 +215,9 @@ async def list_global(
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = None,
     _: str = Depends(admin_actor),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> SuppressionPage:
-    return await _list(plat, None, q, reason, limit, cursor)
+    return await _list(core, None, q, reason, limit, cursor)
 
 
 @admin_router.post("", response_model=SuppressionOut, summary="Suppress an address or domain for everyone")
@@ -233,21 +225,21 @@ async def add_global(
     body: SuppressionIn,
     response: Response,
     actor: str = Depends(admin_actor),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> SuppressionOut:
-    return await _add(plat, None, body, actor, response)
+    return await _add(core, None, body, actor, response)
 
 
 @admin_router.get("/export", response_class=Response, responses=_CSV_RESPONSE, summary="Export as CSV")
-async def export_global(_: str = Depends(admin_actor), plat: Platform = Depends(platform)) -> Response:
-    return await _export(plat, None, "global-suppressions")
+async def export_global(_: str = Depends(admin_actor), core: Core = Depends(get_core)) -> Response:
+    return await _export(core, None, "global-suppressions")
 
 
 @admin_router.post("/import", response_model=ImportOut, openapi_extra=_CSV_BODY, summary="Import CSV")
 async def import_global(
-    request: Request, actor: str = Depends(admin_actor), plat: Platform = Depends(platform)
+    request: Request, actor: str = Depends(admin_actor), core: Core = Depends(get_core)
 ) -> ImportOut:
-    return await _import(plat, None, request, actor)
+    return await _import(core, None, request, actor)
 
 
 @admin_router.delete("/{address}", status_code=204, response_class=Response, summary="Remove an entry")
@@ -255,6 +247,6 @@ async def remove_global(
     address: str,
     note: str = Query("", max_length=500, description="kept in the audit trail"),
     actor: str = Depends(admin_actor),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> Response:
-    return await _remove(plat, None, address, actor, note)
+    return await _remove(core, None, address, actor, note)

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from estafeta.api.deps import account_id, platform
+from estafeta.api.deps import account_id, get_core
 from estafeta.api.problems import Problem
-from estafeta.platform import Platform
+from estafeta.core import Core
 from estafeta.tracking import PIXEL_GIF, Hit, TrackingChoice
 
 public_router = APIRouter(prefix="/t", tags=["tracking"])
@@ -23,10 +23,8 @@ router = APIRouter(prefix="/v1/tracking", tags=["tracking"])
 _NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "Pragma": "no-cache"}
 
 
-async def _record(plat: Platform, hit: Hit, request: Request) -> None:
-    data = await plat.tracker.record(hit, request.headers.get("user-agent", ""), request.method)
-    if data is not None:
-        plat.metrics.tracking_hits.labels(hit.kind, str(data["machine"]).lower()).inc()
+async def _record(core: Core, hit: Hit, request: Request) -> None:
+    await core.tracker.record(hit, request.headers.get("user-agent", ""), request.method)
 
 
 @public_router.head("/o/{token}", include_in_schema=False)
@@ -36,11 +34,11 @@ async def _record(plat: Platform, hit: Hit, request: Request) -> None:
     summary="Open pixel",
     responses={200: {"content": {"image/gif": {}}}, 404: {"description": "not a valid tracking token"}},
 )
-async def open_pixel(token: str, request: Request, plat: Platform = Depends(platform)) -> Response:
-    hit = plat.tracker.tokens.read(token, "open")
+async def open_pixel(token: str, request: Request, core: Core = Depends(get_core)) -> Response:
+    hit = core.tracker.tokens.read(token, "open")
     if hit is None:
         raise Problem(404, "no such tracking link")
-    await _record(plat, hit, request)
+    await _record(core, hit, request)
     return Response(PIXEL_GIF, media_type="image/gif", headers=_NO_CACHE)
 
 
@@ -52,11 +50,11 @@ async def open_pixel(token: str, request: Request, plat: Platform = Depends(plat
     summary="Click redirect",
     responses={302: {"description": "to the link's original URL"}, 404: {"description": "not a valid token"}},
 )
-async def click(token: str, request: Request, plat: Platform = Depends(platform)) -> RedirectResponse:
-    hit = plat.tracker.tokens.read(token, "click")
+async def click(token: str, request: Request, core: Core = Depends(get_core)) -> RedirectResponse:
+    hit = core.tracker.tokens.read(token, "click")
     if hit is None or hit.url is None:
         raise Problem(404, "no such tracking link")
-    await _record(plat, hit, request)
+    await _record(core, hit, request)
     return RedirectResponse(hit.url, status_code=302, headers={**_NO_CACHE, "Referrer-Policy": "no-referrer"})
 
 
@@ -73,9 +71,9 @@ class TrackingOut(BaseModel):
     broadcast: StreamTrackingIO
 
 
-async def _view(plat: Platform, account: int) -> TrackingOut:
-    found = await plat.tracker.preferences(account)
-    base = plat.tracker.base_url
+async def _view(core: Core, account: int) -> TrackingOut:
+    found = await core.tracker.preferences(account)
+    base = core.tracker.base_url
     return TrackingOut(
         active=base is not None,
         base_url=base,
@@ -84,8 +82,8 @@ async def _view(plat: Platform, account: int) -> TrackingOut:
 
 
 @router.get("", response_model=TrackingOut, summary="The account's tracking defaults per stream")
-async def get_tracking(account: int = Depends(account_id), plat: Platform = Depends(platform)) -> TrackingOut:
-    return await _view(plat, account)
+async def get_tracking(account: int = Depends(account_id), core: Core = Depends(get_core)) -> TrackingOut:
+    return await _view(core, account)
 
 
 @router.put(
@@ -98,7 +96,7 @@ async def set_tracking(
     stream: Literal["transactional", "broadcast"],
     body: StreamTrackingIO,
     account: int = Depends(account_id),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> TrackingOut:
-    await plat.tracker.set_preference(account, stream, TrackingChoice(body.opens, body.clicks))
-    return await _view(plat, account)
+    await core.tracker.set_preference(account, stream, TrackingChoice(body.opens, body.clicks))
+    return await _view(core, account)

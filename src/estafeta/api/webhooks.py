@@ -3,57 +3,26 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from estafeta.api.deps import account_id, platform
+from estafeta.api.deps import account_id, get_core
 from estafeta.api.events import decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
-from estafeta.config import WebhookSettings
-from estafeta.platform import Platform
-from estafeta.public_http import private_target
-from estafeta.store import webhooks as store
-from estafeta.webhooks import TEST_EVENT, new_secret, test_payload
+from estafeta.core import Core
+from estafeta.webhook_endpoints import (
+    DeliveryRow,
+    EndpointRow,
+    WebhookError,
+    check_event_types,
+    check_url,
+)
+from estafeta.webhooks import TEST_EVENT
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-
-EVENT_TYPE = re.compile(r"\*|[a-z][a-z0-9_.]{0,39}")
-
-
-def check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an absolute http:// or https:// URL")
-    return url
-
-
-def check_reachable(url: str, settings: WebhookSettings) -> None:
-    """Refuse a URL into a private network unless the platform allows such endpoints (see public_http)."""
-    if not settings.allow_private_addresses and (reason := private_target(url)):
-        raise ValueError(
-            f"{reason}; endpoints must be on the public internet (webhooks.allow_private_addresses is off)"
-        )
-
-
-def _reachable(url: str | None, plat: Platform) -> None:
-    if url is None:
-        return
-    try:
-        check_reachable(url, plat.settings.webhooks)
-    except ValueError as exc:
-        raise Problem(422, f"url: {exc}", errors=[{"field": "url", "reason": str(exc)}]) from exc
-
-
-def check_event_types(types: list[str]) -> list[str]:
-    bad = [t for t in types if not EVENT_TYPE.fullmatch(t)]
-    if bad:
-        raise ValueError(f"not event type names: {', '.join(bad)}")
-    return sorted(set(types))
 
 
 class EndpointIn(BaseModel):
@@ -128,7 +97,7 @@ class DeliveryPage(BaseModel):
     next_cursor: str | None
 
 
-def endpoint_out(row: store.EndpointRow) -> EndpointOut:
+def endpoint_out(row: EndpointRow) -> EndpointOut:
     return EndpointOut(
         id=row.id,
         url=row.url,
@@ -141,48 +110,41 @@ def endpoint_out(row: store.EndpointRow) -> EndpointOut:
     )
 
 
-def delivery_out(row: store.DeliveryRow) -> DeliveryOut:
+def delivery_out(row: DeliveryRow) -> DeliveryOut:
     fields = {k: v for k, v in row.__dict__.items() if k not in ("payload", "endpoint_id")}
     return DeliveryOut(**fields)
 
 
-async def _endpoint(plat: Platform, account: int, endpoint_id: int) -> store.EndpointRow:
-    row = await plat.db.run(store.get_endpoint, account, endpoint_id)
-    if row is None:
-        raise Problem(404, f"no webhook endpoint {endpoint_id} in this account")
-    return row
+def _problem(exc: WebhookError) -> Problem:
+    if exc.field is None:
+        return Problem(exc.status, exc.reason)
+    return Problem(exc.status, str(exc), errors=[{"field": exc.field, "reason": exc.reason}])
 
 
 @router.post("", status_code=201, response_model=EndpointOut, summary="Add an endpoint")
 async def create(
-    body: EndpointIn, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    body: EndpointIn, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> EndpointOut:
-    _reachable(body.url, plat)
-    row = await plat.db.run(
-        store.create_endpoint,
-        account,
-        body.url,
-        body.event_types,
-        body.description,
-        new_secret(),
-        plat.clock.now(),
-        body.enabled,
-    )
+    try:
+        row = await core.webhooks.create(account, body.url, body.event_types, body.description, body.enabled)
+    except WebhookError as exc:
+        raise _problem(exc) from exc
     return endpoint_out(row)
 
 
 @router.get("", response_model=EndpointList, summary="List endpoints")
-async def list_endpoints(
-    account: int = Depends(account_id), plat: Platform = Depends(platform)
-) -> EndpointList:
-    return EndpointList(data=[endpoint_out(r) for r in await plat.db.run(store.list_endpoints, account)])
+async def list_endpoints(account: int = Depends(account_id), core: Core = Depends(get_core)) -> EndpointList:
+    return EndpointList(data=[endpoint_out(r) for r in await core.webhooks.list(account)])
 
 
 @router.get("/{endpoint_id}", response_model=EndpointOut, summary="One endpoint")
 async def get_endpoint(
-    endpoint_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    endpoint_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> EndpointOut:
-    return endpoint_out(await _endpoint(plat, account, endpoint_id))
+    try:
+        return endpoint_out(await core.webhooks.get(account, endpoint_id))
+    except WebhookError as exc:
+        raise _problem(exc) from exc
 
 
 @router.patch("/{endpoint_id}", response_model=EndpointOut, summary="Change an endpoint")
@@ -190,24 +152,24 @@ async def update(
     endpoint_id: int,
     body: EndpointPatch,
     account: int = Depends(account_id),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> EndpointOut:
-    _reachable(body.url, plat)
     changes: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"rotate_secret"})
-    if body.rotate_secret:
-        changes["secret"] = new_secret()
-    row = await plat.db.run(store.update_endpoint, account, endpoint_id, changes, plat.clock.now())
-    if row is None:
-        raise Problem(404, f"no webhook endpoint {endpoint_id} in this account")
+    try:
+        row = await core.webhooks.update(account, endpoint_id, changes, rotate_secret=body.rotate_secret)
+    except WebhookError as exc:
+        raise _problem(exc) from exc
     return endpoint_out(row)
 
 
 @router.delete("/{endpoint_id}", status_code=204, response_class=Response, summary="Remove an endpoint")
 async def remove(
-    endpoint_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    endpoint_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> Response:
-    if not await plat.db.run(store.delete_endpoint, account, endpoint_id):
-        raise Problem(404, f"no webhook endpoint {endpoint_id} in this account")
+    try:
+        await core.webhooks.remove(account, endpoint_id)
+    except WebhookError as exc:
+        raise _problem(exc) from exc
     return Response(status_code=204)
 
 
@@ -218,13 +180,15 @@ async def deliveries(
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = None,
     account: int = Depends(account_id),
-    plat: Platform = Depends(platform),
+    core: Core = Depends(get_core),
 ) -> DeliveryPage:
-    await _endpoint(plat, account, endpoint_id)
     before = decode_cursor(cursor, "d") if cursor else None
-    rows = await plat.db.run(
-        store.list_deliveries, account, endpoint_id, state=state, before_id=before, limit=limit + 1
-    )
+    try:
+        rows = await core.webhooks.deliveries(
+            account, endpoint_id, state=state, before_id=before, limit=limit + 1
+        )
+    except WebhookError as exc:
+        raise _problem(exc) from exc
     more = len(rows) > limit
     rows = rows[:limit]
     return DeliveryPage(
@@ -239,11 +203,12 @@ async def deliveries(
     summary="One delivery with its body",
 )
 async def delivery(
-    endpoint_id: int, delivery_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    endpoint_id: int, delivery_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> DeliveryDetail:
-    row = await plat.db.run(store.get_delivery, account, endpoint_id, delivery_id)
-    if row is None:
-        raise Problem(404, f"no delivery {delivery_id} for webhook endpoint {endpoint_id}")
+    try:
+        row = await core.webhooks.delivery(account, endpoint_id, delivery_id)
+    except WebhookError as exc:
+        raise _problem(exc) from exc
     return DeliveryDetail(**delivery_out(row).model_dump(), payload=json.loads(row.payload))
 
 
@@ -255,16 +220,12 @@ async def delivery(
     description="The same body and `webhook-id` are sent again now, with a fresh retry period.",
 )
 async def replay(
-    endpoint_id: int, delivery_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    endpoint_id: int, delivery_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> DeliveryOut:
-    found = await plat.db.run(store.get_delivery, account, endpoint_id, delivery_id)
-    if found is None:
-        raise Problem(404, f"no delivery {delivery_id} for webhook endpoint {endpoint_id}")
-    row = await plat.db.run(store.replay, account, endpoint_id, delivery_id, plat.clock.now())
-    if row is None:
-        raise Problem(409, "the delivery is being sent right now; replay it once that attempt is over")
-    plat.webhooks.wakeup.set()
-    return delivery_out(row)
+    try:
+        return delivery_out(await core.webhooks.replay(account, endpoint_id, delivery_id))
+    except WebhookError as exc:
+        raise _problem(exc) from exc
 
 
 @router.post(
@@ -275,12 +236,9 @@ async def replay(
     description=f"Queues a `{TEST_EVENT}` delivery to the endpoint; follow it in the delivery log.",
 )
 async def send_test(
-    endpoint_id: int, account: int = Depends(account_id), plat: Platform = Depends(platform)
+    endpoint_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> DeliveryOut:
-    endpoint = await _endpoint(plat, account, endpoint_id)
-    now = plat.clock.now()
-    new_id = await plat.db.run(store.add_delivery, endpoint, TEST_EVENT, test_payload(endpoint.id, now), now)
-    plat.webhooks.wakeup.set()
-    row = await plat.db.run(store.get_delivery, account, endpoint_id, new_id)
-    assert row is not None
-    return delivery_out(row)
+    try:
+        return delivery_out(await core.webhooks.send_test(account, endpoint_id))
+    except WebhookError as exc:
+        raise _problem(exc) from exc

@@ -38,6 +38,8 @@ from estafeta.store.db import Database
 from estafeta.suppression import SpamTraps, screen
 from estafeta.waits import wait_set
 
+CampaignRow = store.CampaignRow
+
 log = logging.getLogger("estafeta.campaigns")
 
 MAX_RATE = 10_000.0
@@ -121,6 +123,9 @@ class Campaigns:
             rate=spec.rate,
         )
         return await self.db.run(store.create, new, self.clock.now())
+
+    async def list(self, account_id: int) -> list[store.CampaignRow]:
+        return await self.db.run(store.list_for, account_id)
 
     async def get(self, account_id: int, campaign_id: int) -> store.CampaignRow:
         row = await self.db.run(store.get, account_id, campaign_id)

@@ -19,13 +19,12 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from estafeta import admin
 from estafeta.clock import SystemClock
+from estafeta.core import Core
 from estafeta.platform import Platform
 from estafeta.sandbox import sandbox_settings, zone_lines
 from estafeta.store import queue as queue_store
 from estafeta.store.bench import delivery_latencies
-from estafeta.store.db import Database
 from estafeta.world import start_world_process
 
 PROVIDERS = ("gmail.test", "yahoo.test", "outlook.test")
@@ -39,12 +38,10 @@ async def run_pipeline(
     with tempfile.TemporaryDirectory(prefix="estafeta-bench-") as tmp:
         db_path = Path(tmp) / "bench.db"
         clock = SystemClock()
-        setup = Database(f"sqlite:///{db_path}")
-        setup.migrate()
-        key_settings = sandbox_settings(db_path, ("127.0.0.1", 53), 25)
-        account = admin.create_account(setup, "bench", clock.now())
-        _, key = admin.add_domain(setup, key_settings, account.id, "bench.test", clock.now(), algorithm)
-        token = admin.new_api_key(setup, account.id, "bench", clock.now()).token
+        setup = Core(sandbox_settings(db_path, ("127.0.0.1", 53), 25), clock=clock)
+        account = await setup.accounts.create("bench")
+        _, key = await setup.domains.add(account.id, "bench.test", algorithm)
+        token = (await setup.api_keys.create(account.id, "bench")).token
         setup.close()
 
         world = await asyncio.to_thread(
@@ -81,14 +78,14 @@ async def run_pipeline(
                 )
                 delivered = 0
                 while delivered < messages and time.perf_counter() - started < TIME_LIMIT:
-                    counts = await platform.db.run(queue_store.state_counts)
+                    counts = await platform.core.db.run(queue_store.state_counts)
                     delivered = counts.get("delivered", 0)
                     progress.update(delivered_bar, completed=delivered)
                     if delivered < messages:
                         await asyncio.sleep(0.05)
                 seconds = time.perf_counter() - started
-            latencies = await platform.db.run(delivery_latencies)
-            counts = await platform.db.run(queue_store.state_counts)
+            latencies = await platform.core.db.run(delivery_latencies)
+            counts = await platform.core.db.run(queue_store.state_counts)
         finally:
             await platform.stop()
             await asyncio.to_thread(world.stop)

@@ -24,11 +24,9 @@ import aiosmtplib
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from estafeta import admin
 from estafeta.clock import SystemClock
 from estafeta.config import Settings
 from estafeta.platform import Platform
-from estafeta.smtp import create_smtp_credential
 from estafeta.store import queue as queue_store
 from estafeta.tls import write_self_signed
 
@@ -71,9 +69,10 @@ async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Con
         clock = SystemClock()
         platform = Platform(settings, clock)
         try:
-            account = admin.create_account(platform.db, "bench", clock.now())
-            admin.add_domain(platform.db, settings, account.id, "bench.test", clock.now(), algorithm)
-            credential = await create_smtp_credential(platform.db, account.id, clock.now())
+            core = platform.core
+            account = await core.accounts.create("bench")
+            await core.domains.add(account.id, "bench.test", algorithm)
+            credential = await core.smtp_credentials.create(account.id)
             await platform.start(api=False, delivery=False, smtp=True, services=False)
             assert platform.smtp_ports is not None
             context = multiprocessing.get_context("spawn")
@@ -109,7 +108,7 @@ async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Con
                 progress.update(bar, completed=sent.value)
             outcome: dict[str, Any] = receiver.recv() if receiver.poll() else {"error": "clients exited"}
             await asyncio.to_thread(clients.join)
-            counts = await platform.db.run(queue_store.state_counts)
+            counts = await platform.core.db.run(queue_store.state_counts)
         finally:
             await platform.stop()
     if "error" in outcome:

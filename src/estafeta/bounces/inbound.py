@@ -62,6 +62,9 @@ class MailtoUnsubscribe(Protocol):
     async def mailto(self, token: str) -> None: ...
 
 
+AfterComplaint = Callable[[Connection, int, datetime], None]
+
+
 class InboundHandler:
     """aiosmtpd hooks: which recipients exist, and what each report means."""
 
@@ -72,13 +75,13 @@ class InboundHandler:
         clock: Clock,
         verp_secret: bytes,
         unsubscribe: MailtoUnsubscribe | None = None,
+        after_complaint: AfterComplaint | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.verp_secret = verp_secret
         self.unsubscribe = unsubscribe
-        # Called after each complaint is stored (reputation: a complaint counts at once).
-        self.after_complaint: Callable[[Connection, int, datetime], None] | None = None
+        self.after_complaint = after_complaint
         self.domain = settings.return_path_domain.lower()
         self.fbl = settings.inbound.fbl_address.lower()
         self.rule = soft_rule(settings.suppression)
@@ -264,9 +267,12 @@ class InboundListener:
         clock: Clock,
         verp_secret: bytes,
         unsubscribe: MailtoUnsubscribe | None = None,
+        after_complaint: AfterComplaint | None = None,
     ) -> None:
+        """`unsubscribe` handles mailto unsubscribes; `after_complaint` reacts to each complaint in the
+        transaction that stores it (reputation: a complaint counts at once)."""
         self.settings = settings
-        self.handler = InboundHandler(db, settings, clock, verp_secret, unsubscribe)
+        self.handler = InboundHandler(db, settings, clock, verp_secret, unsubscribe, after_complaint)
         self.sessions: set[_InboundSMTP] = set()
         self._server: asyncio.Server | None = None
 

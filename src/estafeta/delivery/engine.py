@@ -25,7 +25,8 @@ from estafeta.delivery.mx import DnsPermanentError, DnsTemporaryError, MxResolve
 from estafeta.delivery.pools import SourcePools
 from estafeta.delivery.throttle import TokenBucket
 from estafeta.metrics import Metrics
-from estafeta.queue import AttemptResult, Job, Queue
+from estafeta.outcome import AttemptResult, Job
+from estafeta.queue import AfterFinish, Queue
 from estafeta.store.db import Database
 from estafeta.suppression import soft_rule
 from estafeta.waits import wait_set
@@ -165,15 +166,22 @@ class DeliveryEngine:
         verp_secret: bytes,
         owner: str | None = None,
         metrics: Metrics | None = None,
+        *,
+        sources: SourcePools | None = None,
+        after_finish: AfterFinish | None = None,
     ) -> None:
+        """`sources` picks each entry's source address (the streams' IP pools); `after_finish` reacts to
+        final outcomes in their transaction (reputation)."""
         self.settings = settings
         self.metrics = metrics
         self.resolver = resolver
         self.verp_secret = verp_secret
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self.queue = Queue(db, settings.delivery, clock, self.owner, soft_rule(settings.suppression))
+        self.queue = Queue(
+            db, settings.delivery, clock, self.owner, soft_rule(settings.suppression), after_finish
+        )
         self.lanes: dict[tuple[str, str | None], Lane] = {}
-        self.sources = SourcePools(db, settings.ip_pools)
+        self.sources = sources or SourcePools(db, settings.ip_pools)
         self.in_flight: set[int] = set()
         self.results: list[AttemptResult] = []
         self.wakeup = asyncio.Event()

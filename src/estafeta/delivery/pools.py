@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from estafeta.queue import Job
+from estafeta.outcome import Job
 from estafeta.store import streams as stream_store
 from estafeta.store.db import Database
 

@@ -27,6 +27,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from estafeta.config import Settings
+from estafeta.core import Core
 from estafeta.metrics import OUTCOMES, Metrics
 from estafeta.waits import wait_set
 
@@ -204,11 +205,10 @@ def _child_main(settings: Settings, control: Connection, wake: Connection) -> No
 
 
 async def _deliver(settings: Settings, control: Connection, wake: Connection) -> None:
-    from estafeta.platform import Platform  # the platform module imports this one
-
     try:
-        platform = Platform(settings)
-        await platform.start(api=False, delivery=True, services=False)
+        core = Core(settings)
+        engine = core.delivery_engine()
+        running = asyncio.create_task(engine.run(), name="delivery")
     except Exception as error:
         control.send(("error", repr(error)))
         return
@@ -224,7 +224,7 @@ async def _deliver(settings: Settings, control: Connection, wake: Connection) ->
         except BlockingIOError:
             return
         if woken:
-            platform.engine.notify()
+            engine.notify()
         else:  # the front went away
             loop.remove_reader(wake.fileno())
             stopping.set()
@@ -242,7 +242,7 @@ async def _deliver(settings: Settings, control: Connection, wake: Connection) ->
 
     def report() -> None:
         totals = {
-            outcome: platform.metrics.registry.get_sample_value(
+            outcome: core.metrics.registry.get_sample_value(
                 "estafeta_delivery_attempts_total", {"outcome": outcome}
             )
             or 0.0
@@ -261,7 +261,9 @@ async def _deliver(settings: Settings, control: Connection, wake: Connection) ->
     finally:
         loop.remove_reader(wake.fileno())
         loop.remove_reader(control.fileno())
-        await platform.stop(grace)
+        await engine.stop(grace)
+        await running
+        core.close()
         report()
         control.close()
         wake.close()

@@ -1,6 +1,6 @@
 """The SMTP relay: authenticated submission (STARTTLS and implicit TLS) into the platform's queue."""
 
-from estafeta.smtp.credentials import NewSmtpCredential, SmtpCredentialVerifier, create_smtp_credential
+from estafeta.smtp.credentials import NewSmtpCredential, SmtpCredentials
 from estafeta.smtp.server import SmtpPorts, SmtpRelay
 
-__all__ = ["NewSmtpCredential", "SmtpCredentialVerifier", "SmtpPorts", "SmtpRelay", "create_smtp_credential"]
+__all__ = ["NewSmtpCredential", "SmtpCredentials", "SmtpPorts", "SmtpRelay"]

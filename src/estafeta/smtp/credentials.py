@@ -34,15 +34,6 @@ class NewSmtpCredential:
     created_at: datetime
 
 
-async def create_smtp_credential(db: Database, account_id: int, now: datetime) -> NewSmtpCredential:
-    """Generate and store a credential for the account; the password is returned once, never stored."""
-    username = f"smtp_{secrets.token_hex(8)}"
-    password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
-    secret_hash = await asyncio.to_thread(hash_secret, password)
-    await db.run(store.add_credential, account_id, username, secret_hash, now)
-    return NewSmtpCredential(username, password, now)
-
-
 def _digest(username: str, password: str) -> str:
     return hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
 
@@ -54,11 +45,25 @@ class _Verified:
     expires: datetime
 
 
-class SmtpCredentialVerifier:
+class SmtpCredentials:
+    """An account's relay logins: created here (the password is shown once), checked on every AUTH."""
+
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
         self._cache: dict[str, _Verified] = {}
+
+    async def create(self, account_id: int) -> NewSmtpCredential:
+        """Generate and store a credential for the account; the password is returned once, never stored."""
+        now = self.clock.now()
+        username = f"smtp_{secrets.token_hex(8)}"
+        password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+        secret_hash = await asyncio.to_thread(hash_secret, password)
+        await self.db.run(store.add_credential, account_id, username, secret_hash, now)
+        return NewSmtpCredential(username, password, now)
+
+    async def list(self, account_id: int) -> list[store.SmtpCredentialRow]:
+        return await self.db.run(store.list_credentials, account_id)
 
     async def account_for(self, username: str, password: str) -> int | None:
         """The account a username/password belongs to, or None for unknown, revoked or wrong ones."""
@@ -77,9 +82,9 @@ class SmtpCredentialVerifier:
         self._cache[digest] = _Verified(row.account_id, username, now + CACHE_TTL)
         return row.account_id
 
-    async def revoke(self, account_id: int, username: str, now: datetime) -> bool:
+    async def revoke(self, account_id: int, username: str) -> bool:
         """Revoke the account's credential and forget its cached logins; False when it has no such one."""
-        revoked = await self.db.run(store.revoke_credential, account_id, username, now)
+        revoked = await self.db.run(store.revoke_credential, account_id, username, self.clock.now())
         if revoked:
             self._cache = {k: v for k, v in self._cache.items() if v.username != username}
         return revoked

@@ -22,10 +22,9 @@ from estafeta.accept import Accepter, AcceptError
 from estafeta.clock import Clock
 from estafeta.compose import Address, AddressError, parse_address
 from estafeta.config import Settings, SmtpSettings
-from estafeta.smtp.credentials import SmtpCredentialVerifier
+from estafeta.domains import Domains
+from estafeta.smtp.credentials import SmtpCredentials
 from estafeta.smtp.limits import AccountRateLimiter, ConnectionLimiter, LoginFailureLimiter
-from estafeta.store import accounts as account_store
-from estafeta.store.db import Database
 from estafeta.tls import server_context, write_self_signed
 from estafeta.waits import wait_set
 
@@ -146,9 +145,9 @@ class RelayHandler:
     """aiosmtpd hooks: who may send from which domain, how many recipients, how fast; then the accept."""
 
     def __init__(
-        self, db: Database, accepter: Accepter, rates: AccountRateLimiter, max_recipients: int
+        self, domains: Domains, accepter: Accepter, rates: AccountRateLimiter, max_recipients: int
     ) -> None:
-        self.db = db
+        self.domains = domains
         self.accepter = accepter
         self.rates = rates
         self.max_recipients = max_recipients
@@ -160,7 +159,7 @@ class RelayHandler:
     async def _owner(self, domain: str) -> int | None:
         owner = self._owners.get(domain)
         if owner is None:
-            row = await self.db.run(account_store.find_domain, domain)
+            row = await self.domains.find(domain)
             if row is not None:
                 owner = self._owners[domain] = row.account_id
         return owner
@@ -365,16 +364,16 @@ class SmtpRelay:
     def __init__(
         self,
         settings: Settings,
-        db: Database,
+        domains: Domains,
         accepter: Accepter,
-        credentials: SmtpCredentialVerifier,
+        credentials: SmtpCredentials,
         clock: Clock,
     ) -> None:
         smtp = settings.smtp
         self.settings = settings
         self.credentials = credentials
         self.handler = RelayHandler(
-            db,
+            domains,
             accepter,
             AccountRateLimiter(smtp.rate_per_second, smtp.rate_burst, clock),
             smtp.max_recipients,

@@ -1,0 +1,288 @@
+"""Accepting mail: composition, linting, link checks and signing, then the policy gate and one durable write.
+
+Both ways in (HTTP API and SMTP relay) call `Accepter`, so the same rules hold for both, and a 202 or 250
+is only answered after `insert_messages` has committed (`estafeta.accept.commit`). The policy gate
+(`estafeta.accept.gate`) runs inside that transaction.
+
+Links are checked (`estafeta.compliance.links`): a message with a suspicious link is accepted but held
+(state `held`) and its account flagged for review. Every message is linted against the sender guidelines
+(`estafeta.compliance.linter`): with `lint.mode` `warn` the findings travel with the accepted message
+(event data and the answer), with `block` a message with an error is refused and every finding is listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+
+from estafeta.accept.commit import GroupCommit, Rows
+from estafeta.accept.errors import AcceptError
+from estafeta.accept.gate import PolicyGate
+from estafeta.clock import Clock
+from estafeta.compliance.links import LinkChecker
+from estafeta.compliance.linter import Finding, LintContext, lint_composed, lint_raw, message_bodies
+from estafeta.compose import ComposeError, Draft, compose, ensure_headers, parse_address
+from estafeta.compose.relayed import rewrite_relayed_html
+from estafeta.config import Settings
+from estafeta.dkim import DkimKey, DkimSigner
+from estafeta.ids import new_message_id
+from estafeta.metrics import Metrics
+from estafeta.store import accounts as account_store
+from estafeta.store import messages as message_store
+from estafeta.store.db import Database
+from estafeta.streams import Streams
+from estafeta.tracking import Tracker, TrackingOverride
+
+_FEEDBACK_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass
+class Submission:
+    """One message as a caller asked for it."""
+
+    draft: Draft
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tracking: TrackingOverride | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    id: str
+    message_id_header: str
+    recipients: list[str]  # queued
+    suppressed: list[message_store.Suppressed] = field(default_factory=list)
+    lint: list[Finding] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # why the recipients wait for an administrator
+
+
+class Accepter:
+    """Turns submissions into signed, stored messages; see the module docstring for what it checks."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Clock,
+        *,
+        streams: Streams,
+        notify: Callable[[], None] = lambda: None,
+        tracker: Tracker | None = None,
+        metrics: Metrics | None = None,
+        own_hosts: Callable[[], set[str]] | None = None,
+    ) -> None:
+        """`notify` is told when mail became due (it wakes delivery); `own_hosts` names the platform's own
+        hosts (public pages, tracking), whose links are trusted."""
+        self.db = db
+        self.tracker = tracker
+        self.metrics = metrics
+        self.settings = settings
+        self.clock = clock
+        self.notify = notify
+        self.streams = streams
+        self.gate = PolicyGate(settings)
+        self._commits = GroupCommit(db)
+        self._signers: dict[str, tuple[int, DkimSigner]] = {}
+        self.links = LinkChecker(settings.links, own_hosts)
+
+    def _lint_outcome(self, findings: list[tuple[str, Finding]]) -> None:
+        """In `block` mode, refuse when any finding is an error, listing every finding."""
+        if self.settings.lint.mode != "block" or not any(f.severity == "error" for _, f in findings):
+            return
+        errors = [
+            {"field": where, "reason": f"[{f.rule}] {f.message}", "rule": f.rule, "severity": f.severity}
+            for where, f in findings
+        ]
+        first = next((where, f) for where, f in findings if f.severity == "error")
+        count = sum(1 for _, f in findings if f.severity == "error")
+        raise AcceptError(
+            first[0],
+            f"[{first[1].rule}] {first[1].message}" + (f" (and {count - 1} more)" if count > 1 else ""),
+            smtp="550 5.7.1",
+            errors=errors,
+        )
+
+    async def _signer(self, account_id: int, domain: str, field_name: str) -> DkimSigner:
+        """The DKIM signer of a sending domain, which must belong to the account."""
+        cached = self._signers.get(domain)
+        if cached is None:
+            row = await self.db.run(account_store.find_domain, domain)
+            if row is not None:
+                key = DkimKey(row.name, row.dkim_selector, row.dkim_algorithm, row.dkim_private_key)  # type: ignore[arg-type]
+                cached = self._signers[domain] = (row.account_id, DkimSigner(key, clock=self.clock))
+        if cached is None or cached[0] != account_id:
+            raise AcceptError(
+                field_name,
+                f"sending domain {domain} is not registered to this account; add it with "
+                "`estafeta domains add` and publish its DKIM record",
+                status=403,
+            )
+        return cached[1]
+
+    def _feedback_id(self, account_id: int, submission: Submission) -> str | None:
+        if submission.draft.stream != "broadcast":
+            return None
+        # Feedback-ID fields are colon-separated tokens: keep the tag's safe characters only
+        campaign = _FEEDBACK_UNSAFE.sub("-", submission.tags[0])[:64] if submission.tags else "default"
+        return f"{campaign}:{account_id}:{submission.draft.stream}:{self.settings.feedback_id_sender}"
+
+    async def accept(
+        self,
+        account_id: int,
+        submissions: list[Submission],
+        *,
+        source: str = "api",
+        prefix: str = "messages",
+        on_commit: Callable[[Connection, list[Accepted]], None] | None = None,
+    ) -> list[Accepted]:
+        """Compose, sign and durably queue every submission, or none of them.
+
+        Errors name fields as `<prefix>[<index>].<field>`, or just `<field>` when `prefix` is empty.
+        `on_commit` is called with what was accepted inside the transaction that stores it.
+        """
+        now = self.clock.now()
+        rows: list[message_store.NewMessage] = []
+        findings: list[tuple[str, Finding]] = []
+        per_message: list[list[Finding]] = []
+        for index, sub in enumerate(submissions):
+            where = f"{prefix}[{index}]" if prefix else ""
+            signer = await self._signer(account_id, sub.draft.from_.domain, _join(where, "from"))
+            message_id = new_message_id()
+            rewrite = None
+            if self.tracker is not None:
+                choice = await self.tracker.choice(account_id, sub.draft.stream, sub.tracking)
+                rewrite = self.tracker.rewriter(message_id, choice)
+            try:
+                composed = compose(
+                    sub.draft,
+                    message_id=message_id,
+                    now=now,
+                    feedback_id=self._feedback_id(account_id, sub),
+                    rewrite_html=rewrite,
+                )
+            except ComposeError as exc:
+                raise AcceptError(_join(where, exc.field), exc.reason, smtp="550 5.6.0") from exc
+            context = LintContext(
+                stream=sub.draft.stream,
+                authenticated_domain=sub.draft.from_.domain,
+                envelope_from=f"bounces@{self.settings.return_path_domain}",
+                category_from_domain=await self.streams.from_domain(account_id, sub.draft.stream),
+            )
+            found = lint_composed(composed.raw, sub.draft.html, sub.draft.text, context)
+            findings.extend((_join(where, f.field), f) for f in found)
+            per_message.append(found)
+            held = await self.links.check(sub.draft.html, sub.draft.text)
+            rows.append(
+                message_store.NewMessage(
+                    id=message_id,
+                    account_id=account_id,
+                    stream=sub.draft.stream,
+                    source=source,
+                    from_address=sub.draft.from_.email,
+                    subject=sub.draft.subject,
+                    message_id_header=composed.message_id_header,
+                    raw=signer.sign(composed.raw),
+                    smtputf8=composed.smtputf8,
+                    recipients=[r.email for r in composed.recipients],
+                    tags=sub.tags,
+                    meta=sub.metadata,
+                    lint=[f.as_dict() for f in found],
+                    held=held,
+                )
+            )
+        self._lint_outcome(findings)
+
+        def hook(conn: Connection, rows: Rows) -> None:
+            self.gate.flag_held(conn, rows, now)
+            if on_commit is not None:
+                on_commit(conn, _accepted(rows, per_message))
+
+        rows = await self._commits.commit(rows, now, gate=self.gate, hook=hook)
+        self.notify()
+        self._count(source, rows)
+        return _accepted(rows, per_message)
+
+    def _count(self, source: str, rows: list[message_store.NewMessage]) -> None:
+        if self.metrics is not None:
+            self.metrics.accepted_messages.labels(source).inc(len(rows))
+            self.metrics.accepted_recipients.labels(source).inc(sum(len(r.recipients) for r in rows))
+
+    async def accept_raw(
+        self,
+        account_id: int,
+        mail_from: str,
+        recipients: list[str],
+        raw: bytes,
+        *,
+        stream: str = "transactional",
+    ) -> Accepted:
+        """Queue a message that arrived already composed (SMTP relay): Message-ID/Date are added when
+        missing, and its HTML is rewritten for open/click tracking when the stream is tracked (unless the
+        message carries a DKIM signature of its own); everything else keeps its bytes."""
+        now = self.clock.now()
+        try:
+            sender = parse_address(mail_from)
+        except ValueError as exc:
+            raise AcceptError("mail_from", str(exc), smtp="553 5.1.7") from exc
+        signer = await self._signer(account_id, sender.domain, "mail_from")
+        message_id = new_message_id()
+        try:
+            raw, message_id_header = ensure_headers(
+                raw, message_id=message_id, sending_domain=sender.domain, now=now
+            )
+        except ComposeError as exc:
+            raise AcceptError(exc.field, exc.reason, smtp="550 5.6.0") from exc
+        context = LintContext(
+            stream=stream,  # type: ignore[arg-type]
+            authenticated_domain=sender.domain,
+            envelope_from=sender.email,
+            category_from_domain=await self.streams.from_domain(account_id, stream),
+        )
+        # Linted and link-checked as the sender wrote it (tracking would hide where links go).
+        bodies = message_bodies(raw)
+        found = lint_raw(raw, context, checked=True, bodies=bodies)  # ensure_headers checked its structure
+        self._lint_outcome([(f.field, f) for f in found])
+        held = await self.links.check(*bodies)
+        if self.tracker is not None:
+            choice = await self.tracker.choice(account_id, stream, None)
+            rewrite = self.tracker.rewriter(message_id, choice)
+            if rewrite is not None:
+                sole = recipients[0] if len(recipients) == 1 else None  # else tracked per message
+                # Off the event loop: parsing a large message takes a while.
+                raw = await asyncio.to_thread(rewrite_relayed_html, raw, lambda markup: rewrite(markup, sole))
+        row = message_store.NewMessage(
+            id=message_id,
+            account_id=account_id,
+            stream=stream,
+            source="smtp",
+            from_address=sender.email,
+            subject="",
+            message_id_header=message_id_header,
+            raw=signer.sign(raw),
+            smtputf8=sender.smtputf8 or any(not r.isascii() for r in recipients),
+            recipients=recipients,
+            lint=[f.as_dict() for f in found],
+            held=held,
+        )
+        (row,) = await self._commits.commit(
+            [row], now, gate=self.gate, hook=lambda conn, rows: self.gate.flag_held(conn, rows, now)
+        )
+        self.notify()
+        self._count("smtp", [row])
+        return Accepted(row.id, message_id_header, row.recipients, row.suppressed, found, row.held)
+
+
+def _accepted(rows: Rows, findings: list[list[Finding]]) -> list[Accepted]:
+    return [
+        Accepted(r.id, r.message_id_header, r.recipients, r.suppressed, found, r.held)
+        for r, found in zip(rows, findings, strict=True)
+    ]
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name

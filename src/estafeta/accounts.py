@@ -1,0 +1,64 @@
+"""Accounts: the senders that own domains, keys, lists and mail.
+
+A natural home for what an account carries beyond its name (plans and quotas, users): the core's
+`accounts` service is the only writer.
+"""
+
+from __future__ import annotations
+
+from email_validator import EmailNotValidError, validate_email
+
+from estafeta.clock import Clock
+from estafeta.store import accounts as store
+from estafeta.store import reputation as reputation_store
+from estafeta.store.db import Database
+
+AccountRow = store.AccountRow
+
+
+class AccountError(ValueError):
+    """An account request that cannot be carried out; the message says why."""
+
+
+def contact_address(value: str) -> str:
+    """A contact address for reputation notices, normalised; `AccountError` when it is not one."""
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise AccountError(f"not a valid contact address: {exc}") from exc
+
+
+class Accounts:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def create(self, name: str, email: str | None = None) -> store.AccountRow:
+        """A new account; `email` (checked and normalised) receives its reputation notices."""
+        if email is not None:
+            email = contact_address(email)
+        if not name.strip():
+            raise AccountError("an account needs a name")
+        if await self.db.run(store.find_account, name) is not None:
+            raise AccountError(f"an account named {name!r} exists already")
+        row = await self.db.run(store.create_account, name, self.clock.now())
+        if email is not None:
+            await self.db.run(reputation_store.set_contact, row.id, email)
+        return row
+
+    async def get(self, account_id: int) -> store.AccountRow | None:
+        return await self.db.run(store.get_account, account_id)
+
+    async def find(self, name: str) -> store.AccountRow | None:
+        return await self.db.run(store.find_account, name)
+
+    async def resolve(self, name_or_id: str) -> store.AccountRow:
+        """The account named (or numbered) on a command line; `AccountError` when there is none."""
+        row = await self.get(int(name_or_id)) if name_or_id.isdigit() else None
+        row = row or await self.find(name_or_id)
+        if row is None:
+            raise AccountError(f"no account {name_or_id!r}; see `estafeta accounts list`")
+        return row
+
+    async def list(self) -> list[store.AccountRow]:
+        return await self.db.run(store.list_accounts)

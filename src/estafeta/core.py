@@ -1,0 +1,188 @@
+"""The service core: one object, built from settings + database + clock, that owns every domain service.
+
+The edges (`api/` routers, `cli/`, the SMTP relay, pages) parse input, call the core and render output;
+every write goes through a service here, and each service keeps its own caches right. `platform.py` runs
+servers around a core, and each delivery process builds a core of its own (`delivery_engine`).
+
+Who reacts to what is wired here, at construction, and nowhere else:
+
+* delivery outcomes → `reputation.after_outcomes` (given to each delivery engine's queue),
+* complaints → `reputation.after_complaint` (given to the inbound listener by the platform),
+* approvals and resumptions → `reputation` wakes delivery (`wake_delivery`) and the campaign runner,
+* replays and test deliveries → `webhooks` wakes the webhook dispatcher,
+* stream changes → `streams` forgets its From-domain and source-pool caches.
+
+Services (attributes): `accounts`, `domains`, `api_keys`, `admin_keys`, `smtp_credentials`, `streams`,
+`suppressions`, `accepter` (the accept stage), `tracker`, `audience` (lists, contacts, consent, segments,
+campaigns), `reputation` (standing, reviews, warm-up), `webhooks` (endpoint administration) and
+`messages` (reads and cancellations); the workers the platform runs (`webhook_dispatcher`,
+`audience.runner`, `postmaster`) and the scheduler's `jobs()`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from estafeta import stats
+from estafeta.accept import Accepter
+from estafeta.accounts import Accounts
+from estafeta.audience.service import Audience
+from estafeta.auth import AdminKeys, ApiKeys
+from estafeta.clock import Clock, SystemClock
+from estafeta.config import Settings
+from estafeta.delivery.engine import DeliveryEngine
+from estafeta.delivery.mx import MxResolver, make_resolver
+from estafeta.domains import Domains
+from estafeta.messages import Messages
+from estafeta.metrics import Metrics
+from estafeta.notices import Notices
+from estafeta.postmaster import PostmasterPoller
+from estafeta.reputation import Reputation
+from estafeta.retention import Retention
+from estafeta.scheduler import Job
+from estafeta.smtp.credentials import SmtpCredentials
+from estafeta.store import accounts as account_store
+from estafeta.store.db import Database
+from estafeta.streams import Streams
+from estafeta.suppression import Suppressions
+from estafeta.tracking import Tracker
+from estafeta.webhook_endpoints import WebhookEndpoints
+from estafeta.webhooks import Webhooks
+
+
+class Urls:
+    """Where the platform's own pages are reached: the settings, else the API's address once it listens
+    (the platform sets `api` when it starts the API)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.api: str | None = None
+
+    def api_url(self) -> str | None:
+        return self.api
+
+    def public(self) -> str:
+        """Base of the links in list mail (unsubscribe, preferences, confirmation)."""
+        return self.settings.public_url or self.api or ""
+
+    def own_hosts(self) -> set[str]:
+        """Hosts of the platform's own links (public pages, tracking, API): link checks trust them."""
+        urls = [self.settings.public_url, self.settings.tracking.base_url, self.api]
+        return {urlsplit(url).hostname or "" for url in urls if url} - {""}
+
+
+def _nothing() -> None:
+    """No delivery to wake in this process (the command line): running delivery polls the queue."""
+
+
+class Core:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        db: Database | None = None,
+        metrics: Metrics | None = None,
+        wake_delivery: Callable[[], None] = _nothing,
+    ) -> None:
+        """`wake_delivery` is told when mail became due (accepted, released, resumed); the platform passes
+        what wakes its delivery engine or processes."""
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.db = db or Database(settings.database_url)
+        self.db.migrate()
+        self.metrics = metrics or Metrics()
+        self.urls = Urls(settings)
+        self.wake_delivery = wake_delivery
+        self.verp_secret = self._secret("verp_secret")
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        db, clock = self.db, self.clock
+
+        self.accounts = Accounts(db, clock)
+        self.domains = Domains(db, settings, clock)
+        self.api_keys = ApiKeys(db, clock)
+        self.admin_keys = AdminKeys(db, clock)
+        self.smtp_credentials = SmtpCredentials(db, clock)
+        self.streams = Streams(db, settings, clock)
+        self.suppressions = Suppressions(db, clock)
+        self.tracker = Tracker(
+            db, settings.tracking, clock, self._secret("tracking_secret"), self.urls.api_url, self.metrics
+        )
+        self.accepter = Accepter(
+            db,
+            settings,
+            clock,
+            streams=self.streams,
+            notify=wake_delivery,
+            tracker=self.tracker,
+            metrics=self.metrics,
+            own_hosts=self.urls.own_hosts,
+        )
+        self.audience = Audience(
+            db,
+            settings,
+            clock,
+            self.accepter,
+            self._secret("audience_secret"),
+            self.urls.public,
+            f"{self.owner}:campaigns",
+        )
+        self.reputation = Reputation(
+            db, settings, clock, mail_due=wake_delivery, campaigns_due=self.audience.runner.wake
+        )
+        self.webhook_dispatcher = Webhooks(db, settings.webhooks, clock, metrics=self.metrics)
+        self.webhooks = WebhookEndpoints(db, settings.webhooks, clock, self.webhook_dispatcher.wakeup.set)
+        self.messages = Messages(db, clock)
+        self.notices = Notices(db, settings, clock, self.accepter, self.accounts, self.domains)
+        self.retention = Retention(db, settings.retention, clock)
+        self.postmaster = PostmasterPoller(db, settings.postmaster, clock)
+
+    def _secret(self, name: str) -> bytes:
+        """A secret shared by every process on this database (created by the first one)."""
+        return bytes.fromhex(self.db.call(account_store.set_state_if_absent, name, secrets.token_hex(32)))
+
+    def delivery_engine(self, resolver: MxResolver | None = None) -> DeliveryEngine:
+        """A delivery engine on this core: its outcomes reach reputation in their transaction, its source
+        addresses follow the streams' IP pools."""
+        return DeliveryEngine(
+            self.db,
+            self.settings,
+            self.clock,
+            resolver or MxResolver(make_resolver(self.settings.dns_servers)),
+            self.verp_secret,
+            metrics=self.metrics,
+            sources=self.streams.sources,
+            after_finish=self.reputation.after_outcomes,
+        )
+
+    def jobs(self) -> dict[str, Job]:
+        """The scheduler's periodic work."""
+        return {
+            "warmup-reviews": self.reputation.warmup_reviews,
+            "campaign-resumption": self.reputation.resume_campaigns,
+            "notices": self.notices.send,
+            "retention": self.retention.prune,
+        }
+
+    async def stats(
+        self,
+        account_id: int,
+        since: datetime,
+        until: datetime,
+        dimensions: list[str],
+        bucket: stats.Bucket,
+    ) -> stats.Report:
+        """The account's sending statistics, from the event log."""
+        return await stats.report(self.db, account_id, since, until, dimensions, bucket)
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus exposition, queue and webhook gauges read now."""
+        return await self.metrics.render(self.db)
+
+    def close(self) -> None:
+        self.db.close()
