@@ -54,6 +54,11 @@ class DeliverySettings(BaseModel):
     throttle_pause: float = Field(5.0, ge=0, description="seconds a destination rests after a 421")
     default_limits: DestinationLimits = Field(default_factory=DestinationLimits)
     domain_limits: dict[str, DestinationLimits] = Field(default_factory=dict)
+    reverse_dns: Literal["require", "warn"] = Field(
+        "require",
+        description="require: an ip_pools address whose PTR name does not resolve back to it (FCrDNS) is "
+        "not used, and its mail waits; warn: it sends anyway, with a warning in the log",
+    )
 
     def limits_for(self, domain: str) -> DestinationLimits:
         return self.domain_limits.get(domain, self.default_limits)
@@ -115,12 +120,54 @@ class InboundSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(25, ge=0, le=65535, description="0 = any free port")
     fbl_address: str = Field("fbl", description="local part of the feedback-loop (ARF complaint) address")
+    dmarc_address: str = Field(
+        "dmarc", description="local part of the address for DMARC aggregate reports (the domains' rua)"
+    )
     max_message_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest report accepted")
     starttls: bool = Field(
         True,
         description="offer STARTTLS (optional for senders) with smtp.tls_cert/tls_key, or else a "
         "self-signed certificate made at start, as receiving MX servers commonly do",
     )
+
+
+class MtaStsSettings(BaseModel):
+    """MTA-STS for outbound mail (RFC 8461): destinations that publish a policy get mail only over
+    verified TLS to the MX hosts it names."""
+
+    enabled: bool = Field(True, description="look up and apply destinations' MTA-STS policies")
+    ca_file: Path | None = Field(
+        None,
+        description="PEM trust anchors added to the system's, for policy hosts, MX certificates and "
+        "https: TLS reports (a sandbox's own certificate authority); never a way to switch checks off",
+    )
+    policy_port: int = Field(
+        443,
+        ge=1,
+        le=65535,
+        description="port of the mta-sts.<domain> policy hosts (only sandboxes change it)",
+    )
+    fetch_timeout: float = Field(10.0, gt=0, description="seconds a policy fetch may take")
+    allow_private_addresses: bool = Field(
+        False,
+        description="fetch policies from, and POST TLS reports to, private or loopback addresses (the "
+        "sandbox); off, such hosts are refused as for webhooks",
+    )
+
+
+class TlsReportSettings(BaseModel):
+    """Daily TLS-RPT aggregate reports (RFC 8460) on outbound TLS sessions, sent to the `rua` each
+    destination publishes at `_smtp._tls.<domain>`."""
+
+    enabled: bool = Field(True, description="count sessions and send the reports")
+    from_: str = Field(
+        "tls-reports@notices.estafeta.test", alias="from", description="sender address of mailed reports"
+    )
+    organization: str = Field("Estafeta", description="organization-name in the reports")
+    contact: str = Field("", description="contact-info in the reports; empty: the sender address")
+    timeout: float = Field(30.0, gt=0, description="seconds an https: report POST may take")
+
+    model_config = {"populate_by_name": True}
 
 
 class LintSettings(BaseModel):
@@ -344,6 +391,8 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="named sets of source IPs; a pool named after a stream is that stream's default",
     )
+    mta_sts: MtaStsSettings = Field(default_factory=MtaStsSettings)
+    tls_reports: TlsReportSettings = Field(default_factory=TlsReportSettings)
     lint: LintSettings = Field(default_factory=LintSettings)
     audience: AudienceSettings = Field(default_factory=AudienceSettings)
     reputation: ReputationSettings = Field(default_factory=ReputationSettings)

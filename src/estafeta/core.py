@@ -16,7 +16,8 @@ Services (attributes): `accounts`, `domains`, `api_keys`, `admin_keys`, `smtp_cr
 `suppressions`, `accepter` (the accept stage), `tracker`, `audience` (lists, contacts, consent, segments,
 campaigns), `reputation` (standing, reviews, warm-up), `webhooks` (endpoint administration) and
 `messages` (reads and cancellations); the workers the platform runs (`webhook_dispatcher`,
-`audience.runner`, `postmaster`) and the scheduler's `jobs()`.
+`audience.runner`, `postmaster`) and the scheduler's `jobs()` (among them `tls_reports`, the daily TLS-RPT
+reports); `system_senders` owns the accounts that send the platform's own mail.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from estafeta.messages import Messages
 from estafeta.metrics import Metrics
 from estafeta.notices import Notices
 from estafeta.postmaster import PostmasterPoller
+from estafeta.reports.tls import TlsReports
 from estafeta.reputation import Reputation
 from estafeta.retention import Retention
 from estafeta.scheduler import Job
@@ -50,6 +52,7 @@ from estafeta.store import accounts as account_store
 from estafeta.store.db import Database
 from estafeta.streams import Streams
 from estafeta.suppression import Suppressions
+from estafeta.system_senders import SystemSenders
 from estafeta.tracking import Tracker
 from estafeta.webhook_endpoints import WebhookEndpoints
 from estafeta.webhooks import Webhooks
@@ -102,6 +105,7 @@ class Core:
         self.verp_secret = self._secret("verp_secret")
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         db, clock = self.db, self.clock
+        self.resolver = MxResolver(make_resolver(settings.dns_servers))
 
         self.accounts = Accounts(db, clock)
         self.domains = Domains(db, settings, clock)
@@ -138,7 +142,17 @@ class Core:
         self.webhook_dispatcher = Webhooks(db, settings.webhooks, clock, metrics=self.metrics)
         self.webhooks = WebhookEndpoints(db, settings.webhooks, clock, self.webhook_dispatcher.wakeup.set)
         self.messages = Messages(db, clock)
-        self.notices = Notices(db, settings, clock, self.accepter, self.accounts, self.domains)
+        self.system_senders = SystemSenders(db, settings, self.accounts, self.domains)
+        self.notices = Notices(db, settings, clock, self.accepter, self.system_senders)
+        self.tls_reports = TlsReports(
+            db,
+            settings,
+            clock,
+            self.resolver.resolver,
+            self.resolver.addresses,
+            self.accepter,
+            self.system_senders,
+        )
         self.retention = Retention(db, settings.retention, clock)
         self.postmaster = PostmasterPoller(db, settings.postmaster, clock)
 
@@ -153,7 +167,7 @@ class Core:
             self.db,
             self.settings,
             self.clock,
-            resolver or MxResolver(make_resolver(self.settings.dns_servers)),
+            resolver or self.resolver,
             self.verp_secret,
             metrics=self.metrics,
             sources=self.streams.sources,
@@ -167,6 +181,7 @@ class Core:
             "campaign-resumption": self.reputation.resume_campaigns,
             "notices": self.notices.send,
             "retention": self.retention.prune,
+            "tls-reports": self.tls_reports.send,
         }
 
     async def stats(

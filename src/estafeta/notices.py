@@ -14,14 +14,13 @@ import logging
 from typing import Any
 
 from estafeta.accept import Accepter, AcceptError, Submission
-from estafeta.accounts import Accounts
 from estafeta.clock import Clock
 from estafeta.compose import Draft, parse_address
 from estafeta.config import Settings
-from estafeta.domains import Domains
 from estafeta.reputation import HOW_TO_RESUME
 from estafeta.store import reputation as store
 from estafeta.store.db import Database
+from estafeta.system_senders import SystemSenders
 
 log = logging.getLogger("estafeta.notices")
 
@@ -66,27 +65,19 @@ class Notices:
         settings: Settings,
         clock: Clock,
         accepter: Accepter,
-        accounts: Accounts,
-        domains: Domains,
+        senders: SystemSenders,
     ) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
         self.accepter = accepter
-        self.accounts = accounts
-        self.domains = domains
+        self.senders = senders
         self._sender_id: int | None = None
 
     async def _sender(self) -> int:
         """The system account that owns the notices' domain (created on first use)."""
         if self._sender_id is None:
-            found = await self.accounts.find(SYSTEM_ACCOUNT)
-            if found is None:
-                found = await self.accounts.create(SYSTEM_ACCOUNT)
-                domain = parse_address(self.settings.notices.from_).domain
-                await self.domains.add(found.id, domain, "ed25519-sha256")
-                await self.db.run(store.set_tier, found.id, len(self.settings.warmup.tiers))
-            self._sender_id = found.id
+            self._sender_id = await self.senders.account_for(SYSTEM_ACCOUNT, self.settings.notices.from_)
         return self._sender_id
 
     async def send(self) -> int:

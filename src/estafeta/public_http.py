@@ -7,6 +7,9 @@ global, and the connection goes to an address that was checked (each in turn, as
 connect would), so a name that changes its answer between the check and the connection (DNS rebinding)
 gains nothing. TLS still verifies the certificate
 against the host name. The sandbox, whose receivers live on loopback, turns the guard off.
+
+Names are resolved by the system unless a resolver is given: MTA-STS policy fetches and TLS-RPT reports
+resolve with the platform's own DNS settings, as MX lookups do (the sandbox's names exist only there).
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ import functools
 import ipaddress
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
+import dns.exception
 import httpcore
 import httpx
+
+Resolve = Callable[[str], Awaitable[list[str]]]
+"""Addresses of a host name (an empty list when it has none)."""
 
 
 def not_public(address: str) -> bool:
@@ -47,10 +54,24 @@ def private_target(url: str) -> str | None:
 
 
 class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
-    """Connects only to public addresses, to the very address it checked."""
+    """Connects only to public addresses (any, with `allow_private`), to the very address it checked;
+    names are resolved with `resolve` when given, else by the system."""
 
-    def __init__(self) -> None:
+    def __init__(self, resolve: Resolve | None = None, *, allow_private: bool = False) -> None:
         self._inner = httpcore.AnyIOBackend()
+        self._resolve = resolve
+        self._allow_private = allow_private
+
+    async def _addresses(self, host: str, port: int) -> list[str]:
+        try:
+            ipaddress.ip_address(host)
+            return [host]
+        except ValueError:
+            pass
+        if self._resolve is not None:
+            return await self._resolve(host)
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return list(dict.fromkeys(str(info[4][0]) for info in found))
 
     async def connect_tcp(
         self,
@@ -62,14 +83,13 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         try:
             async with asyncio.timeout(timeout):
-                found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, TimeoutError) as exc:
+                addresses = await self._addresses(host, port)
+        except (OSError, TimeoutError, dns.exception.DNSException) as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
         if not addresses:
             raise httpcore.ConnectError(f"{host} has no address")
         for address in addresses:
-            if not_public(address):
+            if not self._allow_private and not_public(address):
                 raise httpcore.ConnectError(
                     f"{host} resolves to {address}, which is not a public address; the platform does not "
                     "connect into private networks"
@@ -102,19 +122,31 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def client(timeout: httpx.Timeout, limits: httpx.Limits, *, allow_private: bool) -> httpx.AsyncClient:
-    """An HTTP client for customer endpoints; with `allow_private`, one without the guard (the sandbox)."""
+def client(
+    timeout: httpx.Timeout,
+    limits: httpx.Limits,
+    *,
+    allow_private: bool,
+    resolve: Resolve | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> httpx.AsyncClient:
+    """An HTTP client for hosts on the internet; with `allow_private`, one without the guard (the sandbox).
+
+    `resolve` replaces the system's name resolution; `ssl_context` the default trust anchors."""
+    verify = ssl_context or _ssl_context()
     # trust_env=False: a proxy named in the environment would make the connection, not the guard.
-    if allow_private:
-        return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False)
-    transport = httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=limits)
+    if allow_private and resolve is None:
+        return httpx.AsyncClient(
+            timeout=timeout, limits=limits, verify=verify, follow_redirects=False, trust_env=False
+        )
+    transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
     # httpx builds its connection pool without a way to choose the network backend: build it again with
     # ours, with the same settings httpx would use.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=_ssl_context(),
+        ssl_context=verify,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
-        network_backend=PublicOnlyBackend(),
+        network_backend=PublicOnlyBackend(resolve, allow_private=allow_private),
     )
     return httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False, trust_env=False)

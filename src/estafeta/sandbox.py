@@ -37,6 +37,8 @@ def sandbox_settings(
     values["api"] = {"host": "127.0.0.1", "port": 0, **overrides.pop("api", {})}
     # Webhook receivers in the sandbox listen on loopback.
     values["webhooks"] = {"allow_private_addresses": True, **overrides.pop("webhooks", {})}
+    # So do MTA-STS policy hosts and TLS-RPT endpoints (pass the world's ca_file and https_port too).
+    values["mta_sts"] = {"allow_private_addresses": True, **overrides.pop("mta_sts", {})}
     # Recipients here are on this machine, so tracking links may point at the API itself.
     values["tracking"] = {"use_api_url": True, **overrides.pop("tracking", {})}
     # Links are only followed through the world's web proxy: nothing leaves the machine.

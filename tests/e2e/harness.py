@@ -84,6 +84,8 @@ async def start_harness(
     }
     # Tests send freely unless they are about warm-up limits (and pass `warmup` themselves).
     warmup = overrides.pop("warmup", {"tiers": []})
+    # The platform trusts the world's certificate authority and finds its MTA-STS policy hosts.
+    mta_sts = {"ca_file": world.ca_file, "policy_port": world.https_port, **overrides.pop("mta_sts", {})}
     settings = sandbox_settings(
         database_url,
         world.dns_address,
@@ -92,6 +94,7 @@ async def start_harness(
         webhooks=webhooks,
         links=links,
         warmup=warmup,
+        mta_sts=mta_sts,
         **overrides,
     )
     platform = Platform(settings, clock)

@@ -12,7 +12,7 @@ import pytest
 from estafeta.world import World
 from tests.e2e.harness import Harness, start_harness
 
-POOLS = {"bulk": ["127.0.0.21", "127.0.0.22"], "receipts": ["127.0.0.23"]}
+POOLS = {"bulk": ["127.0.0.2", "127.0.0.3"], "receipts": ["127.0.0.4"]}  # the world's sending addresses
 LIST_HEADERS = {
     "List-Unsubscribe": "<https://acme.test/u/1>, <mailto:unsub@acme.test>",
     "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
@@ -65,8 +65,8 @@ async def test_each_stream_leaves_from_its_own_ip_pool(pooled: Harness) -> None:
     for message_id in receipts + news:
         await h.wait_state(message_id, "delivered")
     peers = {tuple(r.rcpt_to): r.peer for r in h.world.received("gmail.test")}
-    assert {peers[(f"buyer{i}@gmail.test",)] for i in range(2)} == {"127.0.0.23"}
-    assert {peers[(f"reader{i}@gmail.test",)] for i in range(4)} == {"127.0.0.21", "127.0.0.22"}
+    assert {peers[(f"buyer{i}@gmail.test",)] for i in range(2)} == {"127.0.0.4"}
+    assert {peers[(f"reader{i}@gmail.test",)] for i in range(4)} == {"127.0.0.2", "127.0.0.3"}
     view = await h.message(news[0])
     (delivered,) = [e for e in view["events"] if e["type"] == "delivered"]
     assert delivered["data"]["source_ip"] in POOLS["bulk"]

@@ -2,6 +2,11 @@
 
 One `MxSession` carries many messages (MAIL/RCPT/DATA, RSET after a refusal) until the receiver or the
 idle timer closes it. Replies are kept verbatim for the event log.
+
+When the destination has an MTA-STS policy (RFC 8461), only the MX hosts it names are used, and STARTTLS
+must succeed with a certificate that verifies for the MX host name; in `enforce` mode a host that fails
+is skipped (never used in the clear), in `testing` mode the failure is only reported. Every session
+opened (or refused for TLS reasons) is told to `observe` as an RFC 8460 result, for TLS-RPT.
 """
 
 from __future__ import annotations
@@ -9,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiosmtplib
 
+from estafeta.delivery.mta_sts import Policy
 from estafeta.delivery.mx import MxHost
 
 
@@ -69,6 +76,7 @@ class MxSession:
         self.tls = tls
         self.alive = True
         self.sent = 0
+        self.details: dict[str, object] = {}  # recorded with each attempt (e.g. the MTA-STS policy applied)
 
     async def send(self, mail_from: str, rcpt: str, raw: bytes, smtputf8: bool) -> Reply:
         """One transaction; a refusal leaves the session usable unless the server hung up."""
@@ -115,6 +123,47 @@ class MxSession:
             self.smtp.close()
 
 
+@dataclass(frozen=True)
+class TlsOutcome:
+    """How securing one session went: "success" or an RFC 8460 result type, with the hosts involved."""
+
+    result: str
+    mx_host: str
+    receiving_ip: str = ""
+    sending_ip: str = ""
+    detail: str = ""  # failure-reason-code
+
+
+Observer = Callable[[TlsOutcome], None]
+
+# OpenSSL verification codes (X509_V_ERR_*) and the RFC 8460 result types they mean.
+_CERTIFICATE_RESULTS = {
+    9: "certificate-expired",  # not yet valid
+    10: "certificate-expired",
+    62: "certificate-host-mismatch",
+}
+
+
+def certificate_result(error: ssl.SSLCertVerificationError) -> str:
+    return _CERTIFICATE_RESULTS.get(error.verify_code, "certificate-not-trusted")
+
+
+class _Refused(Exception):
+    """This host cannot be used under the destination's MTA-STS policy (the reply says why)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+async def _connect(smtp: aiosmtplib.SMTP, timeout: float) -> str:
+    """Connect and greet; returns the local address the connection left from."""
+    await smtp.connect(timeout=timeout)
+    await smtp.ehlo()
+    sockname = smtp.get_transport_info("sockname")
+    return str(sockname[0]) if sockname else ""
+
+
 async def open_session(
     hosts: list[MxHost],
     *,
@@ -124,36 +173,110 @@ async def open_session(
     connect_timeout: float,
     command_timeout: float,
     source_address: str | None = None,
+    policy: Policy | None = None,
+    verify: ssl.SSLContext | None = None,
+    observe: Observer | None = None,
 ) -> MxSession:
     """Connect to the first MX host (by preference, then address) that answers with a 2xx greeting,
-    from `source_address` when given (an address of the stream's IP pool)."""
+    from `source_address` when given (an address of the stream's IP pool), greeting as `local_hostname`.
+
+    With an MTA-STS `policy` in `enforce` or `testing` mode, certificates are verified with `verify`."""
     last = Reply(None, "no MX host to try")
+    checking = policy is not None and policy.mode in ("enforce", "testing") and verify is not None
+    enforce = checking and policy is not None and policy.mode == "enforce"
+    domain = policy.domain if policy is not None else ""
+
+    def seen(outcome: TlsOutcome) -> None:
+        if observe is not None:
+            observe(outcome)
+
+    def client(address: str) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
+            hostname=address,
+            port=port,
+            local_hostname=local_hostname,
+            timeout=command_timeout,
+            start_tls=False,
+            tls_context=_TLS,
+            source_address=(source_address, 0) if source_address else None,
+        )
+
     for mx in hosts:
+        verified = checking and policy is not None and policy.allows(mx.name)
+        if checking and not verified:
+            seen(TlsOutcome("validation-failure", mx.name, detail="mx-not-in-policy"))
+            if enforce:
+                last = Reply(
+                    None,
+                    f"MTA-STS policy of {domain} (enforce) does not list the MX host {mx.name}; "
+                    "not delivered there",
+                )
+                continue
         for address in mx.addresses:
-            smtp = aiosmtplib.SMTP(
-                hostname=address,
-                port=port,
-                local_hostname=local_hostname,
-                timeout=command_timeout,
-                start_tls=False,
-                tls_context=_TLS,
-                source_address=(source_address, 0) if source_address else None,
-            )
+            smtp = client(address)
             try:
-                await smtp.connect(timeout=connect_timeout)
-                await smtp.ehlo()
-                secured = False
-                if tls != "off" and smtp.supports_extension("starttls"):
-                    await smtp.starttls(tls_context=_TLS, server_hostname=mx.name)
-                    secured = True
-                if tls == "required" and not secured:
-                    last = Reply(None, f"{mx.name} [{address}] does not offer STARTTLS, which is required")
-                    await smtp.quit()
-                    continue
-                return MxSession(smtp, mx, address, secured)
+                sending_ip = await _connect(smtp, connect_timeout)
+                if not smtp.supports_extension("starttls"):
+                    if checking or tls != "off":
+                        seen(TlsOutcome("starttls-not-supported", mx.name, address, sending_ip))
+                    if enforce and verified:
+                        raise _Refused(
+                            Reply(
+                                None,
+                                f"{mx.name} [{address}] does not offer STARTTLS, which the MTA-STS policy "
+                                f"of {domain} (enforce) requires",
+                            )
+                        )
+                    if tls == "required":
+                        raise _Refused(
+                            Reply(None, f"{mx.name} [{address}] does not offer STARTTLS, which is required")
+                        )
+                    return MxSession(smtp, mx, address, False)
+                if verified and verify is not None:
+                    try:
+                        await smtp.starttls(tls_context=verify, server_hostname=mx.name)
+                    except ssl.SSLCertVerificationError as exc:
+                        result = certificate_result(exc)
+                        seen(TlsOutcome(result, mx.name, address, sending_ip, exc.verify_message))
+                        why = f"the certificate of {mx.name} [{address}] is not valid ({exc.verify_message})"
+                        if enforce:
+                            raise _Refused(
+                                Reply(None, f"{why}; the MTA-STS policy of {domain} (enforce) requires one")
+                            ) from exc
+                        smtp.close()  # testing: report, then deliver as without a policy
+                        smtp = client(address)
+                        sending_ip = await _connect(smtp, connect_timeout)
+                        await smtp.starttls(tls_context=_TLS, server_hostname=mx.name)
+                        return MxSession(smtp, mx, address, True)
+                    seen(TlsOutcome("success", mx.name, address, sending_ip))
+                    return MxSession(smtp, mx, address, True)
+                if tls == "off" and not checking:
+                    return MxSession(smtp, mx, address, False)
+                await smtp.starttls(tls_context=_TLS, server_hostname=mx.name)
+                seen(TlsOutcome("success", mx.name, address, sending_ip))
+                return MxSession(smtp, mx, address, True)
+            except _Refused as exc:
+                last = exc.reply
+                await _quit(smtp)
+                continue
             except aiosmtplib.SMTPResponseException as exc:
                 last = Reply(exc.code, exc.message)
+            except ssl.SSLError as exc:
+                if verified:
+                    seen(
+                        TlsOutcome("validation-failure", mx.name, address, detail=exc.reason or "tls-failure")
+                    )
+                last = Reply(None, f"TLS with {mx.name} [{address}]:{port} failed: {exc.reason or exc}")
             except (aiosmtplib.SMTPException, OSError) as exc:
                 last = Reply(None, f"connection to {mx.name} [{address}]:{port} failed: {_why(exc)}")
             smtp.close()
     raise ConnectFailed(last)
+
+
+async def _quit(smtp: aiosmtplib.SMTP) -> None:
+    try:
+        if smtp.is_connected:
+            await asyncio.wait_for(smtp.quit(), timeout=5)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        pass
+    smtp.close()

@@ -21,9 +21,12 @@ from estafeta.bounces.reasons import retry_advised
 from estafeta.clock import Clock
 from estafeta.config import DestinationLimits, Settings
 from estafeta.delivery.client import ConnectFailed, MxSession, Reply, open_session
+from estafeta.delivery.helo import SourceNames
+from estafeta.delivery.mta_sts import MtaSts
 from estafeta.delivery.mx import DnsPermanentError, DnsTemporaryError, MxResolver
-from estafeta.delivery.pools import SourcePools
+from estafeta.delivery.pools import NoSendingAddress, SourcePools
 from estafeta.delivery.throttle import TokenBucket
+from estafeta.delivery.tlsrpt import SessionCounter
 from estafeta.metrics import Metrics
 from estafeta.outcome import AttemptResult, Job
 from estafeta.queue import AfterFinish, Queue
@@ -34,6 +37,7 @@ from estafeta.waits import wait_set
 log = logging.getLogger("estafeta.delivery")
 
 FLUSH_INTERVAL = 0.02
+SESSIONS_FLUSH_INTERVAL = 5.0  # seconds between additions of TLS session counts to the database
 
 
 def classified(job: Job, reply: Reply, extra: dict[str, object]) -> AttemptResult:
@@ -99,18 +103,29 @@ class Lane:
             self.engine.report(result(self.jobs.popleft()))
 
     async def _open(self, job: Job) -> MxSession | None:
-        settings = self.engine.settings
+        engine = self.engine
+        settings = engine.settings
+        extra: dict[str, object] = {}
         try:
-            hosts = await self.engine.resolver.resolve(self.domain)
-            return await open_session(
+            hosts = await engine.resolver.resolve(self.domain)
+            lookup = await engine.mta_sts.lookup(self.domain)
+            if lookup.policy is not None and lookup.policy.mode != "none":
+                extra["mta_sts"] = {"policy": lookup.policy.id, "mode": lookup.policy.mode}
+            observe = engine.sessions.observer(self.domain, lookup) if settings.tls_reports.enabled else None
+            session = await open_session(
                 hosts,
                 port=settings.delivery.smtp_port,
-                local_hostname=settings.hostname,
+                local_hostname=engine.helo.helo(self.source),
                 tls=settings.delivery.tls,
                 connect_timeout=settings.delivery.connect_timeout,
                 command_timeout=settings.delivery.command_timeout,
                 source_address=self.source,
+                policy=lookup.policy,
+                verify=engine.mta_sts.tls,
+                observe=observe,
             )
+            session.details.update(extra)
+            return session
         except DnsPermanentError as exc:
             reply = f"{exc.status} {exc.reason}"
             bounce = {"bounce": {"kind": "hard", "reason": "no-such-domain", "status": exc.status}}
@@ -120,7 +135,7 @@ class Lane:
             self._fail_all(job, lambda j: AttemptResult(j, False, None, text, True, {"dns": "temporary"}))
         except ConnectFailed as exc:
             refused = exc.reply
-            self._fail_all(job, lambda j: classified(j, refused, {}))
+            self._fail_all(job, lambda j: classified(j, refused, extra))
         return None
 
     async def _sender(self) -> None:
@@ -142,7 +157,7 @@ class Lane:
                     job.delivery_id, self.engine.verp_secret, self.engine.settings.return_path_domain
                 )
                 reply = await session.send(mail_from, job.recipient, job.raw, job.smtputf8)
-                extra = {"mx": session.mx.name, "ip": session.address, "tls": session.tls}
+                extra = {"mx": session.mx.name, "ip": session.address, "tls": session.tls, **session.details}
                 if self.source is not None:
                     extra["source_ip"] = self.source
                 self.engine.report(classified(job, reply, extra))
@@ -182,6 +197,9 @@ class DeliveryEngine:
         )
         self.lanes: dict[tuple[str, str | None], Lane] = {}
         self.sources = sources or SourcePools(db, settings.ip_pools)
+        self.helo = SourceNames(settings, resolver.resolver)
+        self.mta_sts = MtaSts(db, settings.mta_sts, clock, resolver.resolver, resolver.addresses)
+        self.sessions = SessionCounter(db, clock)
         self.in_flight: set[int] = set()
         self.results: list[AttemptResult] = []
         self.wakeup = asyncio.Event()
@@ -208,7 +226,15 @@ class DeliveryEngine:
         if job.delivery_id in self.in_flight:
             return  # already ours (the clock jumped past our own lease): never send it twice
         self.in_flight.add(job.delivery_id)
-        source = self.sources.source_for(job)
+        try:
+            source = self.sources.source_for(job, self.helo.usable)
+        except NoSendingAddress as exc:
+            reason = (
+                f"no sending address of IP pool {exc.pool} passes the reverse-DNS check (PTR name resolving "
+                "back to the address); see `estafeta doctor`"
+            )
+            self.report(AttemptResult(job, False, None, reason, True, {"pool": exc.pool}, False))
+            return
         lane = self.lanes.get((job.domain, source))
         if lane is None:
             lane = self.lanes[(job.domain, source)] = Lane(
@@ -223,6 +249,7 @@ class DeliveryEngine:
             jobs = await self.queue.claim(min(delivery.batch_size, room)) if room > 0 else []
             if jobs:
                 await self.sources.refresh()
+                await self.helo.refresh()
             for job in jobs:
                 self._dispatch(job)
             if len(jobs) == delivery.batch_size:
@@ -252,6 +279,14 @@ class DeliveryEngine:
                 self.metrics.delivery_attempt(result.delivered, result.retry)
         self._room.set()
 
+    async def _sessions_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SESSIONS_FLUSH_INTERVAL)
+            try:
+                await self.sessions.flush()
+            except Exception:
+                log.exception("TLS session counts not saved yet")
+
     async def _renew_loop(self) -> None:
         interval = self.settings.delivery.lease_seconds / 3
         while True:
@@ -262,9 +297,11 @@ class DeliveryEngine:
     async def run(self) -> None:
         """Deliver until `stop()` is called."""
         self._running = True
+        await self.helo.refresh()  # at start: says which pool addresses fail, before any mail waits
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="delivery-flush"),
             asyncio.create_task(self._renew_loop(), name="delivery-renew"),
+            asyncio.create_task(self._sessions_loop(), name="delivery-tls-sessions"),
         ]
         try:
             try:
@@ -297,3 +334,5 @@ class DeliveryEngine:
         released = [job.delivery_id for job in pending]
         await self.queue.release(released)
         self.in_flight.difference_update(released)
+        await self.sessions.flush()
+        await self.mta_sts.close()

@@ -50,6 +50,10 @@ class MxResolver:
     def __init__(self, resolver: dns.asyncresolver.Resolver) -> None:
         self.resolver = resolver
 
+    async def addresses(self, name: str) -> list[str]:
+        """A host's A and AAAA addresses (for HTTPS to hosts named in DNS, as MX hosts are)."""
+        return list(await self._addresses(name))
+
     async def _addresses(self, name: str) -> tuple[str, ...]:
         found: list[str] = []
         for rdtype in ("A", "AAAA"):

@@ -8,13 +8,21 @@ otherwise the system picks the address. Within a pool, entries spread over its a
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from estafeta.outcome import Job
 from estafeta.store import streams as stream_store
 from estafeta.store.db import Database
 
 REFRESH_SECONDS = 30.0  # how stale another process's stream changes may be seen
+
+
+class NoSendingAddress(Exception):
+    """No address of the pool may send now (none passes the reverse-DNS check)."""
+
+    def __init__(self, pool: str) -> None:
+        super().__init__(pool)
+        self.pool = pool
 
 
 class SourcePools:
@@ -35,6 +43,14 @@ class SourcePools:
             self._chosen = await self.db.run(stream_store.pools)
             self._loaded_at = time.monotonic()
 
-    def source_for(self, job: Job) -> str | None:
-        addresses = self.pools.get(self._chosen.get((job.account_id, job.stream), job.stream))
-        return addresses[job.delivery_id % len(addresses)] if addresses else None
+    def source_for(self, job: Job, usable: Callable[[str], bool] = lambda address: True) -> str | None:
+        """The address to send `job` from (None: the system's), among the `usable` ones of its pool;
+        raises NoSendingAddress when its pool has none usable."""
+        pool = self._chosen.get((job.account_id, job.stream), job.stream)
+        addresses = self.pools.get(pool)
+        if not addresses:
+            return None
+        allowed = [address for address in addresses if usable(address)]
+        if not allowed:
+            raise NoSendingAddress(pool)
+        return allowed[job.delivery_id % len(allowed)]

@@ -493,3 +493,103 @@ class ReviewAudit(Base):
     actor: Mapped[str] = mapped_column(String(80))
     note: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime]
+
+
+class MtaStsPolicy(Base):
+    """An MTA-STS policy a destination served (RFC 8461), kept per policy id: the newest one for a domain
+    is the cached policy delivery applies until it expires; older ones name what TLS reports cover."""
+
+    __tablename__ = "mta_sts_policies"
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    policy_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(10))  # enforce | testing | none
+    mx: Mapped[list[str]] = mapped_column(default=list)
+    max_age: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    fetched_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_mta_sts_policies_newest", "domain", "fetched_at"),)
+
+
+class TlsSessionCount(Base):
+    """Outbound SMTP sessions of one UTC day by destination, policy, outcome and hosts: what the daily
+    TLS-RPT reports (RFC 8460) count. `result` is "success" or an RFC 8460 result type."""
+
+    __tablename__ = "tls_session_counts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    day: Mapped[date] = mapped_column(Date)
+    policy_domain: Mapped[str] = mapped_column(String(255))
+    policy_type: Mapped[str] = mapped_column(String(20))  # sts | no-policy-found
+    policy_id: Mapped[str] = mapped_column(String(32), default="")
+    result: Mapped[str] = mapped_column(String(40))
+    sending_ip: Mapped[str] = mapped_column(String(45), default="")
+    mx_host: Mapped[str] = mapped_column(String(255), default="")
+    receiving_ip: Mapped[str] = mapped_column(String(45), default="")
+    detail: Mapped[str] = mapped_column(String(200), default="")  # failure-reason-code
+    count: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "day",
+            "policy_domain",
+            "policy_type",
+            "policy_id",
+            "result",
+            "sending_ip",
+            "mx_host",
+            "receiving_ip",
+            "detail",
+            name="uq_tls_session_counts",
+        ),
+    )
+
+
+class TlsReportSent(Base):
+    """One destination's TLS-RPT report for one day: written before it is sent, so it is sent once."""
+
+    __tablename__ = "tls_reports_sent"
+    policy_domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    report_id: Mapped[str] = mapped_column(String(100))
+    destinations: Mapped[list[str]] = mapped_column(default=list)
+    outcome: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[datetime]
+
+
+class DmarcReport(Base):
+    """A DMARC aggregate report (RFC 7489) a receiver mailed to the platform's rua address."""
+
+    __tablename__ = "dmarc_reports"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    domain: Mapped[str] = mapped_column(String(255))  # policy_published domain
+    org_name: Mapped[str] = mapped_column(String(255))
+    org_email: Mapped[str] = mapped_column(String(320), default="")
+    report_id: Mapped[str] = mapped_column(String(255))
+    begin_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+    policy: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    messages: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("org_name", "report_id", name="uq_dmarc_reports_report"),
+        Index("ix_dmarc_reports_domain", "domain", "end_at"),
+    )
+
+
+class DmarcRecord(Base):
+    """One row of a DMARC aggregate report: messages from one source IP with one set of results."""
+
+    __tablename__ = "dmarc_records"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("dmarc_reports.id", ondelete="CASCADE"), index=True)
+    source_ip: Mapped[str] = mapped_column(String(45))
+    ptr: Mapped[str] = mapped_column(String(255), default="")
+    count: Mapped[int] = mapped_column(Integer)
+    disposition: Mapped[str] = mapped_column(String(20), default="")
+    dkim: Mapped[str] = mapped_column(String(10))  # DMARC-aligned DKIM: pass | fail
+    spf: Mapped[str] = mapped_column(String(10))  # DMARC-aligned SPF: pass | fail
+    header_from: Mapped[str] = mapped_column(String(255), default="")
+    envelope_from: Mapped[str] = mapped_column(String(255), default="")
+    auth_results: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -20,6 +20,8 @@ from estafeta.clock import Clock
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 PLATFORM_HOST = "mta.estafeta.test"
 PLATFORM_ADDRESS = "127.0.0.1"
+# Addresses a sandbox platform may put in its `ip_pools`: each has a PTR name that resolves back to it.
+SENDING_ADDRESSES = {f"127.0.0.{n}": f"mta{n}.estafeta.test" for n in range(2, 10)}
 RETURN_PATH_DOMAIN = "bounces.estafeta.test"  # the platform's sandbox return path; its MX is the platform
 RECORD_TTL = 300
 
@@ -145,6 +147,14 @@ class Provider:
     reports: tuple[tuple[str, str], ...] = ()  # (local-part prefix, "ndr" | "arf" | "auto-reply")
     requires_one_click: bool = False  # refuse bulk mail without RFC 8058 one-click unsubscribe
     unsubscribes: str | None = None  # how its users unsubscribe: "one-click" (POST) | "mailto"
+    # MTA-STS and TLS-RPT (estafeta.world.mta_sts): the policy mode it publishes, the MX patterns its
+    # policy names (empty: its own MX host), the certificate its MX presents ("self-signed", or issued by
+    # the world's certificate authority: "trusted", "wrong-name"), and where its TLS reports go
+    # ("mailto" or "https", both to the world's TLS-RPT receiver).
+    mta_sts: str | None = None
+    sts_mx: tuple[str, ...] = ()
+    certificate: str = "self-signed"
+    tls_reports: str | None = None
 
     def report_for(self, recipient: str) -> str | None:
         """What this provider mails back after accepting a message for `recipient`, if anything."""
@@ -206,6 +216,50 @@ PROVIDERS: tuple[Provider, ...] = (
     ),
     Provider("nomx.test", "nomx.test", "127.0.0.18", "no MX record; accepts via its A record", has_mx=False),
     Provider("trap.test", "mx.trap.test", "127.0.0.19", "spam trap: accepts silently"),
+    Provider(
+        "secure.test",
+        "mx.secure.test",
+        "127.0.0.40",
+        "MTA-STS enforce; its MX has a certificate from the world's authority; TLS reports by mail",
+        mta_sts="enforce",
+        certificate="trusted",
+        tls_reports="mailto",
+    ),
+    Provider(
+        "mxmismatch.test",
+        "mx.mxmismatch.test",
+        "127.0.0.41",
+        "MTA-STS enforce, but its policy names another MX host (mail must not go to it); TLS reports "
+        "by HTTPS",
+        mta_sts="enforce",
+        sts_mx=("mx.elsewhere.test",),
+        certificate="trusted",
+        tls_reports="https",
+    ),
+    Provider(
+        "badcert.test",
+        "mx.badcert.test",
+        "127.0.0.42",
+        "MTA-STS enforce, but its MX certificate names another host (mail must not go to it); TLS "
+        "reports by mail",
+        mta_sts="enforce",
+        certificate="wrong-name",
+        tls_reports="mailto",
+    ),
+    Provider(
+        "ststesting.test",
+        "mx.ststesting.test",
+        "127.0.0.43",
+        "MTA-STS testing with a self-signed MX certificate: mail is delivered, the failure reported",
+        mta_sts="testing",
+        tls_reports="mailto",
+    ),
+    Provider(
+        "reports.test",
+        "mx.reports.test",
+        "127.0.0.44",
+        "accepts; tlsrpt@reports.test receives TLS-RPT reports (see World.tls_reports)",
+    ),
 )
 
 
@@ -221,6 +275,9 @@ def zone_records(providers: Sequence[Provider]) -> tuple[str, str]:
         f'{RETURN_PATH_DOMAIN}. {RECORD_TTL} IN TXT "v=spf1 a:{PLATFORM_HOST} -all"',
     ]
     reverse = [_ptr(PLATFORM_ADDRESS, PLATFORM_HOST)]
+    for address, host in SENDING_ADDRESSES.items():
+        forward.append(f"{host}. {RECORD_TTL} IN A {address}")
+        reverse.append(_ptr(address, host))
     for provider in providers:
         require_loopback(provider.address)
         domain = f"{provider.domain}."

@@ -43,6 +43,7 @@ class Received:
     tls: bool
     dkim: str  # "pass": a valid signature aligned with From; "fail": signed, but no such one; "none"
     received_at: datetime
+    helo: str = ""  # the name the client greeted with (EHLO/HELO)
 
 
 @dataclass
@@ -303,6 +304,7 @@ class ProviderHandler:
             tls=session.ssl is not None,
             dkim=result,
             received_at=self._clock.now(),
+            helo=session.host_name or "",
         )
         self._mailroom.accept(received)
         if self._after_accept is not None:

@@ -12,6 +12,7 @@ import multiprocessing
 import signal
 import threading
 from multiprocessing.connection import Connection
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -93,6 +94,8 @@ class WorldProcess:
             raise RuntimeError(f"world process failed to start: {message[1]}")
         self.dns_address: tuple[str, int] = message[1]
         self.smtp_port: int = message[2]
+        self.https_port: int = message[3]
+        self.ca_file: Path = message[4]
 
     def stats(self) -> dict[str, ProviderStats]:
         """The child world's `stats()`."""
@@ -154,7 +157,7 @@ async def _serve_parent(connection: Connection, kwargs: dict[str, Any]) -> None:
     except Exception as error:
         connection.send(("error", repr(error)))
         return
-    connection.send(("ready", world.dns_address, world.smtp_port))
+    connection.send(("ready", world.dns_address, world.smtp_port, world.https_port, world.ca_file))
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 

@@ -5,11 +5,20 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import tempfile
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from estafeta.clock import Clock, SystemClock
-from estafeta.tls import generate_self_signed, server_context_from_pem
+from estafeta.tls import CertificateAuthority
 from estafeta.world.dns_server import DnsServer
+from estafeta.world.mta_sts import (
+    REPORT_MAILBOX,
+    PolicyServer,
+    mx_contexts,
+    parse_tls_report,
+    parse_tls_report_mail,
+)
 from estafeta.world.postmaster import PostmasterBook, PostmasterServer
 from estafeta.world.providers import PROVIDERS, Provider, RateLimit, require_loopback, zone_records
 from estafeta.world.receivers import DEFAULT_CAPACITY, Mailroom, ProviderHandler, ProviderStats, Received
@@ -57,15 +66,19 @@ class World:
             self._postmaster, [provider.domain for provider in self.providers], host_dns
         )
         self.web = WebProxy(host_dns)
-        cert_pem, key_pem = generate_self_signed([provider.mx_host for provider in self.providers])
-        tls_context = server_context_from_pem(cert_pem, key_pem)
+        authority = CertificateAuthority()
+        self.ca_pem = authority.certificate_pem
+        """The certificate of the world's authority: trust it (`mta_sts.ca_file`) to verify its MX hosts."""
+        self._ca_dir: tempfile.TemporaryDirectory[str] | None = None
+        self.policies = PolicyServer(self.zone, self.providers, authority, host_dns)
+        tls_contexts = mx_contexts(self.providers, authority)
         self._handlers = [
             ProviderHandler(
                 provider,
                 self._mailroom,
                 self.zone,
                 clock,
-                tls_context,
+                tls_contexts[provider.domain],
                 RateLimit(gmail_rate_limit, clock) if provider.rate_limited and gmail_rate_limit else None,
                 self._after_accept,
             )
@@ -86,6 +99,8 @@ class World:
             await self._bind_mx_servers()
             await self._postmaster_server.start()
             await self.web.start()
+            await self.policies.start()
+            self.policies.publish_all()
         except BaseException:
             await self._dns.stop()
             raise
@@ -144,6 +159,10 @@ class World:
         await self._unsubscribers.stop()
         await self._postmaster_server.stop()
         await self.web.stop()
+        await self.policies.stop()
+        if self._ca_dir is not None:
+            self._ca_dir.cleanup()
+            self._ca_dir = None
         for server in self._servers:
             server.close()
         for handler in self._handlers:
@@ -198,6 +217,28 @@ class World:
         """The unsubscribes providers performed, oldest first (thread-safe)."""
         return self._unsubscribers.done()
 
+    @property
+    def ca_file(self) -> Path:
+        """`ca_pem` in a file (kept while the world runs), for `mta_sts.ca_file`."""
+        if self._ca_dir is None:
+            self._ca_dir = tempfile.TemporaryDirectory(prefix="estafeta-world-")
+            Path(self._ca_dir.name, "ca.pem").write_bytes(self.ca_pem)
+        return Path(self._ca_dir.name, "ca.pem")
+
+    @property
+    def https_port(self) -> int:
+        """The port of the MTA-STS policy hosts (`mta_sts.policy_port` of a sandbox platform)."""
+        return self.policies.port
+
+    def tls_reports(self) -> list[dict[str, object]]:
+        """TLS-RPT reports received, by HTTPS POST and by mail to tlsrpt@reports.test, as parsedmarc reads
+        them (oldest first within each way)."""
+        reports = [parse_tls_report(body) for body in self.policies.posted()]
+        for message in self.received("reports.test"):
+            if REPORT_MAILBOX in message.rcpt_to:
+                reports.append(parse_tls_report_mail(message.data))
+        return reports
+
     def stats(self) -> dict[str, ProviderStats]:
         """A snapshot of every provider's counters, keyed by provider domain."""
         return self._mailroom.stats()
@@ -209,6 +250,7 @@ class World:
         self._unsubscribers.reset()
         self._postmaster.reset()
         self.web.reset()
+        self.policies.reset()
         self._mailroom.reset()
         for handler in self._handlers:
             handler.reset()

@@ -1,0 +1,1 @@
+"""Reports the platform sends and receives: TLS-RPT aggregate reports out, DMARC aggregate reports in."""
