@@ -48,7 +48,7 @@ def make_rdata(rdtype: str | dns.rdatatype.RdataType, value: str) -> dns.rdata.R
     rdtype = dns.rdatatype.RdataType.make(rdtype)
     if rdtype == dns.rdatatype.TXT:
         return TXT(_IN, rdtype, txt_strings(value))
-    return dns.rdata.from_text(_IN, rdtype, value, origin=dns.name.root)
+    return dns.rdata.from_text(_IN, rdtype, value, origin=dns.name.root, relativize=False)
 
 
 def zone_line(name: str, rdtype: str, value: str, ttl: int = 300) -> str:
