@@ -400,6 +400,11 @@ class Settings(BaseSettings):
     links: LinkSettings = Field(default_factory=LinkSettings)
     notices: NoticeSettings = Field(default_factory=NoticeSettings)
 
+    @property
+    def dmarc_rua(self) -> str:
+        """Where the platform receives DMARC aggregate reports: the `rua` its sending domains publish."""
+        return f"{self.inbound.dmarc_address}@{self.return_path_domain}"
+
     @field_validator("database_url")
     @classmethod
     def _driver(cls, url: str) -> str:

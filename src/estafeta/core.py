@@ -8,14 +8,16 @@ Who reacts to what is wired here, at construction, and nowhere else:
 
 * delivery outcomes → `reputation.after_outcomes` (given to each delivery engine's queue),
 * complaints → `reputation.after_complaint` (given to the inbound listener by the platform),
+* DMARC aggregate reports → `dmarc.ingest` (given to the inbound listener by the platform),
 * approvals and resumptions → `reputation` wakes delivery (`wake_delivery`) and the campaign runner,
 * replays and test deliveries → `webhooks` wakes the webhook dispatcher,
 * stream changes → `streams` forgets its From-domain and source-pool caches.
 
 Services (attributes): `accounts`, `domains`, `api_keys`, `admin_keys`, `smtp_credentials`, `streams`,
 `suppressions`, `accepter` (the accept stage), `tracker`, `audience` (lists, contacts, consent, segments,
-campaigns), `reputation` (standing, reviews, warm-up), `webhooks` (endpoint administration) and
-`messages` (reads and cancellations); the workers the platform runs (`webhook_dispatcher`,
+campaigns), `reputation` (standing, reviews, warm-up), `webhooks` (endpoint administration),
+`messages` (reads and cancellations) and `dmarc` (the DMARC aggregate reports receivers mail back: kept
+by the inbound listener, summed up per sending domain); the workers the platform runs (`webhook_dispatcher`,
 `audience.runner`, `postmaster`) and the scheduler's `jobs()` (among them `tls_reports`, the daily TLS-RPT
 reports); `system_senders` owns the accounts that send the platform's own mail.
 """
@@ -43,6 +45,7 @@ from estafeta.messages import Messages
 from estafeta.metrics import Metrics
 from estafeta.notices import Notices
 from estafeta.postmaster import PostmasterPoller
+from estafeta.reports.dmarc import DmarcReports
 from estafeta.reports.tls import TlsReports
 from estafeta.reputation import Reputation
 from estafeta.retention import Retention
@@ -144,6 +147,7 @@ class Core:
         self.messages = Messages(db, clock)
         self.system_senders = SystemSenders(db, settings, self.accounts, self.domains)
         self.notices = Notices(db, settings, clock, self.accepter, self.system_senders)
+        self.dmarc = DmarcReports(db, settings, clock, self.resolver.resolver, self.domains)
         self.tls_reports = TlsReports(
             db,
             settings,

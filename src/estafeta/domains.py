@@ -44,14 +44,15 @@ def domain_key(row: store.DomainRow) -> DkimKey:
     return DkimKey(row.name, row.dkim_selector, row.dkim_algorithm, row.dkim_private_key)  # type: ignore[arg-type]
 
 
-def dns_records(row: store.DomainRow) -> list[DnsRecord]:
-    """What the domain's owner publishes so receivers can authenticate the mail."""
+def dns_records(row: store.DomainRow, settings: Settings) -> list[DnsRecord]:
+    """What the domain's owner publishes so receivers can authenticate the mail (and send DMARC reports
+    to the platform's inbound listener)."""
     key = domain_key(row)
     return [
         DnsRecord(key.record_name, "TXT", key.record_value, "DKIM public key"),
         DnsRecord(row.name, "TXT", "v=spf1 a mx ~all", "SPF: add this platform's sending IPs (ip4:…)"),
         DnsRecord(
-            f"_dmarc.{row.name}", "TXT", f"v=DMARC1; p=none; rua=mailto:dmarc@{row.name}", "DMARC policy"
+            f"_dmarc.{row.name}", "TXT", f"v=DMARC1; p=none; rua=mailto:{settings.dmarc_rua}", "DMARC policy"
         ),
     ]
 

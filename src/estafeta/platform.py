@@ -40,6 +40,7 @@ class Platform:
             core.verp_secret,
             unsubscribe=core.audience.unsubscriber,
             after_complaint=core.reputation.after_complaint,
+            dmarc=core.dmarc,
         )
         self.inbound_address: tuple[str, int] | None = None
         self.scheduler = Scheduler(core.jobs())

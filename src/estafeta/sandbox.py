@@ -7,6 +7,7 @@ from typing import Any
 
 from estafeta.config import Settings
 from estafeta.dkim import DkimKey
+from estafeta.world.providers import RETURN_PATH_DOMAIN
 from estafeta.world.zone import zone_line
 
 
@@ -17,7 +18,10 @@ def zone_lines(keys: list[DkimKey]) -> str:
         if key.domain.endswith(".test"):
             lines.append(zone_line(key.record_name, "TXT", key.record_value))
             lines.append(zone_line(key.domain, "TXT", "v=spf1 ip4:127.0.0.0/8 ~all"))
-            lines.append(zone_line(f"_dmarc.{key.domain}", "TXT", "v=DMARC1; p=none"))
+            rua = f"dmarc@{RETURN_PATH_DOMAIN}"  # the platform's inbound listener keeps the reports
+            lines.append(zone_line(f"_dmarc.{key.domain}", "TXT", f"v=DMARC1; p=none; rua=mailto:{rua}"))
+            # RFC 7489 §7.1: the report domain agrees to receive reports about this domain
+            lines.append(zone_line(f"{key.domain}._report._dmarc.{RETURN_PATH_DOMAIN}", "TXT", "v=DMARC1"))
     return "\n".join(lines) + "\n"
 
 

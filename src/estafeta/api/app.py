@@ -10,6 +10,7 @@ from estafeta import __version__
 from estafeta.api import (
     bounces,
     campaigns,
+    dmarc,
     events,
     lint,
     lists,
@@ -57,6 +58,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(reputation.router)
     app.include_router(reputation.admin_router)
+    app.include_router(dmarc.router)
     if core.settings.metrics.enabled and core.settings.metrics.port is None:
         app.include_router(metrics_api.router)
 

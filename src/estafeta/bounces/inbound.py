@@ -7,6 +7,8 @@ Two kinds of address exist there, and nothing else is accepted (550 5.1.1, so th
 * `<fbl_address>@<return_path_domain>`, where feedback loops send ARF complaints (RFC 5965).
 * `unsub+<token>@<return_path_domain>`, the `mailto:` URI of list mail's List-Unsubscribe header (RFC 2369):
   any message there unsubscribes the address the signed token names (`estafeta.audience.unsubscribe`).
+* `<dmarc_address>@<return_path_domain>`, the `rua` of the sending domains' DMARC records, where receivers
+  mail DMARC aggregate reports (`estafeta.reports.dmarc`).
 
 DATA is answered 250 only once what the report means is committed: the event (`bounced` with
 `data.async`, `soft_bounced`, `complained`, `auto_replied`) and the suppression it causes, in one
@@ -52,6 +54,7 @@ class Mailbox:
     fbl: bool
     delivery_id: int | None = None
     unsubscribe_token: str | None = None
+    dmarc: bool = False
 
 
 class MailtoUnsubscribe(Protocol):
@@ -65,6 +68,12 @@ class MailtoUnsubscribe(Protocol):
 AfterComplaint = Callable[[Connection, int, datetime], None]
 
 
+class DmarcIngest(Protocol):
+    """Keeps the DMARC aggregate report a message carries; returns what became of it."""
+
+    async def ingest(self, raw: bytes) -> str: ...
+
+
 class InboundHandler:
     """aiosmtpd hooks: which recipients exist, and what each report means."""
 
@@ -76,12 +85,15 @@ class InboundHandler:
         verp_secret: bytes,
         unsubscribe: MailtoUnsubscribe | None = None,
         after_complaint: AfterComplaint | None = None,
+        dmarc: DmarcIngest | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.verp_secret = verp_secret
         self.unsubscribe = unsubscribe
         self.after_complaint = after_complaint
+        self.dmarc = dmarc
+        self.dmarc_local = settings.inbound.dmarc_address.lower()
         self.domain = settings.return_path_domain.lower()
         self.fbl = settings.inbound.fbl_address.lower()
         self.rule = soft_rule(settings.suppression)
@@ -95,6 +107,8 @@ class InboundHandler:
             return None
         if local.lower() == self.fbl:
             return Mailbox(fbl=True)
+        if local.lower() == self.dmarc_local and self.dmarc is not None:
+            return Mailbox(fbl=False, dmarc=True)
         prefix, _, token = local.partition("+")
         if prefix.lower() == "unsub" and token and self.unsubscribe is not None:
             return Mailbox(fbl=False, unsubscribe_token=token) if self.unsubscribe.accepts(token) else None
@@ -135,6 +149,8 @@ class InboundHandler:
         if mailbox.unsubscribe_token is not None and self.unsubscribe is not None:
             await self.unsubscribe.mailto(mailbox.unsubscribe_token)
             return "unsubscribed"
+        if mailbox.dmarc and self.dmarc is not None:
+            return await self.dmarc.ingest(raw)
         complaint = parse_complaint(raw)  # some providers send complaints to the return path
         if complaint is not None:
             return await self._complaint(complaint, mailbox.delivery_id)
@@ -268,11 +284,13 @@ class InboundListener:
         verp_secret: bytes,
         unsubscribe: MailtoUnsubscribe | None = None,
         after_complaint: AfterComplaint | None = None,
+        dmarc: DmarcIngest | None = None,
     ) -> None:
         """`unsubscribe` handles mailto unsubscribes; `after_complaint` reacts to each complaint in the
-        transaction that stores it (reputation: a complaint counts at once)."""
+        transaction that stores it (reputation: a complaint counts at once); `dmarc` keeps the DMARC
+        aggregate reports mailed to the rua address."""
         self.settings = settings
-        self.handler = InboundHandler(db, settings, clock, verp_secret, unsubscribe, after_complaint)
+        self.handler = InboundHandler(db, settings, clock, verp_secret, unsubscribe, after_complaint, dmarc)
         self.sessions: set[_InboundSMTP] = set()
         self._server: asyncio.Server | None = None
 

@@ -110,6 +110,13 @@ class WorldProcess:
             self._connection.send(("report_to", host, port))
             self._connection.recv()
 
+    def send_dmarc_reports(self) -> int:
+        """The child world's `send_dmarc_reports()`."""
+        with self._lock:
+            self._connection.send("dmarc_reports")
+            sent: int = self._connection.recv()
+            return sent
+
     def stop(self) -> None:
         """Ask the child to stop cleanly; terminate it if it does not exit in time."""
         with self._lock:
@@ -168,6 +175,8 @@ async def _serve_parent(connection: Connection, kwargs: dict[str, Any]) -> None:
             request = "stop"
         if request == "stats":
             connection.send(world.stats())
+        elif request == "dmarc_reports":
+            connection.send(world.send_dmarc_reports())
         elif isinstance(request, tuple) and request[0] == "report_to":
             world.report_to(request[1], request[2])
             connection.send("ok")

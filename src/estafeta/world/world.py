@@ -11,6 +11,7 @@ from pathlib import Path
 
 from estafeta.clock import Clock, SystemClock
 from estafeta.tls import CertificateAuthority
+from estafeta.world.dmarc_reports import DmarcBook
 from estafeta.world.dns_server import DnsServer
 from estafeta.world.mta_sts import (
     REPORT_MAILBOX,
@@ -62,6 +63,9 @@ class World:
         self._reporter = Reporter(self._mailroom.report_sent)
         self._unsubscribers = Unsubscribers(self._reporter)
         self._postmaster = PostmasterBook(self.zone)
+        self._dmarc = DmarcBook(self.zone)
+        self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._postmaster_server = PostmasterServer(
             self._postmaster, [provider.domain for provider in self.providers], host_dns
         )
@@ -94,6 +98,7 @@ class World:
         return self._dns.address
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self._dns.start()
         try:
             await self._bind_mx_servers()
@@ -108,6 +113,7 @@ class World:
     def _after_accept(self, provider: Provider, received: Received) -> None:
         self._reporter.after_accept(provider, received)
         self._postmaster.after_accept(provider, received)
+        self._dmarc.after_accept(provider, received)
         self._unsubscribers.after_accept(provider, received)
 
     @property
@@ -208,6 +214,18 @@ class World:
         `host:port` (until this is called, providers report nothing)."""
         self._reporter.report_to(require_loopback(host), port)
 
+    def send_dmarc_reports(self) -> int:
+        """Have the reporting providers (gmail.test, yahoo.test) mail their DMARC aggregate reports of the
+        mail accepted since their last ones to the `rua` of each domain (through `report_to`); returns
+        how many reports were handed to the reporter (thread-safe)."""
+        assert self._loop is not None, "the world is not running"
+        providers = {provider.domain: provider for provider in self.providers}
+        reports = self._dmarc.take_reports(providers, self._clock.now())
+        for provider, rua, message in reports:
+            sender = f"noreply-dmarc-support@{provider}"
+            self._loop.call_soon_threadsafe(self._reporter.send, provider, sender, rua, message)
+        return len(reports)
+
     def unsubscribe_for(self, addresses: Iterable[str]) -> None:
         """Have these recipients press "unsubscribe" when list mail reaches them (besides `unsub*` ones):
         a one-click POST at gmail.test, a mail to the mailto: address at yahoo.test (thread-safe)."""
@@ -249,6 +267,7 @@ class World:
         self._reporter.reset()
         self._unsubscribers.reset()
         self._postmaster.reset()
+        self._dmarc.reset()
         self.web.reset()
         self.policies.reset()
         self._mailroom.reset()
