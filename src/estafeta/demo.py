@@ -20,6 +20,8 @@ from rich.table import Table
 from estafeta.clock import SystemClock
 from estafeta.core import Core
 from estafeta.platform import Platform
+from estafeta.reports.dmarc import Summary
+from estafeta.reports.dmarc_table import render as render_dmarc
 from estafeta.sandbox import sandbox_settings, zone_lines
 from estafeta.store import queue as queue_store
 from estafeta.world import start_world_process
@@ -56,6 +58,7 @@ class DemoResult:
     per_domain: dict[str, dict[str, int]]
     deferrals: dict[str, int]
     database: Path
+    dmarc: Summary | None = None  # what the receivers' DMARC reports say about the demo's domain
 
 
 # Some mailboxes report back after accepting: a late bounce, a spam complaint, an out-of-office reply.
@@ -96,6 +99,7 @@ async def run_demo(messages: int, workdir: Path, console: Console, batch: int = 
             world.smtp_port,
             delivery=DEMO_DELIVERY,
             inbound={"enabled": True, "port": 0},
+            mta_sts={"ca_file": world.ca_file, "policy_port": world.https_port},
             # The demo's mix is bad on purpose (bounces, traps), and its size is chosen by the user.
             reputation={"enabled": False},
             warmup={"tiers": []},
@@ -114,11 +118,23 @@ async def run_demo(messages: int, workdir: Path, console: Console, batch: int = 
         seconds = time.perf_counter() - started
         per_domain = await platform.core.db.run(queue_store.domain_state_counts)
         deferrals = await platform.core.db.run(queue_store.event_counts_by_domain, "deferred")
-        return DemoResult(messages, result, seconds, per_domain, deferrals, db_path)
+        reports = await asyncio.to_thread(world.send_dmarc_reports)
+        dmarc = await _dmarc_reports(platform, domain.name, reports)
+        return DemoResult(messages, result, seconds, per_domain, deferrals, db_path, dmarc)
     finally:
         if platform is not None:
             await platform.stop()
         await asyncio.to_thread(world.stop)
+
+
+async def _dmarc_reports(platform: Platform, domain: str, expected: int, timeout: float = 10.0) -> Summary:
+    """The DMARC view of `domain` once the receivers' reports have arrived (or `timeout` has passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        summary = await platform.core.dmarc.summary(domain)
+        if summary.reports >= expected or time.monotonic() > deadline:
+            return summary
+        await asyncio.sleep(0.1)
 
 
 async def _send_and_follow(
@@ -200,10 +216,14 @@ def render(result: DemoResult, console: Console) -> None:
         f"{result.seconds:.1f} s → [bold]{rate:.0f} messages/s[/]  "
         "(deferred counts deferrals; each was retried)"
     )
+    if result.dmarc is not None:
+        console.print("\n[bold]DMARC aggregate reports the receivers sent back[/]")
+        console.print(render_dmarc(result.dmarc))
     console.print(
         "\n[bold]Where next[/]\n"
         f"  • The demo database is kept at {result.database}; look inside with\n"
         f"    ESTAFETA_DATABASE_URL=sqlite:///{result.database} estafeta domains list\n"
+        "    (and `estafeta domains dmarc acme.test` for the DMARC reports)\n"
         "  • Run the platform for real: `estafeta serve` (API http://127.0.0.1:8025, OpenAPI at /docs)\n"
         "  • Play in the sandbox: `estafeta world`\n"
         "  • Operator docs: docs/ (DNS records, deployment, PostgreSQL)"

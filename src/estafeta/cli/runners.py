@@ -116,9 +116,11 @@ def world(
         console.print(table)
         host, port = sim.dns_address
         console.print(
-            f"DNS on {host}:{port}, MX servers on port {sim.smtp_port}. Point a platform at it with\n"
+            f"DNS on {host}:{port}, MX servers on port {sim.smtp_port}, MTA-STS policy hosts on port "
+            f"{sim.https_port}. Point a platform at it with\n"
             f"  ESTAFETA_DNS_SERVERS='[\"{host}:{port}\"]' ESTAFETA_DELIVERY__SMTP_PORT={sim.smtp_port} "
-            "estafeta serve\nCtrl-C stops."
+            f"ESTAFETA_MTA_STS__CA_FILE={sim.ca_file} ESTAFETA_MTA_STS__POLICY_PORT={sim.https_port} "
+            "ESTAFETA_MTA_STS__ALLOW_PRIVATE_ADDRESSES=true estafeta serve\nCtrl-C stops."
         )
         console.print(
             f"Postmaster figures: {sim.postmaster_url}/<provider>/domains/<domain>/stats "

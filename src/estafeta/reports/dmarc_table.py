@@ -25,7 +25,12 @@ def render(summary: Summary) -> Group:
         f"since {summary.since:%Y-%m-%d} · DKIM {_rate(summary.rate('dkim_pass'))} · SPF "
         f"{_rate(summary.rate('spf_pass'))} · DMARC {_rate(summary.rate('dmarc_pass'))} (aligned passes)",
     )
-    table = Table("source IP", "reverse DNS", "messages", "DKIM pass", "SPF pass", "DMARC pass", "sender")
+    table = Table()
+    table.add_column("source IP", no_wrap=True)
+    table.add_column("reverse DNS", overflow="fold")
+    for name in ("messages", "DKIM pass", "SPF pass", "DMARC pass"):
+        table.add_column(name, justify="right")
+    table.add_column("sender", no_wrap=True)
     for source in summary.sources:
         table.add_row(
             source.ip,
@@ -34,7 +39,7 @@ def render(summary: Summary) -> Group:
             str(source.dkim_pass),
             str(source.spf_pass),
             str(source.dmarc_pass),
-            "this platform" if source.ours else Text("unknown", style="bold red"),
+            "ours" if source.ours else Text("unknown", style="bold red"),
         )
     parts: list[Text | Table] = [head, table]
     unknown = summary.unknown
