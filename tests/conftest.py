@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
 
 from estafeta.store.db import Database
+from estafeta.world import World
 
 PG_URL = os.environ.get("ESTAFETA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -57,3 +58,12 @@ def db(db_url: str) -> Iterator[Database]:
     database.migrate()
     yield database
     database.close()
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    """A simulated internet of its own, in the test's event loop."""
+    world = World()
+    await world.start()
+    yield world
+    await world.stop()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from estafeta.config import Settings
@@ -12,15 +10,11 @@ from estafeta.delivery.mx import make_resolver
 from estafeta.world import World
 
 
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    world = World()
-    await world.start()
-    # 127.0.0.78 names a host that resolves elsewhere; 127.0.0.77 has no PTR at all.
+@pytest.fixture(autouse=True)
+def broken_reverse_dns(world: World) -> None:
+    """127.0.0.78 names a host that resolves elsewhere; 127.0.0.77 has no PTR at all."""
     world.zone.add("78.0.0.127.in-addr.arpa", "PTR", "mta78.estafeta.test.")
     world.zone.add("mta78.estafeta.test", "A", "127.0.0.99")
-    yield world
-    await world.stop()
 
 
 def resolver(world: World):  # type: ignore[no-untyped-def]

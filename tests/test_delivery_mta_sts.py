@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-
-import pytest
 
 from estafeta.clock import ManualClock
 from estafeta.config import MtaStsSettings
@@ -16,14 +13,6 @@ from estafeta.world import World
 from estafeta.world.mta_sts import policy_text
 
 DAY = 86400
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    world = World()
-    await world.start()
-    yield world
-    await world.stop()
 
 
 def discovery(world: World, db: Database, clock: ManualClock, **settings: object) -> MtaSts:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -22,14 +21,6 @@ DAY = datetime(2026, 3, 1, tzinfo=UTC)
 OURS = Row("127.0.0.2", "acme.test", "bounces.estafeta.test", "pass", "pass", "acme.test", "s1")
 SPOOFER = Row("203.0.113.66", "acme.test", "acme.test", "fail", "none", "", "")
 FORWARDER = Row("127.0.0.1", "news.acme.test", "acme.test", "pass", "fail", "acme.test", "s1")
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    world = World()
-    await world.start()
-    yield world
-    await world.stop()
 
 
 def message(provider: str, rows: dict[Row, int], domain: str = "acme.test") -> bytes:
