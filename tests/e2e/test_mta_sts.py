@@ -99,6 +99,10 @@ async def test_testing_policy_delivers_and_a_daily_report_goes_to_each_rua(harne
     assert outcomes["mxmismatch.test"].endswith("/v1/tlsrpt: HTTP 200")
     assert outcomes["secure.test"].startswith("mailto:tlsrpt@reports.test: queued as message ")
     await _until(lambda: len(h.world.received("reports.test")) == 2)  # mailed: secure, ststesting
+    for mailed in h.world.received("reports.test"):
+        head = mailed.data.split(b"\r\n\r\n", 1)[0]
+        assert b'multipart/report; report-type="tlsrpt"' in head and b"TLS-Report-Submitter: " in head
+        assert b"DKIM-Signature: " in head and mailed.rcpt_to == ["tlsrpt@reports.test"]
 
     reports = {r["policies"][0]["policy_domain"]: r for r in h.world.tls_reports()}
     assert set(reports) == {"secure.test", "ststesting.test", "mxmismatch.test"}
