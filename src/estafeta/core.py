@@ -16,10 +16,10 @@ Who reacts to what is wired here, at construction, and nowhere else:
 Services (attributes): `accounts`, `domains`, `api_keys`, `admin_keys`, `smtp_credentials`, `streams`,
 `suppressions`, `accepter` (the accept stage), `tracker`, `audience` (lists, contacts, consent, segments,
 campaigns), `reputation` (standing, reviews, warm-up), `webhooks` (endpoint administration),
-`messages` (reads and cancellations) and `dmarc` (the DMARC aggregate reports receivers mail back: kept
-by the inbound listener, summed up per sending domain); the workers the platform runs (`webhook_dispatcher`,
-`audience.runner`, `postmaster`) and the scheduler's `jobs()` (among them `tls_reports`, the daily TLS-RPT
-reports); `system_senders` owns the accounts that send the platform's own mail.
+`messages` (reads and cancellations), `dmarc` (the DMARC aggregate reports receivers mail back: kept by
+the inbound listener, summed up per sending domain) and `system_senders` (the accounts that send the
+platform's own mail); the workers the platform runs (`webhook_dispatcher`, `audience.runner`,
+`postmaster`) and the scheduler's `jobs()` (among them `tls_reports`, the daily TLS-RPT reports).
 """
 
 from __future__ import annotations
