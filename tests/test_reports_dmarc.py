@@ -11,7 +11,7 @@ from estafeta.accounts import Accounts
 from estafeta.clock import ManualClock
 from estafeta.config import Settings
 from estafeta.delivery.mx import make_resolver
-from estafeta.domains import Domains
+from estafeta.domains import Domains, dns_records
 from estafeta.reports.dmarc import DmarcReports, parse_report
 from estafeta.store.db import Database
 from estafeta.world import World
@@ -90,3 +90,14 @@ async def test_reports_about_other_domains_are_not_kept(world: World, db: Databa
     assert await dmarc.ingest(message("gmail.test", {OURS: 5}, domain="globex.test")) == "unrelated"
     assert await dmarc.ingest(b"From: a@b.test\r\n\r\nnot a report\r\n") == "ignored"
     assert (await dmarc.summary("acme.test")).reports == 0
+
+
+async def test_the_published_dmarc_record_sends_reports_to_the_inbound_listener(db: Database) -> None:
+    settings = Settings(return_path_domain="bounces.example.com", inbound={"dmarc_address": "rua"})
+    clock = ManualClock(DAY)
+    domains = Domains(db, settings, clock)
+    row, _ = await domains.add(
+        (await Accounts(db, clock).create("acme")).id, "acme.example", "ed25519-sha256"
+    )
+    (dmarc,) = [r for r in dns_records(row, settings) if r.name == "_dmarc.acme.example"]
+    assert dmarc.value == "v=DMARC1; p=none; rua=mailto:rua@bounces.example.com"
