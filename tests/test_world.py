@@ -6,7 +6,6 @@ import asyncio
 import base64
 import smtplib
 import socket
-from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 
@@ -28,14 +27,6 @@ from estafeta.world import World, WorldThread, start_world_process, zone_line
 RATE_LIMITED = (
     "421 4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP address."
 )
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    world = World()
-    await world.start()
-    yield world
-    await world.stop()
 
 
 @pytest.fixture(scope="module")

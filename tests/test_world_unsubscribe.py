@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiosmtplib
 import pytest
@@ -12,14 +11,6 @@ from estafeta.world import World
 from tests.test_world import message, mx_address, resolver_for, rsa_key, send, signed
 
 __all__ = ["rsa_key"]  # a fixture used below
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    world = World()
-    await world.start()
-    yield world
-    await world.stop()
 
 
 class OneClickEndpoint:
