@@ -2,9 +2,11 @@
 many servers still send (Postfix, qmail, Exim, Exchange, Domino, Yahoo …).
 
 A standard DSN is read field by field and each recipient is classified from its Status and
-Diagnostic-Code.  Anything else goes through text heuristics, with flufl.bounce — twenty years of
-Mailman's bounce detectors — as a second opinion on which recipients failed.  Automatic replies
-(RFC 3834) are recognised so that an out-of-office never counts as a bounce.
+Diagnostic-Code (the words of the receiving server, not the reporting MTA's translation of them).  Anything
+else goes through text heuristics, with flufl.bounce — twenty years of Mailman's bounce detectors — as a second
+opinion on which recipients failed, asked only when the text names no recipient of its own.  Reports of
+success (Action delivered, relayed or expanded; a 2.x.x status) and automatic replies (RFC 3834) are
+recognised, so that neither ever counts as a bounce.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Literal
 
 from flufl.bounce import all_failures
 
-from estafeta.bounces.classify import classify_failure, find_reply_code, find_status
-from estafeta.bounces.reasons import Kind, Reason, Verdict
+from estafeta.bounces.classify import classify_failure, find_reply_code, find_stage, find_status
+from estafeta.bounces.policy import DEFAULT_POLICY, Policy
+from estafeta.bounces.reasons import Evidence, Kind, Reason, Verdict
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,9 @@ class BounceReport:
     original_message_id: str | None
     original_envelope_id: str | None
     verp_token: str | None
-    source: Literal["dsn", "heuristic", "flufl"]
+    source: Literal["dsn", "heuristic", "flufl", "ses"]
+    evidence: tuple[Evidence, ...] = ()
+    scope: str = "none"  # what the worst recipient's failure suppresses: global, account or none
 
 
 _NOT_A_FAILURE = {"delivered", "relayed", "expanded"}
@@ -107,41 +112,76 @@ _DELAY_WORDS = _any_of(
     r"has been postponed|no action is required",
 )
 _AUTO_REPLY_SUBJECT = _any_of(
-    r"out of (?:the )?office|away from (?:my|the) (?:desk|office)|vacation|on leave|abwesen",
-    r"auto(?:matic)?[- ]?(?:reply|response|antwort)",
-    r"r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica",
+    r"out of (?:the )?office|away from (?:my|the) (?:desk|office|mail)|vacation|on leave|abwesen|i'?m away",
+    r"auto(?:matic)?[- ]?(?:reply|response|antwort)|^auto:|\(automatic response\)|automatyczna",
+    r"r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica|absence",
 )
 _AUTO_REPLY_BODY = _any_of(
     r"\b(?:i am|i'm|i will be) (?:currently )?(?:out of (?:the )?office|away from (?:the|my) (?:office|desk)"
-    r"|on (?:annual )?(?:leave|vacation|holiday))",
+    r"|away until|on (?:annual )?(?:leave|vacation|holiday))",
+    r"\bi am away\b|this is an automated (?:response|reply)",
 )
+_MAX_TEXT = 20_000  # a bounce explains itself in its first lines; the rest is quoted mail
+# Footers of virus scanners and the like, whose words ("spam", "virus") are no reason for the bounce.
+_BOILERPLATE = re.compile(
+    r"(?im)^.*(?:scanned (?:for|by)|virus[- ](?:free|checked|scanned)|antivirus|nod32|report this email as spam"
+    r"|has been scanned|believed to be clean).*$"
+)
+# Sendmail's own translation of a remote refusal ("550 5.1.1 <a@b>... User unknown") under the real one.
+_TRANSLATED = re.compile(r"(?im)^\s*5\d\d 5\.\d\.\d+ <[^>\n]*>\.\.\. (?:user unknown|service unavailable)\s*$")
+_SUCCESS_WORDS = _any_of(
+    r"^\s*(?:delivered|relayed|return receipt|delivery receipt)\b|\(success\)|successful(?:ly)? (?:mail )?deliver",
+    r"(?:has|have) been (?:successfully )?(?:delivered|relayed) to|delivery to the following recipients? "
+    r"(?:was|has been) (?:successful|complete)|delivery to these recipients or (?:distribution )?(?:lists|groups) is complete",
+    r"following addresses had successful delivery",
+)
+_THANKS = re.compile(r"thank you for (?:your|you) (?:e-?mail|message)|will (?:reply|respond|get back)", re.I)
 _X400_PREFIX = re.compile(r"^(?:smtp|rfc-?822)=", re.I)
 _MENTIONED_MESSAGE_ID = re.compile(r"message-?id\W{0,20}(?:of\s+)?<([^<>\s]+)>", re.I)
 _TAG = re.compile(r"<[^>]*>")
 _VERP = re.compile(r"^bounces\+([^@]+)@", re.I)
 
 
-def parse_bounce(raw: bytes) -> BounceReport:
+def parse_message(raw: bytes) -> Message:
+    """Parse raw mail once, forgiving the blank first line some gateways put before the headers."""
+    return message_from_bytes(raw.lstrip(b" \t\r\n"), policy=policy.compat32)
+
+
+def parse_bounce(raw: bytes | Message, policy: Policy = DEFAULT_POLICY) -> BounceReport:
     """Read one inbound message sent to the return path and say whether, why and for whom it bounced."""
-    msg = message_from_bytes(raw, policy=policy.compat32)
+    msg = parse_message(raw) if isinstance(raw, bytes) else raw
+    token = verp_token(msg)
     if find_part(msg, "message/feedback-report") is not None:  # a complaint (ARF), read by parse_complaint
-        return BounceReport(False, Kind.NONE, Reason.OTHER, [], None, None, verp_token(msg), "heuristic")
+        return BounceReport(False, Kind.NONE, Reason.OTHER, [], None, None, token, "heuristic")
     envelope_id = None
     recipients: list[RecipientFailure] = []
     source: Literal["dsn", "heuristic", "flufl"] = "dsn"
+    evidence: list[Evidence] = []
     notification = _notification_text(msg)
     report = _delivery_status(msg)
     if report is not None:
         envelope_id = _field(report[0], "Original-Envelope-Id")
-        recipients = _dsn_recipients(report, notification)
+        recipients = _dsn_recipients(report, notification, policy)
+        if recipients:
+            evidence.append(Evidence("format", "an RFC 3464 delivery-status part, read field by field"))
     if recipients:
         overall = _overall(recipients)
     else:
-        heuristic = _heuristic(msg, notification)
+        if find_part(msg, "message/disposition-notification") is not None:
+            evidence.append(Evidence("format", "a read receipt (RFC 8098 disposition notification), not a bounce"))
+            return BounceReport(False, Kind.NONE, Reason.DELIVERED, [], None, None, token, "heuristic", tuple(evidence))
+        if (success := _success(msg, notification)) is not None:
+            evidence.append(success)
+            return BounceReport(False, Kind.NONE, Reason.DELIVERED, [], None, None, token, "heuristic", tuple(evidence))
+        if not _from_mail_system(msg) and (auto := _auto_reply(msg, notification)) is not None:
+            evidence.append(auto)
+            return BounceReport(False, Kind.NONE, Reason.OUT_OF_OFFICE, [], None, None, token, "heuristic", tuple(evidence))
+        heuristic = _heuristic(msg, notification, policy)
         if heuristic is None:
-            reason = Reason.OUT_OF_OFFICE if _is_auto_reply(msg, notification) else Reason.OTHER
-            return BounceReport(False, Kind.NONE, reason, [], None, None, verp_token(msg), "heuristic")
+            evidence.append(Evidence("format", "no delivery report, no failure wording, not from a mail system"))
+            return BounceReport(False, Kind.NONE, Reason.OTHER, [], None, None, token, "heuristic", tuple(evidence))
         recipients, overall, source = heuristic
+    evidence.extend(overall.evidence)
     return BounceReport(
         is_bounce=overall.kind is not Kind.NONE,
         kind=overall.kind,
@@ -149,8 +189,25 @@ def parse_bounce(raw: bytes) -> BounceReport:
         recipients=recipients,
         original_message_id=original_message_id(msg),
         original_envelope_id=envelope_id or _enclosed_header(msg, "X-Envelope-Id", "X-Original-Envelope-Id"),
-        verp_token=verp_token(msg),
+        verp_token=token,
         source=source,
+        evidence=tuple(evidence),
+        scope=overall.scope,
+    )
+
+
+def parse_fields(raw: bytes, policy: Policy = DEFAULT_POLICY) -> BounceReport:
+    """A bare message/delivery-status body (the fields of a DSN without the message around them)."""
+    text = raw.decode("utf-8", "replace").replace("\r\n", "\n")
+    blocks = [HeaderParser().parsestr(chunk.strip() + "\n") for chunk in re.split(r"\n\s*\n", text) if chunk.strip()]
+    recipients = _dsn_recipients(blocks, "", policy)
+    if not recipients:
+        return BounceReport(False, Kind.NONE, Reason.OTHER, [], None, None, None, "dsn")
+    overall = _overall(recipients)
+    evidence = (Evidence("format", "bare delivery-status fields (RFC 3464)"), *overall.evidence)
+    return BounceReport(
+        overall.kind is not Kind.NONE, overall.kind, overall.reason, recipients, None, None, None, "dsn", evidence,
+        overall.scope,
     )
 
 
@@ -218,18 +275,20 @@ def _delivery_status(msg: Message) -> list[Message] | None:
 
 
 def _notification_text(msg: Message) -> str:
-    """The human-readable explanation of a bounce, without the quoted original message."""
+    """The human-readable explanation of a bounce, without the quoted original message or scanner footers."""
     texts = []
     for part in _parts(msg, into_enclosed=False):
         if part.get_content_maintype() == "text" and part.get_content_subtype() in ("plain", "html"):
             texts.append(_decoded_text(part))
+            if part.get_content_subtype() == "plain":
+                break  # the plain part says it all; its HTML twin would only repeat it
     if not texts:  # a report nested inside an enclosed message (a forwarded bounce)
         texts = [
             _decoded_text(p) for p in _parts(msg, into_enclosed=True) if p.get_content_type() == "text/plain"
         ][:1]
-    text = "\n".join(texts)
+    text = "\n".join(texts)[:_MAX_TEXT]
     cut = _QUOTE_START.search(text)
-    return text[: cut.start()] if cut else text
+    return _BOILERPLATE.sub("", text[: cut.start()] if cut else text)
 
 
 def _field(block: Message, name: str) -> str | None:
@@ -249,7 +308,7 @@ def _address_of(value: str | None) -> str | None:
     return rest.strip().strip("<>").strip() or None
 
 
-def _dsn_recipients(blocks: list[Message], notification: str) -> list[RecipientFailure]:
+def _dsn_recipients(blocks: list[Message], notification: str, policy: Policy) -> list[RecipientFailure]:
     unique: dict[str, tuple[str, Message]] = {}
     for block in blocks:
         final = _field(block, "Final-Recipient")
@@ -263,28 +322,47 @@ def _dsn_recipients(blocks: list[Message], notification: str) -> list[RecipientF
         action = (_field(block, "Action") or "failed").split()[0].lower()
         diagnostic = _field(block, "Diagnostic-Code")
         context = notification if len(unique) == 1 else _lines_about(address, addresses, notification)
-        verdict = _dsn_verdict(action, _field(block, "Status") or "", diagnostic, context)
+        verdict = _dsn_verdict(action, _field(block, "Status") or "", diagnostic, context, policy)
         failures.append(RecipientFailure(address, verdict.status, action, diagnostic, verdict))
     return failures
 
 
-def _dsn_verdict(action: str, status_field: str, diagnostic: str | None, context: str) -> Verdict:
-    """Status wins; a generic status (x.0.0) is refined by the diagnostic, then by the human text."""
+def _dsn_verdict(action: str, status_field: str, diagnostic: str | None, context: str, policy: Policy) -> Verdict:
+    """The receiver's words (Diagnostic-Code) with the Status, then the human text for what they leave out."""
     if action in _NOT_A_FAILURE:
-        return Verdict(Kind.NONE, Reason.OTHER, None, None, f"message {action}")
+        evidence = (Evidence("dsn", f"Action: {action}: a report of success, not a failure"),)
+        return Verdict(Kind.NONE, Reason.DELIVERED, None, None, f"message {action}", evidence=evidence)
     status_match = re.match(r"\s*([245]\.\d{1,3}\.\d{1,3})", status_field)
     code_match = re.match(r"\s*([45]\d\d)\b", status_field)  # some servers put a reply code here
     status = status_match.group(1) if status_match else None
     comment = status_field[status_match.end() if status_match else 0 :].strip(" ()")
     diag = re.sub(r"^[A-Za-z][\w-]*\s*;\s*", "", diagnostic or "")  # drop the type: "smtp; 550 …"
     quoted = find_status(diag)
+    evidence = [Evidence("dsn", f"Action: {action}, Status: {status_field or 'none'}")]
     if quoted and (status is None or status.endswith(".0.0")):
         status = quoted
+        evidence.append(Evidence("dsn", f"the generic status is refined by {quoted} in the Diagnostic-Code"))
     code = int(code_match.group(1)) if code_match else find_reply_code(diag)
     delayed = action == "delayed"
-    verdict = classify_failure(f"{diag}\n{comment}", code=code, status=status, transient=delayed)
-    if verdict.reason is Reason.OTHER and context:
-        verdict = classify_failure(context, code=code, status=status, transient=delayed)
+    if delayed:
+        evidence.append(Evidence("dsn", "Action: delayed: the sender is still retrying"))
+    stage, staged = find_stage(diag)
+    if stage is None and context:
+        stage, staged = find_stage(context)
+    if staged is not None:
+        evidence.append(staged)
+    words = f"{diag}\n{comment}".strip()
+    verdict = classify_failure(
+        words, code=code, status=status, transient=delayed, stage=stage, policy=policy, evidence=evidence
+    )
+    if verdict.reason in (Reason.OTHER, Reason.POLICY) and context:
+        evidence.append(Evidence("dsn", "the fields name no reason: the notification text decides"))
+        fallback = classify_failure(
+            f"{words}\n{context}", code=code, status=status, transient=delayed, stage=stage, policy=policy,
+            evidence=evidence,
+        )
+        if fallback.reason not in (Reason.OTHER, Reason.POLICY) or verdict.reason is Reason.OTHER:
+            verdict = fallback
     return verdict
 
 
@@ -304,20 +382,31 @@ def _lines_about(address: str, addresses: Iterable[str], text: str) -> str:
 
 
 def _heuristic(
-    msg: Message, notification: str
+    msg: Message, notification: str, policy: Policy
 ) -> tuple[list[RecipientFailure], Verdict, Literal["heuristic", "flufl"]] | None:
     subject = _header_text(msg, "Subject")
     failed_header = msg.get_all("X-Failed-Recipients", [])
     worded = _FAILURE_WORDS.search(notification) or _FAILURE_WORDS.search(subject)
-    if not (failed_header or worded or _from_mail_system(msg)):
+    if failed_header:
+        found = Evidence("format", "free-text bounce with X-Failed-Recipients")
+    elif worded:
+        found = Evidence("format", f"free-text bounce ('{worded.group(0)}')")
+    elif _from_mail_system(msg):
+        found = Evidence("format", "free-text report from a mail system (MAILER-DAEMON, postmaster)")
+    else:
         return None
-    transient = bool(_DELAY_WORDS.search(notification) or _DELAY_WORDS.search(subject))
-    addresses, source = _failed_addresses(msg, notification, failed_header)
-    whole = classify_failure(notification, transient=transient)
+    delay = _DELAY_WORDS.search(notification) or _DELAY_WORDS.search(subject)
+    transient = bool(delay)
+    text = _TRANSLATED.sub("", notification)
+    addresses, source = _failed_addresses(msg, text, failed_header)
+    stage, staged = find_stage(text)
+    head = [found] + ([Evidence("text", f"'{delay.group(0)}': a delay warning, still retrying")] if delay else [])
+    head += [staged] if staged is not None else []
+    whole = classify_failure(text, transient=transient, stage=stage, policy=policy, evidence=head)
     recipients = []
     for address in addresses:
-        lines = " ".join(_lines_about(address, addresses, notification).split())
-        verdict = _recipient_verdict(address, addresses, notification, transient) or whole
+        lines = " ".join(_lines_about(address, addresses, text).split())
+        verdict = _recipient_verdict(address, addresses, text, transient, policy, head) or whole
         recipients.append(
             RecipientFailure(
                 address=address,
@@ -330,11 +419,19 @@ def _heuristic(
     return recipients, (_overall(recipients) if recipients else whole), source
 
 
-def _recipient_verdict(address: str, addresses: list[str], text: str, transient: bool) -> Verdict | None:
+def _recipient_verdict(
+    address: str, addresses: list[str], text: str, transient: bool, policy: Policy, head: list[Evidence]
+) -> Verdict | None:
     """Classify the lines about one recipient; None when they name no reason."""
     lines = _lines_about(address, addresses, text)
-    verdict = classify_failure(lines, transient=transient) if lines else None
-    return verdict if verdict is not None and verdict.reason is not Reason.OTHER else None
+    if not lines:
+        return None
+    stage, staged = find_stage(lines)
+    if stage is None:
+        stage, staged = find_stage(text)
+    evidence = [e for e in head if e.rule != "stage"] + ([staged] if staged is not None else [])
+    verdict = classify_failure(lines, transient=transient, stage=stage, policy=policy, evidence=evidence)
+    return verdict if verdict.reason is not Reason.OTHER else None
 
 
 def _failed_addresses(
@@ -347,6 +444,8 @@ def _failed_addresses(
     """
     exim = [a for _, a in getaddresses([str(v) for v in failed_header]) if a]
     candidates = _text_addresses(msg, notification)
+    if exim and all(a.lower() in {c.lower() for c in candidates} for a in exim):
+        return _in_text_order(exim + candidates, notification), "heuristic"
     second = _flufl_opinion(msg)
     agreed = [a for a in candidates if a.lower() in second]
     source: Literal["heuristic", "flufl"] = "heuristic"
@@ -354,21 +453,25 @@ def _failed_addresses(
         chosen = [
             a
             for a in candidates
-            if a in agreed or _recipient_verdict(a, candidates, notification, transient=False)
+            if a in agreed or _recipient_verdict(a, candidates, notification, False, DEFAULT_POLICY, [])
         ]
     elif candidates and not second:
         chosen = candidates
     else:
         chosen = list(second.values())
         source = "flufl" if chosen and not exim else "heuristic"
-    merged = {a.lower(): a for a in [*exim, *chosen]}
-    lowered = notification.lower()
+    return _in_text_order([*exim, *chosen], notification), source
+
+
+def _in_text_order(addresses: list[str], text: str) -> list[str]:
+    merged = {a.lower(): a for a in addresses}
+    lowered = text.lower()
 
     def position(address: str) -> int:
         at = lowered.find(address.lower())
         return at if at >= 0 else len(lowered)
 
-    return sorted(merged.values(), key=position), source
+    return sorted(merged.values(), key=position)
 
 
 def _flufl_opinion(msg: Message) -> dict[str, str]:
@@ -411,6 +514,8 @@ def _from_mail_system(msg: Message) -> bool:
     """Sent by a mail server itself (MAILER-DAEMON, postmaster), which writes only delivery reports."""
     name, address = parseaddr(_header_text(msg, "From"))
     local = address.split("@")[0].lower()
+    if not address and str(msg.get("From", "")).strip() in ("<>", ""):
+        return True  # the null sender writes only delivery reports (RFC 5321 4.5.5)
     return local in _DAEMON_LOCAL_PARTS or "mail delivery" in name.lower()
 
 
@@ -420,17 +525,36 @@ def _overall(recipients: list[RecipientFailure]) -> Verdict:
     return min((r.verdict for r in recipients), key=lambda v: rank[v.kind])
 
 
-def _is_auto_reply(msg: Message, text: str) -> bool:
+def _success(msg: Message, text: str) -> Evidence | None:
+    """A free-text report of success (Exchange "Delivered:", "Relayed:", return receipts)."""
+    subject = _header_text(msg, "Subject")
+    found = _SUCCESS_WORDS.search(subject) or _SUCCESS_WORDS.search(text[:2000])
+    if found is None or _FAILURE_WORDS.search(_SUCCESS_WORDS.sub("", text[:2000])):
+        return None
+    return Evidence("success", f"'{found.group(0)}': a report of delivery, not a failure")
+
+
+def _auto_reply(msg: Message, text: str) -> Evidence | None:
     """RFC 3834 and the de-facto headers of vacation responders, or an out-of-office in so many words."""
     auto_submitted = (msg.get("Auto-Submitted") or "").strip().lower()
     precedence = (msg.get("Precedence") or "").strip().lower()
-    return (
-        auto_submitted.startswith("auto-replied")
-        or any(msg.get(h) is not None for h in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"))
-        or precedence == "auto_reply"
-        or bool(_AUTO_REPLY_SUBJECT.search(_header_text(msg, "Subject")))
-        or bool(_AUTO_REPLY_BODY.search(text[:500]))
-    )
+    if auto_submitted.startswith("auto-replied"):
+        return Evidence("auto-reply", f"Auto-Submitted: {auto_submitted} (RFC 3834)")
+    for header in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Response-Suppress"):
+        if msg.get(header) is not None and header != "X-Auto-Response-Suppress":
+            return Evidence("auto-reply", f"{header} header")
+    if precedence == "auto_reply":
+        return Evidence("auto-reply", "Precedence: auto_reply")
+    subject = _header_text(msg, "Subject")
+    if (m := _AUTO_REPLY_SUBJECT.search(subject)) is not None:
+        return Evidence("auto-reply", f"subject '{m.group(0)}'")
+    if (m := _AUTO_REPLY_BODY.search(text[:800])) is not None:
+        return Evidence("auto-reply", f"'{m.group(0)}'")
+    if auto_submitted.startswith("auto-generated") and precedence in ("bulk", "junk", "list"):
+        return None
+    if precedence in ("bulk", "junk") and (m := _THANKS.search(text[:400])) is not None:
+        return Evidence("auto-reply", f"Precedence: {precedence} and '{m.group(0)}'")
+    return None
 
 
 def _enclosed_originals(msg: Message) -> Iterator[Message]:

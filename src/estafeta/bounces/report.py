@@ -1,4 +1,5 @@
-"""What `estafeta bounces classify FILE…` shows: one row per message file, as a table or as JSON."""
+"""What `estafeta bounces classify FILE…` shows: one row per file, as a table or as JSON, with the evidence
+behind each verdict on request (`--explain`)."""
 
 from __future__ import annotations
 
@@ -6,41 +7,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
-from estafeta.bounces.arf import parse_complaint
-from estafeta.bounces.dsn import parse_bounce
+from estafeta.bounces.engine import classify_message as classify
+from estafeta.bounces.policy import DEFAULT_POLICY, Policy
 
-_COLUMNS = ("file", "verdict", "reason", "recipients", "status", "source")
+_COLUMNS = ("file", "verdict", "reason", "suppresses", "recipients", "status", "source")
 _VERDICT_STYLE = {"hard": "bold red", "soft": "yellow", "none": "green", "complaint": "magenta"}
 
 
-def classify_files(paths: list[Path]) -> list[dict[str, Any]]:
+def classify_files(paths: list[Path], policy: Policy = DEFAULT_POLICY) -> list[dict[str, Any]]:
     """Classify each file (see `classify_message`), naming it in a `file` column."""
-    return [{"file": str(path), **classify_message(path.read_bytes())} for path in paths]
+    return [{"file": str(path), **classify_message(path.read_bytes(), policy)} for path in paths]
 
 
-def classify_message(raw: bytes) -> dict[str, Any]:
-    """A bounce (verdict hard/soft/none) or, for an ARF report, a complaint: verdict, reason, recipients,
-    status code(s) and what the verdict was read from."""
-    complaint = parse_complaint(raw)
-    if complaint is not None:
-        return {
-            "verdict": "complaint",
-            "reason": complaint.feedback_type,
-            "recipients": [complaint.original_rcpt_to] if complaint.original_rcpt_to else [],
-            "status": None,
-            "source": "arf",
-        }
-    report = parse_bounce(raw)
-    statuses = list(dict.fromkeys(r.status for r in report.recipients if r.status))
-    return {
-        "verdict": report.kind.value,
-        "reason": report.reason.value,
-        "recipients": [r.address for r in report.recipients],
-        "status": ", ".join(statuses) or None,
-        "source": report.source,
-    }
+def classify_message(raw: bytes, policy: Policy = DEFAULT_POLICY) -> dict[str, Any]:
+    """The verdict (hard, soft, none or complaint), reason, recipients, status code(s), what the report
+    was read from, what it suppresses (global, account, none), and the evidence, as plain data."""
+    found = classify(raw, policy)
+    return {**found.as_dict(), "evidence": [{"rule": e.rule, "detail": e.detail} for e in found.evidence]}
 
 
 def render_table(rows: list[dict[str, Any]]) -> Table:
@@ -52,6 +39,7 @@ def render_table(rows: list[dict[str, Any]]) -> Table:
             row["file"],
             f"[{_VERDICT_STYLE.get(row['verdict'], '')}]{row['verdict']}[/]",
             row["reason"],
+            row["suppresses"],
             ", ".join(row["recipients"]) or "—",
             row["status"] or "—",
             row["source"],
@@ -59,5 +47,20 @@ def render_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def render_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=2, ensure_ascii=False)
+def render_explanations(rows: list[dict[str, Any]]) -> Group:
+    """Each file's verdict, then the rules that decided it and the words or fields they fired on."""
+    lines: list[Text] = []
+    for row in rows:
+        style = _VERDICT_STYLE.get(row["verdict"], "")
+        head = Text.assemble(
+            (row["file"], "bold"), ": ", (row["verdict"], style), f" ({row['reason']}), suppresses {row['suppresses']}"
+        )
+        lines.append(head)
+        for step in row["evidence"]:
+            lines.append(Text.assemble("  ", (f"{step['rule']:<10}", "cyan"), " ", step["detail"]))
+    return Group(*lines)
+
+
+def render_json(rows: list[dict[str, Any]], *, explain: bool = False) -> str:
+    shown = rows if explain else [{k: v for k, v in row.items() if k != "evidence"} for row in rows]
+    return json.dumps(shown, indent=2, ensure_ascii=False)
