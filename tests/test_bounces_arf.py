@@ -166,3 +166,25 @@ def test_real_world_report() -> None:
 def test_not_an_arf_report() -> None:
     assert parse_complaint((CORPUS / "dsn_11.txt").read_bytes()) is None
     assert parse_complaint(b"From: a@example.test\nSubject: hi\n\nhello\n") is None
+
+
+def test_hotmail_complaint_without_a_feedback_report_part() -> None:
+    complaint = parse_complaint((CORPUS / "php_bounce_handler" / "fbl-hotmail.txt").read_bytes())
+    assert complaint is not None and complaint.is_complaint
+    assert (complaint.source, complaint.feedback_type, complaint.source_ip) == ("hotmail", "abuse", "24.64.1.1")
+    assert complaint.original_rcpt_to == "somerecipient@hotmail.com"
+
+
+def test_an_ordinary_message_mentioning_complaints_is_none() -> None:
+    assert parse_complaint((CORPUS / "bounceparser" / "autoreply.msg").read_bytes()) is None
+
+
+def test_auth_failure_report_is_not_a_complaint() -> None:
+    complaint = parse_complaint((CORPUS / "go_gmime" / "FBL-auth.eml").read_bytes())
+    assert complaint is not None and complaint.feedback_type == "auth-failure"
+    assert not complaint.is_complaint
+
+
+def test_opt_out_report_is_a_complaint() -> None:
+    complaint = parse_complaint((CORPUS / "php_bounce_handler" / "arf2.txt").read_bytes())
+    assert complaint is not None and (complaint.feedback_type, complaint.is_complaint) == ("opt-out", True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from estafeta.bounces import Kind, Reason, parse_bounce, parse_complaint, retry_advised
+from estafeta.bounces import Kind, Policy, Reason, parse_bounce, parse_complaint, retry_advised
 
 CORPUS = Path(__file__).parent / "data" / "bounces"
 
@@ -127,7 +128,9 @@ def test_delivered_and_relayed_are_not_bounces() -> None:
 def test_missing_headers_part() -> None:
     block = "Final-Recipient: rfc822; frank@example.test\nAction: failed\nStatus: 5.2.1\n"
     report = parse_bounce(_dsn(block))
-    assert (report.kind, report.reason) == (Kind.HARD, Reason.MAILBOX_DISABLED)
+    assert (report.kind, report.reason) == (Kind.SOFT, Reason.MAILBOX_DISABLED)  # by default not suppressed
+    strict = parse_bounce(_dsn(block), Policy(disabled_mailbox="account"))
+    assert (strict.kind, strict.scope) == (Kind.HARD, "account")
     assert report.original_message_id is None
     assert report.original_envelope_id == "env-42"
 
@@ -235,9 +238,68 @@ def test_warning_of_a_delay_is_soft() -> None:
 
 
 def test_auto_replied_header_does_not_hide_a_real_bounce() -> None:
-    # mail.ru marks its bounces Auto-Submitted: auto-replied
+    # mail.ru marks its bounces Auto-Submitted: auto-replied; its "user not found" comes from the scanner that
+    # reads the message after DATA, so it is a filter's answer, not a dead address
     report = parse_bounce((CORPUS / "simple_39.txt").read_bytes())
+    assert (report.is_bounce, report.kind, report.reason) == (True, Kind.SOFT, Reason.FILTERED)
+
+
+def test_null_sender_report_with_auto_submitted_is_a_bounce_not_an_auto_reply() -> None:
+    report = parse_bounce((CORPUS / "bounceparser" / "warning-5.msg").read_bytes())
     assert (report.is_bounce, report.kind, report.reason) == (True, Kind.HARD, Reason.USER_UNKNOWN)
+
+
+@pytest.mark.parametrize(
+    "action", ["delivered", "relayed", "expanded", "relayed (to non-DSN-aware mailer)"]
+)
+def test_reports_of_success_are_not_bounces(action: str) -> None:
+    block = f"Final-Recipient: rfc822; ok@example.test\nAction: {action}\nStatus: 2.1.5\n"
+    report = parse_bounce(_dsn(block))
+    assert (report.is_bounce, report.kind, report.reason) == (False, Kind.NONE, Reason.DELIVERED)
+
+
+def test_sendmail_return_receipt_is_not_a_bounce() -> None:
+    report = parse_bounce((CORPUS / "php_bounce_handler" / "sendmail-dsn-hdrs-delivered.eml").read_bytes())
+    assert (report.is_bounce, report.reason) == (False, Reason.DELIVERED)
+
+
+def test_free_text_report_of_delivery_is_not_a_bounce() -> None:
+    raw = _reply(
+        "Subject: Delivered: Our January offers\n",
+        "Your message has been delivered to the following recipients:\n\nana@example.test\n",
+    ).replace(b"From: Pat <pat@example.test>", b"From: postmaster@example.test")
+    report = parse_bounce(raw)
+    assert (report.is_bounce, report.reason) == (False, Reason.DELIVERED)
+
+
+def test_read_receipt_is_not_a_bounce() -> None:
+    report = parse_bounce((CORPUS / "flanker" / "disposition-notification.eml").read_bytes())
+    assert (report.is_bounce, report.reason) == (False, Reason.DELIVERED)
+
+
+def test_user_unknown_after_end_of_data_is_filtered() -> None:
+    block = (
+        "Final-Recipient: rfc822; zed@example.test\nAction: failed\nStatus: 5.0.0\n"
+        "Diagnostic-Code: smtp; 554 Rcpt <zed@example.test> does not exist\n"
+    )
+    raw = _dsn(block).replace(
+        b"be delivered to one or more recipients.",
+        b"be delivered to one or more recipients.\n\n<zed@example.test>: host mx said: 554 Rcpt does not exist"
+        b" (in reply to end of DATA command)",
+    )
+    report = parse_bounce(raw)
+    assert (report.kind, report.reason) == (Kind.SOFT, Reason.FILTERED)
+    assert any("after DATA" in str(e) for e in report.evidence)
+
+
+def test_refusal_of_the_sender_in_a_dsn_never_suppresses() -> None:
+    block = (
+        "Final-Recipient: rfc822; ana@example.test\nAction: failed\nStatus: 5.0.0\n"
+        "Diagnostic-Code: smtp; 554 Sending address not accepted due to spam filter\n"
+    )
+    report = parse_bounce(_dsn(block))
+    assert (report.kind, report.scope) == (Kind.SOFT, "none")
+    assert report.recipients[0].verdict.blame == "sender"
 
 
 def _reply(headers: str, body: str = "Thank you for your message.\n") -> bytes:

@@ -243,30 +243,24 @@ async def test_policy_gate_drops_suppressed_recipients_and_records_why(db: Datab
 
 
 @pytest.mark.parametrize(
-    ("kind", "reason", "from_dns", "expected"),
+    ("scope", "reason", "from_dns", "expected"),
     [
-        ("hard", "user-unknown", False, {(1, "address", "hard-bounce"), (None, "address", "hard-bounce")}),
-        (
-            "hard",
-            "mailbox-disabled",
-            False,
-            {(1, "address", "hard-bounce"), (None, "address", "hard-bounce")},
-        ),
-        ("hard", "no-such-domain", True, {(None, "domain", "no-mx")}),
-        ("hard", "no-such-domain", False, {(1, "address", "hard-bounce"), (None, "address", "hard-bounce")}),
-        ("hard", "other", False, {(1, "address", "hard-bounce")}),
-        ("hard", "authentication-failed", False, set()),
-        ("hard", "spam-content", False, set()),
-        ("hard", "relay-denied", False, set()),
-        ("soft", "policy-rejection", False, set()),
-        ("soft", "mailbox-full", False, set()),
+        ("global", "user-unknown", False, {(1, "address", "hard-bounce"), (None, "address", "hard-bounce")}),
+        ("account", "mailbox-disabled", False, {(1, "address", "hard-bounce")}),
+        ("none", "mailbox-disabled", False, set()),
+        ("global", "no-such-domain", True, {(None, "domain", "no-mx")}),
+        ("global", "no-such-domain", False, {(1, "address", "hard-bounce"), (None, "address", "hard-bounce")}),
+        ("none", "other", False, set()),
+        ("none", "authentication-failed", False, set()),
+        ("none", "spam-content", False, set()),
+        ("none", "mailbox-full", False, set()),
         ("none", "out-of-office", False, set()),
     ],
 )
 def test_what_a_bounce_suppresses(
-    kind: str, reason: str, from_dns: bool, expected: set[tuple[Any, ...]]
+    scope: str, reason: str, from_dns: bool, expected: set[tuple[Any, ...]]
 ) -> None:
-    found = suppression.for_bounce(1, "Ana@gone.test", kind, reason, "550 …", from_dns=from_dns)
+    found = suppression.for_bounce(1, "Ana@gone.test", scope, reason, "550 …", from_dns=from_dns)
     assert {(e.account_id, e.kind, e.reason) for e in found} == expected
     assert all(e.value == ("gone.test" if e.kind == "domain" else "Ana@gone.test") for e in found)
 
@@ -292,7 +286,7 @@ async def test_final_bounces_suppress_in_the_transaction_that_records_them(db: D
                 550,
                 "550 5.1.1 User unknown",
                 False,
-                {"bounce": {"kind": "hard", "reason": "user-unknown", "status": "5.1.1"}},
+                {"bounce": {"kind": "hard", "reason": "user-unknown", "status": "5.1.1", "scope": "global"}},
             ),
             AttemptResult(
                 jobs["x@no-such-domain.test"],
@@ -300,7 +294,7 @@ async def test_final_bounces_suppress_in_the_transaction_that_records_them(db: D
                 None,
                 "5.1.2 domain does not exist",
                 False,
-                {"bounce": {"kind": "hard", "reason": "no-such-domain", "status": "5.1.2"}},
+                {"bounce": {"kind": "hard", "reason": "no-such-domain", "status": "5.1.2", "scope": "global"}},
             ),
             AttemptResult(
                 jobs["blocked@gmail.test"],
@@ -308,7 +302,7 @@ async def test_final_bounces_suppress_in_the_transaction_that_records_them(db: D
                 550,
                 "550 5.7.26 unauthenticated",
                 False,
-                {"bounce": {"kind": "hard", "reason": "authentication-failed", "status": "5.7.26"}},
+                {"bounce": {"kind": "soft", "reason": "authentication-failed", "status": "5.7.26", "scope": "none"}},
             ),
         ]
     )

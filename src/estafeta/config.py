@@ -107,6 +107,11 @@ class SuppressionSettings(BaseModel):
         3, ge=1, description="distinct messages that soft-failed for good before an address is suppressed"
     )
     soft_bounce_days: float = Field(7, gt=0, description="window, in days, in which those failures count")
+    disabled_mailbox: Literal["global", "account", "none"] = Field(
+        "none",
+        description="what a disabled or suspended mailbox suppresses at once: the global list, the account's, or "
+        "nothing (it counts towards soft_bounce_limit like other lasting soft failures)",
+    )
     spam_traps: list[str] = Field(
         default_factory=list,
         description="known spam-trap addresses and domains: never mailed, suppressed platform-wide on a hit",

@@ -46,12 +46,19 @@ def _suppressions(result: AttemptResult) -> tuple[NewSuppression, ...]:
     found = for_bounce(
         job.account_id,
         job.recipient,
-        bounce["kind"],
-        bounce["reason"],
+        str(bounce.get("scope", "none")),
+        str(bounce.get("reason", "")),
         result.reply,
         from_dns=result.code is None,
     )
     return tuple(found)
+
+
+def _lasting_recipient_failure(result: AttemptResult) -> bool:
+    """A final soft failure about the recipient (a disabled mailbox, a filter): it counts towards the
+    soft-bounce limit like an expired message; the sender's own refusals do not."""
+    bounce = result.data.get("bounce")
+    return isinstance(bounce, dict) and bounce.get("kind") == "soft" and bounce.get("blame") == "recipient"
 
 
 def outcome(result: AttemptResult, now: datetime, settings: DeliverySettings) -> q.Finish:
@@ -70,6 +77,7 @@ def outcome(result: AttemptResult, now: datetime, settings: DeliverySettings) ->
             "bounced",
             data,
             suppress=_suppressions(result),
+            soft_failure=_lasting_recipient_failure(result),
         )
     attempts = job.attempts + (1 if result.counts_as_attempt else 0)
     expires = job.created_at + timedelta(seconds=settings.max_age)

@@ -1,7 +1,7 @@
 """Sender reputation: rolling rates, automatic warning and pause, administrator review, warm-up limits.
 
 One bad sender must not spoil the shared IPs and domains. Each account's latest outcomes (see
-`ReputationSettings`) give a hard-bounce rate (hard bounces / delivered + bounced), a complaint rate
+`ReputationSettings`) give a bounce rate (dead addresses and refusals of the sender itself / delivered + bounced), a complaint rate
 (complaints / delivered), spam-trap hits and an unsubscribe rate; rates count once `min_volume` outcomes
 are in. Over the warning thresholds the account is warned; over the pause thresholds its broadcast stream
 is paused: queued broadcast mail waits (the queue does not claim it), new broadcast mail is refused, and a

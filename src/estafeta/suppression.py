@@ -4,19 +4,20 @@ The policy gate asks `screen()` once per accepted batch which recipients are sup
 outcomes and inbound reports ask `for_bounce()` / `for_complaint()` what a failure means for the address;
 the store writes those entries in the same transaction as the event that caused them.
 
-Which failures suppress what:
+Which failures suppress what (the verdict's `scope`, decided by `estafeta.bounces.policy`):
 
 =====================================  =================================================================
 failure                                suppression
 =====================================  =================================================================
-hard `user-unknown`, `mailbox-disabled`  the account's list and the global list (the address is gone)
+a dead address: `user-unknown`,        the account's list and the global list (the address is gone)
+`has-moved`, `no-such-domain` or
+`not-accepting` said by a receiver
 `no-such-domain` found by our own DNS  the domain, globally (`no-mx`: NXDOMAIN, null MX, no address)
-`no-such-domain` said by a receiver    the address, on the account's and the global list
-other hard failure (`other`)           the account's list
-hard, about the sender or content      nothing: `authentication-failed`, `spam-content`, `relay-denied`
-soft failures                          nothing, until `soft_bounce_limit` messages failed for good
-                                       within `soft_bounce_days` (then the account's list)
-complaint (ARF)                        the account's list, at once
+`mailbox-disabled`                     as `suppression.disabled_mailbox` says: global, account or none
+anything else (full, filtered, the     nothing; failures about the recipient that last (expired, late
+sender's refusals, unrecognised …)     soft bounces) count towards `soft_bounce_limit` within
+                                       `soft_bounce_days`, then the account's list
+complaint                              the account's list, at once
 spam-trap hit                          the address, globally; the hit is logged as `trap_hit`
 =====================================  =================================================================
 """
@@ -31,7 +32,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from estafeta.bounces.reasons import Kind, Reason
+from estafeta.bounces.policy import Policy
+from estafeta.bounces.reasons import Reason
 from estafeta.clock import Clock
 from estafeta.compose import AddressError, parse_address
 from estafeta.config import SuppressionSettings
@@ -51,8 +53,6 @@ REASONS = (
     "soft-bounce-persistent",
 )
 CSV_COLUMNS = ("value", "kind", "reason", "detail", "created_at")
-_GONE = {Reason.USER_UNKNOWN, Reason.MAILBOX_DISABLED, Reason.NO_SUCH_DOMAIN}
-_ABOUT_THE_SENDER = {Reason.AUTHENTICATION, Reason.SPAM_CONTENT, Reason.RELAY_DENIED}
 
 
 class SuppressionError(ValueError):
@@ -152,23 +152,26 @@ def soft_rule(settings: SuppressionSettings) -> store.SoftRule:
     return store.SoftRule(settings.soft_bounce_limit, timedelta(days=settings.soft_bounce_days))
 
 
+def policy(settings: SuppressionSettings) -> Policy:
+    """The operator's choices the bounce classifier applies."""
+    return Policy(disabled_mailbox=settings.disabled_mailbox)
+
+
 def for_bounce(
-    account_id: int, recipient: str, kind: str, reason: str, detail: str, *, from_dns: bool = False
+    account_id: int, recipient: str, scope: str, reason: str, detail: str, *, from_dns: bool = False
 ) -> list[store.NewSuppression]:
-    """What a hard bounce means for the address (see the module docstring); `from_dns` when our own
-    resolver found that the domain takes no mail, rather than a receiver saying so."""
-    if kind != Kind.HARD:
-        return []
-    if reason == Reason.NO_SUCH_DOMAIN and from_dns:
+    """What a final failure means for the address: its verdict's scope (global, account or none), or the
+    whole domain when our own resolver found that it takes no mail (`from_dns`)."""
+    if reason == Reason.NO_SUCH_DOMAIN and from_dns and scope != "none":
         return [store.NewSuppression(None, "domain", _domain(recipient), "no-mx", detail)]
-    if reason in _GONE:
+    if scope == "global":
         return [
             store.NewSuppression(account_id, "address", recipient, "hard-bounce", detail),
             store.NewSuppression(None, "address", recipient, "hard-bounce", detail),
         ]
-    if reason in _ABOUT_THE_SENDER:
-        return []
-    return [store.NewSuppression(account_id, "address", recipient, "hard-bounce", detail)]
+    if scope == "account":
+        return [store.NewSuppression(account_id, "address", recipient, "hard-bounce", detail)]
+    return []
 
 
 def for_complaint(account_id: int, recipient: str, detail: str) -> list[store.NewSuppression]:

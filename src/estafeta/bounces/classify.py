@@ -96,13 +96,26 @@ def _any_of(*alternatives: str) -> re.Pattern[str]:
     return re.compile("|".join(alternatives), re.I)
 
 
+class _Phrases:
+    """The phrases of one reason, matched against lower-cased text: one compiled pattern per phrase and no
+    IGNORECASE, which lets the regex engine skip ahead to each phrase's literal start (several times faster
+    on long reports than one case-insensitive alternation)."""
+
+    def __init__(self, *alternatives: str) -> None:
+        self.patterns = [re.compile(alternative) for alternative in alternatives]
+
+    def search(self, lowered: str) -> re.Match[str] | None:
+        found = [m for pattern in self.patterns if (m := pattern.search(lowered))]
+        return min(found, key=lambda m: m.start()) if found else None
+
+
 # The wording of real servers, in priority order: the first reason whose pattern matches wins.  Texts are
 # matched with their whitespace collapsed, so a phrase may span the lines of a bounce.
-_TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
-    (Reason.GREYLISTED, _any_of(r"gr[ae]y[- ]?list")),
+_TEXT_REASONS: list[tuple[Reason, _Phrases]] = [
+    (Reason.GREYLISTED, _Phrases(r"gr[ae]y[- ]?list")),
     (
         Reason.RATE_LIMITED,
-        _any_of(
+        _Phrases(
             r"rate[- ]?limit",
             r"unusual rate|unexpected volume",
             r"too many (?:messages|mails?|e-?mails|connections|sessions|concurrent|recipients|rcpt|invalid recip)",
@@ -116,7 +129,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.MAILBOX_FULL,
-        _any_of(
+        _Phrases(
             r"quota",
             r"mail ?box (?:is )?full|full mail ?box|mailbox (?:is )?(?:over|exceeds)",
             r"(?:mail ?box|mail ?folder|inbox|mail ?store|account) (?:is )?(?:full|over\b)",
@@ -131,7 +144,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.MESSAGE_TOO_LARGE,
-        _any_of(
+        _Phrases(
             r"too (?:large|big)|message is larger",
             r"message size|size (?:limit|exceed)|message length exceeds|max(?:imum)? message size",
             r"maximum (?:allowed |incoming |inbound )?(?:message )?size|\bsize=",
@@ -140,7 +153,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.SENDER_REJECTED,
-        _any_of(
+        _Phrases(
             r"sender (?:address )?(?:rejected|refused|denied|not accepted)|unroutable sender|unrouteable sender",
             r"sender verif\w* failed|verification failed for|sender (?:domain )?(?:unknown|must exist)",
             r"(?:sending|your|from) address not accepted|not allowed to send mail from",
@@ -150,7 +163,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.AUTHENTICATION,
-        _any_of(
+        _Phrases(
             r"unauthenticated|not authenticated|authentication (?:failed|failure|required|check)",
             r"\bspf\b|\bdkim\b|\bdmarc\b|sender policy framework|domainkeys",
             r"\bptr\b|reverse dns|rdns|reverse (?:lookup|dns|mapping)|no (?:reverse|ptr)",
@@ -159,7 +172,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.BLOCKLISTED,
-        _any_of(
+        _Phrases(
             r"spamhaus|spamcop|barracuda ?(?:central|reputation)|\bsorbs\b|\bs3(?:1[45]0|140)\b|\bdnsbl\b|\brbl\b",
             r"block ?list|black ?list|blocked using|\bcss\b|\bbl\d{3}\b|\bbl2\d\b",
             r"(?<!not )(?:is|are|been|currently|ip|host) listed (?:at|on|in|by)|reputation",
@@ -171,7 +184,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.SPAM_CONTENT,
-        _any_of(
+        _Phrases(
             r"\bspam(?:ming)?\b|unsolicited|\bjunk\b|\bube\b|bulk (?:e-?mail|mail)|mass mailer",
             r"\bvirus(?:es)?\b|malware|infected|phish|trojan|harmful|banned (?:file|attachment)|illegal attachment",
             r"potential security issue|suspicious (?:content|link|attachment)|content (?:reject|filter)",
@@ -180,7 +193,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.RELAY_DENIED,
-        _any_of(
+        _Phrases(
             r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited|refused|disallowed|not allowed)",
             r"unable to relay|cannot relay|(?:we )?do not relay|no relaying|as a relay",
             r"(?:not|never) (?:permitted|allowed|authori[sz]ed|configured) to relay",
@@ -188,7 +201,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.MAILBOX_DISABLED,
-        _any_of(
+        _Phrases(
             r"\b(?:account|mailbox|user|address|recipient|casilla)\b[^.;:]{0,40}\b(?:disabled|discontinued"
             r"|deactivated|inactive|suspended|terminated|frozen|locked|dormant|has expired|ha expirado"
             r"|temporarily unavailable|not active)",
@@ -199,11 +212,11 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.HAS_MOVED,
-        _any_of(r"has moved|no longer on (?:this )?server|has been replaced by|not our customer|moved away"),
+        _Phrases(r"has moved|no longer on (?:this )?server|has been replaced by|not our customer|moved away"),
     ),
     (
         Reason.FILTERED,
-        _any_of(
+        _Phrases(
             r"not accepting (?:mail|e-?mail|messages) (?:with|from)|only accepting mail from",
             r"restricted sms|refuses? to (?:receive|accept)|blocked by the recipient|recipient preferences",
             r"user rules|message filtered|\buser reject|requires confirmation|not pre-approved|guest list",
@@ -213,7 +226,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.USER_UNKNOWN,
-        _any_of(
+        _Phrases(
             r"user unknown|unknown (?:local[- ]part|user|recipient|address|mailbox|addressee|e-?mail address)",
             r"\b(?:recipient|address|mailbox|addressee|account|user)\b[^.;:]{0,12}\bunknown\b",
             r"unknown or illegal (?:user|alias)|non-?existent (?:user|recipient|mailbox|address|account)",
@@ -239,11 +252,11 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.NOT_ACCEPTING,
-        _any_of(r"null mx|does not accept (?:e-?)?mail|accepts no mail|no mx record found for domain"),
+        _Phrases(r"null mx|does not accept (?:e-?)?mail|accepts no mail|no mx record found for domain"),
     ),
     (
         Reason.DNS_FAILURE,
-        _any_of(
+        _Phrases(
             r"not found, try again|servfail|malformed (?:or unexpected )?name server",
             r"dns (?:error|failure|lookup fail\w*|timeout|timed out|temporar\w*)"
             r"(?!(?:[^.]|\.(?=\S)){0,60}\b(?:not found|does not exist|nxdomain|no such))",
@@ -252,7 +265,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.NO_SUCH_DOMAIN,
-        _any_of(
+        _Phrases(
             r"unknown host|host unknown|unknown domain|no such (?:domain|host)|domain name not found",
             r"host (?:or domain name )?not found(?!, try again)|couldn'?t find any host|name or service not known",
             r"(?:domain|host) (?:name )?(?:does not exist|doesn'?t exist|not found|unknown|is not valid|must exist)",
@@ -263,7 +276,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.EXPIRED,
-        _any_of(
+        _Phrases(
             r"expired|timed? ?out|too long|aborted after|giving up|given up|gave up",
             r"maximum[- ](?:delivery )?(?:attempts|time)|retry time(?:out)? (?:exceeded|reached)",
             r"delivery failed \d+ attempts|after \d+ (?:delivery )?attempt|not delivered within",
@@ -274,7 +287,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.SYSTEM_ERROR,
-        _any_of(
+        _Phrases(
             r"too many hops|mail loop|looping|loops back|routing loop",
             r"local (?:configuration|delivery) (?:error|problem)|internal (?:server )?error|command died",
             r"system (?:error|failure)|insufficient system resources|local error|mailer (?:error|failure)",
@@ -283,7 +296,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.SERVER_DOWN,
-        _any_of(
+        _Phrases(
             r"connection (?:was )?(?:refused|timed out|reset|lost|failed|dropped|closed)",
             r"dropped by remote host|unavailable to take delivery|connection to mail exchanger",
             r"(?:can'?t|cannot|could not|couldn'?t|unable to|wasn'?t able to|failed to) "
@@ -293,10 +306,10 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
             r"temporar(?:il)?y (?:unavailable|failure|error|local problem)|try (?:again )?later",
         ),
     ),
-    (Reason.SECURITY, _any_of(r"\btls\b|starttls|\bssl\b|certificate|encrypt")),
+    (Reason.SECURITY, _Phrases(r"\btls\b|starttls|\bssl\b|certificate|encrypt")),
     (
         Reason.PROTOCOL,
-        _any_of(
+        _Phrases(
             r"\bno [\w-]+ (?:header|field)\b|missing\b[^.]{0,30}\b(?:header|field)|without to: field",
             r"(?:malformed|invalid|illegal|duplicate)\b[^.]{0,20}\b(?:header|message|syntax|command)",
             r"syntax error|command (?:not recognized|unrecognized)|line too long|bare (?:lf|linefeed)",
@@ -305,7 +318,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
     ),
     (
         Reason.POLICY,
-        _any_of(
+        _Phrases(
             r"polic(?:y|ies)|prohibit|forbidden|administrative",
             r"not (?:accepting|accepted|allowed|permitted|authori[sz]ed)|refused|rejected|denied|blocked",
         ),
@@ -313,7 +326,7 @@ _TEXT_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
 ]
 
 # A reply with no code at all: the text tells a dead server from a domain that does not exist.
-_NO_REPLY_REASONS: list[tuple[Reason, re.Pattern[str]]] = [
+_NO_REPLY_REASONS: list[tuple[Reason, _Phrases]] = [
     (r, p) for r, p in _TEXT_REASONS if r in (Reason.DNS_FAILURE, Reason.NO_SUCH_DOMAIN)
 ]
 
@@ -338,6 +351,7 @@ _PIPELINED = _any_of(
     r"<<< ?5\d\d\b[^\n]{0,40}no valid recipients",
 )
 
+_MAX_WORDS = 3000
 _STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
 _ENHANCED_AT_START = re.compile(r"^\s*(?:[2-5]\d\d[\s-]+)?#?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 # Anywhere in free text, an enhanced code must follow a basic code, '#', '(' or ':' or open a line, so
@@ -389,11 +403,17 @@ def find_stage(text: str) -> tuple[str | None, Evidence | None]:
 
 
 def reason_from_text(text: str) -> tuple[Reason, str] | None:
-    """The first reason, in priority order, whose phrases occur in the text, with the words that matched."""
-    for reason, pattern in _TEXT_REASONS:
-        match = pattern.search(text)
+    """The first reason, in priority order, whose phrases occur in the text, with the words that matched.
+
+    Only the first `_MAX_WORDS` characters are read: a reason is stated up front, and what follows it in a
+    long report (quoted headers, footers) only costs time and brings false friends."""
+    text = text[:_MAX_WORDS]
+    lowered = text.lower()
+    for reason, phrases in _TEXT_REASONS:
+        match = phrases.search(lowered)
         if match:
-            return reason, match.group(0)
+            words = text[match.start() : match.end()] if len(lowered) == len(text) else match.group(0)
+            return reason, words
     return None
 
 
@@ -402,7 +422,7 @@ def classify_reply(
 ) -> Verdict:
     """Classify the final reply of one SMTP transaction; code None means no reply came at all."""
     if code is None:
-        flat = _flatten(text)
+        flat = _flatten(text).lower()
         reason, why = next(
             ((r, m.group(0)) for r, p in _NO_REPLY_REASONS if (m := p.search(flat))),
             (Reason.SERVER_DOWN, "no SMTP reply"),

@@ -12,6 +12,7 @@ recognised, so that neither ever counts as a bounce.
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -121,6 +122,7 @@ _AUTO_REPLY_BODY = _any_of(
     r"|away until|on (?:annual )?(?:leave|vacation|holiday))",
     r"\bi am away\b|this is an automated (?:response|reply)",
 )
+_MAX_BYTES = 128 * 1024
 _MAX_TEXT = 20_000  # a bounce explains itself in its first lines; the rest is quoted mail
 # Footers of virus scanners and the like, whose words ("spam", "virus") are no reason for the bounce.
 _BOILERPLATE = re.compile(
@@ -143,8 +145,11 @@ _VERP = re.compile(r"^bounces\+([^@]+)@", re.I)
 
 
 def parse_message(raw: bytes) -> Message:
-    """Parse raw mail once, forgiving the blank first line some gateways put before the headers."""
-    return message_from_bytes(raw.lstrip(b" \t\r\n"), policy=policy.compat32)
+    """Parse raw mail once, forgiving the blank first line some gateways put before the headers.
+
+    Only the first `_MAX_BYTES` are parsed: a report says what happened before it quotes the original
+    message, which can be large and tells the classifier nothing more."""
+    return message_from_bytes(raw.lstrip(b" \t\r\n")[:_MAX_BYTES], policy=policy.compat32)
 
 
 def parse_bounce(raw: bytes | Message, policy: Policy = DEFAULT_POLICY) -> BounceReport:
@@ -265,7 +270,18 @@ def _parts(msg: Message, *, into_enclosed: bool) -> Iterator[Message]:
 
 def find_part(msg: Message, content_type: str) -> Message | None:
     """The first part of a content type anywhere in the message, enclosed messages included."""
-    return next((p for p in _parts(msg, into_enclosed=True) if p.get_content_type() == content_type), None)
+    return _types(msg).get(content_type)
+
+
+def _types(msg: Message) -> dict[str, Message]:
+    """The first part of each content type in the message, found in one walk and kept with the message."""
+    found: dict[str, Message] | None = getattr(msg, "_estafeta_types", None)
+    if found is None:
+        found = {}
+        for part in _parts(msg, into_enclosed=True):
+            found.setdefault(part.get_content_type(), part)
+        msg._estafeta_types = found  # type: ignore[attr-defined]
+    return found
 
 
 def _delivery_status(msg: Message) -> list[Message] | None:
@@ -476,6 +492,7 @@ def _in_text_order(addresses: list[str], text: str) -> list[str]:
 
 def _flufl_opinion(msg: Message) -> dict[str, str]:
     """Recipients that flufl.bounce's detectors find, temporary or permanent, keyed by lower case."""
+    logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)  # it logs every detector that trips
     try:
         temporary, permanent = all_failures(msg)
     except Exception:  # a detector tripping over an odd message leaves us without a second opinion

@@ -4,7 +4,8 @@ Two kinds of address exist there, and nothing else is accepted (550 5.1.1, so th
 
 * `bounces+<token>@<return_path_domain>`, the VERP return path of one queue entry, where late bounces
   (RFC 3464 DSNs or free-form ones) and automatic replies arrive. The token's HMAC must verify.
-* `<fbl_address>@<return_path_domain>`, where feedback loops send ARF complaints (RFC 5965).
+* `<fbl_address>@<return_path_domain>`, where feedback loops send complaints (ARF, RFC 5965, or the
+  providers' own formats: see `estafeta.bounces.engine`).
 * `unsub+<token>@<return_path_domain>`, the `mailto:` URI of list mail's List-Unsubscribe header (RFC 2369):
   any message there unsubscribes the address the signed token names (`estafeta.audience.unsubscribe`).
 * `<dmarc_address>@<return_path_domain>`, the `rua` of the sending domains' DMARC records, where receivers
@@ -29,14 +30,16 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import Connection
 
 from estafeta import verp
-from estafeta.bounces.arf import Complaint, parse_complaint
-from estafeta.bounces.dsn import parse_bounce
-from estafeta.bounces.reasons import Kind, Reason
+from estafeta.bounces.arf import Complaint
+from estafeta.bounces.dsn import BounceReport
+from estafeta.bounces.engine import classify_message
+from estafeta.bounces.reasons import Kind, Reason, bounce_data
 from estafeta.clock import Clock
 from estafeta.config import Settings
 from estafeta.store import feedback
 from estafeta.store.db import Database
 from estafeta.suppression import for_bounce, for_complaint, soft_rule
+from estafeta.suppression import policy as suppression_policy
 from estafeta.tls import generate_self_signed, server_context, server_context_from_pem
 from estafeta.waits import wait_set
 
@@ -97,6 +100,7 @@ class InboundHandler:
         self.domain = settings.return_path_domain.lower()
         self.fbl = settings.inbound.fbl_address.lower()
         self.rule = soft_rule(settings.suppression)
+        self.policy = suppression_policy(settings.suppression)
         self.busy = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -151,19 +155,21 @@ class InboundHandler:
             return "unsubscribed"
         if mailbox.dmarc and self.dmarc is not None:
             return await self.dmarc.ingest(raw)
-        complaint = parse_complaint(raw)  # some providers send complaints to the return path
-        if complaint is not None:
-            return await self._complaint(complaint, mailbox.delivery_id)
+        found = classify_message(raw, self.policy)  # the same engine as `estafeta bounces classify`
+        if found.complaint is not None:  # some providers send complaints to the return path
+            return await self._complaint(found.complaint, mailbox.delivery_id)
         if mailbox.delivery_id is None:
-            log.info("inbound: mail to the feedback-loop address is not an ARF report; dropped")
+            log.info("inbound: mail to the feedback-loop address is not a complaint (%s); dropped", found.reason)
             return "ignored"
-        return await self._bounce(mailbox.delivery_id, raw)
+        if found.report is None:  # a feedback report that is no complaint (auth-failure, not-spam)
+            log.info("inbound: %s report on the return path; dropped", found.reason)
+            return "ignored"
+        return await self._bounce(mailbox.delivery_id, found.report)
 
-    async def _bounce(self, delivery_id: int, raw: bytes) -> str:
+    async def _bounce(self, delivery_id: int, report: BounceReport) -> str:
         target = await self.db.run(feedback.delivery_target, delivery_id)
         if target is None:
             return "ignored"
-        report = parse_bounce(raw)
         now = self.clock.now()
         if not report.is_bounce:
             if report.reason is not Reason.OUT_OF_OFFICE:
@@ -175,21 +181,17 @@ class InboundHandler:
             (r for r in report.recipients if r.address.lower() == target.recipient.lower()),
             report.recipients[0] if report.recipients else None,
         )
-        kind = failure.verdict.kind if failure else report.kind
-        reason = failure.verdict.reason if failure else report.reason
+        bounce = (
+            bounce_data(failure.verdict)
+            if failure
+            else {"kind": str(report.kind), "reason": str(report.reason), "status": None, "scope": report.scope}
+        )
         diagnostic = (failure.diagnostic or failure.verdict.detail) if failure else ""
-        data = {
-            "async": True,
-            "bounce": {
-                "kind": str(kind),
-                "reason": str(reason),
-                "status": failure.status if failure else None,
-            },
-            "diagnostic": diagnostic,
-            "source": report.source,
-        }
-        if kind is Kind.HARD:
-            entries = for_bounce(target.account_id, target.recipient, kind, reason, diagnostic)
+        data = {"async": True, "bounce": bounce, "diagnostic": diagnostic, "source": report.source}
+        if bounce["kind"] == Kind.HARD:
+            entries = for_bounce(
+                target.account_id, target.recipient, str(bounce["scope"]), str(bounce["reason"]), diagnostic
+            )
             await self.db.run(
                 feedback.record,
                 target,
@@ -206,7 +208,7 @@ class InboundHandler:
             event="soft_bounced",
             data=data,
             now=now,
-            soft_failure=True,
+            soft_failure=bounce.get("blame") != "sender",  # the sender's refusals say nothing of the address
             rule=self.rule,
         )
         return "soft_bounced"
@@ -222,6 +224,7 @@ class InboundHandler:
             "source_ip": complaint.source_ip,
             "feedback_id": complaint.feedback_id,
             "matched_by": matched_by,
+            "format": complaint.source,
         }
         detail = f"{complaint.feedback_type} report from {complaint.user_agent or 'a feedback loop'}"
         entries = for_complaint(target.account_id, target.recipient, detail)

@@ -159,3 +159,17 @@ def retry_advised(verdict: Verdict) -> bool:
     if verdict.kind is not Kind.SOFT:
         return False
     return not (verdict.permanent and verdict.reason in NOT_RETRIED)
+
+
+def bounce_data(verdict: Verdict) -> dict[str, str | None]:
+    """The verdict as an event records it (`data.bounce`): what failed, what it suppresses, whose fault."""
+    data: dict[str, str | None] = {
+        "kind": str(verdict.kind),
+        "reason": str(verdict.reason),
+        "status": verdict.status,
+        "scope": verdict.scope,
+        "blame": verdict.blame,
+    }
+    if verdict.stage is not None:
+        data["stage"] = verdict.stage
+    return data

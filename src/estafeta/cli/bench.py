@@ -43,3 +43,20 @@ def smtp(
 
     result = asyncio.run(run_smtp(messages=messages, sessions=sessions, algorithm=algorithm, console=console))
     report("smtp", result, output, console)
+
+
+@app.command("bounces")
+def bounces(
+    corpus: Annotated[
+        Path,
+        typer.Option(exists=True, file_okay=False, help="Directory of samples (default: the test corpus)."),
+    ] = Path(__file__).resolve().parents[3] / "tests" / "data" / "bounces",
+    rounds: Annotated[int, typer.Option(min=1, max=1000, help="Passes over the corpus.")] = 5,
+    output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/bounces.json"),
+) -> None:
+    """Samples/second through the bounce classifier on one core (target: 500)."""
+    from estafeta.bench.bounces import run_bounces
+    from estafeta.bench.report import report
+
+    result = run_bounces(corpus=corpus, rounds=rounds, console=console)
+    report("bounces", result, output, console)

@@ -27,6 +27,7 @@ from estafeta.delivery.mx import MxHost
 class Reply:
     code: int | None  # None when there was no SMTP reply (connection refused, timeout, dropped)
     text: str
+    stage: str | None = None  # the command refused: mail, rcpt or data (None: the connection or greeting)
 
     @property
     def positive(self) -> bool:
@@ -91,12 +92,15 @@ class MxSession:
             options.append(f"SIZE={len(raw)}")
         if self.smtp.supports_extension("8bitmime") and not raw.isascii():
             options.append("BODY=8BITMIME")
+        stage = "mail"
         try:
             await self.smtp.mail(mail_from, options=options, encoding=encoding)
+            stage = "rcpt"
             await self.smtp.rcpt(rcpt, encoding=encoding)
+            stage = "data"
             response = await self.smtp.data(raw)
         except aiosmtplib.SMTPResponseException as exc:
-            reply = Reply(exc.code, exc.message)
+            reply = Reply(exc.code, exc.message, stage)
             await self._after_refusal(exc.code)
             return reply
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:

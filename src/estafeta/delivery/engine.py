@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 from estafeta import verp
 from estafeta.bounces.classify import classify_reply
-from estafeta.bounces.reasons import retry_advised
+from estafeta.bounces.policy import DEFAULT_POLICY, Policy
+from estafeta.bounces.reasons import bounce_data, retry_advised
 from estafeta.clock import Clock
 from estafeta.config import DestinationLimits, Settings
 from estafeta.delivery.client import ConnectFailed, MxSession, Reply, open_session
@@ -31,6 +32,7 @@ from estafeta.metrics import Metrics
 from estafeta.outcome import AttemptResult, Job
 from estafeta.queue import AfterFinish, Queue
 from estafeta.store.db import Database
+from estafeta.suppression import policy as suppression_policy
 from estafeta.suppression import soft_rule
 from estafeta.waits import wait_set
 
@@ -40,15 +42,14 @@ FLUSH_INTERVAL = 0.02
 SESSIONS_FLUSH_INTERVAL = 5.0  # seconds between additions of TLS session counts to the database
 
 
-def classified(job: Job, reply: Reply, extra: dict[str, object]) -> AttemptResult:
+def classified(
+    job: Job, reply: Reply, extra: dict[str, object], policy: Policy = DEFAULT_POLICY
+) -> AttemptResult:
     """An attempt result from an SMTP reply (or its absence), with the bounce classifier's verdict."""
     if reply.positive:
         return AttemptResult(job, True, reply.code, reply.text, False, dict(extra))
-    verdict = classify_reply(reply.code, reply.text)
-    data = {
-        **extra,
-        "bounce": {"kind": str(verdict.kind), "reason": str(verdict.reason), "status": verdict.status},
-    }
+    verdict = classify_reply(reply.code, reply.text, stage=reply.stage, policy=policy)
+    data = {**extra, "bounce": bounce_data(verdict)}
     return AttemptResult(job, False, reply.code, reply.text, retry_advised(verdict), data)
 
 
@@ -128,14 +129,22 @@ class Lane:
             return session
         except DnsPermanentError as exc:
             reply = f"{exc.status} {exc.reason}"
-            bounce = {"bounce": {"kind": "hard", "reason": "no-such-domain", "status": exc.status}}
+            bounce = {
+                "bounce": {
+                    "kind": "hard",
+                    "reason": "no-such-domain",
+                    "status": exc.status,
+                    "scope": "global",
+                    "blame": "recipient",
+                }
+            }
             self._fail_all(job, lambda j: AttemptResult(j, False, None, reply, False, dict(bounce)))
         except DnsTemporaryError as exc:
             text = str(exc)
             self._fail_all(job, lambda j: AttemptResult(j, False, None, text, True, {"dns": "temporary"}))
         except ConnectFailed as exc:
             refused = exc.reply
-            self._fail_all(job, lambda j: classified(j, refused, extra))
+            self._fail_all(job, lambda j: classified(j, refused, extra, engine.policy))
         return None
 
     async def _sender(self) -> None:
@@ -160,7 +169,7 @@ class Lane:
                 extra = {"mx": session.mx.name, "ip": session.address, "tls": session.tls, **session.details}
                 if self.source is not None:
                     extra["source_ip"] = self.source
-                self.engine.report(classified(job, reply, extra))
+                self.engine.report(classified(job, reply, extra, self.engine.policy))
                 if reply.code == 421:
                     self.resume_at = time.monotonic() + self.engine.settings.delivery.throttle_pause
                 if not session.alive:
@@ -195,6 +204,7 @@ class DeliveryEngine:
         self.queue = Queue(
             db, settings.delivery, clock, self.owner, soft_rule(settings.suppression), after_finish
         )
+        self.policy = suppression_policy(settings.suppression)
         self.lanes: dict[tuple[str, str | None], Lane] = {}
         self.sources = sources or SourcePools(db, settings.ip_pools)
         self.helo = SourceNames(settings, resolver.resolver)

@@ -101,7 +101,7 @@ def counts(
     for kind, data, _at in rows:
         if kind == "delivered":
             delivered += 1
-        elif (data or {}).get("bounce", {}).get("kind") == "hard":
+        elif _counts_against_sender((data or {}).get("bounce", {})):
             hard += 1
         else:
             soft += 1
@@ -434,3 +434,9 @@ def set_entries(
         conn, (NewEvent(account_id, event, data or {}, r.message_id, r.recipient, r.id) for r in rows), now
     )
     return len(rows)
+
+
+def _counts_against_sender(bounce: dict[str, object]) -> bool:
+    """A dead address (list hygiene) or a receiver refusing the sender itself (spam, authentication,
+    blocklists): both are the sender's doing; a full mailbox or a server that is down are not."""
+    return bounce.get("kind") == "hard" or bounce.get("blame") == "sender"
