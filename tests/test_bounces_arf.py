@@ -171,7 +171,11 @@ def test_not_an_arf_report() -> None:
 def test_hotmail_complaint_without_a_feedback_report_part() -> None:
     complaint = parse_complaint((CORPUS / "php_bounce_handler" / "fbl-hotmail.txt").read_bytes())
     assert complaint is not None and complaint.is_complaint
-    assert (complaint.source, complaint.feedback_type, complaint.source_ip) == ("hotmail", "abuse", "24.64.1.1")
+    assert (complaint.source, complaint.feedback_type, complaint.source_ip) == (
+        "hotmail",
+        "abuse",
+        "24.64.1.1",
+    )
     assert complaint.original_rcpt_to == "somerecipient@hotmail.com"
 
 

@@ -14,8 +14,13 @@ HARD, SOFT, NONE = Kind.HARD, Kind.SOFT, Kind.NONE
 # (code, text, kind, reason, enhanced status parsed from the text)
 REPLIES = [
     # --- one row per reason, plain wording
-    (550, "5.1.1 <a@b.test>: Recipient address rejected: User unknown in local recipient table", HARD,
-     Reason.USER_UNKNOWN, "5.1.1"),
+    (
+        550,
+        "5.1.1 <a@b.test>: Recipient address rejected: User unknown in local recipient table",
+        HARD,
+        Reason.USER_UNKNOWN,
+        "5.1.1",
+    ),
     (550, "5.1.2 Host or domain name not found", HARD, Reason.NO_SUCH_DOMAIN, "5.1.2"),
     (550, "5.1.6 recipient no longer on server: a@b.test", HARD, Reason.HAS_MOVED, "5.1.6"),
     (556, "5.1.10 Recipient address has null MX", HARD, Reason.NOT_ACCEPTING, "5.1.10"),
@@ -23,8 +28,13 @@ REPLIES = [
     (552, "5.3.4 Message size exceeds fixed limit", SOFT, Reason.MESSAGE_TOO_LARGE, "5.3.4"),
     (550, "5.7.1 Message rejected as spam by Content Filtering", SOFT, Reason.SPAM_CONTENT, "5.7.1"),
     (554, "5.7.0 Virus found in message", SOFT, Reason.SPAM_CONTENT, "5.7.0"),
-    (554, "5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org", SOFT,
-     Reason.BLOCKLISTED, "5.7.1"),
+    (
+        554,
+        "5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
+        SOFT,
+        Reason.BLOCKLISTED,
+        "5.7.1",
+    ),
     (550, "5.7.26 Unauthenticated email is not accepted", SOFT, Reason.AUTHENTICATION, "5.7.26"),
     (550, "5.7.1 <a@b.test>: Sender address rejected: Access denied", SOFT, Reason.SENDER_REJECTED, "5.7.1"),
     (554, "5.7.1 <a@b.test>: Relay access denied", SOFT, Reason.RELAY_DENIED, "5.7.1"),
@@ -33,8 +43,13 @@ REPLIES = [
     (451, "4.7.1 Greylisted, please retry in 300 seconds", SOFT, Reason.GREYLISTED, "4.7.1"),
     (554, "5.4.7 Delivery time expired", SOFT, Reason.EXPIRED, "5.4.7"),
     (550, "5.2.1 Mailbox disabled, not accepting messages", SOFT, Reason.MAILBOX_DISABLED, "5.2.1"),
-    (550, "5.7.1 This recipient is only accepting mail from specific email addresses", SOFT, Reason.FILTERED,
-     "5.7.1"),
+    (
+        550,
+        "5.7.1 This recipient is only accepting mail from specific email addresses",
+        SOFT,
+        Reason.FILTERED,
+        "5.7.1",
+    ),
     (451, "4.4.3 Temporary DNS lookup failure", SOFT, Reason.DNS_FAILURE, "4.4.3"),
     (554, "5.4.14 Hop count exceeded - possible mail loop", SOFT, Reason.SYSTEM_ERROR, "5.4.14"),
     (421, "4.3.2 Service shutting down", SOFT, Reason.SERVER_DOWN, "4.3.2"),
@@ -42,41 +57,134 @@ REPLIES = [
     (530, "5.7.0 Must issue a STARTTLS command first", SOFT, Reason.SECURITY, "5.7.0"),
     (554, "Transaction failed", SOFT, Reason.OTHER, None),
     # --- the provider wording that decides (postmaster pages)
-    (550, "5.1.1 The email account that you tried to reach does not exist. Please try double-checking the "
-     "recipient's email address for typos or unnecessary spaces.", HARD, Reason.USER_UNKNOWN, "5.1.1"),
-    (550, "550-5.1.1 The email account that you tried to reach does not exist. Please try\n"
-     "550-5.1.1 double-checking the recipient's email address for typos or\n550 5.1.1 unnecessary spaces.",
-     HARD, Reason.USER_UNKNOWN, "5.1.1"),
-    (550, "5.2.1 The email account that you tried to reach is disabled.", SOFT, Reason.MAILBOX_DISABLED, "5.2.1"),
-    (452, "4.2.2 The email account that you tried to reach is over quota.", SOFT, Reason.MAILBOX_FULL, "4.2.2"),
-    (550, "5.7.26 This mail has been blocked because the sender is unauthenticated. Gmail requires all senders "
-     "to authenticate with either SPF or DKIM.", SOFT, Reason.AUTHENTICATION, "5.7.26"),
-    (550, "5.7.25 The IP address sending this message does not have a PTR record setup", SOFT,
-     Reason.AUTHENTICATION, "5.7.25"),
-    (421, "4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP address.",
-     SOFT, Reason.RATE_LIMITED, "4.7.28"),
-    (550, "5.7.1 Our system has detected that this message is likely unsolicited mail.", SOFT,
-     Reason.SPAM_CONTENT, "5.7.1"),
-    (554, "delivery error: dd This user doesn't have a yahoo.com account (x@yahoo.com) [0]", HARD,
-     Reason.USER_UNKNOWN, None),
-    (554, "delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. This account has been "
-     "disabled or discontinued [#102].", SOFT, Reason.MAILBOX_DISABLED, None),
-    (421, "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user "
-     "complaints", SOFT, Reason.RATE_LIMITED, "4.7.0"),
-    (550, "5.5.0 Requested action not taken: mailbox unavailable (S2017062302)", HARD, Reason.USER_UNKNOWN,
-     "5.5.0"),
-    (550, "5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup", HARD,
-     Reason.USER_UNKNOWN, "5.1.10"),
-    (550, "5.7.1 Unfortunately, messages from [192.0.2.1] weren't sent. Please contact your Internet service "
-     "provider since part of their network is on our block list (S3150).", SOFT, Reason.BLOCKLISTED, "5.7.1"),
+    (
+        550,
+        "5.1.1 The email account that you tried to reach does not exist. Please try double-checking the "
+        "recipient's email address for typos or unnecessary spaces.",
+        HARD,
+        Reason.USER_UNKNOWN,
+        "5.1.1",
+    ),
+    (
+        550,
+        "550-5.1.1 The email account that you tried to reach does not exist. Please try\n"
+        "550-5.1.1 double-checking the recipient's email address for typos or\n550 5.1.1 unnecessary spaces.",
+        HARD,
+        Reason.USER_UNKNOWN,
+        "5.1.1",
+    ),
+    (
+        550,
+        "5.2.1 The email account that you tried to reach is disabled.",
+        SOFT,
+        Reason.MAILBOX_DISABLED,
+        "5.2.1",
+    ),
+    (
+        452,
+        "4.2.2 The email account that you tried to reach is over quota.",
+        SOFT,
+        Reason.MAILBOX_FULL,
+        "4.2.2",
+    ),
+    (
+        550,
+        "5.7.26 This mail has been blocked because the sender is unauthenticated. Gmail requires all senders "
+        "to authenticate with either SPF or DKIM.",
+        SOFT,
+        Reason.AUTHENTICATION,
+        "5.7.26",
+    ),
+    (
+        550,
+        "5.7.25 The IP address sending this message does not have a PTR record setup",
+        SOFT,
+        Reason.AUTHENTICATION,
+        "5.7.25",
+    ),
+    (
+        421,
+        "4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP "
+        "address.",
+        SOFT,
+        Reason.RATE_LIMITED,
+        "4.7.28",
+    ),
+    (
+        550,
+        "5.7.1 Our system has detected that this message is likely unsolicited mail.",
+        SOFT,
+        Reason.SPAM_CONTENT,
+        "5.7.1",
+    ),
+    (
+        554,
+        "delivery error: dd This user doesn't have a yahoo.com account (x@yahoo.com) [0]",
+        HARD,
+        Reason.USER_UNKNOWN,
+        None,
+    ),
+    (
+        554,
+        "delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. This account has been "
+        "disabled or discontinued [#102].",
+        SOFT,
+        Reason.MAILBOX_DISABLED,
+        None,
+    ),
+    (
+        421,
+        "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user "
+        "complaints",
+        SOFT,
+        Reason.RATE_LIMITED,
+        "4.7.0",
+    ),
+    (
+        550,
+        "5.5.0 Requested action not taken: mailbox unavailable (S2017062302)",
+        HARD,
+        Reason.USER_UNKNOWN,
+        "5.5.0",
+    ),
+    (
+        550,
+        "5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
+        HARD,
+        Reason.USER_UNKNOWN,
+        "5.1.10",
+    ),
+    (
+        550,
+        "5.7.1 Unfortunately, messages from [192.0.2.1] weren't sent. Please contact your Internet service "
+        "provider since part of their network is on our block list (S3150).",
+        SOFT,
+        Reason.BLOCKLISTED,
+        "5.7.1",
+    ),
     (550, "5.7.606 Access denied, banned sending IP [192.0.2.1]", SOFT, Reason.BLOCKLISTED, "5.7.606"),
-    (550, "5.7.1 [BL21] Connections will not be accepted from 192.0.2.1, because the ip is in Spamhaus's list",
-     SOFT, Reason.BLOCKLISTED, "5.7.1"),
+    (
+        550,
+        "5.7.1 [BL21] Connections will not be accepted from 192.0.2.1, because the ip is in Spamhaus's list",
+        SOFT,
+        Reason.BLOCKLISTED,
+        "5.7.1",
+    ),
     (554, "5.7.9 Message not accepted for policy reasons", SOFT, Reason.POLICY, "5.7.9"),
-    (550, "5.1.1 boite du destinataire archivee. archived recipient. OFR_417", SOFT, Reason.MAILBOX_DISABLED,
-     "5.1.1"),
-    (550, "5.5.0 <a@orange.test>: adresse d au moins un destinataire invalide. invalid recipient. OFR_416",
-     HARD, Reason.USER_UNKNOWN, "5.5.0"),
+    (
+        550,
+        "5.1.1 boite du destinataire archivee. archived recipient. OFR_417",
+        SOFT,
+        Reason.MAILBOX_DISABLED,
+        "5.1.1",
+    ),
+    (
+        550,
+        "5.5.0 <a@orange.test>: adresse d au moins un destinataire invalide. invalid recipient. OFR_416",
+        HARD,
+        Reason.USER_UNKNOWN,
+        "5.5.0",
+    ),
     (552, "5.2.2 boite du destinataire pleine. OFR_422", SOFT, Reason.MAILBOX_FULL, "5.2.2"),
     (550, "5.1.1 <a@b.test> Recipient not found. <http://x.co/irbounce>", HARD, Reason.USER_UNKNOWN, "5.1.1"),
     (554, "5.7.1 IB605 refused due to the IP being blocked", SOFT, Reason.BLOCKLISTED, "5.7.1"),
@@ -160,7 +268,10 @@ def test_give_up_is_expired_and_soft() -> None:
         ("host mx.b.test said: 550 5.1.1 <a@b.test>: User unknown (in reply to RCPT TO command)", "rcpt"),
         ("said: 554 5.7.1 Spam detected (in reply to end of DATA command)", "data"),
         ("SMTP error from remote mail server after MAIL FROM:<x@y.test>: 550 Unroutable sender", "mail"),
-        ("... while talking to mx.b.test.:\n>>> DATA\n<<< 550 User unknown\n<<< 503 need RCPT command", "rcpt"),
+        (
+            "... while talking to mx.b.test.:\n>>> DATA\n<<< 550 User unknown\n<<< 503 need RCPT command",
+            "rcpt",
+        ),
         ("550 5.1.1 user unknown", None),
     ],
 )
@@ -169,7 +280,9 @@ def test_stage_of_the_refusal(text: str, stage: str | None) -> None:
 
 
 def test_refusal_after_mail_from_is_the_senders() -> None:
-    verdict = classify_reply(550, "5.1.1 <me@sender.test>: Sender address rejected: User unknown", stage="mail")
+    verdict = classify_reply(
+        550, "5.1.1 <me@sender.test>: Sender address rejected: User unknown", stage="mail"
+    )
     assert (verdict.kind, verdict.reason, verdict.blame) == (SOFT, Reason.SENDER_REJECTED, "sender")
     unroutable = classify_failure("said: 550 Unroutable sender address (in reply to MAIL FROM command)")
     assert (unroutable.kind, unroutable.reason) == (SOFT, Reason.SENDER_REJECTED)
@@ -188,18 +301,28 @@ def test_user_unknown_only_after_data_is_a_filter_not_a_dead_address() -> None:
 )
 def test_disabled_mailbox_follows_the_operators_choice(setting: str, kind: Kind, scope: str) -> None:
     policy = Policy(disabled_mailbox=setting)  # type: ignore[arg-type]
-    verdict = classify_reply(550, "5.2.1 The email account that you tried to reach is disabled.", policy=policy)
+    verdict = classify_reply(
+        550, "5.2.1 The email account that you tried to reach is disabled.", policy=policy
+    )
     assert (verdict.kind, verdict.reason, verdict.scope) == (kind, Reason.MAILBOX_DISABLED, scope)
 
 
 @pytest.mark.parametrize(
     ("reason", "blame"),
-    [(Reason.SPAM_CONTENT, "sender"), (Reason.AUTHENTICATION, "sender"), (Reason.MAILBOX_FULL, "recipient"),
-     (Reason.SERVER_DOWN, "network")],
+    [
+        (Reason.SPAM_CONTENT, "sender"),
+        (Reason.AUTHENTICATION, "sender"),
+        (Reason.MAILBOX_FULL, "recipient"),
+        (Reason.SERVER_DOWN, "network"),
+    ],
 )
 def test_blame(reason: Reason, blame: str) -> None:
-    text = {Reason.SPAM_CONTENT: "spam", Reason.AUTHENTICATION: "DMARC policy", Reason.MAILBOX_FULL: "quota",
-            Reason.SERVER_DOWN: "connection refused"}[reason]
+    text = {
+        Reason.SPAM_CONTENT: "spam",
+        Reason.AUTHENTICATION: "DMARC policy",
+        Reason.MAILBOX_FULL: "quota",
+        Reason.SERVER_DOWN: "connection refused",
+    }[reason]
     assert classify_failure(text).blame == blame
 
 
@@ -237,7 +360,9 @@ def test_a_success_status_in_a_report_is_not_a_failure() -> None:
         (421, "5.7.1 relay access denied", SOFT, Reason.RELAY_DENIED),
     ],
 )
-def test_a_transient_class_anywhere_keeps_the_address_alive(code: int, text: str, kind: Kind, reason: Reason) -> None:
+def test_a_transient_class_anywhere_keeps_the_address_alive(
+    code: int, text: str, kind: Kind, reason: Reason
+) -> None:
     verdict = classify_reply(code, text)
     assert (verdict.kind, verdict.reason) == (kind, reason)
     assert retry_advised(verdict)

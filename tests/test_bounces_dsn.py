@@ -249,9 +249,7 @@ def test_null_sender_report_with_auto_submitted_is_a_bounce_not_an_auto_reply() 
     assert (report.is_bounce, report.kind, report.reason) == (True, Kind.HARD, Reason.USER_UNKNOWN)
 
 
-@pytest.mark.parametrize(
-    "action", ["delivered", "relayed", "expanded", "relayed (to non-DSN-aware mailer)"]
-)
+@pytest.mark.parametrize("action", ["delivered", "relayed", "expanded", "relayed (to non-DSN-aware mailer)"])
 def test_reports_of_success_are_not_bounces(action: str) -> None:
     block = f"Final-Recipient: rfc822; ok@example.test\nAction: {action}\nStatus: 2.1.5\n"
     report = parse_bounce(_dsn(block))
@@ -284,7 +282,8 @@ def test_user_unknown_after_end_of_data_is_filtered() -> None:
     )
     raw = _dsn(block).replace(
         b"be delivered to one or more recipients.",
-        b"be delivered to one or more recipients.\n\n<zed@example.test>: host mx said: 554 Rcpt does not exist"
+        b"be delivered to one or more recipients.\n\n<zed@example.test>: host mx said: 554 Rcpt does not"
+        b" exist"
         b" (in reply to end of DATA command)",
     )
     report = parse_bounce(raw)

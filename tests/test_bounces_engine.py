@@ -19,16 +19,32 @@ def _read(name: str) -> bytes:
 @pytest.mark.parametrize(
     ("raw", "verdict", "reason", "suppresses", "source"),
     [
-        (b"550 5.1.1 <a@b.test>: Recipient address rejected: User unknown\n", "hard", "user-unknown", "global",
-         "smtp"),
+        (
+            b"550 5.1.1 <a@b.test>: Recipient address rejected: User unknown\n",
+            "hard",
+            "user-unknown",
+            "global",
+            "smtp",
+        ),
         (b"421 4.7.0 [TSS04] Messages temporarily deferred\n", "soft", "rate-limited", "none", "smtp"),
-        (b"Reporting-MTA: dns; mx.test\n\nFinal-Recipient: rfc822; a@b.test\nAction: failed\nStatus: 5.1.1\n",
-         "hard", "user-unknown", "global", "dsn"),
+        (
+            b"Reporting-MTA: dns; mx.test\n\n"
+            b"Final-Recipient: rfc822; a@b.test\nAction: failed\nStatus: 5.1.1\n",
+            "hard",
+            "user-unknown",
+            "global",
+            "dsn",
+        ),
     ],
 )
 def test_bare_replies_and_fields(raw: bytes, verdict: str, reason: str, suppresses: str, source: str) -> None:
     found = classify_message(raw)
-    assert (found.verdict, found.reason, found.suppresses, found.source) == (verdict, reason, suppresses, source)
+    assert (found.verdict, found.reason, found.suppresses, found.source) == (
+        verdict,
+        reason,
+        suppresses,
+        source,
+    )
     assert found.evidence[0].rule == "format"
 
 
@@ -36,7 +52,12 @@ def test_bare_replies_and_fields(raw: bytes, verdict: str, reason: str, suppress
     ("name", "verdict", "reason", "recipients"),
     [
         ("anymail/ses-bounce.json", "hard", "user-unknown", ["jane@example.com"]),
-        ("anymail/ses-multiple-bounce.json", "hard", "user-unknown", ["jane@example.com", "richard@example.com"]),
+        (
+            "anymail/ses-multiple-bounce.json",
+            "hard",
+            "user-unknown",
+            ["jane@example.com", "richard@example.com"],
+        ),
         ("anymail/ses-complaint.json", "complaint", "abuse", ["richard@example.com"]),
         ("anymail/ses-delivery.json", "none", "delivered", ["jane@example.com"]),
     ],
@@ -57,8 +78,11 @@ def test_ses_notification_in_an_sns_envelope_and_in_a_mail() -> None:
 def test_transient_ses_bounce_is_soft() -> None:
     notification = {
         "notificationType": "Bounce",
-        "bounce": {"bounceType": "Transient", "bounceSubType": "MailboxFull",
-                   "bouncedRecipients": [{"emailAddress": "full@example.test"}]},
+        "bounce": {
+            "bounceType": "Transient",
+            "bounceSubType": "MailboxFull",
+            "bouncedRecipients": [{"emailAddress": "full@example.test"}],
+        },
     }
     found = classify_message(json.dumps(notification).encode())
     assert (found.verdict, found.reason, found.suppresses) == ("soft", "mailbox-full", "none")
@@ -82,7 +106,10 @@ def test_opt_out_reply_is_a_complaint() -> None:
     raw = b"From: Ana <ana@example.test>\nTo: bounces+t0k@rp.test\nSubject: Unsubscribe\n\n\n"
     found = classify_message(raw)
     assert (found.verdict, found.reason, found.recipients, found.source) == (
-        "complaint", "opt-out", ["ana@example.test"], "opt-out"
+        "complaint",
+        "opt-out",
+        ["ana@example.test"],
+        "opt-out",
     )
 
 

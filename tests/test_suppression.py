@@ -249,7 +249,12 @@ async def test_policy_gate_drops_suppressed_recipients_and_records_why(db: Datab
         ("account", "mailbox-disabled", False, {(1, "address", "hard-bounce")}),
         ("none", "mailbox-disabled", False, set()),
         ("global", "no-such-domain", True, {(None, "domain", "no-mx")}),
-        ("global", "no-such-domain", False, {(1, "address", "hard-bounce"), (None, "address", "hard-bounce")}),
+        (
+            "global",
+            "no-such-domain",
+            False,
+            {(1, "address", "hard-bounce"), (None, "address", "hard-bounce")},
+        ),
         ("none", "other", False, set()),
         ("none", "authentication-failed", False, set()),
         ("none", "spam-content", False, set()),
@@ -294,7 +299,14 @@ async def test_final_bounces_suppress_in_the_transaction_that_records_them(db: D
                 None,
                 "5.1.2 domain does not exist",
                 False,
-                {"bounce": {"kind": "hard", "reason": "no-such-domain", "status": "5.1.2", "scope": "global"}},
+                {
+                    "bounce": {
+                        "kind": "hard",
+                        "reason": "no-such-domain",
+                        "status": "5.1.2",
+                        "scope": "global",
+                    }
+                },
             ),
             AttemptResult(
                 jobs["blocked@gmail.test"],
@@ -302,7 +314,14 @@ async def test_final_bounces_suppress_in_the_transaction_that_records_them(db: D
                 550,
                 "550 5.7.26 unauthenticated",
                 False,
-                {"bounce": {"kind": "soft", "reason": "authentication-failed", "status": "5.7.26", "scope": "none"}},
+                {
+                    "bounce": {
+                        "kind": "soft",
+                        "reason": "authentication-failed",
+                        "status": "5.7.26",
+                        "scope": "none",
+                    }
+                },
             ),
         ]
     )

@@ -109,8 +109,8 @@ class SuppressionSettings(BaseModel):
     soft_bounce_days: float = Field(7, gt=0, description="window, in days, in which those failures count")
     disabled_mailbox: Literal["global", "account", "none"] = Field(
         "none",
-        description="what a disabled or suspended mailbox suppresses at once: the global list, the account's, or "
-        "nothing (it counts towards soft_bounce_limit like other lasting soft failures)",
+        description="what a disabled or suspended mailbox suppresses at once: the global list, the "
+        "account's, or nothing (it counts towards soft_bounce_limit like other lasting soft failures)",
     )
     spam_traps: list[str] = Field(
         default_factory=list,

@@ -1,11 +1,12 @@
 """Sender reputation: rolling rates, automatic warning and pause, administrator review, warm-up limits.
 
 One bad sender must not spoil the shared IPs and domains. Each account's latest outcomes (see
-`ReputationSettings`) give a bounce rate (dead addresses and refusals of the sender itself / delivered + bounced), a complaint rate
-(complaints / delivered), spam-trap hits and an unsubscribe rate; rates count once `min_volume` outcomes
-are in. Over the warning thresholds the account is warned; over the pause thresholds its broadcast stream
-is paused: queued broadcast mail waits (the queue does not claim it), new broadcast mail is refused, and a
-review is opened for an administrator. Transactional mail keeps flowing unless an administrator halts it.
+`ReputationSettings`) give a bounce rate (dead addresses and refusals of the sender itself / delivered +
+bounced), a complaint rate (complaints / delivered), spam-trap hits and an unsubscribe rate; rates count once
+`min_volume` outcomes are in. Over the warning thresholds the account is warned; over the pause thresholds its
+broadcast stream is paused: queued broadcast mail waits (the queue does not claim it), new broadcast mail is
+refused, and a review is opened for an administrator. Transactional mail keeps flowing unless an administrator
+halts it.
 
 Approving a review resumes the account (with metrics counted afresh), raises its warm-up tier when the
 review was a warm-up one and releases held messages; rejecting it suspends the stream and cancels them.

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from estafeta import verp
+from estafeta.bounces import classify_message
 from estafeta.cli import app as cli_app
 from estafeta.store import suppressions as suppression_store
 from estafeta.world import World
@@ -104,7 +105,13 @@ async def test_late_dsn_turns_a_delivery_into_a_hard_bounce_and_suppresses(repor
     assert _events(view, "delivered")  # the provider said 250 first…
     (bounce,) = _events(view, "bounced")  # …then mailed a non-delivery report to the return path
     assert bounce["data"]["async"] is True
-    assert bounce["data"]["bounce"] == {"kind": "hard", "reason": "user-unknown", "status": "5.1.1"}
+    assert bounce["data"]["bounce"] == {
+        "kind": "hard",
+        "reason": "user-unknown",
+        "status": "5.1.1",
+        "scope": "global",
+        "blame": "recipient",
+    }
     assert "RecipNotFound" in bounce["data"]["diagnostic"] and bounce["data"]["source"] == "dsn"
     assert view["state"] == "bounced" and view["recipients"][0]["state"] == "bounced"
     assert h.world.stats()["outlook.test"].reports_sent == 1
@@ -315,9 +322,82 @@ async def test_free_form_and_delayed_reports_on_the_return_path(reporting: Harne
     assert view["recipients"][0]["state"] == "bounced"
     view = await h.message(soft)
     (delay,) = _events(view, "soft_bounced")
-    assert delay["data"]["bounce"] == {"kind": "soft", "reason": "mailbox-full", "status": "4.2.2"}
+    assert delay["data"]["bounce"] == {
+        "kind": "soft",
+        "reason": "mailbox-full",
+        "status": "4.2.2",
+        "scope": "none",
+        "blame": "recipient",
+    }
     assert view["recipients"][0]["state"] == "delivered" and not _events(view, "bounced")
     assert [e["value"] for e in (await _entries(h.client))["data"]] == ["ana@yahoo.test"]
+
+
+# Single-recipient samples of every kind that reaches the return path, from the labelled corpus.
+LISTENER_SAMPLES = [
+    "bounceparser/doesnotexist.msg",  # DSN, user unknown at RCPT: hard
+    "php_bounce_handler/13.eml",  # Exim free text, unrouteable address: hard
+    "bounceparser/qmail.unknown.msg",  # qmail free text: hard
+    "bounceparser/quota-6.msg",  # DSN, too many messages on the server: soft
+    "php_bounce_handler/29.eml",  # Exim delay warning: soft
+    "bounceparser/spam-rejection12.msg",  # the sender refused: soft, nothing suppressed
+    "bounceparser/rcpt-dne.msg",  # user unknown only after DATA: soft
+    "bounceparser/user-unknown-disabled.msg",  # Gmail disabled account: soft by default
+    "php_bounce_handler/sendmail-dsn-hdrs-delivered.eml",  # success report: nothing
+    "php_bounce_handler/vac3.eml",  # out of office
+    "bounceparser/aol-vacation.msg",  # out of office
+    "flanker/complaint-yahoo.eml",  # ARF complaint
+    "php_bounce_handler/fbl-hotmail.txt",  # Hotmail complaint without a feedback-report part
+    "go_gmime/FBL-auth.eml",  # ARF auth-failure report: not a complaint
+]
+_EVENT_OF_VERDICT = {"hard": "bounced", "soft": "soft_bounced", "complaint": "complained"}
+
+
+async def test_the_listener_records_what_classify_says(reporting: Harness) -> None:
+    h = reporting
+    sent = [await h.send(to=[f"sample{i}@yahoo.test"]) for i in range(len(LISTENER_SAMPLES))]
+    for message_id in sent:
+        await h.wait_state(message_id, "delivered")
+    paths = {m.rcpt_to[0]: m.mail_from for m in h.world.received("yahoo.test")}
+    assert h.platform.inbound_address is not None
+    host, port = h.platform.inbound_address
+
+    def deliver(return_path: str, raw: bytes) -> int:
+        with smtplib.SMTP(host, port, timeout=30) as client:
+            client.ehlo("mx.example.test")
+            assert client.mail("<>")[0] == 250 and client.rcpt(return_path)[0] == 250
+            return client.data(raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))[0]
+
+    for i, (name, message_id) in enumerate(zip(LISTENER_SAMPLES, sent, strict=True)):
+        raw = (CORPUS / name).read_bytes()
+        expected = classify_message(raw)
+        assert await asyncio.to_thread(deliver, paths[f"sample{i}@yahoo.test"], raw) == 250, name
+        view = await h.message(message_id)  # recorded before the 250
+        recorded = [e for e in view["events"] if e["type"] not in ("accepted", "queued", "delivered")]
+        if expected.verdict in _EVENT_OF_VERDICT:
+            (event,) = recorded
+            assert event["type"] == _EVENT_OF_VERDICT[expected.verdict], name
+            if expected.verdict != "complaint":
+                assert event["data"]["bounce"]["reason"] == expected.reason, name
+                assert event["data"]["bounce"]["scope"] == expected.suppresses, name
+        elif expected.reason == "out-of-office":
+            assert [e["type"] for e in recorded] == ["auto_replied"], name
+        else:
+            assert recorded == [], name
+    entries = {(e["value"], e["reason"]) for e in (await _entries(h.client))["data"]}
+    hard = [
+        i
+        for i, name in enumerate(LISTENER_SAMPLES)
+        if classify_message((CORPUS / name).read_bytes()).verdict == "hard"
+    ]
+    complained = [
+        i
+        for i, name in enumerate(LISTENER_SAMPLES)
+        if classify_message((CORPUS / name).read_bytes()).verdict == "complaint"
+    ]
+    assert entries == {(f"sample{i}@yahoo.test", "hard-bounce") for i in hard} | {
+        (f"sample{i}@yahoo.test", "complaint") for i in complained
+    }
 
 
 # -- spam traps --------------------------------------------------------------------------------------
@@ -478,6 +558,7 @@ async def test_classify_endpoint_reads_a_raw_message(harness: Harness) -> None:
         "recipients": ["userx@example.com"],
         "status": "5.0.0",
         "source": "dsn",
+        "suppresses": "none",
     }
     unsupported = await harness.client.post(
         "/v1/bounces/classify", content=raw, headers={"Content-Type": "application/json"}
@@ -499,10 +580,21 @@ def test_cli_classifies_files_as_a_table_and_as_json() -> None:
     assert [Path(r["file"]).name for r in rows] == ["tt_bounce_01.eml", "tt_1234210666.eml"]
     assert rows[1]["verdict"] == "none" and rows[1]["reason"] == "out-of-office"
     assert rows[0]["verdict"] == "hard" and rows[0]["reason"] == "no-such-domain" and rows[0]["recipients"]
+    assert rows[0]["suppresses"] == "global" and "evidence" not in rows[0]
     table = runner.invoke(cli_app, ["bounces", "classify", *map(str, files)], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     assert "Bounce classification" in table.output and "out-of-office" in table.output
     assert rows[0]["reason"] in table.output
+    explained = runner.invoke(
+        cli_app, ["bounces", "classify", "--explain", str(files[0])], env={"COLUMNS": "200"}
+    )
+    assert explained.exit_code == 0, explained.output
+    assert (
+        "unrouteable mail domain" in explained.output.lower()
+        and "suppressed for every account" in explained.output
+    )
+    as_json = runner.invoke(cli_app, ["bounces", "classify", "--json", "--explain", str(files[0])])
+    assert json.loads(as_json.output)[0]["evidence"][0]["rule"] == "format"
     missing = runner.invoke(cli_app, ["bounces", "classify", "no-such-file.eml"])
     assert missing.exit_code != 0
 

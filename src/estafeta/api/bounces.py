@@ -11,6 +11,7 @@ from estafeta.api.deps import account_id, get_core
 from estafeta.api.problems import Problem
 from estafeta.bounces.report import classify_message
 from estafeta.core import Core
+from estafeta.suppression import policy
 
 router = APIRouter(prefix="/v1/bounces", tags=["bounces"])
 
@@ -25,13 +26,19 @@ _BODY_SCHEMA = {
 
 class Classification(BaseModel):
     verdict: Literal["hard", "soft", "none", "complaint"] = Field(
-        description="hard: never retried, suppressed; soft: retried; none: not a bounce (e.g. out of office)"
+        description="hard: the address is dead and suppressed; soft: it failed but the address lives; "
+        "none: not a failure (a success report, an out-of-office reply); complaint: the recipient complained"
     )
     reason: str = Field(description="e.g. user-unknown, mailbox-full; for a complaint its feedback type")
     recipients: list[str] = Field(description="the affected recipient(s)")
     status: str | None = Field(description="enhanced status code(s) (RFC 3463), comma-separated")
-    source: Literal["dsn", "heuristic", "flufl", "arf"] = Field(
-        description="read from a DSN (RFC 3464), from the text, by flufl.bounce, or from an ARF report"
+    source: Literal["dsn", "heuristic", "flufl", "arf", "hotmail", "ses", "opt-out", "smtp"] = Field(
+        description="read from a DSN (RFC 3464), from the text, by flufl.bounce, from an ARF report, "
+        "a Hotmail complaint, an SES notification, an opt-out request or a bare SMTP reply"
+    )
+    suppresses: Literal["global", "account", "none"] = Field(
+        description="what the verdict suppresses under this platform's settings: the address for every "
+        "account, on the sending account's list, or nothing"
     )
 
 
@@ -57,4 +64,5 @@ async def classify(
         raise Problem(413, f"a message may be at most {limit} bytes; got {len(raw)}")
     if not raw.strip():
         raise Problem(422, "the body is empty", errors=[{"field": "body", "reason": "empty"}])
-    return Classification(**classify_message(raw))
+    found = classify_message(raw, policy(core.settings.suppression))
+    return Classification(**{k: v for k, v in found.items() if k != "evidence"})

@@ -3,7 +3,8 @@
 Every file of a corpus (by default the labelled corpus in the source tree, tests/data/bounces) is read into
 memory first; then the clock runs while `classify_message` goes through them all, `rounds` times, in this one
 process and thread — what one inbound listener or one `estafeta bounces classify` has to work with. Both
-wall-clock and CPU time are reported: on a busy machine the CPU figure is the one that says what one core does.
+wall-clock and CPU time are reported: on a busy machine the CPU figure is the one that says what one core
+does.
 """
 
 from __future__ import annotations

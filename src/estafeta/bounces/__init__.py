@@ -1,4 +1,4 @@
-"""Bounce and complaint classification: SMTP replies, DSNs, free-form bounces, complaints and notifications."""
+"""Bounce and complaint classification: SMTP replies, DSNs, free-form bounces, complaints, notifications."""
 
 from estafeta.bounces.arf import Complaint, parse_complaint
 from estafeta.bounces.classify import classify_failure, classify_reply

@@ -27,6 +27,7 @@ an unrecognised failure is never hard.
 from __future__ import annotations
 
 import re
+
 from estafeta.bounces.policy import DEFAULT_POLICY, Policy, judge
 from estafeta.bounces.reasons import REASON_DETAIL, Evidence, Kind, Reason, Verdict
 
@@ -118,7 +119,8 @@ _TEXT_REASONS: list[tuple[Reason, _Phrases]] = [
         _Phrases(
             r"rate[- ]?limit",
             r"unusual rate|unexpected volume",
-            r"too many (?:messages|mails?|e-?mails|connections|sessions|concurrent|recipients|rcpt|invalid recip)",
+            r"too many (?:messages|mails?|e-?mails|connections|sessions|concurrent)",
+            r"too many (?:recipients|rcpt|invalid recip)",
             r"(?:sent|send) to too many|has sent too many",
             r"throttl|\bslow down\b",
             r"temporarily deferred|\[ts[s]?\d\d\]|\[gl01\]",
@@ -154,10 +156,12 @@ _TEXT_REASONS: list[tuple[Reason, _Phrases]] = [
     (
         Reason.SENDER_REJECTED,
         _Phrases(
-            r"sender (?:address )?(?:rejected|refused|denied|not accepted)|unroutable sender|unrouteable sender",
+            r"sender (?:address )?(?:rejected|refused|denied|not accepted)",
+            r"unroutable sender|unrouteable sender",
             r"sender verif\w* failed|verification failed for|sender (?:domain )?(?:unknown|must exist)",
             r"(?:sending|your|from) address not accepted|not allowed to send mail from",
-            r"invalid sender|bad sender|sender address (?:is )?(?:invalid|unknown)|mail from .{0,40} rejected",
+            r"invalid sender|bad sender|sender address (?:is )?(?:invalid|unknown)",
+            r"mail from .{0,40} rejected",
             r"domain of sender address .{0,60} does not (?:resolve|exist)|return path",
         ),
     ),
@@ -167,16 +171,19 @@ _TEXT_REASONS: list[tuple[Reason, _Phrases]] = [
             r"unauthenticated|not authenticated|authentication (?:failed|failure|required|check)",
             r"\bspf\b|\bdkim\b|\bdmarc\b|sender policy framework|domainkeys",
             r"\bptr\b|reverse dns|rdns|reverse (?:lookup|dns|mapping)|no (?:reverse|ptr)",
-            r"helo\b[^.]{0,40}\b(?:invalid|rejected|not)|(?:invalid|bad) helo|cannot find your (?:reverse )?hostname",
+            r"helo\b[^.]{0,40}\b(?:invalid|rejected|not)",
+            r"(?:invalid|bad) helo|cannot find your (?:reverse )?hostname",
         ),
     ),
     (
         Reason.BLOCKLISTED,
         _Phrases(
-            r"spamhaus|spamcop|barracuda ?(?:central|reputation)|\bsorbs\b|\bs3(?:1[45]0|140)\b|\bdnsbl\b|\brbl\b",
+            r"spamhaus|spamcop|barracuda ?(?:central|reputation)",
+            r"\bsorbs\b|\bs3(?:1[45]0|140)\b|\bdnsbl\b|\brbl\b",
             r"block ?list|black ?list|blocked using|\bcss\b|\bbl\d{3}\b|\bbl2\d\b",
             r"(?<!not )(?:is|are|been|currently|ip|host) listed (?:at|on|in|by)|reputation",
-            r"(?:access|connection|mail) from (?:ip|your ip|\[?\d)[^.]{0,60}\b(?:blocked|refused|rejected|denied)",
+            r"(?:access|connection|mail) from (?:ip|your ip|\[?\d)[^.]{0,60}"
+            r"\b(?:blocked|refused|rejected|denied)",
             r"(?:ip|client host|host|network)\b[^.]{0,60}\b(?:blocked|refused|banned)",
             r"comcast block|\brtr:\w\w\b|\bcon:b1\b|dynamic ip|dial-?up|residential|\bib\d{3}\b",
             r"banned sending ip|sending ip (?:is )?(?:banned|blocked)|traffic not accepted from this ip",
@@ -186,7 +193,8 @@ _TEXT_REASONS: list[tuple[Reason, _Phrases]] = [
         Reason.SPAM_CONTENT,
         _Phrases(
             r"\bspam(?:ming)?\b|unsolicited|\bjunk\b|\bube\b|bulk (?:e-?mail|mail)|mass mailer",
-            r"\bvirus(?:es)?\b|malware|infected|phish|trojan|harmful|banned (?:file|attachment)|illegal attachment",
+            r"\bvirus(?:es)?\b|malware|infected|phish|trojan",
+            r"harmful|banned (?:file|attachment)|illegal attachment",
             r"potential security issue|suspicious (?:content|link|attachment)|content (?:reject|filter)",
             r"message content rejected|\buribl\b|\bsurbl\b|\bdcc\b|spam ?(?:score|assassin|profile)",
         ),
@@ -221,17 +229,20 @@ _TEXT_REASONS: list[tuple[Reason, _Phrases]] = [
             r"restricted sms|refuses? to (?:receive|accept)|blocked by the recipient|recipient preferences",
             r"user rules|message filtered|\buser reject|requires confirmation|not pre-approved|guest list",
             r"sender (?:is )?(?:blocked|not allowed) by (?:the )?recipient|restrictedto\w*permission",
-            r"(?:not|isn'?t) (?:authori[sz]ed|allowed) to send to this (?:recipient|group)|sendernotauthenticatedforgroup",
+            r"(?:not|isn'?t) (?:authori[sz]ed|allowed) to send to this (?:recipient|group)",
+            r"sendernotauthenticatedforgroup",
         ),
     ),
     (
         Reason.USER_UNKNOWN,
         _Phrases(
-            r"user unknown|unknown (?:local[- ]part|user|recipient|address|mailbox|addressee|e-?mail address)",
+            r"user unknown",
+            r"unknown (?:local[- ]part|user|recipient|address|mailbox|addressee|e-?mail address)",
             r"\b(?:recipient|address|mailbox|addressee|account|user)\b[^.;:]{0,12}\bunknown\b",
             r"unknown or illegal (?:user|alias)|non-?existent (?:user|recipient|mailbox|address|account)",
             r"no such (?:user|mailbox|recipient|address|account|person|local user)|no mail ?box|no account",
-            r"mailbox (?:unavailable|not found|does not exist|doesn'?t exist|unknown|invalid)|invalid mailbox",
+            r"mailbox (?:unavailable|not found|does not exist|doesn'?t exist|unknown|invalid)",
+            r"invalid mailbox",
             r"invalid (?:recipient|address|user|final delivery|e-?mail|mailbox)|bad[-_ ]recipient|badrcptto",
             r"\b(?:user|recipient|mailbox|account|address|addressee|rcpt)\b(?:[^.;:]|\.(?=\S)){0,48}?"
             r"\b(?:does not exist|doesn'?t exist|not exist|not found|not known|not recognized|is unknown"
@@ -243,10 +254,12 @@ _TEXT_REASONS: list[tuple[Reason, _Phrases]] = [
             r"unrouteable address|no matches to (?:nameserver|directory)|did not (?:exactly )?match",
             r"does not have a final (?:e-?mail )?delivery point|not (?:\w+ )?e-?mail users?",
             r"recipient address rejected: (?:access denied|user|invalid|unknown|\w+ does not)",
-            r"resolver\.adr\.recip\w*notfound|recipnotfound|recipientnotfound|not found by smtp address lookup",
+            r"resolver\.adr\.recip\w*notfound|recipnotfound",
+            r"recipientnotfound|not found by smtp address lookup",
             r"address (?:is )?(?:wrong|incorrect|invalid)|wrong (?:e-?mail )?address|err\.nosuchuser",
             r"list of allowed rcpthosts|isn'?t in my list of allowed|not a local address",
-            r"n'existe pas|unbekannt|existiert nicht|no existe|inexistente|non esiste|sconosciuto|desconocido",
+            r"n'existe pas|unbekannt|existiert nicht|no existe",
+            r"inexistente|non esiste|sconosciuto|desconocido",
             r"destinataire invalide|adresse (?:email )?invalide|utilisateur inconnu",
         ),
     ),
@@ -267,8 +280,10 @@ _TEXT_REASONS: list[tuple[Reason, _Phrases]] = [
         Reason.NO_SUCH_DOMAIN,
         _Phrases(
             r"unknown host|host unknown|unknown domain|no such (?:domain|host)|domain name not found",
-            r"host (?:or domain name )?not found(?!, try again)|couldn'?t find any host|name or service not known",
-            r"(?:domain|host) (?:name )?(?:does not exist|doesn'?t exist|not found|unknown|is not valid|must exist)",
+            r"host (?:or domain name )?not found(?!, try again)",
+            r"couldn'?t find any host|name or service not known",
+            r"(?:domain|host) (?:name )?(?:does not exist|doesn'?t exist|not found|unknown)",
+            r"(?:domain|host) (?:name )?(?:is not valid|must exist)",
             r"unrouteable mail domain|nxdomain|no (?:mx|mail exchanger)|domain is not reachable",
             r"dns error: domain|mail domain mentioned in email address is unknown",
             r"point to non-?existent hosts|dns lookup failure: host",
@@ -341,7 +356,12 @@ _TRANSIENT_HINT = re.compile(
 _STAGES: list[tuple[str, re.Pattern[str]]] = [
     ("mail", _any_of(r"in reply to mail from|after mail from|>>> mail from|mail from:? command")),
     ("rcpt", _any_of(r"in reply to rcpt to|after rcpt to|>>> rcpt to|rcpt to:? command")),
-    ("data", _any_of(r"in reply to (?:end of )?data|after (?:end of )?data|>>> data|message scanning|scanning code")),
+    (
+        "data",
+        _any_of(
+            r"in reply to (?:end of )?data|after (?:end of )?data|>>> data|message scanning|scanning code"
+        ),
+    ),
 ]
 # Sendmail pipelines MAIL, RCPT and DATA: a refused RCPT shows up under ">>> DATA", followed by "503 need
 # RCPT" (or "no recipients"). Then the refusal was the recipient's, not the message's.
@@ -430,7 +450,8 @@ def classify_reply(
         evidence = [Evidence("text", f"'{why}' means {reason}")]
         if reason is Reason.NO_SUCH_DOMAIN:
             kind, scope, said = judge(reason, policy)
-            return _verdict(kind, reason, None, None, text, evidence + [said], permanent=True, scope=scope)
+            evidence.append(said)
+            return _verdict(kind, reason, None, None, text, evidence, permanent=True, scope=scope)
         return _verdict(Kind.SOFT, reason, None, None, text, evidence)
     if 200 <= code < 300:
         evidence = [Evidence("class", f"{code}: accepted")]
@@ -516,9 +537,13 @@ def _reason(status: str | None, text: str, evidence: list[Evidence]) -> Reason:
         if named is Reason.POLICY or (
             status is not None and status.split(".", 1)[1] in _ALIVE_STATUSES and named in _DEAD_WORDS
         ):
-            evidence.append(Evidence("status", f"{status} means {specific}; '{words}' says nothing more precise"))
+            evidence.append(
+                Evidence("status", f"{status} means {specific}; '{words}' says nothing more precise")
+            )
             return specific
-        evidence.append(Evidence("text", f"'{words}' means {named}, which outweighs status {status} ({specific})"))
+        evidence.append(
+            Evidence("text", f"'{words}' means {named}, which outweighs status {status} ({specific})")
+        )
         return named
     if specific is not None:
         evidence.append(Evidence("status", f"{status} means {specific}"))
@@ -567,4 +592,3 @@ def _verdict(
     if said:
         detail = f"{detail}: {said[:80]}{'…' if len(said) > 80 else ''}"
     return Verdict(kind, reason, status, code, detail, permanent, stage, scope, tuple(evidence))
-

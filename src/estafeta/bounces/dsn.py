@@ -3,10 +3,10 @@ many servers still send (Postfix, qmail, Exim, Exchange, Domino, Yahoo …).
 
 A standard DSN is read field by field and each recipient is classified from its Status and
 Diagnostic-Code (the words of the receiving server, not the reporting MTA's translation of them).  Anything
-else goes through text heuristics, with flufl.bounce — twenty years of Mailman's bounce detectors — as a second
-opinion on which recipients failed, asked only when the text names no recipient of its own.  Reports of
-success (Action delivered, relayed or expanded; a 2.x.x status) and automatic replies (RFC 3834) are
-recognised, so that neither ever counts as a bounce.
+else goes through text heuristics, with flufl.bounce — twenty years of Mailman's bounce detectors — as a
+second opinion on which recipients failed, asked unless an X-Failed-Recipients header already settles it.
+Reports of success (Action delivered, relayed or expanded; a 2.x.x status) and automatic replies
+(RFC 3834) are recognised, so that neither ever counts as a bounce.
 """
 
 from __future__ import annotations
@@ -126,15 +126,20 @@ _MAX_BYTES = 128 * 1024
 _MAX_TEXT = 20_000  # a bounce explains itself in its first lines; the rest is quoted mail
 # Footers of virus scanners and the like, whose words ("spam", "virus") are no reason for the bounce.
 _BOILERPLATE = re.compile(
-    r"(?im)^.*(?:scanned (?:for|by)|virus[- ](?:free|checked|scanned)|antivirus|nod32|report this email as spam"
+    r"(?im)^.*(?:scanned (?:for|by)|virus[- ](?:free|checked|scanned)|antivirus|nod32"
+    r"|report this email as spam"
     r"|has been scanned|believed to be clean).*$"
 )
 # Sendmail's own translation of a remote refusal ("550 5.1.1 <a@b>... User unknown") under the real one.
-_TRANSLATED = re.compile(r"(?im)^\s*5\d\d 5\.\d\.\d+ <[^>\n]*>\.\.\. (?:user unknown|service unavailable)\s*$")
+_TRANSLATED = re.compile(
+    r"(?im)^\s*5\d\d 5\.\d\.\d+ <[^>\n]*>\.\.\. (?:user unknown|service unavailable)\s*$"
+)
 _SUCCESS_WORDS = _any_of(
-    r"^\s*(?:delivered|relayed|return receipt|delivery receipt)\b|\(success\)|successful(?:ly)? (?:mail )?deliver",
+    r"^\s*(?:delivered|relayed|return receipt|delivery receipt)\b",
+    r"\(success\)|successful(?:ly)? (?:mail )?deliver",
     r"(?:has|have) been (?:successfully )?(?:delivered|relayed) to|delivery to the following recipients? "
-    r"(?:was|has been) (?:successful|complete)|delivery to these recipients or (?:distribution )?(?:lists|groups) is complete",
+    r"(?:was|has been) (?:successful|complete)",
+    r"delivery to these recipients or (?:distribution )?(?:lists|groups) is complete",
     r"following addresses had successful delivery",
 )
 _THANKS = re.compile(r"thank you for (?:your|you) (?:e-?mail|message)|will (?:reply|respond|get back)", re.I)
@@ -173,18 +178,30 @@ def parse_bounce(raw: bytes | Message, policy: Policy = DEFAULT_POLICY) -> Bounc
         overall = _overall(recipients)
     else:
         if find_part(msg, "message/disposition-notification") is not None:
-            evidence.append(Evidence("format", "a read receipt (RFC 8098 disposition notification), not a bounce"))
-            return BounceReport(False, Kind.NONE, Reason.DELIVERED, [], None, None, token, "heuristic", tuple(evidence))
+            evidence.append(
+                Evidence("format", "a read receipt (RFC 8098 disposition notification), not a bounce")
+            )
+            return BounceReport(
+                False, Kind.NONE, Reason.DELIVERED, [], None, None, token, "heuristic", tuple(evidence)
+            )
         if (success := _success(msg, notification)) is not None:
             evidence.append(success)
-            return BounceReport(False, Kind.NONE, Reason.DELIVERED, [], None, None, token, "heuristic", tuple(evidence))
+            return BounceReport(
+                False, Kind.NONE, Reason.DELIVERED, [], None, None, token, "heuristic", tuple(evidence)
+            )
         if not _from_mail_system(msg) and (auto := _auto_reply(msg, notification)) is not None:
             evidence.append(auto)
-            return BounceReport(False, Kind.NONE, Reason.OUT_OF_OFFICE, [], None, None, token, "heuristic", tuple(evidence))
+            return BounceReport(
+                False, Kind.NONE, Reason.OUT_OF_OFFICE, [], None, None, token, "heuristic", tuple(evidence)
+            )
         heuristic = _heuristic(msg, notification, policy)
         if heuristic is None:
-            evidence.append(Evidence("format", "no delivery report, no failure wording, not from a mail system"))
-            return BounceReport(False, Kind.NONE, Reason.OTHER, [], None, None, token, "heuristic", tuple(evidence))
+            evidence.append(
+                Evidence("format", "no delivery report, no failure wording, not from a mail system")
+            )
+            return BounceReport(
+                False, Kind.NONE, Reason.OTHER, [], None, None, token, "heuristic", tuple(evidence)
+            )
         recipients, overall, source = heuristic
     evidence.extend(overall.evidence)
     return BounceReport(
@@ -204,14 +221,24 @@ def parse_bounce(raw: bytes | Message, policy: Policy = DEFAULT_POLICY) -> Bounc
 def parse_fields(raw: bytes, policy: Policy = DEFAULT_POLICY) -> BounceReport:
     """A bare message/delivery-status body (the fields of a DSN without the message around them)."""
     text = raw.decode("utf-8", "replace").replace("\r\n", "\n")
-    blocks = [HeaderParser().parsestr(chunk.strip() + "\n") for chunk in re.split(r"\n\s*\n", text) if chunk.strip()]
+    blocks = [
+        HeaderParser().parsestr(chunk.strip() + "\n") for chunk in re.split(r"\n\s*\n", text) if chunk.strip()
+    ]
     recipients = _dsn_recipients(blocks, "", policy)
     if not recipients:
         return BounceReport(False, Kind.NONE, Reason.OTHER, [], None, None, None, "dsn")
     overall = _overall(recipients)
     evidence = (Evidence("format", "bare delivery-status fields (RFC 3464)"), *overall.evidence)
     return BounceReport(
-        overall.kind is not Kind.NONE, overall.kind, overall.reason, recipients, None, None, None, "dsn", evidence,
+        overall.kind is not Kind.NONE,
+        overall.kind,
+        overall.reason,
+        recipients,
+        None,
+        None,
+        None,
+        "dsn",
+        evidence,
         overall.scope,
     )
 
@@ -343,7 +370,9 @@ def _dsn_recipients(blocks: list[Message], notification: str, policy: Policy) ->
     return failures
 
 
-def _dsn_verdict(action: str, status_field: str, diagnostic: str | None, context: str, policy: Policy) -> Verdict:
+def _dsn_verdict(
+    action: str, status_field: str, diagnostic: str | None, context: str, policy: Policy
+) -> Verdict:
     """The receiver's words (Diagnostic-Code) with the Status, then the human text for what they leave out."""
     if action in _NOT_A_FAILURE:
         evidence = (Evidence("dsn", f"Action: {action}: a report of success, not a failure"),)
@@ -374,7 +403,12 @@ def _dsn_verdict(action: str, status_field: str, diagnostic: str | None, context
     if verdict.reason in (Reason.OTHER, Reason.POLICY) and context:
         evidence.append(Evidence("dsn", "the fields name no reason: the notification text decides"))
         fallback = classify_failure(
-            f"{words}\n{context}", code=code, status=status, transient=delayed, stage=stage, policy=policy,
+            f"{words}\n{context}",
+            code=code,
+            status=status,
+            transient=delayed,
+            stage=stage,
+            policy=policy,
             evidence=evidence,
         )
         if fallback.reason not in (Reason.OTHER, Reason.POLICY) or verdict.reason is Reason.OTHER:
@@ -416,7 +450,9 @@ def _heuristic(
     text = _TRANSLATED.sub("", notification)
     addresses, source = _failed_addresses(msg, text, failed_header)
     stage, staged = find_stage(text)
-    head = [found] + ([Evidence("text", f"'{delay.group(0)}': a delay warning, still retrying")] if delay else [])
+    head = [found] + (
+        [Evidence("text", f"'{delay.group(0)}': a delay warning, still retrying")] if delay else []
+    )
     head += [staged] if staged is not None else []
     whole = classify_failure(text, transient=transient, stage=stage, policy=policy, evidence=head)
     recipients = []

@@ -1,4 +1,4 @@
-"""The one entry point for everything that comes back after sending: which kind of report it is, and its verdict.
+"""The one entry point for everything that comes back after sending: what kind of report it is, its verdict.
 
 `classify_message` takes whatever reached the return path, the feedback-loop address or a file on disk —
 a DSN, a free-form bounce, an ARF or Hotmail complaint, an opt-out request, an Amazon SES JSON notification,
@@ -30,7 +30,9 @@ from estafeta.bounces.policy import DEFAULT_POLICY, Policy
 from estafeta.bounces.reasons import Evidence, Kind, Reason
 
 _REPLY = re.compile(rb"^\s*([2-5]\d\d)[ -]")
-_FIELDS = re.compile(rb"^\s*(?:Reporting-MTA|Final-Recipient|Original-Recipient|Received-From-MTA|Arrival-Date)\s*:", re.I)
+_FIELDS = re.compile(
+    rb"^\s*(?:Reporting-MTA|Final-Recipient|Original-Recipient|Received-From-MTA|Arrival-Date)\s*:", re.I
+)
 _OPT_OUT_SUBJECT = re.compile(r"^\s*(?:re:\s*)?(?:unsubscribe|opt[- ]?out|remove me)\b", re.I)
 
 
@@ -89,7 +91,11 @@ def _reply(raw: bytes, code: int, policy: Policy) -> Classification:
 
 def _from_report(report: BounceReport) -> Classification:
     statuses = list(dict.fromkeys(r.status for r in report.recipients if r.status))
-    scope = (_worst_scope(report.recipients) if report.recipients else report.scope) if report.kind is Kind.HARD else "none"
+    scope = (
+        (_worst_scope(report.recipients) if report.recipients else report.scope)
+        if report.kind is Kind.HARD
+        else "none"
+    )
     return Classification(
         verdict=report.kind.value,
         reason=report.reason.value,
@@ -111,15 +117,26 @@ def _from_complaint(complaint: Complaint) -> Classification:
     recipients = [complaint.original_rcpt_to] if complaint.original_rcpt_to else []
     if not complaint.is_complaint:
         evidence = (
-            Evidence("complaint", f"a '{complaint.feedback_type}' feedback report is about the sender, not a complaint"),
+            Evidence(
+                "complaint",
+                f"a '{complaint.feedback_type}' feedback report is about the sender, not a complaint",
+            ),
         )
-        return Classification("none", complaint.feedback_type, recipients, None, complaint.source, "none", evidence)
+        return Classification(
+            "none", complaint.feedback_type, recipients, None, complaint.source, "none", evidence
+        )
     evidence = (
         Evidence("complaint", _COMPLAINT_EVIDENCE.get(complaint.source, complaint.source)),
         Evidence("policy", "a complaint suppresses the address on the sending account's list"),
     )
     return Classification(
-        "complaint", complaint.feedback_type, recipients, None, complaint.source, "account", evidence,
+        "complaint",
+        complaint.feedback_type,
+        recipients,
+        None,
+        complaint.source,
+        "account",
+        evidence,
         complaint=complaint,
     )
 

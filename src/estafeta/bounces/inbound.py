@@ -159,7 +159,9 @@ class InboundHandler:
         if found.complaint is not None:  # some providers send complaints to the return path
             return await self._complaint(found.complaint, mailbox.delivery_id)
         if mailbox.delivery_id is None:
-            log.info("inbound: mail to the feedback-loop address is not a complaint (%s); dropped", found.reason)
+            log.info(
+                "inbound: mail to the feedback-loop address is not a complaint (%s); dropped", found.reason
+            )
             return "ignored"
         if found.report is None:  # a feedback report that is no complaint (auth-failure, not-spam)
             log.info("inbound: %s report on the return path; dropped", found.reason)
@@ -184,7 +186,12 @@ class InboundHandler:
         bounce = (
             bounce_data(failure.verdict)
             if failure
-            else {"kind": str(report.kind), "reason": str(report.reason), "status": None, "scope": report.scope}
+            else {
+                "kind": str(report.kind),
+                "reason": str(report.reason),
+                "status": None,
+                "scope": report.scope,
+            }
         )
         diagnostic = (failure.diagnostic or failure.verdict.detail) if failure else ""
         data = {"async": True, "bounce": bounce, "diagnostic": diagnostic, "source": report.source}

@@ -47,7 +47,9 @@ def complaint(notification: dict[str, Any]) -> Complaint | None:
         return None
     body = notification.get("complaint") or {}
     mail = notification.get("mail") or {}
-    complained = [r.get("emailAddress") for r in body.get("complainedRecipients") or [] if isinstance(r, dict)]
+    complained = [
+        r.get("emailAddress") for r in body.get("complainedRecipients") or [] if isinstance(r, dict)
+    ]
     return Complaint(
         feedback_type=str(body.get("complaintFeedbackType") or "abuse").lower(),
         user_agent=body.get("userAgent"),
@@ -72,7 +74,9 @@ def bounce(notification: dict[str, Any], policy: Policy) -> BounceReport:
         said = str(delivery.get("smtpResponse") or "delivered")
         evidence = (Evidence("ses", f"notificationType Delivery: '{said}'"),)
         recipients = [
-            RecipientFailure(str(a), None, "delivered", said, Verdict(Kind.NONE, Reason.DELIVERED, None, None, said))
+            RecipientFailure(
+                str(a), None, "delivered", said, Verdict(Kind.NONE, Reason.DELIVERED, None, None, said)
+            )
             for a in delivery.get("recipients") or []
         ]
         return BounceReport(False, Kind.NONE, Reason.DELIVERED, recipients, None, None, None, "ses", evidence)
@@ -94,14 +98,26 @@ def bounce(notification: dict[str, Any], policy: Policy) -> BounceReport:
             )
         else:
             verdict = _by_subtype(bounce_type, sub_type, head, policy)
-        failures.append(RecipientFailure(entry["emailAddress"], verdict.status, "failed", diagnostic or None, verdict))
+        failures.append(
+            RecipientFailure(entry["emailAddress"], verdict.status, "failed", diagnostic or None, verdict)
+        )
     rank = {Kind.HARD: 0, Kind.SOFT: 1, Kind.NONE: 2}
-    overall = min((f.verdict for f in failures), key=lambda v: rank[v.kind], default=_by_subtype(
-        bounce_type, sub_type, head, policy
-    ))
+    overall = min(
+        (f.verdict for f in failures),
+        key=lambda v: rank[v.kind],
+        default=_by_subtype(bounce_type, sub_type, head, policy),
+    )
     return BounceReport(
-        overall.kind is not Kind.NONE, overall.kind, overall.reason, failures, None, None, None, "ses",
-        overall.evidence, overall.scope,
+        overall.kind is not Kind.NONE,
+        overall.kind,
+        overall.reason,
+        failures,
+        None,
+        None,
+        None,
+        "ses",
+        overall.evidence,
+        overall.scope,
     )
 
 

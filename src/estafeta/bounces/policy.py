@@ -28,14 +28,28 @@ DEFAULT_POLICY = Policy()
 def judge(reason: Reason, policy: Policy) -> tuple[Kind, Scope, Evidence]:
     """The kind and suppression scope of a final (not transient) failure with this reason."""
     if reason in DEAD:
-        return Kind.HARD, "global", Evidence("policy", f"{reason} is a dead address: suppressed for every account")
+        return (
+            Kind.HARD,
+            "global",
+            Evidence("policy", f"{reason} is a dead address: suppressed for every account"),
+        )
     if reason is Reason.MAILBOX_DISABLED:
         scope = policy.disabled_mailbox
         if scope == "none":
-            return Kind.SOFT, "none", Evidence(
-                "policy", "a disabled mailbox may come back (suppression.disabled_mailbox = none): not suppressed"
+            return (
+                Kind.SOFT,
+                "none",
+                Evidence(
+                    "policy",
+                    "a disabled mailbox may come back (suppression.disabled_mailbox = none): not suppressed",
+                ),
             )
-        return Kind.HARD, scope, Evidence(
-            "policy", f"a disabled mailbox is suppressed on the {scope} list (suppression.disabled_mailbox)"
+        return (
+            Kind.HARD,
+            scope,
+            Evidence(
+                "policy",
+                f"a disabled mailbox is suppressed on the {scope} list (suppression.disabled_mailbox)",
+            ),
         )
     return Kind.SOFT, "none", Evidence("policy", f"{reason} says nothing against the address: not suppressed")

@@ -1,7 +1,7 @@
-"""The vocabulary of delivery failures: why a message failed, what that says about the address, who is to blame.
+"""The vocabulary of delivery failures: why a message failed, what it says of the address, whose fault it is.
 
 Every failure, whether it arrives as a synchronous SMTP reply, a DSN, a home-grown bounce text or a provider's
-notification, ends up as one `Verdict`, so delivery, suppression and reputation reason about a single small type.
+notification, ends up as one `Verdict`, so delivery, suppression and reputation reason about one small type.
 A verdict also carries its `evidence`: the rules and the words or fields that decided it, for `--explain`.
 """
 
@@ -12,7 +12,7 @@ from enum import StrEnum
 
 
 class Kind(StrEnum):
-    """The suppression question: the address is dead (hard), it failed but lives (soft), nothing failed (none)."""
+    """The suppression question: the address is dead (hard), failed but lives (soft), no failure (none)."""
 
     HARD = "hard"
     SOFT = "soft"

@@ -53,7 +53,10 @@ def render_explanations(rows: list[dict[str, Any]]) -> Group:
     for row in rows:
         style = _VERDICT_STYLE.get(row["verdict"], "")
         head = Text.assemble(
-            (row["file"], "bold"), ": ", (row["verdict"], style), f" ({row['reason']}), suppresses {row['suppresses']}"
+            (row["file"], "bold"),
+            ": ",
+            (row["verdict"], style),
+            f" ({row['reason']}), suppresses {row['suppresses']}",
         )
         lines.append(head)
         for step in row["evidence"]:
