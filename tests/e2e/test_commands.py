@@ -1,4 +1,5 @@
-"""The README's commands as a user runs them: `estafeta demo`, `estafeta serve`, `estafeta bench pipeline`."""
+"""The README's commands as a user runs them: `estafeta demo`, `estafeta serve`, `estafeta bench pipeline`,
+`estafeta bench bounces`."""
 
 from __future__ import annotations
 
@@ -127,3 +128,15 @@ def test_bench_pipeline_prints_a_table_and_writes_json(tmp_path: Path) -> None:
     assert "pipeline_msgs_per_s" in done.stdout
     result = json.loads(out_file.read_text())["result"]
     assert result["delivered"] == 200 and result["pipeline_msgs_per_s"] > 0
+
+
+def test_bench_bounces_classifies_the_corpus_and_reports_samples_per_second(tmp_path: Path) -> None:
+    out_file = tmp_path / "bounces.json"
+    done = _run(["bench", "bounces", "--rounds", "1", "--output", str(out_file)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "samples_per_cpu_s" in done.stdout and "load_average" in done.stdout
+    result = json.loads(out_file.read_text())["result"]
+    labelled = (Path(__file__).parents[1] / "data" / "bounces" / "expected.csv").read_text().splitlines()
+    assert result["samples"] == len(labelled) - 1  # every sample but the manifest's header line
+    assert result["samples_per_cpu_s"] > 0 and result["meets_target"] == (result["samples_per_cpu_s"] >= 500)
+    assert sum(v for k, v in result.items() if k.startswith("verdict_")) == result["samples"]

@@ -248,7 +248,10 @@ def verp_token(
 ) -> str | None:
     """The token of a VERP return path ("bounces+<token>@domain") that the message was addressed to."""
     for name in headers:
-        for _, address in getaddresses([str(v) for v in msg.get_all(name, [])]):
+        values = [str(v) for v in msg.get_all(name, [])]
+        if not any("bounces+" in v.lower() for v in values):
+            continue  # the address parser is slow; most headers carry no VERP address
+        for _, address in getaddresses(values):
             match = _VERP.match(address)
             if match:
                 return match.group(1)
