@@ -613,8 +613,17 @@ def _auto_reply(msg: Message, text: str) -> Evidence | None:
     return None
 
 
-def _enclosed_originals(msg: Message) -> Iterator[Message]:
-    """Header blocks of the bounced original: message/rfc822 or text/rfc822-headers parts."""
+def _enclosed_originals(msg: Message) -> list[Message]:
+    """Header blocks of the bounced original: message/rfc822 or text/rfc822-headers parts, found once and
+    kept with the message."""
+    found: list[Message] | None = getattr(msg, "_estafeta_enclosed", None)
+    if found is None:
+        found = list(_find_enclosed(msg))
+        msg._estafeta_enclosed = found  # type: ignore[attr-defined]
+    return found
+
+
+def _find_enclosed(msg: Message) -> Iterator[Message]:
     for part in _parts(msg, into_enclosed=True):
         if part is msg:
             continue
@@ -633,7 +642,8 @@ def _enclosed_originals(msg: Message) -> Iterator[Message]:
 
 def enclosed_original(msg: Message) -> Message | None:
     """Headers of the bounced or reported original: its message/rfc822 or text/rfc822-headers part."""
-    return next(_enclosed_originals(msg), None)
+    found = _enclosed_originals(msg)
+    return found[0] if found else None
 
 
 def _enclosed_header(msg: Message, *names: str) -> str | None:
