@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from estafeta.bounces import Kind, Policy, Reason, classify_failure, classify_reply, retry_advised
-from estafeta.bounces.classify import find_reply_code, find_stage, find_status, parse_status
+from estafeta.bounces.classify import (
+    _MAX_WORDS,
+    _TEXT_REASONS,
+    _required_literals,
+    find_reply_code,
+    find_stage,
+    find_status,
+    parse_status,
+)
+
+CORPUS = Path(__file__).parent / "data" / "bounces"
 
 HARD, SOFT, NONE = Kind.HARD, Kind.SOFT, Kind.NONE
 
@@ -441,3 +453,37 @@ def test_reply_class_bounds_the_kind(code: int, text: str) -> None:
         assert kind is SOFT
     else:
         assert kind is not NONE
+
+
+@pytest.mark.parametrize(
+    "pattern, words",
+    [
+        (r"\bspam(?:ming)?\b|unsolicited|\bjunk\b", ("spam", "unsolicited", "junk")),
+        (r"spam ?(?:score|assassin|profile)", ("score", "assassin", "profile")),
+        (r"(?<!not )(?:is|are) listed (?:at|on)", (" listed ",)),
+        (r"\bs3(?:1[45]0|140)\b", ("s31",)),
+        (r"\bbl\d{3}\b|blocked using", None),  # "bl" is too short to be worth a look-up
+        (r"(?:a|b)+ x", None),
+    ],
+)
+def test_the_words_every_match_of_a_phrase_contains(pattern: str, words: tuple[str, ...] | None) -> None:
+    assert _required_literals(pattern) == words
+
+
+def test_the_word_shortcut_never_skips_a_phrase_that_matches() -> None:
+    """Every phrase pattern of every reason, on the start of every text of the corpus (what is classified)."""
+    texts = [
+        path.read_bytes().decode("latin-1")[:_MAX_WORDS].lower()
+        for path in sorted(CORPUS.rglob("*"))
+        if path.is_file() and path.suffix != ".csv"
+    ]
+    checked = 0
+    for _, phrases in _TEXT_REASONS:
+        for pattern, words in phrases.patterns:
+            if words is None:
+                continue
+            for text in texts:
+                if pattern.search(text):
+                    assert any(w in text for w in words), (pattern.pattern, words, text[:200])
+                    checked += 1
+    assert checked > 1000
