@@ -175,7 +175,7 @@ def parse_bounce(raw: bytes | Message, policy: Policy = DEFAULT_POLICY) -> Bounc
         if recipients:
             evidence.append(Evidence("format", "an RFC 3464 delivery-status part, read field by field"))
     if recipients:
-        overall = _overall(recipients)
+        overall = overall_verdict(recipients)
     else:
         if find_part(msg, "message/disposition-notification") is not None:
             evidence.append(
@@ -227,7 +227,7 @@ def parse_fields(raw: bytes, policy: Policy = DEFAULT_POLICY) -> BounceReport:
     recipients = _dsn_recipients(blocks, "", policy)
     if not recipients:
         return BounceReport(False, Kind.NONE, Reason.OTHER, [], None, None, None, "dsn")
-    overall = _overall(recipients)
+    overall = overall_verdict(recipients)
     evidence = (Evidence("format", "bare delivery-status fields (RFC 3464)"), *overall.evidence)
     return BounceReport(
         overall.kind is not Kind.NONE,
@@ -471,7 +471,7 @@ def _heuristic(
                 verdict=verdict,
             )
         )
-    return recipients, (_overall(recipients) if recipients else whole), source
+    return recipients, (overall_verdict(recipients) if recipients else whole), source
 
 
 def _recipient_verdict(
@@ -575,7 +575,7 @@ def _from_mail_system(msg: Message) -> bool:
     return local in _DAEMON_LOCAL_PARTS or "mail delivery" in name.lower()
 
 
-def _overall(recipients: list[RecipientFailure]) -> Verdict:
+def overall_verdict(recipients: list[RecipientFailure]) -> Verdict:
     """The worst verdict among the recipients: one hard failure makes the whole report hard."""
     rank = {Kind.HARD: 0, Kind.SOFT: 1, Kind.NONE: 2}
     return min((r.verdict for r in recipients), key=lambda v: rank[v.kind])

@@ -11,7 +11,7 @@ from typing import Any
 
 from estafeta.bounces.arf import Complaint
 from estafeta.bounces.classify import classify_failure
-from estafeta.bounces.dsn import BounceReport, RecipientFailure
+from estafeta.bounces.dsn import BounceReport, RecipientFailure, overall_verdict
 from estafeta.bounces.policy import Policy, judge
 from estafeta.bounces.reasons import REASON_DETAIL, Evidence, Kind, Reason, Verdict
 
@@ -101,12 +101,7 @@ def bounce(notification: dict[str, Any], policy: Policy) -> BounceReport:
         failures.append(
             RecipientFailure(entry["emailAddress"], verdict.status, "failed", diagnostic or None, verdict)
         )
-    rank = {Kind.HARD: 0, Kind.SOFT: 1, Kind.NONE: 2}
-    overall = min(
-        (f.verdict for f in failures),
-        key=lambda v: rank[v.kind],
-        default=_by_subtype(bounce_type, sub_type, head, policy),
-    )
+    overall = overall_verdict(failures) if failures else _by_subtype(bounce_type, sub_type, head, policy)
     return BounceReport(
         overall.kind is not Kind.NONE,
         overall.kind,
