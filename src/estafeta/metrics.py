@@ -6,10 +6,13 @@ gauges of shared state (queue depth, webhook backlog) are read from the database
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from sqlalchemy import Connection
 
 from estafeta.store import queue as queue_store
@@ -19,6 +22,74 @@ from estafeta.store.db import Database
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 QUEUE_STATES = ("queued", "deferred", "delivered", "bounced", "suppressed")
 OUTCOMES = ("delivered", "deferred", "bounced")  # of a delivery attempt
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class CommitWindow:
+    """What a crash could send twice: deliveries a receiver acknowledged whose outcome is not committed
+    yet (now, and at most so far), and the time from each reply to its commit (a histogram over
+    `COMMIT_BUCKETS`, the last count above them all). One per delivery engine; children's are added up."""
+
+    uncommitted: int = 0
+    peak: int = 0
+    counts: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
+    seconds: float = 0.0
+
+    def acknowledged(self) -> None:
+        self.uncommitted += 1
+        self.peak = max(self.peak, self.uncommitted)
+
+    def committed(self, seconds: float, acknowledged: bool) -> None:
+        """An outcome was committed `seconds` after its reply; `acknowledged`: it was a delivery."""
+        if acknowledged:
+            self.uncommitted -= 1
+        self.seconds += seconds
+        self.counts[next((i for i, b in enumerate(COMMIT_BUCKETS) if seconds <= b), len(COMMIT_BUCKETS))] += 1
+
+    def snapshot(self) -> CommitWindow:
+        return replace(self, counts=list(self.counts))
+
+    @staticmethod
+    def total(windows: Iterable[CommitWindow]) -> CommitWindow:
+        out = CommitWindow()
+        for w in windows:
+            out.uncommitted += w.uncommitted
+            out.peak = max(out.peak, w.peak)
+            out.counts = [a + b for a, b in zip(out.counts, w.counts, strict=True)]
+            out.seconds += w.seconds
+        return out
+
+
+class _CommitWindowCollector(Collector):
+    """Exposes the sum of every registered engine's `CommitWindow` at each scrape."""
+
+    def __init__(self, sources: list[Callable[[], CommitWindow]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        total = CommitWindow.total(source() for source in self.sources)
+        yield GaugeMetricFamily(
+            "estafeta_delivery_acknowledged_uncommitted",
+            "Deliveries a receiver acknowledged whose outcome is not committed yet (a crash now would send "
+            "them again)",
+            value=total.uncommitted,
+        )
+        yield GaugeMetricFamily(
+            "estafeta_delivery_acknowledged_uncommitted_peak",
+            "Most acknowledged deliveries uncommitted at once since the delivery processes started",
+            value=total.peak,
+        )
+        cumulative, buckets = 0, []
+        for bound, count in zip((*COMMIT_BUCKETS, float("inf")), total.counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+        yield HistogramMetricFamily(
+            "estafeta_delivery_reply_to_commit_seconds",
+            "Time from a receiver's reply to the commit of the attempt's outcome",
+            buckets=buckets,
+            sum_value=total.seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -64,6 +135,9 @@ class Metrics:
         self.webhook_fanout_lag = Gauge(
             "estafeta_webhook_fanout_lag_events", "Events not yet turned into webhook deliveries", registry=r
         )
+        # Delivery engines (here, and children reported by the front) add theirs.
+        self.commit_windows: list[Callable[[], CommitWindow]] = []
+        r.register(_CommitWindowCollector(self.commit_windows))
 
     def delivery_attempt(self, delivered: bool, retry: bool) -> None:
         self.delivery_attempts.labels("delivered" if delivered else "deferred" if retry else "bounced").inc()

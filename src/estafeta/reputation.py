@@ -21,6 +21,7 @@ Every change is an account-level event (`account_warning`, `account_paused`, `ac
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -192,16 +193,19 @@ class Reputation:
         self.campaigns_due = campaigns_due
         self.evaluate_every = evaluate_every
         self._pending: Counter[int] = Counter()
+        self._counting = threading.Lock()  # outcome commits run on several database threads at once
 
     def after_outcomes(self, conn: Connection, account_ids: Iterable[int], now: datetime) -> None:
         """Count new outcomes and evaluate each account every `evaluate_every` of them, in the caller's
         transaction (so a pause lands before many more of a bad list go out)."""
-        for account_id in account_ids:
-            self._pending[account_id] += 1
-        for account_id, pending in list(self._pending.items()):
-            if pending >= self.evaluate_every:
+        with self._counting:
+            for account_id in account_ids:
+                self._pending[account_id] += 1
+            due = [account_id for account_id, n in self._pending.items() if n >= self.evaluate_every]
+            for account_id in due:
                 del self._pending[account_id]
-                evaluate(conn, account_id, now, self.settings)
+        for account_id in due:
+            evaluate(conn, account_id, now, self.settings)
 
     def after_complaint(self, conn: Connection, account_id: int, now: datetime) -> None:
         """A complaint counts at once."""

@@ -12,12 +12,24 @@ from rich.console import Console
 from rich.table import Table
 
 
+def _cell(value: Any) -> str:
+    return f"{value:,.1f}" if isinstance(value, float) else str(value)
+
+
 def report(name: str, result: dict[str, Any], output: Path, console: Console) -> None:
+    """Print `result` as a table (a column per run when every value is itself a result) and write it."""
     table = Table(title=f"estafeta bench {name}")
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        table.add_row(key, f"{value:,.1f}" if isinstance(value, float) else str(value))
+    runs = list(result.values())
+    if runs and all(isinstance(run, dict) for run in runs):
+        for column in result:
+            table.add_column(column, justify="right")
+        for key in dict.fromkeys(k for run in runs for k in run):
+            table.add_row(key, *(_cell(run.get(key, "")) for run in runs))
+    else:
+        table.add_column("value", justify="right")
+        for key, value in result.items():
+            table.add_row(key, _cell(value))
     console.print(table)
     output.parent.mkdir(parents=True, exist_ok=True)
     document = {

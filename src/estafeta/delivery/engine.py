@@ -1,8 +1,10 @@
 """The delivery engine: claims due queue entries, groups them by destination domain into lanes, and
 sends them over reused SMTP sessions within each destination's concurrency and rate limits.
 
-Outcomes are written back in small batches; leases of entries still held in memory are renewed, and on
-shutdown entries not yet attempted are released so that nothing waits for a lease to expire.
+Each sender waits for its outcome to be committed (in a group commit, `estafeta.delivery.outcomes`)
+before its next transaction, so a crash can only send again the deliveries whose replies had just been
+read; leases of entries still held in memory are renewed, and on shutdown entries not yet attempted are
+released so that nothing waits for a lease to expire.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from estafeta.delivery.client import ConnectFailed, MxSession, Reply, open_sessi
 from estafeta.delivery.helo import SourceNames
 from estafeta.delivery.mta_sts import MtaSts
 from estafeta.delivery.mx import DnsPermanentError, DnsTemporaryError, MxResolver
+from estafeta.delivery.outcomes import OutcomeRecorder
 from estafeta.delivery.pools import NoSendingAddress, SourcePools
 from estafeta.delivery.throttle import TokenBucket
 from estafeta.delivery.tlsrpt import SessionCounter
-from estafeta.metrics import Metrics
+from estafeta.metrics import CommitWindow, Metrics
 from estafeta.outcome import AttemptResult, Job
 from estafeta.queue import AfterFinish, Queue
 from estafeta.store.db import Database
@@ -38,7 +41,7 @@ from estafeta.waits import wait_set
 
 log = logging.getLogger("estafeta.delivery")
 
-FLUSH_INTERVAL = 0.02
+POSTGRESQL_WRITERS = 4  # outcome commits at once where the database has concurrent writers
 SESSIONS_FLUSH_INTERVAL = 5.0  # seconds between additions of TLS session counts to the database
 
 
@@ -97,11 +100,12 @@ class Lane:
                 return None
         return self.jobs.popleft()
 
-    def _fail_all(self, first: Job, result: Callable[[Job], AttemptResult]) -> None:
+    async def _fail_all(self, first: Job, result: Callable[[Job], AttemptResult]) -> None:
         """A destination-wide failure (DNS, no MX reachable) applies to every waiting entry alike."""
-        self.engine.report(result(first))
-        while self.jobs:
-            self.engine.report(result(self.jobs.popleft()))
+        jobs = [first, *self.jobs]
+        self.jobs.clear()
+        now = time.monotonic()
+        await asyncio.gather(*(self.engine.record(result(job), now) for job in jobs))
 
     async def _open(self, job: Job) -> MxSession | None:
         engine = self.engine
@@ -138,13 +142,14 @@ class Lane:
                     "blame": "recipient",
                 }
             }
-            self._fail_all(job, lambda j: AttemptResult(j, False, None, reply, False, dict(bounce)))
+            await self._fail_all(job, lambda j: AttemptResult(j, False, None, reply, False, dict(bounce)))
         except DnsTemporaryError as exc:
             text = str(exc)
-            self._fail_all(job, lambda j: AttemptResult(j, False, None, text, True, {"dns": "temporary"}))
+            temporary = {"dns": "temporary"}
+            await self._fail_all(job, lambda j: AttemptResult(j, False, None, text, True, dict(temporary)))
         except ConnectFailed as exc:
             refused = exc.reply
-            self._fail_all(job, lambda j: classified(j, refused, extra, engine.policy))
+            await self._fail_all(job, lambda j: classified(j, refused, extra, engine.policy))
         return None
 
     async def _sender(self) -> None:
@@ -166,12 +171,15 @@ class Lane:
                     job.delivery_id, self.engine.verp_secret, self.engine.settings.return_path_domain
                 )
                 reply = await session.send(mail_from, job.recipient, job.raw, job.smtputf8)
+                replied_at = time.monotonic()
                 extra = {"mx": session.mx.name, "ip": session.address, "tls": session.tls, **session.details}
                 if self.source is not None:
                     extra["source_ip"] = self.source
-                self.engine.report(classified(job, reply, extra, self.engine.policy))
                 if reply.code == 421:
                     self.resume_at = time.monotonic() + self.engine.settings.delivery.throttle_pause
+                # Recorded before anything else is sent on this connection: a crash can re-send at most
+                # this one delivery of it.
+                await self.engine.record(classified(job, reply, extra, self.engine.policy), replied_at)
                 if not session.alive:
                     await session.close()
                     session = None
@@ -211,7 +219,12 @@ class DeliveryEngine:
         self.mta_sts = MtaSts(db, settings.mta_sts, clock, resolver.resolver, resolver.addresses)
         self.sessions = SessionCounter(db, clock)
         self.in_flight: set[int] = set()
-        self.results: list[AttemptResult] = []
+        self.window = CommitWindow()
+        if metrics is not None:
+            metrics.commit_windows.append(lambda: self.window)
+        self.recorder = OutcomeRecorder(
+            self.queue, self.window, writers=1 if db.is_sqlite else POSTGRESQL_WRITERS
+        )
         self.wakeup = asyncio.Event()
         self._room = asyncio.Event()
         self._claiming_done = asyncio.Event()
@@ -224,17 +237,23 @@ class DeliveryEngine:
         """New mail was queued: poll now instead of at the next interval."""
         self.wakeup.set()
 
-    def report(self, result: AttemptResult) -> None:
-        self.results.append(result)
+    async def record(self, result: AttemptResult, replied_at: float) -> None:
+        """Commit an attempt's outcome; returns once it is committed."""
+        await self.recorder.record(result, replied_at)
+        self.in_flight.discard(result.job.delivery_id)
+        if self.metrics is not None:
+            self.metrics.delivery_attempt(result.delivered, result.retry)
+        self._room.set()
 
     def lane_idle(self, lane: Lane) -> None:
         key = (lane.domain, lane.source)
         if not lane.senders and not lane.jobs and self.lanes.get(key) is lane:
             del self.lanes[key]
 
-    def _dispatch(self, job: Job) -> None:
+    def _dispatch(self, job: Job) -> AttemptResult | None:
+        """Hand `job` to its lane; or, when it cannot be sent from anywhere now, the result to record."""
         if job.delivery_id in self.in_flight:
-            return  # already ours (the clock jumped past our own lease): never send it twice
+            return None  # already ours (the clock jumped past our own lease): never send it twice
         self.in_flight.add(job.delivery_id)
         try:
             source = self.sources.source_for(job, self.helo.usable)
@@ -243,14 +262,14 @@ class DeliveryEngine:
                 f"no sending address of IP pool {exc.pool} passes the reverse-DNS check (PTR name resolving "
                 "back to the address); see `estafeta doctor`"
             )
-            self.report(AttemptResult(job, False, None, reason, True, {"pool": exc.pool}, False))
-            return
+            return AttemptResult(job, False, None, reason, True, {"pool": exc.pool}, False)
         lane = self.lanes.get((job.domain, source))
         if lane is None:
             lane = self.lanes[(job.domain, source)] = Lane(
                 self, job.domain, self.settings.delivery.limits_for(job.domain), source
             )
         lane.add(job)
+        return None
 
     async def _claim_loop(self) -> None:
         delivery = self.settings.delivery
@@ -260,34 +279,15 @@ class DeliveryEngine:
             if jobs:
                 await self.sources.refresh()
                 await self.helo.refresh()
-            for job in jobs:
-                self._dispatch(job)
+            unsendable = [failed for job in jobs if (failed := self._dispatch(job)) is not None]
+            now = time.monotonic()
+            await asyncio.gather(*(self.record(failed, now) for failed in unsendable))
             if len(jobs) == delivery.batch_size:
                 continue
             self.wakeup.clear()
             waiter = self._room if room <= 0 else self.wakeup
             await wait_set(waiter, delivery.poll_interval)
             self._room.clear()
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
-            await self.flush()
-
-    async def flush(self) -> None:
-        if not self.results:
-            return
-        batch, self.results = self.results, []
-        try:
-            await self.queue.finish(batch)
-        except Exception:
-            self.results[:0] = batch  # keep them; the next flush tries again
-            raise
-        for result in batch:
-            self.in_flight.discard(result.job.delivery_id)
-            if self.metrics is not None:
-                self.metrics.delivery_attempt(result.delivered, result.retry)
-        self._room.set()
 
     async def _sessions_loop(self) -> None:
         while True:
@@ -309,7 +309,6 @@ class DeliveryEngine:
         self._running = True
         await self.helo.refresh()  # at start: says which pool addresses fail, before any mail waits
         self._tasks = [
-            asyncio.create_task(self._flush_loop(), name="delivery-flush"),
             asyncio.create_task(self._renew_loop(), name="delivery-renew"),
             asyncio.create_task(self._sessions_loop(), name="delivery-tls-sessions"),
         ]
@@ -340,7 +339,7 @@ class DeliveryEngine:
             for task in still:
                 task.cancel()
             await asyncio.gather(*still, return_exceptions=True)
-        await self.flush()
+        await self.recorder.drain(grace)
         released = [job.delivery_id for job in pending]
         await self.queue.release(released)
         self.in_flight.difference_update(released)

@@ -7,10 +7,11 @@ taking the same queue entry.
 
 Each child has two pipes. On the wake pipe the front writes one byte when mail is queued (so the child
 need not wait for its next poll); the write never blocks, and a full pipe already holds a wake-up. On the
-control pipe the child says when it is ready and sends its attempt counts (the front's `/metrics` covers
-them), and the front says when to stop and with how much grace. A child stops cleanly (attempts under way
-finish, the rest is released) when asked, on SIGTERM, or when the front goes away. A child that dies, or
-fails to start, is started again with growing pauses; what it held is retried once its leases expire.
+control pipe the child says when it is ready and sends its attempt counts and its commit window (the
+front's `/metrics` covers them), and the front says when to stop and with how much grace. A child stops
+cleanly (attempts under way finish, the rest is released) when asked, on SIGTERM, or when the front goes
+away. A child that dies, or fails to start, is started again with growing pauses; what it held is retried
+once its leases expire.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ import logging
 import multiprocessing
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from estafeta.config import Settings
 from estafeta.core import Core
-from estafeta.metrics import OUTCOMES, Metrics
+from estafeta.metrics import OUTCOMES, CommitWindow, Metrics
 from estafeta.waits import wait_set
 
 log = logging.getLogger("estafeta.delivery")
@@ -36,7 +37,7 @@ log = logging.getLogger("estafeta.delivery")
 START_TIMEOUT = 60.0
 RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 60.0
-REPORT_INTERVAL = 1.0
+REPORT_INTERVAL = 0.25
 STABLE_SECONDS = 60.0  # a child that ran this long before dying is replaced after the shortest pause
 STOP_MARGIN = 5.0  # seconds a child gets beyond its grace to flush its results and exit
 
@@ -49,6 +50,7 @@ class _Child:
     ready: asyncio.Future[None]
     started: float  # loop time
     reported: dict[str, float] = field(default_factory=dict)  # attempt totals already counted
+    window: CommitWindow = field(default_factory=CommitWindow)  # as last reported
 
 
 class DeliveryProcesses:
@@ -64,6 +66,11 @@ class DeliveryProcesses:
         self._stopping = False
         self._restarts: set[asyncio.Task[None]] = set()
         self._next_delay = RESTART_DELAY  # grows while children keep dying young
+        self._retired = CommitWindow()  # what children that exited had committed
+        metrics.commit_windows.append(self._window)
+
+    def _window(self) -> CommitWindow:
+        return CommitWindow.total([self._retired, *(child.window for child in self._children)])
 
     async def start(self) -> None:
         """Start every child; returns once all of them deliver (or raises why one could not start)."""
@@ -123,6 +130,7 @@ class DeliveryProcesses:
                 if total > counted:
                     self.metrics.delivery_attempts.labels(outcome).inc(total - counted)
                     child.reported[outcome] = total
+            child.window = message[2]
 
     def _gone(self, child: _Child) -> None:
         """The child closed its control pipe: it exited (asked to, or not)."""
@@ -132,6 +140,8 @@ class DeliveryProcesses:
         child.control.close()
         os.close(child.wake)
         self._children.remove(child)
+        # Its histogram stays counted; what it had not committed is no longer pending anywhere.
+        self._retired = CommitWindow.total([self._retired, replace(child.window, uncommitted=0)])
         ready = child.ready
         was_running = ready.done() and not ready.cancelled() and ready.exception() is None
         if not ready.done():  # whoever waits for it to start decides what comes next
@@ -249,7 +259,7 @@ async def _deliver(settings: Settings, control: Connection, wake: Connection) ->
             for outcome in OUTCOMES
         }
         with contextlib.suppress(OSError):
-            control.send(("attempts", totals))
+            control.send(("attempts", totals, engine.window.snapshot()))
 
     os.set_blocking(wake.fileno(), False)
     loop.add_reader(wake.fileno(), on_wake)

@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import idna
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from estafeta.clock import Clock
+from estafeta.world.ledger import Ledger
 from estafeta.world.one_click import NO_ONE_CLICK, one_click_problem
 from estafeta.world.providers import RATE_LIMITED, UNAUTHENTICATED, Provider, RateLimit
 from estafeta.world.zone import WorldZone
@@ -70,6 +72,7 @@ class Mailroom:
         self._stats = {domain: ProviderStats() for domain in self._domains}
         self._received: deque[Received] = deque(maxlen=capacity)
         self._scripts: dict[str, deque[str]] = {}
+        self.ledger = Ledger(capacity)
 
     def script(self, recipient: str, replies: list[str]) -> None:
         with self._lock:
@@ -137,6 +140,7 @@ class Mailroom:
             return {domain: dataclasses.replace(stats) for domain, stats in self._stats.items()}
 
     def reset(self) -> None:
+        self.ledger.reset()
         with self._lock:
             self._received.clear()
             self._scripts.clear()
@@ -198,18 +202,24 @@ def verify_dkim(message: bytes, zone: WorldZone) -> str:
 
 
 class ProviderSMTP(SMTP):
-    """aiosmtpd's SMTP session, closing the connection after a 421 as RFC 5321 3.8 describes."""
+    """aiosmtpd's SMTP session, closing the connection after a 421 as RFC 5321 3.8 describes, and
+    keeping the ledger of when it was open and when its current transaction began."""
 
-    def __init__(self, handler: ProviderHandler, **kwargs: Any) -> None:
+    def __init__(self, handler: ProviderHandler, ledger: Ledger, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._sessions = handler.sessions
+        self.ledger = ledger
+        self.serial = 0
+        self.began = 0.0  # monotonic time of the current transaction's MAIL FROM
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.serial = self.ledger.opened()
         self._sessions.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
         self._sessions.discard(self)
+        self.ledger.closed(self.serial)
         super().connection_lost(error)
 
     async def push(self, status: AnyStr) -> None:
@@ -255,6 +265,7 @@ class ProviderHandler:
         self._mailroom.connection(self._domain)
         return ProviderSMTP(
             self,
+            self._mailroom.ledger,
             hostname=self.provider.mx_host,
             ident="ESMTP",
             tls_context=self._tls_context,
@@ -271,6 +282,15 @@ class ProviderHandler:
     def handle_STARTTLS(self, server: SMTP, session: Session, envelope: Envelope) -> bool:
         self._mailroom.tls_session(self._domain)
         return True
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        if isinstance(server, ProviderSMTP):
+            server.began = time.monotonic()
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -307,6 +327,8 @@ class ProviderHandler:
             helo=session.host_name or "",
         )
         self._mailroom.accept(received)
+        if isinstance(server, ProviderSMTP):
+            server.ledger.acknowledged(self._domain, server.serial, received.rcpt_to, server.began)
         if self._after_accept is not None:
             self._after_accept(self.provider, received)
         return f"250 2.0.0 OK queued as {next(self._queue_ids):x}"

@@ -13,6 +13,7 @@ from estafeta.clock import Clock, SystemClock
 from estafeta.tls import CertificateAuthority
 from estafeta.world.dmarc_reports import DmarcBook
 from estafeta.world.dns_server import DnsServer
+from estafeta.world.ledger import LedgerView
 from estafeta.world.mta_sts import (
     REPORT_MAILBOX,
     PolicyServer,
@@ -256,6 +257,11 @@ class World:
             if REPORT_MAILBOX in message.rcpt_to:
                 reports.append(parse_tls_report_mail(message.data))
         return reports
+
+    def ledger(self) -> LedgerView:
+        """Every session and every acknowledged DATA so far, with when (thread-safe): what crash tests
+        compare the sender's kills with."""
+        return self._mailroom.ledger.view()
 
     def stats(self) -> dict[str, ProviderStats]:
         """A snapshot of every provider's counters, keyed by provider domain."""
