@@ -232,6 +232,7 @@ def test_describe_lists_every_provider_with_its_mx() -> None:
         "gmail.test", "yahoo.test", "outlook.test", "bounce.test", "full.test",
         "greylist.test", "down.test", "nomx.test", "trap.test",
         "secure.test", "mxmismatch.test", "badcert.test", "ststesting.test", "reports.test",
+        "hang.test", "reset.test", "badtls.test", "storm.test", "slow.test",
     } <= set(rows)  # fmt: skip
     assert rows["gmail.test"].startswith("gmail-smtp-in.l.gmail.test (127.0.0.11): ")
 

@@ -42,6 +42,18 @@ class DeliverySettings(BaseModel):
     )
     batch_size: int = Field(200, ge=1, description="queue entries claimed at once")
     max_in_flight: int = Field(2000, ge=1, description="claimed entries held in memory at most")
+    max_in_flight_per_domain: int = Field(
+        200,
+        ge=1,
+        description="claimed entries one recipient domain may hold in memory; more of its mail waits in the "
+        "queue, so that a slow or dead destination cannot take the slots of the others",
+    )
+    max_dropped_transactions: int = Field(
+        3,
+        ge=1,
+        description="transactions in a row that a destination ends without a reply (time-out, reset) before "
+        "the mail waiting for it is deferred rather than tried one time-out at a time",
+    )
     lease_seconds: float = Field(
         300.0, gt=0, description="how long a claim is held before others may retry it"
     )

@@ -8,7 +8,7 @@ outcomes' transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
@@ -46,8 +46,10 @@ class Queue:
     def _lease_until(self) -> datetime:
         return self.clock.now() + timedelta(seconds=self.settings.lease_seconds)
 
-    async def claim(self, limit: int) -> list[Job]:
-        return await self.db.run(q.claim, self.owner, self.clock.now(), self._lease_until(), limit)
+    async def claim(self, limit: int, skip_domains: Collection[str] = ()) -> list[Job]:
+        return await self.db.run(
+            q.claim, self.owner, self.clock.now(), self._lease_until(), limit, skip_domains
+        )
 
     async def finish(self, results: list[AttemptResult]) -> int:
         now = self.clock.now()

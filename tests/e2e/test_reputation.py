@@ -24,8 +24,9 @@ LIST_SIZE = 300
 
 
 def _bad(i: int) -> bool:
-    """30 of the 300 addresses (10%) do not exist: half of the first 40, then one in 26 (under 5%)."""
-    return i % 2 == 0 if i < 40 else (i - 40) % 26 == 13
+    """30 of the 300 addresses (10%) do not exist: 24 of the first 40, then one in 40, so that any 41 or
+    more consecutive outcomes of the rest stay under the 5% pause threshold, wherever the pause fell."""
+    return i % 5 < 3 if i < 40 else (i - 40) % 40 == 20
 
 
 ANSWERS = {

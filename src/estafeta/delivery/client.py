@@ -184,7 +184,8 @@ async def open_session(
     """Connect to the first MX host (by preference, then address) that answers with a 2xx greeting,
     from `source_address` when given (an address of the stream's IP pool), greeting as `local_hostname`.
 
-    With an MTA-STS `policy` in `enforce` or `testing` mode, certificates are verified with `verify`."""
+    With an MTA-STS `policy` in `enforce` or `testing` mode, certificates are verified with `verify`.
+    Otherwise, with opportunistic TLS, a receiver whose STARTTLS is broken gets its mail in plaintext."""
     last = Reply(None, "no MX host to try")
     checking = policy is not None and policy.mode in ("enforce", "testing") and verify is not None
     enforce = checking and policy is not None and policy.mode == "enforce"
@@ -256,7 +257,17 @@ async def open_session(
                     return MxSession(smtp, mx, address, True)
                 if tls == "off" and not checking:
                     return MxSession(smtp, mx, address, False)
-                await smtp.starttls(tls_context=_TLS, server_hostname=mx.name)
+                try:
+                    await smtp.starttls(tls_context=_TLS, server_hostname=mx.name)
+                except (aiosmtplib.SMTPException, OSError):
+                    if tls != "opportunistic":
+                        raise
+                    # A broken STARTTLS (refused, or a failed handshake) under opportunistic TLS: a new
+                    # connection to the same host in plaintext, as Postfix's "may" level does.
+                    smtp.close()
+                    smtp = client(address)
+                    await _connect(smtp, connect_timeout)
+                    return MxSession(smtp, mx, address, False)
                 seen(TlsOutcome("success", mx.name, address, sending_ip))
                 return MxSession(smtp, mx, address, True)
             except _Refused as exc:

@@ -1,6 +1,11 @@
 """The delivery engine: claims due queue entries, groups them by destination domain into lanes, and
 sends them over reused SMTP sessions within each destination's concurrency and rate limits.
 
+Destinations are kept apart: one domain holds at most `max_in_flight_per_domain` claimed entries (the
+rest of its mail stays in the queue while others are claimed), and a destination that ends several
+transactions in a row without a reply (time-outs, resets) has its waiting mail deferred at once, so a
+dead or slow receiver costs its own mail a retry, never the other destinations their turn.
+
 Each sender waits for its outcome to be committed (in a group commit, `estafeta.delivery.outcomes`)
 before its next transaction, so a crash can only send again the deliveries whose replies had just been
 read; leases of entries still held in memory are renewed, and on shutdown entries not yet attempted are
@@ -14,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
 from estafeta import verp
@@ -71,6 +76,7 @@ class Lane:
         self.bucket = TokenBucket(limits.rate)
         self.arrived = asyncio.Event()
         self.resume_at = 0.0  # monotonic time before which no new session is opened (after a 421)
+        self.dropped = 0  # transactions in a row that ended without a reply
 
     def add(self, job: Job) -> None:
         self.jobs.append(job)
@@ -106,6 +112,21 @@ class Lane:
         self.jobs.clear()
         now = time.monotonic()
         await asyncio.gather(*(self.engine.record(result(job), now) for job in jobs))
+
+    async def _defer_waiting(self, last: Reply) -> None:
+        """The destination stopped answering: defer what waits for it without trying (no attempt counted)."""
+        reason = f"not tried: {self.domain} ended {self.dropped} transactions in a row unanswered ({last})"
+        jobs = list(self.jobs)
+        self.jobs.clear()
+        now = time.monotonic()
+        await asyncio.gather(
+            *(
+                self.engine.record(
+                    AttemptResult(job, False, None, reason, True, {"destination": "down"}, False), now
+                )
+                for job in jobs
+            )
+        )
 
     async def _open(self, job: Job) -> MxSession | None:
         engine = self.engine
@@ -175,11 +196,15 @@ class Lane:
                 extra = {"mx": session.mx.name, "ip": session.address, "tls": session.tls, **session.details}
                 if self.source is not None:
                     extra["source_ip"] = self.source
-                if reply.code == 421:
-                    self.resume_at = time.monotonic() + self.engine.settings.delivery.throttle_pause
+                delivery = self.engine.settings.delivery
+                if reply.code == 421 or reply.code is None:
+                    self.resume_at = time.monotonic() + delivery.throttle_pause
+                self.dropped = self.dropped + 1 if reply.code is None else 0
                 # Recorded before anything else is sent on this connection: a crash can re-send at most
                 # this one delivery of it.
                 await self.engine.record(classified(job, reply, extra, self.engine.policy), replied_at)
+                if self.dropped >= delivery.max_dropped_transactions and self.jobs:
+                    await self._defer_waiting(reply)
                 if not session.alive:
                     await session.close()
                     session = None
@@ -219,6 +244,7 @@ class DeliveryEngine:
         self.mta_sts = MtaSts(db, settings.mta_sts, clock, resolver.resolver, resolver.addresses)
         self.sessions = SessionCounter(db, clock)
         self.in_flight: set[int] = set()
+        self.held: Counter[str] = Counter()  # claimed entries per recipient domain, until recorded
         self.window = CommitWindow()
         if metrics is not None:
             metrics.commit_windows.append(lambda: self.window)
@@ -241,9 +267,18 @@ class DeliveryEngine:
         """Commit an attempt's outcome; returns once it is committed."""
         await self.recorder.record(result, replied_at)
         self.in_flight.discard(result.job.delivery_id)
+        self._let_go(result.job.domain)
         if self.metrics is not None:
             self.metrics.delivery_attempt(result.delivered, result.retry)
         self._room.set()
+
+    def _let_go(self, domain: str) -> None:
+        """One entry of `domain` left memory; below its limit again, the domain may be claimed from."""
+        self.held[domain] -= 1
+        if self.held[domain] <= 0:
+            del self.held[domain]
+        if self.held[domain] == self.settings.delivery.max_in_flight_per_domain - 1:
+            self.wakeup.set()
 
     def lane_idle(self, lane: Lane) -> None:
         key = (lane.domain, lane.source)
@@ -255,6 +290,7 @@ class DeliveryEngine:
         if job.delivery_id in self.in_flight:
             return None  # already ours (the clock jumped past our own lease): never send it twice
         self.in_flight.add(job.delivery_id)
+        self.held[job.domain] += 1
         try:
             source = self.sources.source_for(job, self.helo.usable)
         except NoSendingAddress as exc:
@@ -275,7 +311,8 @@ class DeliveryEngine:
         delivery = self.settings.delivery
         while not self.stopping:
             room = delivery.max_in_flight - len(self.in_flight)
-            jobs = await self.queue.claim(min(delivery.batch_size, room)) if room > 0 else []
+            full = [d for d, n in self.held.items() if n >= delivery.max_in_flight_per_domain]
+            jobs = await self.queue.claim(min(delivery.batch_size, room), full) if room > 0 else []
             if jobs:
                 await self.sources.refresh()
                 await self.helo.refresh()

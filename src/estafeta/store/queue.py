@@ -10,11 +10,12 @@ slow, another worker took over) cannot overwrite what the new owner recorded.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, true, update
 
 from estafeta.store import events, suppressions
 from estafeta.store.events import NewEvent
@@ -58,7 +59,15 @@ class Finish:
     soft_failure: bool = False
 
 
-def claim(conn: Connection, owner: str, now: datetime, lease_until: datetime, limit: int) -> list[Claimed]:
+def claim(
+    conn: Connection,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    skip_domains: Collection[str] = (),
+) -> list[Claimed]:
+    """Lease up to `limit` due entries, oldest first, leaving those of `skip_domains` in the queue."""
     due = (
         select(Delivery.id)
         .where(
@@ -66,6 +75,7 @@ def claim(conn: Connection, owner: str, now: datetime, lease_until: datetime, li
             Delivery.next_attempt_at <= now,
             or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
             ~halted_clause(),  # a paused or suspended stream's mail waits
+            Delivery.domain.not_in(skip_domains) if skip_domains else true(),
         )
         .order_by(Delivery.next_attempt_at, Delivery.id)
         .limit(limit)

@@ -13,7 +13,7 @@ import ipaddress
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from estafeta.clock import Clock
 
@@ -36,6 +36,17 @@ def require_loopback(address: str) -> str:
     if ipaddress.ip_address(address) not in LOOPBACK:
         raise ValueError(f"{address} is not a 127.0.0.0/8 address")
     return address
+
+
+Fault = Literal["hang-after-data", "reset-in-data", "broken-tls", "421-storm", "slow-loris"]
+"""How a faulty receiver misbehaves (until the world is told to heal it):
+
+- `hang-after-data`: takes the whole message, then never answers the end of DATA;
+- `reset-in-data`: resets the connection (TCP RST) while the message is being sent;
+- `broken-tls`: offers STARTTLS, answers 220 to it, then breaks the TLS handshake (plaintext works);
+- `421-storm`: greets every connection with 421 and hangs up;
+- `slow-loris`: trickles every reply, greeting included, a byte at a time.
+"""
 
 
 class RecipientPolicy(Protocol):
@@ -155,6 +166,7 @@ class Provider:
     sts_mx: tuple[str, ...] = ()
     certificate: str = "self-signed"
     tls_reports: str | None = None
+    fault: Fault | None = None  # how it misbehaves until healed (`World.heal`)
 
     def report_for(self, recipient: str) -> str | None:
         """What this provider mails back after accepting a message for `recipient`, if anything."""
@@ -259,6 +271,41 @@ PROVIDERS: tuple[Provider, ...] = (
         "mx.reports.test",
         "127.0.0.44",
         "accepts; tlsrpt@reports.test receives TLS-RPT reports (see World.tls_reports)",
+    ),
+    Provider(
+        "hang.test",
+        "mx.hang.test",
+        "127.0.0.20",
+        "takes the message, then never answers the end of DATA (until healed)",
+        fault="hang-after-data",
+    ),
+    Provider(
+        "reset.test",
+        "mx.reset.test",
+        "127.0.0.21",
+        "resets the connection in the middle of DATA (until healed)",
+        fault="reset-in-data",
+    ),
+    Provider(
+        "badtls.test",
+        "mx.badtls.test",
+        "127.0.0.22",
+        "offers STARTTLS, then breaks the handshake; accepts in plaintext (until healed)",
+        fault="broken-tls",
+    ),
+    Provider(
+        "storm.test",
+        "mx.storm.test",
+        "127.0.0.23",
+        "421 storm: greets every connection with 421 4.7.0 and hangs up (until healed)",
+        fault="421-storm",
+    ),
+    Provider(
+        "slow.test",
+        "mx.slow.test",
+        "127.0.0.24",
+        "slow-loris: trickles every reply a byte at a time (until healed)",
+        fault="slow-loris",
     ),
 )
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import socket
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -21,16 +23,19 @@ from typing import Any, AnyStr
 
 import dkim
 import idna
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from estafeta.clock import Clock
 from estafeta.world.ledger import Ledger
 from estafeta.world.one_click import NO_ONE_CLICK, one_click_problem
-from estafeta.world.providers import RATE_LIMITED, UNAUTHENTICATED, Provider, RateLimit
+from estafeta.world.providers import RATE_LIMITED, UNAUTHENTICATED, Fault, Provider, RateLimit
 from estafeta.world.zone import WorldZone
 
 DATA_SIZE_LIMIT = 50 * 1024 * 1024
 DEFAULT_CAPACITY = 200_000
+DEFAULT_TRICKLE = 0.5  # seconds between the bytes of a slow-loris reply
+STORM_GREETING = "421 4.7.0 {host} Too many connections, try again later"
+TLS_HANDSHAKE_FAILURE = b"\x15\x03\x03\x00\x02\x02\x28"  # a fatal TLS alert record: handshake_failure
 
 
 @dataclass(frozen=True)
@@ -202,19 +207,27 @@ def verify_dkim(message: bytes, zone: WorldZone) -> str:
 
 
 class ProviderSMTP(SMTP):
-    """aiosmtpd's SMTP session, closing the connection after a 421 as RFC 5321 3.8 describes, and
-    keeping the ledger of when it was open and when its current transaction began."""
+    """aiosmtpd's SMTP session, closing the connection after a 421 as RFC 5321 3.8 describes, keeping
+    the ledger of when it was open and when its current transaction began, and misbehaving as its
+    provider's fault says while the provider is faulty."""
 
     def __init__(self, handler: ProviderHandler, ledger: Ledger, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._sessions = handler.sessions
+        self._handler = handler
         self.ledger = ledger
         self.serial = 0
         self.began = 0.0  # monotonic time of the current transaction's MAIL FROM
+        self._greeted = False
+
+    @property
+    def fault(self) -> Fault | None:
+        return self._handler.provider.fault if self._handler.faulty else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.serial = self.ledger.opened()
+        if not self.serial:  # not again when STARTTLS wraps the transport
+            self.serial = self.ledger.opened()
         self._sessions.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -223,10 +236,53 @@ class ProviderSMTP(SMTP):
         super().connection_lost(error)
 
     async def push(self, status: AnyStr) -> None:
-        await super().push(status)
+        fault = self.fault
+        if fault == "421-storm" and not self._greeted:
+            status = STORM_GREETING.format(host=self.hostname)  # type: ignore[assignment]
+        self._greeted = True
+        if fault == "slow-loris":
+            await self._trickle(status.encode() if isinstance(status, str) else status)
+        else:
+            await super().push(status)
         code = status[:3]
         if (code == "421" or code == b"421") and self.transport is not None:
             self.transport.close()
+
+    async def _trickle(self, reply: bytes) -> None:
+        data = reply + b"\r\n"
+        for i in range(len(data)):
+            if self.transport is None or self.transport.is_closing():
+                return
+            self._writer.write(data[i : i + 1])
+            await asyncio.sleep(self._handler.trickle)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if self.fault == "reset-in-data" and self.envelope is not None and self.envelope.rcpt_tos:
+            await super().push("354 End data with <CR><LF>.<CR><LF>")
+            await self._reader.readline()  # type: ignore[attr-defined]  # the message has begun
+            self.reset()
+            return
+        await super().smtp_DATA(arg)
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self.fault == "broken-tls" and not arg:
+            await super().push("220 2.0.0 Ready to start TLS")
+            self._writer.write(TLS_HANDSHAKE_FAILURE)  # where the server's hello should be
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super().smtp_STARTTLS(arg)
+
+    def reset(self) -> None:
+        """End the connection with a TCP reset, as a crashed or overloaded receiver does."""
+        if not isinstance(self.transport, asyncio.Transport):
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def drop(self) -> None:
         """Abort the connection (the world is stopping; no TLS close_notify exchange to wait for)."""
@@ -246,9 +302,13 @@ class ProviderHandler:
         tls_context: ssl.SSLContext | None,
         rate_limit: RateLimit | None,
         after_accept: Callable[[Provider, Received], None] | None = None,
+        trickle: float = DEFAULT_TRICKLE,
     ) -> None:
-        """`after_accept` is told of every message accepted (the world's reporter)."""
+        """`after_accept` is told of every message accepted (the world's reporter); `trickle` is the pause
+        between the bytes of a slow-loris reply."""
         self.provider = provider
+        self.faulty = provider.fault is not None
+        self.trickle = trickle
         self.sessions: set[ProviderSMTP] = set()
         self._domain = provider.domain
         self._mailroom = mailroom
@@ -275,6 +335,7 @@ class ProviderHandler:
         )
 
     def reset(self) -> None:
+        self.faulty = self.provider.fault is not None
         self._recipients.reset()
         if self._rate_limit is not None:
             self._rate_limit.reset()
@@ -305,6 +366,8 @@ class ProviderHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if isinstance(server, ProviderSMTP) and server.fault == "hang-after-data":
+            await asyncio.Future()  # never answers; ends when the sender gives up and hangs up
         peer = session.peer[0]
         if self._rate_limit is not None and not self._rate_limit.allow(peer):
             return self._mailroom.refusal(self._domain, RATE_LIMITED)

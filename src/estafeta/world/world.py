@@ -23,7 +23,14 @@ from estafeta.world.mta_sts import (
 )
 from estafeta.world.postmaster import PostmasterBook, PostmasterServer
 from estafeta.world.providers import PROVIDERS, Provider, RateLimit, require_loopback, zone_records
-from estafeta.world.receivers import DEFAULT_CAPACITY, Mailroom, ProviderHandler, ProviderStats, Received
+from estafeta.world.receivers import (
+    DEFAULT_CAPACITY,
+    DEFAULT_TRICKLE,
+    Mailroom,
+    ProviderHandler,
+    ProviderStats,
+    Received,
+)
 from estafeta.world.reports import Reporter
 from estafeta.world.unsubscribers import Unsubscribe, Unsubscribers
 from estafeta.world.web import WebProxy
@@ -51,9 +58,11 @@ class World:
         clock: Clock | None = None,
         providers: Sequence[Provider] = PROVIDERS,
         capacity: int = DEFAULT_CAPACITY,
+        trickle: float = DEFAULT_TRICKLE,
     ) -> None:
         """`extra_zone` is zone-file text relative to `test.`; `gmail_rate_limit` is messages per second
-        per client IP at rate-limited providers (0 disables it); ports 0 pick free ones."""
+        per client IP at rate-limited providers (0 disables it); ports 0 pick free ones; `trickle` is the
+        pause between the bytes of the slow-loris provider's replies."""
         self.providers = tuple(providers)
         clock = clock or SystemClock()
         forward, reverse = zone_records(self.providers)
@@ -86,6 +95,7 @@ class World:
                 tls_contexts[provider.domain],
                 RateLimit(gmail_rate_limit, clock) if provider.rate_limited and gmail_rate_limit else None,
                 self._after_accept,
+                trickle,
             )
             for provider in self.providers
         ]
@@ -210,6 +220,14 @@ class World:
         "250") means the provider's own behaviour, as does running out. A 421 closes the connection."""
         self._mailroom.script(recipient, replies)
 
+    def heal(self, domain: str) -> None:
+        """Make the faulty provider `domain` behave (accept mail as others do) until `reset` (thread-safe)."""
+        for handler in self._handlers:
+            if handler.provider.domain == domain:
+                handler.faulty = False
+                return
+        raise KeyError(domain)
+
     def report_to(self, host: str, port: int) -> None:
         """Send late bounces, complaints and automatic replies to the platform's inbound listener at
         `host:port` (until this is called, providers report nothing)."""
@@ -269,7 +287,7 @@ class World:
 
     def reset(self) -> None:
         """Forget received mail, scripts, counters, what providers remember (greylist, rate windows),
-        where reports go, who unsubscribes and scripted redirects."""
+        where reports go, who unsubscribes and scripted redirects; healed providers are faulty again."""
         self._reporter.reset()
         self._unsubscribers.reset()
         self._postmaster.reset()
