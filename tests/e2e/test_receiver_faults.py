@@ -130,7 +130,7 @@ async def test_faulty_receivers_are_deferred_then_retried_and_nothing_is_lost_or
         assert {r: len(copies[r]) for r in [*faulty, *healthy, *plaintext]} == dict.fromkeys(
             [*faulty, *healthy, *plaintext], 1
         )
-        assert await h.platform.db.run(queue_store.state_counts) == {"delivered": 37}
+        assert await h.platform.core.db.run(queue_store.state_counts) == {"delivered": 37}
     finally:
         await h.client.aclose()
         await h.platform.stop(grace=1)
