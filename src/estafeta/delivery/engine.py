@@ -273,11 +273,13 @@ class DeliveryEngine:
         self._room.set()
 
     def _let_go(self, domain: str) -> None:
-        """One entry of `domain` left memory; below its limit again, the domain may be claimed from."""
+        """One entry of `domain` left memory. Once a domain that was held back is down to half its limit,
+        claim again (at once, not at the next poll; not at every entry either, which would make a claim
+        of each commit)."""
         self.held[domain] -= 1
         if self.held[domain] <= 0:
             del self.held[domain]
-        if self.held[domain] == self.settings.delivery.max_in_flight_per_domain - 1:
+        if self.held[domain] == self.settings.delivery.max_in_flight_per_domain // 2:
             self.wakeup.set()
 
     def lane_idle(self, lane: Lane) -> None:

@@ -85,7 +85,12 @@ def counts(
     start = now - timedelta(hours=window_hours)
     floor = after_event or 0
     latest = (
-        select(Event.type, Event.data, Event.created_at)
+        select(
+            Event.type.label("type"),
+            Event.data[("bounce", "kind")].as_string().label("kind"),
+            Event.data[("bounce", "blame")].as_string().label("blame"),
+            Event.created_at.label("at"),
+        )
         .where(
             Event.account_id == account_id,
             Event.type.in_(("delivered", "bounced")),
@@ -94,19 +99,24 @@ def counts(
         )
         .order_by(Event.id.desc())
         .limit(window_messages)
+        .subquery()
     )
-    delivered = hard = soft = 0
-    since = start
-    rows = conn.execute(latest).all()
-    for kind, data, _at in rows:
+    # Counted in the database: this runs every few outcomes, in the transaction that records them.
+    delivered = hard = soft = total = 0
+    oldest = None
+    outcomes = select(latest.c.type, latest.c.kind, latest.c.blame, func.count(), func.min(latest.c.at))
+    for kind, bounce, blame, count, first in conn.execute(
+        outcomes.group_by(latest.c.type, latest.c.kind, latest.c.blame)
+    ).all():
+        total += count
+        oldest = first if oldest is None else min(oldest, first)
         if kind == "delivered":
-            delivered += 1
-        elif _counts_against_sender((data or {}).get("bounce", {})):
-            hard += 1
+            delivered += count
+        elif _counts_against_sender({"kind": bounce, "blame": blame}):
+            hard += count
         else:
-            soft += 1
-    if len(rows) >= window_messages:
-        since = rows[-1].created_at
+            soft += count
+    since = oldest if total >= window_messages and oldest is not None else start
     other = dict(
         conn.execute(
             select(Event.type, func.count())
