@@ -55,6 +55,7 @@ async def test_sessions_and_acknowledged_data_are_recorded_with_their_times(worl
     await client.closed_by_server()
     await client.close()
     view = world.ledger()
+    assert world.acknowledged() == 3
     ann, bob, other = view.acknowledged
     assert ann.session == bob.session == other.session
     assert before < ann.began < ann.acked < bob.began < bob.acked < other.began <= middle

@@ -88,7 +88,15 @@ async def test_child_processes_deliver_report_metrics_and_are_restarted(
 
         async def counted(n: float) -> bool:
             text = (await platform.core.metrics.render(platform.core.db)).decode()
-            return f'estafeta_delivery_attempts_total{{outcome="delivered"}} {n}' in text
+            # Attempts and commit window alike: n outcomes committed, none waiting for its commit.
+            return all(
+                sample in text
+                for sample in (
+                    f'estafeta_delivery_attempts_total{{outcome="delivered"}} {n}',
+                    f'estafeta_delivery_reply_to_commit_seconds_bucket{{le="+Inf"}} {n}',
+                    "estafeta_delivery_acknowledged_uncommitted 0.0",
+                )
+            )
 
         await _until(lambda: counted(20.0), timeout=10)  # the child's attempts reach the front's /metrics
 
@@ -102,6 +110,7 @@ async def test_child_processes_deliver_report_metrics_and_are_restarted(
         await _post(client, 20, 10)
         await _until(lambda: delivered(30), timeout=15)
         await _until(lambda: counted(30.0), timeout=10)  # the new child counts from zero, added on top
+        # (the dead child's commit times stay counted, as its attempts do)
     finally:
         await client.aclose()
         await platform.stop(grace=2)

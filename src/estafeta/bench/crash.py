@@ -374,7 +374,7 @@ async def run_crash(
     db = Database(database_url)
 
     def acknowledged() -> int:
-        return len(world.ledger().acknowledged)
+        return world.acknowledged()
 
     async def scrape() -> float | None:
         text = await _scrape(serve.url)
@@ -411,7 +411,7 @@ async def run_crash(
                 break
             if time.monotonic() > deadline:
                 break  # the verdict reports what is missing
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.25)
         await scrape()
     finally:
         posting.cancel()

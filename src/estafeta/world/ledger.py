@@ -98,6 +98,11 @@ class Ledger:
                 Acknowledged(provider, session, tuple(recipients), began, time.monotonic())
             )
 
+    def __len__(self) -> int:
+        """How many DATA were acknowledged (cheap: for polling while mail flows)."""
+        with self._lock:
+            return len(self._acknowledged)
+
     def view(self) -> LedgerView:
         with self._lock:
             return LedgerView(tuple(self._acknowledged), dict(self._sessions))

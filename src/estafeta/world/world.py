@@ -281,6 +281,10 @@ class World:
         compare the sender's kills with."""
         return self._mailroom.ledger.view()
 
+    def acknowledged(self) -> int:
+        """How many DATA the providers have answered with 250 so far (thread-safe, cheap)."""
+        return len(self._mailroom.ledger)
+
     def stats(self) -> dict[str, ProviderStats]:
         """A snapshot of every provider's counters, keyed by provider domain."""
         return self._mailroom.stats()
