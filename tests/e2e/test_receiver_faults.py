@@ -4,26 +4,16 @@ lost or recorded as delivered that a receiver did not acknowledge."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from estafeta.store import queue as queue_store
 from estafeta.world import World
+from tests.e2e.audience_support import eventually
 from tests.e2e.harness import Harness, start_harness
 
 FAULTY = ("hang.test", "reset.test", "storm.test", "slow.test")
 HEALTHY = ("yahoo.test", "outlook.test")
-
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition never held")
-        await asyncio.sleep(0.05)
 
 
 async def _send(h: Harness, recipients: list[str]) -> dict[str, str]:
@@ -65,7 +55,7 @@ async def test_healthy_mail_flows_while_slow_and_hanging_receivers_hold_their_se
         # Queued first, so first in line for the engine's 40 slots.
         stuck = await _send(h, [f"s{i}@{d}" for d in ("hang.test", "slow.test") for i in range(30)])
         healthy = await _send(h, [f"h{i}@{HEALTHY[i % 2]}" for i in range(20)])
-        await _until(lambda: _all_in(h, healthy, "delivered"), timeout=30)
+        await eventually(lambda: _all_in(h, healthy, "delivered"), "healthy mail delivered")
         # Meanwhile the stuck destinations had their senders waiting on replies, and no more than their
         # share of the slots: the rest of their mail still waits in the queue.
         assert await _all_in(h, stuck, "queued")
@@ -96,8 +86,8 @@ async def test_faulty_receivers_are_deferred_then_retried_and_nothing_is_lost_or
         faulty = await _send(h, [f"f{i}@{d}" for d in FAULTY for i in range(6)])
         plaintext = await _send(h, [f"p{i}@badtls.test" for i in range(3)])
         healthy = await _send(h, [f"h{i}@{HEALTHY[i % 2]}" for i in range(10)])
-        await _until(lambda: _all_in(h, {**healthy, **plaintext}, "delivered"), timeout=30)
-        await _until(lambda: _all_in(h, faulty, "deferred"), timeout=60)
+        await eventually(lambda: _all_in(h, {**healthy, **plaintext}, "delivered"), "healthy mail delivered")
+        await eventually(lambda: _all_in(h, faulty, "deferred"), "faulty destinations deferred", 60)
 
         # Deferred with what went wrong; no receiver acknowledged any of them.
         seen = {r: await _recipient(h, m) for r, m in faulty.items()}
@@ -125,7 +115,7 @@ async def test_faulty_receivers_are_deferred_then_retried_and_nothing_is_lost_or
         for domain in FAULTY:
             h.world.heal(domain)
         h.advance(3600)
-        await _until(lambda: _all_in(h, faulty, "delivered"), timeout=30)
+        await eventually(lambda: _all_in(h, faulty, "delivered"), "retried mail delivered")
         copies = h.world.ledger().copies()
         assert {r: len(copies[r]) for r in [*faulty, *healthy, *plaintext]} == dict.fromkeys(
             [*faulty, *healthy, *plaintext], 1
