@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-
-import pytest
 
 from estafeta.world import World
 from estafeta.world.ledger import Acknowledged, LedgerView, Span
 from tests.test_world import RawSMTP, message
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    world = World()
-    await world.start()
-    yield world
-    await world.stop()
 
 
 def _ack(session: int, recipient: str, began: float, acked: float) -> Acknowledged:
