@@ -16,7 +16,9 @@ KILLS = 3
 
 
 @pytest.mark.parametrize(
-    ("backend", "processes"), [("sqlite", 0), ("postgresql", 2)], ids=["sqlite", "postgresql-children"]
+    ("backend", "processes"),
+    [("sqlite", 0), ("postgresql", 1)],
+    ids=["sqlite", "postgresql-delivery-process"],
 )
 async def test_sigkill_loses_nothing_and_resends_only_what_was_in_flight(
     fresh_world: World, tmp_path: Path, request: pytest.FixtureRequest, backend: str, processes: int
