@@ -61,13 +61,25 @@ class ApiKeys:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
-        self._cache: dict[str, tuple[int, float]] = {}
+        self._cache: dict[str, tuple[int, float, str]] = {}  # digest → (account, expiry, prefix)
 
     async def create(self, account_id: int, name: str = "") -> NewKey:
         prefix, secret = _new_secret()
         secret_hash = await asyncio.to_thread(hash_secret, secret)
         await self.db.run(store.add_api_key, account_id, prefix, secret_hash, name, self.clock.now())
         return NewKey(f"est_{prefix}_{secret}", prefix)
+
+    async def list(self, account_id: int) -> list[store.ApiKeyRow]:
+        """The account's keys, revoked ones included (their secrets are never shown again)."""
+        return await self.db.run(store.list_api_keys, account_id)
+
+    async def revoke(self, account_id: int, prefix: str) -> bool:
+        """Revoke the account's key and forget its cached checks here at once (other processes forget
+        them within `CACHE_SECONDS`); False when the account has no such active key."""
+        revoked = await self.db.run(store.revoke_api_key, account_id, prefix, self.clock.now())
+        if revoked:
+            self._cache = {k: v for k, v in self._cache.items() if v[2] != prefix}
+        return revoked
 
     async def account_for(self, token: str) -> int | None:
         """The account a key belongs to, or None for an unknown, revoked or mistyped key."""
@@ -83,7 +95,7 @@ class ApiKeys:
             return None
         if not await asyncio.to_thread(verify_secret, row.secret_hash, parts[1]):  # slow by design
             return None
-        self._cache[digest] = (row.account_id, time.monotonic() + CACHE_SECONDS)
+        self._cache[digest] = (row.account_id, time.monotonic() + CACHE_SECONDS, row.prefix)
         return row.account_id
 
 

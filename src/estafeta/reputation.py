@@ -460,3 +460,25 @@ class Reputation:
 
 def _review_json(review: store.ReviewRow) -> dict[str, Any]:
     return asdict(review)
+
+
+def sender_state(standing: str, review: store.ReviewRow | None) -> tuple[str, str]:
+    """How a stream's standing reads to its sender (`ok`, `warning`, `paused`, `under review`,
+    `suspended`) and what they should do about it."""
+    answered = review is not None and bool(review.answers)
+    if standing == "suspended":
+        return "suspended", "Sending is suspended after a review; contact the platform's operators."
+    if standing == "paused" and not answered:
+        return "paused", f"Mail waits in the queue and new mail is refused. To resume, {HOW_TO_RESUME}."
+    if standing == "paused" or review is not None:
+        return "under review", (
+            "Your answers are with the platform's operators, who decide shortly."
+            if answered
+            else f"An operator will look at the account; {HOW_TO_RESUME}."
+        )
+    if standing == "warning":
+        return "warning", (
+            "Bounce or complaint rates are close to the pause limits: clean the list (remove addresses "
+            "that bounce, mail only people who asked for it) before sending more."
+        )
+    return "ok", ""

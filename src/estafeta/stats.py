@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
+from estafeta.store import platform_stats as platform_store
 from estafeta.store import stats as store
 from estafeta.store.db import Database
 
@@ -192,3 +193,44 @@ async def report(
     last: date = (until - timedelta(microseconds=1)).astimezone(UTC).date()
     figures = await db.run(store.postmaster, domains, first, last)
     return Report(since, until, bucket, group_by, groups, total, figures)
+
+
+@dataclass(frozen=True)
+class ProviderFigures:
+    """One destination provider's delivery outcomes across every account (for operators)."""
+
+    provider: str
+    delivered: int
+    deferred: int
+    bounced: int
+    hard_bounced: int
+    throttled: int  # deferrals the receiver gave as rate limiting (e.g. 421 4.7.28)
+
+    @property
+    def deferral_rate(self) -> float | None:
+        attempts = self.delivered + self.deferred + self.bounced
+        return self.deferred / attempts if attempts else None
+
+    @property
+    def bounce_rate(self) -> float | None:
+        final = self.delivered + self.bounced
+        return self.hard_bounced / final if final else None
+
+
+async def providers(db: Database, since: datetime, until: datetime) -> list[ProviderFigures]:
+    """Outcomes per destination provider in [since, until), busiest first."""
+    rows = await db.run(platform_store.outcomes_by_domain, since, until)
+    mx: dict[str, str] = {r.domain: r.mx for r in rows if r.mx}
+    found: dict[str, Counter[str]] = {}
+    for row in rows:
+        counts = found.setdefault(provider_of(row.domain, mx.get(row.domain)) or "?", Counter())
+        counts[row.type] += row.count
+        if row.type == "bounced" and row.bounce_kind == "hard":
+            counts["hard"] += row.count
+        if row.type == "deferred" and row.bounce_reason == "rate-limited":
+            counts["throttled"] += row.count
+    out = [
+        ProviderFigures(name, c["delivered"], c["deferred"], c["bounced"], c["hard"], c["throttled"])
+        for name, c in found.items()
+    ]
+    return sorted(out, key=lambda p: (-(p.delivered + p.deferred + p.bounced), p.provider))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from estafeta import plans
 from estafeta.clock import Clock
 from estafeta.config import Settings
 from estafeta.delivery.pools import SourcePools
@@ -79,6 +80,10 @@ class Streams:
         if ip_pool and ip_pool not in self.settings.ip_pools:
             known = ", ".join(sorted(self.settings.ip_pools)) or "none configured"
             raise StreamError("ip_pool", f"no pool {ip_pool!r} (known: {known})", "unknown pool")
+        try:
+            await self.db.run(plans.check_pool, account_id, ip_pool)
+        except plans.PlanError as exc:
+            raise StreamError("ip_pool", str(exc), "not in the account's plan", 403) from exc
         now: datetime = self.clock.now()
         row = await self.db.run(store.put, account_id, stream, domain, ip_pool, now)
         self._rows.pop(account_id, None)

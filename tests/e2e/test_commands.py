@@ -33,11 +33,24 @@ def test_demo_runs_to_the_end_and_reports_every_provider(tmp_path: Path) -> None
     out = done.stdout
     for provider in ("gmail.test", "yahoo.test", "outlook.test", "bounce.test", "greylist.test", "down.test"):
         assert provider in out
-    assert "300 messages accepted, 300 reached a final state" in out
+    assert "acme: 300 messages accepted, 300 reached a final state" in out
     assert "messages/s" in out and "estafeta serve" in out
+    assert "/app/" in out and "operator@estafeta.test" in out  # the dashboard and its logins
     with sqlite3.connect(tmp_path / "demo" / "estafeta-demo.db") as db:
-        states = dict(db.execute("select state, count(*) from deliveries group by state").fetchall())
+        states = dict(
+            db.execute(
+                "select state, count(*) from deliveries join accounts on accounts.id = account_id "
+                "where accounts.name = 'acme' group by state"
+            ).fetchall()
+        )
+        paused = db.execute(
+            "select s.state, r.state from sending_standing s join accounts a on a.id = s.account_id "
+            "join reviews r on r.account_id = a.id where a.name = 'bulkdeals' and s.stream = 'broadcast'"
+        ).fetchall()
     assert set(states) <= {"delivered", "bounced", "suppressed"} and sum(states.values()) == 300
+    # The sender of the bought list was paused and waits for an operator; the healthy one was not.
+    assert paused == [("paused", "open")]
+    assert "broadcast stream paused" in out and "waits for an operator" in out
 
 
 def test_demo_interrupted_keeps_every_accepted_message(tmp_path: Path) -> None:

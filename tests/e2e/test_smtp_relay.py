@@ -764,3 +764,29 @@ async def test_swaks_without_auth_is_refused(relay: Relay) -> None:
     )
     assert code != 0 and "535 5.7.8" in output
     assert await relay.platform.core.db.run(queue_store.state_counts) == {}
+
+
+async def test_over_the_plan_the_relay_answers_452_and_the_api_429_naming_the_plan(relay: Relay) -> None:
+    core = relay.platform.core
+    await core.plans.create("Hobby", messages_per_day=2)
+    await core.plans.assign(relay.account_id, "Hobby", "test")
+
+    def scenario() -> tuple[str, tuple[int, bytes]]:
+        with _session(relay.login) as client:
+            first = _queued_id(_send_raw(client, "hello@acme.test", ["ana@gmail.test", "bo@gmail.test"], SIMPLE))
+            return first, _send_raw(client, "hello@acme.test", ["cy@gmail.test"], SIMPLE)
+
+    _, (code, text) = await asyncio.to_thread(scenario)
+    assert code == 452 and text.startswith(b"4.5.3 ") and b"'Hobby' allows 2 messages per day" in text
+    async with httpx.AsyncClient(
+        base_url=relay.platform.api_url, headers={"Authorization": f"Bearer {relay.api_token}"}
+    ) as api:
+        refused = await api.post(
+            "/v1/messages", json={"from": "hello@acme.test", "to": ["di@gmail.test"], "subject": "Hi", "text": "Hi"}
+        )
+        usage = (await api.get("/v1/usage")).json()
+    assert refused.status_code == 429
+    assert refused.json()["type"] == "/problems/plan-limit" and "Hobby" in refused.json()["detail"]
+    assert usage["plan"]["name"] == "Hobby" and usage["plan"]["messages_per_day"] == 2
+    assert usage["messages_today"] == 2 and usage["messages_this_month"] == 2
+    assert await core.db.run(queue_store.state_counts) == {"queued": 2}

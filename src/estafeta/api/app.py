@@ -25,7 +25,9 @@ from estafeta.api import (
 from estafeta.api import metrics as metrics_api
 from estafeta.api import stats as stats_api
 from estafeta.api import tracking as tracking_api
+from estafeta.api import usage as usage_api
 from estafeta.api import webhooks as webhooks_api
+from estafeta.web import app as dashboard
 
 if TYPE_CHECKING:
     from estafeta.core import Core
@@ -59,6 +61,8 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(reputation.router)
     app.include_router(reputation.admin_router)
     app.include_router(dmarc.router)
+    app.include_router(usage_api.router)
+    dashboard.install(app)
     if core.settings.metrics.enabled and core.settings.metrics.port is None:
         app.include_router(metrics_api.router)
 

@@ -265,6 +265,8 @@ async def import_contacts(
         )
     except CsvError as exc:
         raise Problem(422, str(exc), errors=[{"field": "body", "reason": str(exc)}]) from exc
+    except AudienceError as exc:  # over the plan's contacts: the rows before this chunk are kept
+        raise problem(exc) from exc
     return ImportOut(
         rows=report.rows,
         added=report.added,

@@ -17,8 +17,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from estafeta import plans
 from estafeta.accept import Accepter, Submission
 from estafeta.audience.links import Links
+from estafeta.audience.lists import AudienceError
 from estafeta.clock import Clock
 from estafeta.compose import Address, Draft, parse_address
 from estafeta.config import Settings
@@ -92,9 +94,20 @@ class Consent:
             store.NewSubscription(email, attributes, status, consent.source, consent.at or now)
             for email, attributes in people
         ]
-        result = await self.db.run(
-            store.subscribe_many, account_id, mailing_list.id, entries, renew=renew, now=now
-        )
+
+        def work(conn: Connection) -> list[store.Subscribed]:
+            return plans.within_contacts(
+                conn,
+                account_id,
+                lambda: store.subscribe_many(
+                    conn, account_id, mailing_list.id, entries, renew=renew, now=now
+                ),
+            )
+
+        try:
+            result = await self.db.run(work)
+        except plans.OverPlan as exc:  # nothing of this request was stored
+            raise AudienceError("contacts", str(exc), status=429) from exc
         waiting = [r for r in result if r.status == "unconfirmed" and r.outcome in ("new", "renewed")]
         await self.send_confirmations(account_id, mailing_list, waiting)
         return result

@@ -593,3 +593,94 @@ class DmarcRecord(Base):
     header_from: Mapped[str] = mapped_column(String(255), default="")
     envelope_from: Mapped[str] = mapped_column(String(255), default="")
     auth_results: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+class User(Base):
+    """A person who signs in to the dashboard; only an argon2 hash of the password is kept.
+
+    `operator` users run the platform (review queue, global suppression list, plans); others see the
+    accounts they are members of.
+    """
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)  # lower-cased
+    name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    operator: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+
+
+class Membership(Base):
+    """A user's role in an account: owner (everything), developer (send and read) or viewer (read)."""
+
+    __tablename__ = "memberships"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_memberships_account", "account_id"),)
+
+
+class WebSession(Base):
+    """A signed-in dashboard session; `id` is a SHA-256 of the token in the cookie (never the token)."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int | None] = mapped_column(Integer)  # the account being looked at
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+
+
+class Invitation(Base):
+    """An invitation to join an account with a role; the emailed link is signed and carries `nonce`."""
+
+    __tablename__ = "invitations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(10))
+    nonce: Mapped[str] = mapped_column(String(64))
+    invited_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class Plan(Base):
+    """A volume plan an operator assigns to accounts; a NULL limit is no limit."""
+
+    __tablename__ = "plans"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    messages_per_month: Mapped[int | None] = mapped_column(BigInteger)
+    messages_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    contacts: Mapped[int | None] = mapped_column(BigInteger)
+    dedicated_pool: Mapped[bool] = mapped_column(Boolean, default=False)  # streams may use an own IP pool
+    created_at: Mapped[datetime]
+
+
+class AccountPlan(Base):
+    """The plan an account is on (no row: no plan, no volume limits)."""
+
+    __tablename__ = "account_plans"
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"))
+    assigned_by: Mapped[str] = mapped_column(String(80))
+    assigned_at: Mapped[datetime]
+
+
+class UsageCounter(Base):
+    """Recipients an account queued in one UTC day or calendar month (`period` day | month)."""
+
+    __tablename__ = "usage_counters"
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    period: Mapped[str] = mapped_column(String(5), primary_key=True)
+    start: Mapped[date] = mapped_column(Date, primary_key=True)
+    messages: Mapped[int] = mapped_column(BigInteger, default=0)

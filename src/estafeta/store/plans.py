@@ -1,0 +1,179 @@
+"""Plans, the plan each account is on, and the usage counters that meter sending per day and month."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from estafeta.store.models import Account, AccountPlan, Contact, Plan, UsageCounter
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    id: int
+    name: str
+    messages_per_month: int | None
+    messages_per_day: int | None
+    contacts: int | None
+    dedicated_pool: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Assignment:
+    account_id: int
+    account_name: str
+    plan: PlanRow | None
+    assigned_by: str | None
+    assigned_at: datetime | None
+
+
+def _plan(row: object) -> PlanRow:
+    return PlanRow(
+        row.id,  # type: ignore[attr-defined]
+        row.name,  # type: ignore[attr-defined]
+        row.messages_per_month,  # type: ignore[attr-defined]
+        row.messages_per_day,  # type: ignore[attr-defined]
+        row.contacts,  # type: ignore[attr-defined]
+        row.dedicated_pool,  # type: ignore[attr-defined]
+        row.created_at,  # type: ignore[attr-defined]
+    )
+
+
+def create_plan(
+    conn: Connection,
+    name: str,
+    messages_per_month: int | None,
+    messages_per_day: int | None,
+    contacts: int | None,
+    dedicated_pool: bool,
+    now: datetime,
+) -> PlanRow:
+    new_id = conn.execute(
+        insert(Plan)
+        .values(
+            name=name,
+            messages_per_month=messages_per_month,
+            messages_per_day=messages_per_day,
+            contacts=contacts,
+            dedicated_pool=dedicated_pool,
+            created_at=now,
+        )
+        .returning(Plan.id)
+    ).scalar_one()
+    return PlanRow(new_id, name, messages_per_month, messages_per_day, contacts, dedicated_pool, now)
+
+
+def find_plan(conn: Connection, name: str) -> PlanRow | None:
+    row = conn.execute(select(Plan).where(Plan.name == name)).first()
+    return _plan(row) if row else None
+
+
+def get_plan(conn: Connection, plan_id: int) -> PlanRow | None:
+    row = conn.execute(select(Plan).where(Plan.id == plan_id)).first()
+    return _plan(row) if row else None
+
+
+def list_plans(conn: Connection) -> list[PlanRow]:
+    return [_plan(r) for r in conn.execute(select(Plan).order_by(Plan.id)).all()]
+
+
+def plan_of(conn: Connection, account_id: int) -> PlanRow | None:
+    row = conn.execute(
+        select(Plan)
+        .join(AccountPlan, AccountPlan.plan_id == Plan.id)
+        .where(AccountPlan.account_id == account_id)
+    ).first()
+    return _plan(row) if row else None
+
+
+def assign(conn: Connection, account_id: int, plan_id: int | None, actor: str, now: datetime) -> None:
+    """Put the account on a plan (None: on no plan)."""
+    conn.execute(delete(AccountPlan).where(AccountPlan.account_id == account_id))
+    if plan_id is not None:
+        conn.execute(
+            insert(AccountPlan).values(
+                account_id=account_id, plan_id=plan_id, assigned_by=actor, assigned_at=now
+            )
+        )
+
+
+def assignments(conn: Connection) -> list[Assignment]:
+    """Every account with its plan (or none), in account order."""
+    rows = conn.execute(
+        select(
+            Account.id, Account.name, AccountPlan.assigned_by, AccountPlan.assigned_at, AccountPlan.plan_id
+        )
+        .outerjoin(AccountPlan, AccountPlan.account_id == Account.id)
+        .order_by(Account.id)
+    ).all()
+    plans = {p.id: p for p in list_plans(conn)}
+    return [
+        Assignment(r.id, r.name, plans.get(r.plan_id) if r.plan_id else None, r.assigned_by, r.assigned_at)
+        for r in rows
+    ]
+
+
+# -- usage counters --------------------------------------------------------------------------------
+
+
+def _ensure(conn: Connection, account_id: int, periods: list[tuple[str, date]]) -> None:
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    for period, start in periods:
+        conn.execute(
+            dialect_insert(UsageCounter)
+            .values(account_id=account_id, period=period, start=start, messages=0)
+            .on_conflict_do_nothing(index_elements=["account_id", "period", "start"])
+        )
+
+
+def lock_counters(conn: Connection, account_id: int, periods: list[tuple[str, date]]) -> dict[str, int]:
+    """The counters of these periods, created at zero if missing and locked until the transaction ends
+    (PostgreSQL; SQLite has one writer), so concurrent transactions meter one after the other."""
+    _ensure(conn, account_id, periods)
+    found: dict[str, int] = {}
+    for period, start in periods:  # always day before month: every transaction locks in the same order
+        found[period] = conn.execute(
+            select(UsageCounter.messages)
+            .where(
+                UsageCounter.account_id == account_id,
+                UsageCounter.period == period,
+                UsageCounter.start == start,
+            )
+            .with_for_update()
+        ).scalar_one()
+    return found
+
+
+def add_usage(conn: Connection, account_id: int, periods: list[tuple[str, date]], amount: int) -> None:
+    for period, start in periods:
+        conn.execute(
+            update(UsageCounter)
+            .where(
+                UsageCounter.account_id == account_id,
+                UsageCounter.period == period,
+                UsageCounter.start == start,
+            )
+            .values(messages=UsageCounter.messages + amount)
+        )
+
+
+def read_usage(conn: Connection, account_id: int, periods: list[tuple[str, date]]) -> dict[str, int]:
+    found = {period: 0 for period, _ in periods}
+    for period, start in periods:
+        value = conn.scalar(
+            select(UsageCounter.messages).where(
+                UsageCounter.account_id == account_id,
+                UsageCounter.period == period,
+                UsageCounter.start == start,
+            )
+        )
+        found[period] = int(value or 0)
+    return found
+
+
+def count_contacts(conn: Connection, account_id: int) -> int:
+    return int(conn.scalar(select(func.count()).where(Contact.account_id == account_id)) or 0)

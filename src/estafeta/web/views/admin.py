@@ -1,0 +1,210 @@
+"""Operator pages: accounts and their plans, the review queue, the global suppression list, providers and
+the queue, plans."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from estafeta import plans, stats
+from estafeta.reputation import QUESTIONS, ReviewError, sender_state
+from estafeta.store import accounts as account_store
+from estafeta.store import messages as message_store
+from estafeta.store import plans as plan_store
+from estafeta.store import platform_stats
+from estafeta.store import reputation as reputation_store
+from estafeta.users import Identity
+from estafeta.web.render import page
+from estafeta.web.session import PageError, operator, platform
+from estafeta.web.views.messages import _suppressions_page as suppressions_page
+from estafeta.web.views.messages import add_suppression, export_suppressions, remove_suppression
+
+router = APIRouter(prefix="/admin")
+
+
+def _actor(who: Identity) -> str:
+    return f"user:{who.user.id}"
+
+
+@router.get("", response_class=HTMLResponse)
+async def accounts(request: Request, notice: str = "", who: Identity = Depends(operator)) -> Response:
+    plat = platform(request)
+    now = plat.clock.now()
+    rows = []
+    for assignment in await plat.db.run(plan_store.assignments):
+        overview = await plat.db.run(plat.reputation.overview, assignment.account_id, now)
+        review = await plat.db.run(reputation_store.open_review, assignment.account_id)
+        states = {
+            name: sender_state(info["state"], review if review and review.stream in (name, "all") else None)[
+                0
+            ]
+            for name, info in overview["streams"].items()
+        }
+        rows.append((assignment, overview, states, review))
+    all_plans = await plat.db.run(plan_store.list_plans)
+    return page(
+        request,
+        "admin_accounts.html",
+        who,
+        title="Accounts",
+        rows=rows,
+        plans=all_plans,
+        notice=notice,
+        thresholds=plat.settings.reputation,
+    )
+
+
+@router.post("/accounts/{account_id}/plan")
+async def assign_plan(request: Request, account_id: int, who: Identity = Depends(operator)) -> Response:
+    plat = platform(request)
+    if await plat.db.run(account_store.get_account, account_id) is None:
+        raise PageError(404, "No such account", f"There is no account {account_id}.")
+    name = str((await request.form()).get("plan") or "")
+    try:
+        await plat.db.run(plans.assign, account_id, name or None, _actor(who), plat.clock.now())
+    except plans.PlanError as exc:
+        raise PageError(422, "Unknown plan", str(exc)) from exc
+    return RedirectResponse(f"/app/admin?notice=Plan+of+account+{account_id}+set", status_code=303)
+
+
+@router.get("/reviews", response_class=HTMLResponse)
+async def reviews(request: Request, state: str = "open", who: Identity = Depends(operator)) -> Response:
+    if state not in ("open", "approved", "rejected", "all"):
+        state = "open"
+    plat = platform(request)
+    rows = await plat.db.run(reputation_store.list_reviews, None if state == "all" else state)
+    names = {a.id: a.name for a in await plat.db.run(account_store.list_accounts)}
+    return page(request, "admin_reviews.html", who, title="Reviews", reviews=rows, state=state, names=names)
+
+
+@router.get("/reviews/{review_id}", response_class=HTMLResponse)
+async def review(
+    request: Request, review_id: int, notice: str = "", who: Identity = Depends(operator)
+) -> Response:
+    plat = platform(request)
+    try:
+        detail = await plat.db.run(plat.reputation.detail, review_id)
+    except ReviewError as exc:
+        raise PageError(exc.status, "No such review", str(exc)) from exc
+    held = await plat.db.run(
+        message_store.list_events, message_store.EventFilter(detail["account_id"], types=["held"]), 50
+    )
+    return page(
+        request,
+        "admin_review.html",
+        who,
+        title=f"Review {review_id}",
+        review=detail,
+        questions=QUESTIONS,
+        held=held,
+        thresholds=plat.settings.reputation,
+        notice=notice,
+    )
+
+
+@router.post("/reviews/{review_id}/{decision}")
+async def decide(
+    request: Request, review_id: int, decision: str, who: Identity = Depends(operator)
+) -> Response:
+    plat = platform(request)
+    note = str((await request.form()).get("note") or "")[:4000]
+    if decision not in ("approve", "reject"):
+        raise PageError(404, "Unknown decision", "Approve or reject.")
+    action = plat.reputation.approve if decision == "approve" else plat.reputation.reject
+    try:
+        result = await action(review_id, _actor(who), note)
+    except ReviewError as exc:
+        raise PageError(exc.status, "Cannot decide", str(exc)) from exc
+    plat.wake_delivery()
+    return RedirectResponse(
+        f"/app/admin/reviews/{review_id}?notice=Review+{result['state']}", status_code=303
+    )
+
+
+@router.get("/suppressions", response_class=HTMLResponse)
+async def global_suppressions(request: Request, q: str = "", who: Identity = Depends(operator)) -> Response:
+    return await suppressions_page(request, who, None, q)
+
+
+@router.post("/suppressions", response_class=HTMLResponse)
+async def global_add(request: Request, who: Identity = Depends(operator)) -> Response:
+    return await add_suppression(request, who, None, _actor(who))
+
+
+@router.post("/suppressions/remove", response_class=HTMLResponse)
+async def global_remove(request: Request, who: Identity = Depends(operator)) -> Response:
+    return await remove_suppression(request, who, None, _actor(who))
+
+
+@router.get("/suppressions/export.csv")
+async def global_export(request: Request, who: Identity = Depends(operator)) -> Response:
+    return await export_suppressions(request, None, "global-suppressions")
+
+
+@router.get("/providers", response_class=HTMLResponse)
+async def providers(request: Request, hours: int = 24, who: Identity = Depends(operator)) -> Response:
+    hours = hours if hours in (1, 24, 168) else 24
+    plat = platform(request)
+    now = plat.clock.now()
+    figures = await stats.providers(plat.db, now - timedelta(hours=hours), now + timedelta(seconds=1))
+    depth = await plat.db.run(platform_stats.queue_depth, now)
+    waiting = await plat.db.run(platform_stats.waiting_by_domain)
+    return page(
+        request,
+        "admin_providers.html",
+        who,
+        title="Providers and queue",
+        figures=figures,
+        depth=depth,
+        waiting=waiting,
+        hours=hours,
+    )
+
+
+def _optional_int(text: str, name: str) -> int | None:
+    text = text.strip().replace(",", "").replace("_", "")
+    if not text:
+        return None
+    if not text.isdigit():
+        raise plans.PlanError(f"{name}: a whole number, or empty for no limit")
+    return int(text)
+
+
+@router.get("/plans", response_class=HTMLResponse)
+async def plans_page(request: Request, who: Identity = Depends(operator)) -> Response:
+    rows = await platform(request).db.run(plan_store.list_plans)
+    return page(request, "admin_plans.html", who, title="Plans", plans=rows, form={})
+
+
+@router.post("/plans", response_class=HTMLResponse)
+async def create_plan(request: Request, who: Identity = Depends(operator)) -> Response:
+    plat = platform(request)
+    form = {k: str(v) for k, v in (await request.form()).items() if k != "csrf_token"}
+    try:
+        await plat.db.run(
+            plans.create_plan,
+            form.get("name", ""),
+            messages_per_month=_optional_int(form.get("messages_per_month", ""), "messages per month"),
+            messages_per_day=_optional_int(form.get("messages_per_day", ""), "messages per day"),
+            contacts=_optional_int(form.get("contacts", ""), "contacts"),
+            dedicated_pool=form.get("dedicated_pool") == "yes",
+            now=plat.clock.now(),
+        )
+    except plans.PlanError as exc:
+        rows = await plat.db.run(plan_store.list_plans)
+        return page(
+            request, "admin_plans.html", who, status=422, title="Plans", plans=rows, form=form, error=str(exc)
+        )
+    rows = await plat.db.run(plan_store.list_plans)
+    return page(
+        request,
+        "admin_plans.html",
+        who,
+        status=201,
+        title="Plans",
+        plans=rows,
+        form={},
+        notice="Plan created.",
+    )

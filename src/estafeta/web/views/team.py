@@ -1,0 +1,92 @@
+"""The account's team: members and their roles, invitations by link (owners change them)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import HTMLResponse, Response
+
+from estafeta.users import ROLES, Identity, UserError
+from estafeta.web.render import page
+from estafeta.web.session import PageError, owner, platform, reader
+
+router = APIRouter()
+
+
+async def _team_page(request: Request, who: Identity, *, status: int = 200, **extra: object) -> Response:
+    assert who.account_id is not None
+    users = platform(request).users
+    return page(
+        request,
+        "team.html",
+        who,
+        status=status,
+        title="Team",
+        members=await users.members(who.account_id),
+        invitations=await users.invitations(who.account_id),
+        roles=ROLES,
+        **extra,
+    )
+
+
+def invitation_url(request: Request, token: str) -> str:
+    base = platform(request).settings.public_url or str(request.base_url).rstrip("/")
+    return f"{base}/app/invite/{token}"
+
+
+@router.get("/team", response_class=HTMLResponse)
+async def team(request: Request, who: Identity = Depends(reader)) -> Response:
+    return await _team_page(request, who)
+
+
+@router.post("/team/invitations", response_class=HTMLResponse)
+async def invite(request: Request, who: Identity = Depends(owner)) -> Response:
+    assert who.account_id is not None
+    form = await request.form()
+    try:
+        row, token = await platform(request).users.invite(
+            who.account_id, str(form.get("email") or ""), str(form.get("role") or ""), who.user.id
+        )
+    except UserError as exc:
+        return await _team_page(request, who, status=exc.status, error=exc.reason)
+    return await _team_page(
+        request,
+        who,
+        status=201,
+        invitation_link=invitation_url(request, token),
+        notice=f"Invitation for {row.email} ({row.role}) created; send them the link below.",
+    )
+
+
+@router.post("/team/invitations/{invitation_id}/revoke", response_class=HTMLResponse)
+async def revoke_invitation(request: Request, invitation_id: int, who: Identity = Depends(owner)) -> Response:
+    assert who.account_id is not None
+    if not await platform(request).users.revoke_invitation(who.account_id, invitation_id):
+        raise PageError(
+            404, "No such invitation", "There is no open invitation with that id in this account."
+        )
+    return await _team_page(request, who, notice="Invitation revoked.")
+
+
+@router.post("/team/members/{user_id}", response_class=HTMLResponse)
+async def change_member(request: Request, user_id: int, who: Identity = Depends(owner)) -> Response:
+    assert who.account_id is not None
+    form = await request.form()
+    users = platform(request).users
+    members = {m.user_id: m for m in await users.members(who.account_id)}
+    if user_id not in members:
+        raise PageError(404, "No such member", "That user is not a member of this account.")
+    try:
+        if form.get("action") == "remove":
+            await users.remove_member(who.account_id, user_id)
+            notice = f"{members[user_id].email} removed from the account."
+        else:
+            role = str(form.get("role") or "")
+            if members[user_id].role == "owner" and role != "owner":
+                owners = [m for m in members.values() if m.role == "owner"]
+                if len(owners) == 1:
+                    raise UserError("role", "the account's last owner stays an owner", status=409)
+            await users.set_role(who.account_id, user_id, role)
+            notice = f"{members[user_id].email} is now {role}."
+    except UserError as exc:
+        return await _team_page(request, who, status=exc.status, error=exc.reason)
+    return await _team_page(request, who, notice=notice)

@@ -1,0 +1,136 @@
+"""A platform filled by the demo and served by `estafeta serve`, and a real Chromium to look at it.
+
+The demo machinery runs once (a small `-n`), then `estafeta serve --role front` serves its database on a
+free loopback port: the API and the dashboard, no delivery (nothing leaves the machine; DNS points at a
+loopback port where nothing answers). Playwright drives Debian's Chromium (`/usr/bin/chromium`); it is
+never downloaded. Without it the browser tests skip, except under CI, where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from rich.console import Console
+
+from estafeta.demo import DemoResult, run_demo
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-default-apps",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+VIEWER = ("viewer@acme.test", "viewer password 123")
+
+
+@dataclass
+class Served:
+    url: str
+    demo: DemoResult
+    tokens: dict[str, str]  # account name → API key
+    logins: dict[str, str]  # email → password
+
+    def api(self, account: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.tokens[account]}"}, timeout=30
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _estafeta(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "estafeta", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kwargs,
+    )
+
+
+def serve_demo(workdir: Path) -> Iterator[Served]:
+    """Run the demo into `workdir`, add a viewer with the CLI, and serve it until the caller is done."""
+    demo = asyncio.run(run_demo(40, workdir, Console(file=io.StringIO(), width=120)))
+    port = _free_port()
+    env = {
+        **os.environ,
+        "ESTAFETA_DATABASE_URL": f"sqlite:///{demo.database}",
+        "ESTAFETA_API__PORT": str(port),
+        "ESTAFETA_SMTP__ENABLED": "false",
+        "ESTAFETA_WEBHOOKS__ENABLED": "false",
+        "ESTAFETA_DNS_SERVERS": '["127.0.0.1:9"]',
+        "ESTAFETA_HOSTNAME": "mta.estafeta.test",
+    }
+    made = _estafeta(
+        ["users", "create", VIEWER[0], "--account", "acme", "--role", "viewer", "--password-stdin"],
+        env,
+        input=VIEWER[1] + "\n",
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    server = subprocess.Popen(
+        [sys.executable, "-m", "estafeta", "serve", "--role", "front"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"estafeta serve did not start: {server.stderr.read() if server.stderr else ''}"
+                )
+            time.sleep(0.2)
+        yield Served(
+            url,
+            demo,
+            {s.name: s.token for s in demo.senders},
+            {**demo.logins, VIEWER[0]: VIEWER[1]},
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def launch_options() -> dict[str, Any]:
+    if not CHROMIUM.exists():
+        message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return {"executable_path": str(CHROMIUM), "headless": True, "args": CHROMIUM_ARGS}
+
+
+def slug(path: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-") or "root"

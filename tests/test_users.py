@@ -1,0 +1,127 @@
+"""Dashboard users on a real database (SQLite and PostgreSQL): passwords, sessions that expire, invitations
+that work once, roles."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from estafeta import admin
+from estafeta.clock import ManualClock
+from estafeta.store.db import Database
+from estafeta.users import SESSION_IDLE, UserError, Users, dashboard_secret, may
+
+NOW = datetime(2026, 5, 1, 9, tzinfo=UTC)
+PASSWORD = "a long enough password"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(NOW)
+
+
+@pytest.fixture
+def users(db: Database, clock: ManualClock) -> Users:
+    return Users(db, clock, dashboard_secret(db))
+
+
+async def test_passwords_are_hashed_and_checked(db: Database, users: Users) -> None:
+    account = admin.create_account(db, "acme", NOW).id
+    user = await users.create("Ana@Acme.test", PASSWORD, account_id=account, role="owner")
+    assert user.email == "Ana@acme.test" and PASSWORD not in user.password_hash
+    assert user.password_hash.startswith("$argon2")
+    assert (await users.authenticate("ana@ACME.test", PASSWORD)) is not None  # any case of the address
+    assert await users.authenticate("ana@acme.test", "wrong password") is None
+    assert await users.authenticate("nobody@acme.test", PASSWORD) is None
+    with pytest.raises(UserError, match="exists already"):
+        await users.create("ana@acme.test", PASSWORD, operator=True)
+    with pytest.raises(UserError, match="at least 10"):
+        await users.create("bob@acme.test", "short", operator=True)
+
+
+async def test_sessions_expire_when_idle_and_end_on_sign_out(
+    db: Database, users: Users, clock: ManualClock
+) -> None:
+    account = admin.create_account(db, "acme", NOW).id
+    user = await users.create("ana@acme.test", PASSWORD, account_id=account, role="developer")
+    session = await users.start_session(user)
+    who = await users.identify(session.cookie)
+    assert who is not None and (who.account_id, who.role, who.account_name) == (account, "developer", "acme")
+    assert who.may("send") and not who.may("manage")
+    assert await users.identify(session.cookie + "x") is None  # a forged signature
+    token, _, signature = session.cookie.rpartition(".")
+    assert await users.identify(f"{token[:-1]}A.{signature}") is None
+    clock.advance(SESSION_IDLE.total_seconds() - 60)
+    assert await users.identify(session.cookie) is not None  # used: the expiry slides
+    clock.advance(SESSION_IDLE.total_seconds() - 60)
+    assert await users.identify(session.cookie) is not None
+    clock.advance(SESSION_IDLE.total_seconds() + 1)
+    assert await users.identify(session.cookie) is None  # idle too long
+    again = await users.start_session(user)
+    await users.end_session(again.cookie)
+    assert await users.identify(again.cookie) is None
+
+
+async def test_a_new_password_ends_every_session(db: Database, users: Users) -> None:
+    user = await users.create("op@estafeta.test", PASSWORD, operator=True)
+    session = await users.start_session(user)
+    await users.set_password(user.id, "another long password")
+    assert await users.identify(session.cookie) is None
+    assert await users.authenticate("op@estafeta.test", "another long password") is not None
+
+
+async def test_an_invitation_works_once_and_not_after_it_expires(
+    db: Database, users: Users, clock: ManualClock
+) -> None:
+    account = admin.create_account(db, "acme", NOW).id
+    owner = await users.create("ana@acme.test", PASSWORD, account_id=account, role="owner")
+    _, token = await users.invite(account, "bob@acme.test", "viewer", owner.id)
+    found = await users.invitation(token)
+    assert found is not None and found[1] == "acme" and found[0].role == "viewer"
+    assert await users.invitation(token[:-2] + "xx") is None  # forged
+    bob = await users.accept(token, "bob's password 1", "Bob")
+    assert [(m.account_name, m.role) for m in await users.accounts_of(bob.id)] == [("acme", "viewer")]
+    with pytest.raises(UserError, match=r"not valid|used already"):
+        await users.accept(token, "bob's password 1")
+    _, late = await users.invite(account, "carol@acme.test", "developer", owner.id)
+    clock.advance(8 * 24 * 3600)
+    assert await users.invitation(late) is None
+    _, revoked = await users.invite(account, "dan@acme.test", "developer", owner.id)
+    assert await users.revoke_invitation(account, (await users.invitations(account))[0].id)
+    assert await users.invitation(revoked) is None
+
+
+async def test_an_existing_user_joins_with_their_own_password(db: Database, users: Users) -> None:
+    first = admin.create_account(db, "acme", NOW).id
+    second = admin.create_account(db, "globex", NOW).id
+    ana = await users.create("ana@acme.test", PASSWORD, account_id=first, role="owner")
+    _, token = await users.invite(second, "ana@acme.test", "developer", None)
+    with pytest.raises(UserError, match="enter its password"):
+        await users.accept(token, "a guessed password")
+    await users.accept(token, PASSWORD)
+    assert {m.account_name for m in await users.accounts_of(ana.id)} == {"acme", "globex"}
+    session = await users.start_session(ana)
+    who = await users.identify(session.cookie)
+    assert who is not None
+    assert await users.switch_account(who, second)
+    assert not await users.switch_account(who, 999)
+    switched = await users.identify(session.cookie)
+    assert switched is not None and switched.account_id == second and switched.role == "developer"
+
+
+async def test_the_last_owner_cannot_leave(db: Database, users: Users) -> None:
+    account = admin.create_account(db, "acme", NOW).id
+    ana = await users.create("ana@acme.test", PASSWORD, account_id=account, role="owner")
+    bob = await users.create("bob@acme.test", PASSWORD, account_id=account, role="viewer")
+    with pytest.raises(UserError, match="last owner"):
+        await users.remove_member(account, ana.id)
+    await users.remove_member(account, bob.id)
+    assert [m.email for m in await users.members(account)] == ["ana@acme.test"]
+
+
+def test_roles() -> None:
+    assert may("owner", "manage") and may("owner", "send") and may("owner", "read")
+    assert may("developer", "send") and not may("developer", "manage")
+    assert may("viewer", "read") and not may("viewer", "send")
+    assert not may(None, "read")
