@@ -4,21 +4,21 @@ concurrency, a refused batch counts nothing, days and months roll over, contacts
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
-from estafeta import admin, plans
-from estafeta.accept import Accepter, AcceptError
-from estafeta.audience.consent import Consent, ConsentRecord
-from estafeta.audience.links import Links
-from estafeta.audience.lists import AudienceError, create_list
-from estafeta.audience.tokens import Tokens
+from estafeta.accept import AcceptError
+from estafeta.audience.consent import ConsentRecord
+from estafeta.audience.lists import AudienceError
 from estafeta.clock import ManualClock
 from estafeta.config import Settings
-from estafeta.store import plans as plan_store
+from estafeta.core import Core
+from estafeta.plans import PLAN_LIMIT, PlanError
 from estafeta.store import queue as queue_store
 from estafeta.store.db import Database
+from estafeta.streams import StreamError
+from tests.factories import add_sender
 
 NOW = datetime(2026, 3, 31, 23, 59, tzinfo=UTC)
 
@@ -27,29 +27,30 @@ def _raw(index: int) -> bytes:
     return f"From: Shop <orders@shop.test>\r\nSubject: Order {index}\r\n\r\nThanks.\r\n".encode()
 
 
-def _setup(db: Database) -> tuple[Settings, int]:
-    settings = Settings(database_url=db.url, warmup={"tiers": []}, dkim_algorithm="ed25519-sha256")
-    account = admin.create_account(db, "shop", NOW).id
-    admin.add_domain(db, settings, account, "shop.test", NOW)
-    return settings, account
+def _core(db: Database, clock: ManualClock, **overrides: object) -> Core:
+    settings = Settings(
+        database_url=db.url, warmup={"tiers": []}, dkim_algorithm="ed25519-sha256", **overrides
+    )
+    return Core(settings, clock=clock, db=db)
 
 
-def _plan(db: Database, account: int, **limits: int | None) -> None:
-    values = {"messages_per_month": None, "messages_per_day": None, "contacts": None, **limits}
-    db.call(plans.create_plan, "Starter", dedicated_pool=False, now=NOW, **values)
-    db.call(plans.assign, account, "Starter", "test", NOW)
+async def _shop(core: Core, **limits: int | None) -> int:
+    account = (await add_sender(core, "shop", "shop.test")).account_id
+    if limits:
+        await core.plans.create("Starter", **limits)
+        await core.plans.assign(account, "Starter", "test")
+    return account
 
 
 async def test_concurrent_senders_never_pass_the_daily_limit_and_refusals_name_the_plan(db: Database) -> None:
-    settings, account = _setup(db)
-    _plan(db, account, messages_per_day=10)
     clock = ManualClock(NOW)
     second = Database(db.url)  # two processes on one database
-    accepters = [Accepter(database, settings, clock, lambda: None) for database in (db, second)]
+    cores = [_core(db, clock), _core(second, clock)]
+    account = await _shop(cores[0], messages_per_day=10)
     try:
         outcomes = await asyncio.gather(
             *(
-                accepters[i % 2].accept_raw(
+                cores[i % 2].accepter.accept_raw(
                     account, "orders@shop.test", [f"a{i}@gmail.test", f"b{i}@gmail.test"], _raw(i)
                 )
                 for i in range(12)
@@ -60,80 +61,74 @@ async def test_concurrent_senders_never_pass_the_daily_limit_and_refusals_name_t
         second.close()
     refused = [o for o in outcomes if isinstance(o, AcceptError)]
     assert len(refused) == 7, outcomes
-    assert all(o.status == 429 and o.smtp == "452 4.5.3" and o.kind == plans.PLAN_LIMIT for o in refused)
+    assert all(o.status == 429 and o.smtp == "452 4.5.3" and o.kind == PLAN_LIMIT for o in refused)
     assert "'Starter' allows 10 messages per day" in refused[0].reason
     assert db.call(queue_store.state_counts) == {"queued": 10}
-    usage = db.call(plans.DatabaseMeter().usage, account, NOW)
+    usage = await cores[0].plans.usage(account)
     assert (usage.messages_today, usage.messages_this_month) == (10, 10)  # the refused counted nothing
 
 
 async def test_usage_is_metered_per_utc_day_and_month_and_without_a_plan(db: Database) -> None:
-    settings, account = _setup(db)
     clock = ManualClock(NOW)
-    accepter = Accepter(db, settings, clock, lambda: None)
-    await accepter.accept_raw(account, "orders@shop.test", ["a@gmail.test", "b@gmail.test"], _raw(1))
+    core = _core(db, clock)
+    account = await _shop(core)
+    await core.accepter.accept_raw(account, "orders@shop.test", ["a@gmail.test", "b@gmail.test"], _raw(1))
+    before = await core.plans.usage(account)
     clock.advance(120)  # past midnight: a new day and a new month
-    await accepter.accept_raw(account, "orders@shop.test", ["c@gmail.test"], _raw(2))
-    meter = plans.DatabaseMeter()
-    before = db.call(meter.usage, account, NOW)
-    after = db.call(meter.usage, account, clock.now())
+    await core.accepter.accept_raw(account, "orders@shop.test", ["c@gmail.test"], _raw(2))
+    after = await core.plans.usage(account)
     assert before.plan is None and (before.messages_today, before.messages_this_month) == (2, 2)
-    assert (after.day, after.month) == (datetime(2026, 4, 1).date(), datetime(2026, 4, 1).date())
+    assert (after.day, after.month) == (date(2026, 4, 1), date(2026, 4, 1))
     assert (after.messages_today, after.messages_this_month) == (1, 1)
 
 
 async def test_the_monthly_limit_refuses_what_would_pass_it(db: Database) -> None:
-    settings, account = _setup(db)
-    _plan(db, account, messages_per_month=3, messages_per_day=100)
-    accepter = Accepter(db, settings, ManualClock(NOW), lambda: None)
-    await accepter.accept_raw(account, "orders@shop.test", ["a@gmail.test", "b@gmail.test"], _raw(1))
+    core = _core(db, ManualClock(NOW))
+    account = await _shop(core, messages_per_month=3, messages_per_day=100)
+    await core.accepter.accept_raw(account, "orders@shop.test", ["a@gmail.test", "b@gmail.test"], _raw(1))
     with pytest.raises(AcceptError) as refused:
-        await accepter.accept_raw(account, "orders@shop.test", ["c@gmail.test", "d@gmail.test"], _raw(2))
+        await core.accepter.accept_raw(account, "orders@shop.test", ["c@gmail.test", "d@gmail.test"], _raw(2))
     assert "3 messages per month; 2 used, these 2 would exceed it" in refused.value.reason
-    await accepter.accept_raw(account, "orders@shop.test", ["c@gmail.test"], _raw(3))  # what fits goes
+    await core.accepter.accept_raw(account, "orders@shop.test", ["c@gmail.test"], _raw(3))  # what fits goes
     assert db.call(queue_store.state_counts) == {"queued": 3}
 
 
 async def test_contacts_over_the_plan_are_refused_and_none_of_the_batch_is_kept(db: Database) -> None:
-    settings, account = _setup(db)
-    _plan(db, account, contacts=3)
-    clock = ManualClock(NOW)
-    accepter = Accepter(db, settings, clock, lambda: None)
-    links = Links(Tokens(b"k" * 32, clock), lambda: "https://example.com", settings.return_path_domain)
-    consent = Consent(db, settings, clock, accepter, links)
-    mailing_list = await create_list(db, account, "News", "News <news@shop.test>", False, NOW)
+    core = _core(db, ManualClock(NOW))
+    account = await _shop(core, contacts=3)
+    mailing_list = await core.audience.create_list(account, "News", "News <news@shop.test>", False)
     record = ConsentRecord("checkout", None, True)
+    consent = core.audience.consent
     await consent.subscribe(account, mailing_list, [("a@gmail.test", {}), ("b@gmail.test", {})], record)
     with pytest.raises(AudienceError) as refused:
         await consent.subscribe(account, mailing_list, [("c@gmail.test", {}), ("d@gmail.test", {})], record)
     assert refused.value.status == 429 and "allows 3 contacts" in refused.value.reason
-    assert db.call(plan_store.count_contacts, account) == 2
+    assert (await core.plans.usage(account)).contacts == 2
     await consent.subscribe(account, mailing_list, [("a@gmail.test", {"vip": True})], record)  # known: fine
 
 
-def test_a_dedicated_pool_needs_a_plan_that_includes_one(db: Database) -> None:
-    _, account = _setup(db)
-    db.call(plans.check_pool, account, "dedicated")  # on no plan: allowed
-    _plan(db, account)
-    with pytest.raises(plans.PlanError, match="shared pool"):
-        db.call(plans.check_pool, account, "dedicated")
-    db.call(plans.check_pool, account, "")  # the shared pool is always allowed
+async def test_a_dedicated_pool_needs_a_plan_that_includes_one(db: Database) -> None:
+    core = _core(db, ManualClock(NOW), ip_pools={"dedicated": ["127.0.0.2"]})
+    account = await _shop(core)
+    await core.streams.put(account, "broadcast", "", "dedicated")  # on no plan: allowed
+    await core.plans.create("Shared", messages_per_day=1000)
+    await core.plans.assign(account, "Shared", "test")
+    with pytest.raises(StreamError) as refused:
+        await core.streams.put(account, "broadcast", "", "dedicated")
+    assert refused.value.status == 403 and "shared pool" in refused.value.detail
+    await core.streams.put(account, "broadcast", "", "")  # the shared pool is always allowed
+    await core.plans.create("Dedicated", dedicated_pool=True)
+    await core.plans.assign(account, "Dedicated", "test")
+    await core.streams.put(account, "broadcast", "", "dedicated")
 
 
-def test_plan_names_are_unique_and_unknown_plans_are_refused(db: Database) -> None:
-    _, account = _setup(db)
-    _plan(db, account)
-    with pytest.raises(plans.PlanError, match="exists already"):
-        db.call(
-            plans.create_plan,
-            " Starter ",
-            messages_per_month=1,
-            messages_per_day=None,
-            contacts=None,
-            dedicated_pool=False,
-            now=NOW,
-        )
-    with pytest.raises(plans.PlanError, match="no plan 'Gold'"):
-        db.call(plans.assign, account, "Gold", "test", NOW)
-    db.call(plans.assign, account, None, "test", NOW)
-    assert db.call(plan_store.plan_of, account) is None
+async def test_plan_names_are_unique_and_unknown_plans_are_refused(db: Database) -> None:
+    core = _core(db, ManualClock(NOW))
+    account = await _shop(core, messages_per_month=1)
+    with pytest.raises(PlanError, match="exists already"):
+        await core.plans.create(" Starter ")
+    with pytest.raises(PlanError, match="no plan 'Gold'"):
+        await core.plans.assign(account, "Gold", "test")
+    await core.plans.assign(account, None, "test")
+    assert (await core.plans.usage(account)).plan is None
+    assert [(a.account_name, a.plan) for a in await core.plans.assignments()] == [("shop", None)]

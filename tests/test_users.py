@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from estafeta import admin
+from estafeta.accounts import Accounts
 from estafeta.clock import ManualClock
 from estafeta.store.db import Database
 from estafeta.users import SESSION_IDLE, UserError, Users, dashboard_secret, may
@@ -26,8 +26,13 @@ def users(db: Database, clock: ManualClock) -> Users:
     return Users(db, clock, dashboard_secret(db))
 
 
-async def test_passwords_are_hashed_and_checked(db: Database, users: Users) -> None:
-    account = admin.create_account(db, "acme", NOW).id
+@pytest.fixture
+def accounts(db: Database, clock: ManualClock) -> Accounts:
+    return Accounts(db, clock)
+
+
+async def test_passwords_are_hashed_and_checked(accounts: Accounts, users: Users) -> None:
+    account = (await accounts.create("acme")).id
     user = await users.create("Ana@Acme.test", PASSWORD, account_id=account, role="owner")
     assert user.email == "Ana@acme.test" and PASSWORD not in user.password_hash
     assert user.password_hash.startswith("$argon2")
@@ -41,9 +46,9 @@ async def test_passwords_are_hashed_and_checked(db: Database, users: Users) -> N
 
 
 async def test_sessions_expire_when_idle_and_end_on_sign_out(
-    db: Database, users: Users, clock: ManualClock
+    accounts: Accounts, users: Users, clock: ManualClock
 ) -> None:
-    account = admin.create_account(db, "acme", NOW).id
+    account = (await accounts.create("acme")).id
     user = await users.create("ana@acme.test", PASSWORD, account_id=account, role="developer")
     session = await users.start_session(user)
     who = await users.identify(session.cookie)
@@ -63,7 +68,7 @@ async def test_sessions_expire_when_idle_and_end_on_sign_out(
     assert await users.identify(again.cookie) is None
 
 
-async def test_a_new_password_ends_every_session(db: Database, users: Users) -> None:
+async def test_a_new_password_ends_every_session(accounts: Accounts, users: Users) -> None:
     user = await users.create("op@estafeta.test", PASSWORD, operator=True)
     session = await users.start_session(user)
     await users.set_password(user.id, "another long password")
@@ -72,9 +77,9 @@ async def test_a_new_password_ends_every_session(db: Database, users: Users) -> 
 
 
 async def test_an_invitation_works_once_and_not_after_it_expires(
-    db: Database, users: Users, clock: ManualClock
+    accounts: Accounts, users: Users, clock: ManualClock
 ) -> None:
-    account = admin.create_account(db, "acme", NOW).id
+    account = (await accounts.create("acme")).id
     owner = await users.create("ana@acme.test", PASSWORD, account_id=account, role="owner")
     _, token = await users.invite(account, "bob@acme.test", "viewer", owner.id)
     found = await users.invitation(token)
@@ -92,9 +97,9 @@ async def test_an_invitation_works_once_and_not_after_it_expires(
     assert await users.invitation(revoked) is None
 
 
-async def test_an_existing_user_joins_with_their_own_password(db: Database, users: Users) -> None:
-    first = admin.create_account(db, "acme", NOW).id
-    second = admin.create_account(db, "globex", NOW).id
+async def test_an_existing_user_joins_with_their_own_password(accounts: Accounts, users: Users) -> None:
+    first = (await accounts.create("acme")).id
+    second = (await accounts.create("globex")).id
     ana = await users.create("ana@acme.test", PASSWORD, account_id=first, role="owner")
     _, token = await users.invite(second, "ana@acme.test", "developer", None)
     with pytest.raises(UserError, match="enter its password"):
@@ -110,8 +115,8 @@ async def test_an_existing_user_joins_with_their_own_password(db: Database, user
     assert switched is not None and switched.account_id == second and switched.role == "developer"
 
 
-async def test_the_last_owner_cannot_leave(db: Database, users: Users) -> None:
-    account = admin.create_account(db, "acme", NOW).id
+async def test_the_last_owner_cannot_leave(accounts: Accounts, users: Users) -> None:
+    account = (await accounts.create("acme")).id
     ana = await users.create("ana@acme.test", PASSWORD, account_id=account, role="owner")
     bob = await users.create("bob@acme.test", PASSWORD, account_id=account, role="viewer")
     with pytest.raises(UserError, match="last owner"):

@@ -16,10 +16,12 @@ Who reacts to what is wired here, at construction, and nowhere else:
 Services (attributes): `accounts`, `domains`, `api_keys`, `admin_keys`, `smtp_credentials`, `streams`,
 `suppressions`, `accepter` (the accept stage), `tracker`, `audience` (lists, contacts, consent, segments,
 campaigns), `reputation` (standing, reviews, warm-up), `webhooks` (endpoint administration),
-`messages` (reads and cancellations), `dmarc` (the DMARC aggregate reports receivers mail back: kept by
-the inbound listener, summed up per sending domain) and `system_senders` (the accounts that send the
-platform's own mail); the workers the platform runs (`webhook_dispatcher`, `audience.runner`,
-`postmaster`) and the scheduler's `jobs()` (among them `tls_reports`, the daily TLS-RPT reports).
+`messages` (reads, search and cancellations), `dmarc` (the DMARC aggregate reports receivers mail back:
+kept by the inbound listener, summed up per sending domain), `system_senders` (the accounts that send
+the platform's own mail), `plans` (volume plans and metered usage; the accept gate charges `meter`) and
+`users` (dashboard users, sessions, invitations); the workers the platform runs (`webhook_dispatcher`,
+`audience.runner`, `postmaster`) and the scheduler's `jobs()` (among them `tls_reports`, the daily
+TLS-RPT reports).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from estafeta import stats
+from estafeta import dns_status, stats
 from estafeta.accept import Accepter
 from estafeta.accounts import Accounts
 from estafeta.audience.service import Audience
@@ -40,10 +42,11 @@ from estafeta.clock import Clock, SystemClock
 from estafeta.config import Settings
 from estafeta.delivery.engine import DeliveryEngine
 from estafeta.delivery.mx import MxResolver, make_resolver
-from estafeta.domains import Domains
+from estafeta.domains import DomainRow, Domains
 from estafeta.messages import Messages
 from estafeta.metrics import Metrics
 from estafeta.notices import Notices
+from estafeta.plans import DatabaseMeter, Plans
 from estafeta.postmaster import PostmasterPoller
 from estafeta.reports.dmarc import DmarcReports
 from estafeta.reports.tls import TlsReports
@@ -57,6 +60,7 @@ from estafeta.streams import Streams
 from estafeta.suppression import Suppressions
 from estafeta.system_senders import SystemSenders
 from estafeta.tracking import Tracker
+from estafeta.users import Users
 from estafeta.webhook_endpoints import WebhookEndpoints
 from estafeta.webhooks import Webhooks
 
@@ -116,6 +120,9 @@ class Core:
         self.admin_keys = AdminKeys(db, clock)
         self.smtp_credentials = SmtpCredentials(db, clock)
         self.streams = Streams(db, settings, clock)
+        self.meter = DatabaseMeter()
+        self.plans = Plans(db, clock, self.meter)
+        self.users = Users(db, clock, self._secret("dashboard_secret"))
         self.suppressions = Suppressions(db, clock)
         self.tracker = Tracker(
             db, settings.tracking, clock, self._secret("tracking_secret"), self.urls.api_url, self.metrics
@@ -129,6 +136,7 @@ class Core:
             tracker=self.tracker,
             metrics=self.metrics,
             own_hosts=self.urls.own_hosts,
+            meter=self.meter,
         )
         self.audience = Audience(
             db,
@@ -198,6 +206,18 @@ class Core:
     ) -> stats.Report:
         """The account's sending statistics, from the event log."""
         return await stats.report(self.db, account_id, since, until, dimensions, bucket)
+
+    async def provider_figures(self, since: datetime, until: datetime) -> list[stats.ProviderFigures]:
+        """Delivery outcomes per destination provider, every account (for operators)."""
+        return await stats.providers(self.db, since, until)
+
+    async def queue_depth(self) -> stats.QueueDepth:
+        """What waits in the delivery queue now, and the destinations with the most of it."""
+        return await stats.queue_depth(self.db, self.clock.now())
+
+    async def dns_status(self, domain: DomainRow) -> list[dns_status.RecordStatus]:
+        """The records a sending domain should publish, with what DNS answers now."""
+        return await dns_status.check(domain, self.settings)
 
     async def metrics_text(self) -> bytes:
         """The Prometheus exposition, queue and webhook gauges read now."""

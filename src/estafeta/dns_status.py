@@ -14,10 +14,9 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
-from estafeta.admin import DnsRecord, dns_records
 from estafeta.config import Settings
 from estafeta.delivery.mx import make_resolver
-from estafeta.store.accounts import DomainRow
+from estafeta.domains import DnsRecord, DomainRow, dns_records
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ async def check(domain: DomainRow, settings: Settings, timeout: float = 2.0) -> 
     resolver = make_resolver(settings.dns_servers)
     resolver.cache = None
     resolver.lifetime = timeout
-    records = dns_records(domain, settings)
+    records = dns_records(domain)
     answers = await asyncio.gather(*(_lookup(resolver, record.name) for record in records))
     return [
         RecordStatus(record, _status(record, found), found or [])

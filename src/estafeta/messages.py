@@ -6,9 +6,11 @@ from estafeta.clock import Clock
 from estafeta.store import events as event_store
 from estafeta.store import messages as store
 from estafeta.store import reputation as reputation_store
+from estafeta.store import search as search_store
 from estafeta.store.db import Database
 
 EventFilter = event_store.EventFilter
+MessageQuery = search_store.MessageQuery
 
 
 class Messages:
@@ -22,6 +24,10 @@ class Messages:
 
     async def events(self, flt: event_store.EventFilter, limit: int) -> list[event_store.EventRow]:
         return await self.db.run(event_store.list_events, flt, limit)
+
+    async def search(self, query: search_store.MessageQuery, limit: int) -> list[search_store.MessageSummary]:
+        """The account's messages matching the query (recipient, subject, tag, state, days), newest first."""
+        return await self.db.run(search_store.search_messages, query, limit)
 
     async def cancel(self, account_id: int, message_id: str, actor: str) -> int | None:
         """Cancel the message's queued, deferred or held recipients (one `cancelled` event each); None when

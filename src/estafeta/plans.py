@@ -20,7 +20,9 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection
 
+from estafeta.clock import Clock
 from estafeta.store import plans as store
+from estafeta.store.db import Database
 
 PLAN_LIMIT = "plan-limit"
 T = TypeVar("T")
@@ -173,3 +175,44 @@ def assign(conn: Connection, account_id: int, plan_name: str | None, actor: str,
             known = ", ".join(p.name for p in store.list_plans(conn)) or "none yet"
             raise PlanError(f"no plan {plan_name!r} (plans: {known})")
     store.assign(conn, account_id, plan.id if plan else None, actor, now)
+
+
+class Plans:
+    """The plans service: plans, who is on which, and what accounts used (read through the meter)."""
+
+    def __init__(self, db: Database, clock: Clock, meter: Meter) -> None:
+        self.db = db
+        self.clock = clock
+        self.meter = meter
+
+    async def create(
+        self,
+        name: str,
+        *,
+        messages_per_month: int | None = None,
+        messages_per_day: int | None = None,
+        contacts: int | None = None,
+        dedicated_pool: bool = False,
+    ) -> store.PlanRow:
+        return await self.db.run(
+            create_plan,
+            name,
+            messages_per_month=messages_per_month,
+            messages_per_day=messages_per_day,
+            contacts=contacts,
+            dedicated_pool=dedicated_pool,
+            now=self.clock.now(),
+        )
+
+    async def list(self) -> list[store.PlanRow]:
+        return await self.db.run(store.list_plans)
+
+    async def assign(self, account_id: int, plan_name: str | None, actor: str) -> None:
+        await self.db.run(assign, account_id, plan_name, actor, self.clock.now())
+
+    async def assignments(self) -> list[store.Assignment]:
+        """Every account with its plan (or none)."""
+        return await self.db.run(store.assignments)
+
+    async def usage(self, account_id: int) -> Usage:
+        return await self.db.run(self.meter.usage, account_id, self.clock.now())

@@ -38,6 +38,7 @@ from estafeta.store.db import Database
 from estafeta.store.events import NewEvent, record
 
 DAY = timedelta(hours=24)
+HALTED = store.HALTED  # the standings in which a stream's mail waits and new mail is refused
 QUESTIONS = ("collection", "consent", "content", "frequency")
 """The four questions a paused sender answers: how addresses are collected, how consent is obtained,
 what is sent, and how often."""
@@ -462,10 +463,12 @@ def _review_json(review: store.ReviewRow) -> dict[str, Any]:
     return asdict(review)
 
 
-def sender_state(standing: str, review: store.ReviewRow | None) -> tuple[str, str]:
+def sender_state(standing: str, review: dict[str, Any] | None, stream: str) -> tuple[str, str]:
     """How a stream's standing reads to its sender (`ok`, `warning`, `paused`, `under review`,
-    `suspended`) and what they should do about it."""
-    answered = review is not None and bool(review.answers)
+    `suspended`) and what they should do about it; `review` is the account's open review (`overview`'s)."""
+    if review is not None and review["stream"] not in (stream, "all"):
+        review = None
+    answered = review is not None and bool(review["answers"])
     if standing == "suspended":
         return "suspended", "Sending is suspended after a review; contact the platform's operators."
     if standing == "paused" and not answered:

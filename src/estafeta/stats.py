@@ -234,3 +234,18 @@ async def providers(db: Database, since: datetime, until: datetime) -> list[Prov
         for name, c in found.items()
     ]
     return sorted(out, key=lambda p: (-(p.delivered + p.deferred + p.bounced), p.provider))
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    queued: int
+    deferred: int
+    held: int
+    due: int  # queued or deferred entries whose time has come
+    by_domain: list[tuple[str, int]]  # destinations with the most entries waiting
+
+
+async def queue_depth(db: Database, now: datetime) -> QueueDepth:
+    counts = await db.run(platform_store.queue_depth, now)
+    waiting = await db.run(platform_store.waiting_by_domain)
+    return QueueDepth(counts["queued"], counts["deferred"], counts["held"], counts["due"], waiting)

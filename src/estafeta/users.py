@@ -172,6 +172,17 @@ class Users:
             return None
         return row
 
+    async def find(self, email: str) -> store.UserRow | None:
+        return await self.db.run(store.find_user, email.strip())
+
+    async def everyone(self) -> list[tuple[store.UserRow, list[store.MembershipRow]]]:
+        """Every user with their accounts and roles."""
+
+        def work(conn: Connection) -> list[tuple[store.UserRow, list[store.MembershipRow]]]:
+            return [(user, store.memberships(conn, user.id)) for user in store.list_users(conn)]
+
+        return await self.db.run(work)
+
     async def accounts_of(self, user_id: int) -> list[store.MembershipRow]:
         return await self.db.run(store.memberships, user_id)
 

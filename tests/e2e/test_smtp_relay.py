@@ -773,7 +773,9 @@ async def test_over_the_plan_the_relay_answers_452_and_the_api_429_naming_the_pl
 
     def scenario() -> tuple[str, tuple[int, bytes]]:
         with _session(relay.login) as client:
-            first = _queued_id(_send_raw(client, "hello@acme.test", ["ana@gmail.test", "bo@gmail.test"], SIMPLE))
+            first = _queued_id(
+                _send_raw(client, "hello@acme.test", ["ana@gmail.test", "bo@gmail.test"], SIMPLE)
+            )
             return first, _send_raw(client, "hello@acme.test", ["cy@gmail.test"], SIMPLE)
 
     _, (code, text) = await asyncio.to_thread(scenario)
@@ -782,7 +784,8 @@ async def test_over_the_plan_the_relay_answers_452_and_the_api_429_naming_the_pl
         base_url=relay.platform.api_url, headers={"Authorization": f"Bearer {relay.api_token}"}
     ) as api:
         refused = await api.post(
-            "/v1/messages", json={"from": "hello@acme.test", "to": ["di@gmail.test"], "subject": "Hi", "text": "Hi"}
+            "/v1/messages",
+            json={"from": "hello@acme.test", "to": ["di@gmail.test"], "subject": "Hi", "text": "Hi"},
         )
         usage = (await api.get("/v1/usage")).json()
     assert refused.status_code == 429

@@ -32,6 +32,7 @@ from estafeta.config import Settings
 from estafeta.dkim import DkimKey, DkimSigner
 from estafeta.ids import new_message_id
 from estafeta.metrics import Metrics
+from estafeta.plans import Meter
 from estafeta.store import accounts as account_store
 from estafeta.store import messages as message_store
 from estafeta.store.db import Database
@@ -75,9 +76,10 @@ class Accepter:
         tracker: Tracker | None = None,
         metrics: Metrics | None = None,
         own_hosts: Callable[[], set[str]] | None = None,
+        meter: Meter | None = None,
     ) -> None:
         """`notify` is told when mail became due (it wakes delivery); `own_hosts` names the platform's own
-        hosts (public pages, tracking), whose links are trusted."""
+        hosts (public pages, tracking), whose links are trusted; `meter` counts usage against plans."""
         self.db = db
         self.tracker = tracker
         self.metrics = metrics
@@ -85,7 +87,7 @@ class Accepter:
         self.clock = clock
         self.notify = notify
         self.streams = streams
-        self.gate = PolicyGate(settings)
+        self.gate = PolicyGate(settings, meter)
         self._commits = GroupCommit(db)
         self._signers: dict[str, tuple[int, DkimSigner]] = {}
         self.links = LinkChecker(settings.links, own_hosts)

@@ -6,8 +6,10 @@ is still recorded, and each dropped recipient gets a `suppressed` event with the
 The gate also holds reputation (`estafeta.reputation`): mail for a paused or suspended stream is refused
 (HTTP 403 `/problems/account-paused`; SMTP `451 4.7.1` while paused pending review, `550 5.7.1` when
 suspended), and so is mail over the account's warm-up limit (HTTP 429 `/problems/sending-limit`, SMTP
-`452 4.5.3`). It runs after what the same transaction already queued, so concurrent requests can never
-overshoot a limit together (on PostgreSQL a limited account's row is locked for the transaction).
+`452 4.5.3`), and so is mail over the account's plan (`estafeta.plans`: HTTP 429 `/problems/plan-limit`,
+SMTP `452 4.5.3`, naming the plan; the meter counts what passes). It runs after what the same transaction
+already queued, so concurrent requests can never overshoot a limit together (on PostgreSQL a limited
+account's row, and its usage counters, are locked for the transaction).
 A message held by the link checks opens (or extends) a review of its account.
 """
 
@@ -21,6 +23,7 @@ from sqlalchemy import Connection
 from estafeta.accept.commit import Rows
 from estafeta.accept.errors import AcceptError
 from estafeta.config import Settings
+from estafeta.plans import PLAN_LIMIT, DatabaseMeter, Meter, OverPlan
 from estafeta.reputation import DAY, HOW_TO_RESUME, flag_for_review, sending_limit
 from estafeta.store import messages as message_store
 from estafeta.store import reputation as reputation_store
@@ -40,8 +43,10 @@ class AccountView:
 class PolicyGate:
     """Screens rows for suppressed recipients and refuses what the account's standing or limit forbids."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, meter: Meter | None = None) -> None:
+        """`meter` counts usage against the accounts' plans (by default in the database)."""
         self.settings = settings
+        self.meter = meter or DatabaseMeter()
         self._traps = SpamTraps(settings.suppression.spam_traps)
 
     def __call__(self, conn: Connection, rows: Rows, now: datetime, views: dict[int, AccountView]) -> Rows:
@@ -85,6 +90,10 @@ class PolicyGate:
                 smtp="452 4.5.3",
                 kind="sending-limit",
             )
+        try:
+            self.meter.charge(conn, account_id, sum(len(r.recipients) for r in rows), now)
+        except OverPlan as exc:
+            raise AcceptError("recipients", str(exc), status=429, smtp="452 4.5.3", kind=PLAN_LIMIT) from exc
         view.used += wanted
         return rows
 

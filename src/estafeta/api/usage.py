@@ -7,8 +7,8 @@ from datetime import date
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from estafeta.api.deps import account_id, platform
-from estafeta.platform import Platform
+from estafeta.api.deps import account_id, get_core
+from estafeta.core import Core
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
 
@@ -31,8 +31,8 @@ class UsageOut(BaseModel):
 
 
 @router.get("", response_model=UsageOut, summary="Usage against the account's plan")
-async def usage(account: int = Depends(account_id), plat: Platform = Depends(platform)) -> UsageOut:
-    found = await plat.db.run(plat.meter.usage, account, plat.clock.now())
+async def usage(account: int = Depends(account_id), core: Core = Depends(get_core)) -> UsageOut:
+    found = await core.plans.usage(account)
     plan = found.plan
     return UsageOut(
         plan=PlanOut(

@@ -15,9 +15,11 @@ from estafeta.cli import (
     domains,
     lint,
     lists,
+    plans,
     review,
     runners,
     suppressions,
+    users,
     webhooks,
 )
 from estafeta.cli.common import console
@@ -51,5 +53,7 @@ app.add_typer(admin.app, name="admin")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(lists.app, name="lists")
 app.add_typer(review.app, name="review")
+app.add_typer(users.app, name="users")
+app.add_typer(plans.app, name="plans")
 
 __all__ = ["app"]

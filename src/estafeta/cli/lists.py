@@ -110,7 +110,7 @@ def import_contacts(
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
             )
-        except CsvError as exc:
+        except (CsvError, AudienceError) as exc:
             raise fail(str(exc)) from exc
     summary = Table(
         "rows", "added", "already on list", "kept unsubscribed", "to confirm", "duplicates", "invalid"

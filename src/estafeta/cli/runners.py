@@ -134,17 +134,37 @@ def world(
 
 def demo(
     messages: Annotated[
-        int, typer.Option("--messages", "-n", min=1, max=100_000, help="How many messages to send.")
+        int,
+        typer.Option(
+            "--messages", "-n", min=1, max=100_000, help="How many messages the healthy sender sends."
+        ),
     ] = 3000,
     workdir: Annotated[Path, typer.Option(help="Where the demo's SQLite file is kept.")] = Path(
         "estafeta-demo"
     ),
+    open_dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--open", help="Keep the platform running at the end and open its dashboard (Ctrl-C stops)."
+        ),
+    ] = False,
 ) -> None:
-    """Run the whole platform against the simulated internet and show what happened to the mail."""
-    from estafeta.demo import render, run_demo
+    """Run the whole platform against the simulated internet, with a healthy sender and one mailing a bought
+    list, and show what happened to the mail and to the senders' standing."""
+    from estafeta.demo import DemoResult, render, run_demo
+
+    async def keep_open(result: DemoResult) -> None:
+        import webbrowser
+
+        render(result, console)
+        console.print(f"\n[bold]Dashboard:[/] {result.dashboard}  (the platform runs until Ctrl-C)")
+        await asyncio.to_thread(webbrowser.open, result.dashboard)
+        await until_signal()
 
     try:
-        result = asyncio.run(run_demo(messages, workdir, console))
+        result = asyncio.run(
+            run_demo(messages, workdir, console, while_running=keep_open if open_dashboard else None)
+        )
     except KeyboardInterrupt:
         console.print(
             "\n[yellow]Interrupted.[/] Mail already accepted is kept in "
@@ -152,4 +172,5 @@ def demo(
             f"  ESTAFETA_DATABASE_URL=sqlite:///{workdir / 'estafeta-demo.db'} estafeta serve"
         )
         raise typer.Exit(130) from None
-    render(result, console)
+    if not open_dashboard:
+        render(result, console)

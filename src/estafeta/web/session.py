@@ -20,7 +20,7 @@ from fastapi import Request
 from estafeta.users import Identity
 
 if TYPE_CHECKING:
-    from estafeta.platform import Platform
+    from estafeta.core import Core
 
 COOKIE = "estafeta_session"
 LOGIN_COOKIE = "estafeta_login"  # the login form's CSRF token, before there is a session
@@ -45,14 +45,14 @@ class LoginRequired(Exception):
         self.next_url = next_url
 
 
-def platform(request: Request) -> Platform:
-    return request.app.state.platform  # type: ignore[no-any-return]
+def get_core(request: Request) -> Core:
+    return request.app.state.core  # type: ignore[no-any-return]
 
 
 def secure(request: Request) -> bool:
     """Cookies get the Secure flag when the dashboard is reached over https (directly or by its public
     URL)."""
-    public = platform(request).settings.public_url or ""
+    public = get_core(request).settings.public_url or ""
     return request.url.scheme == "https" or public.startswith("https://")
 
 
@@ -90,7 +90,7 @@ async def identity(request: Request) -> Identity | None:
     cookie = request.cookies.get(COOKIE)
     if not cookie:
         return None
-    return await platform(request).users.identify(cookie)
+    return await get_core(request).users.identify(cookie)
 
 
 def guard(

@@ -1,1 +1,1 @@
-"""Dashboard pages, one module per area; each page parses its input, calls the platform and renders."""
+"""Dashboard pages, one module per area; each page parses its input, calls the core and renders."""

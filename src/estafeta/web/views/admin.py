@@ -8,18 +8,18 @@ from datetime import timedelta
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from estafeta import plans, stats
+from estafeta.messages import EventFilter
+from estafeta.plans import PlanError
 from estafeta.reputation import QUESTIONS, ReviewError, sender_state
-from estafeta.store import accounts as account_store
-from estafeta.store import messages as message_store
-from estafeta.store import plans as plan_store
-from estafeta.store import platform_stats
-from estafeta.store import reputation as reputation_store
 from estafeta.users import Identity
 from estafeta.web.render import page
-from estafeta.web.session import PageError, operator, platform
-from estafeta.web.views.messages import _suppressions_page as suppressions_page
-from estafeta.web.views.messages import add_suppression, export_suppressions, remove_suppression
+from estafeta.web.session import PageError, get_core, operator
+from estafeta.web.views.messages import (
+    add_suppression,
+    export_suppressions,
+    remove_suppression,
+    suppressions_page,
+)
 
 router = APIRouter(prefix="/admin")
 
@@ -30,41 +30,36 @@ def _actor(who: Identity) -> str:
 
 @router.get("", response_class=HTMLResponse)
 async def accounts(request: Request, notice: str = "", who: Identity = Depends(operator)) -> Response:
-    plat = platform(request)
-    now = plat.clock.now()
+    core = get_core(request)
     rows = []
-    for assignment in await plat.db.run(plan_store.assignments):
-        overview = await plat.db.run(plat.reputation.overview, assignment.account_id, now)
-        review = await plat.db.run(reputation_store.open_review, assignment.account_id)
+    for assignment in await core.plans.assignments():
+        overview = await core.reputation.standing(assignment.account_id)
+        review = overview["review"]
         states = {
-            name: sender_state(info["state"], review if review and review.stream in (name, "all") else None)[
-                0
-            ]
-            for name, info in overview["streams"].items()
+            name: sender_state(info["state"], review, name)[0] for name, info in overview["streams"].items()
         }
         rows.append((assignment, overview, states, review))
-    all_plans = await plat.db.run(plan_store.list_plans)
     return page(
         request,
         "admin_accounts.html",
         who,
         title="Accounts",
         rows=rows,
-        plans=all_plans,
+        plans=await core.plans.list(),
         notice=notice,
-        thresholds=plat.settings.reputation,
+        thresholds=core.settings.reputation,
     )
 
 
 @router.post("/accounts/{account_id}/plan")
 async def assign_plan(request: Request, account_id: int, who: Identity = Depends(operator)) -> Response:
-    plat = platform(request)
-    if await plat.db.run(account_store.get_account, account_id) is None:
+    core = get_core(request)
+    if await core.accounts.get(account_id) is None:
         raise PageError(404, "No such account", f"There is no account {account_id}.")
     name = str((await request.form()).get("plan") or "")
     try:
-        await plat.db.run(plans.assign, account_id, name or None, _actor(who), plat.clock.now())
-    except plans.PlanError as exc:
+        await core.plans.assign(account_id, name or None, _actor(who))
+    except PlanError as exc:
         raise PageError(422, "Unknown plan", str(exc)) from exc
     return RedirectResponse(f"/app/admin?notice=Plan+of+account+{account_id}+set", status_code=303)
 
@@ -73,9 +68,9 @@ async def assign_plan(request: Request, account_id: int, who: Identity = Depends
 async def reviews(request: Request, state: str = "open", who: Identity = Depends(operator)) -> Response:
     if state not in ("open", "approved", "rejected", "all"):
         state = "open"
-    plat = platform(request)
-    rows = await plat.db.run(reputation_store.list_reviews, None if state == "all" else state)
-    names = {a.id: a.name for a in await plat.db.run(account_store.list_accounts)}
+    core = get_core(request)
+    rows = await core.reputation.reviews(None if state == "all" else state)
+    names = {a.id: a.name for a in await core.accounts.list()}
     return page(request, "admin_reviews.html", who, title="Reviews", reviews=rows, state=state, names=names)
 
 
@@ -83,14 +78,12 @@ async def reviews(request: Request, state: str = "open", who: Identity = Depends
 async def review(
     request: Request, review_id: int, notice: str = "", who: Identity = Depends(operator)
 ) -> Response:
-    plat = platform(request)
+    core = get_core(request)
     try:
-        detail = await plat.db.run(plat.reputation.detail, review_id)
+        detail = await core.reputation.review(review_id)
     except ReviewError as exc:
         raise PageError(exc.status, "No such review", str(exc)) from exc
-    held = await plat.db.run(
-        message_store.list_events, message_store.EventFilter(detail["account_id"], types=["held"]), 50
-    )
+    held = await core.messages.events(EventFilter(detail["account_id"], types=["held"]), 50)
     return page(
         request,
         "admin_review.html",
@@ -99,7 +92,7 @@ async def review(
         review=detail,
         questions=QUESTIONS,
         held=held,
-        thresholds=plat.settings.reputation,
+        thresholds=core.settings.reputation,
         notice=notice,
     )
 
@@ -108,16 +101,15 @@ async def review(
 async def decide(
     request: Request, review_id: int, decision: str, who: Identity = Depends(operator)
 ) -> Response:
-    plat = platform(request)
+    core = get_core(request)
     note = str((await request.form()).get("note") or "")[:4000]
     if decision not in ("approve", "reject"):
         raise PageError(404, "Unknown decision", "Approve or reject.")
-    action = plat.reputation.approve if decision == "approve" else plat.reputation.reject
+    action = core.reputation.approve if decision == "approve" else core.reputation.reject
     try:
         result = await action(review_id, _actor(who), note)
     except ReviewError as exc:
         raise PageError(exc.status, "Cannot decide", str(exc)) from exc
-    plat.wake_delivery()
     return RedirectResponse(
         f"/app/admin/reviews/{review_id}?notice=Review+{result['state']}", status_code=303
     )
@@ -146,19 +138,16 @@ async def global_export(request: Request, who: Identity = Depends(operator)) -> 
 @router.get("/providers", response_class=HTMLResponse)
 async def providers(request: Request, hours: int = 24, who: Identity = Depends(operator)) -> Response:
     hours = hours if hours in (1, 24, 168) else 24
-    plat = platform(request)
-    now = plat.clock.now()
-    figures = await stats.providers(plat.db, now - timedelta(hours=hours), now + timedelta(seconds=1))
-    depth = await plat.db.run(platform_stats.queue_depth, now)
-    waiting = await plat.db.run(platform_stats.waiting_by_domain)
+    core = get_core(request)
+    now = core.clock.now()
+    figures = await core.provider_figures(now - timedelta(hours=hours), now + timedelta(seconds=1))
     return page(
         request,
         "admin_providers.html",
         who,
         title="Providers and queue",
         figures=figures,
-        depth=depth,
-        waiting=waiting,
+        depth=await core.queue_depth(),
         hours=hours,
     )
 
@@ -168,36 +157,34 @@ def _optional_int(text: str, name: str) -> int | None:
     if not text:
         return None
     if not text.isdigit():
-        raise plans.PlanError(f"{name}: a whole number, or empty for no limit")
+        raise PlanError(f"{name}: a whole number, or empty for no limit")
     return int(text)
 
 
 @router.get("/plans", response_class=HTMLResponse)
 async def plans_page(request: Request, who: Identity = Depends(operator)) -> Response:
-    rows = await platform(request).db.run(plan_store.list_plans)
+    rows = await get_core(request).plans.list()
     return page(request, "admin_plans.html", who, title="Plans", plans=rows, form={})
 
 
 @router.post("/plans", response_class=HTMLResponse)
 async def create_plan(request: Request, who: Identity = Depends(operator)) -> Response:
-    plat = platform(request)
+    core = get_core(request)
     form = {k: str(v) for k, v in (await request.form()).items() if k != "csrf_token"}
     try:
-        await plat.db.run(
-            plans.create_plan,
+        await core.plans.create(
             form.get("name", ""),
             messages_per_month=_optional_int(form.get("messages_per_month", ""), "messages per month"),
             messages_per_day=_optional_int(form.get("messages_per_day", ""), "messages per day"),
             contacts=_optional_int(form.get("contacts", ""), "contacts"),
             dedicated_pool=form.get("dedicated_pool") == "yes",
-            now=plat.clock.now(),
         )
-    except plans.PlanError as exc:
-        rows = await plat.db.run(plan_store.list_plans)
+    except PlanError as exc:
+        rows = await core.plans.list()
         return page(
             request, "admin_plans.html", who, status=422, title="Plans", plans=rows, form=form, error=str(exc)
         )
-    rows = await plat.db.run(plan_store.list_plans)
+    rows = await core.plans.list()
     return page(
         request,
         "admin_plans.html",

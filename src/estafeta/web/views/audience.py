@@ -9,11 +9,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from estafeta.audience.campaigns import CampaignSpec
 from estafeta.audience.lists import AudienceError
-from estafeta.store import audience as audience_store
-from estafeta.store import campaigns as campaign_store
 from estafeta.users import Identity
 from estafeta.web.render import page
-from estafeta.web.session import PageError, platform, reader, sender
+from estafeta.web.session import PageError, get_core, reader, sender
 
 router = APIRouter()
 CONTACTS_PAGE = 100
@@ -22,23 +20,26 @@ ACTIONS = {"send": "send_now", "pause": "pause", "resume": "resume", "cancel": "
 
 @router.get("/lists", response_class=HTMLResponse)
 async def lists(request: Request, who: Identity = Depends(reader)) -> Response:
-    plat = platform(request)
-    rows = await plat.db.run(audience_store.list_lists, who.account_id)
-    return page(request, "lists.html", who, title="Lists", lists=rows, form_url=plat.links.form_url)
+    core = get_core(request)
+    assert who.account_id is not None
+    rows = await core.audience.lists(who.account_id)
+    return page(request, "lists.html", who, title="Lists", lists=rows, form_url=core.audience.links.form_url)
 
 
 @router.get("/lists/{list_id}", response_class=HTMLResponse)
 async def contacts(
     request: Request, list_id: int, status: str = "", after: int = 0, who: Identity = Depends(reader)
 ) -> Response:
-    plat = platform(request)
-    mailing_list = await plat.db.run(audience_store.get_list, who.account_id, list_id)
-    if mailing_list is None:
-        raise PageError(404, "No such list", f"There is no list {list_id} in this account.")
+    core = get_core(request)
+    assert who.account_id is not None
+    try:
+        mailing_list = await core.audience.get_list(who.account_id, list_id)
+    except AudienceError as exc:
+        raise PageError(404, "No such list", f"There is no list {list_id} in this account.") from exc
     if status not in ("", "unconfirmed", "subscribed", "unsubscribed"):
         raise PageError(422, "Unknown status", "status: unconfirmed, subscribed or unsubscribed")
-    rows = await plat.db.run(
-        audience_store.list_contacts, list_id, status=status or None, after_id=after, limit=CONTACTS_PAGE + 1
+    rows = await core.audience.contacts(
+        list_id, status=status or None, after_id=after, limit=CONTACTS_PAGE + 1
     )
     next_url = ""
     if len(rows) > CONTACTS_PAGE:
@@ -58,9 +59,10 @@ async def contacts(
 
 @router.get("/campaigns", response_class=HTMLResponse)
 async def campaigns(request: Request, who: Identity = Depends(reader)) -> Response:
-    plat = platform(request)
-    rows = await plat.db.run(campaign_store.list_for, who.account_id)
-    mailing_lists = await plat.db.run(audience_store.list_lists, who.account_id)
+    core = get_core(request)
+    assert who.account_id is not None
+    rows = await core.audience.campaigns.list(who.account_id)
+    mailing_lists = await core.audience.lists(who.account_id)
     return page(
         request, "campaigns.html", who, title="Campaigns", campaigns=rows, lists=mailing_lists, form={}
     )
@@ -80,7 +82,7 @@ def _at(text: str) -> datetime | None:
 async def create_campaign(request: Request, who: Identity = Depends(sender)) -> Response:
     assert who.account_id is not None
     form = {k: str(v) for k, v in (await request.form()).items() if k != "csrf_token"}
-    plat = platform(request)
+    core = get_core(request)
     try:
         list_id = int(form.get("list_id") or 0)
         spec = CampaignSpec(
@@ -91,13 +93,13 @@ async def create_campaign(request: Request, who: Identity = Depends(sender)) -> 
             text=form.get("text") or None,
         )
         send_at = _at(form.get("send_at", ""))
-        row = await plat.campaigns.create(who.account_id, spec)
+        row = await core.audience.campaigns.create(who.account_id, spec)
         if send_at is not None:
-            row = await plat.campaigns.schedule(who.account_id, row.id, send_at)
+            row = await core.audience.campaigns.schedule(who.account_id, row.id, send_at)
     except (AudienceError, ValueError) as exc:
         reason = f"{exc.field}: {exc.reason}" if isinstance(exc, AudienceError) else "list: choose a list"
-        rows = await plat.db.run(campaign_store.list_for, who.account_id)
-        mailing_lists = await plat.db.run(audience_store.list_lists, who.account_id)
+        rows = await core.audience.campaigns.list(who.account_id)
+        mailing_lists = await core.audience.lists(who.account_id)
         return page(
             request,
             "campaigns.html",
@@ -117,13 +119,13 @@ async def campaign(
     request: Request, campaign_id: int, notice: str = "", who: Identity = Depends(reader)
 ) -> Response:
     assert who.account_id is not None
-    plat = platform(request)
+    core = get_core(request)
     try:
-        row = await plat.campaigns.get(who.account_id, campaign_id)
-        results, skipped = await plat.campaigns.stats(who.account_id, campaign_id)
+        row = await core.audience.campaigns.get(who.account_id, campaign_id)
+        results, skipped = await core.audience.campaigns.stats(who.account_id, campaign_id)
     except AudienceError as exc:
         raise PageError(exc.status, "No such campaign", exc.reason) from exc
-    mailing_list = await plat.db.run(audience_store.get_list, who.account_id, row.list_id)
+    mailing_list = await core.audience.get_list(who.account_id, row.list_id)
     return page(
         request,
         "campaign.html",
@@ -142,15 +144,15 @@ async def campaign_action(
     request: Request, campaign_id: int, action: str, who: Identity = Depends(sender)
 ) -> Response:
     assert who.account_id is not None
-    plat = platform(request)
+    core = get_core(request)
     try:
         if action == "schedule":
             at = _at(str((await request.form()).get("send_at") or ""))
             if at is None:
                 raise AudienceError("send_at", "choose when to send")
-            await plat.campaigns.schedule(who.account_id, campaign_id, at)
+            await core.audience.campaigns.schedule(who.account_id, campaign_id, at)
         elif action in ACTIONS:
-            await getattr(plat.campaigns, ACTIONS[action])(who.account_id, campaign_id)
+            await getattr(core.audience.campaigns, ACTIONS[action])(who.account_id, campaign_id)
         else:
             raise PageError(404, "Unknown action", f"A campaign cannot {action}.")
     except AudienceError as exc:

@@ -13,8 +13,8 @@ from estafeta.web.session import (
     COOKIE,
     LOGIN_COOKIE,
     PageError,
+    get_core,
     identity,
-    platform,
     same_origin,
     secure,
     signed_in,
@@ -87,16 +87,16 @@ async def login(request: Request) -> Response:
             error="Too many failed sign-ins from your address; wait a few minutes.",
             email=email,
         )
-    plat = platform(request)
-    user = await plat.users.authenticate(email, password)
+    core = get_core(request)
+    user = await core.users.authenticate(email, password)
     if user is None:
         return _login_page(
             request, status=401, error="Wrong email or password.", email=email, next_url=next_url
         )
     limiter.succeeded(client)
-    session = await plat.users.start_session(user)
+    session = await core.users.start_session(user)
     if next_url == "/app/" and user.operator:
-        next_url = "/app/" if await plat.users.accounts_of(user.id) else "/app/admin"
+        next_url = "/app/" if await core.users.accounts_of(user.id) else "/app/admin"
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(
         COOKIE,
@@ -105,7 +105,7 @@ async def login(request: Request) -> Response:
         samesite="lax",
         secure=secure(request),
         path="/app/",
-        max_age=int((session.expires_at - plat.clock.now()).total_seconds()),
+        max_age=int((session.expires_at - core.clock.now()).total_seconds()),
     )
     response.delete_cookie(LOGIN_COOKIE, path="/app/")
     return response
@@ -113,7 +113,7 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request, who: Identity = Depends(signed_in)) -> Response:
-    await platform(request).users.end_session(request.cookies.get(COOKIE, ""))
+    await get_core(request).users.end_session(request.cookies.get(COOKIE, ""))
     response = RedirectResponse("/app/login", status_code=303)
     response.delete_cookie(COOKIE, path="/app/")
     return response
@@ -123,14 +123,14 @@ async def logout(request: Request, who: Identity = Depends(signed_in)) -> Respon
 async def switch_account(request: Request, who: Identity = Depends(signed_in)) -> Response:
     form = await request.form()
     raw = str(form.get("account_id") or "")
-    if not raw.isdigit() or not await platform(request).users.switch_account(who, int(raw)):
+    if not raw.isdigit() or not await get_core(request).users.switch_account(who, int(raw)):
         raise PageError(404, "No such account", "You are not a member of that account.")
     return RedirectResponse("/app/", status_code=303)
 
 
 @router.get("/invite/{token}", response_class=HTMLResponse)
 async def invitation(request: Request, token: str) -> Response:
-    found = await platform(request).users.invitation(token)
+    found = await get_core(request).users.invitation(token)
     if found is None:
         raise PageError(
             404, "This invitation does not work", "The link is not valid, was used already or has expired."
@@ -157,11 +157,11 @@ async def invitation(request: Request, token: str) -> Response:
 async def accept_invitation(request: Request, token: str) -> Response:
     await _check_login_token(request)
     form = await request.form()
-    plat = platform(request)
+    core = get_core(request)
     try:
-        await plat.users.accept(token, str(form.get("password") or ""), str(form.get("name") or ""))
+        await core.users.accept(token, str(form.get("password") or ""), str(form.get("name") or ""))
     except UserError as exc:
-        found = await plat.users.invitation(token)
+        found = await core.users.invitation(token)
         if found is None:
             raise PageError(exc.status, "This invitation does not work", exc.reason) from exc
         login_token = secrets.token_urlsafe(32)

@@ -5,21 +5,19 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, Response
 
-from estafeta.smtp.credentials import create_smtp_credential
-from estafeta.store import accounts as account_store
-from estafeta.store import smtp_credentials as credential_store
 from estafeta.users import Identity
 from estafeta.web.render import page
-from estafeta.web.session import PageError, platform, reader, sender
+from estafeta.web.session import PageError, get_core, reader, sender
 
 router = APIRouter()
 
 
 async def _keys_page(request: Request, who: Identity, *, status: int = 200, **extra: object) -> Response:
-    plat = platform(request)
-    keys = await plat.db.run(account_store.list_api_keys, who.account_id)
-    credentials = await plat.db.run(credential_store.list_credentials, who.account_id)
-    smtp = plat.settings.smtp
+    core = get_core(request)
+    assert who.account_id is not None
+    keys = await core.api_keys.list(who.account_id)
+    credentials = await core.smtp_credentials.list(who.account_id)
+    smtp = core.settings.smtp
     return page(
         request,
         "keys.html",
@@ -28,7 +26,7 @@ async def _keys_page(request: Request, who: Identity, *, status: int = 200, **ex
         title="Keys",
         keys=keys,
         credentials=credentials,
-        smtp_host=plat.settings.hostname,
+        smtp_host=core.settings.hostname,
         smtp_ports=(smtp.starttls_port, smtp.implicit_tls_port),
         **extra,
     )
@@ -44,8 +42,8 @@ async def create_key(request: Request, who: Identity = Depends(sender)) -> Respo
     assert who.account_id is not None
     form = await request.form()
     name = " ".join(str(form.get("name") or "").split())[:200]
-    plat = platform(request)
-    new = await plat.api_keys.create(who.account_id, name, plat.clock.now())
+    core = get_core(request)
+    new = await core.api_keys.create(who.account_id, name)
     return await _keys_page(
         request, who, status=201, new_key=new.token, notice=f"API key {new.prefix} created."
     )
@@ -54,8 +52,8 @@ async def create_key(request: Request, who: Identity = Depends(sender)) -> Respo
 @router.post("/keys/{prefix}/revoke", response_class=HTMLResponse)
 async def revoke_key(request: Request, prefix: str, who: Identity = Depends(sender)) -> Response:
     assert who.account_id is not None
-    plat = platform(request)
-    if not await plat.api_keys.revoke(who.account_id, prefix, plat.clock.now()):
+    core = get_core(request)
+    if not await core.api_keys.revoke(who.account_id, prefix):
         raise PageError(404, "No such key", f"There is no active API key {prefix} in this account.")
     return await _keys_page(request, who, notice=f"API key {prefix} revoked: it no longer works.")
 
@@ -63,8 +61,8 @@ async def revoke_key(request: Request, prefix: str, who: Identity = Depends(send
 @router.post("/smtp-credentials", response_class=HTMLResponse)
 async def create_credential(request: Request, who: Identity = Depends(sender)) -> Response:
     assert who.account_id is not None
-    plat = platform(request)
-    new = await create_smtp_credential(plat.db, who.account_id, plat.clock.now())
+    core = get_core(request)
+    new = await core.smtp_credentials.create(who.account_id)
     return await _keys_page(
         request, who, status=201, new_credential=new, notice=f"SMTP credential {new.username} created."
     )
@@ -73,8 +71,8 @@ async def create_credential(request: Request, who: Identity = Depends(sender)) -
 @router.post("/smtp-credentials/{username}/revoke", response_class=HTMLResponse)
 async def revoke_credential(request: Request, username: str, who: Identity = Depends(sender)) -> Response:
     assert who.account_id is not None
-    plat = platform(request)
-    if not await plat.smtp_credentials.revoke(who.account_id, username, plat.clock.now()):
+    core = get_core(request)
+    if not await core.smtp_credentials.revoke(who.account_id, username):
         raise PageError(
             404, "No such credential", f"There is no active SMTP credential {username} in this account."
         )

@@ -9,15 +9,12 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from estafeta import dns_status, suppression
-from estafeta.store import accounts as account_store
-from estafeta.store import messages as message_store
-from estafeta.store import suppressions as suppression_store
-from estafeta.store import webhooks as webhook_store
-from estafeta.store.search import MessageQuery, search_messages
+from estafeta import suppression
+from estafeta.messages import MessageQuery
 from estafeta.users import Identity
 from estafeta.web.render import page
-from estafeta.web.session import PageError, platform, reader, sender
+from estafeta.web.session import PageError, get_core, reader, sender
+from estafeta.webhook_endpoints import EndpointRow, WebhookError
 
 router = APIRouter()
 PAGE = 50
@@ -70,15 +67,22 @@ async def messages(
         until=until_day.replace(hour=23, minute=59, second=59) if until_day else None,
         before=_cursor(after),
     )
-    rows = await platform(request).db.run(search_messages, query, PAGE + 1)
+    rows = await get_core(request).messages.search(query, PAGE + 1)
     next_url = ""
     if len(rows) > PAGE:
         rows = rows[:PAGE]
         last = rows[-1]
         token = base64.urlsafe_b64encode(f"{last.created_at.isoformat()}|{last.id}".encode()).decode()
-        params = request.query_params.multi_items()
-        kept = "&".join(f"{k}={v}" for k, v in params if k != "after" and v)
+        kept = "&".join(f"{k}={v}" for k, v in request.query_params.multi_items() if k != "after" and v)
         next_url = f"/app/messages?{kept}&after={token}" if kept else f"/app/messages?after={token}"
+    form = {
+        "recipient": recipient,
+        "subject": subject,
+        "tag": tag,
+        "state": state,
+        "since": since,
+        "until": until,
+    }
     return page(
         request,
         "messages.html",
@@ -87,20 +91,14 @@ async def messages(
         rows=rows,
         states=STATES,
         next_url=next_url,
-        form={
-            "recipient": recipient,
-            "subject": subject,
-            "tag": tag,
-            "state": state,
-            "since": since,
-            "until": until,
-        },
+        form=form,
     )
 
 
 @router.get("/messages/{message_id}", response_class=HTMLResponse)
 async def message(request: Request, message_id: str, who: Identity = Depends(reader)) -> Response:
-    view = await platform(request).db.run(message_store.get_message, who.account_id, message_id)
+    assert who.account_id is not None
+    view = await get_core(request).messages.get(who.account_id, message_id)
     if view is None:
         raise PageError(404, "No such message", f"There is no message {message_id} in this account.")
     return page(request, "message.html", who, title=f"Message {view.id}", message=view)
@@ -108,24 +106,22 @@ async def message(request: Request, message_id: str, who: Identity = Depends(rea
 
 @router.get("/domains", response_class=HTMLResponse)
 async def domains(request: Request, who: Identity = Depends(reader)) -> Response:
-    plat = platform(request)
-    rows = await plat.db.run(account_store.list_domains, who.account_id)
-    checked = [(row, await dns_status.check(row, plat.settings)) for row in rows]
+    core = get_core(request)
+    rows = await core.domains.list(who.account_id)
+    checked = [(row, await core.dns_status(row)) for row in rows]
     return page(request, "domains.html", who, title="Domains", domains=checked)
 
 
-# -- suppression list --------------------------------------------------------------------------------
+# -- suppression lists (the account's, and the global one for operators) ---------------------------------
 
 
-async def _suppressions_page(
+async def suppressions_page(
     request: Request, who: Identity, scope: int | None, q: str, *, status: int = 200, **extra: object
 ) -> Response:
-    plat = platform(request)
-    rows = await plat.db.run(suppression_store.list_entries, scope, search=q or None, limit=201)
-    template = "suppressions.html"
+    rows = await get_core(request).suppressions.list(scope, search=q or None, limit=201)
     return page(
         request,
-        template,
+        "suppressions.html",
         who,
         status=status,
         title="Global suppressions" if scope is None else "Suppressions",
@@ -139,52 +135,46 @@ async def _suppressions_page(
     )
 
 
-@router.get("/suppressions", response_class=HTMLResponse)
-async def suppressions(request: Request, q: str = "", who: Identity = Depends(reader)) -> Response:
-    return await _suppressions_page(request, who, who.account_id, q)
-
-
 async def add_suppression(request: Request, who: Identity, scope: int | None, actor: str) -> Response:
     form = await request.form()
     try:
-        value = suppression.parse_value(str(form.get("address") or ""))
-        reason = suppression.check_reason(str(form.get("reason") or "manual"))
+        row, added = await get_core(request).suppressions.add(
+            scope,
+            str(form.get("address") or ""),
+            reason=str(form.get("reason") or "manual"),
+            actor=actor,
+            note=str(form.get("note") or "")[:500],
+        )
     except suppression.SuppressionError as exc:
-        return await _suppressions_page(request, who, scope, "", status=422, error=exc.reason)
-    plat = platform(request)
-    entry = suppression_store.NewSuppression(scope, value.kind, value.value, reason)
-    added = await plat.db.run(
-        suppression_store.add,
-        entry,
-        actor=actor,
-        now=plat.clock.now(),
-        note=str(form.get("note") or "")[:500],
-    )
-    notice = f"{value.value} added." if added else f"{value.value} was listed already."
-    return await _suppressions_page(request, who, scope, "", notice=notice)
+        return await suppressions_page(request, who, scope, "", status=422, error=exc.reason)
+    notice = f"{row.value} added." if added else f"{row.value} was listed already."
+    return await suppressions_page(request, who, scope, "", notice=notice)
 
 
 async def remove_suppression(request: Request, who: Identity, scope: int | None, actor: str) -> Response:
     form = await request.form()
     value = str(form.get("value") or "")
-    plat = platform(request)
-    removed = await plat.db.run(
-        suppression_store.remove, scope, value, actor=actor, now=plat.clock.now(), note="dashboard"
-    )
+    try:
+        _, removed = await get_core(request).suppressions.remove(scope, value, actor=actor, note="dashboard")
+    except suppression.SuppressionError as exc:
+        raise PageError(422, "Not an address or domain", exc.reason) from exc
     if removed is None:
         raise PageError(404, "Not listed", f"{value} is not on this suppression list.")
-    return await _suppressions_page(
-        request, who, scope, str(form.get("q") or ""), notice=f"{removed.value} removed."
-    )
+    q = str(form.get("q") or "")
+    return await suppressions_page(request, who, scope, q, notice=f"{removed.value} removed.")
 
 
 async def export_suppressions(request: Request, scope: int | None, name: str) -> Response:
-    rows = await platform(request).db.run(suppression_store.list_entries, scope)
     return Response(
-        suppression.to_csv(rows),
+        await get_core(request).suppressions.export_csv(scope),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}.csv"', "Cache-Control": "no-store"},
     )
+
+
+@router.get("/suppressions", response_class=HTMLResponse)
+async def suppressions(request: Request, q: str = "", who: Identity = Depends(reader)) -> Response:
+    return await suppressions_page(request, who, who.account_id, q)
 
 
 @router.post("/suppressions", response_class=HTMLResponse)
@@ -207,17 +197,17 @@ async def suppressions_export(request: Request, who: Identity = Depends(reader))
 
 @router.get("/webhooks", response_class=HTMLResponse)
 async def webhooks(request: Request, who: Identity = Depends(reader)) -> Response:
-    rows = await platform(request).db.run(webhook_store.list_endpoints, who.account_id)
+    assert who.account_id is not None
+    rows = await get_core(request).webhooks.list(who.account_id)
     return page(request, "webhooks.html", who, title="Webhooks", endpoints=rows)
 
 
-async def _endpoint(request: Request, who: Identity, endpoint_id: int) -> webhook_store.EndpointRow:
-    row = await platform(request).db.run(webhook_store.get_endpoint, who.account_id, endpoint_id)
-    if row is None:
-        raise PageError(
-            404, "No such webhook", f"There is no webhook endpoint {endpoint_id} in this account."
-        )
-    return row
+async def _endpoint(request: Request, who: Identity, endpoint_id: int) -> EndpointRow:
+    assert who.account_id is not None
+    try:
+        return await get_core(request).webhooks.get(who.account_id, endpoint_id)
+    except WebhookError as exc:
+        raise PageError(404, "No such webhook", exc.reason) from exc
 
 
 @router.get("/webhooks/{endpoint_id}", response_class=HTMLResponse)
@@ -225,8 +215,10 @@ async def webhook(
     request: Request, endpoint_id: int, state: str = "", notice: str = "", who: Identity = Depends(reader)
 ) -> Response:
     endpoint = await _endpoint(request, who, endpoint_id)
-    rows = await platform(request).db.run(
-        webhook_store.list_deliveries, who.account_id, endpoint_id, state=state or None, limit=100
+    if state not in ("", "pending", "delivered", "failed"):
+        raise PageError(422, "Unknown state", "state: pending, delivered or failed")
+    rows = await get_core(request).webhooks.deliveries(
+        who.account_id, endpoint_id, state=state or None, limit=100
     )
     return page(
         request,
@@ -245,16 +237,11 @@ async def webhook_replay(
     request: Request, endpoint_id: int, delivery_id: int, who: Identity = Depends(sender)
 ) -> Response:
     await _endpoint(request, who, endpoint_id)
-    plat = platform(request)
-    row = await plat.db.run(webhook_store.replay, who.account_id, endpoint_id, delivery_id, plat.clock.now())
-    if row is None:
-        found = await plat.db.run(webhook_store.get_delivery, who.account_id, endpoint_id, delivery_id)
-        if found is None:
-            raise PageError(404, "No such delivery", f"No delivery {delivery_id} for this endpoint.")
-        raise PageError(
-            409, "Being sent", "The delivery is being sent right now; replay it once that attempt is over."
-        )
-    plat.webhooks.wakeup.set()
+    try:
+        await get_core(request).webhooks.replay(who.account_id, endpoint_id, delivery_id)
+    except WebhookError as exc:
+        title = "No such delivery" if exc.status == 404 else "Being sent"
+        raise PageError(exc.status, title, exc.reason) from exc
     return RedirectResponse(
         f"/app/webhooks/{endpoint_id}?notice=Delivery+{delivery_id}+queued+again", status_code=303
     )

@@ -9,11 +9,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from estafeta import stats
 from estafeta.reputation import QUESTIONS, ReviewError, sender_state
-from estafeta.store import reputation as reputation_store
 from estafeta.users import Identity
 from estafeta.web.charts import SERIES, stream_charts
 from estafeta.web.render import page
-from estafeta.web.session import PageError, platform, reader, sender, signed_in
+from estafeta.web.session import PageError, get_core, reader, sender, signed_in
 
 router = APIRouter()
 PERIODS = {"24h": "Last 24 hours, by hour", "30d": "Last 30 days, by day"}
@@ -38,17 +37,14 @@ async def overview(request: Request, span: str = "24h", who: Identity = Depends(
         )
     if span not in PERIODS:
         span = "24h"
-    plat = platform(request)
-    now = plat.clock.now()
+    core = get_core(request)
+    now = core.clock.now()
     since, until, bucket = period(now, span)
-    report = await stats.report(plat.db, who.account_id, since, until, ["stream"], bucket)
-    standing = await plat.db.run(plat.reputation.overview, who.account_id, now)
-    review = await plat.db.run(reputation_store.open_review, who.account_id)
-    states = {
-        name: sender_state(info["state"], review if review and review.stream in (name, "all") else None)
-        for name, info in standing["streams"].items()
-    }
-    usage = await plat.db.run(plat.meter.usage, who.account_id, now)
+    report = await core.stats(who.account_id, since, until, ["stream"], bucket)
+    standing = await core.reputation.standing(who.account_id)
+    review = standing["review"]
+    states = {name: sender_state(info["state"], review, name) for name, info in standing["streams"].items()}
+    usage = await core.plans.usage(who.account_id)
     return page(
         request,
         "overview.html",
@@ -64,7 +60,7 @@ async def overview(request: Request, span: str = "24h", who: Identity = Depends(
         states=states,
         review=review,
         questions=QUESTIONS,
-        thresholds=plat.settings.reputation,
+        thresholds=core.settings.reputation,
         usage=usage,
     )
 
@@ -78,7 +74,7 @@ async def answer_review(request: Request, who: Identity = Depends(sender)) -> Re
         raise PageError(422, "Answer every question", f"Missing: {', '.join(missing)}.")
     assert who.account_id is not None
     try:
-        await platform(request).reputation.answer(who.account_id, answers, f"user:{who.user.id}")
+        await get_core(request).reputation.answer(who.account_id, answers, f"user:{who.user.id}")
     except ReviewError as exc:
         raise PageError(exc.status, "Nothing to answer", str(exc)) from exc
     return RedirectResponse("/app/?answered=1", status_code=303)
@@ -86,7 +82,7 @@ async def answer_review(request: Request, who: Identity = Depends(sender)) -> Re
 
 @router.get("/usage", response_class=HTMLResponse)
 async def usage(request: Request, who: Identity = Depends(reader)) -> Response:
-    plat = platform(request)
+    core = get_core(request)
     assert who.account_id is not None
-    found = await plat.db.run(plat.meter.usage, who.account_id, plat.clock.now())
+    found = await core.plans.usage(who.account_id)
     return page(request, "usage.html", who, title="Usage", usage=found)

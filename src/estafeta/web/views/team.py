@@ -7,14 +7,14 @@ from starlette.responses import HTMLResponse, Response
 
 from estafeta.users import ROLES, Identity, UserError
 from estafeta.web.render import page
-from estafeta.web.session import PageError, owner, platform, reader
+from estafeta.web.session import PageError, get_core, owner, reader
 
 router = APIRouter()
 
 
 async def _team_page(request: Request, who: Identity, *, status: int = 200, **extra: object) -> Response:
     assert who.account_id is not None
-    users = platform(request).users
+    users = get_core(request).users
     return page(
         request,
         "team.html",
@@ -29,7 +29,7 @@ async def _team_page(request: Request, who: Identity, *, status: int = 200, **ex
 
 
 def invitation_url(request: Request, token: str) -> str:
-    base = platform(request).settings.public_url or str(request.base_url).rstrip("/")
+    base = get_core(request).settings.public_url or str(request.base_url).rstrip("/")
     return f"{base}/app/invite/{token}"
 
 
@@ -43,7 +43,7 @@ async def invite(request: Request, who: Identity = Depends(owner)) -> Response:
     assert who.account_id is not None
     form = await request.form()
     try:
-        row, token = await platform(request).users.invite(
+        row, token = await get_core(request).users.invite(
             who.account_id, str(form.get("email") or ""), str(form.get("role") or ""), who.user.id
         )
     except UserError as exc:
@@ -60,7 +60,7 @@ async def invite(request: Request, who: Identity = Depends(owner)) -> Response:
 @router.post("/team/invitations/{invitation_id}/revoke", response_class=HTMLResponse)
 async def revoke_invitation(request: Request, invitation_id: int, who: Identity = Depends(owner)) -> Response:
     assert who.account_id is not None
-    if not await platform(request).users.revoke_invitation(who.account_id, invitation_id):
+    if not await get_core(request).users.revoke_invitation(who.account_id, invitation_id):
         raise PageError(
             404, "No such invitation", "There is no open invitation with that id in this account."
         )
@@ -71,7 +71,7 @@ async def revoke_invitation(request: Request, invitation_id: int, who: Identity 
 async def change_member(request: Request, user_id: int, who: Identity = Depends(owner)) -> Response:
     assert who.account_id is not None
     form = await request.form()
-    users = platform(request).users
+    users = get_core(request).users
     members = {m.user_id: m for m in await users.members(who.account_id)}
     if user_id not in members:
         raise PageError(404, "No such member", "That user is not a member of this account.")
