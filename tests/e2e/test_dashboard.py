@@ -30,8 +30,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     yield from serve_demo(tmp_path_factory.mktemp("dashboard-demo"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module-scoped: Playwright's synchronous API runs an event loop while it is open, which the async
+    tests of other modules must not find running."""
     options = launch_options()
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(**options)
