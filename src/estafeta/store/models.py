@@ -594,6 +594,7 @@ class DmarcRecord(Base):
     envelope_from: Mapped[str] = mapped_column(String(255), default="")
     auth_results: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
+
 class User(Base):
     """A person who signs in to the dashboard; only an argon2 hash of the password is kept.
 

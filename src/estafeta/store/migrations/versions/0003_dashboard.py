@@ -1,7 +1,7 @@
 """Dashboard: users, their account memberships and sessions, invitations; plans and metered usage.
 
 Revision ID: 0003_dashboard
-Revises: 0002
+Revises: 0003_dmarc_reports
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 import estafeta.store.models
 
 revision = "0003_dashboard"
-down_revision = "0002"
+down_revision = "0003_dmarc_reports"
 branch_labels = None
 depends_on = None
 
