@@ -63,7 +63,7 @@ async def check(domain: DomainRow, settings: Settings, timeout: float = 2.0) -> 
     resolver = make_resolver(settings.dns_servers)
     resolver.cache = None
     resolver.lifetime = timeout
-    records = dns_records(domain)
+    records = dns_records(domain, settings)
     answers = await asyncio.gather(*(_lookup(resolver, record.name) for record in records))
     return [
         RecordStatus(record, _status(record, found), found or [])
