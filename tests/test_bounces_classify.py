@@ -252,6 +252,84 @@ def test_dead_addresses_under_other_codes_are_hard(code: int, text: str, reason:
 
 
 @pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        # RFC 3463 X.1.7 and X.1.8 are the sender's address: "not a valid address" under them is the sender's
+        (553, "5.1.7 The sender address <me@sender.test> is not a valid RFC 5321 address."),
+        (550, "5.1.8 <me@sender.invalid>: Sender address rejected: Domain not found"),
+        (553, "5.1.7 Invalid address"),
+        # the words name the sender's domain, whatever the code says of the destination
+        (550, "5.1.2 Sender Domain Not Found"),
+        (550, "The sender's email address <me@sender.test> does not exist"),
+    ],
+)
+def test_a_dead_sender_address_is_never_a_dead_recipient(code: int, text: str) -> None:
+    verdict = classify_reply(code, text)
+    assert (verdict.kind, verdict.reason, verdict.scope, verdict.blame) == (
+        SOFT,
+        Reason.SENDER_REJECTED,
+        "none",
+        "sender",
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "5.7.510 Access denied, [contoso.test] does not accept email over IPv6",
+        "5.7.1 example.test does not accept mail from your IP address",
+        "example.test does not accept mail larger than 10 MB",
+    ],
+)
+def test_a_qualified_refusal_is_not_a_domain_that_takes_no_mail(text: str) -> None:
+    verdict = classify_reply(550, text)
+    assert verdict.kind is SOFT and verdict.reason is not Reason.NOT_ACCEPTING and verdict.scope == "none"
+    assert classify_reply(550, "5.1.10 example.test does not accept mail").reason is Reason.NOT_ACCEPTING
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "VS1-IP Excessive unknown recipients - possible Open Relay (#5.1.8)",
+        "5.1.1 Too many invalid recipients from your server",
+        "5.7.1 High number of non-existent users, try again later",
+    ],
+)
+def test_the_senders_many_unknown_recipients_are_not_this_recipients_death(text: str) -> None:
+    verdict = classify_reply(550, text)
+    assert (verdict.kind, verdict.reason, verdict.scope) == (SOFT, Reason.RATE_LIMITED, "none")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (
+            "5.2.1 The user you are trying to contact is receiving email at a rate that prevents additional "
+            "messages from being delivered.",
+            Reason.RATE_LIMITED,
+        ),
+        (
+            "5.2.1 <a@b.test>: Mailbox received too much email in a short period of time (G30)",
+            Reason.RATE_LIMITED,
+        ),
+        ("5.2.1 <a@b.test>: The recipient's server was temporarily unavailable", Reason.SERVER_DOWN),
+        ("5.2.2 STOREDRV.Submission.Exception:SubmissionQuotaExceededException", Reason.RATE_LIMITED),
+        ("User has too many messages on the server.", Reason.MAILBOX_FULL),
+    ],
+)
+def test_a_busy_or_full_mailbox_is_not_disabled_even_when_disabled_mailboxes_are_suppressed(
+    text: str, reason: Reason
+) -> None:
+    verdict = classify_reply(550, text, policy=Policy(disabled_mailbox="global"))
+    assert (verdict.kind, verdict.reason, verdict.scope) == (SOFT, reason, "none")
+
+
+def test_a_closed_account_is_a_disabled_mailbox() -> None:
+    verdict = classify_reply(550, "<a@b.test>: Recipient address rejected: Account Closed")
+    assert (verdict.kind, verdict.reason, verdict.scope) == (SOFT, Reason.MAILBOX_DISABLED, "none")
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "all hosts have been failing for a long time and were last tried after this message arrived",

@@ -275,6 +275,33 @@ def test_read_receipt_is_not_a_bounce() -> None:
     assert (report.is_bounce, report.reason) == (False, Reason.DELIVERED)
 
 
+def _mdn(disposition: str, text: str) -> bytes:
+    return (
+        "From: Mail Delivery Subsystem <admin@mx.example.test>\nTo: bounces+t0k3n@mail.estafeta.test\n"
+        "Subject: Automatically rejected mail\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=disposition-notification; boundary="B"\n\n'
+        f"--B\nContent-Type: text/plain\n\n{text}\n"
+        "--B\nContent-Type: message/disposition-notification\n\n"
+        f"Reporting-UA: mail; Dovecot Mail Delivery Agent\nFinal-Recipient: rfc822; a@b.test\n"
+        f"Disposition: {disposition}\n--B--\n"
+    ).encode()
+
+
+def test_an_automatic_deletion_notice_is_a_refusal_not_a_read_receipt() -> None:
+    """Sieve 'reject' (RFC 5429) and Dovecot's over-quota refusal are reported as an MDN saying 'deleted'."""
+    rejected = parse_bounce(
+        _mdn(
+            "automatic-action/MDN-sent-automatically; deleted",
+            "Your message to <a@b.test> was automatically rejected:\nQuota exceeded",
+        )
+    )
+    assert (rejected.is_bounce, rejected.kind, rejected.reason) == (True, Kind.SOFT, Reason.MAILBOX_FULL)
+    deleted_by_reader = parse_bounce(
+        _mdn("manual-action/MDN-sent-manually; deleted", "Your message was deleted.")
+    )
+    assert (deleted_by_reader.is_bounce, deleted_by_reader.reason) == (False, Reason.DELIVERED)
+
+
 def test_user_unknown_after_end_of_data_is_filtered() -> None:
     block = (
         "Final-Recipient: rfc822; zed@example.test\nAction: failed\nStatus: 5.0.0\n"
@@ -323,6 +350,35 @@ def test_out_of_office_by_x_autoreply_and_by_wording() -> None:
     assert parse_bounce(_reply("Subject: Re: offers\nX-Autoreply: yes\n")).reason is Reason.OUT_OF_OFFICE
     wording = _reply("Subject: Re: offers\n", "Hello, I am out of the office until Monday.\n")
     assert parse_bounce(wording).reason is Reason.OUT_OF_OFFICE
+
+
+def test_a_message_without_from_is_not_taken_for_the_null_sender() -> None:
+    """Clients and gateways drop From; only "From: <>" (or MAILER-DAEMON) is the mail system writing."""
+    raw = (
+        b"Subject: =?windows-1250?Q?Automatyczna_odpowied=9F:_test?=\n"
+        b"MIME-Version: 1.0\nContent-Type: text/plain\n\ntoto\n"
+    )
+    report = parse_bounce(raw)
+    assert (report.is_bounce, report.kind, report.reason) == (False, Kind.NONE, Reason.OUT_OF_OFFICE)
+    plain = parse_bounce(b"Subject: Stop adware\n\nGet your free scan now.\n")
+    assert (plain.is_bounce, plain.kind) == (False, Kind.NONE)
+    null_sender = parse_bounce(b"From: <>\nSubject: Notice\n\nYour message to a@b.test was rejected.\n")
+    assert null_sender.is_bounce and null_sender.kind is Kind.SOFT
+
+
+def test_a_delivery_report_without_readable_fields_is_still_a_failure() -> None:
+    raw = (
+        "From: <foo@bar.test>\nTo: <foo@bar.test>\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
+        "--B\nContent-Type: text/plain; charset=utf-8\n\n\u6b21\u306e\u53d7\u4fe1\u8005\n--B--\n"
+    ).encode()
+    report = parse_bounce(raw)
+    assert (report.is_bounce, report.kind, report.reason, report.scope) == (
+        True,
+        Kind.SOFT,
+        Reason.OTHER,
+        "none",
+    )
 
 
 def test_unrecognised_message_is_not_a_bounce() -> None:

@@ -12,7 +12,8 @@ of a free-form bounce. The reason comes from weighing two witnesses:
   `552 … over quota (#5.1.1)` is a full mailbox, not an unknown user.
 
 Words beat a code they contradict, except the codes whose meaning is unambiguous and alive (a full mailbox,
-a message too large, an authentication failure, a rate limit): `5.2.2 user unknown` stays a full mailbox.
+a message too large, an authentication failure, a rate limit) or about the sender's own address (X.1.7,
+X.1.8): `5.2.2 user unknown` stays a full mailbox, `5.1.7 invalid address` stays the sender's.
 A code beats words that name no reason more precise than "rejected" or "denied".
 
 Then the stage of the refusal, when known (from the delivery itself, or "in reply to RCPT TO command",
@@ -80,8 +81,11 @@ _STATUS_REASONS: dict[str, Reason] = {
     "7.30": Reason.SECURITY,
 }
 # Codes whose meaning is unambiguous and says the address is alive: words of a dead address do not beat them.
+# X.1.7 and X.1.8 (RFC 3463: bad sender's mailbox address or system address) are about the sender's address,
+# so "address not valid" or "domain not found" under them speaks of the sender, never of the recipient.
 _ALIVE_STATUSES = frozenset(
-    {"2.2", "2.3", "3.4", "7.16", "7.20", "7.21", "7.22", "7.23", "7.24", "7.25", "7.26", "7.28"}
+    {"1.7", "1.8", "2.2", "2.3", "3.4", "7.16", "7.20", "7.21", "7.22", "7.23", "7.24", "7.25", "7.26"}
+    | {"7.28"}
 )
 # When neither a specific code nor the wording names a reason, the subject of the code still says which area
 # failed (RFC 3463 §3).
@@ -160,14 +164,19 @@ _TEXT_REASONS: list[tuple[Reason, _Phrases]] = [
         _Phrases(
             r"rate[- ]?limit",
             r"unusual rate|unexpected volume",
-            r"too many (?:messages|mails?|e-?mails|connections|sessions|concurrent)",
+            r"too many (?:messages|mails?|e-?mails|connections|sessions|concurrent)"
+            r"(?! (?:on|in) (?:the|this|his|her|your) (?:server|mailbox|account|inbox))",
             r"too many (?:recipients|rcpt|invalid recip)",
+            r"(?:excessive|too many|high (?:number|rate|volume) of) (?:unknown|invalid|non-?existent|bad)"
+            r" (?:recipients|users|addresses|rcpts?)\b",
             r"(?:sent|send) to too many|has sent too many",
             r"throttl|\bslow down\b",
             r"temporarily deferred|\[ts[s]?\d\d\]|\[gl01\]",
             r"sending (?:rate|quota|limit)|(?:daily|hourly|per hour|per day)\b[^.]{0,30}\b(?:quota|limit)",
+            r"submission ?quota|quota for sending",
             r"exceeded\b[^.]{0,20}\b(?:rate|receiving limits)|too fast",
-            r"\bdyn:t1\b|\brly:b1\b|receiving mail (?:at )?a rate|receiving mail too quickly",
+            r"\bdyn:t1\b|\brly:b1\b|receiving (?:e-?)?mail (?:at a rate|a rate|too quickly|too fast)",
+            r"(?:received|receiving|receives) too much (?:e-?)?mail",
         ),
     ),
     (
@@ -204,6 +213,9 @@ _TEXT_REASONS: list[tuple[Reason, _Phrases]] = [
             r"invalid sender|bad sender|sender address (?:is )?(?:invalid|unknown)",
             r"mail from .{0,40} rejected",
             r"domain of sender address .{0,60} does not (?:resolve|exist)|return path",
+            r"\bsender(?:'s)? (?:e-?mail )?(?:address|domain)\b(?:[^.;:]|\.(?=\S)){0,40}?"
+            r"\b(?:not (?:valid|found|known)|invalid|is not a valid|unknown|does not exist|doesn'?t exist"
+            r"|not exist|no such)",
         ),
     ),
     (
@@ -251,12 +263,13 @@ _TEXT_REASONS: list[tuple[Reason, _Phrases]] = [
     (
         Reason.MAILBOX_DISABLED,
         _Phrases(
-            r"\b(?:account|mailbox|user|address|recipient|casilla)\b[^.;:]{0,40}\b(?:disabled|discontinued"
+            r"\b(?:account|mailbox|user|address|recipient|casilla)\b(?:(?!server|host\b|system|service)[^.;:]){0,40}"
+            r"\b(?:disabled|discontinued"
             r"|deactivated|inactive|suspended|terminated|frozen|locked|dormant|has expired|ha expirado"
             r"|temporarily unavailable|not active)",
             r"\[suspend\]|currently suspended|not been collected|deactivated mailbox|account unavailable",
             r"is a deactivated|expirado por falta de uso|mailbox (?:not available|is unavailable)",
-            r"archived recipient|destinataire archiv",
+            r"archived recipient|destinataire archiv|account (?:is |has been |was )?closed",
         ),
     ),
     (
@@ -306,7 +319,12 @@ _TEXT_REASONS: list[tuple[Reason, _Phrases]] = [
     ),
     (
         Reason.NOT_ACCEPTING,
-        _Phrases(r"null mx|does not accept (?:e-?)?mail|accepts no mail|no mx record found for domain"),
+        _Phrases(
+            r"null mx|accepts no mail|no mx record found for domain",
+            # "does not accept email over IPv6 / from your IP …" refuses one way of sending, not all mail
+            r"does not accept (?:e-?)?mail"
+            r"(?! (?:over|from|via|with|without|unless|larger|bigger|sent|of|when|if)\b)",
+        ),
     ),
     (
         Reason.DNS_FAILURE,

@@ -177,7 +177,8 @@ def parse_bounce(raw: bytes | Message, policy: Policy = DEFAULT_POLICY) -> Bounc
     if recipients:
         overall = overall_verdict(recipients)
     else:
-        if find_part(msg, "message/disposition-notification") is not None:
+        disposition = find_part(msg, "message/disposition-notification")
+        if disposition is not None and not _deleted_automatically(disposition):
             evidence.append(
                 Evidence("format", "a read receipt (RFC 8098 disposition notification), not a bounce")
             )
@@ -446,6 +447,8 @@ def _heuristic(
         found = Evidence("format", f"free-text bounce ('{worded.group(0)}')")
     elif _from_mail_system(msg):
         found = Evidence("format", "free-text report from a mail system (MAILER-DAEMON, postmaster)")
+    elif _is_delivery_report(msg):
+        found = Evidence("format", "a delivery-status report whose fields could not be read")
     else:
         return None
     delay = _DELAY_WORDS.search(notification) or _DELAY_WORDS.search(subject)
@@ -567,12 +570,36 @@ def _text_addresses(msg: Message, text: str) -> list[str]:
 
 
 def _from_mail_system(msg: Message) -> bool:
-    """Sent by a mail server itself (MAILER-DAEMON, postmaster), which writes only delivery reports."""
+    """Sent by a mail server itself (MAILER-DAEMON, postmaster), which writes only delivery reports.
+
+    A From of "<>" is the null sender (RFC 5321 4.5.5); a message with no From at all says nothing about its
+    sender (clients and gateways drop it), so it is judged by its other headers and its words."""
+    value = msg.get("From")
     name, address = parseaddr(_header_text(msg, "From"))
     local = address.split("@")[0].lower()
-    if not address and str(msg.get("From", "")).strip() in ("<>", ""):
-        return True  # the null sender writes only delivery reports (RFC 5321 4.5.5)
+    if value is not None and not address and str(value).strip() in ("<>", ""):
+        return True
     return local in _DAEMON_LOCAL_PARTS or "mail delivery" in name.lower()
+
+
+_AUTOMATIC_DELETION = re.compile(r"automatic-action/[\w-]+\s*;\s*deleted\b", re.I)
+
+
+def _deleted_automatically(part: Message) -> bool:
+    """A disposition notification saying the message was deleted by an automatic action: how a Sieve
+    'reject' (RFC 5429) or a delivery agent's refusal (Dovecot's over-quota reject) is reported, a refusal
+    rather than a read receipt."""
+    blocks = part.get_payload()
+    fields = blocks if isinstance(blocks, list) else [HeaderParser().parsestr(str(blocks))]
+    return any(_AUTOMATIC_DELETION.search(_field(block, "Disposition") or "") for block in fields)
+
+
+def _is_delivery_report(msg: Message) -> bool:
+    """A multipart/report of report-type delivery-status (RFC 3462): a report about delivery, even when its
+    machine-readable part is missing or unreadable."""
+    return msg.get_content_type() == "multipart/report" and (
+        str(msg.get_param("report-type") or "").lower() == "delivery-status"
+    )
 
 
 def overall_verdict(recipients: list[RecipientFailure]) -> Verdict:
