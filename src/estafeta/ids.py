@@ -1,9 +1,13 @@
-"""Identifiers: time-ordered message ids that sort by creation and leak nothing."""
+"""Identifiers: time-ordered message ids that sort by creation and leak nothing, and the range of row ids."""
 
 from __future__ import annotations
 
 import secrets
 import time
+
+from estafeta.store.models import MAX_ID
+
+__all__ = ["MAX_ID", "new_message_id"]
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 

@@ -136,7 +136,7 @@ async def test_events_filter_and_paginate_with_a_cursor(harness: Harness) -> Non
     bad = await harness.client.get("/v1/events", params={"type": "exploded"})
     assert bad.status_code == 422
     bad_cursor = await harness.client.get("/v1/events", params={"cursor": "!!"})
-    assert bad_cursor.status_code == 400
+    assert bad_cursor.status_code == 422
 
 
 async def test_openapi_is_served(harness: Harness) -> None:

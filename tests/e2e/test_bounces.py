@@ -461,7 +461,7 @@ async def test_account_list_add_search_remove_with_audit_and_csv(harness: Harnes
     assert len(first["data"]) == 1 and first["next_cursor"]
     rest = await _entries(h.client, limit=1, cursor=first["next_cursor"])
     assert rest["data"][0]["value"] == "competitor.test" and rest["next_cursor"] is None
-    assert (await h.client.get("/v1/suppressions", params={"cursor": "bogus"})).status_code == 400
+    assert (await h.client.get("/v1/suppressions", params={"cursor": "bogus"})).status_code == 422
 
     exported = await h.client.get("/v1/suppressions/export")
     assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")

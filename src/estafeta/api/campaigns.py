@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from estafeta.api.deps import account_id, get_core
 from estafeta.api.lists import problem
+from estafeta.api.params import Id, IdField
 from estafeta.audience.campaigns import MAX_RATE, CampaignRow, CampaignSpec
 from estafeta.audience.lists import AudienceError
 from estafeta.core import Core
@@ -22,8 +23,8 @@ State = Literal["draft", "scheduled", "sending", "paused", "sent", "cancelled"]
 class CampaignIn(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     name: str = Field(min_length=1, max_length=200)
-    list_id: int
-    segment_id: int | None = None
+    list_id: IdField
+    segment_id: IdField | None = None
     from_: str | None = Field(None, alias="from", description="default: the list's From address")
     reply_to: str | None = None
     subject: str = Field(min_length=1, max_length=998, description="a Jinja2 template")
@@ -137,7 +138,7 @@ async def list_campaigns(account: int = Depends(account_id), core: Core = Depend
     summary="A campaign's stats",
 )
 async def get(
-    campaign_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
+    campaign_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> CampaignStatsOut:
     try:
         row = await core.audience.campaigns.get(account, campaign_id)
@@ -159,7 +160,7 @@ async def _act(core: Core, action: str, account: int, campaign_id: int) -> Campa
     "/{campaign_id}/send", response_model=CampaignOut, response_model_by_alias=True, summary="Send now"
 )
 async def send(
-    campaign_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
+    campaign_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> CampaignOut:
     return await _act(core, "send_now", account, campaign_id)
 
@@ -168,7 +169,7 @@ async def send(
     "/{campaign_id}/schedule", response_model=CampaignOut, response_model_by_alias=True, summary="Send later"
 )
 async def schedule(
-    campaign_id: int, body: ScheduleIn, account: int = Depends(account_id), core: Core = Depends(get_core)
+    campaign_id: Id, body: ScheduleIn, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> CampaignOut:
     try:
         return _out(await core.audience.campaigns.schedule(account, campaign_id, body.at))
@@ -180,7 +181,7 @@ async def schedule(
     "/{campaign_id}/pause", response_model=CampaignOut, response_model_by_alias=True, summary="Pause"
 )
 async def pause(
-    campaign_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
+    campaign_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> CampaignOut:
     return await _act(core, "pause", account, campaign_id)
 
@@ -189,7 +190,7 @@ async def pause(
     "/{campaign_id}/resume", response_model=CampaignOut, response_model_by_alias=True, summary="Resume"
 )
 async def resume(
-    campaign_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
+    campaign_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> CampaignOut:
     return await _act(core, "resume", account, campaign_id)
 
@@ -198,6 +199,6 @@ async def resume(
     "/{campaign_id}/cancel", response_model=CampaignOut, response_model_by_alias=True, summary="Cancel"
 )
 async def cancel(
-    campaign_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
+    campaign_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> CampaignOut:
     return await _act(core, "cancel", account, campaign_id)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query
 
 from estafeta.api.deps import account_id, get_core
+from estafeta.api.params import decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
 from estafeta.api.schemas import EventOut, EventPage
 from estafeta.core import Core
@@ -38,23 +38,6 @@ EVENT_TYPES = {
     "review_requested",
     "limit_raised",
 }
-
-
-def encode_cursor(last_id: int, kind: str = "e") -> str:
-    return base64.urlsafe_b64encode(f"{kind}:{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, kind: str = "e") -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        found, _, value = text.partition(":")
-        if found != kind:
-            raise ValueError(found)
-        return int(value)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Problem(
-            400, "cursor is not one this API returned", errors=[{"field": "cursor", "reason": "malformed"}]
-        ) from exc
 
 
 @router.get("", response_model=EventPage, summary="List events")

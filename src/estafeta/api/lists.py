@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from estafeta.api.deps import account_id, get_core
+from estafeta.api.params import AfterId, Id
 from estafeta.api.problems import Problem
 from estafeta.audience import segments
 from estafeta.audience.consent import ConsentRecord
@@ -171,7 +172,7 @@ async def list_lists(account: int = Depends(account_id), core: Core = Depends(ge
 
 
 @router.get("/{list_id}", response_model=ListOut, summary="A list and its counts")
-async def get(list_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)) -> ListOut:
+async def get(list_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)) -> ListOut:
     return _list_out(core, await _list(core, account, list_id))
 
 
@@ -185,7 +186,7 @@ async def get(list_id: int, account: int = Depends(account_id), core: Core = Dep
     "unsubscribed.",
 )
 async def add_contact(
-    list_id: int, body: ContactIn, account: int = Depends(account_id), core: Core = Depends(get_core)
+    list_id: Id, body: ContactIn, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> SubscribedOut:
     mailing_list = await _list(core, account, list_id)
     record = ConsentRecord(body.consent.source, body.consent.at, body.consent.confirmed)
@@ -205,9 +206,9 @@ async def add_contact(
     "/{list_id}/contacts", response_model=ContactPage, summary="The list's contacts and their consent"
 )
 async def list_contacts(
-    list_id: int,
+    list_id: Id,
     status: Literal["unconfirmed", "subscribed", "unsubscribed"] | None = None,
-    cursor: int = Query(0, ge=0, description="`next_cursor` of the previous page"),
+    cursor: AfterId = 0,
     limit: int = Query(100, ge=1, le=1000),
     account: int = Depends(account_id),
     core: Core = Depends(get_core),
@@ -245,7 +246,7 @@ async def list_contacts(
     openapi_extra=_CSV_BODY,
 )
 async def import_contacts(
-    list_id: int,
+    list_id: Id,
     request: Request,
     consent_source: str = Query(min_length=1, max_length=200, description="where these people gave consent"),
     confirmed: bool = Query(
@@ -292,7 +293,7 @@ async def _segment_out(core: Core, segment: SegmentRow) -> SegmentOut:
 
 @router.post("/{list_id}/segments", status_code=201, response_model=SegmentOut, summary="Create a segment")
 async def create_segment(
-    list_id: int, body: SegmentIn, account: int = Depends(account_id), core: Core = Depends(get_core)
+    list_id: Id, body: SegmentIn, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> SegmentOut:
     await _list(core, account, list_id)
     raw = [c.model_dump() for c in body.conditions]
@@ -305,7 +306,7 @@ async def create_segment(
 
 @router.get("/{list_id}/segments", response_model=list[SegmentOut], summary="The list's segments")
 async def list_segments(
-    list_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
+    list_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> list[SegmentOut]:
     await _list(core, account, list_id)
     return [await _segment_out(core, s) for s in await core.audience.segments(account, list_id)]

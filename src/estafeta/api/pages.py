@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, PlainTextResponse
 
 from estafeta.api.deps import get_core
+from estafeta.api.params import parse_id
 from estafeta.audience.consent import ConsentRecord
 from estafeta.audience.contacts import contact_email
 from estafeta.audience.lists import AudienceError
@@ -112,7 +113,7 @@ async def save_preferences(token: str, request: Request, core: Core = Depends(ge
     if form.get("action") == "all":
         await core.audience.unsubscriber.everything(contact_id, "preferences")
     else:
-        keep = {int(v) for v in form.getlist("list") if isinstance(v, str) and v.isdigit()}
+        keep = {i for v in form.getlist("list") if isinstance(v, str) and (i := parse_id(v)) is not None}
         await core.audience.unsubscriber.set_preferences(contact_id, keep)
     return await _preferences_page(core, contact_id, saved=True)
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from estafeta.api.deps import Caller, admin_actor, caller, get_core
+from estafeta.api.params import Id
 from estafeta.api.problems import Problem
 from estafeta.core import Core
 from estafeta.reputation import ReviewError
@@ -92,7 +93,7 @@ async def list_reviews(
 
 @admin_router.get("/reviews/{review_id}", summary="A review with metrics, failures, samples and answers")
 async def show_review(
-    review_id: int, _: str = Depends(admin_actor), core: Core = Depends(get_core)
+    review_id: Id, _: str = Depends(admin_actor), core: Core = Depends(get_core)
 ) -> dict[str, Any]:
     try:
         return await core.reputation.review(review_id)
@@ -102,7 +103,7 @@ async def show_review(
 
 @admin_router.post("/reviews/{review_id}/approve", summary="Approve: resume sending")
 async def approve(
-    review_id: int,
+    review_id: Id,
     body: Decision | None = None,
     actor: str = Depends(admin_actor),
     core: Core = Depends(get_core),
@@ -116,7 +117,7 @@ async def approve(
 
 @admin_router.post("/reviews/{review_id}/reject", summary="Reject: the account stays suspended")
 async def reject(
-    review_id: int,
+    review_id: Id,
     body: Decision | None = None,
     actor: str = Depends(admin_actor),
     core: Core = Depends(get_core),
@@ -129,7 +130,7 @@ async def reject(
 
 @admin_router.post("/accounts/{account_id}/streams", summary="Pause, suspend or resume an account's stream")
 async def control_stream(
-    account_id: int,
+    account_id: Id,
     body: StreamControl,
     actor: str = Depends(admin_actor),
     core: Core = Depends(get_core),

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from estafeta import suppression
 from estafeta.api.deps import Caller, admin_actor, caller, get_core
-from estafeta.api.events import decode_cursor, encode_cursor
+from estafeta.api.params import decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
 from estafeta.core import Core
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from estafeta.api.deps import account_id, get_core
-from estafeta.api.events import decode_cursor, encode_cursor
+from estafeta.api.params import Id, decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
 from estafeta.core import Core
 from estafeta.webhook_endpoints import (
@@ -139,7 +139,7 @@ async def list_endpoints(account: int = Depends(account_id), core: Core = Depend
 
 @router.get("/{endpoint_id}", response_model=EndpointOut, summary="One endpoint")
 async def get_endpoint(
-    endpoint_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
+    endpoint_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> EndpointOut:
     try:
         return endpoint_out(await core.webhooks.get(account, endpoint_id))
@@ -149,7 +149,7 @@ async def get_endpoint(
 
 @router.patch("/{endpoint_id}", response_model=EndpointOut, summary="Change an endpoint")
 async def update(
-    endpoint_id: int,
+    endpoint_id: Id,
     body: EndpointPatch,
     account: int = Depends(account_id),
     core: Core = Depends(get_core),
@@ -164,7 +164,7 @@ async def update(
 
 @router.delete("/{endpoint_id}", status_code=204, response_class=Response, summary="Remove an endpoint")
 async def remove(
-    endpoint_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
+    endpoint_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> Response:
     try:
         await core.webhooks.remove(account, endpoint_id)
@@ -175,7 +175,7 @@ async def remove(
 
 @router.get("/{endpoint_id}/deliveries", response_model=DeliveryPage, summary="Delivery log, newest first")
 async def deliveries(
-    endpoint_id: int,
+    endpoint_id: Id,
     state: Literal["pending", "delivered", "failed"] | None = None,
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = None,
@@ -203,7 +203,7 @@ async def deliveries(
     summary="One delivery with its body",
 )
 async def delivery(
-    endpoint_id: int, delivery_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
+    endpoint_id: Id, delivery_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> DeliveryDetail:
     try:
         row = await core.webhooks.delivery(account, endpoint_id, delivery_id)
@@ -220,7 +220,7 @@ async def delivery(
     description="The same body and `webhook-id` are sent again now, with a fresh retry period.",
 )
 async def replay(
-    endpoint_id: int, delivery_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
+    endpoint_id: Id, delivery_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> DeliveryOut:
     try:
         return delivery_out(await core.webhooks.replay(account, endpoint_id, delivery_id))
@@ -236,7 +236,7 @@ async def replay(
     description=f"Queues a `{TEST_EVENT}` delivery to the endpoint; follow it in the delivery log.",
 )
 async def send_test(
-    endpoint_id: int, account: int = Depends(account_id), core: Core = Depends(get_core)
+    endpoint_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
 ) -> DeliveryOut:
     try:
         return delivery_out(await core.webhooks.send_test(account, endpoint_id))

@@ -1,4 +1,4 @@
-"""Tables. Timestamps are timezone-aware UTC; ids of high-volume tables are 64-bit."""
+"""Tables. Timestamps are timezone-aware UTC; every id is 64-bit."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite only auto-increments INTEGER PRIMARY KEY
+# Every id is a signed 64-bit integer on both backends (SQLite INTEGER, PostgreSQL BIGINT): anything larger
+# names no row and must be refused before it reaches a query, where it would overflow.
+MAX_ID = 2**63 - 1
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -62,7 +65,7 @@ class PlatformState(Base):
 
 class Account(Base):
     __tablename__ = "accounts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     status: Mapped[str] = mapped_column(String(20), default="active")
     email: Mapped[str | None] = mapped_column(String(320))  # where reputation notices go
@@ -74,7 +77,7 @@ class ApiKey(Base):
     """API keys are shown once; only an argon2 hash of the secret part is kept."""
 
     __tablename__ = "api_keys"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(200))
@@ -87,7 +90,7 @@ class Domain(Base):
     """A sending domain owned by one account, with its DKIM key."""
 
     __tablename__ = "domains"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     dkim_selector: Mapped[str] = mapped_column(String(63))
@@ -121,7 +124,7 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
-    account_id: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int] = mapped_column(BigId)
     recipient: Mapped[str] = mapped_column(String(320))
     domain: Mapped[str] = mapped_column(String(255))
     stream: Mapped[str] = mapped_column(String(20))
@@ -147,7 +150,7 @@ class Event(Base):
 
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    account_id: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int] = mapped_column(BigId)
     message_id: Mapped[str | None] = mapped_column(String(40))
     delivery_id: Mapped[int | None] = mapped_column(BigInteger)
     recipient: Mapped[str | None] = mapped_column(String(320))
@@ -174,7 +177,7 @@ class SmtpCredential(Base):
     """A username/password for the SMTP relay; only an argon2 hash of the password is kept."""
 
     __tablename__ = "smtp_credentials"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(200))
@@ -217,7 +220,7 @@ class SuppressionAudit(Base):
 
     __tablename__ = "suppression_audit"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    account_id: Mapped[int | None] = mapped_column(Integer)
+    account_id: Mapped[int | None] = mapped_column(BigId)
     value: Mapped[str] = mapped_column(String(320))
     action: Mapped[str] = mapped_column(String(10))  # add | remove
     reason: Mapped[str] = mapped_column(String(30))
@@ -232,7 +235,7 @@ class AdminKey(Base):
     """A platform-operator key (global suppression list and other admin endpoints); argon2-hashed."""
 
     __tablename__ = "admin_keys"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(200))
     name: Mapped[str] = mapped_column(String(200), default="")
@@ -255,7 +258,7 @@ class MailingList(Base):
     """A list people subscribe to; `public_id` names it in the hosted subscription form's URL."""
 
     __tablename__ = "lists"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
@@ -306,7 +309,7 @@ class Segment(Base):
     """A saved filter over a list's contacts by attribute (`conditions`, all or any of them)."""
 
     __tablename__ = "segments"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
@@ -319,7 +322,7 @@ class Campaign(Base):
     """A template sent to a list or segment; recipients are fixed when sending starts."""
 
     __tablename__ = "campaigns"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(10), default="regular")  # regular | reconfirm
     name: Mapped[str] = mapped_column(String(200))
@@ -387,7 +390,7 @@ class WebhookEndpoint(Base):
     """A customer URL that receives the account's events; `after_event_id` is where its stream starts."""
 
     __tablename__ = "webhook_endpoints"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     url: Mapped[str] = mapped_column(String(2000))
     description: Mapped[str] = mapped_column(String(200), default="")
@@ -405,7 +408,7 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
-    account_id: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int] = mapped_column(BigId)
     event_id: Mapped[int | None] = mapped_column(BigInteger)
     message_id: Mapped[str | None] = mapped_column(String(40))
     event_type: Mapped[str] = mapped_column(String(40))
@@ -434,7 +437,7 @@ class PostmasterStat(Base):
     """A receiver's daily figures for one sending domain, as its Postmaster-Tools-like service reports."""
 
     __tablename__ = "postmaster_stats"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     provider: Mapped[str] = mapped_column(String(100))
     domain: Mapped[str] = mapped_column(String(255))
     day: Mapped[date] = mapped_column(Date)
@@ -468,7 +471,7 @@ class Review(Base):
     """An account held for an administrator: why, its metrics then, the sender's answers, the decision."""
 
     __tablename__ = "reviews"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     stream: Mapped[str] = mapped_column(String(20))  # broadcast | transactional | all
     reason: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,55 @@
+"""Identifiers and cursors in requests: one path type and one cursor codec for every router.
+
+Ids are 64-bit in the database (`store.models.MAX_ID`); a number outside 1..MAX_ID names nothing and would
+overflow the query, so it is refused with 422 where the request is read. Cursors are opaque to callers
+(`base64url("<kind>:<id>")`); one that this API did not hand out is refused the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import Path, Query
+from pydantic import Field
+
+from estafeta.api.problems import Problem
+from estafeta.ids import MAX_ID
+
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+"""A resource id in the path."""
+IdField = Annotated[int, Field(ge=1, le=MAX_ID)]
+"""A resource id in a request body."""
+AfterId = Annotated[int, Query(ge=0, le=MAX_ID, description="`next_cursor` of the previous page")]
+"""A plain-number cursor (the last id of the previous page)."""
+
+
+def parse_id(text: str) -> int | None:
+    """An id typed into a form field, or None when the text is not one (digits other than ASCII included)."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if 1 <= value <= MAX_ID else None
+
+
+def encode_cursor(last_id: int, kind: str = "e") -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kind: str = "e") -> int:
+    """The id a cursor of this kind carries; 422 for anything this API cannot have handed out."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (ValueError, binascii.Error) as exc:
+        raise _bad_cursor() from exc
+    found, _, value = text.partition(":")
+    if found != kind or not (value.isascii() and value.isdigit() and len(value) <= 19) or int(value) > MAX_ID:
+        raise _bad_cursor()
+    return int(value)
+
+
+def _bad_cursor() -> Problem:
+    return Problem(
+        422, "cursor is not one this API returned", errors=[{"field": "cursor", "reason": "malformed"}]
+    )
