@@ -80,7 +80,18 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8025
     max_batch: int = Field(500, ge=1, description="messages per POST /v1/messages at most")
-    max_message_bytes: int = Field(25 * 1024 * 1024, description="largest composed message accepted")
+    max_recipients: int = Field(
+        100, ge=1, le=1000, description="recipients per message (to, cc and bcc together) at most, as smtp's"
+    )
+    max_message_bytes: int = Field(
+        25 * 1024 * 1024, ge=1024, description="largest composed message accepted (413 above it)"
+    )
+    max_request_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="largest request body; a larger one is refused with 413 before the API key is checked "
+        "and without being read",
+    )
 
 
 class SmtpSettings(BaseModel):
@@ -96,7 +107,7 @@ class SmtpSettings(BaseModel):
         Path("estafeta-tls"), description="where the self-signed certificate is generated once and kept"
     )
     max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="largest message (SIZE)")
-    max_recipients: int = Field(100, ge=1, description="recipients per message at most")
+    max_recipients: int = Field(100, ge=1, le=1000, description="recipients per message at most, as api's")
     rate_per_second: float = Field(50.0, ge=0, description="messages per second per account; 0 = unlimited")
     rate_burst: int = Field(200, ge=1, description="messages an account may send at once, then the rate")
     max_connections_per_ip: int = Field(20, ge=1, description="connections open at once from one client IP")

@@ -16,6 +16,7 @@ import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -26,7 +27,7 @@ from estafeta.accept.gate import PolicyGate
 from estafeta.clock import Clock
 from estafeta.compliance.links import LinkChecker
 from estafeta.compliance.linter import Finding, LintContext, lint_composed, lint_raw, message_bodies
-from estafeta.compose import ComposeError, Draft, compose, ensure_headers, parse_address
+from estafeta.compose import ComposedMessage, ComposeError, Draft, compose, ensure_headers, parse_address
 from estafeta.compose.relayed import rewrite_relayed_html
 from estafeta.config import Settings
 from estafeta.dkim import DkimKey, DkimSigner
@@ -153,29 +154,32 @@ class Accepter:
         per_message: list[list[Finding]] = []
         for index, sub in enumerate(submissions):
             where = f"{prefix}[{index}]" if prefix else ""
+            self._check_size(where, _content_size(sub.draft))  # before composing what is too large anyway
             signer = await self._signer(account_id, sub.draft.from_.domain, _join(where, "from"))
             message_id = new_message_id()
             rewrite = None
             if self.tracker is not None:
                 choice = await self.tracker.choice(account_id, sub.draft.stream, sub.tracking)
                 rewrite = self.tracker.rewriter(message_id, choice)
-            try:
-                composed = compose(
-                    sub.draft,
-                    message_id=message_id,
-                    now=now,
-                    feedback_id=self._feedback_id(account_id, sub),
-                    rewrite_html=rewrite,
-                )
-            except ComposeError as exc:
-                raise AcceptError(_join(where, exc.field), exc.reason, smtp="550 5.6.0") from exc
             context = LintContext(
                 stream=sub.draft.stream,
                 authenticated_domain=sub.draft.from_.domain,
                 envelope_from=f"bounces@{self.settings.return_path_domain}",
                 category_from_domain=await self.streams.from_domain(account_id, sub.draft.stream),
             )
-            found = lint_composed(composed.raw, sub.draft.html, sub.draft.text, context)
+            # Composing, linting and signing are CPU work: off the event loop, so that one large request
+            # holds up no one else's.
+            composed, found, signed = await asyncio.to_thread(
+                self._build,
+                sub,
+                where,
+                message_id,
+                now,
+                self._feedback_id(account_id, sub),
+                rewrite,
+                context,
+                signer,
+            )
             findings.extend((_join(where, f.field), f) for f in found)
             per_message.append(found)
             held = await self.links.check(sub.draft.html, sub.draft.text)
@@ -188,7 +192,7 @@ class Accepter:
                     from_address=sub.draft.from_.email,
                     subject=sub.draft.subject,
                     message_id_header=composed.message_id_header,
-                    raw=signer.sign(composed.raw),
+                    raw=signed,
                     smtputf8=composed.smtputf8,
                     recipients=[r.email for r in composed.recipients],
                     tags=sub.tags,
@@ -208,6 +212,39 @@ class Accepter:
         self.notify()
         self._count(source, rows)
         return _accepted(rows, per_message)
+
+    def _check_size(self, where: str, size: int) -> None:
+        limit = self.settings.api.max_message_bytes
+        if size > limit:
+            raise AcceptError(
+                where or "message",
+                f"the message is {size} bytes or more; at most {limit} are accepted (api.max_message_bytes)",
+                status=413,
+                smtp="552 5.3.4",
+                kind="message-too-large",
+            )
+
+    def _build(
+        self,
+        sub: Submission,
+        where: str,
+        message_id: str,
+        now: datetime,
+        feedback_id: str | None,
+        rewrite: Callable[[str, str | None], str] | None,
+        context: LintContext,
+        signer: DkimSigner,
+    ) -> tuple[ComposedMessage, list[Finding], bytes]:
+        """Compose, check the size, lint and sign one message (on a worker thread)."""
+        try:
+            composed = compose(
+                sub.draft, message_id=message_id, now=now, feedback_id=feedback_id, rewrite_html=rewrite
+            )
+        except ComposeError as exc:
+            raise AcceptError(_join(where, exc.field), exc.reason, smtp="550 5.6.0") from exc
+        self._check_size(where, len(composed.raw))
+        found = lint_composed(composed.raw, sub.draft.html, sub.draft.text, context)
+        return composed, found, signer.sign(composed.raw)
 
     def _count(self, source: str, rows: list[message_store.NewMessage]) -> None:
         if self.metrics is not None:
@@ -233,21 +270,16 @@ class Accepter:
             raise AcceptError("mail_from", str(exc), smtp="553 5.1.7") from exc
         signer = await self._signer(account_id, sender.domain, "mail_from")
         message_id = new_message_id()
-        try:
-            raw, message_id_header = ensure_headers(
-                raw, message_id=message_id, sending_domain=sender.domain, now=now
-            )
-        except ComposeError as exc:
-            raise AcceptError(exc.field, exc.reason, smtp="550 5.6.0") from exc
         context = LintContext(
             stream=stream,  # type: ignore[arg-type]
             authenticated_domain=sender.domain,
             envelope_from=sender.email,
             category_from_domain=await self.streams.from_domain(account_id, stream),
         )
-        # Linted and link-checked as the sender wrote it (tracking would hide where links go).
-        bodies = message_bodies(raw)
-        found = lint_raw(raw, context, checked=True, bodies=bodies)  # ensure_headers checked its structure
+        # Parsing and linting a large message is CPU work: off the event loop, as is signing it below.
+        raw, message_id_header, bodies, found = await asyncio.to_thread(
+            _check_relayed, raw, message_id, sender.domain, now, context
+        )
         self._lint_outcome([(f.field, f) for f in found])
         held = await self.links.check(*bodies)
         if self.tracker is not None:
@@ -265,7 +297,7 @@ class Accepter:
             from_address=sender.email,
             subject="",
             message_id_header=message_id_header,
-            raw=signer.sign(raw),
+            raw=await asyncio.to_thread(signer.sign, raw),
             smtputf8=sender.smtputf8 or any(not r.isascii() for r in recipients),
             recipients=recipients,
             lint=[f.as_dict() for f in found],
@@ -284,6 +316,27 @@ def _accepted(rows: Rows, findings: list[list[Finding]]) -> list[Accepted]:
         Accepted(r.id, r.message_id_header, r.recipients, r.suppressed, found, r.held)
         for r, found in zip(rows, findings, strict=True)
     ]
+
+
+def _check_relayed(
+    raw: bytes, message_id: str, sending_domain: str, now: datetime, context: LintContext
+) -> tuple[bytes, str, tuple[str | None, str | None], list[Finding]]:
+    """A relayed message with Message-ID/Date added when missing, its bodies and lint findings, linted and
+    (by the caller) link-checked as the sender wrote it: tracking would hide where links go."""
+    try:
+        raw, message_id_header = ensure_headers(
+            raw, message_id=message_id, sending_domain=sending_domain, now=now
+        )
+    except ComposeError as exc:
+        raise AcceptError(exc.field, exc.reason, smtp="550 5.6.0") from exc
+    bodies = message_bodies(raw)
+    found = lint_raw(raw, context, checked=True, bodies=bodies)  # ensure_headers checked its structure
+    return raw, message_id_header, bodies, found
+
+
+def _content_size(draft: Draft) -> int:
+    """What the message will at least weigh once composed: its bodies and attachments, before encoding."""
+    return len(draft.text or "") + len(draft.html or "") + sum(len(a.content) for a in draft.attachments)
 
 
 def _join(prefix: str, name: str) -> str:

@@ -27,6 +27,7 @@ from estafeta.api import stats as stats_api
 from estafeta.api import tracking as tracking_api
 from estafeta.api import usage as usage_api
 from estafeta.api import webhooks as webhooks_api
+from estafeta.api.body_limit import BodyLimit
 from estafeta.web import app as dashboard
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ def create_app(core: Core) -> FastAPI:
     )
     app.state.core = core
     problems.install(app)
+    app.add_middleware(BodyLimit, limit=core.settings.api.max_request_bytes)
     app.include_router(messages.router)
     app.include_router(events.router)
     app.include_router(smtp_credentials.router)
