@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from estafeta.api.deps import account_id, get_core
 from estafeta.api.lists import problem
-from estafeta.api.params import Id, IdField
+from estafeta.api.params import Id, IdField, OneLine
 from estafeta.audience.campaigns import MAX_RATE, CampaignRow, CampaignSpec
 from estafeta.audience.lists import AudienceError
 from estafeta.core import Core
@@ -22,12 +22,12 @@ State = Literal["draft", "scheduled", "sending", "paused", "sent", "cancelled"]
 
 class CampaignIn(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    name: str = Field(min_length=1, max_length=200)
+    name: OneLine = Field(min_length=1, max_length=200)
     list_id: IdField
     segment_id: IdField | None = None
-    from_: str | None = Field(None, alias="from", description="default: the list's From address")
-    reply_to: str | None = None
-    subject: str = Field(min_length=1, max_length=998, description="a Jinja2 template")
+    from_: OneLine | None = Field(None, alias="from", description="default: the list's From address")
+    reply_to: OneLine | None = None
+    subject: OneLine = Field(min_length=1, max_length=998, description="a Jinja2 template")
     html: str | None = Field(None, description="a Jinja2 template (sandboxed, autoescaped)")
     text: str | None = Field(None, description="a Jinja2 template; generated from the HTML when missing")
     rate: float = Field(50.0, gt=0, le=MAX_RATE, description="messages per second at most")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from estafeta.accept import AcceptError
 from estafeta.api.deps import account_id, get_core
-from estafeta.api.params import AfterId, Id
+from estafeta.api.params import AfterId, Id, OneLine
 from estafeta.api.problems import Problem
 from estafeta.audience import segments
 from estafeta.audience.consent import ConsentRecord
@@ -32,7 +33,7 @@ def problem(exc: AudienceError) -> Problem:
 
 class ListIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    name: OneLine = Field(min_length=1, max_length=200)
     from_address: str = Field(description="From of the list's mail, on a sending domain of the account")
     double_opt_in: bool = Field(True, description="new subscribers confirm by mail before they get campaigns")
 
@@ -53,7 +54,9 @@ class ListPage(BaseModel):
 
 class ConsentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source: str = Field(min_length=1, max_length=200, description='where consent was given, e.g. "checkout"')
+    source: OneLine = Field(
+        min_length=1, max_length=200, description='where consent was given, e.g. "checkout"'
+    )
     at: datetime | None = Field(None, description="when; default now")
     confirmed: bool = Field(
         False, description="the address was already confirmed (double opt-in elsewhere): no confirmation mail"
@@ -124,7 +127,7 @@ class ConditionIn(BaseModel):
 
 class SegmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    name: OneLine = Field(min_length=1, max_length=200)
     match: Literal["all", "any"] = "all"
     conditions: list[ConditionIn] = Field(min_length=1, max_length=20)
 
@@ -194,6 +197,8 @@ async def add_contact(
         result = await core.audience.subscribe(account, mailing_list, body.email, body.attributes, record)
     except AudienceError as exc:
         raise problem(exc) from exc
+    except AcceptError as exc:  # the confirmation mail was refused (e.g. the account is paused)
+        raise Problem(exc.status, f"{exc.field}: {exc.reason}", errors=exc.errors, kind=exc.kind) from exc
     return SubscribedOut(
         contact_id=result.contact_id,
         email=result.email,
@@ -248,7 +253,9 @@ async def list_contacts(
 async def import_contacts(
     list_id: Id,
     request: Request,
-    consent_source: str = Query(min_length=1, max_length=200, description="where these people gave consent"),
+    consent_source: Annotated[
+        OneLine, Query(min_length=1, max_length=200, description="where these people gave consent")
+    ],
     confirmed: bool = Query(
         False, description="they confirmed their addresses already (no confirmation mail)"
     ),

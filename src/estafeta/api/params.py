@@ -1,8 +1,9 @@
-"""Identifiers and cursors in requests: one path type and one cursor codec for every router.
+"""Request fields every router shares: ids, cursors, and text that must stay on one line.
 
 Ids are 64-bit in the database (`store.models.MAX_ID`); a number outside 1..MAX_ID names nothing and would
 overflow the query, so it is refused with 422 where the request is read. Cursors are opaque to callers
-(`base64url("<kind>:<id>")`); one that this API did not hand out is refused the same way.
+(`base64url("<kind>:<id>")`); one that this API did not hand out is refused the same way. Text fields
+are checked by `estafeta.text` (422 naming the field and the character).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import binascii
 from typing import Annotated
 
 from fastapi import Path, Query
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from estafeta.api.problems import Problem
 from estafeta.ids import MAX_ID
+from estafeta.text import free_text, one_line
 
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 """A resource id in the path."""
@@ -23,6 +25,10 @@ IdField = Annotated[int, Field(ge=1, le=MAX_ID)]
 """A resource id in a request body."""
 AfterId = Annotated[int, Query(ge=0, le=MAX_ID, description="`next_cursor` of the previous page")]
 """A plain-number cursor (the last id of the previous page)."""
+OneLine = Annotated[str, AfterValidator(one_line)]
+"""Names, subjects and the like: one line, no control characters (they end up in header fields)."""
+FreeText = Annotated[str, AfterValidator(free_text)]
+"""Notes and answers: several lines allowed, no other control characters."""
 
 
 def parse_id(text: str) -> int | None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from estafeta.api.deps import Caller, admin_actor, caller, get_core
-from estafeta.api.params import Id
+from estafeta.api.params import FreeText, Id, OneLine
 from estafeta.api.problems import Problem
 from estafeta.core import Core
 from estafeta.reputation import ReviewError
@@ -21,20 +21,22 @@ admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
 class ReviewAnswers(BaseModel):
     """The four questions a paused or flagged sender answers for the administrators."""
 
-    collection: str = Field(min_length=1, max_length=4000, description="how the addresses were collected")
-    consent: str = Field(min_length=1, max_length=4000, description="how consent was obtained")
-    content: str = Field(min_length=1, max_length=4000, description="what is sent")
-    frequency: str = Field(min_length=1, max_length=4000, description="how often it is sent")
+    collection: FreeText = Field(
+        min_length=1, max_length=4000, description="how the addresses were collected"
+    )
+    consent: FreeText = Field(min_length=1, max_length=4000, description="how consent was obtained")
+    content: FreeText = Field(min_length=1, max_length=4000, description="what is sent")
+    frequency: FreeText = Field(min_length=1, max_length=4000, description="how often it is sent")
 
 
 class Decision(BaseModel):
-    note: str = Field("", max_length=4000)
+    note: FreeText = Field("", max_length=4000)
 
 
 class StreamControl(BaseModel):
     stream: Literal["transactional", "broadcast"]
     state: Literal["active", "paused", "suspended"]
-    reason: str = Field("", max_length=2000)
+    reason: OneLine = Field("", max_length=2000)
 
 
 class CancelRequest(BaseModel):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from estafeta.api.params import OneLine
 
 Scalar = str | int | float | bool
 
@@ -38,7 +40,7 @@ class MessageIn(BaseModel):
     html: str | None = None
     headers: dict[str, str] = Field(default_factory=dict, max_length=50)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=100)
-    tags: list[str] = Field(default_factory=list, max_length=10)
+    tags: list[Annotated[OneLine, Field(max_length=200)]] = Field(default_factory=list, max_length=10)
     metadata: dict[str, Scalar] = Field(default_factory=dict, max_length=50)
     stream: Literal["transactional", "broadcast"] = "transactional"
     tracking: TrackingIn | None = None

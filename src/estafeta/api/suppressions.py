@@ -7,13 +7,14 @@ Every addition and removal is written to an audit trail naming the key that made
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from estafeta import suppression
 from estafeta.api.deps import Caller, admin_actor, caller, get_core
-from estafeta.api.params import decode_cursor, encode_cursor
+from estafeta.api.params import FreeText, OneLine, decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
 from estafeta.core import Core
 
@@ -49,9 +50,9 @@ class SuppressionPage(BaseModel):
 
 
 class SuppressionIn(BaseModel):
-    address: str = Field(description="an address, or a domain to suppress every address at it")
+    address: OneLine = Field(description="an address, or a domain to suppress every address at it")
     reason: str = Field("manual", description=f"one of {', '.join(suppression.REASONS)}")
-    note: str = Field("", max_length=500, description="kept in the audit trail")
+    note: FreeText = Field("", max_length=500, description="kept in the audit trail")
 
 
 class ImportOut(BaseModel):
@@ -198,7 +199,7 @@ async def import_suppressions(
 @router.delete("/{address}", status_code=204, response_class=Response, summary="Remove an entry (audited)")
 async def remove_suppression(
     address: str,
-    note: str = Query("", max_length=500, description="kept in the audit trail"),
+    note: Annotated[FreeText, Query(max_length=500, description="kept in the audit trail")] = "",
     who: Caller = Depends(caller),
     core: Core = Depends(get_core),
 ) -> Response:
@@ -245,7 +246,7 @@ async def import_global(
 @admin_router.delete("/{address}", status_code=204, response_class=Response, summary="Remove an entry")
 async def remove_global(
     address: str,
-    note: str = Query("", max_length=500, description="kept in the audit trail"),
+    note: Annotated[FreeText, Query(max_length=500, description="kept in the audit trail")] = "",
     actor: str = Depends(admin_actor),
     core: Core = Depends(get_core),
 ) -> Response:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from estafeta.api.deps import account_id, get_core
-from estafeta.api.params import Id, decode_cursor, encode_cursor
+from estafeta.api.params import Id, OneLine, decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
 from estafeta.core import Core
 from estafeta.webhook_endpoints import (
@@ -31,7 +31,7 @@ class EndpointIn(BaseModel):
     event_types: list[str] = Field(
         default_factory=list, max_length=50, description='types to send; empty or ["*"]: every type'
     )
-    description: str = Field("", max_length=200)
+    description: OneLine = Field("", max_length=200)
     enabled: bool = True
 
     _url = field_validator("url")(check_url)
@@ -42,7 +42,7 @@ class EndpointPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str | None = Field(None, max_length=2000)
     event_types: list[str] | None = Field(None, max_length=50)
-    description: str | None = Field(None, max_length=200)
+    description: OneLine | None = Field(None, max_length=200)
     enabled: bool | None = None
     rotate_secret: bool = Field(False, description="replace the signing secret (the old one stops at once)")
 

@@ -27,7 +27,7 @@ from estafeta.audience import segments
 from estafeta.audience.consent import Consent
 from estafeta.audience.contacts import contact_email
 from estafeta.audience.links import Links
-from estafeta.audience.lists import AudienceError, sender_address
+from estafeta.audience.lists import AudienceError, name_text, sender_address
 from estafeta.audience.templates import CampaignTemplate, TemplateProblem
 from estafeta.clock import Clock
 from estafeta.compose import Address, AddressError, Draft, ListUnsubscribe, parse_address
@@ -86,9 +86,10 @@ class Campaigns:
         self.wake = wake
 
     async def create(self, account_id: int, spec: CampaignSpec) -> store.CampaignRow:
-        name = " ".join(spec.name.split())
+        name = name_text(spec.name)
         if not name:
             raise AudienceError("name", "a campaign needs a name")
+        name_text(spec.subject, "subject")
         if not 0 < spec.rate <= MAX_RATE:
             raise AudienceError("rate", f"messages per second, more than 0 and at most {MAX_RATE:g}")
         mailing_list = await self.db.run(audience_store.get_list, account_id, spec.list_id)

@@ -28,6 +28,7 @@ from estafeta.store import audience as store
 from estafeta.store import campaigns as campaign_store
 from estafeta.store import suppressions
 from estafeta.store.db import Database
+from estafeta.text import flattened
 
 CONFIRM_BATCH = 100
 RECONFIRM_RATE = 50.0
@@ -145,7 +146,7 @@ class Consent:
         return Draft(
             from_=sender,
             to=[Address(person.email)],
-            subject=f"Confirm your subscription to {mailing_list.name}",
+            subject=f"Confirm your subscription to {flattened(mailing_list.name)}",
             text=text,
             html=html,
         )

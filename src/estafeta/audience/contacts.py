@@ -6,6 +6,7 @@ from typing import Any
 
 from estafeta.audience.lists import AudienceError
 from estafeta.compose import AddressError, parse_address
+from estafeta.text import TextError, free_text
 
 MAX_ATTRIBUTES = 50
 MAX_NAME = 64
@@ -35,4 +36,9 @@ def attributes(values: dict[str, Any], field: str = "attributes") -> dict[str, A
             raise AudienceError(f"{field}.{name}", "values are strings, numbers or booleans")
         if isinstance(value, str) and len(value) > MAX_VALUE:
             raise AudienceError(f"{field}.{name}", f"values are at most {MAX_VALUE} characters")
+        if isinstance(value, str):
+            try:
+                free_text(value)
+            except TextError as exc:
+                raise AudienceError(f"{field}.{name}", str(exc)) from exc
     return dict(values)

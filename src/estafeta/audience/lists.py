@@ -9,6 +9,7 @@ from estafeta.compose import AddressError, parse_address
 from estafeta.store import accounts as account_store
 from estafeta.store import audience as store
 from estafeta.store.db import Database
+from estafeta.text import TextError, one_line
 
 
 class AudienceError(ValueError):
@@ -33,10 +34,18 @@ async def sender_address(db: Database, account_id: int, value: str, field: str =
     return address.header_value()
 
 
+def name_text(value: str, field: str = "name") -> str:
+    """A name or subject as it is stored: one line without control characters (it ends up in headers)."""
+    try:
+        return " ".join(one_line(value).split())
+    except TextError as exc:
+        raise AudienceError(field, str(exc)) from exc
+
+
 async def create_list(
     db: Database, account_id: int, name: str, from_address: str, double_opt_in: bool, now: datetime
 ) -> store.ListRow:
-    name = " ".join(name.split())
+    name = name_text(name)
     if not name:
         raise AudienceError("name", "a list needs a name")
     if await db.run(store.find_list_by_name, account_id, name) is not None:
