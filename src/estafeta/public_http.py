@@ -17,25 +17,135 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
-from urllib.parse import urlsplit
+from string import hexdigits
+from urllib.parse import urlsplit, urlunsplit
 
 import dns.exception
 import httpcore
 import httpx
+import idna
+
+from estafeta.text import one_line
+
+# IPv6 ranges whose last 32 bits are the IPv4 address actually reached: IPv4-compatible (deprecated),
+# IPv4-translated (SIIT, RFC 2765) and the well-known NAT64 prefix (RFC 6052).
+_V4_IN_LOW_BITS = tuple(ipaddress.IPv6Network(net) for net in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96"))
+# Never a public endpoint: IPv4-compatible addresses are deprecated, 64:ff9b:1::/48 is local-use NAT64.
+_NEVER_PUBLIC_V6 = tuple(ipaddress.IPv6Network(net) for net in ("::/96", "64:ff9b:1::/48"))
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries: mapped, compatible, translated, NAT64, 6to4, Teredo."""
+    found = [v4 for v4 in (ip.ipv4_mapped, ip.sixtofour) if v4 is not None]
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in net for net in _V4_IN_LOW_BITS):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def _not_global(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return not ip.is_global or ip.is_multicast
+
 
 Resolve = Callable[[str], Awaitable[list[str]]]
 """Addresses of a host name (an empty list when it has none)."""
 
 
 def not_public(address: str) -> bool:
-    """Whether an IP address is private, loopback, link-local, reserved or otherwise not routable."""
+    """Whether an IP address is private, loopback, link-local, reserved or otherwise not routable, judged
+    by the stdlib's registry of special ranges, and for IPv6 also by every IPv4 address it embeds (a private
+    IPv4 address written as IPv6 reaches the same private host)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone index is not part of the address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _not_global(ip)
+    if any(ip in net for net in _NEVER_PUBLIC_V6):
+        return True
+    embedded = embedded_ipv4(ip)
+    if any(_not_global(v4) for v4 in embedded):
+        return True
+    if ip.ipv4_mapped is not None or any(ip in net for net in _V4_IN_LOW_BITS):
+        return False  # what is reached is the (public) IPv4 address, whatever the prefix's own flags say
+    return _not_global(ip)
+
+
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+def _whatwg_number(label: str) -> int:
+    """One part of an IPv4 address as browsers read it: 0x… is hex, a leading 0 octal, else decimal."""
+    if label[:2] in ("0x", "0X"):
+        return int(label[2:] or "0", 16)
+    if len(label) > 1 and label.startswith("0"):
+        return int(label[1:], 8)
+    return int(label, 10)
+
+
+def _ends_in_number(host: str) -> bool:
+    last = host.removesuffix(".").rpartition(".")[2]
+    return bool(last) and (
+        last.isdigit() or (last[:2].lower() == "0x" and all(c in hexdigits for c in last[2:]))
+    )
+
+
+def _whatwg_ipv4(host: str) -> ipaddress.IPv4Address:
+    """A host that ends in a number is an IPv4 address to browsers (and to the C library's resolver):
+    `0177.0.0.1`, `2130706433` and `0x7f.1` are all 127.0.0.1 (WHATWG URL Standard, IPv4 parser)."""
+    labels = host.removesuffix(".").split(".")
+    try:
+        numbers = [_whatwg_number(label) for label in labels]
+    except ValueError:
+        raise ValueError(f"{host} ends in a number but is not an IPv4 address") from None
+    if len(numbers) > 4 or any(n > 255 for n in numbers[:-1]) or numbers[-1] >= 256 ** (5 - len(numbers)):
+        raise ValueError(f"{host} ends in a number but is not an IPv4 address")
+    value = numbers[-1] + sum(n << (8 * (3 - i)) for i, n in enumerate(numbers[:-1]))
+    return ipaddress.IPv4Address(value)
+
+
+def _canonical_host(host: str) -> str:
+    if ":" in host:  # an IPv6 literal (urlsplit took the brackets off)
+        if "%" in host:
+            raise ValueError("an IPv6 zone index (%…) cannot be used in a URL")
+        return ipaddress.IPv6Address(host).compressed
+    try:
+        # UTS #46 as browsers apply it: full-width and other compatibility forms fold (①②⑦ is 127).
+        ascii_host = host.lower() if host.isascii() else idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"{host} is not a valid host name: {exc}") from None
+    if _ends_in_number(ascii_host):
+        return str(_whatwg_ipv4(ascii_host))
+    name = ascii_host.removesuffix(".")
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError(f"{host} is not a valid host name")
+    return name
+
+
+def canonical_url(url: str) -> str:
+    """The URL as the platform will use it: an absolute http(s) URL with its host in canonical form (IPv4
+    in dotted decimal, IPv6 compressed, names as lower-case A-labels) and without a fragment; `ValueError`
+    for anything else, or anything the HTTP client could not send a request to."""
+    try:
+        parts = urlsplit(one_line(url).strip())
+        port = parts.port
+    except ValueError as exc:  # a malformed IPv6 literal, a port out of range
+        raise ValueError(f"is not a valid URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    host = _canonical_host(parts.hostname)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (f"{userinfo}@" if userinfo else "") + (f"[{host}]" if ":" in host else host)
+    if port is not None:
+        netloc += f":{port}"
+    canonical = urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
+    try:
+        httpx.URL(canonical)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"cannot be used: {exc}") from None
+    return canonical
 
 
 def private_target(url: str) -> str | None:

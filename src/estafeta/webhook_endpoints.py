@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from estafeta.clock import Clock
 from estafeta.config import WebhookSettings
-from estafeta.public_http import private_target
+from estafeta.public_http import canonical_url, private_target
 from estafeta.store import webhooks as store
 from estafeta.store.db import Database
 from estafeta.webhooks import TEST_EVENT, new_secret, test_payload
@@ -38,10 +37,8 @@ class WebhookError(ValueError):
 
 
 def check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an absolute http:// or https:// URL")
-    return url
+    """The URL in the canonical form it is stored and used in (see `public_http.canonical_url`)."""
+    return canonical_url(url)
 
 
 def check_event_types(types: list[str]) -> list[str]:
@@ -71,7 +68,7 @@ class WebhookEndpoints:
 
     def _checked_url(self, url: str) -> str:
         try:
-            check_url(url)
+            url = check_url(url)
             check_reachable(url, self.settings)
         except ValueError as exc:
             raise WebhookError(str(exc), field="url") from exc

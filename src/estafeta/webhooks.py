@@ -254,22 +254,36 @@ class Webhooks:
             return None, f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__, None
 
     async def _attempt(self, delivery: store.Claimed) -> None:
-        status, error, snippet = await self._post(delivery)
-        delivered = error is None
-        now = self.clock.now()
-        next_at = None
-        if not delivered:
-            next_at = retry_at(
-                self.settings.retry_schedule,
-                delivery.attempts + 1,
-                delivery.retry_from,
-                now,
-                self.settings.retry_for,
+        """POST once and queue the outcome; whatever happens, the endpoint's slot is given back (once the
+        outcome is written, or at once when there is none to write)."""
+        recorded = False
+        try:
+            try:
+                status, error, snippet = await self._post(delivery)
+            except Exception as exc:  # e.g. a URL the client cannot use: a failed attempt like any other
+                log.exception("webhook delivery %d to endpoint %d failed", delivery.id, delivery.endpoint_id)
+                status, error, snippet = None, f"{type(exc).__name__}: {exc}"[:500], None
+            delivered = error is None
+            now = self.clock.now()
+            next_at = None
+            if not delivered:
+                next_at = retry_at(
+                    self.settings.retry_schedule,
+                    delivery.attempts + 1,
+                    delivery.retry_from,
+                    now,
+                    self.settings.retry_for,
+                )
+            if self.metrics is not None:
+                outcome = "delivered" if delivered else "retrying" if next_at else "failed"
+                self.metrics.webhook_attempts.labels(outcome).inc()
+            self._record(
+                delivery, store.Outcome(delivery.id, now, delivered, status, error, snippet, next_at)
             )
-        if self.metrics is not None:
-            outcome = "delivered" if delivered else "retrying" if next_at else "failed"
-            self.metrics.webhook_attempts.labels(outcome).inc()
-        self._record(delivery, store.Outcome(delivery.id, now, delivered, status, error, snippet, next_at))
+            recorded = True
+        finally:
+            if not recorded:  # cancelled, or failed before an outcome: the lease runs out and it is retried
+                self._sent(delivery)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
