@@ -103,3 +103,17 @@ def test_failed_logins_lock_an_address_out_until_they_age_out() -> None:
     assert logins.attempt("10.0.0.2")  # other addresses are not affected
     clock.advance(61)
     assert logins.attempt("10.0.0.1")
+
+
+def test_failed_logins_are_remembered_for_a_bounded_number_of_keys() -> None:
+    clock = ManualClock()
+    logins = LoginFailureLimiter(max_failures=2, window=60, clock=clock, max_keys=3)
+    for user in ("a", "b", "c"):
+        assert logins.attempt(user) and logins.attempt(user) and not logins.attempt(user)
+    clock.advance(61)
+    assert logins.attempt("d")  # room is made from keys whose failures aged out first
+    clock.advance(1)
+    for user in ("e", "f", "g"):  # then from the longest-remembered
+        logins.attempt(user)
+    assert len(logins._failures) == 3
+    assert logins.attempt("e") and not logins.attempt("e")

@@ -8,6 +8,7 @@ under a SHA-256 of the full key (never the key itself); revocation takes effect 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 import time
@@ -36,11 +37,18 @@ def hash_secret(secret: str) -> str:
     return _HASHER.hash(secret)
 
 
-def verify_secret(stored_hash: str, secret: str) -> bool:
+def verify_secret(stored_hash: str | None, secret: str) -> bool:
+    """Whether `secret` matches; with no hash (an unknown or revoked name) a stand-in hash is verified
+    instead and False returned, so that the answer takes as long and reveals nothing about the name."""
     try:
-        return _HASHER.verify(stored_hash, secret)
+        return _HASHER.verify(stored_hash or _stand_in_hash(), secret) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+@functools.cache
+def _stand_in_hash() -> str:
+    return _HASHER.hash(secrets.token_urlsafe(24))
 
 
 def _new_secret() -> tuple[str, str]:

@@ -114,7 +114,22 @@ class SmtpSettings(BaseModel):
     max_login_failures: int = Field(
         10, ge=1, description="failed logins from one client IP within login_failure_window, then 454 4.7.0"
     )
+    max_login_failures_per_user: int = Field(
+        10,
+        ge=1,
+        description="failed logins naming one username (from any address) within login_failure_window, "
+        "then that username's logins are refused with 454 4.7.0 until the oldest failure ages out",
+    )
     login_failure_window: float = Field(300.0, gt=0, description="seconds failed logins are remembered")
+    idle_timeout: float = Field(
+        300.0, gt=0, description="seconds a session may wait between commands, then 421 4.4.2 and closed"
+    )
+    max_commands_without_progress: int = Field(
+        20,
+        ge=1,
+        description="NOOP, RSET, HELP, VRFY, EXPN, HELO, EHLO and unknown commands a session may send "
+        "between two accepted messages, then 421 4.7.0 and closed",
+    )
 
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> SmtpSettings:

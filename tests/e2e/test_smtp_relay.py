@@ -793,3 +793,113 @@ async def test_over_the_plan_the_relay_answers_452_and_the_api_429_naming_the_pl
     assert usage["plan"]["name"] == "Hobby" and usage["plan"]["messages_per_day"] == 2
     assert usage["messages_today"] == 2 and usage["messages_this_month"] == 2
     assert await core.db.run(queue_store.state_counts) == {"queued": 2}
+
+
+# -- logins and sessions that make no progress -------------------------------------------------------
+
+
+def _plain(client: smtplib.SMTP, username: str, password: str) -> tuple[int, bytes]:
+    token = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
+    return client.docmd("AUTH", f"PLAIN {token}")
+
+
+def _from(source: str, relay: Relay) -> smtplib.SMTP:
+    """A TLS session from another loopback address, as a client elsewhere on the network would be."""
+    client = smtplib.SMTP(HOST, relay.starttls_port, timeout=30, source_address=(source, 0))
+    client.starttls(context=relay.tls())
+    client.ehlo()
+    return client
+
+
+async def test_failed_logins_are_counted_per_username_across_addresses(start_relay: StartRelay) -> None:
+    relay = await start_relay(max_login_failures=10, max_login_failures_per_user=5, login_failure_window=600)
+    other = await relay.platform.core.smtp_credentials.create(relay.account_id)
+
+    def guesses() -> list[int]:
+        codes = []
+        for n in range(2, 7):  # five addresses, one guess each: no address reaches its own limit
+            with _session(lambda n=n: _from(f"127.0.0.{n}", relay)) as client:
+                codes.append(_plain(client, relay.username, f"guess{n}")[0])
+        return codes
+
+    assert await asyncio.to_thread(guesses) == [535] * 5
+
+    def from_a_fresh_address() -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+        with _session(lambda: _from("127.0.0.9", relay)) as client:
+            locked = _plain(client, relay.username, relay.password)  # even the right password
+            fine = _plain(client, other.username, other.password)  # other usernames are not affected
+        return locked, fine
+
+    locked, fine = await asyncio.to_thread(from_a_fresh_address)
+    assert locked[0] == 454 and locked[1].startswith(b"4.7.0") and b"username" in locked[1], locked
+    assert fine[0] == 235
+    relay.clock.advance(601)  # the failures leave the window
+
+    def later() -> int:
+        with _session(lambda: _from("127.0.0.10", relay)) as client:
+            return _plain(client, relay.username, relay.password)[0]
+
+    assert await asyncio.to_thread(later) == 235
+
+
+async def test_a_failed_login_takes_as_long_whether_the_username_exists_or_not(relay: Relay) -> None:
+    """Both failures check an argon2 hash; compared with each other, not with a clock budget."""
+
+    def failures() -> tuple[list[float], list[float]]:
+        times: dict[str, list[float]] = {relay.username: [], "smtp_0123456789abcdef": []}
+        with _session(relay.connect) as client:
+            client.ehlo()
+            for attempt in range(4):  # taken in turns, so that both see the same load on the machine
+                for username, taken in times.items():
+                    started = time.perf_counter()
+                    assert _plain(client, username, f"wrong{attempt}")[0] == 535
+                    taken.append(time.perf_counter() - started)
+        known, unknown = times.values()
+        return known, unknown
+
+    known, unknown = await asyncio.to_thread(failures)
+    assert sum(unknown) > 0.3 * sum(known), (unknown, known)
+
+
+async def test_sessions_without_progress_are_closed_with_421(start_relay: StartRelay) -> None:
+    relay = await start_relay(max_commands_without_progress=6)
+
+    def idle_chatter() -> tuple[list[int], bytes, bool]:
+        client = relay.login()  # EHLO before and after STARTTLS: two of the six
+        codes = [client.noop()[0] for _ in range(4)]
+        code, text = client.docmd("RSET")  # the seventh
+        try:
+            client.noop()
+            still_open = True
+        except (smtplib.SMTPServerDisconnected, OSError):
+            still_open = False
+        client.close()
+        return [*codes, code], text, still_open
+
+    codes, text, still_open = await asyncio.to_thread(idle_chatter)
+    assert codes == [250] * 4 + [421] and text.startswith(b"4.7.0") and not still_open
+
+    def working_session() -> list[int]:
+        with _session(relay.login) as client:
+            codes = [client.noop()[0] for _ in range(4)]
+            _queued_id(_send_raw(client, "hello@acme.test", ["ana@gmail.test"], SIMPLE))  # progress
+            codes += [client.noop()[0] for _ in range(6)]
+            codes.append(client.noop()[0])
+        return codes
+
+    assert await asyncio.to_thread(working_session) == [250] * 10 + [421]
+
+
+async def test_an_idle_session_is_closed_with_421(start_relay: StartRelay) -> None:
+    relay = await start_relay(idle_timeout=1)
+
+    def idle() -> tuple[int, bytes]:
+        client = relay.connect()
+        time.sleep(3)
+        try:
+            return client.getreply()  # what the relay said before it closed
+        finally:
+            client.close()
+
+    code, text = await asyncio.to_thread(idle)
+    assert code == 421 and text.startswith(b"4.4.2"), (code, text)

@@ -24,6 +24,7 @@ CACHE_TTL = timedelta(seconds=60)
 # command-line clients. 32 of 62 symbols is about 190 bits.
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 32
+USERNAME_MAX = 64
 _CACHE_PRUNE_SIZE = 1024
 
 
@@ -72,15 +73,22 @@ class SmtpCredentials:
         hit = self._cache.get(digest)
         if hit is not None and hit.expires > now:
             return hit.account_id
-        row = await self.db.run(store.find_credential, username)
-        if row is None or row.revoked_at is not None:
-            return None
-        if not await asyncio.to_thread(verify_secret, row.secret_hash, password):
+        # A name no credential can have (usernames are short and printable) is never looked up.
+        plausible = len(username) <= USERNAME_MAX and username.isprintable()
+        row = await self.db.run(store.find_credential, username) if plausible else None
+        # Unknown and revoked usernames are refused after an argon2 check all the same: a failure takes as
+        # long whether the username exists or not, so timing does not tell which ones do.
+        stored = row.secret_hash if row is not None and row.revoked_at is None else None
+        if not await asyncio.to_thread(verify_secret, stored, password) or row is None:
             return None
         if len(self._cache) >= _CACHE_PRUNE_SIZE:
             self._cache = {k: v for k, v in self._cache.items() if v.expires > now}
         self._cache[digest] = _Verified(row.account_id, username, now + CACHE_TTL)
         return row.account_id
+
+    async def refuse(self) -> None:
+        """Refuse a login that cannot match any credential, taking as long as refusing a wrong password."""
+        await asyncio.to_thread(verify_secret, None, "")
 
     async def revoke(self, account_id: int, username: str) -> bool:
         """Revoke the account's credential and forget its cached logins; False when it has no such one."""

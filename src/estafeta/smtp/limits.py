@@ -1,7 +1,7 @@
-"""Relay limits that need memory between commands: sending rate per account, connections and failed
-logins per client.
+"""Relay limits that need memory between commands: sending rate per account, connections per client, and
+failed logins per client address and per username.
 
-Both live in the process that holds the connections. Several `serve` processes each enforce their own
+They live in the process that holds the connections. Several `serve` processes each enforce their own
 share, which is what an operator sizing limits per node expects.
 """
 
@@ -71,46 +71,56 @@ class ConnectionLimiter:
 
 
 class LoginFailureLimiter:
-    """Failed logins per client address within a sliding window. Past `max_failures`, the address's
-    logins are refused unchecked until the oldest failure leaves the window: a password guesser gains
-    nothing, and cannot keep the platform busy computing argon2 hashes."""
+    """Failed logins per key (a client address, or a username) within a sliding window. Past
+    `max_failures`, logins with that key are refused unchecked until the oldest failure leaves the window: a
+    password guesser gains nothing, and cannot keep the platform busy computing argon2 hashes.
 
-    def __init__(self, max_failures: int, window: float, clock: Clock) -> None:
-        if max_failures < 1 or window <= 0:
-            raise ValueError("max_failures must be >= 1 and window > 0")
+    Memory is bounded: at most `max_keys` keys are remembered; past that, keys whose failures aged out are
+    forgotten first, then the longest-remembered ones."""
+
+    def __init__(self, max_failures: int, window: float, clock: Clock, *, max_keys: int = 10_000) -> None:
+        if max_failures < 1 or window <= 0 or max_keys < 1:
+            raise ValueError("max_failures and max_keys must be >= 1 and window > 0")
         self.max_failures = max_failures
         self.window = window
+        self.max_keys = max_keys
         self._clock = clock
         self._failures: dict[str, deque[float]] = {}
 
-    def _recent(self, ip: str, now: float) -> deque[float] | None:
-        times = self._failures.get(ip)
+    def _recent(self, key: str, now: float) -> deque[float] | None:
+        times = self._failures.get(key)
         while times and times[0] <= now - self.window:
             times.popleft()
         if times is not None and not times:
-            del self._failures[ip]
+            del self._failures[key]
             return None
         return times
 
-    def attempt(self, ip: str) -> bool:
-        """Whether a login from `ip` may be checked now. It counts as a failure until `succeeded` says
+    def attempt(self, key: str) -> bool:
+        """Whether a login with `key` may be checked now. It counts as a failure until `succeeded` says
         otherwise, so that logins checked at the same time cannot exceed the allowance together."""
         now = self._clock.now().timestamp()
-        times = self._recent(ip, now)
+        times = self._recent(key, now)
         if times is not None and len(times) >= self.max_failures:
             return False
         if times is None:
-            times = self._failures[ip] = deque()
+            self._make_room(now)
+            times = self._failures[key] = deque()
         times.append(now)
-        if len(self._failures) > 10_000:  # forget addresses whose failures have all aged out
-            for other in list(self._failures):
-                self._recent(other, now)
         return True
 
-    def succeeded(self, ip: str) -> None:
+    def _make_room(self, now: float) -> None:
+        if len(self._failures) < self.max_keys:
+            return
+        for other in list(self._failures):  # keys whose failures have all aged out
+            self._recent(other, now)
+        while len(self._failures) >= self.max_keys:  # then the longest-remembered
+            del self._failures[next(iter(self._failures))]
+
+    def succeeded(self, key: str) -> None:
         """The login `attempt` counted was right: it is not a failure."""
-        times = self._failures.get(ip)
+        times = self._failures.get(key)
         if times:
             times.pop()
             if not times:
-                del self._failures[ip]
+                del self._failures[key]

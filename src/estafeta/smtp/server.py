@@ -33,6 +33,9 @@ log = logging.getLogger("estafeta.smtp")
 TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections from your address, try again later\r\n"
 SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
 TOO_MANY_FAILURES = "454 4.7.0 Too many failed logins from your address; try again later"
+USER_LOCKED = "454 4.7.0 Too many failed logins for this username; try again later"
+NO_PROGRESS = "421 4.7.0 Too many commands without a message, closing connection"
+IDLE = b"421 4.4.2 Idle for too long, closing connection\r\n"
 TEMPORARY_FAILURE = "451 4.3.0 Message not queued because of a temporary error, try again later"
 MAX_REPLY_TEXT = 400
 _DRAIN_ROUNDS = 100
@@ -203,7 +206,10 @@ class RelayHandler:
         self._accepting += 1
         self._idle.clear()
         try:
-            return await self._accept(_login(session), envelope)
+            reply = await self._accept(_login(session), envelope)
+            if reply.startswith("250") and isinstance(server, RelaySMTP):
+                server.made_progress()
+            return reply
         finally:
             self._accepting -= 1
             if not self._accepting:
@@ -270,8 +276,10 @@ class RelaySMTP(SMTP):
             auth_required=True,
             auth_require_tls=True,
             authenticator=_pass_credentials_on,
+            timeout=smtp.idle_timeout,
             loop=asyncio.get_running_loop(),
         )
+        self._without_progress = 0
         if implicit_tls:
             # The listener wraps the whole connection in TLS, which is what AUTH requires.
             self._auth_require_tls = False
@@ -302,6 +310,56 @@ class RelaySMTP(SMTP):
     def eof_received(self) -> bool | None:
         return False if self._refused else super().eof_received()
 
+    def _timeout_cb(self) -> None:
+        """Silent for `smtp.idle_timeout`: say why before aiosmtpd closes the connection."""
+        if self.transport is not None:
+            self.transport.write(IDLE)  # type: ignore[attr-defined]
+        super()._timeout_cb()
+
+    async def _no_progress(self) -> bool:
+        """Count a command that moves no message forward; past `smtp.max_commands_without_progress` since
+        the last accepted message, answer 421 and close the connection (False: do not run the command)."""
+        self._without_progress += 1
+        if self._without_progress <= self._relay.settings.smtp.max_commands_without_progress:
+            return True
+        log.info("smtp session closed ip=%s reason=no-progress", self._client_ip)
+        await self.push(NO_PROGRESS)
+        if self.transport is not None:
+            self.transport.close()
+        return False
+
+    def made_progress(self) -> None:
+        """A message was accepted: the session is doing what it is for."""
+        self._without_progress = 0
+
+    async def smtp_NOOP(self, arg: str) -> None:
+        if await self._no_progress():
+            await super().smtp_NOOP(arg)
+
+    async def smtp_RSET(self, arg: str) -> None:
+        if await self._no_progress():
+            await super().smtp_RSET(arg)
+
+    async def smtp_HELP(self, arg: str) -> None:
+        if await self._no_progress():
+            await super().smtp_HELP(arg)
+
+    async def smtp_VRFY(self, arg: str) -> None:
+        if await self._no_progress():
+            await super().smtp_VRFY(arg)
+
+    async def smtp_EXPN(self, arg: str) -> None:
+        if await self._no_progress():
+            await super().smtp_EXPN(arg)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        if await self._no_progress():
+            await super().smtp_HELO(hostname)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if await self._no_progress():
+            await super().smtp_EHLO(hostname)
+
     async def push(self, status: str | bytes) -> None:  # type: ignore[override]
         if isinstance(status, str):
             status = _ENHANCED_REPLIES.get(status, status)
@@ -314,24 +372,32 @@ class RelaySMTP(SMTP):
         return await self._verify(await super().auth_LOGIN(server, args))
 
     async def _verify(self, parsed: AuthResult) -> AuthResult:
+        """Check a login: refused unchecked (no argon2 work for a guesser) while its client address or its
+        username has too many recent failures; a failure takes as long whether the username exists or not."""
         if not parsed.success or not isinstance(parsed.auth_data, LoginPassword):
             return parsed
         ip = self._client_ip or "unknown"
-        if not self._relay.logins.attempt(ip):  # refused unchecked: no argon2 work for a guesser
+        username = parsed.auth_data.login.decode("utf-8", "replace")
+        user_key = username[:256]
+        if not self._relay.logins.attempt(ip):
             log.info("smtp login refused ip=%s reason=too-many-failures", ip)
             return AuthResult(success=False, handled=False, message=TOO_MANY_FAILURES)
+        if not self._relay.user_logins.attempt(user_key):
+            log.info("smtp login refused user=%s ip=%s reason=user-locked", reply_text(username)[:64], ip)
+            return AuthResult(success=False, handled=False, message=USER_LOCKED)
         try:
-            username = parsed.auth_data.login.decode()
             password = parsed.auth_data.password.decode()
-        except UnicodeDecodeError:
+            parsed.auth_data.login.decode()
+        except UnicodeDecodeError:  # no such credential can exist, but it takes as long to say so
+            await self._relay.credentials.refuse()
             account_id = None
-            username = "(not UTF-8)"
         else:
             account_id = await self._relay.credentials.account_for(username, password)
         if account_id is None:
             log.info("smtp login refused user=%s ip=%s", reply_text(username)[:64], ip)
             return AuthResult(success=False, handled=False)  # 535 5.7.8
         self._relay.logins.succeeded(ip)
+        self._relay.user_logins.succeeded(user_key)
         return AuthResult(success=True, auth_data=RelayLogin(account_id, username))
 
     def shut_down(self) -> None:
@@ -380,6 +446,9 @@ class SmtpRelay:
         )
         self.connections = ConnectionLimiter(smtp.max_connections_per_ip)
         self.logins = LoginFailureLimiter(smtp.max_login_failures, smtp.login_failure_window, clock)
+        self.user_logins = LoginFailureLimiter(
+            smtp.max_login_failures_per_user, smtp.login_failure_window, clock
+        )
         self.sessions: set[RelaySMTP] = set()
         self.tls_context: ssl.SSLContext | None = None
         self._servers: list[asyncio.Server] = []
