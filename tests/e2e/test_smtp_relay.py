@@ -903,3 +903,15 @@ async def test_an_idle_session_is_closed_with_421(start_relay: StartRelay) -> No
 
     code, text = await asyncio.to_thread(idle)
     assert code == 421 and text.startswith(b"4.4.2"), (code, text)
+
+
+async def test_replies_never_carry_what_the_client_sent_across_lines(relay: Relay) -> None:
+    """Found by fuzzing: an unknown command with a bare CR in it came back inside the 500 reply."""
+
+    def scenario() -> tuple[int, bytes]:
+        with _session(relay.connect) as client:
+            client.send(b"NO\rOP " + b"x" * 480 + b"\r\n")
+            return client.getreply()
+
+    code, text = await asyncio.to_thread(scenario)
+    assert code == 500 and b"\r" not in text and len(text) <= 508, text

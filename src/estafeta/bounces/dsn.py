@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email import message_from_bytes, policy
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import HeaderParser
@@ -270,7 +271,7 @@ def _decoded_text(part: Message) -> str:
             try:
                 text = payload.decode(charset)
                 break
-            except (LookupError, UnicodeDecodeError):
+            except (LookupError, ValueError):  # unknown or malformed charset names (NUL, idna …) too
                 continue
     text = text if text is not None else payload.decode("latin-1")
     if part.get_content_subtype() == "html":
@@ -285,7 +286,7 @@ def _header_text(msg: Message, name: str) -> str:
         return ""
     try:
         return str(make_header(decode_header(str(value))))
-    except (LookupError, UnicodeDecodeError, ValueError):
+    except (LookupError, ValueError, HeaderParseError):  # unknown charsets, broken encoded words
         return str(value)
 
 
@@ -439,7 +440,7 @@ def _heuristic(
     msg: Message, notification: str, policy: Policy
 ) -> tuple[list[RecipientFailure], Verdict, Literal["heuristic", "flufl"]] | None:
     subject = _header_text(msg, "Subject")
-    failed_header = msg.get_all("X-Failed-Recipients", [])
+    failed_header = [str(v) for v in msg.get_all("X-Failed-Recipients", [])]
     worded = _FAILURE_WORDS.search(notification) or _FAILURE_WORDS.search(subject)
     if failed_header:
         found = Evidence("format", "free-text bounce with X-Failed-Recipients")
@@ -619,8 +620,9 @@ def _success(msg: Message, text: str) -> Evidence | None:
 
 def _auto_reply(msg: Message, text: str) -> Evidence | None:
     """RFC 3834 and the de-facto headers of vacation responders, or an out-of-office in so many words."""
-    auto_submitted = (msg.get("Auto-Submitted") or "").strip().lower()
-    precedence = (msg.get("Precedence") or "").strip().lower()
+    # str(): a header with undecodable bytes comes back as a `Header`, not a string (compat32).
+    auto_submitted = str(msg.get("Auto-Submitted") or "").strip().lower()
+    precedence = str(msg.get("Precedence") or "").strip().lower()
     if auto_submitted.startswith("auto-replied"):
         return Evidence("auto-reply", f"Auto-Submitted: {auto_submitted} (RFC 3834)")
     for header in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Response-Suppress"):

@@ -98,3 +98,55 @@ def crash(
         )
     )
     report("crash", result, output, console)
+
+
+@app.command("fuzz")
+def fuzz(
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", "-t", help="dsn, arf or smtp (repeatable; default: all three)."),
+    ] = None,
+    seconds: Annotated[int, typer.Option(min=1, max=86_400, help="How long to fuzz each target.")] = 60,
+    runs: Annotated[
+        int | None, typer.Option(min=1, help="Stop each target after this many inputs instead.")
+    ] = None,
+    seed: Annotated[
+        list[Path] | None, typer.Option(help="Directories of sample inputs to start from (repeatable).")
+    ] = None,
+    work: Annotated[
+        Path, typer.Option(help="Where the corpus grows and crash inputs are kept, per target.")
+    ] = Path("bench-results/fuzz"),
+    output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/fuzz.json"),
+) -> None:
+    """Fuzz the bounce and complaint parsers and the relay's SMTP commands with atheris (libFuzzer).
+
+    Each target runs in a child process; an input that breaks one is saved as crash-… under --work and
+    replays with `python -m estafeta.bench.fuzz <target> <file>`. Exits 1 when anything crashed."""
+    from estafeta.bench.fuzz import TARGETS, run
+    from estafeta.bench.report import report
+
+    chosen = target or list(TARGETS)
+    unknown = sorted(set(chosen) - set(TARGETS))
+    if unknown:
+        raise typer.BadParameter(f"unknown target {', '.join(unknown)}; one of {', '.join(TARGETS)}")
+    results: dict[str, object] = {}
+    crashed = []
+    with console.status("fuzzing") as status:
+        for name in chosen:
+            status.update(f"fuzzing {name} ({f'{runs} inputs' if runs else f'{seconds} s'})")
+            found = run(name, work, runs=runs, seconds=None if runs else seconds, seeds=seed)
+            results |= {
+                f"{name} inputs": found.runs,
+                f"{name} seconds": found.seconds,
+                f"{name} coverage": found.coverage,
+                f"{name} corpus": found.corpus,
+                f"{name} crashes": len(found.crashes),
+            }
+            crashed += [str(path) for path in found.crashes]
+            if found.exit_code and not found.crashes:
+                crashed.append(f"{name}: the fuzzer stopped with exit code {found.exit_code}")
+    report("fuzz", results, output, console)
+    for line in crashed:
+        console.print(f"[red]crash:[/] {line}")
+    if crashed:
+        raise typer.Exit(1)

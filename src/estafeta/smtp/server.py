@@ -69,6 +69,15 @@ class RelayLogin:
     username: str
 
 
+def reply_line(line: str) -> str:
+    """A whole reply line as sent: aiosmtpd quotes some of what the client sent (an unknown command), which
+    must not carry a line break or control character into the reply, nor make it longer than the 512
+    octets RFC 5321 allows (with CRLF)."""
+    if line.isascii() and line.isprintable() and len(line) <= 510:
+        return line
+    return line[:4] + reply_text(line[4:])  # the code and its separator, then at most 400 characters
+
+
 def reply_text(text: str) -> str:
     """Text fit for one reply line: no line breaks or control characters, ASCII, bounded length."""
     flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
@@ -362,7 +371,7 @@ class RelaySMTP(SMTP):
 
     async def push(self, status: str | bytes) -> None:  # type: ignore[override]
         if isinstance(status, str):
-            status = _ENHANCED_REPLIES.get(status, status)
+            status = reply_line(_ENHANCED_REPLIES.get(status, status))
         await super().push(status)
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
