@@ -4,7 +4,7 @@ SQLite's INTEGER is 64-bit already, so only PostgreSQL changes. The sequences be
 widened as well (a sequence created `AS integer` would stop at 2^31 - 1 whatever the column's type).
 
 Revision ID: 0003_bigint_ids
-Revises: 0002
+Revises: 0003_dmarc_reports
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_bigint_ids"
-down_revision = "0002"
+down_revision = "0003_dmarc_reports"
 branch_labels = None
 depends_on = None
 
