@@ -117,8 +117,9 @@ def test_a_standard_dsn_names_its_failed_recipient(recipient: str, status: str, 
 
 
 def test_what_fuzzing_found_is_read_without_an_error() -> None:
-    """Each of these raised from inside the parser before: a broken RFC 2047 word in the Subject (fuzzing),
-    a charset name with a NUL in it, and a header with undecodable bytes (hypothesis)."""
+    """Each of these raised from inside the parser before: a broken RFC 2047 word in the Subject and a
+    non-ASCII charset name in another (fuzzing), a part's charset name with a NUL in it, and a header with
+    undecodable bytes (hypothesis)."""
     raw = (
         b"From: MAILER-DAEMON@mx.test\r\nSubject: =?utf-8?b?!!!x?= undeliverable\r\n"
         b"Auto-Submitted: auto-\xff\xfereplied\r\nMIME-Version: 1.0\r\n"
@@ -128,3 +129,5 @@ def test_what_fuzzing_found_is_read_without_an_error() -> None:
     report = parse_bounce(raw)
     assert [r.address for r in report.recipients] == ["ana@gmail.test"]
     assert parse_complaint(raw) is None
+    charset = raw.replace(b"=?utf-8?b?!!!x?=", b"=?ut\xc3\xa9f-8?q?x?=")
+    assert [r.address for r in parse_bounce(charset).recipients] == ["ana@gmail.test"]

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email import message_from_bytes, policy
-from email.errors import HeaderParseError
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import HeaderParser
@@ -286,7 +286,7 @@ def _header_text(msg: Message, name: str) -> str:
         return ""
     try:
         return str(make_header(decode_header(str(value))))
-    except (LookupError, ValueError, HeaderParseError):  # unknown charsets, broken encoded words
+    except (LookupError, ValueError, MessageError):  # unknown or malformed charsets, broken encoded words
         return str(value)
 
 

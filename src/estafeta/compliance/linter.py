@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from email import message_from_bytes, policy
-from email.errors import HeaderParseError
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.utils import getaddresses
 from html.parser import HTMLParser
@@ -204,7 +204,7 @@ def _decoded(value: str | None) -> str | None:
         return value
     try:
         return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, HeaderParseError):  # unknown charsets, broken encoded words
+    except (ValueError, LookupError, MessageError):  # unknown or malformed charsets, broken encoded words
         return value
 
 
