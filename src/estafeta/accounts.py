@@ -9,6 +9,7 @@ from __future__ import annotations
 from email_validator import EmailNotValidError, validate_email
 
 from estafeta.clock import Clock
+from estafeta.ids import parse_id
 from estafeta.store import accounts as store
 from estafeta.store import reputation as reputation_store
 from estafeta.store.db import Database
@@ -54,7 +55,8 @@ class Accounts:
 
     async def resolve(self, name_or_id: str) -> store.AccountRow:
         """The account named (or numbered) on a command line; `AccountError` when there is none."""
-        row = await self.get(int(name_or_id)) if name_or_id.isdigit() else None
+        number = parse_id(name_or_id)
+        row = await self.get(number) if number is not None else None
         row = row or await self.find(name_or_id)
         if row is None:
             raise AccountError(f"no account {name_or_id!r}; see `estafeta accounts list`")

@@ -15,12 +15,12 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, PlainTextResponse
 
 from estafeta.api.deps import get_core
-from estafeta.api.params import parse_id
 from estafeta.audience.consent import ConsentRecord
 from estafeta.audience.contacts import contact_email
 from estafeta.audience.lists import AudienceError
 from estafeta.audience.service import ListRow
 from estafeta.core import Core
+from estafeta.ids import parse_id
 from estafeta.web.pages import page
 
 router = APIRouter(tags=["public pages"])

@@ -31,14 +31,6 @@ FreeText = Annotated[str, AfterValidator(free_text)]
 """Notes and answers: several lines allowed, no other control characters."""
 
 
-def parse_id(text: str) -> int | None:
-    """An id typed into a form field, or None when the text is not one (digits other than ASCII included)."""
-    if not (text.isascii() and text.isdigit()):
-        return None
-    value = int(text)
-    return value if 1 <= value <= MAX_ID else None
-
-
 def encode_cursor(last_id: int, kind: str = "e") -> str:
     return base64.urlsafe_b64encode(f"{kind}:{last_id}".encode()).decode().rstrip("=")
 

@@ -17,6 +17,7 @@ from estafeta.audience.tokens import Tokens
 from estafeta.audience.unsubscribe import Unsubscriber
 from estafeta.clock import Clock
 from estafeta.config import Settings
+from estafeta.ids import parse_id
 from estafeta.store import audience as store
 from estafeta.store.db import Database
 
@@ -67,7 +68,8 @@ class Audience:
 
     async def find_list(self, account_id: int, name_or_id: str) -> store.ListRow:
         """A list named (or numbered) on a command line."""
-        row = await self.db.run(store.get_list, account_id, int(name_or_id)) if name_or_id.isdigit() else None
+        number = parse_id(name_or_id)
+        row = await self.db.run(store.get_list, account_id, number) if number is not None else None
         row = row or await self.db.run(store.find_list_by_name, account_id, name_or_id)
         if row is None:
             raise AudienceError("list", f"no list {name_or_id!r} in this account; see `estafeta lists list`")

@@ -36,6 +36,7 @@ from estafeta.bounces.engine import classify_message
 from estafeta.bounces.reasons import Kind, Reason, bounce_data
 from estafeta.clock import Clock
 from estafeta.config import Settings
+from estafeta.ids import parse_id
 from estafeta.store import feedback
 from estafeta.store.db import Database
 from estafeta.suppression import for_bounce, for_complaint, soft_rule
@@ -266,7 +267,7 @@ class InboundHandler:
 def _feedback_account(feedback_id: str | None) -> int | None:
     """The account in a Feedback-ID this platform wrote (`campaign:account:stream:sender`)."""
     fields = (feedback_id or "").split(":")
-    return int(fields[1]) if len(fields) == 4 and fields[1].isdigit() else None
+    return parse_id(fields[1]) if len(fields) == 4 else None
 
 
 class _InboundSMTP(SMTP):
