@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email import policy
 from email.parser import HeaderParser
@@ -265,6 +266,20 @@ def _pass_credentials_on(
     return AuthResult(success=True, auth_data=auth_data)
 
 
+Command = Callable[[Any, str], Awaitable[None]]
+
+
+def _without_progress(command: Command) -> Command:
+    """aiosmtpd's own command, counted by `RelaySMTP._no_progress` first (its HELP text kept)."""
+
+    @functools.wraps(command)
+    async def counted(self: RelaySMTP, arg: str) -> None:
+        if await self._no_progress():
+            await command(self, arg)
+
+    return counted
+
+
 class RelaySMTP(SMTP):
     """One client connection: aiosmtpd's protocol with credentials checked asynchronously, a limit on
     connections per client address, and enhanced status codes on aiosmtpd's own replies."""
@@ -341,33 +356,13 @@ class RelaySMTP(SMTP):
         """A message was accepted: the session is doing what it is for."""
         self._without_progress = 0
 
-    async def smtp_NOOP(self, arg: str) -> None:
-        if await self._no_progress():
-            await super().smtp_NOOP(arg)
-
-    async def smtp_RSET(self, arg: str) -> None:
-        if await self._no_progress():
-            await super().smtp_RSET(arg)
-
-    async def smtp_HELP(self, arg: str) -> None:
-        if await self._no_progress():
-            await super().smtp_HELP(arg)
-
-    async def smtp_VRFY(self, arg: str) -> None:
-        if await self._no_progress():
-            await super().smtp_VRFY(arg)
-
-    async def smtp_EXPN(self, arg: str) -> None:
-        if await self._no_progress():
-            await super().smtp_EXPN(arg)
-
-    async def smtp_HELO(self, hostname: str) -> None:
-        if await self._no_progress():
-            await super().smtp_HELO(hostname)
-
-    async def smtp_EHLO(self, hostname: str) -> None:
-        if await self._no_progress():
-            await super().smtp_EHLO(hostname)
+    smtp_NOOP = _without_progress(SMTP.smtp_NOOP)
+    smtp_RSET = _without_progress(SMTP.smtp_RSET)
+    smtp_HELP = _without_progress(SMTP.smtp_HELP)
+    smtp_VRFY = _without_progress(SMTP.smtp_VRFY)
+    smtp_EXPN = _without_progress(SMTP.smtp_EXPN)
+    smtp_HELO = _without_progress(SMTP.smtp_HELO)
+    smtp_EHLO = _without_progress(SMTP.smtp_EHLO)
 
     async def push(self, status: str | bytes) -> None:  # type: ignore[override]
         if isinstance(status, str):
