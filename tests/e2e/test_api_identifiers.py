@@ -168,3 +168,45 @@ async def test_the_preference_center_ignores_list_numbers_that_name_nothing(h: H
     assert saved.status_code == 200
     contacts = (await h.client.get(f"/v1/lists/{list_id}/contacts")).json()["data"]
     assert [c["status"] for c in contacts] == ["subscribed"]
+
+
+async def test_times_out_of_range_are_422(h: Harness) -> None:
+    listed = await h.client.post(
+        "/v1/lists", json={"name": "News", "from_address": "news@acme.test", "double_opt_in": False}
+    )
+    list_id = listed.json()["id"]
+    campaign = await h.client.post(
+        "/v1/campaigns", json={"name": "c", "list_id": list_id, "subject": "s", "text": "t"}
+    )
+    campaign_id = campaign.json()["id"]
+    edges = (
+        "0001-01-01T00:00:00+05:00",
+        "9999-12-31T23:59:59-05:00",
+        "1800-01-01T00:00:00Z",
+        "2026-01-01T00:00:00",
+    )
+    for moment in edges:
+        for method, path, field, options in (
+            ("GET", "/v1/events", "since", {"params": {"since": moment}}),
+            ("GET", "/v1/events", "until", {"params": {"until": moment}}),
+            ("GET", "/v1/stats", "from", {"params": {"from": moment}}),
+            ("GET", "/v1/stats", "to", {"params": {"to": moment}}),
+            ("POST", f"/v1/campaigns/{campaign_id}/schedule", "at", {"json": {"at": moment}}),
+            (
+                "POST",
+                "/v1/campaigns",
+                "send_at",
+                {"json": {"name": "d", "list_id": list_id, "subject": "s", "text": "t", "send_at": moment}},
+            ),
+            (
+                "POST",
+                f"/v1/lists/{list_id}/contacts",
+                "consent.at",
+                {"json": {"email": "a@gmail.test", "consent": {"source": "t", "at": moment}}},
+            ),
+        ):
+            response = await h.client.request(method, path, **options)
+            assert response.status_code == 422, (path, moment, response.text)
+            assert field in [e["field"] for e in response.json()["errors"]], (path, response.json())
+    fine = await h.client.get("/v1/events", params={"since": "2026-01-01T00:00:00+05:00"})
+    assert fine.status_code == 200

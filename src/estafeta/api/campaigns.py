@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from estafeta.api.deps import account_id, get_core
 from estafeta.api.lists import problem
-from estafeta.api.params import Id, IdField, OneLine
+from estafeta.api.params import Id, IdField, Moment, OneLine
 from estafeta.audience.campaigns import MAX_RATE, CampaignRow, CampaignSpec
 from estafeta.audience.lists import AudienceError
 from estafeta.core import Core
@@ -31,12 +31,12 @@ class CampaignIn(BaseModel):
     html: str | None = Field(None, description="a Jinja2 template (sandboxed, autoescaped)")
     text: str | None = Field(None, description="a Jinja2 template; generated from the HTML when missing")
     rate: float = Field(50.0, gt=0, le=MAX_RATE, description="messages per second at most")
-    send_at: datetime | None = Field(None, description="schedule it; without, it stays a draft until sent")
+    send_at: Moment | None = Field(None, description="schedule it; without, it stays a draft until sent")
 
 
 class ScheduleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    at: datetime
+    at: Moment
 
 
 class CampaignOut(BaseModel):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from estafeta.api.deps import account_id, get_core
-from estafeta.api.params import decode_cursor, encode_cursor
+from estafeta.api.params import Moment, decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
 from estafeta.api.schemas import EventOut, EventPage
 from estafeta.core import Core
@@ -45,8 +45,8 @@ async def list_events(
     type: list[str] = Query(default_factory=list, description="event types to include (repeatable)"),
     message_id: str | None = None,
     recipient: str | None = None,
-    since: datetime | None = Query(None, description="created at or after (ISO 8601)"),
-    until: datetime | None = Query(None, description="created before (ISO 8601)"),
+    since: Annotated[Moment | None, Query(description="created at or after (ISO 8601)")] = None,
+    until: Annotated[Moment | None, Query(description="created before (ISO 8601)")] = None,
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = None,
     account: int = Depends(account_id),
@@ -59,13 +59,6 @@ async def list_events(
             f"unknown event type {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPES))}",
             errors=[{"field": "type", "reason": f"unknown event type {t}"} for t in unknown],
         )
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise Problem(
-                422,
-                f"{name} needs a time zone, e.g. 2026-01-01T00:00:00Z",
-                errors=[{"field": name, "reason": "timezone missing"}],
-            )
     flt = EventFilter(
         account_id=account,
         types=type,

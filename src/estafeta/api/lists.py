@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from estafeta.accept import AcceptError
 from estafeta.api.deps import account_id, get_core
-from estafeta.api.params import AfterId, Id, OneLine
+from estafeta.api.params import AfterId, Id, Moment, OneLine
 from estafeta.api.problems import Problem
 from estafeta.audience import segments
 from estafeta.audience.consent import ConsentRecord
@@ -57,7 +57,7 @@ class ConsentIn(BaseModel):
     source: OneLine = Field(
         min_length=1, max_length=200, description='where consent was given, e.g. "checkout"'
     )
-    at: datetime | None = Field(None, description="when; default now")
+    at: Moment | None = Field(None, description="when; default now")
     confirmed: bool = Field(
         False, description="the address was already confirmed (double opt-in elsewhere): no confirmation mail"
     )

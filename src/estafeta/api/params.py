@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Path, Query
@@ -29,6 +30,23 @@ OneLine = Annotated[str, AfterValidator(one_line)]
 """Names, subjects and the like: one line, no control characters (they end up in header fields)."""
 FreeText = Annotated[str, AfterValidator(free_text)]
 """Notes and answers: several lines allowed, no other control characters."""
+
+
+def _moment(value: datetime) -> datetime:
+    """An aware datetime in UTC between the years 1900 and 9998, where adding a day never overflows."""
+    if value.tzinfo is None:
+        raise ValueError("needs a time zone, e.g. 2026-01-01T00:00:00Z")
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range: between the years 1900 and 9998") from None
+    if not 1900 <= utc.year <= 9998:
+        raise ValueError("is out of range: between the years 1900 and 9998")
+    return utc
+
+
+Moment = Annotated[datetime, AfterValidator(_moment)]
+"""A point in time in a query or body: with a time zone, in a range every computation on it stays in."""
 
 
 def encode_cursor(last_id: int, kind: str = "e") -> str:

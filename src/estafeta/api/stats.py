@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from estafeta import stats
 from estafeta.api.deps import account_id, get_core
+from estafeta.api.params import Moment
 from estafeta.api.problems import Problem
 from estafeta.core import Core
 
@@ -76,18 +77,11 @@ async def get_stats(
         default_factory=list, description="dimensions (repeatable)"
     ),
     bucket: Literal["hour", "day", "none"] = "day",
-    from_: datetime | None = Query(None, alias="from", description="start, inclusive (ISO 8601)"),
-    to: datetime | None = Query(None, description="end, exclusive (ISO 8601)"),
+    from_: Annotated[Moment | None, Query(alias="from", description="start, inclusive (ISO 8601)")] = None,
+    to: Annotated[Moment | None, Query(description="end, exclusive (ISO 8601)")] = None,
     account: int = Depends(account_id),
     core: Core = Depends(get_core),
 ) -> StatsOut:
-    for name, value in (("from", from_), ("to", to)):
-        if value is not None and value.tzinfo is None:
-            raise Problem(
-                422,
-                f"{name} needs a time zone, e.g. 2026-01-01T00:00:00Z",
-                errors=[{"field": name, "reason": "timezone missing"}],
-            )
     default_from, default_to = stats.default_period(core.clock.now(), bucket)
     since, until = from_ or default_from, to or default_to
     if since >= until:
