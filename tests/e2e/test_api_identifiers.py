@@ -210,3 +210,37 @@ async def test_times_out_of_range_are_422(h: Harness) -> None:
             assert field in [e["field"] for e in response.json()["errors"]], (path, response.json())
     fine = await h.client.get("/v1/events", params={"since": "2026-01-01T00:00:00+05:00"})
     assert fine.status_code == 200
+
+
+async def test_dashboard_pages_refuse_ids_out_of_range(h: Harness) -> None:
+    users = h.platform.core.users
+    user = await users.create(
+        "ops@acme.test", "a long enough password", operator=True, account_id=h.account_id, role="owner"
+    )
+    session = await users.start_session(user)
+    headers = {"X-CSRF-Token": session.csrf_token}
+    async with httpx.AsyncClient(
+        base_url=h.platform.api_url, cookies={"estafeta_session": session.cookie}, headers=headers
+    ) as browser:
+        for n, status in ((2**31, 404), (MAX_ID, 404), (MAX_ID + 1, 422), (2**64, 422), (0, 422)):
+            for method, path in (
+                ("GET", f"/app/lists/{n}"),
+                ("GET", f"/app/campaigns/{n}"),
+                ("POST", f"/app/campaigns/{n}/pause"),
+                ("GET", f"/app/webhooks/{n}"),
+                ("POST", f"/app/webhooks/{n}/deliveries/{n}/replay"),
+                ("GET", f"/app/admin/reviews/{n}"),
+                ("POST", f"/app/admin/reviews/{n}/approve"),
+                ("POST", f"/app/admin/accounts/{n}/plan"),
+                ("POST", f"/app/team/invitations/{n}/revoke"),
+                ("POST", f"/app/team/members/{n}"),
+            ):
+                response = await browser.request(method, path, data={"role": "viewer", "plan": "x"})
+                assert response.status_code != 500, (method, path, response.text[:300])
+                if status == 422:
+                    assert response.status_code == 422, (method, path, response.status_code)
+        for raw in ("\u00b2", str(2**64), "-1"):
+            switched = await browser.post("/app/account", data={"account_id": raw})
+            assert switched.status_code == 404, (raw, switched.status_code)
+        contacts = await browser.get("/app/lists/1", params={"after": str(2**64)})
+        assert contacts.status_code == 422

@@ -606,7 +606,7 @@ class User(Base):
     """
 
     __tablename__ = "users"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(String(320))
     email_key: Mapped[str] = mapped_column(String(320), unique=True)  # lower-cased
     name: Mapped[str] = mapped_column(String(200), default="")
@@ -634,7 +634,7 @@ class WebSession(Base):
     __tablename__ = "web_sessions"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    account_id: Mapped[int | None] = mapped_column(Integer)  # the account being looked at
+    account_id: Mapped[int | None] = mapped_column(BigId)  # the account being looked at
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
@@ -645,7 +645,7 @@ class Invitation(Base):
     """An invitation to join an account with a role; the emailed link is signed and carries `nonce`."""
 
     __tablename__ = "invitations"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     email: Mapped[str] = mapped_column(String(320))
     role: Mapped[str] = mapped_column(String(10))
@@ -661,7 +661,7 @@ class Plan(Base):
     """A volume plan an operator assigns to accounts; a NULL limit is no limit."""
 
     __tablename__ = "plans"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     messages_per_month: Mapped[int | None] = mapped_column(BigInteger)
     messages_per_day: Mapped[int | None] = mapped_column(BigInteger)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from estafeta.api.params import Id
 from estafeta.messages import EventFilter
 from estafeta.plans import PlanError
 from estafeta.reputation import QUESTIONS, ReviewError, sender_state
@@ -52,7 +53,7 @@ async def accounts(request: Request, notice: str = "", who: Identity = Depends(o
 
 
 @router.post("/accounts/{account_id}/plan")
-async def assign_plan(request: Request, account_id: int, who: Identity = Depends(operator)) -> Response:
+async def assign_plan(request: Request, account_id: Id, who: Identity = Depends(operator)) -> Response:
     core = get_core(request)
     if await core.accounts.get(account_id) is None:
         raise PageError(404, "No such account", f"There is no account {account_id}.")
@@ -76,7 +77,7 @@ async def reviews(request: Request, state: str = "open", who: Identity = Depends
 
 @router.get("/reviews/{review_id}", response_class=HTMLResponse)
 async def review(
-    request: Request, review_id: int, notice: str = "", who: Identity = Depends(operator)
+    request: Request, review_id: Id, notice: str = "", who: Identity = Depends(operator)
 ) -> Response:
     core = get_core(request)
     try:
@@ -99,7 +100,7 @@ async def review(
 
 @router.post("/reviews/{review_id}/{decision}")
 async def decide(
-    request: Request, review_id: int, decision: str, who: Identity = Depends(operator)
+    request: Request, review_id: Id, decision: str, who: Identity = Depends(operator)
 ) -> Response:
     core = get_core(request)
     note = str((await request.form()).get("note") or "")[:4000]
@@ -156,8 +157,8 @@ def _optional_int(text: str, name: str) -> int | None:
     text = text.strip().replace(",", "").replace("_", "")
     if not text:
         return None
-    if not text.isdigit():
-        raise PlanError(f"{name}: a whole number, or empty for no limit")
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise PlanError(f"{name}: a whole number below 10^18, or empty for no limit")
     return int(text)
 
 

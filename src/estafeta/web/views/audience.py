@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from estafeta.api.params import AfterId, Id
 from estafeta.audience.campaigns import CampaignSpec
 from estafeta.audience.lists import AudienceError
+from estafeta.ids import parse_id
 from estafeta.users import Identity
 from estafeta.web.render import page
 from estafeta.web.session import PageError, get_core, reader, sender
@@ -28,7 +30,7 @@ async def lists(request: Request, who: Identity = Depends(reader)) -> Response:
 
 @router.get("/lists/{list_id}", response_class=HTMLResponse)
 async def contacts(
-    request: Request, list_id: int, status: str = "", after: int = 0, who: Identity = Depends(reader)
+    request: Request, list_id: Id, status: str = "", after: AfterId = 0, who: Identity = Depends(reader)
 ) -> Response:
     core = get_core(request)
     assert who.account_id is not None
@@ -84,7 +86,7 @@ async def create_campaign(request: Request, who: Identity = Depends(sender)) -> 
     form = {k: str(v) for k, v in (await request.form()).items() if k != "csrf_token"}
     core = get_core(request)
     try:
-        list_id = int(form.get("list_id") or 0)
+        list_id = parse_id(form.get("list_id", "")) or 0
         spec = CampaignSpec(
             name=form.get("name", ""),
             list_id=list_id,
@@ -116,7 +118,7 @@ async def create_campaign(request: Request, who: Identity = Depends(sender)) -> 
 
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
 async def campaign(
-    request: Request, campaign_id: int, notice: str = "", who: Identity = Depends(reader)
+    request: Request, campaign_id: Id, notice: str = "", who: Identity = Depends(reader)
 ) -> Response:
     assert who.account_id is not None
     core = get_core(request)
@@ -141,7 +143,7 @@ async def campaign(
 
 @router.post("/campaigns/{campaign_id}/{action}", response_class=HTMLResponse)
 async def campaign_action(
-    request: Request, campaign_id: int, action: str, who: Identity = Depends(sender)
+    request: Request, campaign_id: Id, action: str, who: Identity = Depends(sender)
 ) -> Response:
     assert who.account_id is not None
     core = get_core(request)

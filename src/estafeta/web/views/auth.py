@@ -7,6 +7,7 @@ import secrets
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from estafeta.ids import parse_id
 from estafeta.users import Identity, UserError
 from estafeta.web.render import page
 from estafeta.web.session import (
@@ -123,7 +124,8 @@ async def logout(request: Request, who: Identity = Depends(signed_in)) -> Respon
 async def switch_account(request: Request, who: Identity = Depends(signed_in)) -> Response:
     form = await request.form()
     raw = str(form.get("account_id") or "")
-    if not raw.isdigit() or not await get_core(request).users.switch_account(who, int(raw)):
+    account_id = parse_id(raw)
+    if account_id is None or not await get_core(request).users.switch_account(who, account_id):
         raise PageError(404, "No such account", "You are not a member of that account.")
     return RedirectResponse("/app/", status_code=303)
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from estafeta import suppression
+from estafeta.api.params import Id
 from estafeta.messages import MessageQuery
 from estafeta.users import Identity
 from estafeta.web.render import page
@@ -212,7 +213,7 @@ async def _endpoint(request: Request, who: Identity, endpoint_id: int) -> Endpoi
 
 @router.get("/webhooks/{endpoint_id}", response_class=HTMLResponse)
 async def webhook(
-    request: Request, endpoint_id: int, state: str = "", notice: str = "", who: Identity = Depends(reader)
+    request: Request, endpoint_id: Id, state: str = "", notice: str = "", who: Identity = Depends(reader)
 ) -> Response:
     endpoint = await _endpoint(request, who, endpoint_id)
     if state not in ("", "pending", "delivered", "failed"):
@@ -234,7 +235,7 @@ async def webhook(
 
 @router.post("/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay")
 async def webhook_replay(
-    request: Request, endpoint_id: int, delivery_id: int, who: Identity = Depends(sender)
+    request: Request, endpoint_id: Id, delivery_id: Id, who: Identity = Depends(sender)
 ) -> Response:
     await _endpoint(request, who, endpoint_id)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, Response
 
+from estafeta.api.params import Id
 from estafeta.users import ROLES, Identity, UserError
 from estafeta.web.render import page
 from estafeta.web.session import PageError, get_core, owner, reader
@@ -58,7 +59,7 @@ async def invite(request: Request, who: Identity = Depends(owner)) -> Response:
 
 
 @router.post("/team/invitations/{invitation_id}/revoke", response_class=HTMLResponse)
-async def revoke_invitation(request: Request, invitation_id: int, who: Identity = Depends(owner)) -> Response:
+async def revoke_invitation(request: Request, invitation_id: Id, who: Identity = Depends(owner)) -> Response:
     assert who.account_id is not None
     if not await get_core(request).users.revoke_invitation(who.account_id, invitation_id):
         raise PageError(
@@ -68,7 +69,7 @@ async def revoke_invitation(request: Request, invitation_id: int, who: Identity 
 
 
 @router.post("/team/members/{user_id}", response_class=HTMLResponse)
-async def change_member(request: Request, user_id: int, who: Identity = Depends(owner)) -> Response:
+async def change_member(request: Request, user_id: Id, who: Identity = Depends(owner)) -> Response:
     assert who.account_id is not None
     form = await request.form()
     users = get_core(request).users

@@ -4,7 +4,7 @@ SQLite's INTEGER is 64-bit already, so only PostgreSQL changes. The sequences be
 widened as well (a sequence created `AS integer` would stop at 2^31 - 1 whatever the column's type).
 
 Revision ID: 0003_bigint_ids
-Revises: 0003_dmarc_reports
+Revises: 0003_dashboard
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_bigint_ids"
-down_revision = "0003_dmarc_reports"
+down_revision = "0003_dashboard"
 branch_labels = None
 depends_on = None
 
@@ -30,6 +30,9 @@ SERIAL_IDS = (
     "webhook_endpoints",
     "postmaster_stats",
     "reviews",
+    "users",
+    "invitations",
+    "plans",
 )
 # 32-bit columns that hold one of those ids.
 REFERENCES = (
@@ -58,6 +61,15 @@ REFERENCES = (
     ("sending_standing", "account_id"),
     ("reviews", "account_id"),
     ("review_audit", "review_id"),
+    ("account_plans", "account_id"),
+    ("account_plans", "plan_id"),
+    ("invitations", "account_id"),
+    ("invitations", "invited_by"),
+    ("memberships", "user_id"),
+    ("memberships", "account_id"),
+    ("usage_counters", "account_id"),
+    ("web_sessions", "user_id"),
+    ("web_sessions", "account_id"),
 )
 
 
