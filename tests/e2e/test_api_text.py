@@ -46,6 +46,12 @@ async def test_one_line_fields_refuse_control_characters_and_line_breaks(harness
             ("POST", "/v1/lists", "name", {"json": {"name": bad, "from_address": "news@acme.test"}}),
             (
                 "POST",
+                "/v1/lists",
+                "from_address",
+                {"json": {"name": "L", "from_address": f"{bad} <news@acme.test>"}},
+            ),
+            (
+                "POST",
                 f"/v1/lists/{list_id}/contacts",
                 "consent.source",
                 {"json": {"email": "a@gmail.test", "consent": {"source": bad}}},

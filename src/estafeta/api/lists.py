@@ -34,7 +34,7 @@ def problem(exc: AudienceError) -> Problem:
 class ListIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: OneLine = Field(min_length=1, max_length=200)
-    from_address: str = Field(description="From of the list's mail, on a sending domain of the account")
+    from_address: OneLine = Field(description="From of the list's mail, on a sending domain of the account")
     double_opt_in: bool = Field(True, description="new subscribers confirm by mail before they get campaigns")
 
 
