@@ -57,6 +57,12 @@ class DeliverySettings(BaseModel):
     lease_seconds: float = Field(
         300.0, gt=0, description="how long a claim is held before others may retry it"
     )
+    slot_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="how long a destination connection slot is held unless renewed (a killed node's slots "
+        "are free again after this)",
+    )
     poll_interval: float = Field(0.5, gt=0, description="seconds between queue polls when idle")
     retry_schedule: list[float] = Field(
         default_factory=lambda: [300, 900, 3600, 4 * 3600, 8 * 3600, 12 * 3600],
@@ -400,6 +406,19 @@ class PostmasterSettings(BaseModel):
     timeout: float = Field(10.0, gt=0)
 
 
+class RedisSettings(BaseModel):
+    """The Redis that holds limits shared by every node (docs/scaling.md); unset: each process limits
+    itself."""
+
+    url: str | None = Field(
+        None, description="e.g. redis://127.0.0.1:6379/0; unset: limits are kept in each process"
+    )
+    key_prefix: str = Field("estafeta:", description="prefix of every key, so platforms can share a Redis")
+    timeout: float = Field(
+        1.0, gt=0, description="seconds a limit check may wait for Redis before the work is refused for now"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ESTAFETA_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -442,6 +461,7 @@ class Settings(BaseSettings):
     warmup: WarmupSettings = Field(default_factory=WarmupSettings)
     links: LinkSettings = Field(default_factory=LinkSettings)
     notices: NoticeSettings = Field(default_factory=NoticeSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
 
     @property
     def dmarc_rua(self) -> str:

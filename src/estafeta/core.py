@@ -43,6 +43,7 @@ from estafeta.config import Settings
 from estafeta.delivery.engine import DeliveryEngine
 from estafeta.delivery.mx import MxResolver, make_resolver
 from estafeta.domains import DomainRow, Domains
+from estafeta.limits import open_limits
 from estafeta.messages import Messages
 from estafeta.metrics import Metrics
 from estafeta.notices import Notices
@@ -113,6 +114,7 @@ class Core:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         db, clock = self.db, self.clock
         self.resolver = MxResolver(make_resolver(settings.dns_servers))
+        self.limits = open_limits(settings.redis, self.clock)
 
         self.accounts = Accounts(db, clock)
         self.domains = Domains(db, settings, clock)
@@ -184,6 +186,7 @@ class Core:
             metrics=self.metrics,
             sources=self.streams.sources,
             after_finish=self.reputation.after_outcomes,
+            limits=self.limits,
         )
 
     def jobs(self) -> dict[str, Job]:
@@ -222,6 +225,11 @@ class Core:
     async def metrics_text(self) -> bytes:
         """The Prometheus exposition, queue and webhook gauges read now."""
         return await self.metrics.render(self.db)
+
+    async def aclose(self) -> None:
+        """Let go of the shared limits' connections, then of the database."""
+        await self.limits.close()
+        self.close()
 
     def close(self) -> None:
         self.db.close()

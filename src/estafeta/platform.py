@@ -44,7 +44,7 @@ class Platform:
         )
         self.inbound_address: tuple[str, int] | None = None
         self.scheduler = Scheduler(core.jobs())
-        self.smtp = SmtpRelay(settings, core.domains, core.accepter, core.smtp_credentials, core.clock)
+        self.smtp = SmtpRelay(settings, core.domains, core.accepter, core.smtp_credentials, core.limits)
         self.smtp_ports: SmtpPorts | None = None
         self.app = create_app(core)
         self._server: uvicorn.Server | None = None
@@ -150,4 +150,4 @@ class Platform:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        core.close()
+        await core.aclose()

@@ -273,7 +273,7 @@ async def _deliver(settings: Settings, control: Connection, wake: Connection) ->
         loop.remove_reader(control.fileno())
         await engine.stop(grace)
         await running
-        core.close()
+        await core.aclose()
         report()
         control.close()
         wake.close()
