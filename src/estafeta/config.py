@@ -98,6 +98,13 @@ class ApiSettings(BaseModel):
         description="largest request body; a larger one is refused with 413 before the API key is checked "
         "and without being read",
     )
+    rate_per_second: float = Field(
+        0,
+        ge=0,
+        description="requests per second per account (on every node together when redis.url is set); 0 = "
+        "unlimited; over it: 429 with Retry-After",
+    )
+    rate_burst: int = Field(100, ge=1, description="requests an account may make at once, then the rate")
 
 
 class SmtpSettings(BaseModel):
