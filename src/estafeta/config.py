@@ -413,6 +413,12 @@ class PostmasterSettings(BaseModel):
     timeout: float = Field(10.0, gt=0)
 
 
+class SchedulerSettings(BaseModel):
+    interval: float = Field(
+        60.0, gt=0, description="seconds per round of the periodic jobs; each round runs once across nodes"
+    )
+
+
 class RedisSettings(BaseModel):
     """The Redis that holds limits shared by every node (docs/scaling.md); unset: each process limits
     itself."""
@@ -469,6 +475,7 @@ class Settings(BaseSettings):
     links: LinkSettings = Field(default_factory=LinkSettings)
     notices: NoticeSettings = Field(default_factory=NoticeSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
 
     @property
     def dmarc_rua(self) -> str:

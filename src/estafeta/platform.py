@@ -43,7 +43,7 @@ class Platform:
             dmarc=core.dmarc,
         )
         self.inbound_address: tuple[str, int] | None = None
-        self.scheduler = Scheduler(core.jobs())
+        self.scheduler = Scheduler(core.jobs(), core.db, core.clock, core.owner, settings.scheduler.interval)
         self.smtp = SmtpRelay(settings, core.domains, core.accepter, core.smtp_credentials, core.limits)
         self.smtp_ports: SmtpPorts | None = None
         self.app = create_app(core)
@@ -83,9 +83,10 @@ class Platform:
         """Start the chosen parts in the running loop; returns once they accept work.
 
         `delivery` runs the delivery engine here, or in `settings.delivery.processes` child processes.
-        `services` are what one front process runs for the platform: the campaign runner, the inbound
-        listener for bounces and complaints (when `settings.inbound.enabled`), webhooks, the scheduler,
-        the Postmaster poller and the metrics endpoint; a delivery-only process leaves them out.
+        `services` are what a front process runs for the platform: the campaign runner, the inbound
+        listener for bounces and complaints (when `settings.inbound.enabled`), webhooks, the Postmaster
+        poller and the metrics endpoint; a delivery-only process leaves them out. The scheduler runs with
+        either (its jobs run once a round across every node: `estafeta.scheduler`).
         The SMTP relay binds well-known ports (587, 465) unless configured otherwise, so it runs only when
         asked for: `estafeta serve` asks when `settings.smtp.enabled`.
         """
@@ -111,9 +112,10 @@ class Platform:
             if self.settings.webhooks.enabled:
                 await core.webhook_dispatcher.start()
                 self._webhooks_running = True
-            self._background.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
             if self.settings.postmaster.sources:
                 self._background.append(asyncio.create_task(core.postmaster.run(), name="postmaster"))
+        if services or delivery:  # on every node: each round runs on one of them
+            self._background.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         if delivery and self.settings.delivery.processes:
             # Last: whatever failed above (a port in use) has not left children running.
             self.delivery_processes = DeliveryProcesses(
