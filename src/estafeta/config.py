@@ -419,6 +419,15 @@ class SchedulerSettings(BaseModel):
     )
 
 
+class ClusterSettings(BaseModel):
+    cache_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a node keeps cached settings at most; changes reach every node at once on "
+        "PostgreSQL (LISTEN/NOTIFY), this bounds staleness when a node cannot listen",
+    )
+
+
 class RedisSettings(BaseModel):
     """The Redis that holds limits shared by every node (docs/scaling.md); unset: each process limits
     itself."""
@@ -476,6 +485,7 @@ class Settings(BaseSettings):
     notices: NoticeSettings = Field(default_factory=NoticeSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @property
     def dmarc_rua(self) -> str:

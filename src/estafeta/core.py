@@ -11,7 +11,7 @@ Who reacts to what is wired here, at construction, and nowhere else:
 * DMARC aggregate reports → `dmarc.ingest` (given to the inbound listener by the platform),
 * approvals and resumptions → `reputation` wakes delivery (`wake_delivery`) and the campaign runner,
 * replays and test deliveries → `webhooks` wakes the webhook dispatcher,
-* stream changes → `streams` forgets its From-domain and source-pool caches.
+* stream changes, key and relay-login revocations → `changes` (every node forgets those caches).
 
 Services (attributes): `accounts`, `domains`, `api_keys`, `admin_keys`, `smtp_credentials`, `streams`,
 `suppressions`, `accepter` (the accept stage), `tracker`, `audience` (lists, contacts, consent, segments,
@@ -38,6 +38,7 @@ from estafeta.accept import Accepter
 from estafeta.accounts import Accounts
 from estafeta.audience.service import Audience
 from estafeta.auth import AdminKeys, ApiKeys
+from estafeta.changes import Changes
 from estafeta.clock import Clock, SystemClock
 from estafeta.config import Settings
 from estafeta.delivery.engine import DeliveryEngine
@@ -115,13 +116,14 @@ class Core:
         db, clock = self.db, self.clock
         self.resolver = MxResolver(make_resolver(settings.dns_servers))
         self.limits = open_limits(settings.redis, self.clock)
+        self.changes = Changes(self.db, settings.cluster.cache_seconds)
 
         self.accounts = Accounts(db, clock)
         self.domains = Domains(db, settings, clock)
-        self.api_keys = ApiKeys(db, clock)
+        self.api_keys = ApiKeys(db, clock, self.changes)
         self.admin_keys = AdminKeys(db, clock)
-        self.smtp_credentials = SmtpCredentials(db, clock)
-        self.streams = Streams(db, settings, clock)
+        self.smtp_credentials = SmtpCredentials(db, clock, self.changes)
+        self.streams = Streams(db, settings, clock, self.changes)
         self.meter = DatabaseMeter()
         self.plans = Plans(db, clock, self.meter)
         self.users = Users(db, clock, self._secret("dashboard_secret"))

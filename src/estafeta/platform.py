@@ -91,6 +91,10 @@ class Platform:
         asked for: `estafeta serve` asks when `settings.smtp.enabled`.
         """
         core = self.core
+        # Other nodes' setting changes (PostgreSQL): heard before this node serves anything.
+        self._background.append(asyncio.create_task(core.changes.run(), name="changes"))
+        if not core.db.is_sqlite:
+            await asyncio.wait_for(core.changes.listening.wait(), 30)
         if api:
             self._server, self.api_port = await self._serve(
                 self.app, self.settings.api.host, self.settings.api.port, "api"
