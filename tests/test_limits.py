@@ -4,31 +4,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import AsyncIterator
 
 import pytest
-import redis
 
 from estafeta.clock import ManualClock
 from estafeta.config import RedisSettings
 from estafeta.limits import Limits, LimitsUnavailable, open_limits
 from estafeta.limits.memory import MemoryLimits
 from estafeta.limits.redis_store import RedisLimits
-
-REDIS_URL = os.environ.get("ESTAFETA_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis is required in CI but unreachable at {REDIS_URL}: {exc}")
-        pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc}")
-    return REDIS_URL
 
 
 @pytest.fixture
