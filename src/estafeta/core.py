@@ -18,8 +18,10 @@ Services (attributes): `accounts`, `domains`, `api_keys`, `admin_keys`, `smtp_cr
 campaigns), `reputation` (standing, reviews, warm-up), `webhooks` (endpoint administration),
 `messages` (reads, search and cancellations), `dmarc` (the DMARC aggregate reports receivers mail back:
 kept by the inbound listener, summed up per sending domain), `system_senders` (the accounts that send
-the platform's own mail), `plans` (volume plans and metered usage; the accept gate charges `meter`) and
-`users` (dashboard users, sessions, invitations); the workers the platform runs (`webhook_dispatcher`,
+the platform's own mail), `plans` (volume plans and metered usage; the accept gate charges `meter`),
+`users` (dashboard users, sessions, invitations), `limits` (rates, connection slots and login lockouts,
+shared by every node through Redis when configured) and `changes` (setting changes announced to every
+node, so their caches forget them); the workers the platform runs (`webhook_dispatcher`,
 `audience.runner`, `postmaster`) and the scheduler's `jobs()` (among them `tls_reports`, the daily
 TLS-RPT reports).
 """
