@@ -439,6 +439,9 @@ class RedisSettings(BaseModel):
     timeout: float = Field(
         1.0, gt=0, description="seconds a limit check may wait for Redis before the work is refused for now"
     )
+    max_connections: int = Field(
+        32, ge=1, description="connections to Redis per process; more checks at once wait for one"
+    )
 
 
 class Settings(BaseSettings):

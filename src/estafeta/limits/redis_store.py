@@ -71,13 +71,18 @@ class RedisLimits:
         self.clock = clock
         self.prefix = settings.key_prefix
         self.url = settings.url
-        # One quick retry at most: a limit check must not hold up its caller while Redis is away.
-        self.redis = redis.Redis.from_url(
+        # Callers beyond `max_connections` queue for a connection (a busy moment is not an outage: they
+        # wait up to ten operations' time); one quick retry at most: a limit check must not hold up its
+        # caller while Redis is away.
+        pool = redis.BlockingConnectionPool.from_url(
             settings.url,
+            max_connections=settings.max_connections,
+            timeout=10 * settings.timeout,
             socket_timeout=settings.timeout,
             socket_connect_timeout=settings.timeout,
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
         )
+        self.redis = redis.Redis(connection_pool=pool)
         self._take = self.redis.register_script(_TAKE)
         self._acquire = self.redis.register_script(_ACQUIRE)
         self._renew = self.redis.register_script(_RENEW)
