@@ -118,6 +118,11 @@ class Core:
         db, clock = self.db, self.clock
         self.resolver = MxResolver(make_resolver(settings.dns_servers))
         self.limits = open_limits(settings.redis, self.clock)
+        # Receivers count real seconds: destinations' rates and connection leases follow the wall clock
+        # even when the platform's clock is set by hand.
+        self.wire_limits = (
+            self.limits if isinstance(self.clock, SystemClock) else open_limits(settings.redis, SystemClock())
+        )
         self.changes = Changes(self.db, settings.cluster.cache_seconds)
 
         self.accounts = Accounts(db, clock)
@@ -190,7 +195,7 @@ class Core:
             metrics=self.metrics,
             sources=self.streams.sources,
             after_finish=self.reputation.after_outcomes,
-            limits=self.limits,
+            limits=self.wire_limits,
         )
 
     def jobs(self) -> dict[str, Job]:
@@ -233,6 +238,8 @@ class Core:
     async def aclose(self) -> None:
         """Let go of the shared limits' connections, then of the database."""
         await self.limits.close()
+        if self.wire_limits is not self.limits:
+            await self.wire_limits.close()
         self.close()
 
     def close(self) -> None:

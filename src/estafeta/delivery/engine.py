@@ -34,7 +34,7 @@ from estafeta import verp
 from estafeta.bounces.classify import classify_reply
 from estafeta.bounces.policy import DEFAULT_POLICY, Policy
 from estafeta.bounces.reasons import bounce_data, retry_advised
-from estafeta.clock import Clock
+from estafeta.clock import Clock, SystemClock
 from estafeta.config import DestinationLimits, Settings
 from estafeta.delivery.client import ConnectFailed, MxSession, Reply, open_session
 from estafeta.delivery.helo import SourceNames
@@ -298,7 +298,7 @@ class DeliveryEngine:
         final outcomes in their transaction (reputation); `limits` holds the destinations' connection
         slots and rates (by default in this process only)."""
         self.settings = settings
-        self.limits = limits or MemoryLimits(clock)
+        self.limits = limits or MemoryLimits(SystemClock())  # receivers count real seconds
         self.slots: dict[str, str] = {}  # connection slots held: holder → key
         self.lost_slots: set[str] = set()  # holders whose slot expired: their session ends
         self.metrics = metrics
