@@ -393,6 +393,20 @@ class RetentionSettings(BaseModel):
     batch: int = Field(2000, ge=1, description="rows pruned per transaction")
 
 
+class DoctorSettings(BaseModel):
+    """What `estafeta doctor` compares the deployment with."""
+
+    ntp_server: str = Field(
+        "",
+        description="NTP server (host or host:port, e.g. pool.ntp.org) this machine's clock is compared "
+        "with; empty: only the database server's clock is compared (PostgreSQL)",
+    )
+    max_clock_skew: float = Field(
+        2.0, gt=0, description="seconds this machine's clock may be off the NTP server's or the database's"
+    )
+    timeout: float = Field(5.0, gt=0, description="seconds each network check may take")
+
+
 class PostmasterSettings(BaseModel):
     sources: list[PostmasterSource] = Field(default_factory=list, description="empty: nothing is polled")
     poll_interval: float = Field(3600.0, gt=0, description="seconds between polls")
@@ -442,6 +456,7 @@ class Settings(BaseSettings):
     warmup: WarmupSettings = Field(default_factory=WarmupSettings)
     links: LinkSettings = Field(default_factory=LinkSettings)
     notices: NoticeSettings = Field(default_factory=NoticeSettings)
+    doctor: DoctorSettings = Field(default_factory=DoctorSettings)
 
     @property
     def dmarc_rua(self) -> str:

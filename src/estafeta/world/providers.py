@@ -314,12 +314,14 @@ def zone_records(providers: Sequence[Provider]) -> tuple[str, str]:
     """Zone text for the providers: (records relative to `test.`, records relative to `127.in-addr.arpa.`).
 
     Every provider gets its MX (or only an A record), SPF and DMARC; every address gets a PTR, and the
-    platform's own address gets `mta.estafeta.test` both ways so reverse-DNS checks pass.
+    platform's own address gets `mta.estafeta.test` both ways so reverse-DNS checks pass; the return
+    path's SPF lets the platform's address and every sending address pass.
     """
+    pools = " ".join(f"ip4:{address}" for address in SENDING_ADDRESSES)
     forward = [
         f"{PLATFORM_HOST}. {RECORD_TTL} IN A {PLATFORM_ADDRESS}",
         f"{RETURN_PATH_DOMAIN}. {RECORD_TTL} IN MX 10 {PLATFORM_HOST}.",
-        f'{RETURN_PATH_DOMAIN}. {RECORD_TTL} IN TXT "v=spf1 a:{PLATFORM_HOST} -all"',
+        f'{RETURN_PATH_DOMAIN}. {RECORD_TTL} IN TXT "v=spf1 a:{PLATFORM_HOST} {pools} -all"',
     ]
     reverse = [_ptr(PLATFORM_ADDRESS, PLATFORM_HOST)]
     for address, host in SENDING_ADDRESSES.items():
