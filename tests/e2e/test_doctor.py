@@ -446,3 +446,24 @@ async def test_a_clock_off_the_ntp_server_fails(deployment: Deployment, tmp_path
     assert row.status == "pass"
     row = _one(await doctor.run(deployment.settings(database, doctor={"ntp_server": ""})), "clock: NTP")
     assert row.status == "warn" and row.fix.startswith("set doctor.ntp_server")
+
+
+async def test_a_return_path_spf_over_ten_lookups_fails(deployment: Deployment, tmp_path: Path) -> None:
+    zone = deployment.world.zone
+    includes = [f"l{n}.clinic.test" for n in range(11)]
+    zone.add(
+        "loops.clinic.test", "TXT", "v=spf1 " + " ".join(f"include:{name}" for name in includes) + " -all"
+    )
+    for name in includes:
+        zone.add(name, "TXT", "v=spf1 -all")
+    try:
+        settings = deployment.settings(
+            f"sqlite:///{tmp_path / 'none.db'}", return_path_domain="loops.clinic.test"
+        )
+        rows = _rows(await doctor.run(settings), "SPF of the return path")
+    finally:
+        for name in ["loops.clinic.test", *includes]:
+            zone.remove(name, "TXT")
+    assert [row.status for row in rows] == ["fail", "fail"]
+    assert rows[0].detail.startswith("permerror:")
+    assert rows[0].fix.startswith("correct the SPF record of loops.clinic.test (at most 10 DNS lookups)")
