@@ -27,7 +27,9 @@ def doctor(
     if as_json:
         print(json.dumps({"ok": not failed, "checks": [dataclasses.asdict(row) for row in rows]}, indent=2))
     else:
-        table = Table("check", "target", "status", "detail", "fix", title="estafeta doctor")
+        table = Table(title="estafeta doctor")
+        for column in ("check", "target", "status", "detail", "fix"):
+            table.add_column(column, overflow="fold")  # names and records are shown whole
         for row in rows:
             table.add_row(row.check, row.target, f"[{STYLE[row.status]}]{row.status}[/]", row.detail, row.fix)
         console.print(table)
