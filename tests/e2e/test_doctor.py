@@ -336,6 +336,8 @@ async def test_a_database_not_migrated_or_unreachable_fails(deployment: Deployme
     assert (row.status, row.detail) == ("fail", f"{missing} does not exist")
     assert not missing.exists()  # the doctor changes nothing
     assert _one(checks, "sending domains").status == "warn"
+    code, out = await _estafeta(deployment.settings(f"sqlite:///{missing}"), "doctor", "--json")
+    assert code == 1 and json.loads(out)["ok"] is False
 
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).close()
