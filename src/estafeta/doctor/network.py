@@ -32,7 +32,8 @@ OURS = "Estafeta ESMTP"  # in the greeting of the relay and of the inbound liste
 @dataclass(frozen=True)
 class Listener:
     name: str
-    setting: str  # where it is configured, for the fix
+    group: str  # the settings group, whose `host` it binds (for the fix)
+    port_setting: str
     host: str
     port: int
     kind: Literal["http", "metrics", "smtp", "smtps"]
@@ -40,22 +41,23 @@ class Listener:
 
 def listeners(settings: Settings) -> list[Listener]:
     """What `estafeta serve` binds with these settings."""
-    found = [Listener("API", "api", settings.api.host, settings.api.port, "http")]
-    smtp = settings.smtp
+    api, smtp, inbound, metrics = settings.api, settings.smtp, settings.inbound, settings.metrics
+    found = [Listener("API", "api", "api.port", api.host, api.port, "http")]
     if smtp.enabled:
         found.append(
-            Listener("relay (STARTTLS)", "smtp.starttls_port", smtp.host, smtp.starttls_port, "smtp")
+            Listener("relay (STARTTLS)", "smtp", "smtp.starttls_port", smtp.host, smtp.starttls_port, "smtp")
         )
         found.append(
-            Listener("relay (TLS)", "smtp.implicit_tls_port", smtp.host, smtp.implicit_tls_port, "smtps")
+            Listener(
+                "relay (TLS)", "smtp", "smtp.implicit_tls_port", smtp.host, smtp.implicit_tls_port, "smtps"
+            )
         )
-    if settings.inbound.enabled:
+    if inbound.enabled:
         found.append(
-            Listener("inbound listener", "inbound", settings.inbound.host, settings.inbound.port, "smtp")
+            Listener("inbound listener", "inbound", "inbound.port", inbound.host, inbound.port, "smtp")
         )
-    metrics = settings.metrics
     if metrics.enabled and metrics.port is not None:
-        found.append(Listener("metrics", "metrics", metrics.host, metrics.port, "metrics"))
+        found.append(Listener("metrics", "metrics", "metrics.port", metrics.host, metrics.port, "metrics"))
     return found
 
 
@@ -75,11 +77,10 @@ async def _identify(listener: Listener, host: str, timeout: float) -> str | None
             except httpx.HTTPError:
                 return None
         if listener.kind == "http":
-            answered = (
-                response.status_code == 200
-                and response.headers.get("content-type", "").startswith("application/json")
-                and response.json() == {"status": "ok"}
-            )
+            try:
+                answered = response.status_code == 200 and response.json() == {"status": "ok"}
+            except ValueError:  # not JSON: another program
+                answered = False
         else:
             answered = response.status_code == 200 and "estafeta_" in response.text
         return f"Estafeta answers GET {path}" if answered else None
@@ -134,7 +135,7 @@ async def _port(listener: Listener, timeout: float) -> Check:
                 "fail",
                 f"nothing listens, and this user may not bind port {listener.port} (below 1024)",
                 "give the service CAP_NET_BIND_SERVICE (systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE), "
-                f"or set {listener.setting} above 1023 and forward port {listener.port} to it",
+                f"or set {listener.port_setting} above 1023 and forward port {listener.port} to it",
             )
         if problem.errno == errno.EADDRNOTAVAIL:
             return Check(
@@ -142,14 +143,14 @@ async def _port(listener: Listener, timeout: float) -> Check:
                 target,
                 "fail",
                 f"{listener.host} is not an address of this machine",
-                f"set {listener.setting} host to an address of this machine",
+                f"set {listener.group}.host to an address of this machine",
             )
         return Check(
             check,
             target,
             "fail",
             f"nothing listens, and binding fails: {problem.strerror}",
-            f"free the port, or set {listener.setting} to another",
+            f"free the port, or set {listener.port_setting} to another",
         )
     except (OSError, TimeoutError) as exc:
         return Check(
@@ -157,7 +158,7 @@ async def _port(listener: Listener, timeout: float) -> Check:
             target,
             "fail",
             f"cannot connect: {exc or 'timed out'}",
-            f"set {listener.setting} host to an address of this machine",
+            f"set {listener.group}.host to an address of this machine",
         )
     answer = await _identify(listener, host, timeout)
     if answer is None:
@@ -167,7 +168,7 @@ async def _port(listener: Listener, timeout: float) -> Check:
             "fail",
             "another program listens there (it does not answer as Estafeta)",
             f"stop the program that holds {target} (`ss -ltnp 'sport = :{listener.port}'` names it), or "
-            f"set {listener.setting} to a free port",
+            f"set {listener.port_setting} to a free port",
         )
     return Check(check, target, "pass", answer)
 
