@@ -80,7 +80,7 @@ def check_certificate(settings: Settings, now: datetime) -> list[Check]:
                 "TLS certificate",
                 "smtp.tls_cert",
                 "warn",
-                "not set: the relay uses a self-signed certificate, which mail clients warn about or refuse",
+                "not set: a self-signed certificate is used, which mail clients warn about or refuse",
                 f"set smtp.tls_cert and smtp.tls_key to a certificate for {hostname} from a public authority "
                 "(e.g. Let's Encrypt)",
             )
