@@ -38,6 +38,7 @@ from estafeta.suppression import for_complaint
 from estafeta.tracking import TokenSigner
 
 VERIFIED = ("verp", "message-id", "tracking")
+ReportRow = store.ReportRow
 
 AfterReport = Callable[[Connection, store.ReportRow, bool, datetime], int]
 """Runs in the report's transaction: counts it (when `verified`) and opens or extends a review; returns the
