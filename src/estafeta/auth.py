@@ -12,6 +12,7 @@ import functools
 import hashlib
 import secrets
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -86,8 +87,12 @@ class ApiKeys:
         them within `CACHE_SECONDS`); False when the account has no such active key."""
         revoked = await self.db.run(store.revoke_api_key, account_id, prefix, self.clock.now())
         if revoked:
-            self._cache = {k: v for k, v in self._cache.items() if v[2] != prefix}
+            self.forget([prefix])
         return revoked
+
+    def forget(self, prefixes: Collection[str]) -> None:
+        """Forget the cached checks of these keys in this process (revoked elsewhere in the core)."""
+        self._cache = {k: v for k, v in self._cache.items() if v[2] not in prefixes}
 
     async def account_for(self, token: str) -> int | None:
         """The account a key belongs to, or None for an unknown, revoked or mistyped key."""

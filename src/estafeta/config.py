@@ -167,6 +167,14 @@ class InboundSettings(BaseModel):
         "dmarc", description="local part of the address for DMARC aggregate reports (the domains' rua)"
     )
     max_message_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest report accepted")
+    platform_domains: list[str] = Field(
+        default_factory=list,
+        description="further domains of the platform whose abuse@ and postmaster@ this listener receives "
+        "(besides the return-path and tracking domains); their MX must point here",
+    )
+    abuse_keep_bytes: int = Field(
+        256 * 1024, ge=1024, description="how much of each message to abuse@ or postmaster@ is kept"
+    )
     starttls: bool = Field(
         True,
         description="offer STARTTLS (optional for senders) with smtp.tls_cert/tls_key, or else a "
@@ -238,6 +246,13 @@ class ReputationSettings(BaseModel):
     complaint_warning: float = Field(0.0005, ge=0, le=1, description="complaint rate that warns")
     complaint_pause: float = Field(0.001, ge=0, le=1, description="complaint rate that pauses broadcast")
     trap_pause: int = Field(5, ge=0, description="spam-trap hits in the window that pause; 0 = never")
+    abuse_report_weight: float = Field(
+        1.0, ge=0, description="complaints one verified abuse report (mail to abuse@) counts as"
+    )
+    abuse_pause_categories: list[Literal["phishing", "malware", "spam", "other"]] = Field(
+        default_factory=lambda: ["phishing", "malware"],
+        description="verified abuse reports of these categories pause all of the account's sending at once",
+    )
 
 
 class WarmupSettings(BaseModel):

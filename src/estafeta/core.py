@@ -9,6 +9,9 @@ Who reacts to what is wired here, at construction, and nowhere else:
 * delivery outcomes → `reputation.after_outcomes` (given to each delivery engine's queue),
 * complaints → `reputation.after_complaint` (given to the inbound listener by the platform),
 * DMARC aggregate reports → `dmarc.ingest` (given to the inbound listener by the platform),
+* mail to abuse@ and postmaster@ → `abuse.ingest` (given to the inbound listener by the platform), whose
+  matched reports reach `reputation.after_abuse_report`,
+* terminations → `terminations` forgets the account's cached keys and logins and wakes delivery,
 * approvals and resumptions → `reputation` wakes delivery (`wake_delivery`) and the campaign runner,
 * replays and test deliveries → `webhooks` wakes the webhook dispatcher,
 * stream changes → `streams` forgets its From-domain and source-pool caches.
@@ -16,8 +19,10 @@ Who reacts to what is wired here, at construction, and nowhere else:
 Services (attributes): `accounts`, `domains`, `api_keys`, `admin_keys`, `smtp_credentials`, `streams`,
 `suppressions`, `accepter` (the accept stage), `tracker`, `audience` (lists, contacts, consent, segments,
 campaigns), `reputation` (standing, reviews, warm-up), `webhooks` (endpoint administration),
-`messages` (reads, search and cancellations), `dmarc` (the DMARC aggregate reports receivers mail back:
-kept by the inbound listener, summed up per sending domain), `system_senders` (the accounts that send
+`messages` (reads, search and cancellations), `abuse` (the abuse desk: reports mailed to abuse@ and
+postmaster@, matched to accounts), `terminations` (an operator terminates an account), `dmarc` (the DMARC
+aggregate reports receivers mail back: kept by the inbound listener, summed up per sending domain),
+`system_senders` (the accounts that send
 the platform's own mail), `plans` (volume plans and metered usage; the accept gate charges `meter`) and
 `users` (dashboard users, sessions, invitations); the workers the platform runs (`webhook_dispatcher`,
 `audience.runner`, `postmaster`) and the scheduler's `jobs()` (among them `tls_reports`, the daily
@@ -34,6 +39,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from estafeta import dns_status, stats
+from estafeta.abuse import AbuseDesk
 from estafeta.accept import Accepter
 from estafeta.accounts import Accounts
 from estafeta.audience.service import Audience
@@ -59,6 +65,7 @@ from estafeta.store.db import Database
 from estafeta.streams import Streams
 from estafeta.suppression import Suppressions
 from estafeta.system_senders import SystemSenders
+from estafeta.termination import Terminations
 from estafeta.tracking import Tracker
 from estafeta.users import Users
 from estafeta.webhook_endpoints import WebhookEndpoints
@@ -149,6 +156,12 @@ class Core:
         )
         self.reputation = Reputation(
             db, settings, clock, mail_due=wake_delivery, campaigns_due=self.audience.runner.wake
+        )
+        self.abuse = AbuseDesk(
+            db, settings, clock, self.verp_secret, self.tracker.tokens, self.reputation.after_abuse_report
+        )
+        self.terminations = Terminations(
+            db, clock, self.api_keys, self.smtp_credentials, stopped=wake_delivery
         )
         self.webhook_dispatcher = Webhooks(db, settings.webhooks, clock, metrics=self.metrics)
         self.webhooks = WebhookEndpoints(db, settings.webhooks, clock, self.webhook_dispatcher.wakeup.set)

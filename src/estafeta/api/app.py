@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from estafeta import __version__
 from estafeta.api import (
+    abuse,
     bounces,
     campaigns,
     dmarc,
@@ -62,6 +63,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(reputation.router)
     app.include_router(reputation.admin_router)
+    app.include_router(abuse.router)
     app.include_router(dmarc.router)
     app.include_router(usage_api.router)
     dashboard.install(app)

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import secrets
 import string
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -94,5 +95,9 @@ class SmtpCredentials:
         """Revoke the account's credential and forget its cached logins; False when it has no such one."""
         revoked = await self.db.run(store.revoke_credential, account_id, username, self.clock.now())
         if revoked:
-            self._cache = {k: v for k, v in self._cache.items() if v.username != username}
+            self.forget([username])
         return revoked
+
+    def forget(self, usernames: Collection[str]) -> None:
+        """Forget the cached logins of these usernames in this process (revoked elsewhere in the core)."""
+        self._cache = {k: v for k, v in self._cache.items() if v.username not in usernames}

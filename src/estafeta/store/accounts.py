@@ -91,7 +91,12 @@ def add_api_key(
 
 
 def find_api_key(conn: Connection, prefix: str) -> ApiKeyRow | None:
-    row = conn.execute(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    """The key with this prefix, unless its account is terminated."""
+    row = conn.execute(
+        select(ApiKey)
+        .join(Account, Account.id == ApiKey.account_id)
+        .where(ApiKey.prefix == prefix, Account.status != "terminated")
+    ).first()
     if row is None:
         return None
     return ApiKeyRow(row.id, row.account_id, row.prefix, row.secret_hash, row.name, row.revoked_at)

@@ -71,6 +71,10 @@ class Account(Base):
     email: Mapped[str | None] = mapped_column(String(320))  # where reputation notices go
     sending_tier: Mapped[int] = mapped_column(Integer, default=0)  # index into warmup.tiers; past it: none
     created_at: Mapped[datetime]
+    # status "terminated": by whom (an operator), when and why; nothing of the account is sent any more
+    terminated_at: Mapped[datetime | None]
+    terminated_by: Mapped[str | None] = mapped_column(String(200))
+    termination_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiKey(Base):
@@ -558,6 +562,29 @@ class TlsReportSent(Base):
     destinations: Mapped[list[str]] = mapped_column(default=list)
     outcome: Mapped[str] = mapped_column(Text, default="")
     sent_at: Mapped[datetime]
+
+
+class AbuseReport(Base):
+    """A message mailed to `abuse@` or `postmaster@` a platform domain, the account and message it was
+    matched to (none: it waits in the operators' inbox), and the message as received (up to a bound)."""
+
+    __tablename__ = "abuse_reports"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime]
+    mailbox: Mapped[str] = mapped_column(String(320))
+    reporter: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str] = mapped_column(String(20))  # complaint, phishing, malware, spam, other
+    account_id: Mapped[int | None] = mapped_column(BigId)
+    message_id: Mapped[str | None] = mapped_column(String(40))
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    matched_by: Mapped[str] = mapped_column(String(20), default="")
+    excerpt: Mapped[str] = mapped_column(Text, default="")
+    review_id: Mapped[int | None] = mapped_column(BigId)
+    size: Mapped[int] = mapped_column(Integer)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_abuse_reports_account", "account_id", "id"),)
 
 
 class DmarcReport(Base):

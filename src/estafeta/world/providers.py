@@ -155,7 +155,8 @@ class Provider:
     listening: bool = True  # False: nothing listens, so connections are refused
     requires_dkim: bool = False  # reject at end of DATA without a DKIM pass aligned with From
     rate_limited: bool = False  # subject to the world's per-IP message rate limit
-    reports: tuple[tuple[str, str], ...] = ()  # (local-part prefix, "ndr" | "arf" | "auto-reply")
+    # (local-part prefix, "ndr" | "arf" | "auto-reply" | "abuse-quoted" | "abuse-attached")
+    reports: tuple[tuple[str, str], ...] = ()
     requires_one_click: bool = False  # refuse bulk mail without RFC 8058 one-click unsubscribe
     unsubscribes: str | None = None  # how its users unsubscribe: "one-click" (POST) | "mailto"
     # MTA-STS and TLS-RPT (estafeta.world.mta_sts): the policy mode it publishes, the MX patterns its
@@ -191,8 +192,10 @@ PROVIDERS: tuple[Provider, ...] = (
         "mta5.am0.yahoodns.test",
         "127.0.0.12",
         "accepts; records the DKIM result; complainer* report the message as spam (ARF to the FBL address); "
-        "unsub* recipients unsubscribe by mail to the List-Unsubscribe mailto: address",
-        reports=(("complainer", "arf"),),
+        "angry* write to abuse@ the return-path domain quoting the message, phished* forward it there as an "
+        "attachment calling it phishing; unsub* recipients unsubscribe by mail to the List-Unsubscribe "
+        "mailto: address",
+        reports=(("complainer", "arf"), ("angry", "abuse-quoted"), ("phished", "abuse-attached")),
         unsubscribes="mailto",
     ),
     Provider(
