@@ -154,6 +154,9 @@ class Provider:
     has_mx: bool = True  # False: only an A record on the domain (senders must fall back from MX to A)
     listening: bool = True  # False: nothing listens, so connections are refused
     requires_dkim: bool = False  # reject at end of DATA without a DKIM pass aligned with From
+    # Check DKIM with dkimpy and Mail::DKIM, SPF with pyspf and DMARC alignment, and refuse mail that fails
+    # DMARC when the From domain's policy is p=reject (estafeta.world.authentication).
+    enforces_dmarc: bool = False
     rate_limited: bool = False  # subject to the world's per-IP message rate limit
     # (local-part prefix, "ndr" | "arf" | "auto-reply" | "abuse-quoted" | "abuse-attached")
     reports: tuple[tuple[str, str], ...] = ()
@@ -204,6 +207,15 @@ PROVIDERS: tuple[Provider, ...] = (
         "127.0.0.13",
         "accepts; records the DKIM result; gone* bounce late (DSN 5.1.1), ooo* answer out of office",
         reports=(("gone", "ndr"), ("ooo", "auto-reply")),
+    ),
+    Provider(
+        "dmarc.test",
+        "mx.dmarc.test",
+        "127.0.0.45",
+        "enforces DMARC: checks DKIM with dkimpy and Mail::DKIM, SPF with pyspf; refuses mail that fails "
+        "DMARC (neither DKIM nor SPF aligned with From) when the From domain publishes p=reject "
+        "(550 5.7.1 with the reason)",
+        enforces_dmarc=True,
     ),
     Provider(
         "bounce.test",
