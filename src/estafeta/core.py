@@ -48,6 +48,7 @@ from estafeta.clock import Clock, SystemClock
 from estafeta.config import Settings
 from estafeta.delivery.engine import DeliveryEngine
 from estafeta.delivery.mx import MxResolver, make_resolver
+from estafeta.dkim_keys import DkimKeys
 from estafeta.domains import DomainRow, Domains
 from estafeta.messages import Messages
 from estafeta.metrics import Metrics
@@ -123,6 +124,7 @@ class Core:
 
         self.accounts = Accounts(db, clock)
         self.domains = Domains(db, settings, clock)
+        self.dkim_keys = DkimKeys(db, settings, clock, self.domains)
         self.api_keys = ApiKeys(db, clock)
         self.admin_keys = AdminKeys(db, clock)
         self.smtp_credentials = SmtpCredentials(db, clock)
@@ -207,6 +209,7 @@ class Core:
             "notices": self.notices.send,
             "retention": self.retention.prune,
             "tls-reports": self.tls_reports.send,
+            "dkim-keys": self.dkim_keys.check,
         }
 
     async def stats(

@@ -7,13 +7,17 @@ belongs here too).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy import Connection
 
 from estafeta.clock import Clock
 from estafeta.compose import AddressError, parse_address
 from estafeta.config import Settings
 from estafeta.dkim import DkimKey, generate_key
 from estafeta.store import accounts as store
+from estafeta.store import dkim_keys as key_store
 from estafeta.store.db import Database
 
 DomainRow = store.DomainRow
@@ -40,16 +44,30 @@ def normalise_domain(name: str) -> str:
         raise DomainError(f"{name!r} is not a valid domain: {exc.reason}") from exc
 
 
-def domain_key(row: store.DomainRow) -> DkimKey:
-    return DkimKey(row.name, row.dkim_selector, row.dkim_algorithm, row.dkim_private_key)  # type: ignore[arg-type]
+PUBLISHED_STATES = ("pending", "active", "retiring")  # keys whose record must be in DNS
+
+
+def signing_key(domain: str, row: key_store.DkimKeyRow) -> DkimKey:
+    return DkimKey(domain, row.selector, row.algorithm, row.private_key)  # type: ignore[arg-type]
+
+
+def dkim_records(row: store.DomainRow) -> list[DnsRecord]:
+    """The DKIM TXT record of every key that must be published: pending (to be verified), active, retiring
+    (mail signed with it is still on its way)."""
+    records = []
+    for key_row in row.keys:
+        if key_row.state in PUBLISHED_STATES:
+            key = signing_key(row.name, key_row)
+            purpose = f"DKIM public key: {key.algorithm}, {key_row.state}"
+            records.append(DnsRecord(key.record_name, "TXT", key.record_value, purpose))
+    return records
 
 
 def dns_records(row: store.DomainRow, settings: Settings) -> list[DnsRecord]:
     """What the domain's owner publishes so receivers can authenticate the mail (and send DMARC reports
     to the platform's inbound listener)."""
-    key = domain_key(row)
     return [
-        DnsRecord(key.record_name, "TXT", key.record_value, "DKIM public key"),
+        *dkim_records(row),
         DnsRecord(row.name, "TXT", "v=spf1 a mx ~all", "SPF: add this platform's sending IPs (ip4:…)"),
         DnsRecord(
             f"_dmarc.{row.name}", "TXT", f"v=DMARC1; p=none; rua=mailto:{settings.dmarc_rua}", "DMARC policy"
@@ -78,15 +96,7 @@ class Domains:
             algorithm=algorithm or self.settings.dkim_algorithm,  # type: ignore[arg-type]
             bits=self.settings.dkim_rsa_bits,
         )
-        row = await self.db.run(
-            store.add_domain,
-            account_id,
-            domain,
-            key.selector,
-            key.algorithm,
-            key.private_key,
-            self.clock.now(),
-        )
+        row = await self.db.run(_add_domain, account_id, domain, key, self.clock.now())
         return row, key
 
     async def find(self, name: str) -> store.DomainRow | None:
@@ -102,3 +112,11 @@ class Domains:
 
     async def list(self, account_id: int | None = None) -> list[store.DomainRow]:
         return await self.db.run(store.list_domains, account_id)
+
+
+def _add_domain(conn: Connection, account_id: int, name: str, key: DkimKey, now: datetime) -> store.DomainRow:
+    """The domain and its first key, which signs at once (the domain's own checks decide whether it may
+    send); later keys wait for DNS (`estafeta.dkim_keys`)."""
+    row = store.add_domain(conn, account_id, name, now)
+    first = key_store.add_key(conn, row.id, key.selector, key.algorithm, key.private_key, "active", now)
+    return replace(row, keys=(first,))

@@ -11,6 +11,7 @@ from estafeta.api import (
     abuse,
     bounces,
     campaigns,
+    dkim_keys,
     dmarc,
     events,
     lint,
@@ -65,6 +66,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(reputation.admin_router)
     app.include_router(abuse.router)
     app.include_router(dmarc.router)
+    app.include_router(dkim_keys.router)
     app.include_router(usage_api.router)
     dashboard.install(app)
     if core.settings.metrics.enabled and core.settings.metrics.port is None:

@@ -39,6 +39,8 @@ EVENT_TYPES = {
     "review_requested",
     "limit_raised",
     "account_terminated",
+    "domain.key_active",
+    "domain.key_retired",
 }
 
 

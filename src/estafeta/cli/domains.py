@@ -11,7 +11,8 @@ from rich.table import Table
 
 from estafeta.cli.common import AccountArgument, ConfigOption, account, console, fail, open_core, run
 from estafeta.config import Settings
-from estafeta.domains import DomainError, DomainRow, dns_records
+from estafeta.dkim_keys import DkimKeyRow, KeyStatus
+from estafeta.domains import DnsRecord, DomainError, DomainRow, dns_records
 from estafeta.reports.dmarc_table import render
 
 app = typer.Typer(help="Register sending domains and show the DNS records to publish.", no_args_is_help=True)
@@ -45,14 +46,114 @@ def add(
 def list_domains(config: ConfigOption = None) -> None:
     """List sending domains."""
     core = open_core(config)
-    table = Table("domain", "account", "DKIM selector", "algorithm", "added")
+    table = Table("domain", "account", "signing with (selector: algorithm)", "added")
     for row in run(core.domains.list()):
         table.add_row(
             row.name,
             str(row.account_id),
-            row.dkim_selector,
-            row.dkim_algorithm,
+            ", ".join(f"{k.selector}: {k.algorithm}" for k in row.keys if k.state == "active"),
             row.created_at.isoformat(timespec="seconds"),
+        )
+    console.print(table)
+
+
+def _when(moment: object) -> str:
+    return moment.isoformat(timespec="seconds") if moment is not None else ""  # type: ignore[attr-defined]
+
+
+def _new_key(domain: DomainRow, key: DkimKeyRow, record: DnsRecord) -> None:
+    console.print(f"New {key.algorithm} key for {domain.name} under selector {key.selector} (pending).")
+    console.print("Publish this record; the key signs once the scheduled check sees it in DNS:")
+    table = Table("name", "type", "value")
+    table.add_row(record.name, record.type, record.value)
+    console.print(table)
+
+
+@app.command("rotate-key")
+def rotate_key(
+    domain: Annotated[str, typer.Argument(help="A registered sending domain.")],
+    algorithm: Annotated[
+        str | None, typer.Option(help="The key to replace when the domain signs with two algorithms.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a new dated selector replacing the domain's key; print the record to publish."""
+    core = open_core(config)
+    try:
+        row, key, record = run(core.dkim_keys.rotate(domain, algorithm))
+    except DomainError as exc:
+        raise fail(str(exc)) from exc
+    _new_key(row, key, record)
+    console.print("The old key stays published until no unfinished message carries its signature.")
+
+
+@app.command("add-key")
+def add_key(
+    domain: Annotated[str, typer.Argument(help="A registered sending domain.")],
+    algorithm: Annotated[str, typer.Option(help="rsa-sha256 or ed25519-sha256.")],
+    config: ConfigOption = None,
+) -> None:
+    """Sign with a second algorithm as well (dual signing): a new key, used once its record is in DNS."""
+    core = open_core(config)
+    try:
+        row, key, record = run(core.dkim_keys.add(domain, algorithm))
+    except DomainError as exc:
+        raise fail(str(exc)) from exc
+    _new_key(row, key, record)
+
+
+def keys_json(statuses: list[KeyStatus]) -> list[dict[str, object]]:
+    return [
+        {
+            "selector": s.key.selector,
+            "algorithm": s.key.algorithm,
+            "state": s.key.state,
+            "record": {"name": s.record.name, "type": s.record.type, "value": s.record.value},
+            "created_at": _when(s.key.created_at),
+            "activated_at": _when(s.key.activated_at),
+            "retiring_at": _when(s.key.retiring_at),
+            "retired_at": _when(s.key.retired_at),
+            "unfinished_deliveries": s.unfinished,
+            "advice": s.advice,
+        }
+        for s in statuses
+    ]
+
+
+@app.command("keys")
+def keys(
+    domain: Annotated[str, typer.Argument(help="A registered sending domain.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for machines.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """List the domain's DKIM keys: which sign, which wait for DNS, which may leave DNS."""
+    core = open_core(config)
+    try:
+        row, statuses = run(core.dkim_keys.keys(domain))
+    except DomainError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps(keys_json(statuses), indent=2))
+        return
+    table = Table(
+        "selector",
+        "algorithm",
+        "state",
+        "created",
+        "active since",
+        "retired",
+        "what to do",
+        title=f"DKIM keys of {row.name}",
+    )
+    for s in statuses:
+        table.add_row(
+            s.key.selector,
+            s.key.algorithm,
+            s.key.state,
+            _when(s.key.created_at),
+            _when(s.key.activated_at),
+            _when(s.key.retired_at),
+            s.advice,
         )
     console.print(table)
 

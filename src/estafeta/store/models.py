@@ -91,16 +91,36 @@ class ApiKey(Base):
 
 
 class Domain(Base):
-    """A sending domain owned by one account, with its DKIM key."""
+    """A sending domain owned by one account; its DKIM keys are `dkim_keys` rows."""
 
     __tablename__ = "domains"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
-    dkim_selector: Mapped[str] = mapped_column(String(63))
-    dkim_algorithm: Mapped[str] = mapped_column(String(20))
-    dkim_private_key: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+
+
+class DkimKey(Base):
+    """One DKIM key of a sending domain under its selector.
+
+    state: pending (not yet seen in DNS: never signs) → active (verified in DNS, signs) → retiring
+    (replaced; still published while mail signed with it is unfinished) → retired (its record may go).
+    """
+
+    __tablename__ = "dkim_keys"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    domain_id: Mapped[int] = mapped_column(BigId, ForeignKey("domains.id", ondelete="CASCADE"), index=True)
+    selector: Mapped[str] = mapped_column(String(63))
+    algorithm: Mapped[str] = mapped_column(String(20))
+    private_key: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime]
+    verified_at: Mapped[datetime | None]
+    activated_at: Mapped[datetime | None]
+    retiring_at: Mapped[datetime | None]
+    retired_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("domain_id", "selector"),)
 
 
 class Message(Base):
@@ -119,6 +139,9 @@ class Message(Base):
     smtputf8: Mapped[bool] = mapped_column(Boolean, default=False)
     tags: Mapped[list[str]] = mapped_column(default=list)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    # The DKIM keys (dkim_keys ids) it was signed with, space-separated and space-enclosed (" 3 7 "), so a
+    # retiring key knows when no unfinished message depends on its record any more.
+    dkim_keys: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import shutil
@@ -218,12 +219,19 @@ def zone_answers(zone: WorldZone) -> Iterator[None]:
 
 
 def spf_result(zone: WorldZone, mail_from: str, peer: str, helo: str = "") -> str:
-    """pyspf's SPF result (RFC 7208) for the client address and envelope sender (its HELO for `<>`)."""
-    sender = mail_from or (f"postmaster@{helo}" if helo else "")
-    if "@" not in sender:
+    """pyspf's SPF result (RFC 7208) for the client address and envelope sender's domain (the HELO name
+    for `<>`). Results are cached until the zone changes: every VERP return path of a platform shares
+    one domain, and the world's records use no local-part macros."""
+    domain = mail_from.rpartition("@")[2] if "@" in mail_from else helo
+    if not domain:
         return "none"
+    return _spf(zone, zone.version, domain.lower(), peer, helo)
+
+
+@functools.lru_cache(maxsize=4096)
+def _spf(zone: WorldZone, version: int, domain: str, peer: str, helo: str) -> str:
     with zone_answers(zone):
-        result, _explanation = spf.check2(i=peer, s=sender, h=helo or "unknown")
+        result, _explanation = spf.check2(i=peer, s=f"postmaster@{domain}", h=helo or "unknown")
     return str(result)
 
 

@@ -77,6 +77,8 @@ class WorldZone:
             dns.zone.from_text(_apex(None) + reverse_text, origin=REVERSE_ORIGIN, relativize=False),
         )
         self._lock = threading.Lock()
+        self.version = 0
+        """Counts the edits, so that answers derived from the zone can be cached until the next one."""
 
     def _zone_for(self, name: dns.name.Name) -> dns.zone.Zone | None:
         for zone in self._zones:
@@ -102,6 +104,7 @@ class WorldZone:
             replacement.add(rdata)
             replacement.ttl = ttl
             node.replace_rdataset(replacement)
+            self.version += 1
 
     def remove(self, name: str, rdtype: str) -> None:
         """Remove every record of `rdtype` at `name` (the name disappears with its last record)."""
@@ -109,6 +112,7 @@ class WorldZone:
         zone = self._writable_zone(qname)
         with self._lock:
             zone.delete_rdataset(qname, dns.rdatatype.RdataType.make(rdtype))
+            self.version += 1
 
     def txt(self, name: str) -> list[str]:
         """Each TXT record at `name` with its character-strings joined, as DKIM and SPF readers need."""
