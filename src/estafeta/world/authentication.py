@@ -6,20 +6,18 @@ one long-running `perl` process that reads keys from the world's DNS server, so 
 makes must convince two implementations, not only the library it signs with. Mail::DKIM 1.20230212 (Debian
 12) verifies rsa-sha256 and reports ed25519-sha256 signatures as "invalid (unsupported algorithm)".
 
-SPF is evaluated by pyspf for the client address and envelope sender; its DNS questions are answered from
-the zone directly, since these checks run in the event loop that also serves the world's DNS socket.
+SPF is evaluated by pyspf (`estafeta.spf_eval`) for the client address and envelope sender; its DNS
+questions are answered from the zone directly, since these checks run in the event loop that also serves
+the world's DNS socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import functools
 import json
 import logging
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import getaddresses
 from pathlib import Path
@@ -27,11 +25,13 @@ from typing import Any
 
 import dkim
 import dns.name
+import dns.rcode
 import dns.rdatatype
+import dns.resolver
 import idna
-import spf
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+from estafeta import spf_eval
 from estafeta.world.zone import WorldZone
 
 log = logging.getLogger(__name__)
@@ -182,46 +182,28 @@ def dkim_result(verdicts: list[SignatureVerdict], from_domain: str | None) -> st
     return "fail"
 
 
-# pyspf asks DNS through a module-level function; inside `zone_answers(zone)` it asks the world's zone.
-_ZONE: contextvars.ContextVar[WorldZone | None] = contextvars.ContextVar("spf_zone", default=None)
-_library_lookup = spf.DNSLookup
+class ZoneResolver(dns.resolver.Resolver):
+    """A resolver that answers from the world's zone itself: SPF is evaluated in the event loop that also
+    serves the world's DNS socket, where a query over the socket would wait on itself."""
 
+    def __init__(self, zone: WorldZone) -> None:
+        super().__init__(configure=False)
+        self._zone = zone
 
-def _spf_lookup(name: str, qtype: str, tcpfallback: bool = True, timeout: float = 30) -> list[Any]:
-    zone = _ZONE.get()
-    if zone is None:
-        return _library_lookup(name, qtype, tcpfallback, timeout)
-    rdataset = zone.lookup(dns.name.from_text(name), dns.rdatatype.RdataType.make(qtype)).rdataset
-    answers: list[Any] = []
-    for rdata in rdataset or ():
-        if qtype in ("A", "AAAA"):
-            value: Any = rdata.address
-        elif qtype == "MX":
-            value = (rdata.preference, rdata.exchange)
-        elif qtype == "PTR":
-            value = rdata.target.to_text(True)
-        else:
-            value = rdata.strings
-        answers.append(((name, qtype), value))
-    return answers
-
-
-spf.DNSLookup = _spf_lookup
-
-
-@contextlib.contextmanager
-def zone_answers(zone: WorldZone) -> Iterator[None]:
-    token = _ZONE.set(zone)
-    try:
-        yield
-    finally:
-        _ZONE.reset(token)
+    def resolve(self, qname: Any, rdtype: Any = "A", *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        name = dns.name.from_text(str(qname))
+        found = self._zone.lookup(name, dns.rdatatype.RdataType.make(rdtype))
+        if found.rcode == dns.rcode.NXDOMAIN:
+            raise dns.resolver.NXDOMAIN(qnames=[name])
+        if found.rdataset is None:
+            raise dns.resolver.NoAnswer
+        return list(found.rdataset)
 
 
 def spf_result(zone: WorldZone, mail_from: str, peer: str, helo: str = "") -> str:
-    """pyspf's SPF result (RFC 7208) for the client address and envelope sender's domain (the HELO name
-    for `<>`). Results are cached until the zone changes: every VERP return path of a platform shares
-    one domain, and the world's records use no local-part macros."""
+    """pyspf's SPF result (RFC 7208, `estafeta.spf_eval`) for the client address and the envelope sender's
+    domain (the HELO name for `<>`). Results are cached until the zone changes: every VERP return path of a
+    platform shares one domain, and the world's records use no local-part macros."""
     domain = mail_from.rpartition("@")[2] if "@" in mail_from else helo
     if not domain:
         return "none"
@@ -230,9 +212,7 @@ def spf_result(zone: WorldZone, mail_from: str, peer: str, helo: str = "") -> st
 
 @functools.lru_cache(maxsize=4096)
 def _spf(zone: WorldZone, version: int, domain: str, peer: str, helo: str) -> str:
-    with zone_answers(zone):
-        result, _explanation = spf.check2(i=peer, s=f"postmaster@{domain}", h=helo or "unknown")
-    return str(result)
+    return spf_eval.evaluate(ZoneResolver(zone), peer, f"postmaster@{domain}", helo or "unknown").result
 
 
 def evaluate(

@@ -1,9 +1,11 @@
 """DKIM keys per selector (`dkim_keys`), for rotation and dual signing; messages name the keys they carry.
 
-The key each domain had becomes its first `active` key under the same selector.
+The key each domain had becomes its first `active` key under the same selector. Columns are added and
+dropped in place (`recreate="never"`, SQLite 3.35+): recreating `domains` or `messages` on SQLite would
+drop the old table, and with it, through ON DELETE CASCADE, the rows that refer to it.
 
 Revision ID: 0004_dkim_keys
-Revises: 0003_bigint_ids
+Revises: 0004_abuse_reports
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from alembic import op
 import estafeta.store.models
 
 revision = "0004_dkim_keys"
-down_revision = "0003_bigint_ids"
+down_revision = "0004_abuse_reports"
 branch_labels = None
 depends_on = None
 
@@ -47,18 +49,18 @@ def upgrade() -> None:
         "SELECT id, dkim_selector, dkim_algorithm, dkim_private_key, 'active', created_at, created_at "
         "FROM domains"
     )
-    with op.batch_alter_table("domains", schema=None) as batch_op:
+    with op.batch_alter_table("domains", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("dkim_selector")
         batch_op.drop_column("dkim_algorithm")
         batch_op.drop_column("dkim_private_key")
-    with op.batch_alter_table("messages", schema=None) as batch_op:
+    with op.batch_alter_table("messages", schema=None, recreate="never") as batch_op:
         batch_op.add_column(sa.Column("dkim_keys", sa.String(length=100), server_default="", nullable=False))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("messages", schema=None) as batch_op:
+    with op.batch_alter_table("messages", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("dkim_keys")
-    with op.batch_alter_table("domains", schema=None) as batch_op:
+    with op.batch_alter_table("domains", schema=None, recreate="never") as batch_op:
         for name, kind in (
             ("dkim_selector", sa.String(length=63)),
             ("dkim_algorithm", sa.String(length=20)),
