@@ -1,6 +1,6 @@
 """The benchmark sink: counts every message a client sends, however the bytes are split or pipelined, and
-its DNS server sends the benchmark's recipient domains to it. `estafeta bench pipeline` and `bench smtp`
-run here briefly on SQLite, delivering to it (their figures are for `estafeta bench`, not for tests)."""
+its DNS server sends the benchmark's recipient domains to it. `estafeta bench pipeline`, `bench smtp` and
+`bench campaign` run here briefly, delivering to it (their figures are for `estafeta bench`, not tests)."""
 
 from __future__ import annotations
 
@@ -72,3 +72,14 @@ def test_the_pipeline_and_relay_benches_deliver_to_the_sink(tmp_path: Path) -> N
         assert run["cpu_ms_per_msg"] > 0
     bad = CliRunner().invoke(app, ["bench", "pipeline", "--backend", "oracle"])
     assert bad.exit_code != 0 and "unknown backend oracle" in bad.output
+
+
+def test_the_campaign_bench_queues_and_delivers_a_list_to_the_sink(tmp_path: Path) -> None:
+    output = tmp_path / "campaign.json"
+    result = CliRunner().invoke(
+        app, ["bench", "campaign", "-n", "150", "--backend", "postgresql", "--output", str(output)]
+    )
+    assert result.exit_code == 0, result.output
+    run = json.loads(output.read_text())["result"]["postgresql"]
+    assert run["imported"] == run["queued"] == run["delivered"] == 150
+    assert run["rss_mb_at_150_queued"] > 0

@@ -92,6 +92,63 @@ def smtp(
     report("smtp", result, output, console)
 
 
+@app.command("campaign")
+def campaign(
+    contacts: Annotated[int, typer.Option("--contacts", "-n", min=100, max=1_000_000)] = 100_000,
+    backend: Backends = None,
+    postgresql_url: PostgresqlUrl = DEFAULT_POSTGRESQL_URL,
+    time_limit: Annotated[float, typer.Option(min=10, help="Seconds per backend before giving up.")] = 3600,
+    output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/campaign.json"),
+) -> None:
+    """A campaign to a large list delivered to the benchmark sink: time to import, to queue, to deliver,
+    and memory at 10k and at all queued, per database backend."""
+    from estafeta.bench.campaign import run_campaign
+    from estafeta.bench.report import report
+
+    result = {
+        name: asyncio.run(
+            run_campaign(
+                contacts=contacts,
+                backend=name,
+                postgresql_url=postgresql_url,
+                time_limit=time_limit,
+                console=console,
+            )
+        )
+        for name in _backends(backend)
+    }
+    report("campaign", result, output, console)
+
+
+@app.command("compare")
+def compare(
+    messages: Annotated[int, typer.Option("--messages", "-n", min=100, max=200_000)] = 5000,
+    sessions: Annotated[int, typer.Option(min=1, max=64, help="Parallel SMTP sessions.")] = 8,
+    backend: Backends = None,
+    postgresql_url: PostgresqlUrl = DEFAULT_POSTGRESQL_URL,
+    output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/compare.json"),
+) -> None:
+    """Estafeta against Postfix in one run, both relaying to the benchmark sink; rates, ratios, CPU.
+
+    Needs Debian's postfix package (its smtp-source and smtp-sink too) and root: a private Postfix
+    instance is configured and started under a temporary directory, on loopback ports."""
+    from estafeta.bench.compare import run_compare
+    from estafeta.bench.report import report
+
+    chosen = _backends(backend)
+    try:
+        result = run_compare(
+            messages=messages,
+            sessions=sessions,
+            backends=chosen,
+            postgresql_url=postgresql_url,
+            console=console,
+        )
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    report("compare", result, output, console)
+
+
 @app.command("sink")
 def sink(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: any free port).")] = 2525,
