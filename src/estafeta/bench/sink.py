@@ -26,7 +26,7 @@ from estafeta.world.zone import WorldZone
 
 HOST = "127.0.0.1"
 SINK_NAME = "sink.test"
-START_TIMEOUT = 30.0
+START_TIMEOUT = 120.0  # a loaded machine takes a while to import and start it
 _EHLO = (
     f"250-{SINK_NAME}\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n"
     "250 SIZE 104857600\r\n"
