@@ -132,3 +132,16 @@ async def test_plan_names_are_unique_and_unknown_plans_are_refused(db: Database)
     await core.plans.assign(account, None, "test")
     assert (await core.plans.usage(account)).plan is None
     assert [(a.account_name, a.plan) for a in await core.plans.assignments()] == [("shop", None)]
+
+
+async def test_concurrent_senders_without_a_limit_are_all_counted(db: Database) -> None:
+    core = _core(db, ManualClock(NOW))
+    account = await _shop(core)
+    await asyncio.gather(
+        *(
+            core.accepter.accept_raw(account, "orders@shop.test", [f"r{n}@gmail.test"], _raw(n))
+            for n in range(12)
+        )
+    )
+    usage = await core.plans.usage(account)
+    assert usage.plan is None and (usage.messages_today, usage.messages_this_month) == (12, 12)

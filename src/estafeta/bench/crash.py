@@ -14,24 +14,23 @@ import asyncio
 import contextlib
 import os
 import random
-import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import make_url
 
+from estafeta.bench.resources import scratch_schema
 from estafeta.core import Core
 from estafeta.sandbox import sandbox_settings
 from estafeta.store import queue as queue_store
@@ -145,21 +144,6 @@ class CrashResult:
             "final_states_not_delivered": sum(self.wrong_states.values()),
             "seconds": round(self.seconds, 1),
         }
-
-
-@contextlib.contextmanager
-def scratch_schema(url: str) -> Iterator[str]:
-    """A PostgreSQL URL whose connections use a new schema, dropped afterwards."""
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    schema = f"crash_{secrets.token_hex(6)}"
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        base = make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 class Serve:
@@ -474,7 +458,7 @@ async def run_crash_bench(
                 if backend == "sqlite":
                     url = f"sqlite:///{workdir / 'crash.db'}"
                 else:
-                    url = stack.enter_context(scratch_schema(postgresql_url))
+                    url = stack.enter_context(scratch_schema(postgresql_url, prefix="crash"))
                 world.reset()
                 result = await run_crash(
                     world=world,
