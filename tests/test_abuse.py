@@ -26,7 +26,8 @@ from estafeta.store import reputation as reputation_store
 from estafeta.store import suppressions as suppression_store
 from estafeta.store.models import Delivery, Event, Message
 from estafeta.termination import TerminationError
-from tests.factories import add_sender
+from estafeta.world import World
+from tests.factories import add_sender, sandbox_dns
 
 PASTED = """Hello abuse team,
 
@@ -42,13 +43,13 @@ Hello there.
 
 
 @pytest.fixture
-async def core(tmp_path: Path) -> AsyncIterator[Core]:
+async def core(tmp_path: Path, dns_world: World) -> AsyncIterator[Core]:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'abuse.db'}",
-        hostname="mta.estafeta.test",
         dkim_algorithm="ed25519-sha256",
         tracking={"base_url": "https://track.estafeta.test"},
         inbound={"platform_domains": ["estafeta.test"]},
+        **sandbox_dns(dns_world),  # sending domains are verified in the world's DNS
     )
     core = Core(settings, clock=ManualClock())
     yield core

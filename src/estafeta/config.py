@@ -221,6 +221,25 @@ class TlsReportSettings(BaseModel):
     model_config = {"populate_by_name": True}
 
 
+class DomainSettings(BaseModel):
+    """Sending-domain verification: a domain sends only while its DNS records check out."""
+
+    verification_grace_hours: float = Field(
+        72,
+        ge=0,
+        description="hours a verified domain whose records broke keeps sending (state failing, with a "
+        "domain_failing event and a review note) before it is unverified and its mail is refused",
+    )
+    recheck_minutes: float = Field(
+        60, gt=0, description="minutes between the scheduler's re-checks of each domain's records"
+    )
+    dns_update: str | None = Field(
+        None,
+        description="host:port of a DNS server that takes RFC 2136 updates for the sending domains' "
+        "zones; when set, `domains add` publishes the records there (the sandbox sets the world's DNS)",
+    )
+
+
 class LintSettings(BaseModel):
     """The compliance linter at accept time (`estafeta lint` checks files the same way)."""
 
@@ -466,6 +485,7 @@ class Settings(BaseSettings):
     mta_sts: MtaStsSettings = Field(default_factory=MtaStsSettings)
     tls_reports: TlsReportSettings = Field(default_factory=TlsReportSettings)
     lint: LintSettings = Field(default_factory=LintSettings)
+    domains: DomainSettings = Field(default_factory=DomainSettings)
     audience: AudienceSettings = Field(default_factory=AudienceSettings)
     reputation: ReputationSettings = Field(default_factory=ReputationSettings)
     warmup: WarmupSettings = Field(default_factory=WarmupSettings)

@@ -18,15 +18,15 @@ Who reacts to what is wired here, at construction, and nowhere else:
 
 Services (attributes): `accounts`, `domains`, `api_keys`, `admin_keys`, `smtp_credentials`, `streams`,
 `suppressions`, `accepter` (the accept stage), `tracker`, `audience` (lists, contacts, consent, segments,
-campaigns), `reputation` (standing, reviews, warm-up), `webhooks` (endpoint administration),
-`messages` (reads, search and cancellations), `abuse` (the abuse desk: reports mailed to abuse@ and
-postmaster@, matched to accounts), `terminations` (an operator terminates an account), `dmarc` (the DMARC
-aggregate reports receivers mail back: kept by the inbound listener, summed up per sending domain),
-`system_senders` (the accounts that send
-the platform's own mail), `plans` (volume plans and metered usage; the accept gate charges `meter`) and
-`users` (dashboard users, sessions, invitations); the workers the platform runs (`webhook_dispatcher`,
-`audience.runner`, `postmaster`) and the scheduler's `jobs()` (among them `tls_reports`, the daily
-TLS-RPT reports).
+campaigns), `reputation` (standing, reviews, warm-up), `webhooks` (endpoint administration), `verification`
+(each sending domain's DNS records checked, its state kept and re-checked; the accept path asks it whether a
+domain may send), `messages` (reads, search and cancellations), `abuse` (the abuse desk: reports mailed to
+abuse@ and postmaster@, matched to accounts), `terminations` (an operator terminates an account), `dmarc`
+(the DMARC aggregate reports receivers mail back: kept by the inbound listener, summed up per sending
+domain), `system_senders` (the accounts that send the platform's own mail), `plans` (volume plans and
+metered usage; the accept gate charges `meter`) and `users` (dashboard users, sessions, invitations); the
+workers the platform runs (`webhook_dispatcher`, `audience.runner`, `postmaster`) and the scheduler's
+`jobs()` (among them `tls_reports`, the daily TLS-RPT reports, and `verification.recheck`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from estafeta import dns_status, stats
+from estafeta import stats
 from estafeta.abuse import AbuseDesk
 from estafeta.accept import Accepter
 from estafeta.accounts import Accounts
@@ -69,6 +69,8 @@ from estafeta.system_senders import SystemSenders
 from estafeta.termination import Terminations
 from estafeta.tracking import Tracker
 from estafeta.users import Users
+from estafeta.verification.records import DomainReport
+from estafeta.verification.service import DomainVerification
 from estafeta.webhook_endpoints import WebhookEndpoints
 from estafeta.webhooks import Webhooks
 
@@ -123,7 +125,8 @@ class Core:
         self.resolver = MxResolver(make_resolver(settings.dns_servers))
 
         self.accounts = Accounts(db, clock)
-        self.domains = Domains(db, settings, clock)
+        self.verification = DomainVerification(db, settings, clock, self.resolver.resolver)
+        self.domains = Domains(db, settings, clock, after_add=self.verification.setup)
         self.dkim_keys = DkimKeys(db, settings, clock, self.domains)
         self.api_keys = ApiKeys(db, clock)
         self.admin_keys = AdminKeys(db, clock)
@@ -146,6 +149,7 @@ class Core:
             metrics=self.metrics,
             own_hosts=self.urls.own_hosts,
             meter=self.meter,
+            sending_refusal=self.verification.refusal,
         )
         self.audience = Audience(
             db,
@@ -210,6 +214,7 @@ class Core:
             "retention": self.retention.prune,
             "tls-reports": self.tls_reports.send,
             "dkim-keys": self.dkim_keys.check,
+            "domain-checks": self.verification.recheck,
         }
 
     async def stats(
@@ -231,9 +236,9 @@ class Core:
         """What waits in the delivery queue now, and the destinations with the most of it."""
         return await stats.queue_depth(self.db, self.clock.now())
 
-    async def dns_status(self, domain: DomainRow) -> list[dns_status.RecordStatus]:
-        """The records a sending domain should publish, with what DNS answers now."""
-        return await dns_status.check(domain, self.settings)
+    async def dns_status(self, domain: DomainRow) -> DomainReport:
+        """Each record a sending domain should publish, with what DNS answers now (nothing stored)."""
+        return await self.verification.check(domain)
 
     async def metrics_text(self) -> bytes:
         """The Prometheus exposition, queue and webhook gauges read now."""

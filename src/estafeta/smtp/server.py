@@ -189,6 +189,9 @@ class RelayHandler:
             return "553 5.6.7 A non-ASCII sender address needs MAIL FROM with SMTPUTF8"
         if await self._owner(sender.domain) != login.account_id:
             return f"550 5.7.1 {sender.domain} is not a sending domain of this account"
+        refusal = await self.accepter.domain_refusal(sender.domain)
+        if refusal is not None:
+            return f"550 5.7.1 {reply_text(refusal)}"
         if not self.rates.try_take(login.account_id):
             log.info("smtp rate limited account=%d", login.account_id)
             return "451 4.7.1 Sending rate limit of this account exceeded, try again later"
