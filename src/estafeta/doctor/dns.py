@@ -131,16 +131,13 @@ async def check_return_path_spf(
     return list(await asyncio.gather(*(asyncio.to_thread(_spf_row, blocking, domain, s) for s in sources)))
 
 
-DOMAIN_CHECKS = {"DKIM public key": "DKIM", "DMARC policy": "DMARC"}
-
-
 async def check_domains(settings: Settings, db: Database) -> list[Check]:
     """Each sending domain's DKIM key and DMARC policy as DNS publishes them now, and its SPF record."""
     rows: list[Check] = []
     for domain in await Domains(db, settings, SystemClock()).list():
         for status in await dns_status.check(domain, settings, settings.doctor.timeout):
             record = status.record
-            check = DOMAIN_CHECKS.get(record.purpose, "SPF")
+            check = next((c for c in ("DKIM", "DMARC") if record.purpose.startswith(c)), "SPF")
             publish = f'publish `{record.name} TXT "{record.value}"`'
             if status.status == "published":
                 rows.append(Check(check, record.name, "pass", "published"))
