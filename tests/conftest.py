@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from estafeta.store.db import Database
-from estafeta.world import World
+from estafeta.world import World, WorldThread
 
 PG_URL = os.environ.get("ESTAFETA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("ESTAFETA_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -81,3 +81,10 @@ async def world() -> AsyncIterator[World]:
     await world.start()
     yield world
     await world.stop()
+
+
+@pytest.fixture(scope="session")
+def dns_world() -> Iterator[World]:
+    """A simulated internet shared by the unit tests whose sending domains must be verified in its DNS."""
+    with WorldThread(World()) as running:
+        yield running

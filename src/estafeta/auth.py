@@ -12,6 +12,7 @@ import functools
 import hashlib
 import secrets
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -89,8 +90,14 @@ class ApiKeys:
         (`estafeta.changes`). False when the account has no such active key."""
         revoked = await self.db.run(store.revoke_api_key, account_id, prefix, self.clock.now())
         if revoked:
-            await self.changes.announce("api-keys")
+            await self.forget([prefix])
         return revoked
+
+    async def forget(self, prefixes: Collection[str]) -> None:
+        """These keys were revoked (here or elsewhere in the core): every node forgets its cached checks
+        (`estafeta.changes`)."""
+        if prefixes:
+            await self.changes.announce("api-keys")
 
     async def account_for(self, token: str) -> int | None:
         """The account a key belongs to, or None for an unknown, revoked or mistyped key."""

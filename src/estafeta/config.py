@@ -180,6 +180,14 @@ class InboundSettings(BaseModel):
         "dmarc", description="local part of the address for DMARC aggregate reports (the domains' rua)"
     )
     max_message_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest report accepted")
+    platform_domains: list[str] = Field(
+        default_factory=list,
+        description="further domains of the platform whose abuse@ and postmaster@ this listener receives "
+        "(besides the return-path and tracking domains); their MX must point here",
+    )
+    abuse_keep_bytes: int = Field(
+        256 * 1024, ge=1024, description="how much of each message to abuse@ or postmaster@ is kept"
+    )
     starttls: bool = Field(
         True,
         description="offer STARTTLS (optional for senders) with smtp.tls_cert/tls_key, or else a "
@@ -226,6 +234,25 @@ class TlsReportSettings(BaseModel):
     model_config = {"populate_by_name": True}
 
 
+class DomainSettings(BaseModel):
+    """Sending-domain verification: a domain sends only while its DNS records check out."""
+
+    verification_grace_hours: float = Field(
+        72,
+        ge=0,
+        description="hours a verified domain whose records broke keeps sending (state failing, with a "
+        "domain_failing event and a review note) before it is unverified and its mail is refused",
+    )
+    recheck_minutes: float = Field(
+        60, gt=0, description="minutes between the scheduler's re-checks of each domain's records"
+    )
+    dns_update: str | None = Field(
+        None,
+        description="host:port of a DNS server that takes RFC 2136 updates for the sending domains' "
+        "zones; when set, `domains add` publishes the records there (the sandbox sets the world's DNS)",
+    )
+
+
 class LintSettings(BaseModel):
     """The compliance linter at accept time (`estafeta lint` checks files the same way)."""
 
@@ -251,6 +278,13 @@ class ReputationSettings(BaseModel):
     complaint_warning: float = Field(0.0005, ge=0, le=1, description="complaint rate that warns")
     complaint_pause: float = Field(0.001, ge=0, le=1, description="complaint rate that pauses broadcast")
     trap_pause: int = Field(5, ge=0, description="spam-trap hits in the window that pause; 0 = never")
+    abuse_report_weight: float = Field(
+        1.0, ge=0, description="complaints one verified abuse report (mail to abuse@) counts as"
+    )
+    abuse_pause_categories: list[Literal["phishing", "malware", "spam", "other"]] = Field(
+        default_factory=lambda: ["phishing", "malware"],
+        description="verified abuse reports of these categories pause all of the account's sending at once",
+    )
 
 
 class WarmupSettings(BaseModel):
@@ -406,6 +440,20 @@ class RetentionSettings(BaseModel):
     batch: int = Field(2000, ge=1, description="rows pruned per transaction")
 
 
+class DoctorSettings(BaseModel):
+    """What `estafeta doctor` compares the deployment with."""
+
+    ntp_server: str = Field(
+        "",
+        description="NTP server (host or host:port, e.g. pool.ntp.org) this machine's clock is compared "
+        "with; empty: only the database server's clock is compared (PostgreSQL)",
+    )
+    max_clock_skew: float = Field(
+        2.0, gt=0, description="seconds this machine's clock may be off the NTP server's or the database's"
+    )
+    timeout: float = Field(5.0, gt=0, description="seconds each network check may take")
+
+
 class PostmasterSettings(BaseModel):
     sources: list[PostmasterSource] = Field(default_factory=list, description="empty: nothing is polled")
     poll_interval: float = Field(3600.0, gt=0, description="seconds between polls")
@@ -481,11 +529,13 @@ class Settings(BaseSettings):
     mta_sts: MtaStsSettings = Field(default_factory=MtaStsSettings)
     tls_reports: TlsReportSettings = Field(default_factory=TlsReportSettings)
     lint: LintSettings = Field(default_factory=LintSettings)
+    domains: DomainSettings = Field(default_factory=DomainSettings)
     audience: AudienceSettings = Field(default_factory=AudienceSettings)
     reputation: ReputationSettings = Field(default_factory=ReputationSettings)
     warmup: WarmupSettings = Field(default_factory=WarmupSettings)
     links: LinkSettings = Field(default_factory=LinkSettings)
     notices: NoticeSettings = Field(default_factory=NoticeSettings)
+    doctor: DoctorSettings = Field(default_factory=DoctorSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)

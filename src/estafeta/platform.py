@@ -41,6 +41,7 @@ class Platform:
             unsubscribe=core.audience.unsubscriber,
             after_complaint=core.reputation.after_complaint,
             dmarc=core.dmarc,
+            abuse=core.abuse,
         )
         self.inbound_address: tuple[str, int] | None = None
         self.scheduler = Scheduler(core.jobs(), core.db, core.clock, core.owner, settings.scheduler.interval)

@@ -16,6 +16,10 @@ Each sender waits for its outcome to be committed (in a group commit, `estafeta.
 before its next transaction, so a crash can only send again the deliveries whose replies had just been
 read; leases of entries still held in memory are renewed, and on shutdown entries not yet attempted are
 released so that nothing waits for a lease to expire.
+
+Mail of a terminated account is never sent: the engine re-reads terminations at every turn of its claim
+loop (at once when woken, else within `delivery.poll_interval`) and checks each entry's account right
+before its SMTP transaction (`estafeta.termination`).
 """
 
 from __future__ import annotations
@@ -251,6 +255,9 @@ class Lane:
                 except LimitsUnavailable as exc:
                     await self._defer_unlimited(job, exc)
                     continue
+                if job.account_id in self.engine.terminated:  # checked right before sending
+                    self.engine.drop(job)
+                    continue
                 mail_from = verp.return_path(
                     job.delivery_id, self.engine.verp_secret, self.engine.settings.return_path_domain
                 )
@@ -315,6 +322,7 @@ class DeliveryEngine:
         self.mta_sts = MtaSts(db, settings.mta_sts, clock, resolver.resolver, resolver.addresses)
         self.sessions = SessionCounter(db, clock)
         self.in_flight: set[int] = set()
+        self.terminated: set[int] = set()  # accounts whose mail is never sent (`estafeta.termination`)
         self.held: Counter[str] = Counter()  # claimed entries per recipient domain, until recorded
         self.window = CommitWindow()
         if metrics is not None:
@@ -349,6 +357,13 @@ class DeliveryEngine:
         self.in_flight.discard(job.delivery_id)
         self._let_go(job.domain)
 
+    def drop(self, job: Job) -> None:
+        """Let go of an entry without an attempt: its account was terminated, which cancelled the entry and
+        took its lease, so there is nothing to record."""
+        self.in_flight.discard(job.delivery_id)
+        self._let_go(job.domain)
+        self._room.set()
+
     def _let_go(self, domain: str) -> None:
         """One entry of `domain` left memory. Once a domain that was held back is down to half its limit,
         claim again (at once, not at the next poll; not at every entry either, which would make a claim
@@ -370,6 +385,9 @@ class DeliveryEngine:
             return None  # already ours (the clock jumped past our own lease): never send it twice
         self.in_flight.add(job.delivery_id)
         self.held[job.domain] += 1
+        if job.account_id in self.terminated:
+            self.drop(job)
+            return None
         try:
             source = self.sources.source_for(job, self.helo.usable)
         except NoSendingAddress as exc:
@@ -389,6 +407,7 @@ class DeliveryEngine:
     async def _claim_loop(self) -> None:
         delivery = self.settings.delivery
         while not self.stopping:
+            self.terminated |= await self.queue.terminated()
             room = delivery.max_in_flight - len(self.in_flight)
             full = [d for d, n in self.held.items() if n >= delivery.max_in_flight_per_domain]
             jobs = await self.queue.claim(min(delivery.batch_size, room), full) if room > 0 else []

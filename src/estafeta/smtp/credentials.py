@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import secrets
 import string
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -100,5 +101,11 @@ class SmtpCredentials:
         committed. False when the account has no such credential."""
         revoked = await self.db.run(store.revoke_credential, account_id, username, self.clock.now())
         if revoked:
-            await self.changes.announce("smtp-credentials")
+            await self.forget([username])
         return revoked
+
+    async def forget(self, usernames: Collection[str]) -> None:
+        """These credentials were revoked (here or elsewhere in the core): every node forgets its
+        remembered logins (`estafeta.changes`)."""
+        if usernames:
+            await self.changes.announce("smtp-credentials")

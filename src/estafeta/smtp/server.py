@@ -193,6 +193,9 @@ class RelayHandler:
             return "553 5.6.7 A non-ASCII sender address needs MAIL FROM with SMTPUTF8"
         if await self._owner(sender.domain) != login.account_id:
             return f"550 5.7.1 {sender.domain} is not a sending domain of this account"
+        refusal = await self.accepter.domain_refusal(sender.domain)
+        if refusal is not None:
+            return f"550 5.7.1 {reply_text(refusal)}"
         if self.rate > 0:
             try:
                 wait = await self.limits.take(f"relay:{login.account_id}", self.rate, self.burst)
