@@ -329,3 +329,7 @@ async def test_terminating_cancels_all_waiting_mail_and_refuses_the_account_afte
     assert again.value.status == 409
     (event,) = _events(core, sender.account_id, "account_terminated")
     assert event.data["by"] == "admin:ops" and event.data["reason"] == "phishing kit"
+    # a late report about it is kept with the account, but there is no review left to decide
+    return_path = verp.return_path(leased[0].delivery_id, core.verp_secret, core.settings.return_path_domain)
+    assert await _report(core, _human(PASTED.format(return_path=return_path))) == "matched by verp"
+    assert await core.reputation.reviews() == []

@@ -41,9 +41,9 @@ from estafeta.tracking import TokenSigner
 VERIFIED = ("verp", "message-id", "tracking")
 ReportRow = store.ReportRow
 
-AfterReport = Callable[[Connection, store.ReportRow, bool, datetime], int]
+AfterReport = Callable[[Connection, store.ReportRow, bool, datetime], int | None]
 """Runs in the report's transaction: counts it (when `verified`) and opens or extends a review; returns the
-review id."""
+review id, if any."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,9 @@ class AbuseDesk:
                 return "unmatched" if match is None else category
             if match.verified:
                 _count(conn, row, match, now)
-            store.set_review(conn, row.id, self.after_report(conn, row, match.verified, now))
+            review_id = self.after_report(conn, row, match.verified, now)
+            if review_id is not None:
+                store.set_review(conn, row.id, review_id)
             return f"matched by {match.matched_by}"
 
         return await self.db.run(work)
