@@ -156,7 +156,7 @@ async def test_a_worker_holding_the_lease_sends_nothing_once_the_account_is_term
     lane = worker.lanes[("yahoo.test", None)]
     lane.resume_at = time.monotonic() + 0.3
     await core.terminations.terminate(h.account_id, "cli", "fraud")
-    worker.terminated |= await worker.queue.terminated()  # what its claim loop does when woken
+    await worker.queue.read_terminations()  # what its claim loop does when woken
     await asyncio.wait_for(asyncio.gather(*lane.senders), timeout=15)
     assert [r for r in h.world.received("yahoo.test") if "ann@yahoo.test" in r.rcpt_to] == []
     assert not worker.in_flight and not worker.held
