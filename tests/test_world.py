@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from estafeta.clock import ManualClock
 from estafeta.world import World, WorldThread, start_world_process, zone_line
+from estafeta.world.providers import Provider
 
 RATE_LIMITED = (
     "421 4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP address."
@@ -587,3 +588,12 @@ def test_world_process_starts_serves_and_stops(rsa_key: tuple[bytes, str]) -> No
 def test_world_process_reports_a_failed_start() -> None:
     with pytest.raises(RuntimeError, match="world process failed to start"):
         start_world_process(extra_zone="this is not a zone line\n")
+
+
+def test_every_provider_has_an_address_of_its_own() -> None:
+    twins = (
+        Provider("a.test", "mx.a.test", "127.0.0.60", ""),
+        Provider("b.test", "mx.b.test", "127.0.0.60", ""),
+    )
+    with pytest.raises(ValueError, match=r"providers share an address: 127\.0\.0\.60"):
+        World(providers=twins)

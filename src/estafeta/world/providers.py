@@ -211,7 +211,7 @@ PROVIDERS: tuple[Provider, ...] = (
     Provider(
         "dmarc.test",
         "mx.dmarc.test",
-        "127.0.0.45",
+        "127.0.0.46",
         "enforces DMARC: checks DKIM with dkimpy and Mail::DKIM, SPF with pyspf; refuses mail that fails "
         "DMARC (neither DKIM nor SPF aligned with From) when the From domain publishes p=reject "
         "(550 5.7.1 with the reason)",
@@ -346,6 +346,10 @@ def zone_records(providers: Sequence[Provider]) -> tuple[str, str]:
         f'{RETURN_PATH_DOMAIN}. {RECORD_TTL} IN TXT "v=spf1 a:{PLATFORM_HOST} {pools} -all"',
     ]
     reverse = [_ptr(PLATFORM_ADDRESS, PLATFORM_HOST)]
+    addresses = [provider.address for provider in providers]
+    shared = sorted({address for address in addresses if addresses.count(address) > 1})
+    if shared:  # two MX servers cannot listen on one address and port
+        raise ValueError(f"providers share an address: {', '.join(shared)}")
     for address, host in SENDING_ADDRESSES.items():
         forward.append(f"{host}. {RECORD_TTL} IN A {address}")
         reverse.append(_ptr(address, host))
