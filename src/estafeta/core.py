@@ -27,7 +27,8 @@ domain), `system_senders` (the accounts that send the platform's own mail), `pla
 metered usage; the accept gate charges `meter`), `users` (dashboard users, sessions, invitations),
 `limits` (rates, connection slots and login lockouts, shared by every node through Redis when configured)
 and `changes` (setting changes announced to every node, so their caches forget them); the workers the
-platform runs (`webhook_dispatcher`, `audience.runner`, `postmaster`) and the scheduler's `jobs()` (among them `tls_reports`, the daily TLS-RPT reports, and `verification.recheck`).
+platform runs (`webhook_dispatcher`, `audience.runner`, `postmaster`) and the scheduler's `jobs()` (among
+them `tls_reports`, the daily TLS-RPT reports, and `verification.recheck`).
 """
 
 from __future__ import annotations
