@@ -22,6 +22,7 @@ from estafeta.core import Core
 from estafeta.delivery.processes import DeliveryProcesses
 from estafeta.scheduler import Scheduler
 from estafeta.smtp import SmtpPorts, SmtpRelay
+from estafeta.smtp.processes import RelayProcesses
 
 log = logging.getLogger("estafeta")
 
@@ -47,6 +48,7 @@ class Platform:
         self.scheduler = Scheduler(core.jobs(), core.db, core.clock, core.owner, settings.scheduler.interval)
         self.smtp = SmtpRelay(settings, core.domains, core.accepter, core.smtp_credentials, core.limits)
         self.smtp_ports: SmtpPorts | None = None
+        self.relay_processes: RelayProcesses | None = None
         self.app = create_app(core)
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -110,6 +112,11 @@ class Platform:
             self._tasks.append(asyncio.create_task(self.engine.run(), name="delivery"))
         if smtp:
             self.smtp_ports = await self.smtp.start()
+            if self.settings.smtp.processes > 1:
+                self.relay_processes = RelayProcesses(
+                    self.settings, self.smtp_ports, self.settings.smtp.processes - 1
+                )
+                await self.relay_processes.start()
         if services:
             self._tasks.append(asyncio.create_task(core.audience.runner.run(), name="campaigns"))
             if self.settings.inbound.enabled:
@@ -132,6 +139,9 @@ class Platform:
         """Stop taking work, finish what is under way, release the rest; nothing accepted is lost."""
         core = self.core
         core.audience.runner.stop()
+        if self.relay_processes is not None:
+            await self.relay_processes.stop(grace)
+            self.relay_processes = None
         if self.smtp_ports is not None:
             await self.smtp.stop(grace)
             self.smtp_ports = None

@@ -18,8 +18,8 @@ read; leases of entries still held in memory are renewed, and on shutdown entrie
 released so that nothing waits for a lease to expire.
 
 Mail of a terminated account is never sent: the engine re-reads terminations at every turn of its claim
-loop (at once when woken, else within `delivery.poll_interval`) and checks each entry's account right
-before its SMTP transaction (`estafeta.termination`).
+loop, in the claim's transaction (at once when woken, else within `delivery.poll_interval`), and checks
+each entry's account right before its SMTP transaction (`estafeta.termination`).
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ class Lane:
                 except LimitsUnavailable as exc:
                     await self._defer_unlimited(job, exc)
                     continue
-                if job.account_id in self.engine.terminated:  # checked right before sending
+                if job.account_id in self.engine.queue.terminated:  # checked right before sending
                     self.engine.drop(job)
                     continue
                 mail_from = verp.return_path(
@@ -322,7 +322,6 @@ class DeliveryEngine:
         self.mta_sts = MtaSts(db, settings.mta_sts, clock, resolver.resolver, resolver.addresses)
         self.sessions = SessionCounter(db, clock)
         self.in_flight: set[int] = set()
-        self.terminated: set[int] = set()  # accounts whose mail is never sent (`estafeta.termination`)
         self.held: Counter[str] = Counter()  # claimed entries per recipient domain, until recorded
         self.window = CommitWindow()
         if metrics is not None:
@@ -385,7 +384,7 @@ class DeliveryEngine:
             return None  # already ours (the clock jumped past our own lease): never send it twice
         self.in_flight.add(job.delivery_id)
         self.held[job.domain] += 1
-        if job.account_id in self.terminated:
+        if job.account_id in self.queue.terminated:
             self.drop(job)
             return None
         try:
@@ -407,10 +406,13 @@ class DeliveryEngine:
     async def _claim_loop(self) -> None:
         delivery = self.settings.delivery
         while not self.stopping:
-            self.terminated |= await self.queue.terminated()
             room = delivery.max_in_flight - len(self.in_flight)
             full = [d for d, n in self.held.items() if n >= delivery.max_in_flight_per_domain]
-            jobs = await self.queue.claim(min(delivery.batch_size, room), full) if room > 0 else []
+            if room > 0:
+                jobs = await self.queue.claim(min(delivery.batch_size, room), full)
+            else:
+                jobs = []
+                await self.queue.read_terminations()
             if jobs:
                 await self.sources.refresh()
                 await self.helo.refresh()

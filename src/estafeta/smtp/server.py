@@ -489,8 +489,9 @@ class SmtpRelay:
         logging.getLogger("mail.log").setLevel(logging.ERROR)
         self.tls_context = await asyncio.to_thread(load_tls_context, smtp, self.settings.hostname)
         loop = asyncio.get_running_loop()
+        shared = smtp.processes > 1  # other processes listen on the same ports (estafeta.smtp.processes)
         starttls = await loop.create_server(
-            lambda: RelaySMTP(self, implicit_tls=False), smtp.host, smtp.starttls_port
+            lambda: RelaySMTP(self, implicit_tls=False), smtp.host, smtp.starttls_port, reuse_port=shared
         )
         self._servers.append(starttls)
         try:
@@ -499,6 +500,7 @@ class SmtpRelay:
                 smtp.host,
                 smtp.implicit_tls_port,
                 ssl=self.tls_context,
+                reuse_port=shared,
             )
         except BaseException:
             await self.stop(0)
