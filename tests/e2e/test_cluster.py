@@ -31,8 +31,10 @@ import redis
 
 from estafeta.config import Settings
 from estafeta.core import Core
+from estafeta.sandbox import dns_settings
 from estafeta.world import World
 from tests.conftest import PG_URL, REDIS_URL
+from tests.factories import add_verified_domain
 
 NODES = 3
 LEASE_SECONDS = 5.0
@@ -52,7 +54,7 @@ class Node:
 
     def delivered(self) -> float:
         """Deliveries this node made so far (its Prometheus counter)."""
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        text = httpx.get(f"{self.url}/metrics", timeout=60).text
         found = re.search(r'^estafeta_delivery_attempts_total\{outcome="delivered"\} (\S+)$', text, re.M)
         return float(found.group(1)) if found else 0.0
 
@@ -90,12 +92,9 @@ def _until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
 
 
 def _node_env(database_url: str, world: World, prefix: str) -> dict[str, str]:
-    host, port = world.dns_address
     values: dict[str, object] = {
         "database_url": database_url,
-        "hostname": "mta.estafeta.test",
-        "return_path_domain": "bounces.estafeta.test",
-        "dns_servers": [f"{host}:{port}"],
+        **dns_settings(world.dns_address),
         "api": {"host": "127.0.0.1", "port": 0},
         "smtp": {"enabled": False},
         "delivery": {
@@ -127,13 +126,11 @@ def _node_env(database_url: str, world: World, prefix: str) -> dict[str, str]:
 
 
 async def _account(database_url: str, world: World) -> str:
-    core = Core(Settings(database_url=database_url))
+    core = Core(Settings(database_url=database_url, **dns_settings(world.dns_address)))
     try:
         account = await core.accounts.create("acme")
         for name in ("acme.test", "ed.acme.test"):
-            _, key = await core.domains.add(account.id, name)
-            world.zone.remove(key.record_name, "TXT")
-            world.zone.add(key.record_name, "TXT", key.record_value)
+            await add_verified_domain(core, account.id, name)  # published in the world's DNS
         return (await core.api_keys.create(account.id, "tests")).token
     finally:
         await core.aclose()
