@@ -290,7 +290,7 @@ PROVIDERS: tuple[Provider, ...] = (
     Provider(
         "metered.test",
         "mx.metered.test",
-        "127.0.0.45",
+        "127.0.0.46",
         "accepts; its sessions and messages are in the ledger, which tells the most sessions it had open at "
         "once and the most messages in any window (whatever number of senders they came from)",
     ),
