@@ -265,7 +265,7 @@ def test_campaigns_are_created_scheduled_and_paused(context: BrowserContext, ser
     page.get_by_role("link", name="Campaigns").click()
     page.get_by_text("New campaign").click()
     page.get_by_label("Name").fill("Spring sale")
-    page.get_by_label("List").select_option(label="Customers")
+    page.get_by_label(re.compile("^Audience")).select_option(label="Customers: every subscriber")
     page.get_by_label("Subject (template)").fill("Spring is here, {{ contact.email }}")
     page.get_by_label(re.compile("^HTML")).fill("<p>Hello!</p>")
     page.get_by_label(re.compile("^Send at")).fill("2099-04-01T09:00")

@@ -16,7 +16,7 @@ from estafeta.reputation import QUESTIONS, ReviewError, sender_state
 from estafeta.termination import TerminationError
 from estafeta.users import Identity
 from estafeta.web.render import page
-from estafeta.web.session import PageError, get_core, operator
+from estafeta.web.session import PageError, actor, get_core, operator
 from estafeta.web.views.messages import (
     add_suppression,
     export_suppressions,
@@ -25,10 +25,6 @@ from estafeta.web.views.messages import (
 )
 
 router = APIRouter(prefix="/admin")
-
-
-def _actor(who: Identity) -> str:
-    return f"user:{who.user.id}"
 
 
 @router.get("", response_class=HTMLResponse)
@@ -61,7 +57,7 @@ async def assign_plan(request: Request, account_id: Id, who: Identity = Depends(
         raise PageError(404, "No such account", f"There is no account {account_id}.")
     name = str((await request.form()).get("plan") or "")
     try:
-        await core.plans.assign(account_id, name or None, _actor(who))
+        await core.plans.assign(account_id, name or None, actor(who))
     except PlanError as exc:
         raise PageError(422, "Unknown plan", str(exc)) from exc
     return RedirectResponse(f"/app/admin?notice=Plan+of+account+{account_id}+set", status_code=303)
@@ -110,7 +106,7 @@ async def decide(
         raise PageError(404, "Unknown decision", "Approve or reject.")
     action = core.reputation.approve if decision == "approve" else core.reputation.reject
     try:
-        result = await action(review_id, _actor(who), note)
+        result = await action(review_id, actor(who), note)
     except ReviewError as exc:
         raise PageError(exc.status, "Cannot decide", str(exc)) from exc
     return RedirectResponse(
@@ -161,12 +157,12 @@ async def global_suppressions(request: Request, q: str = "", who: Identity = Dep
 
 @router.post("/suppressions", response_class=HTMLResponse)
 async def global_add(request: Request, who: Identity = Depends(operator)) -> Response:
-    return await add_suppression(request, who, None, _actor(who))
+    return await add_suppression(request, who, None, actor(who))
 
 
 @router.post("/suppressions/remove", response_class=HTMLResponse)
 async def global_remove(request: Request, who: Identity = Depends(operator)) -> Response:
-    return await remove_suppression(request, who, None, _actor(who))
+    return await remove_suppression(request, who, None, actor(who))
 
 
 @router.get("/suppressions/export.csv")
