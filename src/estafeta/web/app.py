@@ -17,7 +17,18 @@ from estafeta.clock import SystemClock
 from estafeta.smtp.limits import LoginFailureLimiter
 from estafeta.web.render import page
 from estafeta.web.session import LoginRequired, PageError, identity
-from estafeta.web.views import admin, auth, campaigns, keys, lists, messages, overview, team, webhooks
+from estafeta.web.views import (
+    admin,
+    auth,
+    campaigns,
+    domains,
+    keys,
+    lists,
+    messages,
+    overview,
+    team,
+    webhooks,
+)
 
 MAX_LOGIN_FAILURES = 10
 LOGIN_FAILURE_WINDOW = 300.0
@@ -26,7 +37,7 @@ LOGIN_FAILURE_WINDOW = 300.0
 def install(app: FastAPI) -> None:
     app.state.login_failures = LoginFailureLimiter(MAX_LOGIN_FAILURES, LOGIN_FAILURE_WINDOW, SystemClock())
     app.mount("/app/static", StaticFiles(packages=[("estafeta.web", "static")]), name="dashboard-static")
-    for module in (auth, overview, messages, lists, campaigns, webhooks, keys, team, admin):
+    for module in (auth, overview, messages, domains, lists, campaigns, webhooks, keys, team, admin):
         app.include_router(module.router, prefix="/app", include_in_schema=False)
 
     @app.get("/app", include_in_schema=False)

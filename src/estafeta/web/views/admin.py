@@ -63,6 +63,20 @@ async def assign_plan(request: Request, account_id: Id, who: Identity = Depends(
     return RedirectResponse(f"/app/admin?notice=Plan+of+account+{account_id}+set", status_code=303)
 
 
+@router.post("/accounts/{account_id}/view")
+async def view_account(request: Request, account_id: Id, who: Identity = Depends(operator)) -> Response:
+    """Look at the account's own pages, read only."""
+    if not await get_core(request).users.inspect(who, account_id):
+        raise PageError(404, "No such account", f"There is no account {account_id}.")
+    return RedirectResponse("/app/", status_code=303)
+
+
+@router.post("/view/stop")
+async def stop_viewing(request: Request, who: Identity = Depends(operator)) -> Response:
+    await get_core(request).users.stop_inspecting(who)
+    return RedirectResponse("/app/admin", status_code=303)
+
+
 @router.get("/reviews", response_class=HTMLResponse)
 async def reviews(request: Request, state: str = "open", who: Identity = Depends(operator)) -> Response:
     if state not in ("open", "approved", "rejected", "all"):
@@ -83,6 +97,7 @@ async def review(
     except ReviewError as exc:
         raise PageError(exc.status, "No such review", str(exc)) from exc
     held = await core.messages.events(EventFilter(detail["account_id"], types=["held"]), 50)
+    actors = await core.users.actor_names(a["actor"] for a in detail["audit"])
     return page(
         request,
         "admin_review.html",
@@ -91,6 +106,7 @@ async def review(
         review=detail,
         questions=QUESTIONS,
         held=held,
+        actors=actors,
         thresholds=core.settings.reputation,
         notice=notice,
     )

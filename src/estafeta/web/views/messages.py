@@ -1,4 +1,4 @@
-"""Messages (search and each one's timeline), sending domains and the suppression list."""
+"""Messages (search and each one's timeline) and the suppression list."""
 
 from __future__ import annotations
 
@@ -103,21 +103,15 @@ async def message(request: Request, message_id: str, who: Identity = Depends(rea
     return page(request, "message.html", who, title=f"Message {view.id}", message=view)
 
 
-@router.get("/domains", response_class=HTMLResponse)
-async def domains(request: Request, who: Identity = Depends(reader)) -> Response:
-    core = get_core(request)
-    rows = await core.domains.list(who.account_id)
-    checked = [(row, await core.dns_status(row)) for row in rows]
-    return page(request, "domains.html", who, title="Domains", domains=checked)
-
-
 # -- suppression lists (the account's, and the global one for operators) ---------------------------------
 
 
 async def suppressions_page(
     request: Request, who: Identity, scope: int | None, q: str, *, status: int = 200, **extra: object
 ) -> Response:
-    rows = await get_core(request).suppressions.list(scope, search=q or None, limit=201)
+    core = get_core(request)
+    rows = await core.suppressions.list(scope, search=q or None, limit=201)
+    changes = await core.suppressions.recent_changes(scope)
     return page(
         request,
         "suppressions.html",
@@ -130,6 +124,8 @@ async def suppressions_page(
         reasons=suppression.REASONS,
         base="/app/admin/suppressions" if scope is None else "/app/suppressions",
         scope=scope,
+        changes=changes,
+        actors=await core.users.actor_names(c.actor for c in changes),
         **extra,
     )
 
