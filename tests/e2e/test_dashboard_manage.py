@@ -228,7 +228,7 @@ def test_an_invitation_is_mailed_from_the_platform(context: BrowserContext, serv
     page.get_by_role("link", name="Team").click()
     page.get_by_label("Email", exact=True).fill("designer@acme.test")
     page.get_by_label("Role", exact=True).select_option("viewer")
-    expect(page.get_by_label("Email the invitation")).to_be_checked()
+    expect(page.get_by_label("Mail the invitation to them")).to_be_checked()
     page.get_by_role("button", name="Invite").click()
     expect(page.locator("p.notice")).to_contain_text("it was mailed to them")
     link = page.locator("#invitation-link").inner_text()
