@@ -97,7 +97,10 @@ async def review(
     except ReviewError as exc:
         raise PageError(exc.status, "No such review", str(exc)) from exc
     held = await core.messages.events(EventFilter(detail["account_id"], types=["held"]), 50)
-    actors = await core.users.actor_names(a["actor"] for a in detail["audit"])
+    terminated = detail.get("terminated") or {}
+    actors = await core.users.actor_names(
+        [a["actor"] for a in detail["audit"]] + ([terminated["by"]] if terminated.get("by") else [])
+    )
     return page(
         request,
         "admin_review.html",
@@ -158,7 +161,7 @@ async def terminate(request: Request, account_id: Id, who: Identity = Depends(op
     if not reason or not reason.isprintable():
         raise PageError(422, "A reason is needed", "Say in one line why the account is terminated.")
     try:
-        await get_core(request).terminations.terminate(account_id, _actor(who), reason)
+        await get_core(request).terminations.terminate(account_id, actor(who), reason)
     except TerminationError as exc:
         raise PageError(exc.status, "Cannot terminate", str(exc)) from exc
     review_id = parse_id(str(form.get("review_id") or ""))
