@@ -45,6 +45,14 @@ VIEWER = ("viewer@acme.test", "viewer password 123")
 OWNER_A = "owner@acme.test"
 OWNER_B = "owner@deals.test"
 OPERATOR = "operator@estafeta.test"
+OPERATOR_PAGES = (
+    "/app/admin",
+    "/app/admin/reviews?state=all",
+    "/app/admin/abuse",
+    "/app/admin/suppressions",
+    "/app/admin/providers",
+    "/app/admin/plans",
+)
 
 
 @dataclass
@@ -177,3 +185,13 @@ def shoot(page: Page, name: str) -> None:
 def serious_violations(page: Page) -> list[dict[str, Any]]:
     results = Axe().run(page)
     return [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+
+
+def examine(page: Page, name: str, phone: bool) -> list[str]:
+    """Photograph the page as `name` and return its serious or critical axe findings; on a phone, nothing
+    may be wider than the screen (wide tables scroll inside their own box)."""
+    shoot(page, name)
+    if phone:
+        width = page.viewport_size["width"] if page.viewport_size else 390
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width, page.url
+    return [f"{v['id']}: {v['help']} ({len(v['nodes'])})" for v in serious_violations(page)]

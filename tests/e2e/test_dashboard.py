@@ -15,14 +15,15 @@ from playwright.sync_api import Browser, BrowserContext, expect
 from tests.e2e.dashboard_support import (
     ARTIFACTS,
     OPERATOR,
+    OPERATOR_PAGES,
     OWNER_A,
     OWNER_B,
     VIEWER,
     Served,
     browser,
     context,
+    examine,
     login,
-    serious_violations,
     shoot,
     slug,
 )
@@ -399,14 +400,6 @@ SENDER_PAGES = (
     "/app/usage",
     "/app/team",
 )
-OPERATOR_PAGES = (
-    "/app/admin",
-    "/app/admin/reviews?state=all",
-    "/app/admin/abuse",
-    "/app/admin/suppressions",
-    "/app/admin/providers",
-    "/app/admin/plans",
-)
 
 
 def test_every_page_is_accessible_and_photographed(browser: Browser, served: Served) -> None:
@@ -435,19 +428,13 @@ def test_every_page_is_accessible_and_photographed(browser: Browser, served: Ser
             assert response is not None and response.status == 200, path
             if path.startswith("/app/?") or path == "/app/":
                 page.wait_for_function("() => window.estafetaCharts && window.estafetaCharts.broadcast")
-            shoot(page, f"{prefix}-{slug(path)}")
-            if prefix == "phone":  # nothing wider than the phone's screen: wide tables scroll in place
-                assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, path
-            problems = serious_violations(page)
-            if problems:
-                found[f"{prefix} {path}"] = [f"{v['id']}: {v['help']} ({len(v['nodes'])})" for v in problems]
+            if problems := examine(page, f"{prefix}-{slug(path)}", prefix == "phone"):
+                found[f"{prefix} {path}"] = problems
         ctx.close()
     login_page = browser.new_page()
     login_page.goto(f"{served.url}/app/login")
-    shoot(login_page, "login")
-    problems = serious_violations(login_page)
-    if problems:
-        found["/app/login"] = [v["id"] for v in problems]
+    if problems := examine(login_page, "login", False):
+        found["/app/login"] = problems
     login_page.close()
     assert not found, found
     assert len(list(Path(ARTIFACTS).glob("*.png"))) >= len(SENDER_PAGES) + len(OPERATOR_PAGES)

@@ -11,14 +11,15 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.e2e.dashboard_support import (
     OPERATOR,
+    OPERATOR_PAGES,
     OWNER_A,
     OWNER_B,
     VIEWER,
     Served,
     browser,
     context,
+    examine,
     login,
-    serious_violations,
     shoot,
     slug,
 )
@@ -371,30 +372,29 @@ def test_the_new_pages_on_a_phone_pass_axe(browser: Browser, served: Served) -> 
             "/app/domains",
             "/app/team",
             "/app/suppressions",
+            "/app/usage",
+            "/app/keys",
         ):
             response = page.goto(f"{served.url}{path}")
             assert response is not None and response.status == 200, path
             for summary in page.locator("details > summary").all():  # the forms too
                 summary.click()
-            shoot(page, f"{prefix}-{slug(path)}")
-            if prefix == "phone":  # nothing wider than the phone's screen: wide tables scroll in place
-                assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, path
-            problems = serious_violations(page)
-            if problems:
-                found[f"{prefix} {path}"] = [f"{v['id']}: {v['help']} ({len(v['nodes'])})" for v in problems]
+            if problems := examine(page, f"{prefix}-{slug(path)}", prefix == "phone"):
+                found[f"{prefix} {path}"] = problems
         ctx.close()
     ctx = browser.new_context(viewport={"width": 390, "height": 844})
     page = login(ctx, served, OPERATOR)
-    for path in ("/app/admin",):
-        page.goto(f"{served.url}{path}")
-        shoot(page, f"phone-operator-{slug(path)}")
-        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, path
+    page.goto(f"{served.url}/app/admin/reviews?state=all")
+    review = page.locator("tbody a").first.get_attribute("href") or ""
+    for path in (*OPERATOR_PAGES, review):
+        response = page.goto(f"{served.url}{path}")
+        assert response is not None and response.status == 200, path
+        if problems := examine(page, f"phone-operator-{slug(path)}", True):
+            found[f"phone operator {path}"] = problems
+    page.goto(f"{served.url}/app/admin")
     page.locator('tr[data-account="acme"]').get_by_role("button", name=re.compile("View the pages")).click()
     page.wait_for_url(re.compile(r"/app/$"))
-    shoot(page, "phone-operator-viewing-acme")
-    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
-    problems = serious_violations(page)
-    if problems:
-        found["operator viewing acme"] = [v["id"] for v in problems]
+    if problems := examine(page, "phone-operator-viewing-acme", True):
+        found["phone operator viewing acme"] = problems
     ctx.close()
     assert not found, found
