@@ -121,9 +121,9 @@ def serve_demo(workdir: Path) -> Iterator[Served]:
             except httpx.TransportError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"estafeta serve did not start: {server.stderr.read() if server.stderr else ''}"
-                )
+                server.kill()  # so that reading what it said cannot wait for it
+                _, said = server.communicate(timeout=30)
+                raise AssertionError(f"estafeta serve did not start: {said}")
             time.sleep(0.2)
         yield Served(
             url,
