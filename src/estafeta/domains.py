@@ -1,12 +1,13 @@
 """Sending domains: registering one generates its DKIM key; the owner publishes the DNS records shown.
 
-The core's `domains` service is the only writer of sending domains (verification of the published records
-belongs here too).
+The core's `domains` service is the only writer of sending domains; `estafeta.verification` checks the
+published records and decides whether a domain may send.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -51,35 +52,71 @@ def signing_key(domain: str, row: key_store.DkimKeyRow) -> DkimKey:
     return DkimKey(domain, row.selector, row.algorithm, row.private_key)  # type: ignore[arg-type]
 
 
+def keys_to_publish(row: store.DomainRow) -> list[tuple[DkimKey, str]]:
+    """Every DKIM key whose record must be in DNS, with its state (verification requires the active ones):
+    pending (to be verified), active, retiring (mail signed with it is still on its way)."""
+    return [(signing_key(row.name, k), k.state) for k in row.keys if k.state in PUBLISHED_STATES]
+
+
 def dkim_records(row: store.DomainRow) -> list[DnsRecord]:
-    """The DKIM TXT record of every key that must be published: pending (to be verified), active, retiring
-    (mail signed with it is still on its way)."""
-    records = []
-    for key_row in row.keys:
-        if key_row.state in PUBLISHED_STATES:
-            key = signing_key(row.name, key_row)
-            purpose = f"DKIM public key: {key.algorithm}, {key_row.state}"
-            records.append(DnsRecord(key.record_name, "TXT", key.record_value, purpose))
-    return records
+    return [
+        DnsRecord(key.record_name, "TXT", key.record_value, f"DKIM public key: {key.algorithm}, {state}")
+        for key, state in keys_to_publish(row)
+    ]
+
+
+def sending_addresses(settings: Settings) -> list[str]:
+    """The source addresses of every IP pool (empty: mail leaves from the host's default address)."""
+    return sorted({str(address) for pool in settings.ip_pools.values() for address in pool})
+
+
+def spf_record(settings: Settings) -> str:
+    """The SPF record that authorizes this platform: its pools' addresses, or else its host name's."""
+    addresses = sending_addresses(settings)
+    terms = [f"ip6:{a}" if ":" in a else f"ip4:{a}" for a in addresses] or [f"a:{settings.hostname}"]
+    return f"v=spf1 {' '.join(terms)} ~all"
+
+
+def dmarc_record(settings: Settings) -> str:
+    return f"v=DMARC1; p=none; rua=mailto:{settings.dmarc_rua}"
 
 
 def dns_records(row: store.DomainRow, settings: Settings) -> list[DnsRecord]:
-    """What the domain's owner publishes so receivers can authenticate the mail (and send DMARC reports
-    to the platform's inbound listener)."""
+    """The exact records that make the domain verified: the owner publishes DKIM, SPF and DMARC; the
+    platform's operator publishes the return path's MX and the consent to receive the domain's DMARC
+    reports at the platform's `rua` (RFC 7489 7.1)."""
     return [
         *dkim_records(row),
-        DnsRecord(row.name, "TXT", "v=spf1 a mx ~all", "SPF: add this platform's sending IPs (ip4:…)"),
+        DnsRecord(row.name, "TXT", spf_record(settings), "SPF: this platform's sending addresses"),
+        DnsRecord(f"_dmarc.{row.name}", "TXT", dmarc_record(settings), "DMARC policy"),
         DnsRecord(
-            f"_dmarc.{row.name}", "TXT", f"v=DMARC1; p=none; rua=mailto:{settings.dmarc_rua}", "DMARC policy"
+            f"{row.name}._report._dmarc.{settings.return_path_domain}",
+            "TXT",
+            "v=DMARC1",
+            "DMARC reports may go to the platform (operator)",
+        ),
+        DnsRecord(
+            settings.return_path_domain,
+            "MX",
+            f"10 {settings.hostname}.",
+            "return path: bounces reach the platform (operator)",
         ),
     ]
 
 
 class Domains:
-    def __init__(self, db: Database, settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Clock,
+        after_add: Callable[[store.DomainRow], Awaitable[object]] | None = None,
+    ) -> None:
+        """`after_add` runs once a domain is registered (the core passes verification's `setup`)."""
         self.db = db
         self.settings = settings
         self.clock = clock
+        self.after_add = after_add
 
     async def add(
         self, account_id: int, name: str, algorithm: str | None = None
@@ -97,6 +134,8 @@ class Domains:
             bits=self.settings.dkim_rsa_bits,
         )
         row = await self.db.run(_add_domain, account_id, domain, key, self.clock.now())
+        if self.after_add is not None:
+            await self.after_add(row)
         return row, key
 
     async def find(self, name: str) -> store.DomainRow | None:

@@ -52,6 +52,7 @@ spf.DNSLookup = _lookup
 class SpfResult:
     result: str  # pass | fail | softfail | neutral | none | permerror | temperror
     explanation: str
+    lookups: int = 0  # DNS-querying terms evaluated (RFC 7208 4.6.4 allows 10)
 
 
 def sync_resolver(servers: list[Any], timeout: float) -> dns.resolver.Resolver:
@@ -66,7 +67,8 @@ def evaluate(resolver: dns.resolver.Resolver, ip: str, sender: str, helo: str) -
     """What a receiver concludes for mail from `ip` with MAIL FROM `sender` after EHLO `helo` (blocking)."""
     token = _resolver.set(resolver)
     try:
-        result, explanation = spf.check2(i=ip, s=sender, h=helo)
+        query = spf.query(i=ip, s=sender, h=helo, querytime=20)  # as spf.check2 asks
+        result, _code, explanation = query.check()
     finally:
         _resolver.reset(token)
-    return SpfResult(str(result), str(explanation))
+    return SpfResult(str(result), str(explanation), int(query.lookups))

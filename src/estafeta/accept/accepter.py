@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -78,9 +78,11 @@ class Accepter:
         metrics: Metrics | None = None,
         own_hosts: Callable[[], set[str]] | None = None,
         meter: Meter | None = None,
+        sending_refusal: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         """`notify` is told when mail became due (it wakes delivery); `own_hosts` names the platform's own
-        hosts (public pages, tracking), whose links are trusted; `meter` counts usage against plans."""
+        hosts (public pages, tracking), whose links are trusted; `meter` counts usage against plans;
+        `sending_refusal` says why a registered domain may not send (not verified), or None."""
         self.db = db
         self.tracker = tracker
         self.metrics = metrics
@@ -92,6 +94,7 @@ class Accepter:
         self._commits = GroupCommit(db)
         self._signers: dict[str, DomainSigner] = {}
         self.links = LinkChecker(settings.links, own_hosts)
+        self.sending_refusal = sending_refusal
 
     def _lint_outcome(self, findings: list[tuple[str, Finding]]) -> None:
         """In `block` mode, refuse when any finding is an error, listing every finding."""
@@ -110,9 +113,13 @@ class Accepter:
             errors=errors,
         )
 
+    async def domain_refusal(self, domain: str) -> str | None:
+        """Why the registered sending domain may not send now (not verified), or None."""
+        return await self.sending_refusal(domain) if self.sending_refusal else None
+
     async def _signer(self, account_id: int, domain: str, field_name: str) -> DomainSigner:
-        """The DKIM signer of a sending domain, which must belong to the account (reloaded every
-        `SIGNER_REFRESH`, so rotated keys take over)."""
+        """The DKIM signer of a sending domain, which must belong to the account and be verified (reloaded
+        every `SIGNER_REFRESH`, so rotated keys take over)."""
         cached = self._signers.get(domain)
         if cached is None or self.clock.now() >= cached.loaded_at + SIGNER_REFRESH:
             row = await self.db.run(account_store.find_domain, domain)
@@ -126,6 +133,9 @@ class Accepter:
                 "`estafeta domains add` and publish its DKIM record",
                 status=403,
             )
+        refusal = await self.domain_refusal(domain)
+        if refusal is not None:
+            raise AcceptError(field_name, refusal, status=403, smtp="550 5.7.1", kind="domain-not-verified")
         if not cached.signers:
             raise AcceptError(
                 field_name,

@@ -13,6 +13,7 @@ from estafeta.api import (
     campaigns,
     dkim_keys,
     dmarc,
+    domains,
     events,
     lint,
     lists,
@@ -67,6 +68,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(abuse.router)
     app.include_router(dmarc.router)
     app.include_router(dkim_keys.router)
+    app.include_router(domains.router)
     app.include_router(usage_api.router)
     dashboard.install(app)
     if core.settings.metrics.enabled and core.settings.metrics.port is None:

@@ -145,10 +145,10 @@ async def run_campaign(
                 async def queued() -> bool:
                     return (await read())["sent"] + counts["skipped"] + counts["failed"] >= contacts
 
-                await _until(early, time_limit, progress=show)
-                result[f"rss_mb_at_{_count(min(RSS_EARLY, contacts))}_queued"] = tree_rss_mb(
-                    os.getpid(), exclude
-                )
+                if await _until(early, time_limit, progress=show):
+                    result[f"rss_mb_at_{_count(min(RSS_EARLY, contacts))}_queued"] = tree_rss_mb(
+                        os.getpid(), exclude
+                    )
                 all_queued = await _until(queued, time_limit - (time.perf_counter() - started), progress=show)
                 queue_seconds = time.perf_counter() - started
                 result["queued"] = counts["sent"]
@@ -165,7 +165,7 @@ async def run_campaign(
             )
             result["queue_msgs_per_s"] = round(counts["sent"] / queue_seconds, 1)
             result["deliver_msgs_per_s"] = round(sink.received / max(finished - started, 1e-9), 1)
-            result["cpu_ms_per_msg"] = round(1000 * cpu / max(sink.received, 1), 2)
+            result["cpu_ms_per_queued_msg"] = round(1000 * cpu / max(counts["sent"], 1), 2)
             result["loadavg"] = load_average()
         finally:
             await platform.stop()

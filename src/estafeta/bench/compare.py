@@ -2,7 +2,8 @@
 
 Runs, in order: `smtp-source` → `smtp-sink` (the machine's SMTP limit); `smtp-source` → a private Postfix
 → the benchmark sink (accept rate, end-to-end relay rate, CPU of Postfix's processes); then Estafeta's
-pipeline (API → sink) and relay (STARTTLS + AUTH + DKIM → sink) on each backend. Ratios are Estafeta's
+pipeline (API → sink) and relay (STARTTLS + AUTH + DKIM → sink) on each backend, the relay on PostgreSQL
+also with one accepting process per core (`smtp.processes`). Ratios are Estafeta's
 rate over Postfix's (pipeline over Postfix's end-to-end rate, relay accept over Postfix's accept rate),
 and CPU-seconds per message, which move much less than wall-clock rates on a shared machine.
 """
@@ -10,6 +11,7 @@ and CPU-seconds per message, which move much less than wall-clock rates on a sha
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -86,24 +88,29 @@ def estafeta_runs(
             "cpu_ms_per_msg": pipeline["cpu_ms_per_msg"],
             "loadavg": pipeline["loadavg"],
         }
-        relay = asyncio.run(
-            run_smtp(
-                messages=messages,
-                sessions=sessions,
-                algorithm="rsa-sha256",
-                backend=backend,
-                postgresql_url=postgresql_url,
-                console=console,
+        # On PostgreSQL the relay also runs with one accepting process per core (smtp.processes).
+        cores = os.cpu_count() or 1
+        for processes in [1] if backend == "sqlite" or cores == 1 else [1, cores]:
+            relay = asyncio.run(
+                run_smtp(
+                    messages=messages,
+                    sessions=sessions,
+                    algorithm="rsa-sha256",
+                    backend=backend,
+                    postgresql_url=postgresql_url,
+                    console=console,
+                    processes=processes,
+                )
             )
-        )
-        runs[f"relay {backend}"] = {
-            "messages": messages,
-            "accept_msgs_per_s": relay["msgs_per_s"],
-            "relayed": relay["received_by_sink"],
-            "relayed_msgs_per_s": relay["relayed_msgs_per_s"],
-            "cpu_ms_per_msg": relay["cpu_ms_per_msg"],
-            "loadavg": relay["loadavg"],
-        }
+            name = f"relay {backend}" + (f" {processes} processes" if processes > 1 else "")
+            runs[name] = {
+                "messages": messages,
+                "accept_msgs_per_s": relay["msgs_per_s"],
+                "relayed": relay["received_by_sink"],
+                "relayed_msgs_per_s": relay["relayed_msgs_per_s"],
+                "cpu_ms_per_msg": relay["cpu_ms_per_msg"],
+                "loadavg": relay["loadavg"],
+            }
     return runs
 
 

@@ -114,7 +114,6 @@ def _sink_main(
 ) -> None:
     """Child process: DNS and the SMTP sink until `stop` is set."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the sink, not a Ctrl-C on the console
-    uvloop.install()
 
     async def main() -> None:
         dns = DnsServer(sink_zone(domains))
@@ -126,7 +125,7 @@ def _sink_main(
         server.close()
         await dns.stop()
 
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 class SinkProcess:

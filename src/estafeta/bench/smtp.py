@@ -54,7 +54,14 @@ def bench_message(index: int) -> bytes:
 
 
 async def run_smtp(
-    *, messages: int, sessions: int, algorithm: str, backend: str, postgresql_url: str, console: Console
+    *,
+    messages: int,
+    sessions: int,
+    algorithm: str,
+    backend: str,
+    postgresql_url: str,
+    console: Console,
+    processes: int = 1,
 ) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="estafeta-bench-") as tmp,
@@ -76,6 +83,7 @@ async def run_smtp(
                 "tls_key": key,
                 "rate_per_second": 0,
                 "max_connections_per_ip": sessions,
+                "processes": processes,
             },
             warmup={"tiers": []},  # a benchmark sends more than a new account may
         )
@@ -139,6 +147,7 @@ async def run_smtp(
         "tls": "STARTTLS",
         "dkim": algorithm,
         "database": backend,
+        "accept_processes": processes,
         "accepted": len(latencies),
         "refused": outcome["refused"],
         "delivered": counts.get("delivered", 0),

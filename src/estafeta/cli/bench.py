@@ -70,6 +70,9 @@ def smtp(
     algorithm: Annotated[str, typer.Option(help="DKIM algorithm.")] = "rsa-sha256",
     backend: Backends = None,
     postgresql_url: PostgresqlUrl = DEFAULT_POSTGRESQL_URL,
+    processes: Annotated[
+        int, typer.Option(min=1, max=64, help="smtp.processes on PostgreSQL (SQLite runs one).")
+    ] = 1,
     output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/smtp.json"),
 ) -> None:
     """Messages/second accepted through the SMTP relay (STARTTLS, AUTH, DKIM on) and relayed to the sink."""
@@ -85,6 +88,7 @@ def smtp(
                 backend=name,
                 postgresql_url=postgresql_url,
                 console=console,
+                processes=processes if name == "postgresql" else 1,
             )
         )
         for name in _backends(backend)

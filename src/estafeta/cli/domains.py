@@ -1,5 +1,5 @@
-"""`estafeta domains`: register sending domains, show the DNS records to publish and what receivers'
-DMARC reports say about them."""
+"""`estafeta domains`: register sending domains, show the DNS records to publish, verify them, and show
+what receivers' DMARC reports say about them."""
 
 from __future__ import annotations
 
@@ -14,8 +14,31 @@ from estafeta.config import Settings
 from estafeta.dkim_keys import DkimKeyRow, KeyStatus
 from estafeta.domains import DnsRecord, DomainError, DomainRow, dns_records
 from estafeta.reports.dmarc_table import render
+from estafeta.verification.service import DomainStatus
 
 app = typer.Typer(help="Register sending domains and show the DNS records to publish.", no_args_is_help=True)
+
+
+_STYLES = {"ok": "green", "missing": "red", "wrong": "red", "unknown": "yellow"}
+
+
+def _verification_table(status: DomainStatus) -> Table:
+    stops = status.sending_stops_at
+    title = f"{status.domain}: {status.state}" + (
+        f" (mail refused from {stops:%Y-%m-%d %H:%M} UTC)" if stops else ""
+    )
+    table = Table(title=title, show_lines=True)
+    for column in ("check", "status", "expected", "found"):
+        table.add_column(column, overflow="fold")
+    for check in status.report.checks if status.report else []:
+        style = _STYLES[check.status] if check.required else ("green" if check.status == "ok" else "yellow")
+        table.add_row(
+            f"{check.check}\n{check.name} {check.type}",
+            f"[{style}]{check.status}[/]" + ("" if check.required else " (advice)") + f"\n{check.detail}",
+            check.expected,
+            "\n".join(check.found) or "—",
+        )
+    return table
 
 
 def _records_table(row: DomainRow, settings: Settings) -> Table:
@@ -40,17 +63,49 @@ def add(
     except DomainError as exc:
         raise fail(str(exc)) from exc
     console.print(_records_table(domain_row, core.settings))
+    status = run(core.verification.status(domain_row.name))
+    if status.may_send:
+        console.print(f"{domain_row.name} is verified: its mail may be sent.")
+    else:
+        console.print(
+            f"{domain_row.name} is {status.state}: publish the records above, then run "
+            f"`estafeta domains verify {domain_row.name}`. Mail from it is refused until it verifies."
+        )
+
+
+@app.command("verify")
+def verify(
+    domain: Annotated[str, typer.Argument(help="A registered sending domain.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for machines.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Check the domain's DNS records now (DKIM, DMARC and alignment are required; SPF, the return path and
+    tracking are advice); exit code 1 unless the domain is verified (a failing one still sends, for now)."""
+    core = open_core(config)
+    try:
+        status = run(core.verification.verify(domain))
+    except DomainError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps(status.as_json(), indent=2))
+    else:
+        console.print(_verification_table(status))
+        if status.report and status.report.problems():
+            console.print("To fix: " + "; ".join(status.report.problems()))
+    if status.state != "verified":
+        raise typer.Exit(1)
 
 
 @app.command("list")
 def list_domains(config: ConfigOption = None) -> None:
     """List sending domains."""
     core = open_core(config)
-    table = Table("domain", "account", "signing with (selector: algorithm)", "added")
+    table = Table("domain", "account", "state", "signing with (selector: algorithm)", "added")
     for row in run(core.domains.list()):
         table.add_row(
             row.name,
             str(row.account_id),
+            run(core.verification.status(row.name)).state,
             ", ".join(f"{k.selector}: {k.algorithm}" for k in row.keys if k.state == "active"),
             row.created_at.isoformat(timespec="seconds"),
         )
@@ -64,9 +119,7 @@ def _when(moment: object) -> str:
 def _new_key(domain: DomainRow, key: DkimKeyRow, record: DnsRecord) -> None:
     console.print(f"New {key.algorithm} key for {domain.name} under selector {key.selector} (pending).")
     console.print("Publish this record; the key signs once the scheduled check sees it in DNS:")
-    table = Table("name", "type", "value")
-    table.add_row(record.name, record.type, record.value)
-    console.print(table)
+    typer.echo(f'{record.name}. {record.type} "{record.value}"')  # one line, whatever the terminal's width
 
 
 @app.command("rotate-key")

@@ -16,7 +16,6 @@ import dns.exception
 import dns.resolver
 import dns.reversename
 
-from estafeta import dns_status
 from estafeta.clock import SystemClock
 from estafeta.config import Settings
 from estafeta.delivery.helo import Result, check_address, check_pools
@@ -25,6 +24,7 @@ from estafeta.doctor.check import Check
 from estafeta.domains import Domains
 from estafeta.spf_eval import evaluate, sync_resolver
 from estafeta.store.db import Database
+from estafeta.verification.records import Lookups, RecordCheck, check_domain
 
 CHECK = "reverse DNS and HELO"
 
@@ -131,26 +131,32 @@ async def check_return_path_spf(
     return list(await asyncio.gather(*(asyncio.to_thread(_spf_row, blocking, domain, s) for s in sources)))
 
 
-DOMAIN_CHECKS = {"DKIM public key": "DKIM", "DMARC policy": "DMARC"}
+def _domain_row(check: RecordCheck) -> Check | None:
+    """A verification check as a doctor row (the return path's SPF and MX have rows of their own)."""
+    name = check.check.split(" ")[0]
+    if check.check.startswith(("SPF return path", "return path")):
+        return None
+    label = {"alignment": "DMARC alignment"}.get(name, name)
+    target = f"{check.name} for {check.check.split(' ', 1)[1]}" if name == "SPF" else check.name
+    if check.status == "ok":
+        return Check(label, target, "pass", check.detail)
+    fix = f'publish `{check.name} {check.type} "{check.expected}"`' if check.type == "TXT" else check.expected
+    if check.status == "unknown":
+        return Check(label, target, "fail", check.detail, "check dns_servers")
+    serious = check.required or name == "SPF"
+    return Check(label, target, "fail" if serious else "warn", check.detail, fix)
 
 
-async def check_domains(settings: Settings, db: Database) -> list[Check]:
-    """Each sending domain's DKIM key and DMARC policy as DNS publishes them now, and its SPF record."""
+async def check_domains(
+    settings: Settings, db: Database, resolver: dns.asyncresolver.Resolver
+) -> list[Check]:
+    """Each sending domain's records as the verification service reads them: DKIM per selector, DMARC and
+    its alignment, SPF for each sending address (`estafeta domains verify` shows the same, per domain)."""
+    lookups = Lookups(resolver, settings.doctor.timeout)
     rows: list[Check] = []
     for domain in await Domains(db, settings, SystemClock()).list():
-        for status in await dns_status.check(domain, settings, settings.doctor.timeout):
-            record = status.record
-            check = DOMAIN_CHECKS.get(record.purpose, "SPF")
-            publish = f'publish `{record.name} TXT "{record.value}"`'
-            if status.status == "published":
-                rows.append(Check(check, record.name, "pass", "published"))
-            elif status.status == "unknown":
-                rows.append(Check(check, record.name, "fail", "lookup failed", "check dns_servers"))
-            elif status.status == "different":
-                found = "; ".join(status.found)
-                rows.append(
-                    Check(check, record.name, "fail", f"a different key is published: {found}", publish)
-                )
-            else:
-                rows.append(Check(check, record.name, "fail", "not published", publish))
+        for check in (await check_domain(domain, settings, lookups)).checks:
+            row = _domain_row(check)
+            if row is not None:
+                rows.append(row)
     return rows

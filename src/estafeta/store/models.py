@@ -123,6 +123,20 @@ class DkimKey(Base):
     __table_args__ = (UniqueConstraint("domain_id", "selector"),)
 
 
+class DomainCheck(Base):
+    """A sending domain's verification state and the last check of its DNS records (no row: pending)."""
+
+    __tablename__ = "domain_checks"
+    domain_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("domains.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(12))  # pending | verified | failing | unverified
+    changed_at: Mapped[datetime]
+    checked_at: Mapped[datetime | None] = mapped_column(index=True)
+    failing_since: Mapped[datetime | None]
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 class Message(Base):
     """One accepted message: the signed bytes are stored once, recipients are queue entries."""
 

@@ -9,7 +9,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from estafeta.domains import ALGORITHMS, DomainError
 from estafeta.users import Identity
 from estafeta.web.render import page
-from estafeta.web.session import get_core, owner, reader
+from estafeta.web.session import PageError, get_core, owner, reader, sender
 
 router = APIRouter()
 
@@ -17,7 +17,10 @@ router = APIRouter()
 async def _domains_page(request: Request, who: Identity, *, status: int = 200, **extra: object) -> Response:
     core = get_core(request)
     rows = await core.domains.list(who.account_id)
-    checked = [(row, await core.dns_status(row)) for row in rows]
+    checked = [
+        (row, await core.dns_status(row), await core.verification.status(row.name, row.account_id))
+        for row in rows
+    ]
     return page(
         request,
         "domains.html",
@@ -48,4 +51,16 @@ async def add_domain(request: Request, who: Identity = Depends(owner)) -> Respon
         return await _domains_page(request, who, status=422, error=str(exc), name=name)
     return RedirectResponse(
         f"/app/domains?notice=Domain+{row.name}+added:+publish+its+records#d-{row.id}", status_code=303
+    )
+
+
+@router.post("/domains/{name}/verify")
+async def verify(request: Request, name: str, who: Identity = Depends(sender)) -> Response:
+    """Check the domain's records now and keep the outcome (as `POST /v1/domains/{d}/verify`)."""
+    try:
+        status = await get_core(request).verification.verify(name, who.account_id)
+    except DomainError as exc:
+        raise PageError(404, "No such domain", str(exc)) from exc
+    return RedirectResponse(
+        f"/app/domains?notice={status.domain}+is+{status.state}#d-{status.domain}", status_code=303
     )
