@@ -1,5 +1,6 @@
 """Reputation notices: a plain email to an account's contact address for each warning, pause, resumption,
-suspension, review request and limit raise, sent through the platform's own accept path.
+suspension, review request and limit raise, sent through the platform's own accept path. Dashboard
+invitations are mailed the same way (`invitation`).
 
 The notices go out from `notices.from`, whose domain is registered (with its own DKIM key) to a system
 account created the first time a notice is sent; that account is never limited by warm-up. The job reads
@@ -21,6 +22,7 @@ from estafeta.reputation import HOW_TO_RESUME
 from estafeta.store import reputation as store
 from estafeta.store.db import Database
 from estafeta.system_senders import SystemSenders
+from estafeta.tracking import TrackingOverride
 
 log = logging.getLogger("estafeta.notices")
 
@@ -108,3 +110,30 @@ class Notices:
                 continue
             sent += 1
         return sent
+
+    async def invitation(self, email: str, account_name: str, role: str, link: str, inviter: str) -> None:
+        """Mail a dashboard invitation from the platform's own sender (no tracking: the link is the
+        invitation itself); `AcceptError` when it cannot be sent."""
+        text = "\n".join(
+            [
+                "Hello,",
+                "",
+                f"{inviter} invites you to the account {account_name} on the Estafeta dashboard, as {role}.",
+                "Open this link within 7 days to join (it works once):",
+                link,
+                "",
+                "If you did not expect this, ignore this mail.",
+                "",
+            ]
+        )
+        draft = Draft(
+            from_=parse_address(self.settings.notices.from_),
+            to=[parse_address(email)],
+            subject=f"[Estafeta] {inviter} invites you to {account_name}",
+            text=text,
+            tags=["invitation"],
+        )
+        submission = Submission(
+            draft, tags=["invitation"], tracking=TrackingOverride(opens=False, clicks=False)
+        )
+        await self.accepter.accept(await self._sender(), [submission])

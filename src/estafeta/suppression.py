@@ -297,6 +297,10 @@ class Suppressions:
         )
         return value, removed
 
+    async def recent_changes(self, scope: int | None, limit: int = 20) -> list[store.AuditRow]:
+        """The latest additions and removals (the audit trail), newest first."""
+        return await self.db.run(store.recent_audit, scope, limit)
+
     async def export_csv(self, scope: int | None) -> str:
         return to_csv(await self.list(scope))
 

@@ -3,7 +3,7 @@
 Roles in an account: `owner` (everything, including the team), `developer` (send: campaigns, lists,
 suppressions, keys, webhook replays; and read) and `viewer` (read only). Operators run the platform
 (accounts, plans, the review queue, the global suppression list) and are members of no account unless
-invited like anyone else.
+invited like anyone else; they may look at any account's pages, read only (`inspect`).
 
 Passwords are kept as argon2 hashes. A session is a random token: the browser holds it in a signed,
 HttpOnly cookie, the database a SHA-256 of it with its user, the account being looked at, a CSRF token
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,6 +26,7 @@ from sqlalchemy import Connection
 from estafeta.auth import hash_secret, verify_secret
 from estafeta.clock import Clock
 from estafeta.compose import AddressError, parse_address
+from estafeta.ids import parse_id
 from estafeta.store import accounts as account_store
 from estafeta.store import users as store
 from estafeta.store.db import Database
@@ -36,6 +38,7 @@ SESSION_MAX = timedelta(days=7)
 SESSION_TOUCH = timedelta(minutes=1)  # a session's expiry is written again at most this often
 INVITATION_TTL = timedelta(days=7)
 MIN_PASSWORD = 10
+ACTOR_KINDS = {"api": "API key", "admin": "admin key", "smtp": "SMTP credential"}
 
 
 class UserError(ValueError):
@@ -85,12 +88,15 @@ class Identity:
     account_id: int | None
     role: str | None
     memberships: list[store.MembershipRow] = field(default_factory=list)
+    inspected: str | None = None  # an operator looking at an account they are no member of: its name
 
     def may(self, capability: str) -> bool:
         return may(self.role, capability)
 
     @property
     def account_name(self) -> str:
+        if self.inspected is not None:
+            return self.inspected
         return next((m.account_name for m in self.memberships if m.account_id == self.account_id), "")
 
 
@@ -183,6 +189,26 @@ class Users:
 
         return await self.db.run(work)
 
+    async def actor_names(self, actors: Iterable[str]) -> dict[str, str]:
+        """What the audit trails' actors read as on a page: `user:<id>` is the user's email; an API key,
+        an admin key, the command line, the recipient or the platform are named as such."""
+
+        def work(conn: Connection) -> dict[str, str]:
+            names: dict[str, str] = {}
+            for actor in set(actors):
+                kind, _, rest = actor.partition(":")
+                user_id = parse_id(rest) if kind == "user" else None
+                user = store.get_user(conn, user_id) if user_id is not None else None
+                if user is not None:
+                    names[actor] = user.email
+                elif kind in ACTOR_KINDS and rest:
+                    names[actor] = f"{ACTOR_KINDS[kind]} {rest}"
+                else:
+                    names[actor] = actor
+            return names
+
+        return await self.db.run(work)
+
     async def accounts_of(self, user_id: int) -> list[store.MembershipRow]:
         return await self.db.run(store.memberships, user_id)
 
@@ -260,6 +286,19 @@ class Users:
             return False
         await self.db.run(store.set_session_account, identity.session_id, account_id)
         return True
+
+    async def inspect(self, identity: Identity, account_id: int) -> bool:
+        """An operator looks at any account, as a viewer unless they are a member; False for a user who
+        is no operator or an account that does not exist."""
+        if not identity.user.operator or await self.db.run(account_store.get_account, account_id) is None:
+            return False
+        await self.db.run(store.set_session_account, identity.session_id, account_id)
+        return True
+
+    async def stop_inspecting(self, identity: Identity) -> None:
+        """Back to the operator's own first account (or none)."""
+        first = identity.memberships[0].account_id if identity.memberships else None
+        await self.db.run(store.set_session_account, identity.session_id, first)
 
     # -- invitations -------------------------------------------------------------------------------
 
@@ -357,8 +396,13 @@ def _identify(conn: Connection, session_id: str, now: datetime) -> Identity | No
         store.touch_session(conn, session_id, now, expires)
     accounts = store.memberships(conn, user.id)
     role = next((m.role for m in accounts if m.account_id == session.account_id), None)
+    inspected = None
+    if role is None and user.operator and session.account_id is not None:
+        account = account_store.get_account(conn, session.account_id)
+        if account is not None:
+            role, inspected = "viewer", account.name
     account_id = session.account_id if role is not None else None
-    return Identity(user, session_id, session.csrf_token, account_id, role, accounts)
+    return Identity(user, session_id, session.csrf_token, account_id, role, accounts, inspected)
 
 
 def _accept(

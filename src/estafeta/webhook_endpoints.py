@@ -17,12 +17,14 @@ from estafeta.config import WebhookSettings
 from estafeta.public_http import canonical_url, private_target
 from estafeta.store import webhooks as store
 from estafeta.store.db import Database
+from estafeta.text import TextError, one_line
 from estafeta.webhooks import TEST_EVENT, new_secret, test_payload
 
 EndpointRow = store.EndpointRow
 DeliveryRow = store.DeliveryRow
 EVENT_TYPE = re.compile(r"\*|[a-z][a-z0-9_.]{0,39}")
 STATES = ("pending", "delivered", "failed")
+MAX_DESCRIPTION = 200
 
 
 class WebhookError(ValueError):
@@ -46,6 +48,17 @@ def check_event_types(types: list[str]) -> list[str]:
     if bad:
         raise ValueError(f"not event type names: {', '.join(bad)}")
     return sorted(set(types))
+
+
+def check_description(text: str) -> str:
+    """A description as stored: one line, at most 200 characters."""
+    try:
+        one_line(text)
+    except TextError as exc:
+        raise ValueError(str(exc)) from exc
+    if len(text) > MAX_DESCRIPTION:
+        raise ValueError(f"at most {MAX_DESCRIPTION} characters")
+    return text
 
 
 def check_reachable(url: str, settings: WebhookSettings) -> None:
@@ -74,6 +87,13 @@ class WebhookEndpoints:
             raise WebhookError(str(exc), field="url") from exc
         return url
 
+    @staticmethod
+    def _checked_description(text: str) -> str:
+        try:
+            return check_description(text)
+        except ValueError as exc:
+            raise WebhookError(str(exc), field="description") from exc
+
     async def create(
         self,
         account_id: int,
@@ -83,7 +103,8 @@ class WebhookEndpoints:
         enabled: bool = True,
     ) -> store.EndpointRow:
         """A new endpoint with a fresh signing secret; it receives the events logged from now on."""
-        self._checked_url(url)
+        url = self._checked_url(url)
+        description = self._checked_description(description)
         try:
             types = check_event_types(event_types or [])
         except ValueError as exc:
@@ -110,7 +131,9 @@ class WebhookEndpoints:
         """Change url, event_types, description or enabled; `rotate_secret` replaces the signing secret."""
         changes = dict(changes)
         if "url" in changes:
-            self._checked_url(changes["url"])
+            changes["url"] = self._checked_url(changes["url"])
+        if "description" in changes:
+            changes["description"] = self._checked_description(changes["description"])
         if "event_types" in changes:
             try:
                 changes["event_types"] = check_event_types(changes["event_types"])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from estafeta.world import World, WorldThread
+from tests.e2e.dashboard_support import ARTIFACTS, Served, serve_demo
 from tests.e2e.harness import Harness, start_harness
 
 
@@ -29,3 +30,11 @@ async def harness(fresh_world: World, tmp_path: Path) -> AsyncIterator[Harness]:
     yield h
     await h.client.aclose()
     await h.platform.stop(grace=2)
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One platform filled by the demo for every dashboard module of the session."""
+    for old in ARTIFACTS.glob("*.png"):  # this run's screenshots only
+        old.unlink()
+    yield from serve_demo(tmp_path_factory.mktemp("dashboard-demo"))

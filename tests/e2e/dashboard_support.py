@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from rich.console import Console
 
 from estafeta.demo import DemoResult, run_demo
@@ -40,6 +42,17 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 VIEWER = ("viewer@acme.test", "viewer password 123")
+OWNER_A = "owner@acme.test"
+OWNER_B = "owner@deals.test"
+OPERATOR = "operator@estafeta.test"
+OPERATOR_PAGES = (
+    "/app/admin",
+    "/app/admin/reviews?state=all",
+    "/app/admin/abuse",
+    "/app/admin/suppressions",
+    "/app/admin/providers",
+    "/app/admin/plans",
+)
 
 
 @dataclass
@@ -108,9 +121,9 @@ def serve_demo(workdir: Path) -> Iterator[Served]:
             except httpx.TransportError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"estafeta serve did not start: {server.stderr.read() if server.stderr else ''}"
-                )
+                server.kill()  # so that reading what it said cannot wait for it
+                _, said = server.communicate(timeout=30)
+                raise AssertionError(f"estafeta serve did not start: {said}")
             time.sleep(0.2)
         yield Served(
             url,
@@ -134,3 +147,51 @@ def launch_options() -> dict[str, Any]:
 
 def slug(path: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-") or "root"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Module-scoped: Playwright's synchronous API runs an event loop while it is open, which the async
+    tests of other modules must not find running."""
+    options = launch_options()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(**options)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield ctx
+    ctx.close()
+
+
+def login(context: BrowserContext, served: Served, email: str) -> Page:
+    page = context.new_page()
+    page.goto(f"{served.url}/app/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(served.logins[email])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/app/(admin)?$"))
+    return page
+
+
+def shoot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def serious_violations(page: Page) -> list[dict[str, Any]]:
+    results = Axe().run(page)
+    return [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+
+
+def examine(page: Page, name: str, phone: bool) -> list[str]:
+    """Photograph the page as `name` and return its serious or critical axe findings; on a phone, nothing
+    may be wider than the screen (wide tables scroll inside their own box)."""
+    shoot(page, name)
+    if phone:
+        width = page.viewport_size["width"] if page.viewport_size else 390
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width, page.url
+    return [f"{v['id']}: {v['help']} ({len(v['nodes'])})" for v in serious_violations(page)]

@@ -65,7 +65,7 @@ class CampaignOut(BaseModel):
 class CampaignStatsOut(CampaignOut):
     stats: dict[str, int] = Field(
         description="recipients by progress (pending, sent, skipped, failed), their deliveries (queued, "
-        "deferred, delivered, bounced), unsubscribed and complained"
+        "deferred, delivered, bounced), unsubscribed, complained, and the messages opened and clicked"
     )
     skipped_reasons: dict[str, int]
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from estafeta.accept import Accepter
-from estafeta.audience import contacts, segments
+from estafeta.audience import contacts, segments, unsubscribe
 from estafeta.audience.campaigns import CampaignRunner, Campaigns
 from estafeta.audience.consent import Consent, ConsentRecord
 from estafeta.audience.importer import ImportReport, import_csv
@@ -101,9 +101,29 @@ class Audience:
         return result
 
     async def contacts(
-        self, list_id: int, *, status: str | None = None, after_id: int = 0, limit: int = 100
+        self,
+        list_id: int,
+        *,
+        status: str | None = None,
+        search: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
     ) -> list[tuple[store.ContactRow, store.SubscriptionRow]]:
-        return await self.db.run(store.list_contacts, list_id, status=status, after_id=after_id, limit=limit)
+        """A page of the list's contacts; `search` keeps addresses containing it."""
+        return await self.db.run(
+            store.list_contacts, list_id, status=status, search=search, after_id=after_id, limit=limit
+        )
+
+    async def remove_contact(
+        self, account_id: int, list_id: int, contact_id: int, actor: str
+    ) -> unsubscribe.Outcome:
+        """Take a contact off a list for the sender: the subscription ends (method `sender`, the
+        `unsubscribed` event names `actor`) and, like any unsubscribe, later imports keep it ended."""
+        await self.get_list(account_id, list_id)
+        outcome = await self.unsubscriber.remove(account_id, list_id, contact_id, actor)
+        if outcome is None:
+            raise AudienceError("contact_id", f"no contact {contact_id} on list {list_id}", status=404)
+        return outcome
 
     async def subscription(self, contact_id: int, list_id: int) -> store.SubscriptionRow | None:
         return await self.db.run(store.get_subscription, contact_id, list_id)

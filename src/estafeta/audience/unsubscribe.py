@@ -22,7 +22,7 @@ from estafeta.store import suppressions
 from estafeta.store.db import Database
 from estafeta.store.events import NewEvent, record
 
-METHODS = ("one-click", "mailto", "page", "preferences")
+METHODS = ("one-click", "mailto", "page", "preferences")  # the recipient's ways; a sender's is `sender`
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,15 @@ def _unsubscribe(
     campaign_id: int | None,
     method: str,
     now: datetime,
+    *,
+    account_id: int | None = None,
+    actor: str | None = None,
 ) -> Outcome | None:
-    """End subscriptions (`list_ids` None: all of them, and suppress the address for broadcast mail)."""
+    """End subscriptions (`list_ids` None: all of them, and suppress the address for broadcast mail).
+    With `account_id`, a contact of another account is not found; `actor` names who did it (else the
+    recipient)."""
     contact = store.get_contact(conn, contact_id)
-    if contact is None:
+    if contact is None or (account_id is not None and contact.account_id != account_id):
         return None
     names = {s.list_id: s.list_name for s in store.subscriptions_of(conn, contact_id)}
     changed = store.unsubscribe(conn, contact_id, list_ids, method, now)
@@ -73,6 +78,8 @@ def _unsubscribe(
         message_id = campaign_store.message_for(conn, campaign_id, contact_id)
     if changed or suppressed is not None:
         data = {"method": method, "lists": changed, "all": list_ids is None, "campaign_id": campaign_id}
+        if actor is not None:
+            data["actor"] = actor
         record(conn, [NewEvent(contact.account_id, "unsubscribed", data, message_id, contact.email)], now)
     return Outcome(contact_id, contact.email, [names[i] for i in changed if i in names], list_ids is None)
 
@@ -137,6 +144,19 @@ class Unsubscriber:
     async def everything(self, contact_id: int, method: str) -> Outcome | None:
         """Leave every list of the account and stop all of its broadcast mail to the address."""
         return await self.db.run(_unsubscribe, contact_id, None, None, method, self.clock.now())
+
+    async def remove(self, account_id: int, list_id: int, contact_id: int, actor: str) -> Outcome | None:
+        """The sender takes a contact of theirs off a list (method `sender`); None for no such contact."""
+
+        def work(conn: Connection) -> Outcome | None:
+            if store.get_subscription(conn, contact_id, list_id) is None:
+                return None
+            now = self.clock.now()
+            return _unsubscribe(
+                conn, contact_id, [list_id], None, "sender", now, account_id=account_id, actor=actor
+            )
+
+        return await self.db.run(work)
 
     async def preferences(self, contact_id: int) -> Preferences | None:
         return await self.db.run(_preferences, contact_id)

@@ -442,8 +442,15 @@ def members(
 
 
 def list_contacts(
-    conn: Connection, list_id: int, *, status: str | None = None, after_id: int = 0, limit: int = 100
+    conn: Connection,
+    list_id: int,
+    *,
+    status: str | None = None,
+    search: str | None = None,
+    after_id: int = 0,
+    limit: int = 100,
 ) -> list[tuple[ContactRow, SubscriptionRow]]:
+    """A page of the list's contacts by id; `search` keeps those whose address contains it."""
     query = (
         select(
             Contact.id,
@@ -459,6 +466,8 @@ def list_contacts(
     )
     if status:
         query = query.where(Subscription.status == status)
+    if search:
+        query = query.where(Contact.email_key.contains(search.lower(), autoescape=True))
     rows = conn.execute(query.order_by(Contact.id).limit(limit)).all()
     return [(_contact(r), _subscription(r)) for r in rows]
 

@@ -290,7 +290,8 @@ def message_for(conn: Connection, campaign_id: int, contact_id: int) -> str | No
 
 
 def stats(conn: Connection, campaign_id: int) -> dict[str, int]:
-    """Recipients by progress state, deliveries of the sent messages by state, and unsubscribes."""
+    """Recipients by progress state, deliveries of the sent messages by state, unsubscribes, complaints,
+    and the messages opened and clicked (each counted once however often)."""
     out = {"recipients": 0, "pending": 0, "sent": 0, "skipped": 0, "failed": 0}
     for state, count in conn.execute(
         select(CampaignRecipient.state, func.count())
@@ -326,6 +327,14 @@ def stats(conn: Connection, campaign_id: int) -> dict[str, int]:
         )
         or 0
     )
+    engaged = conn.execute(
+        select(Event.type, func.count(func.distinct(Event.message_id)))
+        .join(CampaignRecipient, CampaignRecipient.message_id == Event.message_id)
+        .where(CampaignRecipient.campaign_id == campaign_id, Event.type.in_(("opened", "clicked")))
+        .group_by(Event.type)
+    ).all()
+    out.update({"opened": 0, "clicked": 0})
+    out.update({kind: count for kind, count in engaged})
     return out
 
 

@@ -190,6 +190,19 @@ def audit_trail(conn: Connection, account_id: int | None, value: str | None = No
     ]
 
 
+def recent_audit(conn: Connection, account_id: int | None, limit: int) -> list[AuditRow]:
+    """The scope's latest audit rows, newest first."""
+    query = select(SuppressionAudit).where(
+        SuppressionAudit.account_id.is_(None)
+        if account_id is None
+        else SuppressionAudit.account_id == account_id
+    )
+    return [
+        AuditRow(r.id, r.account_id, r.value, r.action, r.reason, r.actor, r.note, r.at)
+        for r in conn.execute(query.order_by(SuppressionAudit.id.desc()).limit(limit)).all()
+    ]
+
+
 def failed_messages(conn: Connection, account_id: int, recipient: str, since: datetime) -> int:
     """Distinct messages to `recipient` that failed softly for good since `since`: bounced after expiring,
     or reported by a soft asynchronous bounce (`soft_bounced`)."""

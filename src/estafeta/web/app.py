@@ -16,7 +16,18 @@ from starlette.staticfiles import StaticFiles
 from estafeta.smtp.limits import LoginFailureLimiter
 from estafeta.web.render import page
 from estafeta.web.session import LoginRequired, PageError, identity
-from estafeta.web.views import admin, audience, auth, keys, messages, overview, team
+from estafeta.web.views import (
+    admin,
+    auth,
+    campaigns,
+    domains,
+    keys,
+    lists,
+    messages,
+    overview,
+    team,
+    webhooks,
+)
 
 MAX_LOGIN_FAILURES = 10
 LOGIN_FAILURE_WINDOW = 300.0
@@ -27,7 +38,7 @@ def install(app: FastAPI) -> None:
         app.state.core.limits, "dashboard-login:ip", MAX_LOGIN_FAILURES, LOGIN_FAILURE_WINDOW
     )
     app.mount("/app/static", StaticFiles(packages=[("estafeta.web", "static")]), name="dashboard-static")
-    for module in (auth, overview, messages, audience, keys, team, admin):
+    for module in (auth, overview, messages, domains, lists, campaigns, webhooks, keys, team, admin):
         app.include_router(module.router, prefix="/app", include_in_schema=False)
 
     @app.get("/app", include_in_schema=False)

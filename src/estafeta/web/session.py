@@ -45,6 +45,11 @@ class LoginRequired(Exception):
         self.next_url = next_url
 
 
+def actor(who: Identity) -> str:
+    """How the audit trails name a dashboard user (shown with their email on the pages)."""
+    return f"user:{who.user.id}"
+
+
 def get_core(request: Request) -> Core:
     return request.app.state.core  # type: ignore[no-any-return]
 

@@ -16,7 +16,7 @@ from estafeta.reputation import QUESTIONS, ReviewError, sender_state
 from estafeta.termination import TerminationError
 from estafeta.users import Identity
 from estafeta.web.render import page
-from estafeta.web.session import PageError, get_core, operator
+from estafeta.web.session import PageError, actor, get_core, operator
 from estafeta.web.views.messages import (
     add_suppression,
     export_suppressions,
@@ -25,10 +25,6 @@ from estafeta.web.views.messages import (
 )
 
 router = APIRouter(prefix="/admin")
-
-
-def _actor(who: Identity) -> str:
-    return f"user:{who.user.id}"
 
 
 @router.get("", response_class=HTMLResponse)
@@ -61,10 +57,24 @@ async def assign_plan(request: Request, account_id: Id, who: Identity = Depends(
         raise PageError(404, "No such account", f"There is no account {account_id}.")
     name = str((await request.form()).get("plan") or "")
     try:
-        await core.plans.assign(account_id, name or None, _actor(who))
+        await core.plans.assign(account_id, name or None, actor(who))
     except PlanError as exc:
         raise PageError(422, "Unknown plan", str(exc)) from exc
     return RedirectResponse(f"/app/admin?notice=Plan+of+account+{account_id}+set", status_code=303)
+
+
+@router.post("/accounts/{account_id}/view")
+async def view_account(request: Request, account_id: Id, who: Identity = Depends(operator)) -> Response:
+    """Look at the account's own pages, read only."""
+    if not await get_core(request).users.inspect(who, account_id):
+        raise PageError(404, "No such account", f"There is no account {account_id}.")
+    return RedirectResponse("/app/", status_code=303)
+
+
+@router.post("/view/stop")
+async def stop_viewing(request: Request, who: Identity = Depends(operator)) -> Response:
+    await get_core(request).users.stop_inspecting(who)
+    return RedirectResponse("/app/admin", status_code=303)
 
 
 @router.get("/reviews", response_class=HTMLResponse)
@@ -87,6 +97,10 @@ async def review(
     except ReviewError as exc:
         raise PageError(exc.status, "No such review", str(exc)) from exc
     held = await core.messages.events(EventFilter(detail["account_id"], types=["held"]), 50)
+    terminated = detail.get("terminated") or {}
+    actors = await core.users.actor_names(
+        [a["actor"] for a in detail["audit"]] + ([terminated["by"]] if terminated.get("by") else [])
+    )
     return page(
         request,
         "admin_review.html",
@@ -95,6 +109,7 @@ async def review(
         review=detail,
         questions=QUESTIONS,
         held=held,
+        actors=actors,
         thresholds=core.settings.reputation,
         notice=notice,
     )
@@ -110,7 +125,7 @@ async def decide(
         raise PageError(404, "Unknown decision", "Approve or reject.")
     action = core.reputation.approve if decision == "approve" else core.reputation.reject
     try:
-        result = await action(review_id, _actor(who), note)
+        result = await action(review_id, actor(who), note)
     except ReviewError as exc:
         raise PageError(exc.status, "Cannot decide", str(exc)) from exc
     return RedirectResponse(
@@ -146,7 +161,7 @@ async def terminate(request: Request, account_id: Id, who: Identity = Depends(op
     if not reason or not reason.isprintable():
         raise PageError(422, "A reason is needed", "Say in one line why the account is terminated.")
     try:
-        await get_core(request).terminations.terminate(account_id, _actor(who), reason)
+        await get_core(request).terminations.terminate(account_id, actor(who), reason)
     except TerminationError as exc:
         raise PageError(exc.status, "Cannot terminate", str(exc)) from exc
     review_id = parse_id(str(form.get("review_id") or ""))
@@ -161,12 +176,12 @@ async def global_suppressions(request: Request, q: str = "", who: Identity = Dep
 
 @router.post("/suppressions", response_class=HTMLResponse)
 async def global_add(request: Request, who: Identity = Depends(operator)) -> Response:
-    return await add_suppression(request, who, None, _actor(who))
+    return await add_suppression(request, who, None, actor(who))
 
 
 @router.post("/suppressions/remove", response_class=HTMLResponse)
 async def global_remove(request: Request, who: Identity = Depends(operator)) -> Response:
-    return await remove_suppression(request, who, None, _actor(who))
+    return await remove_suppression(request, who, None, actor(who))
 
 
 @router.get("/suppressions/export.csv")

@@ -1,4 +1,4 @@
-"""Messages (search and each one's timeline), sending domains, the suppression list and webhooks."""
+"""Messages (search and each one's timeline) and the suppression list."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ import binascii
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, Response
 
 from estafeta import suppression
-from estafeta.api.params import Id
 from estafeta.messages import MessageQuery
 from estafeta.users import Identity
 from estafeta.web.render import page
-from estafeta.web.session import PageError, get_core, reader, sender
-from estafeta.webhook_endpoints import EndpointRow, WebhookError
+from estafeta.web.session import PageError, actor, get_core, reader, sender
 
 router = APIRouter()
 PAGE = 50
@@ -105,21 +103,15 @@ async def message(request: Request, message_id: str, who: Identity = Depends(rea
     return page(request, "message.html", who, title=f"Message {view.id}", message=view)
 
 
-@router.get("/domains", response_class=HTMLResponse)
-async def domains(request: Request, who: Identity = Depends(reader)) -> Response:
-    core = get_core(request)
-    rows = await core.domains.list(who.account_id)
-    checked = [(row, await core.dns_status(row)) for row in rows]
-    return page(request, "domains.html", who, title="Domains", domains=checked)
-
-
 # -- suppression lists (the account's, and the global one for operators) ---------------------------------
 
 
 async def suppressions_page(
     request: Request, who: Identity, scope: int | None, q: str, *, status: int = 200, **extra: object
 ) -> Response:
-    rows = await get_core(request).suppressions.list(scope, search=q or None, limit=201)
+    core = get_core(request)
+    rows = await core.suppressions.list(scope, search=q or None, limit=201)
+    changes = await core.suppressions.recent_changes(scope)
     return page(
         request,
         "suppressions.html",
@@ -132,6 +124,8 @@ async def suppressions_page(
         reasons=suppression.REASONS,
         base="/app/admin/suppressions" if scope is None else "/app/suppressions",
         scope=scope,
+        changes=changes,
+        actors=await core.users.actor_names(c.actor for c in changes),
         **extra,
     )
 
@@ -180,69 +174,14 @@ async def suppressions(request: Request, q: str = "", who: Identity = Depends(re
 
 @router.post("/suppressions", response_class=HTMLResponse)
 async def suppressions_add(request: Request, who: Identity = Depends(sender)) -> Response:
-    return await add_suppression(request, who, who.account_id, f"user:{who.user.id}")
+    return await add_suppression(request, who, who.account_id, actor(who))
 
 
 @router.post("/suppressions/remove", response_class=HTMLResponse)
 async def suppressions_remove(request: Request, who: Identity = Depends(sender)) -> Response:
-    return await remove_suppression(request, who, who.account_id, f"user:{who.user.id}")
+    return await remove_suppression(request, who, who.account_id, actor(who))
 
 
 @router.get("/suppressions/export.csv")
 async def suppressions_export(request: Request, who: Identity = Depends(reader)) -> Response:
     return await export_suppressions(request, who.account_id, "suppressions")
-
-
-# -- webhooks ------------------------------------------------------------------------------------------
-
-
-@router.get("/webhooks", response_class=HTMLResponse)
-async def webhooks(request: Request, who: Identity = Depends(reader)) -> Response:
-    assert who.account_id is not None
-    rows = await get_core(request).webhooks.list(who.account_id)
-    return page(request, "webhooks.html", who, title="Webhooks", endpoints=rows)
-
-
-async def _endpoint(request: Request, who: Identity, endpoint_id: int) -> EndpointRow:
-    assert who.account_id is not None
-    try:
-        return await get_core(request).webhooks.get(who.account_id, endpoint_id)
-    except WebhookError as exc:
-        raise PageError(404, "No such webhook", exc.reason) from exc
-
-
-@router.get("/webhooks/{endpoint_id}", response_class=HTMLResponse)
-async def webhook(
-    request: Request, endpoint_id: Id, state: str = "", notice: str = "", who: Identity = Depends(reader)
-) -> Response:
-    endpoint = await _endpoint(request, who, endpoint_id)
-    if state not in ("", "pending", "delivered", "failed"):
-        raise PageError(422, "Unknown state", "state: pending, delivered or failed")
-    rows = await get_core(request).webhooks.deliveries(
-        who.account_id, endpoint_id, state=state or None, limit=100
-    )
-    return page(
-        request,
-        "webhook.html",
-        who,
-        title=f"Webhook {endpoint.url}",
-        endpoint=endpoint,
-        deliveries=rows,
-        state=state,
-        notice=notice,
-    )
-
-
-@router.post("/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay")
-async def webhook_replay(
-    request: Request, endpoint_id: Id, delivery_id: Id, who: Identity = Depends(sender)
-) -> Response:
-    await _endpoint(request, who, endpoint_id)
-    try:
-        await get_core(request).webhooks.replay(who.account_id, endpoint_id, delivery_id)
-    except WebhookError as exc:
-        title = "No such delivery" if exc.status == 404 else "Being sent"
-        raise PageError(exc.status, title, exc.reason) from exc
-    return RedirectResponse(
-        f"/app/webhooks/{endpoint_id}?notice=Delivery+{delivery_id}+queued+again", status_code=303
-    )

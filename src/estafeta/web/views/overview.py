@@ -12,7 +12,7 @@ from estafeta.reputation import QUESTIONS, ReviewError, sender_state
 from estafeta.users import Identity
 from estafeta.web.charts import SERIES, stream_charts
 from estafeta.web.render import page
-from estafeta.web.session import PageError, get_core, reader, sender, signed_in
+from estafeta.web.session import PageError, actor, get_core, reader, sender, signed_in
 
 router = APIRouter()
 PERIODS = {"24h": "Last 24 hours, by hour", "30d": "Last 30 days, by day"}
@@ -74,7 +74,7 @@ async def answer_review(request: Request, who: Identity = Depends(sender)) -> Re
         raise PageError(422, "Answer every question", f"Missing: {', '.join(missing)}.")
     assert who.account_id is not None
     try:
-        await get_core(request).reputation.answer(who.account_id, answers, f"user:{who.user.id}")
+        await get_core(request).reputation.answer(who.account_id, answers, actor(who))
     except ReviewError as exc:
         raise PageError(exc.status, "Nothing to answer", str(exc)) from exc
     return RedirectResponse("/app/?answered=1", status_code=303)

@@ -1,10 +1,15 @@
-"""The account's team: members and their roles, invitations by link (owners change them)."""
+"""The account's team: members and their roles, invitations (owners change them).
+
+An invitation is mailed to the person from the platform's own sender; its link is also shown, once, to
+the owner who made it (to pass on if the mail does not arrive).
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, Response
 
+from estafeta.accept import AcceptError
 from estafeta.api.params import Id
 from estafeta.users import ROLES, Identity, UserError
 from estafeta.web.render import page
@@ -43,19 +48,25 @@ async def team(request: Request, who: Identity = Depends(reader)) -> Response:
 async def invite(request: Request, who: Identity = Depends(owner)) -> Response:
     assert who.account_id is not None
     form = await request.form()
+    core = get_core(request)
     try:
-        row, token = await get_core(request).users.invite(
+        row, token = await core.users.invite(
             who.account_id, str(form.get("email") or ""), str(form.get("role") or ""), who.user.id
         )
     except UserError as exc:
         return await _team_page(request, who, status=exc.status, error=exc.reason)
-    return await _team_page(
-        request,
-        who,
-        status=201,
-        invitation_link=invitation_url(request, token),
-        notice=f"Invitation for {row.email} ({row.role}) created; send them the link below.",
-    )
+    link = invitation_url(request, token)
+    notice = f"Invitation for {row.email} ({row.role}) created; "
+    if form.get("mail") == "yes":
+        try:
+            await core.notices.invitation(row.email, who.account_name, row.role, link, who.user.email)
+        except AcceptError as exc:
+            notice += f"it could not be mailed ({exc.reason}): send them the link below."
+        else:
+            notice += "it was mailed to them; the link below is the same."
+    else:
+        notice += "send them the link below."
+    return await _team_page(request, who, status=201, invitation_link=link, notice=notice)
 
 
 @router.post("/team/invitations/{invitation_id}/revoke", response_class=HTMLResponse)

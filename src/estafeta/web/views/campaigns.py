@@ -1,4 +1,6 @@
-"""Lists and their contacts; campaigns: create, schedule, send, pause, resume, cancel, and their results."""
+"""Campaigns: create one (a list or one of its segments, a template, on the broadcast stream), schedule,
+send, pause, resume, cancel, and each one's results (sent, delivered, bounced, complained, opened, clicked,
+unsubscribed), all through the core's audience service."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from estafeta.api.params import AfterId, Id
+from estafeta.api.params import Id
 from estafeta.audience.campaigns import CampaignSpec
 from estafeta.audience.lists import AudienceError
 from estafeta.ids import parse_id
@@ -16,58 +18,57 @@ from estafeta.web.render import page
 from estafeta.web.session import PageError, get_core, reader, sender
 
 router = APIRouter()
-CONTACTS_PAGE = 100
 ACTIONS = {"send": "send_now", "pause": "pause", "resume": "resume", "cancel": "cancel"}
+RESULTS = (
+    "recipients",
+    "sent",
+    "delivered",
+    "bounced",
+    "complained",
+    "opened",
+    "clicked",
+    "unsubscribed",
+    "skipped",
+    "failed",
+)
 
 
-@router.get("/lists", response_class=HTMLResponse)
-async def lists(request: Request, who: Identity = Depends(reader)) -> Response:
-    core = get_core(request)
-    assert who.account_id is not None
-    rows = await core.audience.lists(who.account_id)
-    return page(request, "lists.html", who, title="Lists", lists=rows, form_url=core.audience.links.form_url)
-
-
-@router.get("/lists/{list_id}", response_class=HTMLResponse)
-async def contacts(
-    request: Request, list_id: Id, status: str = "", after: AfterId = 0, who: Identity = Depends(reader)
+async def _campaigns_page(
+    request: Request, who: Identity, *, status: int = 200, form: dict[str, str] | None = None, error: str = ""
 ) -> Response:
     core = get_core(request)
     assert who.account_id is not None
-    try:
-        mailing_list = await core.audience.get_list(who.account_id, list_id)
-    except AudienceError as exc:
-        raise PageError(404, "No such list", f"There is no list {list_id} in this account.") from exc
-    if status not in ("", "unconfirmed", "subscribed", "unsubscribed"):
-        raise PageError(422, "Unknown status", "status: unconfirmed, subscribed or unsubscribed")
-    rows = await core.audience.contacts(
-        list_id, status=status or None, after_id=after, limit=CONTACTS_PAGE + 1
-    )
-    next_url = ""
-    if len(rows) > CONTACTS_PAGE:
-        rows = rows[:CONTACTS_PAGE]
-        next_url = f"/app/lists/{list_id}?status={status}&after={rows[-1][0].id}"
+    rows = await core.audience.campaigns.list(who.account_id)
+    mailing_lists = await core.audience.lists(who.account_id)
+    segments = {m.id: await core.audience.segments(who.account_id, m.id) for m in mailing_lists}
     return page(
         request,
-        "contacts.html",
+        "campaigns.html",
         who,
-        title=mailing_list.name,
-        mailing_list=mailing_list,
-        rows=rows,
-        shown=status,
-        next_url=next_url,
+        status=status,
+        title="Campaigns",
+        campaigns=rows,
+        lists=mailing_lists,
+        segments=segments,
+        form=form or {},
+        error=error,
     )
 
 
 @router.get("/campaigns", response_class=HTMLResponse)
 async def campaigns(request: Request, who: Identity = Depends(reader)) -> Response:
-    core = get_core(request)
-    assert who.account_id is not None
-    rows = await core.audience.campaigns.list(who.account_id)
-    mailing_lists = await core.audience.lists(who.account_id)
-    return page(
-        request, "campaigns.html", who, title="Campaigns", campaigns=rows, lists=mailing_lists, form={}
-    )
+    return await _campaigns_page(request, who)
+
+
+def _target(value: str) -> tuple[int, int | None]:
+    """The form's audience: `list:<id>` or `segment:<list id>:<segment id>`."""
+    kind, _, rest = value.partition(":")
+    list_text, _, segment_text = rest.partition(":")
+    list_id = parse_id(list_text)
+    segment_id = parse_id(segment_text) if kind == "segment" else None
+    if list_id is None or kind not in ("list", "segment") or (kind == "segment" and segment_id is None):
+        raise AudienceError("audience", "choose a list or a segment")
+    return list_id, segment_id
 
 
 def _at(text: str) -> datetime | None:
@@ -86,10 +87,12 @@ async def create_campaign(request: Request, who: Identity = Depends(sender)) -> 
     form = {k: str(v) for k, v in (await request.form()).items() if k != "csrf_token"}
     core = get_core(request)
     try:
-        list_id = parse_id(form.get("list_id", "")) or 0
+        list_id, segment_id = _target(form.get("audience", ""))
         spec = CampaignSpec(
             name=form.get("name", ""),
             list_id=list_id,
+            segment_id=segment_id,
+            reply_to=form.get("reply_to") or None,
             subject=form.get("subject", ""),
             html=form.get("html") or None,
             text=form.get("text") or None,
@@ -98,20 +101,9 @@ async def create_campaign(request: Request, who: Identity = Depends(sender)) -> 
         row = await core.audience.campaigns.create(who.account_id, spec)
         if send_at is not None:
             row = await core.audience.campaigns.schedule(who.account_id, row.id, send_at)
-    except (AudienceError, ValueError) as exc:
-        reason = f"{exc.field}: {exc.reason}" if isinstance(exc, AudienceError) else "list: choose a list"
-        rows = await core.audience.campaigns.list(who.account_id)
-        mailing_lists = await core.audience.lists(who.account_id)
-        return page(
-            request,
-            "campaigns.html",
-            who,
-            status=422,
-            title="Campaigns",
-            campaigns=rows,
-            lists=mailing_lists,
-            form=form,
-            error=reason,
+    except AudienceError as exc:
+        return await _campaigns_page(
+            request, who, status=exc.status, form=form, error=f"{exc.field}: {exc.reason}"
         )
     return RedirectResponse(f"/app/campaigns/{row.id}", status_code=303)
 
@@ -128,6 +120,7 @@ async def campaign(
     except AudienceError as exc:
         raise PageError(exc.status, "No such campaign", exc.reason) from exc
     mailing_list = await core.audience.get_list(who.account_id, row.list_id)
+    segments = await core.audience.segments(who.account_id, row.list_id)
     return page(
         request,
         "campaign.html",
@@ -135,7 +128,9 @@ async def campaign(
         title=row.name,
         campaign=row,
         results=results,
+        result_order=RESULTS,
         skipped=skipped,
+        segment=next((s for s in segments if s.id == row.segment_id), None),
         mailing_list=mailing_list,
         notice=notice,
     )
