@@ -1,6 +1,9 @@
 """Credentials: API keys `est_<prefix>_<secret>` and operator keys `estadm_<prefix>_<secret>`; only an
 argon2 hash of the secret is stored.
 
+An API key has a scope: `send` (send messages and campaigns only), `read` (read only) or `full`
+(everything, its own keys, domains and webhooks included); `SCOPES` says which scopes satisfy each need.
+
 Verifying argon2 is deliberately slow, so a successful check is remembered in memory for a few minutes
 under a SHA-256 of the full key (never the key itself); revocation takes effect when that entry ages out.
 """
@@ -13,6 +16,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -25,12 +29,31 @@ from estafeta.store.db import Database
 _HASHER = PasswordHasher()
 CACHE_SECONDS = 60.0
 ADMIN_KIND = "estadm"
+Scope = Literal["send", "read", "full"]
+SCOPES: dict[str, frozenset[str]] = {
+    "send": frozenset({"send", "full"}),
+    "read": frozenset({"read", "full"}),
+    "full": frozenset({"full"}),
+}
+"""For each need, the key scopes that satisfy it."""
 
 
 @dataclass(frozen=True)
 class NewKey:
     token: str  # shown once
     prefix: str
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a valid API key allows: its account, and its scope; `prefix` names it in audit rows."""
+
+    account_id: int
+    prefix: str
+    scope: str
+
+    def allows(self, need: str) -> bool:
+        return self.scope in SCOPES[need]
 
 
 def hash_secret(secret: str) -> str:
@@ -69,12 +92,14 @@ class ApiKeys:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
-        self._cache: dict[str, tuple[int, float, str]] = {}  # digest → (account, expiry, prefix)
+        self._cache: dict[str, tuple[Grant, float]] = {}  # digest → (grant, expiry)
 
-    async def create(self, account_id: int, name: str = "") -> NewKey:
+    async def create(self, account_id: int, name: str = "", scope: Scope = "full") -> NewKey:
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}; one of {', '.join(SCOPES)}")
         prefix, secret = _new_secret()
         secret_hash = await asyncio.to_thread(hash_secret, secret)
-        await self.db.run(store.add_api_key, account_id, prefix, secret_hash, name, self.clock.now())
+        await self.db.run(store.add_api_key, account_id, prefix, secret_hash, name, scope, self.clock.now())
         return NewKey(f"est_{prefix}_{secret}", prefix)
 
     async def list(self, account_id: int) -> list[store.ApiKeyRow]:
@@ -86,11 +111,11 @@ class ApiKeys:
         them within `CACHE_SECONDS`); False when the account has no such active key."""
         revoked = await self.db.run(store.revoke_api_key, account_id, prefix, self.clock.now())
         if revoked:
-            self._cache = {k: v for k, v in self._cache.items() if v[2] != prefix}
+            self._cache = {k: v for k, v in self._cache.items() if v[0].prefix != prefix}
         return revoked
 
-    async def account_for(self, token: str) -> int | None:
-        """The account a key belongs to, or None for an unknown, revoked or mistyped key."""
+    async def grant_for(self, token: str) -> Grant | None:
+        """The account and scope of a key, or None for an unknown, revoked or mistyped key."""
         digest = hashlib.sha256(token.encode()).hexdigest()
         hit = self._cache.get(digest)
         if hit and hit[1] > time.monotonic():
@@ -103,8 +128,9 @@ class ApiKeys:
             return None
         if not await asyncio.to_thread(verify_secret, row.secret_hash, parts[1]):  # slow by design
             return None
-        self._cache[digest] = (row.account_id, time.monotonic() + CACHE_SECONDS, row.prefix)
-        return row.account_id
+        grant = Grant(row.account_id, row.prefix, row.scope)
+        self._cache[digest] = (grant, time.monotonic() + CACHE_SECONDS)
+        return grant
 
 
 class AdminKeys:
