@@ -13,7 +13,9 @@ from sqlalchemy import Connection
 from estafeta.config import Settings
 from estafeta.core import Core
 from estafeta.dkim import DkimKey
+from estafeta.sandbox import dns_settings
 from estafeta.store import events, messages
+from estafeta.world import World
 
 RAW = b"From: a@acme.test\r\nSubject: s\r\n\r\nbody\r\n"
 
@@ -59,10 +61,27 @@ class Sender:
     token: str  # an API key
 
 
+def sandbox_dns(world: World) -> dict[str, Any]:
+    """Settings of a platform whose domains publish their records in `world`'s DNS and are verified there."""
+    return dns_settings(world.dns_address)
+
+
+async def add_verified_domain(
+    core: Core, account_id: int, name: str, algorithm: str | None = None
+) -> DkimKey:
+    """Register a sending domain as an operator does: `domains add` publishes its records (in a sandbox) and
+    verifies them; fails when the domain did not verify."""
+    _, key = await core.domains.add(account_id, name, algorithm)
+    status = await core.verification.status(name)
+    assert status.may_send, f"{name} is {status.state}: {status.report and status.report.problems()}"
+    return key
+
+
 async def add_sender(core: Core, name: str, *domains: str, algorithm: str | None = None) -> Sender:
-    """An account with sending domains and an API key, made through the core as an operator makes them."""
+    """An account with verified sending domains and an API key, made through the core as an operator makes
+    them (the core's settings include `sandbox_dns`)."""
     account = await core.accounts.create(name)
-    keys = [(await core.domains.add(account.id, domain, algorithm))[1] for domain in domains]
+    keys = [await add_verified_domain(core, account.id, domain, algorithm) for domain in domains]
     token = (await core.api_keys.create(account.id, "tests")).token
     return Sender(account.id, keys, token)
 

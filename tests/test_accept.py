@@ -12,7 +12,8 @@ from estafeta.config import Settings
 from estafeta.core import Core
 from estafeta.store import queue as queue_store
 from estafeta.store.db import Database
-from tests.factories import add_sender
+from estafeta.world import World
+from tests.factories import add_sender, sandbox_dns
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 LIMIT = 10
@@ -25,8 +26,13 @@ def _raw(index: int) -> bytes:
     ).encode()
 
 
-async def test_concurrent_requests_never_overshoot_the_warm_up_limit(db: Database) -> None:
-    settings = Settings(database_url=db.url, warmup={"tiers": [LIMIT]}, dkim_algorithm="ed25519-sha256")
+async def test_concurrent_requests_never_overshoot_the_warm_up_limit(db: Database, dns_world: World) -> None:
+    settings = Settings(
+        database_url=db.url,
+        warmup={"tiers": [LIMIT]},
+        dkim_algorithm="ed25519-sha256",
+        **sandbox_dns(dns_world),
+    )
     clock = ManualClock(NOW)
     # Two cores on one database stand for two platform processes: each groups its own commits.
     second = Database(db.url)

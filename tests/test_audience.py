@@ -221,7 +221,7 @@ def _cli_env(tmp_path: Path) -> dict[str, str]:
     db = Database(env["ESTAFETA_DATABASE_URL"])
     db.migrate()
     account = db.call(accounts.create_account, "acme", NOW)
-    db.call(accounts.add_domain, account.id, "acme.test", "s1", "ed25519-sha256", "unused", NOW)
+    db.call(accounts.add_domain, account.id, "acme.test", NOW)
     db.close()
     return env
 

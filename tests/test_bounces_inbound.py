@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from estafeta.bounces.inbound import _feedback_account
+from estafeta.bounces.abuse import feedback_account
 
 
 def test_only_a_feedback_id_this_platform_wrote_names_an_account() -> None:
-    assert _feedback_account("spring:42:broadcast:estafeta") == 42
+    assert feedback_account("spring:42:broadcast:estafeta") == 42
     for forged in ("spring:\u00b2:broadcast:estafeta", f"s:{2**64}:broadcast:e", "s:-1:b:e", "42", None):
-        assert _feedback_account(forged) is None, forged
+        assert feedback_account(forged) is None, forged

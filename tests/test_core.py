@@ -13,13 +13,18 @@ from estafeta.core import Core
 from estafeta.store import reputation as reputation_store
 from estafeta.streams import StreamError
 from estafeta.webhook_endpoints import WebhookError
-from tests.factories import add_sender
+from estafeta.world import World
+from tests.factories import add_sender, sandbox_dns
 
 
 @pytest.fixture
-async def core(tmp_path: Path) -> AsyncIterator[Core]:
+async def core(tmp_path: Path, dns_world: World) -> AsyncIterator[Core]:
     woken: list[str] = []
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'core.db'}", dkim_algorithm="ed25519-sha256")
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'core.db'}",
+        dkim_algorithm="ed25519-sha256",
+        **sandbox_dns(dns_world),
+    )
     core = Core(settings, clock=ManualClock(), wake_delivery=lambda: woken.append("delivery"))
     core.woken = woken  # type: ignore[attr-defined]
     yield core

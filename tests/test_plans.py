@@ -18,7 +18,8 @@ from estafeta.plans import PLAN_LIMIT, PlanError
 from estafeta.store import queue as queue_store
 from estafeta.store.db import Database
 from estafeta.streams import StreamError
-from tests.factories import add_sender
+from estafeta.world import World
+from tests.factories import add_sender, sandbox_dns
 
 NOW = datetime(2026, 3, 31, 23, 59, tzinfo=UTC)
 
@@ -27,9 +28,13 @@ def _raw(index: int) -> bytes:
     return f"From: Shop <orders@shop.test>\r\nSubject: Order {index}\r\n\r\nThanks.\r\n".encode()
 
 
-def _core(db: Database, clock: ManualClock, **overrides: object) -> Core:
+def _core(db: Database, clock: ManualClock, world: World, **overrides: object) -> Core:
     settings = Settings(
-        database_url=db.url, warmup={"tiers": []}, dkim_algorithm="ed25519-sha256", **overrides
+        database_url=db.url,
+        warmup={"tiers": []},
+        dkim_algorithm="ed25519-sha256",
+        **sandbox_dns(world),
+        **overrides,
     )
     return Core(settings, clock=clock, db=db)
 
@@ -42,10 +47,12 @@ async def _shop(core: Core, **limits: int | None) -> int:
     return account
 
 
-async def test_concurrent_senders_never_pass_the_daily_limit_and_refusals_name_the_plan(db: Database) -> None:
+async def test_concurrent_senders_never_pass_the_daily_limit_and_refusals_name_the_plan(
+    db: Database, dns_world: World
+) -> None:
     clock = ManualClock(NOW)
     second = Database(db.url)  # two processes on one database
-    cores = [_core(db, clock), _core(second, clock)]
+    cores = [_core(db, clock, dns_world), _core(second, clock, dns_world)]
     account = await _shop(cores[0], messages_per_day=10)
     try:
         outcomes = await asyncio.gather(
@@ -68,9 +75,11 @@ async def test_concurrent_senders_never_pass_the_daily_limit_and_refusals_name_t
     assert (usage.messages_today, usage.messages_this_month) == (10, 10)  # the refused counted nothing
 
 
-async def test_usage_is_metered_per_utc_day_and_month_and_without_a_plan(db: Database) -> None:
+async def test_usage_is_metered_per_utc_day_and_month_and_without_a_plan(
+    db: Database, dns_world: World
+) -> None:
     clock = ManualClock(NOW)
-    core = _core(db, clock)
+    core = _core(db, clock, dns_world)
     account = await _shop(core)
     await core.accepter.accept_raw(account, "orders@shop.test", ["a@gmail.test", "b@gmail.test"], _raw(1))
     before = await core.plans.usage(account)
@@ -82,8 +91,8 @@ async def test_usage_is_metered_per_utc_day_and_month_and_without_a_plan(db: Dat
     assert (after.messages_today, after.messages_this_month) == (1, 1)
 
 
-async def test_the_monthly_limit_refuses_what_would_pass_it(db: Database) -> None:
-    core = _core(db, ManualClock(NOW))
+async def test_the_monthly_limit_refuses_what_would_pass_it(db: Database, dns_world: World) -> None:
+    core = _core(db, ManualClock(NOW), dns_world)
     account = await _shop(core, messages_per_month=3, messages_per_day=100)
     await core.accepter.accept_raw(account, "orders@shop.test", ["a@gmail.test", "b@gmail.test"], _raw(1))
     with pytest.raises(AcceptError) as refused:
@@ -93,8 +102,10 @@ async def test_the_monthly_limit_refuses_what_would_pass_it(db: Database) -> Non
     assert db.call(queue_store.state_counts) == {"queued": 3}
 
 
-async def test_contacts_over_the_plan_are_refused_and_none_of_the_batch_is_kept(db: Database) -> None:
-    core = _core(db, ManualClock(NOW))
+async def test_contacts_over_the_plan_are_refused_and_none_of_the_batch_is_kept(
+    db: Database, dns_world: World
+) -> None:
+    core = _core(db, ManualClock(NOW), dns_world)
     account = await _shop(core, contacts=3)
     mailing_list = await core.audience.create_list(account, "News", "News <news@shop.test>", False)
     record = ConsentRecord("checkout", None, True)
@@ -107,8 +118,8 @@ async def test_contacts_over_the_plan_are_refused_and_none_of_the_batch_is_kept(
     await consent.subscribe(account, mailing_list, [("a@gmail.test", {"vip": True})], record)  # known: fine
 
 
-async def test_a_dedicated_pool_needs_a_plan_that_includes_one(db: Database) -> None:
-    core = _core(db, ManualClock(NOW), ip_pools={"dedicated": ["127.0.0.2"]})
+async def test_a_dedicated_pool_needs_a_plan_that_includes_one(db: Database, dns_world: World) -> None:
+    core = _core(db, ManualClock(NOW), dns_world, ip_pools={"dedicated": ["127.0.0.2"]})
     account = await _shop(core)
     await core.streams.put(account, "broadcast", "", "dedicated")  # on no plan: allowed
     await core.plans.create("Shared", messages_per_day=1000)
@@ -122,8 +133,8 @@ async def test_a_dedicated_pool_needs_a_plan_that_includes_one(db: Database) -> 
     await core.streams.put(account, "broadcast", "", "dedicated")
 
 
-async def test_plan_names_are_unique_and_unknown_plans_are_refused(db: Database) -> None:
-    core = _core(db, ManualClock(NOW))
+async def test_plan_names_are_unique_and_unknown_plans_are_refused(db: Database, dns_world: World) -> None:
+    core = _core(db, ManualClock(NOW), dns_world)
     account = await _shop(core, messages_per_month=1)
     with pytest.raises(PlanError, match="exists already"):
         await core.plans.create(" Starter ")
@@ -132,3 +143,16 @@ async def test_plan_names_are_unique_and_unknown_plans_are_refused(db: Database)
     await core.plans.assign(account, None, "test")
     assert (await core.plans.usage(account)).plan is None
     assert [(a.account_name, a.plan) for a in await core.plans.assignments()] == [("shop", None)]
+
+
+async def test_concurrent_senders_without_a_limit_are_all_counted(db: Database) -> None:
+    core = _core(db, ManualClock(NOW))
+    account = await _shop(core)
+    await asyncio.gather(
+        *(
+            core.accepter.accept_raw(account, "orders@shop.test", [f"r{n}@gmail.test"], _raw(n))
+            for n in range(12)
+        )
+    )
+    usage = await core.plans.usage(account)
+    assert usage.plan is None and (usage.messages_today, usage.messages_this_month) == (12, 12)

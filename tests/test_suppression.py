@@ -29,7 +29,8 @@ from estafeta.store import queue as q
 from estafeta.store import suppressions as store
 from estafeta.store.db import Database
 from estafeta.store.models import Delivery, Event
-from tests.factories import new_message
+from estafeta.world import World
+from tests.factories import add_verified_domain, new_message, sandbox_dns
 
 
 def _account(db: Database, clock: ManualClock, name: str = "acme") -> int:
@@ -168,13 +169,13 @@ def test_screen_finds_account_global_and_domain_entries_and_traps_in_one_query(d
 
 
 def _settings(url: str, **overrides: Any) -> Settings:
-    return Settings(database_url=url, hostname="mta.estafeta.test", **overrides)
+    return Settings(**{"database_url": url, "hostname": "mta.estafeta.test", **overrides})
 
 
-async def _accepter(db: Database, clock: ManualClock, **overrides: Any) -> tuple[Accepter, int]:
-    core = Core(_settings(db.url, **overrides), clock=clock, db=db)
+async def _accepter(db: Database, clock: ManualClock, world: World, **overrides: Any) -> tuple[Accepter, int]:
+    core = Core(_settings(db.url, **sandbox_dns(world), **overrides), clock=clock, db=db)
     account = _account(db, clock)
-    await core.domains.add(account, "acme.test", "ed25519-sha256")
+    await add_verified_domain(core, account, "acme.test", "ed25519-sha256")
     return core.accepter, account
 
 
@@ -188,9 +189,11 @@ def _submission(*recipients: str) -> Submission:
     return Submission(draft)
 
 
-async def test_policy_gate_drops_suppressed_recipients_and_records_why(db: Database) -> None:
+async def test_policy_gate_drops_suppressed_recipients_and_records_why(
+    db: Database, dns_world: World
+) -> None:
     clock = ManualClock()
-    accepter, account = await _accepter(db, clock, suppression={"spam_traps": ["traps.test"]})
+    accepter, account = await _accepter(db, clock, dns_world, suppression={"spam_traps": ["traps.test"]})
     db.call(
         store.add,
         store.NewSuppression(account, "address", "left@gmail.test", "complaint"),

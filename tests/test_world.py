@@ -17,6 +17,7 @@ import dns.flags
 import dns.message
 import dns.rcode
 import dns.resolver
+import dns.update
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -195,6 +196,37 @@ async def test_dkim_key_published_with_zone_add_resolves_and_reads_back(
     assert world.zone.txt("s1._domainkey.acme.test") == []
     with pytest.raises(dns.resolver.NXDOMAIN):
         await resolver_for(world).resolve("s1._domainkey.acme.test", "TXT")
+
+
+async def test_rfc_2136_updates_add_and_delete_records_of_the_worlds_zones(world: World) -> None:
+    host, port = world.dns_address
+    update = dns.update.UpdateMessage("test.")
+    update.add("news.shop.test.", 300, "TXT", '"v=spf1 -all"', '"site-verification=1"')
+    update.add("bounces.shop.test.", 300, "MX", "10 mta.estafeta.test.")
+    assert (await dns.asyncquery.tcp(update, host, port=port, timeout=5)).rcode() == dns.rcode.NOERROR
+    assert sorted(world.zone.txt("news.shop.test")) == ["site-verification=1", "v=spf1 -all"]
+    answer = await resolver_for(world).resolve("bounces.shop.test", "MX")
+    assert [r.to_text() for r in answer] == ["10 mta.estafeta.test."]
+
+    update = dns.update.UpdateMessage("test.")
+    update.delete("news.shop.test.", "TXT", '"v=spf1 -all"')  # one record
+    update.delete("bounces.shop.test.")  # the name
+    assert (await dns.asyncquery.tcp(update, host, port=port, timeout=5)).rcode() == dns.rcode.NOERROR
+    assert world.zone.txt("news.shop.test") == ["site-verification=1"]
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        await resolver_for(world).resolve("bounces.shop.test", "MX")
+
+    outside = dns.update.UpdateMessage("example.com.")
+    outside.add("www.example.com.", 300, "A", "192.0.2.1")
+    assert (await dns.asyncquery.tcp(outside, host, port=port, timeout=5)).rcode() == dns.rcode.NOTAUTH
+    wrong_zone = dns.update.UpdateMessage("test.")
+    wrong_zone.add("www.example.com.", 300, "A", "192.0.2.1")
+    assert (await dns.asyncquery.tcp(wrong_zone, host, port=port, timeout=5)).rcode() == dns.rcode.NOTZONE
+    conditional = dns.update.UpdateMessage("test.")
+    conditional.present("news.shop.test.")
+    conditional.add("news.shop.test.", 300, "A", "127.0.0.5")
+    assert (await dns.asyncquery.tcp(conditional, host, port=port, timeout=5)).rcode() == dns.rcode.NOTIMP
+    assert world.zone.txt("news.shop.test") == ["site-verification=1"]
 
 
 async def test_large_answers_are_truncated_over_udp_and_served_over_tcp(world: World) -> None:

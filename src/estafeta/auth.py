@@ -15,12 +15,14 @@ import functools
 import hashlib
 import secrets
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from estafeta.changes import Changes
 from estafeta.clock import Clock
 from estafeta.store import accounts as store
 from estafeta.store import admin_keys as admin_store
@@ -89,10 +91,12 @@ def split_token(token: str, kind: str = "est") -> tuple[str, str] | None:
 class ApiKeys:
     """An account's API keys: created here (the token is shown once), checked on every request."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, changes: Changes) -> None:
         self.db = db
         self.clock = clock
+        self.changes = changes
         self._cache: dict[str, tuple[Grant, float]] = {}  # digest → (grant, expiry)
+        self._watch = changes.watch("api-keys")
 
     async def create(self, account_id: int, name: str = "", scope: Scope = "full") -> NewKey:
         if scope not in SCOPES:
@@ -107,16 +111,29 @@ class ApiKeys:
         return await self.db.run(store.list_api_keys, account_id)
 
     async def revoke(self, account_id: int, prefix: str) -> bool:
-        """Revoke the account's key and forget its cached checks here at once (other processes forget
-        them within `CACHE_SECONDS`); False when the account has no such active key."""
+        """Revoke the account's key; every node forgets its cached checks once that is committed
+        (`estafeta.changes`). False when the account has no such active key."""
         revoked = await self.db.run(store.revoke_api_key, account_id, prefix, self.clock.now())
         if revoked:
-            self._cache = {k: v for k, v in self._cache.items() if v[0].prefix != prefix}
+            await self.forget([prefix])
         return revoked
+
+    async def forget(self, prefixes: Collection[str]) -> None:
+        """These keys were revoked (here or elsewhere in the core): every node forgets its cached checks
+        (`estafeta.changes`)."""
+        if prefixes:
+            await self.changes.announce("api-keys")
+
+    async def account_for(self, token: str) -> int | None:
+        """The account a key belongs to, or None for an unknown, revoked or mistyped key."""
+        grant = await self.grant_for(token)
+        return None if grant is None else grant.account_id
 
     async def grant_for(self, token: str) -> Grant | None:
         """The account and scope of a key, or None for an unknown, revoked or mistyped key."""
         digest = hashlib.sha256(token.encode()).hexdigest()
+        if self._watch.stale():
+            self._cache.clear()
         hit = self._cache.get(digest)
         if hit and hit[1] > time.monotonic():
             return hit[0]

@@ -57,6 +57,12 @@ class DeliverySettings(BaseModel):
     lease_seconds: float = Field(
         300.0, gt=0, description="how long a claim is held before others may retry it"
     )
+    slot_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="how long a destination connection slot is held unless renewed (a killed node's slots "
+        "are free again after this)",
+    )
     poll_interval: float = Field(0.5, gt=0, description="seconds between queue polls when idle")
     retry_schedule: list[float] = Field(
         default_factory=lambda: [300, 900, 3600, 4 * 3600, 8 * 3600, 12 * 3600],
@@ -92,6 +98,13 @@ class ApiSettings(BaseModel):
         description="largest request body; a larger one is refused with 413 before the API key is checked "
         "and without being read",
     )
+    rate_per_second: float = Field(
+        0,
+        ge=0,
+        description="requests per second per account (on every node together when redis.url is set); 0 = "
+        "unlimited; over it: 429 with Retry-After",
+    )
+    rate_burst: int = Field(100, ge=1, description="requests an account may make at once, then the rate")
 
 
 class SmtpSettings(BaseModel):
@@ -121,6 +134,13 @@ class SmtpSettings(BaseModel):
         "then that username's logins are refused with 454 4.7.0 until the oldest failure ages out",
     )
     login_failure_window: float = Field(300.0, gt=0, description="seconds failed logins are remembered")
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="processes accepting on the relay's ports (SO_REUSEPORT), so that TLS, parsing and DKIM "
+        "signing use every core; more than 1 needs PostgreSQL (with N cores, N is a good start)",
+    )
     idle_timeout: float = Field(
         300.0, gt=0, description="seconds a session may wait between commands, then 421 4.4.2 and closed"
     )
@@ -167,6 +187,14 @@ class InboundSettings(BaseModel):
         "dmarc", description="local part of the address for DMARC aggregate reports (the domains' rua)"
     )
     max_message_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest report accepted")
+    platform_domains: list[str] = Field(
+        default_factory=list,
+        description="further domains of the platform whose abuse@ and postmaster@ this listener receives "
+        "(besides the return-path and tracking domains); their MX must point here",
+    )
+    abuse_keep_bytes: int = Field(
+        256 * 1024, ge=1024, description="how much of each message to abuse@ or postmaster@ is kept"
+    )
     starttls: bool = Field(
         True,
         description="offer STARTTLS (optional for senders) with smtp.tls_cert/tls_key, or else a "
@@ -213,6 +241,25 @@ class TlsReportSettings(BaseModel):
     model_config = {"populate_by_name": True}
 
 
+class DomainSettings(BaseModel):
+    """Sending-domain verification: a domain sends only while its DNS records check out."""
+
+    verification_grace_hours: float = Field(
+        72,
+        ge=0,
+        description="hours a verified domain whose records broke keeps sending (state failing, with a "
+        "domain_failing event and a review note) before it is unverified and its mail is refused",
+    )
+    recheck_minutes: float = Field(
+        60, gt=0, description="minutes between the scheduler's re-checks of each domain's records"
+    )
+    dns_update: str | None = Field(
+        None,
+        description="host:port of a DNS server that takes RFC 2136 updates for the sending domains' "
+        "zones; when set, `domains add` publishes the records there (the sandbox sets the world's DNS)",
+    )
+
+
 class LintSettings(BaseModel):
     """The compliance linter at accept time (`estafeta lint` checks files the same way)."""
 
@@ -238,6 +285,13 @@ class ReputationSettings(BaseModel):
     complaint_warning: float = Field(0.0005, ge=0, le=1, description="complaint rate that warns")
     complaint_pause: float = Field(0.001, ge=0, le=1, description="complaint rate that pauses broadcast")
     trap_pause: int = Field(5, ge=0, description="spam-trap hits in the window that pause; 0 = never")
+    abuse_report_weight: float = Field(
+        1.0, ge=0, description="complaints one verified abuse report (mail to abuse@) counts as"
+    )
+    abuse_pause_categories: list[Literal["phishing", "malware", "spam", "other"]] = Field(
+        default_factory=lambda: ["phishing", "malware"],
+        description="verified abuse reports of these categories pause all of the account's sending at once",
+    )
 
 
 class WarmupSettings(BaseModel):
@@ -393,11 +447,56 @@ class RetentionSettings(BaseModel):
     batch: int = Field(2000, ge=1, description="rows pruned per transaction")
 
 
+class DoctorSettings(BaseModel):
+    """What `estafeta doctor` compares the deployment with."""
+
+    ntp_server: str = Field(
+        "",
+        description="NTP server (host or host:port, e.g. pool.ntp.org) this machine's clock is compared "
+        "with; empty: only the database server's clock is compared (PostgreSQL)",
+    )
+    max_clock_skew: float = Field(
+        2.0, gt=0, description="seconds this machine's clock may be off the NTP server's or the database's"
+    )
+    timeout: float = Field(5.0, gt=0, description="seconds each network check may take")
+
+
 class PostmasterSettings(BaseModel):
     sources: list[PostmasterSource] = Field(default_factory=list, description="empty: nothing is polled")
     poll_interval: float = Field(3600.0, gt=0, description="seconds between polls")
     lookback_days: int = Field(7, ge=1, description="days of figures asked for on each poll")
     timeout: float = Field(10.0, gt=0)
+
+
+class SchedulerSettings(BaseModel):
+    interval: float = Field(
+        60.0, gt=0, description="seconds per round of the periodic jobs; each round runs once across nodes"
+    )
+
+
+class ClusterSettings(BaseModel):
+    cache_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a node keeps cached settings at most; changes reach every node at once on "
+        "PostgreSQL (LISTEN/NOTIFY), this bounds staleness when a node cannot listen",
+    )
+
+
+class RedisSettings(BaseModel):
+    """The Redis that holds limits shared by every node (docs/scaling.md); unset: each process limits
+    itself."""
+
+    url: str | None = Field(
+        None, description="e.g. redis://127.0.0.1:6379/0; unset: limits are kept in each process"
+    )
+    key_prefix: str = Field("estafeta:", description="prefix of every key, so platforms can share a Redis")
+    timeout: float = Field(
+        1.0, gt=0, description="seconds a limit check may wait for Redis before the work is refused for now"
+    )
+    max_connections: int = Field(
+        32, ge=1, description="connections to Redis per process; more checks at once wait for one"
+    )
 
 
 class Settings(BaseSettings):
@@ -437,11 +536,16 @@ class Settings(BaseSettings):
     mta_sts: MtaStsSettings = Field(default_factory=MtaStsSettings)
     tls_reports: TlsReportSettings = Field(default_factory=TlsReportSettings)
     lint: LintSettings = Field(default_factory=LintSettings)
+    domains: DomainSettings = Field(default_factory=DomainSettings)
     audience: AudienceSettings = Field(default_factory=AudienceSettings)
     reputation: ReputationSettings = Field(default_factory=ReputationSettings)
     warmup: WarmupSettings = Field(default_factory=WarmupSettings)
     links: LinkSettings = Field(default_factory=LinkSettings)
     notices: NoticeSettings = Field(default_factory=NoticeSettings)
+    doctor: DoctorSettings = Field(default_factory=DoctorSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @property
     def dmarc_rua(self) -> str:
@@ -454,6 +558,12 @@ class Settings(BaseSettings):
         if url.startswith(("postgresql://", "postgres://")):
             return "postgresql+psycopg://" + url.split("://", 1)[1]
         return url
+
+    @model_validator(mode="after")
+    def _one_relay_process_on_sqlite(self) -> Settings:
+        if self.smtp.processes > 1 and self.database_url.startswith("sqlite"):
+            raise ValueError("smtp.processes above 1 needs PostgreSQL: SQLite has one writer")
+        return self
 
     @field_validator("public_url")
     @classmethod

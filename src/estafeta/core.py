@@ -9,19 +9,26 @@ Who reacts to what is wired here, at construction, and nowhere else:
 * delivery outcomes → `reputation.after_outcomes` (given to each delivery engine's queue),
 * complaints → `reputation.after_complaint` (given to the inbound listener by the platform),
 * DMARC aggregate reports → `dmarc.ingest` (given to the inbound listener by the platform),
+* mail to abuse@ and postmaster@ → `abuse.ingest` (given to the inbound listener by the platform), whose
+  matched reports reach `reputation.after_abuse_report`,
+* terminations → `terminations` forgets the account's cached keys and logins and wakes delivery,
 * approvals and resumptions → `reputation` wakes delivery (`wake_delivery`) and the campaign runner,
 * replays and test deliveries → `webhooks` wakes the webhook dispatcher,
-* stream changes → `streams` forgets its From-domain and source-pool caches.
+* stream changes, key and relay-login revocations → `changes` (every node forgets those caches).
 
 Services (attributes): `accounts`, `domains`, `api_keys`, `admin_keys`, `smtp_credentials`, `streams`,
 `suppressions`, `accepter` (the accept stage), `tracker`, `audience` (lists, contacts, consent, segments,
-campaigns), `reputation` (standing, reviews, warm-up), `webhooks` (endpoint administration),
-`messages` (reads, search and cancellations), `dmarc` (the DMARC aggregate reports receivers mail back:
-kept by the inbound listener, summed up per sending domain), `system_senders` (the accounts that send
-the platform's own mail), `plans` (volume plans and metered usage; the accept gate charges `meter`) and
-`users` (dashboard users, sessions, invitations); the workers the platform runs (`webhook_dispatcher`,
-`audience.runner`, `postmaster`) and the scheduler's `jobs()` (among them `tls_reports`, the daily
-TLS-RPT reports).
+campaigns), `reputation` (standing, reviews, warm-up), `webhooks` (endpoint administration), `verification`
+(each sending domain's DNS records checked, its state kept and re-checked; the accept path asks it whether a
+domain may send), `messages` (reads, search and cancellations), `abuse` (the abuse desk: reports mailed to
+abuse@ and postmaster@, matched to accounts), `terminations` (an operator terminates an account), `dmarc`
+(the DMARC aggregate reports receivers mail back: kept by the inbound listener, summed up per sending
+domain), `system_senders` (the accounts that send the platform's own mail), `plans` (volume plans and
+metered usage; the accept gate charges `meter`), `users` (dashboard users, sessions, invitations),
+`limits` (rates, connection slots and login lockouts, shared by every node through Redis when configured)
+and `changes` (setting changes announced to every node, so their caches forget them); the workers the
+platform runs (`webhook_dispatcher`, `audience.runner`, `postmaster`) and the scheduler's `jobs()` (among
+them `tls_reports`, the daily TLS-RPT reports, and `verification.recheck`).
 """
 
 from __future__ import annotations
@@ -33,16 +40,20 @@ from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from estafeta import dns_status, stats
+from estafeta import stats
+from estafeta.abuse import AbuseDesk
 from estafeta.accept import Accepter
 from estafeta.accounts import Accounts
 from estafeta.audience.service import Audience
 from estafeta.auth import AdminKeys, ApiKeys
+from estafeta.changes import Changes
 from estafeta.clock import Clock, SystemClock
 from estafeta.config import Settings
 from estafeta.delivery.engine import DeliveryEngine
 from estafeta.delivery.mx import MxResolver, make_resolver
+from estafeta.dkim_keys import DkimKeys
 from estafeta.domains import DomainRow, Domains
+from estafeta.limits import open_limits
 from estafeta.messages import Messages
 from estafeta.metrics import Metrics
 from estafeta.notices import Notices
@@ -59,8 +70,11 @@ from estafeta.store.db import Database
 from estafeta.streams import Streams
 from estafeta.suppression import Suppressions
 from estafeta.system_senders import SystemSenders
+from estafeta.termination import Terminations
 from estafeta.tracking import Tracker
 from estafeta.users import Users
+from estafeta.verification.records import DomainReport
+from estafeta.verification.service import DomainVerification
 from estafeta.webhook_endpoints import WebhookEndpoints
 from estafeta.webhooks import Webhooks
 
@@ -113,13 +127,22 @@ class Core:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         db, clock = self.db, self.clock
         self.resolver = MxResolver(make_resolver(settings.dns_servers))
+        self.limits = open_limits(settings.redis, self.clock)
+        # Receivers count real seconds: destinations' rates and connection leases follow the wall clock
+        # even when the platform's clock is set by hand.
+        self.wire_limits = (
+            self.limits if isinstance(self.clock, SystemClock) else open_limits(settings.redis, SystemClock())
+        )
+        self.changes = Changes(self.db, settings.cluster.cache_seconds)
 
         self.accounts = Accounts(db, clock)
-        self.domains = Domains(db, settings, clock)
-        self.api_keys = ApiKeys(db, clock)
+        self.verification = DomainVerification(db, settings, clock, self.resolver.resolver)
+        self.domains = Domains(db, settings, clock, after_add=self.verification.setup)
+        self.dkim_keys = DkimKeys(db, settings, clock, self.domains)
+        self.api_keys = ApiKeys(db, clock, self.changes)
         self.admin_keys = AdminKeys(db, clock)
-        self.smtp_credentials = SmtpCredentials(db, clock)
-        self.streams = Streams(db, settings, clock)
+        self.smtp_credentials = SmtpCredentials(db, clock, self.changes)
+        self.streams = Streams(db, settings, clock, self.changes)
         self.meter = DatabaseMeter()
         self.plans = Plans(db, clock, self.meter)
         self.users = Users(db, clock, self._secret("dashboard_secret"))
@@ -137,6 +160,7 @@ class Core:
             metrics=self.metrics,
             own_hosts=self.urls.own_hosts,
             meter=self.meter,
+            sending_refusal=self.verification.refusal,
         )
         self.audience = Audience(
             db,
@@ -149,6 +173,12 @@ class Core:
         )
         self.reputation = Reputation(
             db, settings, clock, mail_due=wake_delivery, campaigns_due=self.audience.runner.wake
+        )
+        self.abuse = AbuseDesk(
+            db, settings, clock, self.verp_secret, self.tracker.tokens, self.reputation.after_abuse_report
+        )
+        self.terminations = Terminations(
+            db, clock, self.api_keys, self.smtp_credentials, stopped=wake_delivery
         )
         self.webhook_dispatcher = Webhooks(db, settings.webhooks, clock, metrics=self.metrics)
         self.webhooks = WebhookEndpoints(db, settings.webhooks, clock, self.webhook_dispatcher.wakeup.set)
@@ -184,6 +214,7 @@ class Core:
             metrics=self.metrics,
             sources=self.streams.sources,
             after_finish=self.reputation.after_outcomes,
+            limits=self.wire_limits,
         )
 
     def jobs(self) -> dict[str, Job]:
@@ -194,6 +225,8 @@ class Core:
             "notices": self.notices.send,
             "retention": self.retention.prune,
             "tls-reports": self.tls_reports.send,
+            "dkim-keys": self.dkim_keys.check,
+            "domain-checks": self.verification.recheck,
         }
 
     async def stats(
@@ -215,13 +248,20 @@ class Core:
         """What waits in the delivery queue now, and the destinations with the most of it."""
         return await stats.queue_depth(self.db, self.clock.now())
 
-    async def dns_status(self, domain: DomainRow) -> list[dns_status.RecordStatus]:
-        """The records a sending domain should publish, with what DNS answers now."""
-        return await dns_status.check(domain, self.settings)
+    async def dns_status(self, domain: DomainRow) -> DomainReport:
+        """Each record a sending domain should publish, with what DNS answers now (nothing stored)."""
+        return await self.verification.check(domain)
 
     async def metrics_text(self) -> bytes:
         """The Prometheus exposition, queue and webhook gauges read now."""
         return await self.metrics.render(self.db)
+
+    async def aclose(self) -> None:
+        """Let go of the shared limits' connections, then of the database."""
+        await self.limits.close()
+        if self.wire_limits is not self.limits:
+            await self.wire_limits.close()
+        self.close()
 
     def close(self) -> None:
         self.db.close()

@@ -30,7 +30,7 @@ from estafeta.platform import Platform
 from estafeta.reports.dmarc import Summary
 from estafeta.reports.dmarc_table import render as render_dmarc
 from estafeta.reputation import HALTED
-from estafeta.sandbox import sandbox_settings, zone_lines
+from estafeta.sandbox import sandbox_settings
 from estafeta.store import queue as queue_store
 from estafeta.world import start_world_process
 
@@ -161,21 +161,19 @@ async def run_demo(
         ),
     ]
 
-    # The sending domains' keys must be in the world's DNS before the world starts.
-    setup = Core(sandbox_settings(db_path, ("127.0.0.1", 53), 25), clock=clock)
-    keys = []
-    for sender in senders:
-        account = await setup.accounts.create(sender.name)
-        _, key = await setup.domains.add(account.id, sender.domain)
-        keys.append(key)
-        sender.account_id = account.id
-        sender.token = (await setup.api_keys.create(account.id, "demo")).token
-    setup.close()
-
     console.print("[bold]Starting the simulated internet[/] (DNS + 9 mailbox providers on 127.0.0.x)…")
-    world = await asyncio.to_thread(start_world_process, extra_zone=zone_lines(keys))
+    world = await asyncio.to_thread(start_world_process)
     platform: Platform | None = None
     try:
+        # `domains add` publishes each domain's DKIM, SPF and DMARC records in the world's DNS (RFC 2136)
+        # and verifies them, as an operator publishes them in theirs: unverified domains cannot send.
+        setup = Core(sandbox_settings(db_path, world.dns_address, world.smtp_port), clock=clock)
+        for sender in senders:
+            account = await setup.accounts.create(sender.name)
+            await setup.domains.add(account.id, sender.domain)
+            sender.account_id = account.id
+            sender.token = (await setup.api_keys.create(account.id, "demo")).token
+        setup.close()
         settings = sandbox_settings(
             db_path,
             world.dns_address,

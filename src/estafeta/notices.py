@@ -32,6 +32,7 @@ SUBJECTS = {
     "account_suspended": "Your sending is suspended",
     "review_requested": "Your account is under review",
     "limit_raised": "Your sending limit was raised",
+    "account_terminated": "Your account is terminated",
 }
 
 

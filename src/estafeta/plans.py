@@ -84,15 +84,17 @@ class DatabaseMeter:
         if amount <= 0:
             return
         spans = periods(now)
-        used = store.lock_counters(conn, account_id, spans)
         plan = store.plan_of(conn, account_id)
-        if plan is not None:
-            for period, limit, what in (
-                ("day", plan.messages_per_day, "messages per day"),
-                ("month", plan.messages_per_month, "messages per month"),
-            ):
-                if limit is not None and used[period] + amount > limit:
-                    raise OverPlan(plan.name, what, limit, used[period], amount)
+        if plan is None or (plan.messages_per_day is None and plan.messages_per_month is None):
+            store.count_usage(conn, account_id, spans, amount)  # nothing to check: no read, no lock
+            return
+        used = store.lock_counters(conn, account_id, spans)
+        for period, limit, what in (
+            ("day", plan.messages_per_day, "messages per day"),
+            ("month", plan.messages_per_month, "messages per month"),
+        ):
+            if limit is not None and used[period] + amount > limit:
+                raise OverPlan(plan.name, what, limit, used[period], amount)
         store.add_usage(conn, account_id, spans, amount)
 
     def usage(self, conn: Connection, account_id: int, now: datetime) -> Usage:

@@ -16,9 +16,13 @@ from sqlalchemy import Connection
 from estafeta.clock import Clock
 from estafeta.config import DeliverySettings
 from estafeta.outcome import AttemptResult, Job, outcome
+from estafeta.store import abuse as abuse_store
 from estafeta.store import queue as q
 from estafeta.store.db import Database
 from estafeta.store.suppressions import SoftRule
+
+# Terminations are re-read this far back, so that one committed late (with an earlier time) is not missed.
+TERMINATION_OVERLAP = timedelta(minutes=5)
 
 AfterFinish = Callable[[Connection, list[int], datetime], None]
 """Runs in the outcomes' transaction with the account of each final (not deferred) outcome."""
@@ -42,6 +46,7 @@ class Queue:
         self.owner = owner
         self.soft_rule = soft_rule
         self.after_finish = after_finish
+        self._terminations_seen: datetime | None = None
 
     def _lease_until(self) -> datetime:
         return self.clock.now() + timedelta(seconds=self.settings.lease_seconds)
@@ -65,6 +70,15 @@ class Queue:
             return applied
 
         return await self.db.run(finish_and_review)
+
+    async def terminated(self) -> set[int]:
+        """Accounts terminated since the last call (all of them at the first): nothing of theirs is sent."""
+        since = self._terminations_seen
+        found, latest = await self.db.run(
+            abuse_store.terminated_since, since - TERMINATION_OVERLAP if since else None
+        )
+        self._terminations_seen = max(latest, since) if latest and since else latest or since
+        return found
 
     async def renew(self, delivery_ids: list[int]) -> int:
         return await self.db.run(q.renew, self.owner, delivery_ids, self._lease_until())

@@ -32,6 +32,7 @@ from sqlalchemy import Connection
 
 from estafeta.clock import Clock
 from estafeta.config import Settings
+from estafeta.store import abuse as abuse_store
 from estafeta.store import campaigns as campaign_store
 from estafeta.store import reputation as store
 from estafeta.store.db import Database
@@ -66,6 +67,7 @@ class Measured:
     complaints: int
     trap_hits: int
     unsubscribes: int
+    abuse_reports: int
     outcomes: int
     bounce_rate: float
     complaint_rate: float
@@ -82,6 +84,7 @@ def measure(
     r = settings.reputation
     c = store.counts(conn, account_id, now, r.window_messages, r.window_hours, after_event)
     outcomes = c.delivered + c.hard_bounced + c.soft_bounced
+    complaints = c.complaints + c.abuse_reports * r.abuse_report_weight  # the documented weight
     return Measured(
         c.delivered,
         c.hard_bounced,
@@ -89,9 +92,10 @@ def measure(
         c.complaints,
         c.trap_hits,
         c.unsubscribes,
+        c.abuse_reports,
         outcomes,
         round(c.hard_bounced / outcomes, 6) if outcomes else 0.0,
-        round(c.complaints / c.delivered, 6) if c.delivered else 0.0,
+        round(complaints / c.delivered, 6) if c.delivered else 0.0,
         round(c.unsubscribes / c.delivered, 6) if c.delivered else 0.0,
         outcomes >= r.min_volume,
     )
@@ -212,6 +216,30 @@ class Reputation:
         """A complaint counts at once."""
         evaluate(conn, account_id, now, self.settings)
 
+    def after_abuse_report(
+        self, conn: Connection, report: abuse_store.ReportRow, verified: bool, now: datetime
+    ) -> int:
+        """A report mailed to abuse@ and matched to the account: a verified one counts at once (as
+        `abuse_report_weight` complaints) and, in an `abuse_pause_categories` category, pauses all of the
+        account's sending; every one opens or extends a review with the report as evidence. Returns the
+        review id."""
+        assert report.account_id is not None
+        account = report.account_id
+        trace = "" if verified else " (an unverified trace: judge the sender)"
+        reason = f"abuse report {report.id}: {report.category}, matched by {report.matched_by}{trace}"
+        stream = store.message_stream(conn, report.message_id) if report.message_id else None
+        if not verified:
+            return _request_review(conn, account, stream or "all", reason, None, now)
+        evaluate(conn, account, now, self.settings)
+        if report.category not in self.settings.reputation.abuse_pause_categories:
+            return _request_review(conn, account, stream or "all", reason, None, now)
+        for name, standing in store.standings(conn, account).items():
+            if standing.state not in store.HALTED:
+                store.set_standing(conn, account, name, "paused", reason, "system", now)
+                data = {"stream": name, "reason": reason, "how_to_resume": HOW_TO_RESUME}
+                _account_event(conn, account, "account_paused", now, data)
+        return _request_review(conn, account, "all", f"paused: {reason}", None, now)
+
     async def evaluate_now(self, account_id: int) -> str | None:
         return await self.db.run(evaluate, account_id, self.clock.now(), self.settings)
 
@@ -279,6 +307,10 @@ class Reputation:
             "current": self.overview(conn, review.account_id, now),
             "recent_failures": store.recent_failures(conn, review.account_id),
             "sample_messages": store.sample_messages(conn, review.account_id),
+            "abuse_reports": [
+                asdict(r) for r in abuse_store.list_reports(conn, account_id=review.account_id, limit=20)
+            ],
+            "terminated": _termination_json(conn, review.account_id),
             "audit": [asdict(a) for a in store.audit_trail(conn, review_id)],
         }
 
@@ -298,6 +330,8 @@ class Reputation:
         review = store.get_review(conn, review_id)
         if review is None:
             raise ReviewError(f"no review {review_id}", status=404)
+        if state == "approved" and abuse_store.termination(conn, review.account_id) is not None:
+            raise ReviewError(f"account {review.account_id} is terminated; nothing of it can resume")
         if not store.decide(conn, review_id, state, actor, note, now):
             raise ReviewError(f"review {review_id} was {review.state} already")
         account = review.account_id
@@ -410,6 +444,8 @@ class Reputation:
 
         def work(conn: Connection) -> int:
             now = self.clock.now()
+            if abuse_store.termination(conn, account_id) is not None:
+                raise ReviewError(f"account {account_id} is terminated; its streams stay suspended")
             store.set_standing(
                 conn, account_id, stream, state, reason, actor, now, fresh_start=state == "active"
             )
@@ -457,6 +493,11 @@ class Reputation:
                 why = reason or f"broadcast stream is {standing.state}"
                 _request_review(conn, account_id, "broadcast", f"warm-up: {why}", m, now)
         return raised
+
+
+def _termination_json(conn: Connection, account_id: int) -> dict[str, Any] | None:
+    found = abuse_store.termination(conn, account_id)
+    return {"by": found.by, "reason": found.reason, "at": found.at} if found else None
 
 
 def _review_json(review: store.ReviewRow) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Pointing a platform at the simulated internet: settings, and DNS records for its sending domains."""
+"""Pointing a platform at the simulated internet: its DNS (where domains publish), MX servers and web."""
 
 from __future__ import annotations
 
@@ -6,23 +6,19 @@ from pathlib import Path
 from typing import Any
 
 from estafeta.config import Settings
-from estafeta.dkim import DkimKey
-from estafeta.world.providers import RETURN_PATH_DOMAIN
-from estafeta.world.zone import zone_line
+from estafeta.world.providers import PLATFORM_HOST, RETURN_PATH_DOMAIN
 
 
-def zone_lines(keys: list[DkimKey]) -> str:
-    """Zone-file lines publishing DKIM, SPF and DMARC for the sending domains under `.test`."""
-    lines = []
-    for key in keys:
-        if key.domain.endswith(".test"):
-            lines.append(zone_line(key.record_name, "TXT", key.record_value))
-            lines.append(zone_line(key.domain, "TXT", "v=spf1 ip4:127.0.0.0/8 ~all"))
-            rua = f"dmarc@{RETURN_PATH_DOMAIN}"  # the platform's inbound listener keeps the reports
-            lines.append(zone_line(f"_dmarc.{key.domain}", "TXT", f"v=DMARC1; p=none; rua=mailto:{rua}"))
-            # RFC 7489 §7.1: the report domain agrees to receive reports about this domain
-            lines.append(zone_line(f"{key.domain}._report._dmarc.{RETURN_PATH_DOMAIN}", "TXT", "v=DMARC1"))
-    return "\n".join(lines) + "\n"
+def dns_settings(dns_address: tuple[str, int]) -> dict[str, Any]:
+    """Settings for a platform that resolves through the world's DNS server and publishes its sending
+    domains' records there (RFC 2136), so that `domains add` leaves them verified."""
+    server = f"{dns_address[0]}:{dns_address[1]}"
+    return {
+        "hostname": PLATFORM_HOST,
+        "return_path_domain": RETURN_PATH_DOMAIN,
+        "dns_servers": [server],
+        "domains": {"dns_update": server},
+    }
 
 
 def sandbox_settings(
@@ -30,12 +26,8 @@ def sandbox_settings(
 ) -> Settings:
     """Settings for a platform that delivers into the simulated world."""
     url = database if isinstance(database, str) and "://" in database else f"sqlite:///{database}"
-    values: dict[str, Any] = {
-        "database_url": url,
-        "hostname": "mta.estafeta.test",
-        "return_path_domain": "bounces.estafeta.test",
-        "dns_servers": [f"{dns_address[0]}:{dns_address[1]}"],
-    }
+    values: dict[str, Any] = {"database_url": url, **dns_settings(dns_address)}
+    values["domains"] = {**values["domains"], **overrides.pop("domains", {})}
     delivery = {"smtp_port": smtp_port, **overrides.pop("delivery", {})}
     values["delivery"] = delivery
     values["api"] = {"host": "127.0.0.1", "port": 0, **overrides.pop("api", {})}

@@ -15,6 +15,7 @@ from estafeta.config import LinkSettings
 from estafeta.platform import Platform
 from estafeta.sandbox import sandbox_settings
 from estafeta.world import World
+from tests.factories import add_verified_domain
 
 
 @dataclass
@@ -102,9 +103,7 @@ async def start_harness(
     account = await core.accounts.create("acme")
     for name in ("acme.test", "ed.acme.test"):
         algorithm = "ed25519-sha256" if name.startswith("ed.") else "rsa-sha256"
-        _, key = await core.domains.add(account.id, name, algorithm)
-        world.zone.remove(key.record_name, "TXT")  # keys from earlier tests reuse the selector
-        world.zone.add(key.record_name, "TXT", key.record_value)
+        await add_verified_domain(core, account.id, name, algorithm)  # published in the world's DNS
     token = (await core.api_keys.create(account.id, "tests")).token
     await platform.start()
     if reports:

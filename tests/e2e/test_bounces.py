@@ -219,7 +219,9 @@ async def test_out_of_office_reply_is_recorded_and_never_suppresses(reporting: H
 # -- the inbound listener ----------------------------------------------------------------------------
 
 
-async def test_inbound_listener_accepts_only_signed_return_paths_and_the_fbl(reporting: Harness) -> None:
+async def test_inbound_listener_accepts_only_signed_return_paths_the_fbl_and_abuse(
+    reporting: Harness,
+) -> None:
     assert reporting.platform.inbound_address is not None
     host, port = reporting.platform.inbound_address
     good = verp.return_path(12345, reporting.platform.core.verp_secret, "bounces.estafeta.test")
@@ -236,15 +238,18 @@ async def test_inbound_listener_accepts_only_signed_return_paths_and_the_fbl(rep
                 "FBL@Bounces.Estafeta.Test",
                 forged,
                 "bounces+nonsense@bounces.estafeta.test",
-                "postmaster@bounces.estafeta.test",
+                "webmaster@bounces.estafeta.test",
                 "victim@gmail.test",
                 good.replace("bounces.estafeta.test", "gmail.test"),
+                "abuse@gmail.test",
+                "postmaster@bounces.estafeta.test",
+                "Abuse@Bounces.Estafeta.Test",
             ):
                 codes[rcpt] = client.rcpt(rcpt)[0]
         return codes
 
     codes = await asyncio.to_thread(scenario)
-    assert [codes[r] for r in codes] == [250, 250, 250, 550, 550, 550, 550, 550]
+    assert [codes[r] for r in codes] == [250, 250, 250, 550, 550, 550, 550, 550, 550, 250, 250]
 
 
 async def test_a_report_about_an_unknown_message_changes_nothing(reporting: Harness) -> None:

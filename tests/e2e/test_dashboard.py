@@ -440,6 +440,7 @@ SENDER_PAGES = (
 OPERATOR_PAGES = (
     "/app/admin",
     "/app/admin/reviews?state=all",
+    "/app/admin/abuse",
     "/app/admin/suppressions",
     "/app/admin/providers",
     "/app/admin/plans",

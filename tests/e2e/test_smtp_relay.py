@@ -28,6 +28,8 @@ from typer.testing import CliRunner
 from estafeta.accept import GroupCommit, store_batch
 from estafeta.cli import app as cli_app
 from estafeta.clock import ManualClock
+from estafeta.config import DomainSettings
+from estafeta.core import Core
 from estafeta.platform import Platform
 from estafeta.sandbox import sandbox_settings
 from estafeta.store import accounts as account_store
@@ -127,10 +129,7 @@ async def start_relay(fresh_world: World, tmp_path: Path) -> AsyncIterator[Start
             },
         )
         platform = Platform(settings, clock)
-        sender = await add_sender(platform.core, "acme", "acme.test")
-        (key,) = sender.keys
-        fresh_world.zone.remove(key.record_name, "TXT")
-        fresh_world.zone.add(key.record_name, "TXT", key.record_value)
+        sender = await add_sender(platform.core, "acme", "acme.test")  # published in the world, verified
         await add_sender(platform.core, "globex", "globex.test", algorithm="ed25519-sha256")
         token = sender.token
         credential = await platform.core.smtp_credentials.create(sender.account_id)
@@ -915,3 +914,22 @@ async def test_replies_never_carry_what_the_client_sent_across_lines(relay: Rela
 
     code, text = await asyncio.to_thread(scenario)
     assert code == 500 and b"\r" not in text and len(text) <= 508, text
+
+
+async def test_an_unverified_sending_domain_is_refused_at_mail_from_with_what_to_fix(relay: Relay) -> None:
+    # Registered from a core that cannot publish records, as in production before the owner publishes them.
+    settings = relay.platform.settings.model_copy(update={"domains": DomainSettings(dns_update=None)})
+    core = Core(settings)
+    try:
+        await core.domains.add(relay.account_id, "late.test", "ed25519-sha256")
+    finally:
+        core.close()
+
+    def mail_from(sender: str) -> tuple[int, bytes]:
+        with _session(relay.login) as client:
+            return client.mail(sender)
+
+    code, reply = await asyncio.to_thread(mail_from, "news@late.test")
+    assert code == 550 and reply.startswith(b"5.7.1 sending domain late.test is not verified yet: DKIM ")
+    assert reply.endswith(b"run `estafeta domains verify late.test` or POST /v1/domains/late.test/verify")
+    assert (await asyncio.to_thread(mail_from, "hello@acme.test"))[0] == 250

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,7 +30,7 @@ from estafeta.compliance.linter import Finding, LintContext, lint_composed, lint
 from estafeta.compose import ComposedMessage, ComposeError, Draft, compose, ensure_headers, parse_address
 from estafeta.compose.relayed import rewrite_relayed_html
 from estafeta.config import Settings
-from estafeta.dkim import DkimKey, DkimSigner
+from estafeta.dkim_keys import SIGNER_REFRESH, DomainSigner, domain_signer
 from estafeta.ids import new_message_id
 from estafeta.metrics import Metrics
 from estafeta.plans import Meter
@@ -78,9 +78,11 @@ class Accepter:
         metrics: Metrics | None = None,
         own_hosts: Callable[[], set[str]] | None = None,
         meter: Meter | None = None,
+        sending_refusal: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         """`notify` is told when mail became due (it wakes delivery); `own_hosts` names the platform's own
-        hosts (public pages, tracking), whose links are trusted; `meter` counts usage against plans."""
+        hosts (public pages, tracking), whose links are trusted; `meter` counts usage against plans;
+        `sending_refusal` says why a registered domain may not send (not verified), or None."""
         self.db = db
         self.tracker = tracker
         self.metrics = metrics
@@ -90,8 +92,9 @@ class Accepter:
         self.streams = streams
         self.gate = PolicyGate(settings, meter)
         self._commits = GroupCommit(db)
-        self._signers: dict[str, tuple[int, DkimSigner]] = {}
+        self._signers: dict[str, DomainSigner] = {}
         self.links = LinkChecker(settings.links, own_hosts)
+        self.sending_refusal = sending_refusal
 
     def _lint_outcome(self, findings: list[tuple[str, Finding]]) -> None:
         """In `block` mode, refuse when any finding is an error, listing every finding."""
@@ -110,22 +113,37 @@ class Accepter:
             errors=errors,
         )
 
-    async def _signer(self, account_id: int, domain: str, field_name: str) -> DkimSigner:
-        """The DKIM signer of a sending domain, which must belong to the account."""
+    async def domain_refusal(self, domain: str) -> str | None:
+        """Why the registered sending domain may not send now (not verified), or None."""
+        return await self.sending_refusal(domain) if self.sending_refusal else None
+
+    async def _signer(self, account_id: int, domain: str, field_name: str) -> DomainSigner:
+        """The DKIM signer of a sending domain, which must belong to the account and be verified (reloaded
+        every `SIGNER_REFRESH`, so rotated keys take over)."""
         cached = self._signers.get(domain)
-        if cached is None:
+        if cached is None or self.clock.now() >= cached.loaded_at + SIGNER_REFRESH:
             row = await self.db.run(account_store.find_domain, domain)
+            cached = None
             if row is not None:
-                key = DkimKey(row.name, row.dkim_selector, row.dkim_algorithm, row.dkim_private_key)  # type: ignore[arg-type]
-                cached = self._signers[domain] = (row.account_id, DkimSigner(key, clock=self.clock))
-        if cached is None or cached[0] != account_id:
+                cached = self._signers[domain] = domain_signer(row, self.clock)
+        if cached is None or cached.account_id != account_id:
             raise AcceptError(
                 field_name,
                 f"sending domain {domain} is not registered to this account; add it with "
                 "`estafeta domains add` and publish its DKIM record",
                 status=403,
             )
-        return cached[1]
+        refusal = await self.domain_refusal(domain)
+        if refusal is not None:
+            raise AcceptError(field_name, refusal, status=403, smtp="550 5.7.1", kind="domain-not-verified")
+        if not cached.signers:
+            raise AcceptError(
+                field_name,
+                f"sending domain {domain} has no DKIM key in DNS yet; publish its record",
+                status=403,
+                smtp="550 5.7.1",
+            )
+        return cached
 
     def _feedback_id(self, account_id: int, submission: Submission) -> str | None:
         if submission.draft.stream != "broadcast":
@@ -193,6 +211,7 @@ class Accepter:
                     subject=sub.draft.subject,
                     message_id_header=composed.message_id_header,
                     raw=signed,
+                    dkim_keys=signer.key_ids,
                     smtputf8=composed.smtputf8,
                     recipients=[r.email for r in composed.recipients],
                     tags=sub.tags,
@@ -233,7 +252,7 @@ class Accepter:
         feedback_id: str | None,
         rewrite: Callable[[str, str | None], str] | None,
         context: LintContext,
-        signer: DkimSigner,
+        signer: DomainSigner,
     ) -> tuple[ComposedMessage, list[Finding], bytes]:
         """Compose, check the size, lint and sign one message (on a worker thread)."""
         try:
@@ -298,6 +317,7 @@ class Accepter:
             subject="",
             message_id_header=message_id_header,
             raw=await asyncio.to_thread(signer.sign, raw),
+            dkim_keys=signer.key_ids,
             smtputf8=sender.smtputf8 or any(not r.isascii() for r in recipients),
             recipients=recipients,
             lint=[f.as_dict() for f in found],

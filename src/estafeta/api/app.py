@@ -8,9 +8,12 @@ from fastapi import FastAPI
 
 from estafeta import __version__
 from estafeta.api import (
+    abuse,
     bounces,
     campaigns,
+    dkim_keys,
     dmarc,
+    domains,
     events,
     keys,
     lint,
@@ -80,7 +83,10 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(reputation.router)
     app.include_router(reputation.admin_router)
+    app.include_router(abuse.router)
     app.include_router(dmarc.router)
+    app.include_router(dkim_keys.router)
+    app.include_router(domains.router)
     app.include_router(usage_api.router)
     _document(app)
     dashboard.install(app)

@@ -8,6 +8,7 @@ webhooks and SMTP credentials, whose answers carry secrets). A key without the s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from estafeta.api.problems import Problem
 from estafeta.auth import SCOPES, Grant
+from estafeta.limits import LimitsUnavailable
 
 if TYPE_CHECKING:
     from estafeta.core import Core
@@ -38,7 +40,7 @@ class Caller:
 
 async def _granted(request: Request, credentials: HTTPAuthorizationCredentials | None, need: str) -> Grant:
     """The grant of the API key in the Authorization header: 401 without a valid key, 403 when its scope
-    does not cover `need`."""
+    does not cover `need`, 429 past the account's request rate."""
     if credentials is None:
         raise Problem(401, "send an API key as `Authorization: Bearer <key>`", headers=_CHALLENGE)
     grant = await get_core(request).api_keys.grant_for(credentials.credentials)
@@ -52,7 +54,29 @@ async def _granted(request: Request, credentials: HTTPAuthorizationCredentials |
             f"scope {scopes})",
             kind="missing-scope",
         )
+    await _within_rate(get_core(request), grant.account_id)
     return grant
+
+
+async def _within_rate(core: Core, account: int) -> None:
+    """Spend one request of the account's `api.rate_per_second` (shared by every node with Redis)."""
+    api = core.settings.api
+    if api.rate_per_second <= 0:
+        return
+    try:
+        wait = await core.limits.take(f"api:{account}", api.rate_per_second, api.rate_burst)
+    except LimitsUnavailable as exc:
+        raise Problem(
+            503, "request limits cannot be checked right now; try again shortly", headers={"Retry-After": "1"}
+        ) from exc
+    if wait > 0:
+        raise Problem(
+            429,
+            f"this account may make {api.rate_per_second:g} requests per second (bursts of "
+            f"{api.rate_burst}); try again in {wait:.2f} seconds",
+            headers={"Retry-After": str(math.ceil(wait))},
+            kind="rate-limit",
+        )
 
 
 def _by_method(request: Request) -> str:

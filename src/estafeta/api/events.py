@@ -23,6 +23,7 @@ EVENT_TYPES = {
     "bounced",
     "soft_bounced",
     "complained",
+    "abuse_reported",
     "auto_replied",
     "suppressed",
     "trap_hit",
@@ -37,6 +38,9 @@ EVENT_TYPES = {
     "account_suspended",
     "review_requested",
     "limit_raised",
+    "account_terminated",
+    "domain.key_active",
+    "domain.key_retired",
 }
 
 

@@ -139,5 +139,8 @@ async def control_stream(
 ) -> dict[str, Any]:
     if await core.accounts.get(account_id) is None:
         raise Problem(404, f"no account {account_id}")
-    await core.reputation.set_stream(account_id, body.stream, body.state, body.reason, actor)
+    try:
+        await core.reputation.set_stream(account_id, body.stream, body.state, body.reason, actor)
+    except ReviewError as exc:
+        raise _review_problem(exc) from exc
     return await core.reputation.standing(account_id)

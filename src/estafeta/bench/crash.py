@@ -14,24 +14,23 @@ import asyncio
 import contextlib
 import os
 import random
-import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import make_url
 
+from estafeta.bench.resources import scratch_schema
 from estafeta.core import Core
 from estafeta.sandbox import sandbox_settings
 from estafeta.store import queue as queue_store
@@ -147,21 +146,6 @@ class CrashResult:
         }
 
 
-@contextlib.contextmanager
-def scratch_schema(url: str) -> Iterator[str]:
-    """A PostgreSQL URL whose connections use a new schema, dropped afterwards."""
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    schema = f"crash_{secrets.token_hex(6)}"
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        base = make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
 class Serve:
     """`estafeta serve` in a process group of its own, so that one signal reaches all its processes."""
 
@@ -236,16 +220,14 @@ def _config(database_url: str, world: World, processes: int, lease_seconds: floa
 
 
 async def _prepare(database_url: str, world: World) -> str:
-    """An account with a sending domain (its DKIM key published in the world) and an API key."""
+    """An account with a sending domain (its records published in the world, verified) and an API key."""
     setup = Core(sandbox_settings(database_url, world.dns_address, world.smtp_port))
     try:
         account = await setup.accounts.create("crash")
-        _, key = await setup.domains.add(account.id, "crash.test")
+        await setup.domains.add(account.id, "crash.test")
         token = (await setup.api_keys.create(account.id, "crash")).token
     finally:
         setup.close()
-    world.zone.remove(key.record_name, "TXT")
-    world.zone.add(key.record_name, "TXT", key.record_value)
     return token
 
 
@@ -474,7 +456,7 @@ async def run_crash_bench(
                 if backend == "sqlite":
                     url = f"sqlite:///{workdir / 'crash.db'}"
                 else:
-                    url = stack.enter_context(scratch_schema(postgresql_url))
+                    url = stack.enter_context(scratch_schema(postgresql_url, prefix="crash"))
                 world.reset()
                 result = await run_crash(
                     world=world,

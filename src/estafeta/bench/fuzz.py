@@ -93,12 +93,16 @@ class SmtpSessions:
         from estafeta.clock import ManualClock
         from estafeta.config import Settings
         from estafeta.core import Core
+        from estafeta.sandbox import dns_settings
         from estafeta.smtp.server import SmtpRelay
+        from estafeta.world import World, WorldThread
 
         self.loop = asyncio.new_event_loop()
+        # The sending domain is verified in the world's DNS, so that MAIL and DATA reach the accept path.
+        self.world = WorldThread(World())
         settings = Settings(
+            **dns_settings(self.world.start().dns_address),
             database_url=f"sqlite:///{directory / 'fuzz.db'}",
-            hostname="mta.fuzz.test",
             smtp={"tls_dir": directory / "tls", "rate_per_second": 0, "max_login_failures": 10**9},
             links={"enabled": False},
             warmup={"tiers": []},
@@ -106,7 +110,7 @@ class SmtpSessions:
         )
         self.core = Core(settings, clock=ManualClock())
         self.relay = SmtpRelay(
-            settings, self.core.domains, self.core.accepter, self.core.smtp_credentials, self.core.clock
+            settings, self.core.domains, self.core.accepter, self.core.smtp_credentials, self.core.limits
         )
         self.login = self.loop.run_until_complete(self._sender())
 
@@ -143,6 +147,7 @@ class SmtpSessions:
     def close(self) -> None:
         self.loop.close()
         self.core.close()
+        self.world.stop()
 
 
 def smtp_seeds() -> list[bytes]:

@@ -1,17 +1,22 @@
 """`estafeta bench pipeline`: messages/second from API accept to the receiver's 250.
 
-The platform runs as `estafeta serve` runs it with `delivery.processes = 1`: the API (SQLite, DKIM signing)
-in this process, delivery in a child process. The simulated internet runs in another child process, as a
-real receiver would not share the sender's CPU. The clock starts at the first POST and stops when the last
-message is delivered.
+The platform runs as `estafeta serve` runs it with `delivery.processes = 1`: the API (DKIM signing) in this
+process, delivery in a child process, on SQLite or PostgreSQL. The HTTP clients run in a child process and
+the receiver is the benchmark sink in another, as real clients and receivers would not share the sender's
+CPU. The clock starts at the first POST and stops when the sink has the last message. CPU-seconds are
+summed over the platform's processes only (not the clients', not the sink's).
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import statistics
 import tempfile
 import time
+from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +24,14 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from estafeta.bench.resources import database_url, load_average, tree_cpu_seconds
+from estafeta.bench.sink import SinkProcess
 from estafeta.clock import SystemClock
 from estafeta.core import Core
 from estafeta.platform import Platform
-from estafeta.sandbox import sandbox_settings, zone_lines
+from estafeta.sandbox import sandbox_settings
 from estafeta.store import queue as queue_store
 from estafeta.store.bench import delivery_latencies
-from estafeta.world import start_world_process
 
 PROVIDERS = ("gmail.test", "yahoo.test", "outlook.test")
 TIME_LIMIT = 600.0
@@ -33,35 +39,48 @@ DELIVERY_PROCESSES = 1
 
 
 async def run_pipeline(
-    *, messages: int, batch: int, algorithm: str, console: Console, concurrency: int = 4
+    *,
+    messages: int,
+    batch: int,
+    algorithm: str,
+    backend: str,
+    postgresql_url: str,
+    console: Console,
+    concurrency: int = 4,
 ) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="estafeta-bench-") as tmp:
-        db_path = Path(tmp) / "bench.db"
+    with (
+        tempfile.TemporaryDirectory(prefix="estafeta-bench-") as tmp,
+        database_url(backend, Path(tmp), postgresql_url) as url,
+        SinkProcess(PROVIDERS) as sink_process,
+    ):
+        sink = sink_process.addresses
         clock = SystemClock()
-        setup = Core(sandbox_settings(db_path, ("127.0.0.1", 53), 25), clock=clock)
+        setup = Core(sandbox_settings(url, sink.dns_address, sink.smtp_port), clock=clock)
         account = await setup.accounts.create("bench")
-        _, key = await setup.domains.add(account.id, "bench.test", algorithm)
+        await setup.domains.add(account.id, "bench.test", algorithm)
         token = (await setup.api_keys.create(account.id, "bench")).token
         setup.close()
-
-        world = await asyncio.to_thread(
-            start_world_process, extra_zone=zone_lines([key]), gmail_rate_limit=1_000_000
-        )
         platform = Platform(
             sandbox_settings(
-                db_path,
-                world.dns_address,
-                world.smtp_port,
+                url,
+                sink.dns_address,
+                sink.smtp_port,
                 # Delivery in a process of its own, as `estafeta serve` runs it with delivery.processes = 1:
                 # accepting and delivering each get a core.
                 delivery={"poll_interval": 0.05, "idle_timeout": 5, "processes": DELIVERY_PROCESSES},
                 warmup={"tiers": []},  # a benchmark sends more than a new account may
             )
         )
+        context = multiprocessing.get_context("spawn")
+        accepted = context.Value("i", 0)
+        receiver, sender = context.Pipe(duplex=False)
         try:
             await platform.start()
-            recipients = [f"user{i}@{PROVIDERS[i % len(PROVIDERS)]}" for i in range(messages)]
-            chunks = [recipients[i : i + batch] for i in range(0, messages, batch)]
+            clients = context.Process(
+                target=_client_process,
+                args=(platform.api_url, token, messages, batch, concurrency, accepted, sender),
+                name="estafeta-bench-clients",
+            )
             progress = Progress(
                 TextColumn("{task.description:<10}"),
                 BarColumn(),
@@ -72,52 +91,75 @@ async def run_pipeline(
             with progress:
                 accepted_bar = progress.add_task("accepted", total=messages)
                 delivered_bar = progress.add_task("delivered", total=messages)
+                cpu_before = tree_cpu_seconds([os.getpid()])
                 started = time.perf_counter()
-                accept_seconds = await _post_all(
-                    platform.api_url, token, chunks, concurrency, lambda n: progress.advance(accepted_bar, n)
-                )
-                delivered = 0
-                while delivered < messages and time.perf_counter() - started < TIME_LIMIT:
-                    counts = await platform.core.db.run(queue_store.state_counts)
-                    delivered = counts.get("delivered", 0)
-                    progress.update(delivered_bar, completed=delivered)
-                    if delivered < messages:
-                        await asyncio.sleep(0.05)
-                seconds = time.perf_counter() - started
+                clients.start()
+
+                def advance(received: int) -> None:
+                    progress.update(accepted_bar, completed=accepted.value)
+                    progress.update(delivered_bar, completed=received)
+
+                finished = await sink_process.wait_for(messages, TIME_LIMIT, advance)
+                cpu = tree_cpu_seconds([os.getpid()], exclude=[clients.pid or 0]) - cpu_before
+                seconds = finished - started
+            outcome: dict[str, Any] = receiver.recv() if receiver.poll(TIME_LIMIT) else {"error": "no answer"}
+            await asyncio.to_thread(clients.join)
             latencies = await platform.core.db.run(delivery_latencies)
             counts = await platform.core.db.run(queue_store.state_counts)
+            received = sink_process.received
         finally:
             await platform.stop()
-            await asyncio.to_thread(world.stop)
+    if "error" in outcome:
+        raise RuntimeError(f"benchmark clients failed: {outcome['error']}")
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [0.0] * 99
     return {
         "messages": messages,
         "batch_size": batch,
         "dkim": algorithm,
-        "database": "sqlite",
+        "database": backend,
         "delivery_processes": DELIVERY_PROCESSES,
         "delivered": counts.get("delivered", 0),
-        "not_delivered": messages - counts.get("delivered", 0),
+        "received_by_sink": received,
         "seconds": round(seconds, 3),
-        "accept_msgs_per_s": round(messages / accept_seconds, 1),
-        "pipeline_msgs_per_s": round(counts.get("delivered", 0) / seconds, 1),
+        "accept_msgs_per_s": round(messages / outcome["seconds"], 1),
+        "pipeline_msgs_per_s": round(received / seconds, 1),
+        "cpu_ms_per_msg": round(1000 * cpu / max(received, 1), 2),
         "latency_p50_ms": round(quantiles[49] * 1000, 1),
         "latency_p95_ms": round(quantiles[94] * 1000, 1),
+        "loadavg": load_average(),
     }
 
 
-async def _post_all(url: str, token: str, chunks: list[list[str]], concurrency: int, advance: Any) -> float:
+def _client_process(
+    url: str,
+    token: str,
+    messages: int,
+    batch: int,
+    concurrency: int,
+    accepted: Synchronized[int],
+    results: Connection,
+) -> None:
+    """Child process: post every message, send back the seconds it took."""
+    try:
+        seconds = asyncio.run(_post_all(url, token, messages, batch, concurrency, accepted))
+        results.send({"seconds": seconds})
+    except Exception as exc:
+        results.send({"error": repr(exc)})
+
+
+async def _post_all(
+    url: str, token: str, messages: int, batch: int, concurrency: int, accepted: Synchronized[int]
+) -> float:
     started = time.perf_counter()
-    queue: asyncio.Queue[list[str]] = asyncio.Queue()
-    for chunk in chunks:
-        queue.put_nowait(chunk)
+    starts = iter(range(0, messages, batch))
     async with httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120
     ) as client:
 
         async def worker() -> None:
-            while not queue.empty():
-                chunk = queue.get_nowait()
+            for first in starts:
+                last = min(first + batch, messages)
+                recipients = [f"user{i}@{PROVIDERS[i % len(PROVIDERS)]}" for i in range(first, last)]
                 body = {
                     "messages": [
                         {
@@ -127,12 +169,13 @@ async def _post_all(url: str, token: str, chunks: list[list[str]], concurrency: 
                             "text": "A benchmark message.\n" * 20,
                             "html": "<p>A benchmark message.</p>" * 20,
                         }
-                        for rcpt in chunk
+                        for rcpt in recipients
                     ]
                 }
                 response = await client.post("/v1/messages", json=body)
                 response.raise_for_status()
-                advance(len(chunk))
+                with accepted.get_lock():
+                    accepted.value += len(recipients)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return time.perf_counter() - started

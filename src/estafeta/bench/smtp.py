@@ -1,16 +1,18 @@
-"""`estafeta bench smtp`: messages/second accepted through the SMTP relay.
+"""`estafeta bench smtp`: messages/second accepted through the SMTP relay, and relayed to the sink.
 
-The platform (relay, accept path with DKIM signing, one durable SQLite commit per reply) runs in this
-process; the mail clients run in a child process so that they use the other core, as real clients would
-not share the server's CPU. Each of `sessions` clients connects to the submission port, negotiates STARTTLS,
-logs in, and then sends one message after another. The clock runs from the first MAIL to the last 250;
-connecting and logging in are not counted.
+The platform (relay, accept path with DKIM signing, a durable commit before each 250) runs in this process
+with delivery in a child process, relaying to the benchmark sink, as Postfix does while it accepts; the mail
+clients run in a child process, as real clients would not share the server's CPU. Each of `sessions`
+clients connects to the submission port, negotiates STARTTLS, logs in, and then sends one message after
+another. The accept clock runs from the first MAIL to the last 250, the end-to-end clock until the sink has
+the last message; connecting and logging in are not counted. CPU-seconds cover the platform's processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import ssl
 import statistics
 import tempfile
@@ -24,15 +26,18 @@ import aiosmtplib
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from estafeta.bench.resources import database_url, load_average, tree_cpu_seconds
+from estafeta.bench.sink import SinkProcess
 from estafeta.clock import SystemClock
-from estafeta.config import Settings
 from estafeta.platform import Platform
+from estafeta.sandbox import sandbox_settings
 from estafeta.store import queue as queue_store
 from estafeta.tls import write_self_signed
 
 HOST = "127.0.0.1"
 PROVIDERS = ("gmail.test", "yahoo.test", "outlook.test")
 TIME_LIMIT = 600.0
+DELIVERY_PROCESSES = 1
 
 
 def bench_message(index: int) -> bytes:
@@ -48,13 +53,28 @@ def bench_message(index: int) -> bytes:
     ).encode()
 
 
-async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Console) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="estafeta-bench-") as tmp:
+async def run_smtp(
+    *,
+    messages: int,
+    sessions: int,
+    algorithm: str,
+    backend: str,
+    postgresql_url: str,
+    console: Console,
+    processes: int = 1,
+) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix="estafeta-bench-") as tmp,
+        database_url(backend, Path(tmp), postgresql_url) as url,
+        SinkProcess(PROVIDERS) as sink,
+    ):
         cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
         write_self_signed(cert, key, [HOST])
-        settings = Settings(
-            database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
-            hostname="mta.estafeta.test",
+        settings = sandbox_settings(
+            url,
+            sink.addresses.dns_address,
+            sink.addresses.smtp_port,
+            delivery={"poll_interval": 0.05, "idle_timeout": 5, "processes": DELIVERY_PROCESSES},
             smtp={
                 "host": HOST,
                 "starttls_port": 0,
@@ -63,6 +83,7 @@ async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Con
                 "tls_key": key,
                 "rate_per_second": 0,
                 "max_connections_per_ip": sessions,
+                "processes": processes,
             },
             warmup={"tiers": []},  # a benchmark sends more than a new account may
         )
@@ -73,7 +94,7 @@ async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Con
             account = await core.accounts.create("bench")
             await core.domains.add(account.id, "bench.test", algorithm)
             credential = await core.smtp_credentials.create(account.id)
-            await platform.start(api=False, delivery=False, smtp=True, services=False)
+            await platform.start(api=False, delivery=True, smtp=True, services=False)
             assert platform.smtp_ports is not None
             context = multiprocessing.get_context("spawn")
             sent = context.Value("i", 0)
@@ -92,6 +113,7 @@ async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Con
                 ),
                 name="estafeta-bench-clients",
             )
+            cpu_before = tree_cpu_seconds([os.getpid()])
             clients.start()
             progress = Progress(
                 TextColumn("{task.description:<10}"),
@@ -102,11 +124,15 @@ async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Con
             )
             with progress:
                 bar = progress.add_task("accepted", total=messages)
-                while not receiver.poll() and clients.is_alive():
+                relayed = progress.add_task("relayed", total=messages)
+
+                def advance(received: int) -> None:
                     progress.update(bar, completed=sent.value)
-                    await asyncio.sleep(0.1)
-                progress.update(bar, completed=sent.value)
-            outcome: dict[str, Any] = receiver.recv() if receiver.poll() else {"error": "clients exited"}
+                    progress.update(relayed, completed=received)
+
+                finished = await sink.wait_for(messages, TIME_LIMIT, advance)
+                cpu = tree_cpu_seconds([os.getpid()], exclude=[clients.pid or 0]) - cpu_before
+            outcome: dict[str, Any] = receiver.recv() if receiver.poll(TIME_LIMIT) else {"error": "no answer"}
             await asyncio.to_thread(clients.join)
             counts = await platform.core.db.run(queue_store.state_counts)
         finally:
@@ -120,14 +146,19 @@ async def run_smtp(*, messages: int, sessions: int, algorithm: str, console: Con
         "sessions": sessions,
         "tls": "STARTTLS",
         "dkim": algorithm,
-        "database": "sqlite",
+        "database": backend,
+        "accept_processes": processes,
         "accepted": len(latencies),
         "refused": outcome["refused"],
-        "queued_in_database": counts.get("queued", 0),
+        "delivered": counts.get("delivered", 0),
+        "received_by_sink": sink.received,
         "seconds": round(outcome["seconds"], 3),
         "msgs_per_s": round(len(latencies) / outcome["seconds"], 1),
+        "relayed_msgs_per_s": round(sink.received / (finished - outcome["started"]), 1),
+        "cpu_ms_per_msg": round(1000 * cpu / max(len(latencies), 1), 2),
         "latency_p50_ms": round(quantiles[49] * 1000, 1),
         "latency_p95_ms": round(quantiles[94] * 1000, 1),
+        "loadavg": load_average(),
     }
 
 
@@ -189,4 +220,5 @@ async def _clients(
     seconds = time.perf_counter() - started
     for client in connections:
         await client.quit()
-    return {"seconds": seconds, "latencies": latencies, "refused": len(refused)}
+    # perf_counter is the system-wide monotonic clock on Linux, comparable with the parent's.
+    return {"started": started, "seconds": seconds, "latencies": latencies, "refused": len(refused)}

@@ -669,6 +669,19 @@ def _find_enclosed(msg: Message) -> Iterator[Message]:
                 yield HeaderParser().parsestr(_decoded_text(part))
 
 
+def enclosed_originals(msg: Message) -> list[Message]:
+    """Header blocks of every enclosed original (message/rfc822, text/rfc822-headers), outermost first."""
+    return list(_enclosed_originals(msg))
+
+
+def texts(msg: Message, *, into_enclosed: bool) -> Iterator[tuple[str, str]]:
+    """(subtype, decoded text) of each text part, HTML reduced to text; optionally inside enclosed messages
+    too (a forwarded original's body)."""
+    for part in _parts(msg, into_enclosed=into_enclosed):
+        if part.get_content_maintype() == "text" and not part.is_multipart():
+            yield part.get_content_subtype(), _decoded_text(part)
+
+
 def enclosed_original(msg: Message) -> Message | None:
     """Headers of the bounced or reported original: its message/rfc822 or text/rfc822-headers part."""
     found = _enclosed_originals(msg)

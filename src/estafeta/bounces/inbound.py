@@ -10,6 +10,9 @@ Two kinds of address exist there, and nothing else is accepted (550 5.1.1, so th
   any message there unsubscribes the address the signed token names (`estafeta.audience.unsubscribe`).
 * `<dmarc_address>@<return_path_domain>`, the `rua` of the sending domains' DMARC records, where receivers
   mail DMARC aggregate reports (`estafeta.reports.dmarc`).
+* `abuse@` and `postmaster@` each of the platform's own domains (the return-path domain, the tracking
+  domain, `inbound.platform_domains`), where people report abuse: kept and matched to the sending account
+  by the abuse desk (`estafeta.abuse`); a feedback-loop report among them is a complaint like any other.
 
 DATA is answered 250 only once what the report means is committed: the event (`bounced` with
 `data.async`, `soft_bounced`, `complained`, `auto_replied`) and the suppression it causes, in one
@@ -30,13 +33,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import Connection
 
 from estafeta import verp
+from estafeta.bounces.abuse import feedback_account
 from estafeta.bounces.arf import Complaint
 from estafeta.bounces.dsn import BounceReport
-from estafeta.bounces.engine import classify_message
+from estafeta.bounces.engine import Classification, classify_message
 from estafeta.bounces.reasons import Kind, Reason, bounce_data
 from estafeta.clock import Clock
 from estafeta.config import Settings
-from estafeta.ids import parse_id
 from estafeta.store import feedback
 from estafeta.store.db import Database
 from estafeta.suppression import for_bounce, for_complaint, soft_rule
@@ -59,6 +62,7 @@ class Mailbox:
     delivery_id: int | None = None
     unsubscribe_token: str | None = None
     dmarc: bool = False
+    abuse: bool = False
 
 
 class MailtoUnsubscribe(Protocol):
@@ -70,6 +74,15 @@ class MailtoUnsubscribe(Protocol):
 
 
 AfterComplaint = Callable[[Connection, int, datetime], None]
+ABUSE_LOCAL_PARTS = ("abuse", "postmaster")
+
+
+class AbuseIngest(Protocol):
+    """The abuse desk: keeps a message sent to abuse@ or postmaster@ and acts on it."""
+
+    def domains(self) -> set[str]: ...
+
+    async def ingest(self, mailbox: str, raw: bytes, found: Classification) -> str: ...
 
 
 class DmarcIngest(Protocol):
@@ -90,6 +103,7 @@ class InboundHandler:
         unsubscribe: MailtoUnsubscribe | None = None,
         after_complaint: AfterComplaint | None = None,
         dmarc: DmarcIngest | None = None,
+        abuse: AbuseIngest | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -97,6 +111,8 @@ class InboundHandler:
         self.unsubscribe = unsubscribe
         self.after_complaint = after_complaint
         self.dmarc = dmarc
+        self.abuse = abuse
+        self.abuse_domains = abuse.domains() if abuse is not None else set()
         self.dmarc_local = settings.inbound.dmarc_address.lower()
         self.domain = settings.return_path_domain.lower()
         self.fbl = settings.inbound.fbl_address.lower()
@@ -108,6 +124,8 @@ class InboundHandler:
 
     def mailbox(self, address: str) -> Mailbox | None:
         local, _, domain = address.rpartition("@")
+        if local.lower() in ABUSE_LOCAL_PARTS and domain.lower().rstrip(".") in self.abuse_domains:
+            return Mailbox(fbl=False, abuse=True)
         if domain.lower() != self.domain:
             return None
         if local.lower() == self.fbl:
@@ -139,7 +157,7 @@ class InboundHandler:
             for address in envelope.rcpt_tos:
                 mailbox = self.mailbox(address)
                 if mailbox is not None:
-                    await self.process(mailbox, raw)
+                    await self.process(mailbox, raw, address)
         except Exception:
             log.exception("inbound report could not be recorded")
             return TEMPORARY_FAILURE
@@ -149,7 +167,7 @@ class InboundHandler:
                 self.idle.set()
         return "250 2.0.0 OK"
 
-    async def process(self, mailbox: Mailbox, raw: bytes) -> str:
+    async def process(self, mailbox: Mailbox, raw: bytes, address: str = "") -> str:
         """Record what one report means; returns what it was taken for (for logs and tests)."""
         if mailbox.unsubscribe_token is not None and self.unsubscribe is not None:
             await self.unsubscribe.mailto(mailbox.unsubscribe_token)
@@ -157,6 +175,10 @@ class InboundHandler:
         if mailbox.dmarc and self.dmarc is not None:
             return await self.dmarc.ingest(raw)
         found = classify_message(raw, self.policy)  # the same engine as `estafeta bounces classify`
+        if mailbox.abuse and self.abuse is not None:
+            if found.complaint is not None and found.complaint.is_complaint:
+                await self._complaint(found.complaint, None)  # a feedback loop's report: counted as today
+            return await self.abuse.ingest(address, raw, found)
         if found.complaint is not None:  # some providers send complaints to the return path
             return await self._complaint(found.complaint, mailbox.delivery_id)
         if mailbox.delivery_id is None:
@@ -256,18 +278,12 @@ class InboundHandler:
         if not complaint.original_message_id:
             return None, ""
         targets = await self.db.run(feedback.message_targets, complaint.original_message_id)
-        account = _feedback_account(complaint.feedback_id)
+        account = feedback_account(complaint.feedback_id)
         if account is not None:
             targets = [t for t in targets if t.account_id == account]
         if complaint.original_rcpt_to:
             targets = [t for t in targets if t.recipient.lower() == complaint.original_rcpt_to.lower()]
         return (targets[0], "message-id") if len(targets) == 1 else (None, "")
-
-
-def _feedback_account(feedback_id: str | None) -> int | None:
-    """The account in a Feedback-ID this platform wrote (`campaign:account:stream:sender`)."""
-    fields = (feedback_id or "").split(":")
-    return parse_id(fields[1]) if len(fields) == 4 else None
 
 
 class _InboundSMTP(SMTP):
@@ -296,12 +312,16 @@ class InboundListener:
         unsubscribe: MailtoUnsubscribe | None = None,
         after_complaint: AfterComplaint | None = None,
         dmarc: DmarcIngest | None = None,
+        abuse: AbuseIngest | None = None,
     ) -> None:
         """`unsubscribe` handles mailto unsubscribes; `after_complaint` reacts to each complaint in the
         transaction that stores it (reputation: a complaint counts at once); `dmarc` keeps the DMARC
-        aggregate reports mailed to the rua address."""
+        aggregate reports mailed to the rua address; `abuse` keeps and matches mail to abuse@ and
+        postmaster@ the platform's domains."""
         self.settings = settings
-        self.handler = InboundHandler(db, settings, clock, verp_secret, unsubscribe, after_complaint, dmarc)
+        self.handler = InboundHandler(
+            db, settings, clock, verp_secret, unsubscribe, after_complaint, dmarc, abuse
+        )
         self.sessions: set[_InboundSMTP] = set()
         self._server: asyncio.Server | None = None
 

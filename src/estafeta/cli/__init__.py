@@ -12,6 +12,7 @@ from estafeta.cli import (
     admin,
     bench,
     bounces,
+    doctor,
     domains,
     lint,
     lists,
@@ -44,6 +45,7 @@ app.command()(runners.serve)
 app.command()(runners.world)
 app.command()(runners.demo)
 app.command("lint")(lint.lint)
+app.command("doctor")(doctor.doctor)
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(domains.app, name="domains")
 app.add_typer(bench.app, name="bench")

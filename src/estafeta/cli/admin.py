@@ -1,14 +1,19 @@
-"""`estafeta admin`: platform-operator credentials."""
+"""`estafeta admin`: platform-operator credentials, the abuse desk, terminating an account."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from estafeta.cli.common import ConfigOption, console, open_core, run
+from estafeta.cli.common import AccountArgument, ConfigOption, account, console, fail, open_core, run
+from estafeta.termination import TerminationError
 
-app = typer.Typer(help="Platform-operator credentials.", no_args_is_help=True)
+app = typer.Typer(
+    help="Platform-operator credentials, the abuse desk, terminating accounts.", no_args_is_help=True
+)
 
 
 @app.command("create-key")
@@ -20,3 +25,60 @@ def create_key(
     core = open_core(config)
     key = run(core.admin_keys.create(name))
     console.print(f"Admin key (shown once, keep it secret): [bold green]{key.token}[/]")
+
+
+@app.command("abuse")
+def abuse(
+    show: Annotated[int | None, typer.Argument(help="Show this report with the message as received.")] = None,
+    inbox: Annotated[bool, typer.Option("--inbox", help="Only reports no account was matched to.")] = False,
+    of: Annotated[str | None, typer.Option("--account", help="Only reports about this account.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    config: ConfigOption = None,
+) -> None:
+    """Reports mailed to abuse@ and postmaster@ the platform's domains, newest first."""
+    core = open_core(config)
+    if show is not None:
+        found = run(core.abuse.report(show))
+        if found is None:
+            raise fail(f"no abuse report {show}")
+        row, raw = found
+        console.print_json(json.dumps(vars(row), default=str))
+        console.print(raw.decode("utf-8", "replace"), markup=False, highlight=False)
+        return
+    account_id = account(core, of).id if of else None
+    rows = run(core.abuse.reports(matched=False if inbox else None, account_id=account_id, limit=limit))
+    table = Table("id", "received", "category", "account", "matched by", "review", "reporter", "excerpt")
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            row.received_at.isoformat(timespec="seconds"),
+            row.category,
+            str(row.account_id) if row.account_id is not None else "inbox",
+            row.matched_by or "—",
+            str(row.review_id or "—"),
+            row.reporter or "—",
+            row.excerpt[:80],
+        )
+    console.print(table)
+
+
+@app.command("terminate")
+def terminate(
+    name: AccountArgument,
+    reason: Annotated[str, typer.Option(help="Why; kept with the account and sent to its contact.")],
+    config: ConfigOption = None,
+) -> None:
+    """Terminate an account: all its waiting mail cancelled, keys and logins revoked, campaigns cancelled."""
+    if not reason.strip() or not reason.isprintable():
+        raise fail("--reason must be one line of text")
+    core = open_core(config)
+    target = account(core, name)
+    try:
+        done = run(core.terminations.terminate(target.id, "cli", reason))
+    except TerminationError as exc:
+        raise fail(str(exc)) from exc
+    console.print(
+        f"Account {target.id} ({target.name}) terminated: {done['cancelled']} waiting recipient(s) "
+        f"cancelled, {done['api_keys_revoked']} API key(s) and {done['smtp_credentials_revoked']} SMTP "
+        f"credential(s) revoked, {done['campaigns_cancelled']} campaign(s) cancelled."
+    )

@@ -10,9 +10,28 @@ import typer
 
 from estafeta.cli.common import console, fail
 
+DEFAULT_POSTGRESQL_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
 app = typer.Typer(
     help="Measure the platform's speed (results as a table and a JSON file).", no_args_is_help=True
 )
+
+
+Backends = Annotated[
+    list[str] | None, typer.Option("--backend", help="sqlite or postgresql (repeatable; default both).")
+]
+PostgresqlUrl = Annotated[
+    str, typer.Option(help="PostgreSQL server to use (a scratch schema is created and dropped).")
+]
+
+
+def _backends(chosen: list[str] | None) -> list[str]:
+    from estafeta.bench.resources import BACKENDS
+
+    unknown = sorted(set(chosen or ()) - set(BACKENDS))
+    if unknown:
+        raise fail(f"unknown backend {', '.join(unknown)} (sqlite or postgresql)")
+    return chosen or list(BACKENDS)
 
 
 @app.command("pipeline")
@@ -20,13 +39,27 @@ def pipeline(
     messages: Annotated[int, typer.Option("--messages", "-n", min=100, max=200_000)] = 5000,
     batch: Annotated[int, typer.Option(min=1, max=500, help="Messages per API request.")] = 100,
     algorithm: Annotated[str, typer.Option(help="DKIM algorithm.")] = "rsa-sha256",
+    backend: Backends = None,
+    postgresql_url: PostgresqlUrl = DEFAULT_POSTGRESQL_URL,
     output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/pipeline.json"),
 ) -> None:
-    """Messages/second from API accept to the receiver's 250, DKIM on, SQLite."""
+    """Messages/second from API accept to the benchmark sink's 250, DKIM on, per database backend."""
     from estafeta.bench.pipeline import run_pipeline
     from estafeta.bench.report import report
 
-    result = asyncio.run(run_pipeline(messages=messages, batch=batch, algorithm=algorithm, console=console))
+    result = {
+        name: asyncio.run(
+            run_pipeline(
+                messages=messages,
+                batch=batch,
+                algorithm=algorithm,
+                backend=name,
+                postgresql_url=postgresql_url,
+                console=console,
+            )
+        )
+        for name in _backends(backend)
+    }
     report("pipeline", result, output, console)
 
 
@@ -35,14 +68,139 @@ def smtp(
     messages: Annotated[int, typer.Option("--messages", "-n", min=100, max=200_000)] = 3000,
     sessions: Annotated[int, typer.Option(min=1, max=64, help="Parallel SMTP sessions.")] = 8,
     algorithm: Annotated[str, typer.Option(help="DKIM algorithm.")] = "rsa-sha256",
+    backend: Backends = None,
+    postgresql_url: PostgresqlUrl = DEFAULT_POSTGRESQL_URL,
+    processes: Annotated[
+        int, typer.Option(min=1, max=64, help="smtp.processes on PostgreSQL (SQLite runs one).")
+    ] = 1,
     output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/smtp.json"),
 ) -> None:
-    """Messages/second accepted through the SMTP relay (STARTTLS, AUTH, DKIM on, SQLite)."""
+    """Messages/second accepted through the SMTP relay (STARTTLS, AUTH, DKIM on) and relayed to the sink."""
     from estafeta.bench.report import report
     from estafeta.bench.smtp import run_smtp
 
-    result = asyncio.run(run_smtp(messages=messages, sessions=sessions, algorithm=algorithm, console=console))
+    result = {
+        name: asyncio.run(
+            run_smtp(
+                messages=messages,
+                sessions=sessions,
+                algorithm=algorithm,
+                backend=name,
+                postgresql_url=postgresql_url,
+                console=console,
+                processes=processes if name == "postgresql" else 1,
+            )
+        )
+        for name in _backends(backend)
+    }
     report("smtp", result, output, console)
+
+
+@app.command("campaign")
+def campaign(
+    contacts: Annotated[int, typer.Option("--contacts", "-n", min=100, max=1_000_000)] = 100_000,
+    backend: Backends = None,
+    postgresql_url: PostgresqlUrl = DEFAULT_POSTGRESQL_URL,
+    time_limit: Annotated[float, typer.Option(min=10, help="Seconds per backend before giving up.")] = 3600,
+    output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/campaign.json"),
+) -> None:
+    """A campaign to a large list delivered to the benchmark sink: time to import, to queue, to deliver,
+    and memory at 10k and at all queued, per database backend."""
+    from estafeta.bench.campaign import run_campaign
+    from estafeta.bench.report import report
+
+    result = {
+        name: asyncio.run(
+            run_campaign(
+                contacts=contacts,
+                backend=name,
+                postgresql_url=postgresql_url,
+                time_limit=time_limit,
+                console=console,
+            )
+        )
+        for name in _backends(backend)
+    }
+    report("campaign", result, output, console)
+
+
+@app.command("compare")
+def compare(
+    messages: Annotated[int, typer.Option("--messages", "-n", min=100, max=200_000)] = 5000,
+    sessions: Annotated[int, typer.Option(min=1, max=64, help="Parallel SMTP sessions.")] = 8,
+    backend: Backends = None,
+    postgresql_url: PostgresqlUrl = DEFAULT_POSTGRESQL_URL,
+    output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/compare.json"),
+) -> None:
+    """Estafeta against Postfix in one run, both relaying to the benchmark sink; rates, ratios, CPU.
+
+    Needs Debian's postfix package (its smtp-source and smtp-sink too) and root: a private Postfix
+    instance is configured and started under a temporary directory, on loopback ports."""
+    from estafeta.bench.compare import run_compare
+    from estafeta.bench.report import report
+
+    chosen = _backends(backend)
+    try:
+        result = run_compare(
+            messages=messages,
+            sessions=sessions,
+            backends=chosen,
+            postgresql_url=postgresql_url,
+            console=console,
+        )
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    report("compare", result, output, console)
+
+
+@app.command("sink")
+def sink(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: any free port).")] = 2525,
+    seconds: Annotated[float, typer.Option(min=0.1, help="How long to listen.")] = 60.0,
+    domain: Annotated[
+        list[str] | None, typer.Option(help="Recipient domain its DNS server sends here (repeatable).")
+    ] = None,
+    output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/sink.json"),
+) -> None:
+    """A loopback SMTP sink for benchmarks (PIPELINING, keeps nothing), with a DNS server pointing at it.
+
+    Relay a benchmark's mail here (e.g. Postfix's relayhost = [127.0.0.1]:PORT, or an Estafeta platform
+    whose dns_servers is the address printed); it reports the messages received and their rate."""
+    import time
+
+    from estafeta.bench.report import report
+    from estafeta.bench.sink import SinkProcess
+
+    with SinkProcess(domain or ["gmail.test", "yahoo.test", "outlook.test"], port) as process:
+        addresses = process.addresses
+        console.print(
+            f"sink on 127.0.0.1:{addresses.smtp_port}, DNS on "
+            f"{addresses.dns_address[0]}:{addresses.dns_address[1]}; listening {seconds:g} s (Ctrl-C stops)"
+        )
+        started = time.perf_counter()
+        first: float | None = None
+        last = started
+        seen = 0
+        try:
+            while time.perf_counter() - started < seconds:
+                time.sleep(0.05)
+                if process.received != seen:
+                    seen, last = process.received, time.perf_counter()
+                    first = first or last
+        except KeyboardInterrupt:
+            pass
+    busy = last - first if first is not None and last > first else 0.0
+    report(
+        "sink",
+        {
+            "smtp_port": addresses.smtp_port,
+            "messages": seen,
+            "busy_seconds": round(busy, 3),
+            "msgs_per_s": round(seen / busy, 1) if busy else 0.0,
+        },
+        output,
+        console,
+    )
 
 
 @app.command("bounces")
@@ -66,12 +224,8 @@ def bounces(
 def crash(
     messages: Annotated[int, typer.Option("--messages", "-n", min=50, max=200_000)] = 3000,
     kills: Annotated[int, typer.Option(min=1, max=500, help="SIGKILLs of the serve process group.")] = 10,
-    backend: Annotated[
-        list[str] | None, typer.Option(help="sqlite or postgresql (repeatable; default both).")
-    ] = None,
-    postgresql_url: Annotated[
-        str, typer.Option(help="PostgreSQL server to use (a scratch schema is created and dropped).")
-    ] = "postgresql://postgres@127.0.0.1:5432/test",
+    backend: Backends = None,
+    postgresql_url: PostgresqlUrl = DEFAULT_POSTGRESQL_URL,
     processes: Annotated[int, typer.Option(min=0, max=8, help="delivery.processes of the platform.")] = 0,
     lease_seconds: Annotated[float, typer.Option(min=0.5, help="Queue lease (re-sends wait for it).")] = 3.0,
     seed: Annotated[int | None, typer.Option(help="Seed for the kill moments.")] = None,
@@ -81,10 +235,7 @@ def crash(
     from estafeta.bench.crash import run_crash_bench
     from estafeta.bench.report import report
 
-    chosen = backend or ["sqlite", "postgresql"]
-    unknown = set(chosen) - {"sqlite", "postgresql"}
-    if unknown:
-        raise fail(f"unknown backend {', '.join(sorted(unknown))} (sqlite or postgresql)")
+    chosen = _backends(backend)
     result = asyncio.run(
         run_crash_bench(
             backends=chosen,

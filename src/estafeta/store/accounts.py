@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from estafeta.store.dkim_keys import DkimKeyRow, keys_of
 from estafeta.store.models import Account, ApiKey, Domain, PlatformState
 
 
@@ -36,10 +37,8 @@ class DomainRow:
     id: int
     account_id: int
     name: str
-    dkim_selector: str
-    dkim_algorithm: str
-    dkim_private_key: str
     created_at: datetime
+    keys: tuple[DkimKeyRow, ...]  # every DKIM key, oldest first
 
 
 def get_state(conn: Connection, key: str) -> str | None:
@@ -114,7 +113,12 @@ def _api_key(row: Any) -> ApiKeyRow:
 
 
 def find_api_key(conn: Connection, prefix: str) -> ApiKeyRow | None:
-    row = conn.execute(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    """The key with this prefix, unless its account is terminated."""
+    row = conn.execute(
+        select(ApiKey)
+        .join(Account, Account.id == ApiKey.account_id)
+        .where(ApiKey.prefix == prefix, Account.status != "terminated")
+    ).first()
     if row is None:
         return None
     return _api_key(row)
@@ -134,49 +138,34 @@ def revoke_api_key(conn: Connection, account_id: int, prefix: str, now: datetime
     return result.rowcount == 1
 
 
-def _domain(row: object) -> DomainRow:
-    return DomainRow(
-        row.id,  # type: ignore[attr-defined]
-        row.account_id,  # type: ignore[attr-defined]
-        row.name,  # type: ignore[attr-defined]
-        row.dkim_selector,  # type: ignore[attr-defined]
-        row.dkim_algorithm,  # type: ignore[attr-defined]
-        row.dkim_private_key,  # type: ignore[attr-defined]
-        row.created_at,  # type: ignore[attr-defined]
-    )
-
-
-def add_domain(
-    conn: Connection,
-    account_id: int,
-    name: str,
-    selector: str,
-    algorithm: str,
-    private_key: str,
-    now: datetime,
-) -> DomainRow:
-    new_id = conn.execute(
-        insert(Domain)
-        .values(
-            account_id=account_id,
-            name=name,
-            dkim_selector=selector,
-            dkim_algorithm=algorithm,
-            dkim_private_key=private_key,
-            created_at=now,
+def _domains(conn: Connection, rows: list[object]) -> list[DomainRow]:
+    keys = keys_of(conn, (row.id for row in rows))  # type: ignore[attr-defined]
+    return [
+        DomainRow(
+            row.id,  # type: ignore[attr-defined]
+            row.account_id,  # type: ignore[attr-defined]
+            row.name,  # type: ignore[attr-defined]
+            row.created_at,  # type: ignore[attr-defined]
+            tuple(keys.get(row.id, ())),  # type: ignore[attr-defined]
         )
-        .returning(Domain.id)
+        for row in rows
+    ]
+
+
+def add_domain(conn: Connection, account_id: int, name: str, now: datetime) -> DomainRow:
+    new_id = conn.execute(
+        insert(Domain).values(account_id=account_id, name=name, created_at=now).returning(Domain.id)
     ).scalar_one()
-    return DomainRow(new_id, account_id, name, selector, algorithm, private_key, now)
+    return DomainRow(new_id, account_id, name, now, ())
 
 
 def find_domain(conn: Connection, name: str) -> DomainRow | None:
     row = conn.execute(select(Domain).where(Domain.name == name)).first()
-    return _domain(row) if row else None
+    return _domains(conn, [row])[0] if row else None
 
 
 def list_domains(conn: Connection, account_id: int | None = None) -> list[DomainRow]:
     query = select(Domain).order_by(Domain.id)
     if account_id is not None:
         query = query.where(Domain.account_id == account_id)
-    return [_domain(r) for r in conn.execute(query).all()]
+    return _domains(conn, list(conn.execute(query).all()))

@@ -42,6 +42,7 @@ class NewMessage:
     raw: bytes
     smtputf8: bool
     recipients: list[str]
+    dkim_keys: str = ""  # the keys that signed it (`Message.dkim_keys`)
     tags: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     suppressed: list[Suppressed] = field(default_factory=list)
@@ -107,6 +108,7 @@ def insert_messages(
                 "smtputf8": m.smtputf8,
                 "tags": m.tags,
                 "metadata": m.meta,  # the column's name: Core inserts ignore unknown keys
+                "dkim_keys": m.dkim_keys,
                 "created_at": now,
             }
             for m in messages

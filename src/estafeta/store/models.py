@@ -71,6 +71,10 @@ class Account(Base):
     email: Mapped[str | None] = mapped_column(String(320))  # where reputation notices go
     sending_tier: Mapped[int] = mapped_column(Integer, default=0)  # index into warmup.tiers; past it: none
     created_at: Mapped[datetime]
+    # status "terminated": by whom (an operator), when and why; nothing of the account is sent any more
+    terminated_at: Mapped[datetime | None]
+    terminated_by: Mapped[str | None] = mapped_column(String(200))
+    termination_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiKey(Base):
@@ -88,16 +92,50 @@ class ApiKey(Base):
 
 
 class Domain(Base):
-    """A sending domain owned by one account, with its DKIM key."""
+    """A sending domain owned by one account; its DKIM keys are `dkim_keys` rows."""
 
     __tablename__ = "domains"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
-    dkim_selector: Mapped[str] = mapped_column(String(63))
-    dkim_algorithm: Mapped[str] = mapped_column(String(20))
-    dkim_private_key: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+
+
+class DkimKey(Base):
+    """One DKIM key of a sending domain under its selector.
+
+    state: pending (not yet seen in DNS: never signs) → active (verified in DNS, signs) → retiring
+    (replaced; still published while mail signed with it is unfinished) → retired (its record may go).
+    """
+
+    __tablename__ = "dkim_keys"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    domain_id: Mapped[int] = mapped_column(BigId, ForeignKey("domains.id", ondelete="CASCADE"), index=True)
+    selector: Mapped[str] = mapped_column(String(63))
+    algorithm: Mapped[str] = mapped_column(String(20))
+    private_key: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime]
+    verified_at: Mapped[datetime | None]
+    activated_at: Mapped[datetime | None]
+    retiring_at: Mapped[datetime | None]
+    retired_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("domain_id", "selector"),)
+
+
+class DomainCheck(Base):
+    """A sending domain's verification state and the last check of its DNS records (no row: pending)."""
+
+    __tablename__ = "domain_checks"
+    domain_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("domains.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(12))  # pending | verified | failing | unverified
+    changed_at: Mapped[datetime]
+    checked_at: Mapped[datetime | None] = mapped_column(index=True)
+    failing_since: Mapped[datetime | None]
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Message(Base):
@@ -116,6 +154,9 @@ class Message(Base):
     smtputf8: Mapped[bool] = mapped_column(Boolean, default=False)
     tags: Mapped[list[str]] = mapped_column(default=list)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    # The DKIM keys (dkim_keys ids) it was signed with, space-separated and space-enclosed (" 3 7 "), so a
+    # retiring key knows when no unfinished message depends on its record any more.
+    dkim_keys: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime]
 
 
@@ -559,6 +600,29 @@ class TlsReportSent(Base):
     destinations: Mapped[list[str]] = mapped_column(default=list)
     outcome: Mapped[str] = mapped_column(Text, default="")
     sent_at: Mapped[datetime]
+
+
+class AbuseReport(Base):
+    """A message mailed to `abuse@` or `postmaster@` a platform domain, the account and message it was
+    matched to (none: it waits in the operators' inbox), and the message as received (up to a bound)."""
+
+    __tablename__ = "abuse_reports"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime]
+    mailbox: Mapped[str] = mapped_column(String(320))
+    reporter: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str] = mapped_column(String(20))  # complaint, phishing, malware, spam, other
+    account_id: Mapped[int | None] = mapped_column(BigId)
+    message_id: Mapped[str | None] = mapped_column(String(40))
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    matched_by: Mapped[str] = mapped_column(String(20), default="")
+    excerpt: Mapped[str] = mapped_column(Text, default="")
+    review_id: Mapped[int | None] = mapped_column(BigId)
+    size: Mapped[int] = mapped_column(Integer)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_abuse_reports_account", "account_id", "id"),)
 
 
 class DmarcReport(Base):

@@ -148,6 +148,22 @@ def lock_counters(conn: Connection, account_id: int, periods: list[tuple[str, da
     return found
 
 
+def count_usage(conn: Connection, account_id: int, periods: list[tuple[str, date]], amount: int) -> None:
+    """Add `amount` to the counters of these periods, creating them as needed, one statement each: for
+    accounts with no limit to check, so nothing is read or locked (concurrent additions commute)."""
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    for period, start in periods:
+        statement = dialect_insert(UsageCounter).values(
+            account_id=account_id, period=period, start=start, messages=amount
+        )
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["account_id", "period", "start"],
+                set_={"messages": UsageCounter.messages + statement.excluded.messages},
+            )
+        )
+
+
 def add_usage(conn: Connection, account_id: int, periods: list[tuple[str, date]], amount: int) -> None:
     for period, start in periods:
         conn.execute(

@@ -37,6 +37,7 @@ class Counts:
     trap_hits: int
     unsubscribes: int
     since: datetime
+    abuse_reports: int = 0  # verified reports mailed to abuse@ (`abuse_reported`)
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def counts(
             select(Event.type, func.count())
             .where(
                 Event.account_id == account_id,
-                Event.type.in_(("complained", "trap_hit", "unsubscribed")),
+                Event.type.in_(("complained", "trap_hit", "unsubscribed", "abuse_reported")),
                 Event.created_at >= since,
                 Event.id > floor,
             )
@@ -137,6 +138,7 @@ def counts(
         other.get("trap_hit", 0),
         other.get("unsubscribed", 0),
         since,
+        other.get("abuse_reported", 0),
     )
 
 
@@ -378,7 +380,7 @@ def recent_failures(conn: Connection, account_id: int, limit: int = 20) -> list[
     """The account's latest bounces and complaints, newest first."""
     query = (
         select(Event.type, Event.recipient, Event.message_id, Event.created_at, Event.data)
-        .where(Event.account_id == account_id, Event.type.in_(("bounced", "complained")))
+        .where(Event.account_id == account_id, Event.type.in_(("bounced", "complained", "abuse_reported")))
         .order_by(Event.id.desc())
         .limit(limit)
     )
@@ -388,10 +390,16 @@ def recent_failures(conn: Connection, account_id: int, limit: int = 20) -> list[
             "recipient": r.recipient,
             "message_id": r.message_id,
             "at": r.created_at,
-            "reason": (r.data or {}).get("bounce", {}).get("reason") or (r.data or {}).get("feedback_type"),
+            "reason": (r.data or {}).get("bounce", {}).get("reason")
+            or (r.data or {}).get("feedback_type")
+            or (r.data or {}).get("category"),
         }
         for r in conn.execute(query).all()
     ]
+
+
+def message_stream(conn: Connection, message_id: str) -> str | None:
+    return conn.scalar(select(Message.stream).where(Message.id == message_id))
 
 
 def sample_messages(conn: Connection, account_id: int, limit: int = 10) -> list[dict[str, Any]]:
@@ -422,14 +430,14 @@ def set_entries(
     message_id: str | None = None,
     stream: str | None = None,
     data: dict[str, Any] | None = None,
+    leased_too: bool = False,
 ) -> int:
     """Move the account's unleased entries in `from_states` to `to_state`, one `event` each; returns how
-    many moved (an entry a worker holds right now is left to its attempt)."""
-    conditions = [
-        Delivery.account_id == account_id,
-        Delivery.state.in_(from_states),
-        (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
-    ]
+    many moved. An entry a worker holds right now is left to its attempt, unless `leased_too`: then its
+    lease is taken away too, so that the worker's outcome no longer counts."""
+    conditions = [Delivery.account_id == account_id, Delivery.state.in_(from_states)]
+    if not leased_too:
+        conditions.append((Delivery.lease_until.is_(None)) | (Delivery.lease_until < now))
     if message_id is not None:
         conditions.append(Delivery.message_id == message_id)
     if stream is not None:

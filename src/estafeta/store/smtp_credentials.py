@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, insert, select, update
 
-from estafeta.store.models import SmtpCredential
+from estafeta.store.models import Account, SmtpCredential
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,12 @@ def add_credential(
 
 
 def find_credential(conn: Connection, username: str) -> SmtpCredentialRow | None:
-    row = conn.execute(select(SmtpCredential).where(SmtpCredential.username == username)).first()
+    """The credential with this username, unless its account is terminated."""
+    row = conn.execute(
+        select(SmtpCredential)
+        .join(Account, Account.id == SmtpCredential.account_id)
+        .where(SmtpCredential.username == username, Account.status != "terminated")
+    ).first()
     return _row(row) if row else None
 
 

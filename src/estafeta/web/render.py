@@ -68,6 +68,7 @@ NAV = (
 OPERATOR_NAV = (
     ("/app/admin", "Accounts"),
     ("/app/admin/reviews", "Reviews"),
+    ("/app/admin/abuse", "Abuse desk"),
     ("/app/admin/suppressions", "Global suppressions"),
     ("/app/admin/providers", "Providers"),
     ("/app/admin/plans", "Plans"),

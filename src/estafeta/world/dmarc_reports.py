@@ -26,7 +26,8 @@ from xml.etree import ElementTree
 
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from estafeta.world.postmaster import from_domain, spf_result
+from estafeta.world.authentication import dmarc_record, organizational, spf_result
+from estafeta.world.postmaster import from_domain
 from estafeta.world.providers import Provider
 from estafeta.world.receivers import Received
 from estafeta.world.zone import WorldZone
@@ -50,11 +51,6 @@ class Row:
     dkim_selector: str
 
 
-def _organizational(domain: str) -> str:
-    """The world's domains are all registered directly under `.test`: the last two labels."""
-    return ".".join(domain.split(".")[-2:])
-
-
 def _signature(message: bytes) -> tuple[str, str]:
     """(d=, s=) of the message's first DKIM signature, or empty strings."""
     end = message.find(b"\r\n\r\n")
@@ -66,20 +62,6 @@ def _signature(message: bytes) -> tuple[str, str]:
     except InvalidTagValueList:
         return "", ""
     return tags.get(b"d", b"").decode(errors="replace").lower(), tags.get(b"s", b"").decode(errors="replace")
-
-
-def dmarc_record(zone: WorldZone, domain: str) -> tuple[str, dict[str, str]] | None:
-    """(policy domain, tags) of the DMARC record that covers `domain`: its own, else its organization's."""
-    for name in dict.fromkeys([domain, _organizational(domain)]):
-        for record in zone.txt(f"_dmarc.{name}"):
-            if record.startswith("v=DMARC1"):
-                tags = dict(
-                    (part.split("=", 1)[0].strip(), part.split("=", 1)[1].strip())
-                    for part in record.split(";")
-                    if "=" in part
-                )
-                return name, tags
-    return None
 
 
 def report_xml(
@@ -111,7 +93,7 @@ def report_xml(
         ElementTree.SubElement(published, tag).text = text
     for row, count in sorted(rows.items(), key=lambda item: (-item[1], item[0].source_ip)):
         envelope = row.envelope_from or row.header_from
-        spf_aligned = row.spf == "pass" and _organizational(envelope) == _organizational(row.header_from)
+        spf_aligned = row.spf == "pass" and organizational(envelope) == organizational(row.header_from)
         dkim_aligned = row.dkim == "pass"
         record = ElementTree.SubElement(feedback, "record")
         entry = ElementTree.SubElement(record, "row")
@@ -182,7 +164,7 @@ class DmarcBook:
             received.peer,
             domain,
             envelope,
-            spf_result(self._zone, received.mail_from, received.peer),
+            spf_result(self._zone, received.mail_from, received.peer, received.helo),
             received.dkim,
             signer,
             selector,

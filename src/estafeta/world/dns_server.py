@@ -2,6 +2,10 @@
 
 Stock resolvers (dnspython's included) query UDP first and retry over TCP when the answer comes back
 truncated, so both transports are served, and UDP answers honour the 512-byte / EDNS payload limit.
+
+It also takes RFC 2136 dynamic updates (add a record, delete a set, a record or a name; no prerequisites),
+which is how a sandbox platform publishes its sending domains' records. The server only listens on
+loopback, so only this machine can update it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdataset
 import dns.rrset
+import dns.update
 
 from estafeta.world.zone import WorldZone
 
@@ -40,7 +45,9 @@ def answer(zone: WorldZone, wire: bytes, *, udp: bool) -> bytes | None:
         response = dns.message.make_response(query)
     except dns.exception.DNSException:
         return None
-    if query.opcode() != dns.opcode.QUERY:
+    if isinstance(query, dns.update.UpdateMessage):
+        response.set_rcode(apply_update(zone, query))
+    elif query.opcode() != dns.opcode.QUERY:
         response.set_rcode(dns.rcode.NOTIMP)
     elif len(query.question) != 1:
         response.set_rcode(dns.rcode.FORMERR)
@@ -68,6 +75,27 @@ def answer(zone: WorldZone, wire: bytes, *, udp: bool) -> bytes | None:
         response.additional.clear()
         response.flags |= dns.flags.TC
         return response.to_wire(max_size=limit)
+
+
+def apply_update(zone: WorldZone, update: dns.update.UpdateMessage) -> dns.rcode.Rcode:
+    """Apply an RFC 2136 update to the zone it names: the rcode of the answer."""
+    if len(update.zone) != 1 or not zone.serves(update.zone[0].name):
+        return dns.rcode.NOTAUTH
+    if update.prerequisite:
+        return dns.rcode.NOTIMP
+    origin = update.zone[0].name
+    if any(not rrset.name.is_subdomain(origin) for rrset in update.update):
+        return dns.rcode.NOTZONE
+    for rrset in update.update:
+        if rrset.deleting == dns.rdataclass.NONE:
+            for rdata in rrset:
+                zone.discard_rdata(rrset.name, rdata)
+        elif rrset.deleting == dns.rdataclass.ANY:
+            zone.remove_rdataset(rrset.name, rrset.rdtype)
+        else:
+            for rdata in rrset:
+                zone.add_rdata(rrset.name, rdata, rrset.ttl)
+    return dns.rcode.NOERROR
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):

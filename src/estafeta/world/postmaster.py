@@ -10,7 +10,6 @@ the recipient reports it as spam (the providers' complainer mailboxes, which als
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import threading
 from dataclasses import dataclass
@@ -19,43 +18,11 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import dns.name
-import dns.rdatatype
-
+from estafeta.world.authentication import spf_result
 from estafeta.world.http import LoopbackHttpServer
 from estafeta.world.providers import Provider
 from estafeta.world.receivers import Received
 from estafeta.world.zone import WorldZone
-
-_QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
-
-
-def spf_result(zone: WorldZone, mail_from: str, peer: str) -> str:
-    """A small SPF check (ip4, a, all) of the envelope sender's domain, enough for the world's records."""
-    domain = mail_from.rpartition("@")[2].lower().rstrip(".")
-    if not domain:
-        return "none"
-    record = next((r for r in zone.txt(domain) if r.lower().startswith("v=spf1")), None)
-    if record is None:
-        return "none"
-    address = ipaddress.ip_address(peer)
-    for term in record.split()[1:]:
-        qualifier = _QUALIFIERS.get(term[0], "pass")
-        mechanism = term[1:] if term[0] in _QUALIFIERS else term
-        name, _, value = mechanism.partition(":")
-        name = name.lower()
-        if name == "all":
-            return qualifier
-        if name == "ip4" and address in ipaddress.ip_network(value, strict=False):
-            return qualifier
-        if name == "a" and address in _a_records(zone, value or domain):
-            return qualifier
-    return "neutral"
-
-
-def _a_records(zone: WorldZone, host: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    found = zone.lookup(dns.name.from_text(host), dns.rdatatype.A).rdataset
-    return {ipaddress.ip_address(r.address) for r in found} if found is not None else set()
 
 
 def from_domain(message: bytes) -> str | None:
@@ -110,7 +77,7 @@ class PostmasterBook:
         domain = from_domain(received.data)
         if domain is None:
             return
-        spf = spf_result(self._zone, received.mail_from, received.peer) == "pass"
+        spf = spf_result(self._zone, received.mail_from, received.peer, received.helo) == "pass"
         dkim = received.dkim == "pass"
         count = len(received.rcpt_to)
         complaints = sum(1 for r in received.rcpt_to if provider.report_for(r) == "arf")

@@ -154,8 +154,12 @@ class Provider:
     has_mx: bool = True  # False: only an A record on the domain (senders must fall back from MX to A)
     listening: bool = True  # False: nothing listens, so connections are refused
     requires_dkim: bool = False  # reject at end of DATA without a DKIM pass aligned with From
+    # Check DKIM with dkimpy and Mail::DKIM, SPF with pyspf and DMARC alignment, and refuse mail that fails
+    # DMARC when the From domain's policy is p=reject (estafeta.world.authentication).
+    enforces_dmarc: bool = False
     rate_limited: bool = False  # subject to the world's per-IP message rate limit
-    reports: tuple[tuple[str, str], ...] = ()  # (local-part prefix, "ndr" | "arf" | "auto-reply")
+    # (local-part prefix, "ndr" | "arf" | "auto-reply" | "abuse-quoted" | "abuse-attached")
+    reports: tuple[tuple[str, str], ...] = ()
     requires_one_click: bool = False  # refuse bulk mail without RFC 8058 one-click unsubscribe
     unsubscribes: str | None = None  # how its users unsubscribe: "one-click" (POST) | "mailto"
     # MTA-STS and TLS-RPT (estafeta.world.mta_sts): the policy mode it publishes, the MX patterns its
@@ -191,8 +195,10 @@ PROVIDERS: tuple[Provider, ...] = (
         "mta5.am0.yahoodns.test",
         "127.0.0.12",
         "accepts; records the DKIM result; complainer* report the message as spam (ARF to the FBL address); "
-        "unsub* recipients unsubscribe by mail to the List-Unsubscribe mailto: address",
-        reports=(("complainer", "arf"),),
+        "angry* write to abuse@ the return-path domain quoting the message, phished* forward it there as an "
+        "attachment calling it phishing; unsub* recipients unsubscribe by mail to the List-Unsubscribe "
+        "mailto: address",
+        reports=(("complainer", "arf"), ("angry", "abuse-quoted"), ("phished", "abuse-attached")),
         unsubscribes="mailto",
     ),
     Provider(
@@ -201,6 +207,15 @@ PROVIDERS: tuple[Provider, ...] = (
         "127.0.0.13",
         "accepts; records the DKIM result; gone* bounce late (DSN 5.1.1), ooo* answer out of office",
         reports=(("gone", "ndr"), ("ooo", "auto-reply")),
+    ),
+    Provider(
+        "dmarc.test",
+        "mx.dmarc.test",
+        "127.0.0.45",
+        "enforces DMARC: checks DKIM with dkimpy and Mail::DKIM, SPF with pyspf; refuses mail that fails "
+        "DMARC (neither DKIM nor SPF aligned with From) when the From domain publishes p=reject "
+        "(550 5.7.1 with the reason)",
+        enforces_dmarc=True,
     ),
     Provider(
         "bounce.test",
@@ -273,6 +288,13 @@ PROVIDERS: tuple[Provider, ...] = (
         "accepts; tlsrpt@reports.test receives TLS-RPT reports (see World.tls_reports)",
     ),
     Provider(
+        "metered.test",
+        "mx.metered.test",
+        "127.0.0.45",
+        "accepts; its sessions and messages are in the ledger, which tells the most sessions it had open at "
+        "once and the most messages in any window (whatever number of senders they came from)",
+    ),
+    Provider(
         "hang.test",
         "mx.hang.test",
         "127.0.0.20",
@@ -314,12 +336,14 @@ def zone_records(providers: Sequence[Provider]) -> tuple[str, str]:
     """Zone text for the providers: (records relative to `test.`, records relative to `127.in-addr.arpa.`).
 
     Every provider gets its MX (or only an A record), SPF and DMARC; every address gets a PTR, and the
-    platform's own address gets `mta.estafeta.test` both ways so reverse-DNS checks pass.
+    platform's own address gets `mta.estafeta.test` both ways so reverse-DNS checks pass; the return
+    path's SPF lets the platform's address and every sending address pass.
     """
+    pools = " ".join(f"ip4:{address}" for address in SENDING_ADDRESSES)
     forward = [
         f"{PLATFORM_HOST}. {RECORD_TTL} IN A {PLATFORM_ADDRESS}",
         f"{RETURN_PATH_DOMAIN}. {RECORD_TTL} IN MX 10 {PLATFORM_HOST}.",
-        f'{RETURN_PATH_DOMAIN}. {RECORD_TTL} IN TXT "v=spf1 a:{PLATFORM_HOST} -all"',
+        f'{RETURN_PATH_DOMAIN}. {RECORD_TTL} IN TXT "v=spf1 a:{PLATFORM_HOST} {pools} -all"',
     ]
     reverse = [_ptr(PLATFORM_ADDRESS, PLATFORM_HOST)]
     for address, host in SENDING_ADDRESSES.items():

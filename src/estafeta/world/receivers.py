@@ -18,14 +18,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import getaddresses
 from typing import Any, AnyStr
 
-import dkim
-import idna
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from estafeta.clock import Clock
+from estafeta.world.authentication import Authentication, MailDkim, dkim_result, dkimpy_verdicts, evaluate
 from estafeta.world.ledger import Ledger
 from estafeta.world.one_click import NO_ONE_CLICK, one_click_problem
 from estafeta.world.providers import RATE_LIMITED, UNAUTHENTICATED, Fault, Provider, RateLimit
@@ -51,6 +49,7 @@ class Received:
     dkim: str  # "pass": a valid signature aligned with From; "fail": signed, but no such one; "none"
     received_at: datetime
     helo: str = ""  # the name the client greeted with (EHLO/HELO)
+    authentication: Authentication | None = None  # at providers that enforce DMARC: every verdict
 
 
 @dataclass
@@ -65,6 +64,15 @@ class ProviderStats:
     dkim_pass: int = 0
     dkim_fail: int = 0
     tls_sessions: int = 0
+    # At providers that enforce DMARC: Mail::DKIM's verdicts per signature (dkimpy's are dkim_pass/fail
+    # above), pyspf's results and DMARC's.
+    mail_dkim_pass: int = 0
+    mail_dkim_fail: int = 0
+    mail_dkim_unsupported: int = 0
+    spf_pass: int = 0
+    spf_fail: int = 0  # any result but pass
+    dmarc_pass: int = 0
+    dmarc_fail: int = 0
     reports_sent: int = 0  # late bounces, complaints and automatic replies delivered to the platform
 
 
@@ -125,6 +133,25 @@ class Mailroom:
             else:
                 self._stats[domain].dkim_fail += 1
 
+    def authenticated(self, domain: str, verdict: Authentication) -> None:
+        with self._lock:
+            stats = self._stats[domain]
+            for signature in verdict.verdicts("mail-dkim"):
+                if signature.result == "pass":
+                    stats.mail_dkim_pass += 1
+                elif "unsupported" in signature.detail:
+                    stats.mail_dkim_unsupported += 1
+                else:
+                    stats.mail_dkim_fail += 1
+            if verdict.spf == "pass":
+                stats.spf_pass += 1
+            else:
+                stats.spf_fail += 1
+            if verdict.dmarc == "pass":
+                stats.dmarc_pass += 1
+            elif verdict.dmarc == "fail":
+                stats.dmarc_fail += 1
+
     def report_sent(self, domain: str) -> None:
         with self._lock:
             self._stats[domain].reports_sent += 1
@@ -152,23 +179,6 @@ class Mailroom:
             self._stats = {domain: ProviderStats() for domain in self._domains}
 
 
-def _ascii_domain(domain: str) -> str:
-    try:
-        return idna.encode(domain, uts46=True).decode("ascii")
-    except idna.IDNAError:
-        return domain.lower()
-
-
-def _from_domain(headers: list[tuple[bytes, bytes]]) -> str | None:
-    for name, value in headers:
-        if name.lower() == b"from":
-            addresses = getaddresses([value.decode("utf-8", errors="replace")])
-            if len(addresses) == 1 and "@" in addresses[0][1]:
-                return _ascii_domain(addresses[0][1].rpartition("@")[2])
-            return None
-    return None
-
-
 def verify_dkim(message: bytes, zone: WorldZone) -> str:
     """Return "pass" if a DKIM signature verifies and its d= is the From domain or a parent of it (the
     alignment DMARC and Gmail's sender rules ask for), "fail" if signed otherwise, "none" if unsigned.
@@ -176,34 +186,14 @@ def verify_dkim(message: bytes, zone: WorldZone) -> str:
     Keys are read from the zone directly rather than through the DNS socket, which this same event loop
     serves: a blocking lookup here would wait on itself.
     """
-
-    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
-        records = zone.txt(name.decode("ascii", errors="replace"))
-        return records[0].encode() if records else None
-
-    header_end = message.find(b"\r\n\r\n")
-    if b"dkim-signature" not in message[: header_end if header_end >= 0 else None].lower():
+    if not _signed(message):
         return "none"  # the common unsigned case, without dkimpy's full parse
-    try:
-        verifier = dkim.DKIM(message)
-    except dkim.DKIMException:
-        return "fail"
-    signatures = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
-    if not signatures:
-        return "none"
-    from_domain = _from_domain(verifier.headers)
-    if from_domain is None:
-        return "fail"
-    for index in range(signatures):
-        try:
-            if not verifier.verify(idx=index, dnsfunc=dnsfunc):
-                continue
-        except dkim.DKIMException:
-            continue
-        signer = verifier.domain.decode("ascii", errors="replace").lower().rstrip(".")
-        if from_domain == signer or from_domain.endswith("." + signer):
-            return "pass"
-    return "fail"
+    return dkim_result(*dkimpy_verdicts(message, zone))
+
+
+def _signed(message: bytes) -> bool:
+    header_end = message.find(b"\r\n\r\n")
+    return b"dkim-signature" in message[: header_end if header_end >= 0 else None].lower()
 
 
 class ProviderSMTP(SMTP):
@@ -227,7 +217,7 @@ class ProviderSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if not self.serial:  # not again when STARTTLS wraps the transport
-            self.serial = self.ledger.opened()
+            self.serial = self.ledger.opened(self._handler.provider.domain)
         self._sessions.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -303,9 +293,11 @@ class ProviderHandler:
         rate_limit: RateLimit | None,
         after_accept: Callable[[Provider, Received], None] | None = None,
         trickle: float = DEFAULT_TRICKLE,
+        mail_dkim: MailDkim | None = None,
     ) -> None:
         """`after_accept` is told of every message accepted (the world's reporter); `trickle` is the pause
-        between the bytes of a slow-loris reply."""
+        between the bytes of a slow-loris reply; `mail_dkim` is the second DKIM verifier of providers that
+        enforce DMARC."""
         self.provider = provider
         self.faulty = provider.fault is not None
         self.trickle = trickle
@@ -319,6 +311,7 @@ class ProviderHandler:
         self._rate_limit = rate_limit
         self._queue_ids = itertools.count(1)
         self._after_accept = after_accept
+        self._mail_dkim = mail_dkim
 
     def protocol(self) -> ProviderSMTP:
         """Protocol factory for `loop.create_server`: one SMTP session per connection."""
@@ -372,10 +365,19 @@ class ProviderHandler:
         if self._rate_limit is not None and not self._rate_limit.allow(peer):
             return self._mailroom.refusal(self._domain, RATE_LIMITED)
         data = envelope.original_content or b""
-        result = verify_dkim(data, self._zone)
+        authentication = None
+        if self.provider.enforces_dmarc:
+            authentication = await self._authenticate(data, peer, envelope.mail_from or "", session)
+            self._mailroom.authenticated(self._domain, authentication)
+            result = authentication.dkim
+        else:
+            result = verify_dkim(data, self._zone)
         self._mailroom.dkim_result(self._domain, result)
         if self.provider.requires_dkim and result != "pass":
             return self._mailroom.refusal(self._domain, UNAUTHENTICATED)
+        refusal = authentication.refusal() if authentication is not None else None
+        if refusal is not None:
+            return self._mailroom.refusal(self._domain, refusal)
         if self.provider.requires_one_click and one_click_problem(data):
             return self._mailroom.refusal(self._domain, NO_ONE_CLICK)
         received = Received(
@@ -388,6 +390,7 @@ class ProviderHandler:
             dkim=result,
             received_at=self._clock.now(),
             helo=session.host_name or "",
+            authentication=authentication,
         )
         self._mailroom.accept(received)
         if isinstance(server, ProviderSMTP):
@@ -395,3 +398,10 @@ class ProviderHandler:
         if self._after_accept is not None:
             self._after_accept(self.provider, received)
         return f"250 2.0.0 OK queued as {next(self._queue_ids):x}"
+
+    async def _authenticate(self, data: bytes, peer: str, mail_from: str, session: Session) -> Authentication:
+        """Both DKIM verifiers, SPF and DMARC, as a receiver that enforces DMARC checks a message."""
+        second = []
+        if self._mail_dkim is not None and _signed(data):
+            second = await self._mail_dkim.verify(data)
+        return evaluate(self._zone, data, peer, mail_from, session.host_name or "", second)

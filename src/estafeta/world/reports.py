@@ -1,8 +1,10 @@
 """What simulated providers mail back after accepting a message, as real ones do: a late non-delivery report
-(RFC 3464, Microsoft style), a feedback-loop complaint (ARF, RFC 5965, Yahoo style) and an out-of-office
-reply (RFC 3834).
+(RFC 3464, Microsoft style), a feedback-loop complaint (ARF, RFC 5965, Yahoo style), an out-of-office
+reply (RFC 3834), and what people write to a sender's abuse desk: a complaint in their own words quoting the
+message, or the message forwarded as an attachment.
 
-Reports go to the return path of the original (the complaint to the feedback-loop address of its domain),
+Reports go to the return path of the original (the complaint to the feedback-loop address of its domain,
+the people's reports to abuse@ it),
 delivered with aiosmtplib to the address given to `World.report_to`; until then nothing is sent. Delivery is
 tried a few times, a moment apart, while nothing listens there; a refusal ends it.
 """
@@ -28,6 +30,7 @@ REPORT_DELAY = 0.05  # seconds between acceptance and the report, "shortly after
 ATTEMPTS = 5
 RETRY_PAUSE = 0.2  # doubled after each failed attempt
 FBL_LOCAL_PART = "fbl"
+ABUSE_LOCAL_PART = "abuse"
 FBL_SENDER = "feedback@arf.mail.yahoo.test"
 
 _BOUNDARIES = itertools.count(1)
@@ -139,6 +142,42 @@ def complaint_report(recipient: str, received: Received) -> bytes:
     )
 
 
+def _abuse_head(recipient: str, received: Received, subject: str) -> list[str]:
+    return [
+        f"From: <{recipient}>",
+        f"To: <{ABUSE_LOCAL_PART}@{received.mail_from.rpartition('@')[2]}>",
+        f"Subject: {subject}",
+        f"Date: {format_datetime(received.received_at)}",
+        f"Message-ID: <abuse-{next(_BOUNDARIES)}@{recipient.rpartition('@')[2]}>",
+        "MIME-Version: 1.0",
+    ]
+
+
+def abuse_quoted(recipient: str, received: Received) -> bytes:
+    """A person's complaint to the sender's abuse desk in their own words, the message pasted below it with
+    its headers (its return path among them), as a mail client quotes a forwarded message."""
+    original = f"Return-Path: <{received.mail_from}>\r\n".encode() + received.data
+    quoted = original.decode("utf-8", "replace").replace("\r\n", "\n")
+    head = _abuse_head(recipient, received, f"Spam from your platform: {_header(received.data, 'Subject')}")
+    text = (
+        "Hello,\n\nI never signed up for this and keep getting it. This is spam; please stop it.\n\n"
+        f"-----Original Message-----\n{quoted}"
+    )
+    return _crlf("\n".join([*head, "Content-Type: text/plain; charset=utf-8", "", text]))
+
+
+def abuse_attached(recipient: str, received: Received) -> bytes:
+    """A person forwarding the message to the sender's abuse desk as an attachment, calling it phishing."""
+    boundary = f"=_estafeta_world_abuse_{next(_BOUNDARIES)}"
+    head = _abuse_head(recipient, received, "Phishing attempt")
+    words = _crlf("This is a phishing attempt imitating my bank's login page. The original is attached.")
+    original = f"Return-Path: <{received.mail_from}>\r\n".encode() + received.data
+    out = "\r\n".join([*head, f'Content-Type: multipart/mixed; boundary="{boundary}"', "", ""]).encode()
+    out += f"--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n".encode() + words
+    out += f"--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n".encode() + original.rstrip(b"\r\n")
+    return out + f"\r\n--{boundary}--\r\n".encode()
+
+
 def auto_reply(recipient: str, received: Received) -> bytes:
     """An out-of-office reply (RFC 3834) to the return path."""
     head = [
@@ -188,6 +227,10 @@ class Reporter:
                 self.send(provider.domain, FBL_SENDER, fbl, complaint_report(recipient, received))
             elif kind == "auto-reply":
                 self.send(provider.domain, "", received.mail_from, auto_reply(recipient, received))
+            elif kind in ("abuse-quoted", "abuse-attached"):
+                desk = f"{ABUSE_LOCAL_PART}@{received.mail_from.rpartition('@')[2]}"
+                write = abuse_quoted if kind == "abuse-quoted" else abuse_attached
+                self.send(provider.domain, recipient, desk, write(recipient, received))
 
     def send(self, provider: str, sender: str, recipient: str, message: bytes) -> None:
         """Deliver `message` shortly, from `sender` (empty: the null return path) to `recipient`."""

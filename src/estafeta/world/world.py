@@ -11,6 +11,7 @@ from pathlib import Path
 
 from estafeta.clock import Clock, SystemClock
 from estafeta.tls import CertificateAuthority
+from estafeta.world.authentication import MailDkim
 from estafeta.world.dmarc_reports import DmarcBook
 from estafeta.world.dns_server import DnsServer
 from estafeta.world.ledger import LedgerView
@@ -86,6 +87,9 @@ class World:
         self._ca_dir: tempfile.TemporaryDirectory[str] | None = None
         self.policies = PolicyServer(self.zone, self.providers, authority, host_dns)
         tls_contexts = mx_contexts(self.providers, authority)
+        self._mail_dkim: MailDkim | None = None
+        if any(provider.enforces_dmarc for provider in self.providers):
+            self._mail_dkim = MailDkim()
         self._handlers = [
             ProviderHandler(
                 provider,
@@ -96,6 +100,7 @@ class World:
                 RateLimit(gmail_rate_limit, clock) if provider.rate_limited and gmail_rate_limit else None,
                 self._after_accept,
                 trickle,
+                self._mail_dkim,
             )
             for provider in self.providers
         ]
@@ -112,6 +117,8 @@ class World:
         self._loop = asyncio.get_running_loop()
         await self._dns.start()
         try:
+            if self._mail_dkim is not None:
+                await self._mail_dkim.start(self._dns.address)
             await self._bind_mx_servers()
             await self._postmaster_server.start()
             await self.web.start()
@@ -119,6 +126,8 @@ class World:
             self.policies.publish_all()
         except BaseException:
             await self._dns.stop()
+            if self._mail_dkim is not None:
+                await self._mail_dkim.stop()
             raise
 
     def _after_accept(self, provider: Provider, received: Received) -> None:
@@ -188,6 +197,8 @@ class World:
         for server in self._servers:
             await server.wait_closed()
         self._servers = []
+        if self._mail_dkim is not None:
+            await self._mail_dkim.stop()
         await self._dns.stop()
         # Let dropped sessions run connection_lost (which ends their tasks) before the loop may close.
         for _ in range(_DRAIN_ROUNDS):

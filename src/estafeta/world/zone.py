@@ -77,6 +77,8 @@ class WorldZone:
             dns.zone.from_text(_apex(None) + reverse_text, origin=REVERSE_ORIGIN, relativize=False),
         )
         self._lock = threading.Lock()
+        self.version = 0
+        """Counts the edits, so that answers derived from the zone can be cached until the next one."""
 
     def _zone_for(self, name: dns.name.Name) -> dns.zone.Zone | None:
         for zone in self._zones:
@@ -92,8 +94,9 @@ class WorldZone:
 
     def add(self, name: str, rdtype: str, value: str, ttl: int = 300) -> None:
         """Add one record to the set at (name, type); the set's TTL becomes `ttl`."""
-        qname = dns.name.from_text(name)
-        rdata = make_rdata(rdtype, value)
+        self.add_rdata(dns.name.from_text(name), make_rdata(rdtype, value), ttl)
+
+    def add_rdata(self, qname: dns.name.Name, rdata: dns.rdata.Rdata, ttl: int = 300) -> None:
         zone = self._writable_zone(qname)
         with self._lock:
             node = zone.find_node(qname, create=True)
@@ -102,13 +105,41 @@ class WorldZone:
             replacement.add(rdata)
             replacement.ttl = ttl
             node.replace_rdataset(replacement)
+            self.version += 1
 
     def remove(self, name: str, rdtype: str) -> None:
         """Remove every record of `rdtype` at `name` (the name disappears with its last record)."""
-        qname = dns.name.from_text(name)
+        self.remove_rdataset(dns.name.from_text(name), dns.rdatatype.RdataType.make(rdtype))
+
+    def remove_rdataset(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> None:
+        """Remove the records of `rdtype` at `qname`; `ANY` removes every record of the name."""
         zone = self._writable_zone(qname)
         with self._lock:
-            zone.delete_rdataset(qname, dns.rdatatype.RdataType.make(rdtype))
+            if rdtype == dns.rdatatype.ANY:
+                zone.delete_node(qname)
+            else:
+                zone.delete_rdataset(qname, rdtype)
+            self.version += 1
+
+    def discard_rdata(self, qname: dns.name.Name, rdata: dns.rdata.Rdata) -> None:
+        """Remove one record (other records of its set stay)."""
+        zone = self._writable_zone(qname)
+        with self._lock:
+            node = zone.get_node(qname)
+            current = node.get_rdataset(_IN, rdata.rdtype) if node is not None else None
+            if current is None or rdata not in current:
+                return
+            replacement = current.copy()
+            replacement.discard(rdata)
+            if replacement:
+                node.replace_rdataset(replacement)  # type: ignore[union-attr]
+            else:
+                zone.delete_rdataset(qname, rdata.rdtype)
+            self.version += 1
+
+    def serves(self, name: dns.name.Name) -> bool:
+        """Whether `name` is the origin of one of the world's zones (an RFC 2136 update's zone)."""
+        return any(name == zone.origin for zone in self._zones)
 
     def txt(self, name: str) -> list[str]:
         """Each TXT record at `name` with its character-strings joined, as DKIM and SPF readers need."""

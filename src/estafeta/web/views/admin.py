@@ -9,9 +9,11 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from estafeta.api.params import Id
+from estafeta.ids import parse_id
 from estafeta.messages import EventFilter
 from estafeta.plans import PlanError
 from estafeta.reputation import QUESTIONS, ReviewError, sender_state
+from estafeta.termination import TerminationError
 from estafeta.users import Identity
 from estafeta.web.render import page
 from estafeta.web.session import PageError, get_core, operator
@@ -114,6 +116,42 @@ async def decide(
     return RedirectResponse(
         f"/app/admin/reviews/{review_id}?notice=Review+{result['state']}", status_code=303
     )
+
+
+@router.get("/abuse", response_class=HTMLResponse)
+async def abuse_desk(
+    request: Request, show: str = "all", notice: str = "", who: Identity = Depends(operator)
+) -> Response:
+    show = show if show in ("all", "inbox", "matched") else "all"
+    core = get_core(request)
+    matched = {"all": None, "inbox": False, "matched": True}[show]
+    reports = await core.abuse.reports(matched=matched, limit=200)
+    names = {a.id: a.name for a in await core.accounts.list()}
+    return page(
+        request,
+        "admin_abuse.html",
+        who,
+        title="Abuse desk",
+        reports=reports,
+        show=show,
+        names=names,
+        notice=notice,
+    )
+
+
+@router.post("/accounts/{account_id}/terminate")
+async def terminate(request: Request, account_id: Id, who: Identity = Depends(operator)) -> Response:
+    form = await request.form()
+    reason = " ".join(str(form.get("reason") or "").split())[:2000]
+    if not reason or not reason.isprintable():
+        raise PageError(422, "A reason is needed", "Say in one line why the account is terminated.")
+    try:
+        await get_core(request).terminations.terminate(account_id, _actor(who), reason)
+    except TerminationError as exc:
+        raise PageError(exc.status, "Cannot terminate", str(exc)) from exc
+    review_id = parse_id(str(form.get("review_id") or ""))
+    back = f"/app/admin/reviews/{review_id}" if review_id is not None else "/app/admin/abuse"
+    return RedirectResponse(f"{back}?notice=Account+{account_id}+terminated", status_code=303)
 
 
 @router.get("/suppressions", response_class=HTMLResponse)

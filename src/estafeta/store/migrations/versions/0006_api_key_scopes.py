@@ -1,7 +1,7 @@
 """API keys have a scope: send, read or full; the keys made before scopes existed keep doing everything.
 
-Revision ID: 0004_api_key_scopes
-Revises: 0003_bigint_ids
+Revision ID: 0006_api_key_scopes
+Revises: 0005_domain_checks
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_api_key_scopes"
-down_revision = "0003_bigint_ids"
+revision = "0006_api_key_scopes"
+down_revision = "0005_domain_checks"
 branch_labels = None
 depends_on = None
 

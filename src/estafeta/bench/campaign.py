@@ -1,0 +1,172 @@
+"""`estafeta bench campaign`: a campaign to a large list (100k contacts by default), delivered to the sink.
+
+The platform runs as `estafeta serve` runs it (campaign runner and API in this process, delivery in a child
+process) on SQLite or PostgreSQL. Measured: importing the list (CSV, in chunks), fixing the campaign's
+recipients (`send now`), queueing every message (rendered, DKIM-signed, durable in the delivery queue),
+and delivering to the sink; the resident memory of the platform's processes when 10k and all messages
+are queued (it should stay flat as the queue grows); CPU-seconds per message over those processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from estafeta.audience.campaigns import MAX_RATE, CampaignSpec
+from estafeta.audience.consent import ConsentRecord
+from estafeta.bench.resources import database_url, load_average, tree_cpu_seconds
+from estafeta.bench.sink import SinkProcess
+from estafeta.platform import Platform
+from estafeta.sandbox import sandbox_settings
+from estafeta.store import campaigns as campaign_store
+
+PROVIDERS = ("gmail.test", "yahoo.test", "outlook.test")
+DELIVERY_PROCESSES = 1
+RSS_EARLY = 10_000
+HTML = (
+    "<html><body><p>Hello {{ contact.first_name }},</p>" + "<p>News of the month.</p>" * 20 + "</body></html>"
+)
+
+
+def contacts_csv(count: int) -> str:
+    lines = ["email,first_name"]
+    lines += [f"person{i}@{PROVIDERS[i % len(PROVIDERS)]},Person {i}" for i in range(count)]
+    return "\n".join(lines) + "\n"
+
+
+def _count(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def tree_rss_mb(root: int, exclude: list[int]) -> float:
+    """Resident memory of `root` and its descendants (minus `exclude`), in MB."""
+    process = psutil.Process(root)
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        if member.pid not in exclude:
+            total += member.memory_info().rss
+    return round(total / 1_000_000, 1)
+
+
+async def _until(
+    condition: Callable[[], Any], limit: float, every: float = 0.5, progress: Callable[[], None] | None = None
+) -> bool:
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        if await condition():
+            return True
+        if progress is not None:
+            progress()
+        await asyncio.sleep(every)
+    return False
+
+
+async def run_campaign(
+    *, contacts: int, backend: str, postgresql_url: str, time_limit: float, console: Console
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"contacts": contacts, "database": backend}
+    with (
+        tempfile.TemporaryDirectory(prefix="estafeta-bench-") as tmp,
+        database_url(backend, Path(tmp), postgresql_url) as url,
+        SinkProcess(PROVIDERS) as sink,
+    ):
+        platform = Platform(
+            sandbox_settings(
+                url,
+                sink.addresses.dns_address,
+                sink.addresses.smtp_port,
+                delivery={"poll_interval": 0.05, "idle_timeout": 5, "processes": DELIVERY_PROCESSES},
+                warmup={"tiers": []},  # a benchmark sends more than a new account may
+                audience={"campaign_batch": 500},
+            )
+        )
+        core = platform.core
+        try:
+            account = await core.accounts.create("bench")
+            await core.domains.add(account.id, "bench.test", "rsa-sha256")
+            mailing_list = await core.audience.create_list(
+                account.id, "Bench", "News <news@bench.test>", False
+            )
+            with console.status(f"importing {contacts:,} contacts"):
+                started = time.perf_counter()
+                report = await core.audience.import_csv(
+                    account.id,
+                    mailing_list,
+                    contacts_csv(contacts),
+                    ConsentRecord("import:bench", confirmed=True),
+                )
+                result["import_seconds"] = round(time.perf_counter() - started, 2)
+                result["imported"] = report.added
+            campaign = await core.audience.campaigns.create(
+                account.id,
+                CampaignSpec(
+                    "Bench", mailing_list.id, "News for {{ contact.first_name }}", html=HTML, rate=MAX_RATE
+                ),
+            )
+            await platform.start()
+            exclude = [sink.pid or 0]
+            cpu_before = tree_cpu_seconds([os.getpid()], exclude=exclude)
+            started = time.perf_counter()
+            with console.status("fixing the campaign's recipients"):
+                await core.audience.campaigns.send_now(account.id, campaign.id)
+            result["recipients_seconds"] = round(time.perf_counter() - started, 2)
+            counts: dict[str, int] = {}
+
+            async def read() -> dict[str, int]:
+                counts.update(await core.db.run(campaign_store.stats, campaign.id))
+                return counts
+
+            columns = (
+                TextColumn("{task.description:<10}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns, console=console) as progress:
+                queued_bar = progress.add_task("queued", total=contacts)
+                delivered_bar = progress.add_task("delivered", total=contacts)
+
+                def show() -> None:
+                    progress.update(queued_bar, completed=counts.get("sent", 0))
+                    progress.update(delivered_bar, completed=sink.received)
+
+                async def early() -> bool:
+                    return (await read())["sent"] >= min(RSS_EARLY, contacts)
+
+                async def queued() -> bool:
+                    return (await read())["sent"] + counts["skipped"] + counts["failed"] >= contacts
+
+                if await _until(early, time_limit, progress=show):
+                    result[f"rss_mb_at_{_count(min(RSS_EARLY, contacts))}_queued"] = tree_rss_mb(
+                        os.getpid(), exclude
+                    )
+                all_queued = await _until(queued, time_limit - (time.perf_counter() - started), progress=show)
+                queue_seconds = time.perf_counter() - started
+                result["queued"] = counts["sent"]
+                result["queue_seconds"] = round(queue_seconds, 2) if all_queued else "not within limit"
+                result[f"rss_mb_at_{_count(contacts)}_queued" if all_queued else "rss_mb_at_end"] = (
+                    tree_rss_mb(os.getpid(), exclude)
+                )
+                remaining = time_limit - (time.perf_counter() - started)
+                finished = await sink.wait_for(contacts, max(remaining, 0.0), lambda _: show())
+                cpu = tree_cpu_seconds([os.getpid()], exclude=exclude) - cpu_before
+            result["delivered"] = sink.received
+            result["deliver_seconds"] = (
+                round(finished - started, 2) if sink.received >= contacts else "not within limit"
+            )
+            result["queue_msgs_per_s"] = round(counts["sent"] / queue_seconds, 1)
+            result["deliver_msgs_per_s"] = round(sink.received / max(finished - started, 1e-9), 1)
+            result["cpu_ms_per_queued_msg"] = round(1000 * cpu / max(counts["sent"], 1), 2)
+            result["loadavg"] = load_average()
+        finally:
+            await platform.stop()
+    return result

@@ -1,0 +1,77 @@
+"""What several benchmarks share: a database per backend, and CPU time over a tree of processes.
+
+The machine that runs a benchmark is often shared, so wall-clock rates move with the neighbours' load;
+CPU-seconds per message, summed over every process of the system under test, move much less.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import psutil
+import psycopg
+from sqlalchemy.engine import make_url
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@contextlib.contextmanager
+def scratch_schema(url: str, prefix: str = "bench") -> Iterator[str]:
+    """A PostgreSQL URL whose connections use a new schema, dropped afterwards."""
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    schema = f"{prefix}_{secrets.token_hex(6)}"
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        base = make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@contextlib.contextmanager
+def database_url(backend: str, workdir: Path, postgresql_url: str) -> Iterator[str]:
+    """A fresh database of `backend`: a SQLite file under `workdir`, or a scratch PostgreSQL schema."""
+    if backend == "sqlite":
+        yield f"sqlite:///{workdir / 'bench.db'}"
+    elif backend == "postgresql":
+        with scratch_schema(postgresql_url) as url:
+            yield url
+    else:
+        raise ValueError(f"unknown backend {backend!r} (sqlite or postgresql)")
+
+
+def tree_cpu_seconds(roots: Iterable[int], exclude: Iterable[int] = ()) -> float:
+    """User + system CPU seconds of the processes `roots` and their descendants, minus `exclude`'s trees.
+
+    A process that already exited is not counted, so measure before stopping what is measured.
+    """
+    skipped: set[int] = set()
+    for pid in exclude:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(pid)
+            skipped |= {pid} | {child.pid for child in process.children(recursive=True)}
+    seen: set[int] = set()
+    total = 0.0
+    for pid in roots:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                if process.pid in seen or process.pid in skipped:
+                    continue
+                seen.add(process.pid)
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = process.cpu_times()
+                    total += times.user + times.system
+    return total
+
+
+def load_average() -> str:
+    """The machine's load when the figure was taken (/proc/loadavg's first three fields)."""
+    with contextlib.suppress(OSError):
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return "n/a"

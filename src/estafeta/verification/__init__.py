@@ -1,0 +1,1 @@
+"""Sending-domain verification: DNS records checked (`records`), states kept and re-checked (`service`)."""
