@@ -1,6 +1,9 @@
 """Credentials: API keys `est_<prefix>_<secret>` and operator keys `estadm_<prefix>_<secret>`; only an
 argon2 hash of the secret is stored.
 
+An API key has a scope: `send` (send messages and campaigns only), `read` (read only) or `full`
+(everything, its own keys, domains and webhooks included); `SCOPES` says which scopes satisfy each need.
+
 Verifying argon2 is deliberately slow, so a successful check is remembered in memory for a few minutes
 under a SHA-256 of the full key (never the key itself); revocation takes effect when that entry ages out.
 """
@@ -14,6 +17,7 @@ import secrets
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -27,12 +31,31 @@ from estafeta.store.db import Database
 _HASHER = PasswordHasher()
 CACHE_SECONDS = 60.0
 ADMIN_KIND = "estadm"
+Scope = Literal["send", "read", "full"]
+SCOPES: dict[str, frozenset[str]] = {
+    "send": frozenset({"send", "full"}),
+    "read": frozenset({"read", "full"}),
+    "full": frozenset({"full"}),
+}
+"""For each need, the key scopes that satisfy it."""
 
 
 @dataclass(frozen=True)
 class NewKey:
     token: str  # shown once
     prefix: str
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a valid API key allows: its account, and its scope; `prefix` names it in audit rows."""
+
+    account_id: int
+    prefix: str
+    scope: str
+
+    def allows(self, need: str) -> bool:
+        return self.scope in SCOPES[need]
 
 
 def hash_secret(secret: str) -> str:
@@ -72,13 +95,15 @@ class ApiKeys:
         self.db = db
         self.clock = clock
         self.changes = changes
-        self._cache: dict[str, tuple[int, float, str]] = {}  # digest → (account, expiry, prefix)
+        self._cache: dict[str, tuple[Grant, float]] = {}  # digest → (grant, expiry)
         self._watch = changes.watch("api-keys")
 
-    async def create(self, account_id: int, name: str = "") -> NewKey:
+    async def create(self, account_id: int, name: str = "", scope: Scope = "full") -> NewKey:
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}; one of {', '.join(SCOPES)}")
         prefix, secret = _new_secret()
         secret_hash = await asyncio.to_thread(hash_secret, secret)
-        await self.db.run(store.add_api_key, account_id, prefix, secret_hash, name, self.clock.now())
+        await self.db.run(store.add_api_key, account_id, prefix, secret_hash, name, scope, self.clock.now())
         return NewKey(f"est_{prefix}_{secret}", prefix)
 
     async def list(self, account_id: int) -> list[store.ApiKeyRow]:
@@ -101,6 +126,11 @@ class ApiKeys:
 
     async def account_for(self, token: str) -> int | None:
         """The account a key belongs to, or None for an unknown, revoked or mistyped key."""
+        grant = await self.grant_for(token)
+        return None if grant is None else grant.account_id
+
+    async def grant_for(self, token: str) -> Grant | None:
+        """The account and scope of a key, or None for an unknown, revoked or mistyped key."""
         digest = hashlib.sha256(token.encode()).hexdigest()
         if self._watch.stale():
             self._cache.clear()
@@ -115,8 +145,9 @@ class ApiKeys:
             return None
         if not await asyncio.to_thread(verify_secret, row.secret_hash, parts[1]):  # slow by design
             return None
-        self._cache[digest] = (row.account_id, time.monotonic() + CACHE_SECONDS, row.prefix)
-        return row.account_id
+        grant = Grant(row.account_id, row.prefix, row.scope)
+        self._cache[digest] = (grant, time.monotonic() + CACHE_SECONDS)
+        return grant
 
 
 class AdminKeys:

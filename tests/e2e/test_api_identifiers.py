@@ -100,6 +100,7 @@ async def test_ids_out_of_range_are_404_or_422_on_every_route(h: Harness) -> Non
     admin = httpx.AsyncClient(
         base_url=h.platform.api_url,
         headers={"Authorization": f"Bearer {(await h.platform.core.admin_keys.create('ops')).token}"},
+        timeout=30,
     )
     async with admin:
         for n in IN_RANGE:
@@ -124,6 +125,7 @@ async def test_crafted_cursors_are_422_on_every_paged_route(h: Harness) -> None:
     admin = httpx.AsyncClient(
         base_url=h.platform.api_url,
         headers={"Authorization": f"Bearer {(await h.platform.core.admin_keys.create('ops')).token}"},
+        timeout=30,
     )
     paged = [
         (h.client, "/v1/events", "e"),

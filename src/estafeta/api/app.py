@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -15,6 +15,7 @@ from estafeta.api import (
     dmarc,
     domains,
     events,
+    keys,
     lint,
     lists,
     messages,
@@ -37,6 +38,21 @@ if TYPE_CHECKING:
     from estafeta.core import Core
 
 
+def _document(app: FastAPI) -> None:
+    """Add to the OpenAPI document the schemas that routes name but FastAPI does not collect: the problem
+    body, and the message bodies that `/v1/messages` reads itself."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            components = build().setdefault("components", {}).setdefault("schemas", {})
+            components["Problem"] = problems.PROBLEM_SCHEMA
+            components.update(messages.body_schemas())
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(core: Core) -> FastAPI:
     app = FastAPI(
         title="Estafeta",
@@ -44,6 +60,7 @@ def create_app(core: Core) -> FastAPI:
         description="Send transactional and bulk email; follow every message through its events.",
         docs_url="/docs",
         openapi_url="/openapi.json",
+        responses=problems.responses(*problems.COMMON_STATUSES),
     )
     app.state.core = core
     problems.install(app)
@@ -51,6 +68,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(messages.router)
     app.include_router(events.router)
     app.include_router(smtp_credentials.router)
+    app.include_router(keys.router)
     app.include_router(suppressions.router)
     app.include_router(suppressions.admin_router)
     app.include_router(bounces.router)
@@ -70,6 +88,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(dkim_keys.router)
     app.include_router(domains.router)
     app.include_router(usage_api.router)
+    _document(app)
     dashboard.install(app)
     if core.settings.metrics.enabled and core.settings.metrics.port is None:
         app.include_router(metrics_api.router)

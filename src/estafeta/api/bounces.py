@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from estafeta.api.deps import account_id, get_core
+from estafeta.api.params import TEXT_BODY_SCHEMA, text_body
 from estafeta.api.problems import Problem
 from estafeta.bounces.report import classify_message
 from estafeta.core import Core
@@ -19,7 +20,7 @@ _MEDIA_TYPES = ("message/rfc822", "text/plain")
 _BODY_SCHEMA = {
     "requestBody": {
         "required": True,
-        "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in _MEDIA_TYPES},
+        "content": {media: {"schema": TEXT_BODY_SCHEMA} for media in _MEDIA_TYPES},
     }
 }
 
@@ -59,10 +60,8 @@ async def classify(
     if media not in _MEDIA_TYPES:
         raise Problem(415, f"send the message as {' or '.join(_MEDIA_TYPES)}, not {media or 'nothing'}")
     limit = core.settings.inbound.max_message_bytes
-    raw = await request.body()
+    raw = await text_body(request)
     if len(raw) > limit:
         raise Problem(413, f"a message may be at most {limit} bytes; got {len(raw)}")
-    if not raw.strip():
-        raise Problem(422, "the body is empty", errors=[{"field": "body", "reason": "empty"}])
     found = classify_message(raw, policy(core.settings.suppression))
     return Classification(**{k: v for k, v in found.items() if k != "evidence"})

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from estafeta.api.deps import account_id, get_core
+from estafeta.api.deps import account_id, get_core, sending_account
 from estafeta.api.lists import problem
-from estafeta.api.params import Id, IdField, Moment, OneLine
+from estafeta.api.params import SENDER_ADDRESS, Id, IdField, Moment, OneLine, formatted
 from estafeta.audience.campaigns import MAX_RATE, CampaignRow, CampaignSpec
 from estafeta.audience.lists import AudienceError
 from estafeta.core import Core
@@ -25,8 +25,10 @@ class CampaignIn(BaseModel):
     name: OneLine = Field(min_length=1, max_length=200)
     list_id: IdField
     segment_id: IdField | None = None
-    from_: OneLine | None = Field(None, alias="from", description="default: the list's From address")
-    reply_to: OneLine | None = None
+    from_: Annotated[OneLine, Field(json_schema_extra=formatted(SENDER_ADDRESS))] | None = Field(
+        None, alias="from", description="default: the list's From address"
+    )
+    reply_to: Annotated[OneLine, Field(json_schema_extra=formatted("email"))] | None = None
     subject: OneLine = Field(min_length=1, max_length=998, description="a Jinja2 template")
     html: str | None = Field(None, description="a Jinja2 template (sandboxed, autoescaped)")
     text: str | None = Field(None, description="a Jinja2 template; generated from the HTML when missing")
@@ -160,7 +162,7 @@ async def _act(core: Core, action: str, account: int, campaign_id: int) -> Campa
     "/{campaign_id}/send", response_model=CampaignOut, response_model_by_alias=True, summary="Send now"
 )
 async def send(
-    campaign_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
+    campaign_id: Id, account: int = Depends(sending_account), core: Core = Depends(get_core)
 ) -> CampaignOut:
     return await _act(core, "send_now", account, campaign_id)
 
@@ -169,7 +171,7 @@ async def send(
     "/{campaign_id}/schedule", response_model=CampaignOut, response_model_by_alias=True, summary="Send later"
 )
 async def schedule(
-    campaign_id: Id, body: ScheduleIn, account: int = Depends(account_id), core: Core = Depends(get_core)
+    campaign_id: Id, body: ScheduleIn, account: int = Depends(sending_account), core: Core = Depends(get_core)
 ) -> CampaignOut:
     try:
         return _out(await core.audience.campaigns.schedule(account, campaign_id, body.at))

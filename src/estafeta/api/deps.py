@@ -1,4 +1,10 @@
-"""Request dependencies: the service core, the authenticated account, the platform operator."""
+"""Request dependencies: the service core, the authenticated account, the platform operator.
+
+API keys are scoped (`estafeta.auth.SCOPES`). A route names what it needs by the dependency it uses:
+`account_id`/`caller` need `read` for GET and `full` for anything else; `sending_account` needs `send`
+(sending messages and campaigns); `full_account`/`full_caller` need `full` whatever the method (keys,
+webhooks and SMTP credentials, whose answers carry secrets). A key without the scope gets a 403 naming it.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +16,46 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from estafeta.api.problems import Problem
-from estafeta.auth import split_token
+from estafeta.auth import SCOPES, Grant
 from estafeta.limits import LimitsUnavailable
 
 if TYPE_CHECKING:
     from estafeta.core import Core
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer est_…`")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def get_core(request: Request) -> Core:
     return request.app.state.core  # type: ignore[no-any-return]
 
 
-async def account_id(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-) -> int:
-    """The account of the API key in the Authorization header (401 otherwise), within its request rate
-    (429 otherwise)."""
-    challenge = {"WWW-Authenticate": "Bearer"}
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated account and how audit rows name the key it used (`api:<key prefix>`)."""
+
+    account_id: int
+    actor: str
+
+
+async def _granted(request: Request, credentials: HTTPAuthorizationCredentials | None, need: str) -> Grant:
+    """The grant of the API key in the Authorization header: 401 without a valid key, 403 when its scope
+    does not cover `need`, 429 past the account's request rate."""
     if credentials is None:
-        raise Problem(401, "send an API key as `Authorization: Bearer <key>`", headers=challenge)
-    core = get_core(request)
-    found = await core.api_keys.account_for(credentials.credentials)
-    if found is None:
-        raise Problem(401, "the API key is unknown or revoked", headers=challenge)
-    await _within_rate(core, found)
-    return found
+        raise Problem(401, "send an API key as `Authorization: Bearer <key>`", headers=_CHALLENGE)
+    grant = await get_core(request).api_keys.grant_for(credentials.credentials)
+    if grant is None:
+        raise Problem(401, "the API key is unknown or revoked", headers=_CHALLENGE)
+    if not grant.allows(need):
+        scopes = " or ".join(f"`{s}`" for s in sorted(SCOPES[need]))
+        raise Problem(
+            403,
+            f"this API key's scope is `{grant.scope}`; this request needs the `{need}` scope (a key with "
+            f"scope {scopes})",
+            kind="missing-scope",
+        )
+    await _within_rate(get_core(request), grant.account_id)
+    return grant
 
 
 async def _within_rate(core: Core, account: int) -> None:
@@ -60,34 +79,53 @@ async def _within_rate(core: Core, account: int) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Caller:
-    """An authenticated account and how audit rows name the key it used (`api:<key prefix>`)."""
+def _by_method(request: Request) -> str:
+    return "read" if request.method in ("GET", "HEAD") else "full"
 
-    account_id: int
-    actor: str
+
+async def account_id(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> int:
+    """The key's account; scope `read` for GET, `full` otherwise."""
+    return (await _granted(request, credentials, _by_method(request))).account_id
 
 
 async def caller(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> Caller:
-    found = await account_id(request, credentials)
-    assert credentials is not None
-    parts = split_token(credentials.credentials)
-    return Caller(found, f"api:{parts[0] if parts else '?'}")
+    grant = await _granted(request, credentials, _by_method(request))
+    return Caller(grant.account_id, f"api:{grant.prefix}")
+
+
+async def sending_account(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> int:
+    """The key's account, for routes that send mail: scope `send` (or `full`)."""
+    return (await _granted(request, credentials, "send")).account_id
+
+
+async def full_caller(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Caller:
+    """The key's account, for administering credentials and endpoints: scope `full` even to read."""
+    grant = await _granted(request, credentials, "full")
+    return Caller(grant.account_id, f"api:{grant.prefix}")
+
+
+async def full_account(caller: Caller = Depends(full_caller)) -> int:
+    return caller.account_id
 
 
 async def admin_actor(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> str:
     """`admin:<key prefix>` for a platform-admin key; 403 for an account API key, 401 for anything else."""
-    challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
-        raise Problem(401, "send a platform-admin key as `Authorization: Bearer <key>`", headers=challenge)
+        raise Problem(401, "send a platform-admin key as `Authorization: Bearer <key>`", headers=_CHALLENGE)
     core = get_core(request)
     prefix = await core.admin_keys.prefix_for(credentials.credentials)
     if prefix is not None:
         return f"admin:{prefix}"
-    if await core.api_keys.account_for(credentials.credentials) is not None:
+    if await core.api_keys.grant_for(credentials.credentials) is not None:
         raise Problem(403, "only a platform-admin key may do this (`estafeta admin create-key`)")
-    raise Problem(401, "the admin key is unknown or revoked", headers=challenge)
+    raise Problem(401, "the admin key is unknown or revoked", headers=_CHALLENGE)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from estafeta.api.deps import account_id, get_core
-from estafeta.api.params import Moment, decode_cursor, encode_cursor
+from estafeta.api.params import Cursor, Moment, decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
 from estafeta.api.schemas import EventOut, EventPage
 from estafeta.core import Core
@@ -46,13 +46,17 @@ EVENT_TYPES = {
 
 @router.get("", response_model=EventPage, summary="List events")
 async def list_events(
-    type: list[str] = Query(default_factory=list, description="event types to include (repeatable)"),
+    type: list[str] = Query(
+        default_factory=list,
+        description="event types to include (repeatable)",
+        json_schema_extra={"items": {"type": "string", "enum": sorted(EVENT_TYPES)}},
+    ),
     message_id: str | None = None,
     recipient: str | None = None,
     since: Annotated[Moment | None, Query(description="created at or after (ISO 8601)")] = None,
     until: Annotated[Moment | None, Query(description="created before (ISO 8601)")] = None,
     limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
+    cursor: str | None = Cursor("e"),
     account: int = Depends(account_id),
     core: Core = Depends(get_core),
 ) -> EventPage:
@@ -70,7 +74,7 @@ async def list_events(
         recipient=recipient,
         since=since,
         until=until,
-        after_id=decode_cursor(cursor) if cursor else None,
+        after_id=decode_cursor(cursor) if cursor is not None else None,
     )
     rows = await core.messages.events(flt, limit + 1)
     more = len(rows) > limit

@@ -8,13 +8,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from estafeta.api.deps import account_id
+from estafeta.api.params import TEXT_BODY_SCHEMA, text_body
 from estafeta.api.schemas import LintFindingOut
 from estafeta.compliance.linter import LintContext, lint_raw
 
 router = APIRouter(prefix="/v1/lint", tags=["compliance"])
 
 _RFC822_BODY = {
-    "requestBody": {"required": True, "content": {"message/rfc822": {"schema": {"type": "string"}}}}
+    "requestBody": {"required": True, "content": {"message/rfc822": {"schema": TEXT_BODY_SCHEMA}}}
 }
 
 
@@ -38,7 +39,7 @@ async def lint(
     ),
     _: int = Depends(account_id),
 ) -> LintOut:
-    findings = lint_raw(await request.body(), LintContext(stream=stream))
+    findings = lint_raw(await text_body(request), LintContext(stream=stream))
     return LintOut(
         ok=not any(f.severity == "error" for f in findings),
         findings=[LintFindingOut(**f.as_dict()) for f in findings],

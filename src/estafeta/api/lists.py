@@ -6,11 +6,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from estafeta.accept import AcceptError
 from estafeta.api.deps import account_id, get_core
-from estafeta.api.params import AfterId, Id, Moment, OneLine
+from estafeta.api.params import SENDER_ADDRESS, AfterId, Id, Moment, OneLine, formatted
 from estafeta.api.problems import Problem
 from estafeta.audience import segments
 from estafeta.audience.consent import ConsentRecord
@@ -34,8 +34,13 @@ def problem(exc: AudienceError) -> Problem:
 class ListIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: OneLine = Field(min_length=1, max_length=200)
-    from_address: OneLine = Field(description="From of the list's mail, on a sending domain of the account")
-    double_opt_in: bool = Field(True, description="new subscribers confirm by mail before they get campaigns")
+    from_address: OneLine = Field(
+        description="From of the list's mail, on a sending domain of the account",
+        json_schema_extra=formatted(SENDER_ADDRESS),
+    )
+    double_opt_in: StrictBool = Field(
+        True, description="new subscribers confirm by mail before they get campaigns"
+    )
 
 
 class ListOut(BaseModel):
@@ -58,14 +63,14 @@ class ConsentIn(BaseModel):
         min_length=1, max_length=200, description='where consent was given, e.g. "checkout"'
     )
     at: Moment | None = Field(None, description="when; default now")
-    confirmed: bool = Field(
+    confirmed: StrictBool = Field(
         False, description="the address was already confirmed (double opt-in elsewhere): no confirmation mail"
     )
 
 
 class ContactIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: str
+    email: str = Field(json_schema_extra=formatted("email"))
     attributes: dict[str, Scalar] = Field(default_factory=dict)
     consent: ConsentIn
 

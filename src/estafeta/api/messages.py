@@ -9,9 +9,10 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends
 from pydantic import TypeAdapter, ValidationError
+from pydantic.json_schema import models_json_schema
 
 from estafeta.accept import AcceptError, Submission
-from estafeta.api.deps import account_id, get_core
+from estafeta.api.deps import account_id, get_core, sending_account
 from estafeta.api.problems import Problem, validation_errors
 from estafeta.api.schemas import (
     AcceptedBatchOut,
@@ -47,6 +48,14 @@ _BODY_SCHEMA = {
         },
     }
 }
+
+
+def body_schemas() -> dict[str, Any]:
+    """The schemas `_BODY_SCHEMA` names, for the document's components (the body is read by hand)."""
+    _, found = models_json_schema(
+        [(MessageIn, "validation"), (BatchIn, "validation")], ref_template="#/components/schemas/{model}"
+    )
+    return dict(found.get("$defs", {}))
 
 
 def _address(value: str, where: str, errors: list[dict[str, str]]) -> Address | None:
@@ -122,7 +131,7 @@ def _submission(
 )
 async def send(
     body: Any = Body(..., include_in_schema=False),
-    account: int = Depends(account_id),
+    account: int = Depends(sending_account),
     core: Core = Depends(get_core),
 ) -> AcceptedBatchOut:
     if not isinstance(body, dict):

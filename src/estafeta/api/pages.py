@@ -23,7 +23,10 @@ from estafeta.core import Core
 from estafeta.ids import parse_id
 from estafeta.web.pages import page
 
-router = APIRouter(tags=["public pages"])
+router = APIRouter(
+    tags=["public pages"],
+    responses={404: {"description": "unknown or expired link", "content": {"text/html": {}}}},
+)
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
 _GONE = {"title": "This link does not work", "text": "The link is not valid (or has expired)."}
@@ -39,7 +42,24 @@ def _invalid() -> HTMLResponse:
     summary="One-click unsubscribe (RFC 8058)",
     description=f"The body must be `{ONE_CLICK}` (form-encoded). No login, no cookies; repeating it is "
     "harmless.",
-    responses={400: {"description": "not a one-click request"}, 404: {"description": "unknown link"}},
+    responses={
+        400: {"description": "not a one-click request", "content": {"text/plain": {}}},
+        404: {"description": "unknown link", "content": {"text/plain": {}}},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["List-Unsubscribe"],
+                        "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}},
+                    }
+                }
+            },
+        }
+    },
 )
 async def one_click(token: str, request: Request, core: Core = Depends(get_core)) -> PlainTextResponse:
     form = await request.form()

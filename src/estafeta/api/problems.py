@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,6 +26,41 @@ TITLES = {
     500: "Internal error",
     503: "Service unavailable",
 }
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "what kind of problem, e.g. `/problems/not-found`"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "what went wrong with this request"},
+        "errors": {
+            "type": "array",
+            "description": "one entry per field that was refused",
+            "items": {
+                "type": "object",
+                "required": ["field", "reason"],
+                "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
+    },
+}
+COMMON_STATUSES = (400, 401, 403, 404, 409, 413, 415, 422, 429)
+"""The problems any route may answer: malformed or refused input, credentials, a missing resource, a conflict,
+a body over the limit or of the wrong type, and throttling."""
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting `application/problem+json` answers with these statuses."""
+    return {
+        status: {
+            "description": TITLES[status],
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
 
 
 class Problem(Exception):
@@ -80,7 +116,24 @@ def validation_errors(
     return [{"field": field_path((*prefix, *err["loc"])), "reason": err["msg"]} for err in exc.errors()]
 
 
+def allowed_methods(request: Request) -> str | None:
+    """The `Allow` header for a 405: the methods the OpenAPI document lists for this path. Where a fixed
+    path and a template both match (`/v1/messages/cancel`, `/v1/messages/{message_id}`), the one with the
+    fewest parameters names the resource, as OpenAPI says. None for a path the document does not list."""
+    found: list[tuple[int, set[str]]] = []
+    for template, operations in request.app.openapi()["paths"].items():
+        pattern = re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            found.append((template.count("{"), {method.upper() for method in operations}))
+    if not found:
+        return None
+    fewest = min(params for params, _ in found)
+    return ", ".join(sorted(set().union(*(methods for params, methods in found if params == fewest))))
+
+
 def install(app: FastAPI) -> None:
+    """Answer every error as a problem."""
+
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc.status, exc.detail, exc.errors, exc.headers, exc.kind)
@@ -91,5 +144,8 @@ def install(app: FastAPI) -> None:
         return problem_response(422, "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = exc.headers
+        if exc.status_code == 405 and (allowed := allowed_methods(request)):
+            headers = {**(headers or {}), "Allow": allowed}
+        return problem_response(exc.status_code, str(exc.detail), headers=headers)

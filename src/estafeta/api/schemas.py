@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from estafeta.api.params import OneLine
 
@@ -24,8 +24,8 @@ class TrackingIn(BaseModel):
     """Override the account's tracking defaults for one message; omitted switches keep the default."""
 
     model_config = ConfigDict(extra="forbid")
-    opens: bool | None = Field(None, description="add an open pixel to the HTML part")
-    clicks: bool | None = Field(None, description="route the HTML part's links via the click redirect")
+    opens: StrictBool | None = Field(None, description="add an open pixel to the HTML part")
+    clicks: StrictBool | None = Field(None, description="route the HTML part's links via the click redirect")
 
 
 class MessageIn(BaseModel):

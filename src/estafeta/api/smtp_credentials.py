@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
-from estafeta.api.deps import account_id, get_core
+from estafeta.api.deps import full_account, get_core
 from estafeta.api.problems import Problem
 
 if TYPE_CHECKING:
@@ -43,14 +43,16 @@ class SmtpCredentialList(BaseModel):
         "AUTH PLAIN or LOGIN). The password is returned once and only its hash is kept."
     ),
 )
-async def create(account: int = Depends(account_id), core: Core = Depends(get_core)) -> SmtpCredentialCreated:
+async def create(
+    account: int = Depends(full_account), core: Core = Depends(get_core)
+) -> SmtpCredentialCreated:
     new = await core.smtp_credentials.create(account)
     return SmtpCredentialCreated(username=new.username, password=new.password, created_at=new.created_at)
 
 
 @router.get("", response_model=SmtpCredentialList, summary="List SMTP credentials (without passwords)")
 async def list_credentials(
-    account: int = Depends(account_id), core: Core = Depends(get_core)
+    account: int = Depends(full_account), core: Core = Depends(get_core)
 ) -> SmtpCredentialList:
     rows = await core.smtp_credentials.list(account)
     return SmtpCredentialList(
@@ -63,7 +65,7 @@ async def list_credentials(
 
 @router.delete("/{username}", status_code=204, response_class=Response, summary="Revoke an SMTP credential")
 async def revoke(
-    username: str, account: int = Depends(account_id), core: Core = Depends(get_core)
+    username: str, account: int = Depends(full_account), core: Core = Depends(get_core)
 ) -> Response:
     if not await core.smtp_credentials.revoke(account, username):
         raise Problem(404, f"no active SMTP credential {username} in this account")

@@ -83,7 +83,9 @@ async def get_stats(
     core: Core = Depends(get_core),
 ) -> StatsOut:
     default_from, default_to = stats.default_period(core.clock.now(), bucket)
-    since, until = from_ or default_from, to or default_to
+    span = default_to - default_from
+    since = from_ or (to - span if to else default_from)
+    until = to or (since + span if from_ and from_ >= default_to else default_to)
     if since >= until:
         raise Problem(422, "from must be before to", errors=[{"field": "from", "reason": "not before to"}])
     dimensions = list(dict.fromkeys(group_by))

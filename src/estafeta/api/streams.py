@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from estafeta.api.deps import account_id, get_core
-from estafeta.api.params import OneLine
+from estafeta.api.params import IP_POOL, SENDING_DOMAIN, OneLine, formatted
 from estafeta.api.problems import Problem
 from estafeta.core import Core
 from estafeta.streams import StreamError, StreamRow
@@ -23,10 +23,16 @@ StreamName = Literal["transactional", "broadcast"]
 class StreamIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     from_domain: OneLine = Field(
-        "", max_length=255, description="the only From domain of this stream (empty: any of the account's)"
+        "",
+        max_length=255,
+        description="the only From domain of this stream (empty: any of the account's)",
+        json_schema_extra=formatted(SENDING_DOMAIN),
     )
     ip_pool: OneLine = Field(
-        "", max_length=64, description="a pool of `ip_pools` in the settings (empty: the default)"
+        "",
+        max_length=64,
+        description="a pool of `ip_pools` in the settings (empty: the default)",
+        json_schema_extra=formatted(IP_POOL),
     )
 
 

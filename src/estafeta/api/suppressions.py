@@ -9,12 +9,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from estafeta import suppression
 from estafeta.api.deps import Caller, admin_actor, caller, get_core
-from estafeta.api.params import FreeText, OneLine, decode_cursor, encode_cursor
+from estafeta.api.params import (
+    ADDRESS_OR_DOMAIN,
+    SUPPRESSION_CSV,
+    Cursor,
+    FreeText,
+    OneLine,
+    decode_cursor,
+    encode_cursor,
+)
 from estafeta.api.problems import Problem
 from estafeta.core import Core
 
@@ -24,7 +32,7 @@ admin_router = APIRouter(prefix="/v1/admin/suppressions", tags=["admin"])
 _CSV_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "content": {"text/csv": {"schema": {"type": "string", "format": SUPPRESSION_CSV}}},
     }
 }
 _CSV_RESPONSE = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
@@ -50,8 +58,11 @@ class SuppressionPage(BaseModel):
 
 
 class SuppressionIn(BaseModel):
-    address: OneLine = Field(description="an address, or a domain to suppress every address at it")
-    reason: str = Field("manual", description=f"one of {', '.join(suppression.REASONS)}")
+    address: OneLine = Field(
+        description="an address, or a domain to suppress every address at it",
+        json_schema_extra={"format": ADDRESS_OR_DOMAIN},
+    )
+    reason: str = Field("manual", json_schema_extra={"enum": list(suppression.REASONS)})
     note: FreeText = Field("", max_length=500, description="kept in the audit trail")
 
 
@@ -81,7 +92,10 @@ def _value(text: str, field: str) -> suppression.Value:
 async def _list(
     core: Core, scope: int | None, q: str | None, reason: str | None, limit: int, cursor: str | None
 ) -> SuppressionPage:
-    after = decode_cursor(cursor, "s") if cursor else None
+    if reason is not None and reason not in suppression.REASONS:
+        detail = f"unknown reason {reason!r}; one of {', '.join(suppression.REASONS)}"
+        raise Problem(422, detail, errors=[{"field": "reason", "reason": "unknown reason"}])
+    after = decode_cursor(cursor, "s") if cursor is not None else None
     rows = await core.suppressions.list(scope, search=q, reason=reason, after_id=after, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -163,16 +177,26 @@ async def list_suppressions(
         description="part of an address or domain; a whole address also reports "
         "whether the global list covers it",
     ),
-    reason: str | None = Query(None, description="only entries with this reason"),
+    reason: str | None = Query(
+        None,
+        description="only entries with this reason",
+        json_schema_extra={"enum": list(suppression.REASONS)},
+    ),
     limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
+    cursor: str | None = Cursor("s"),
     who: Caller = Depends(caller),
     core: Core = Depends(get_core),
 ) -> SuppressionPage:
     return await _list(core, who.account_id, q, reason, limit, cursor)
 
 
-@router.post("", response_model=SuppressionOut, status_code=200, summary="Suppress an address or domain")
+@router.post(
+    "",
+    response_model=SuppressionOut,
+    status_code=200,
+    responses={201: {"model": SuppressionOut, "description": "added"}},
+    summary="Suppress an address or domain",
+)
 async def add_suppression(
     body: SuppressionIn, response: Response, who: Caller = Depends(caller), core: Core = Depends(get_core)
 ) -> SuppressionOut:
@@ -198,7 +222,7 @@ async def import_suppressions(
 
 @router.delete("/{address}", status_code=204, response_class=Response, summary="Remove an entry (audited)")
 async def remove_suppression(
-    address: str,
+    address: Annotated[str, Path(json_schema_extra={"format": ADDRESS_OR_DOMAIN})],
     note: Annotated[FreeText, Query(max_length=500, description="kept in the audit trail")] = "",
     who: Caller = Depends(caller),
     core: Core = Depends(get_core),
@@ -212,16 +236,25 @@ async def remove_suppression(
 @admin_router.get("", response_model=SuppressionPage, summary="List or search the global suppression list")
 async def list_global(
     q: str | None = Query(None, description="part of an address or domain"),
-    reason: str | None = Query(None, description="only entries with this reason"),
+    reason: str | None = Query(
+        None,
+        description="only entries with this reason",
+        json_schema_extra={"enum": list(suppression.REASONS)},
+    ),
     limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
+    cursor: str | None = Cursor("s"),
     _: str = Depends(admin_actor),
     core: Core = Depends(get_core),
 ) -> SuppressionPage:
     return await _list(core, None, q, reason, limit, cursor)
 
 
-@admin_router.post("", response_model=SuppressionOut, summary="Suppress an address or domain for everyone")
+@admin_router.post(
+    "",
+    response_model=SuppressionOut,
+    responses={201: {"model": SuppressionOut, "description": "added"}},
+    summary="Suppress an address or domain for everyone",
+)
 async def add_global(
     body: SuppressionIn,
     response: Response,
@@ -245,7 +278,7 @@ async def import_global(
 
 @admin_router.delete("/{address}", status_code=204, response_class=Response, summary="Remove an entry")
 async def remove_global(
-    address: str,
+    address: Annotated[str, Path(json_schema_extra={"format": ADDRESS_OR_DOMAIN})],
     note: Annotated[FreeText, Query(max_length=500, description="kept in the audit trail")] = "",
     actor: str = Depends(admin_actor),
     core: Core = Depends(get_core),

@@ -10,7 +10,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import RedirectResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from estafeta.api.deps import account_id, get_core
 from estafeta.api.problems import Problem
@@ -32,7 +32,7 @@ async def _record(core: Core, hit: Hit, request: Request) -> None:
     "/o/{token}",
     response_class=Response,
     summary="Open pixel",
-    responses={200: {"content": {"image/gif": {}}}, 404: {"description": "not a valid tracking token"}},
+    responses={200: {"content": {"image/gif": {}}}},
 )
 async def open_pixel(token: str, request: Request, core: Core = Depends(get_core)) -> Response:
     hit = core.tracker.tokens.read(token, "open")
@@ -48,7 +48,7 @@ async def open_pixel(token: str, request: Request, core: Core = Depends(get_core
     response_class=RedirectResponse,
     status_code=302,
     summary="Click redirect",
-    responses={302: {"description": "to the link's original URL"}, 404: {"description": "not a valid token"}},
+    responses={302: {"description": "to the link's original URL"}},
 )
 async def click(token: str, request: Request, core: Core = Depends(get_core)) -> RedirectResponse:
     hit = core.tracker.tokens.read(token, "click")
@@ -60,8 +60,8 @@ async def click(token: str, request: Request, core: Core = Depends(get_core)) ->
 
 class StreamTrackingIO(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    opens: bool = Field(description="add an open pixel to HTML mail")
-    clicks: bool = Field(description="send http(s) links in HTML mail through the click redirect")
+    opens: StrictBool = Field(description="add an open pixel to HTML mail")
+    clicks: StrictBool = Field(description="send http(s) links in HTML mail through the click redirect")
 
 
 class TrackingOut(BaseModel):

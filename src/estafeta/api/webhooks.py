@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from estafeta.api.deps import account_id, get_core
-from estafeta.api.params import Id, OneLine, decode_cursor, encode_cursor
+from estafeta.api.deps import full_account, get_core
+from estafeta.api.params import Cursor, Id, OneLine, decode_cursor, encode_cursor, formatted
 from estafeta.api.problems import Problem
 from estafeta.core import Core
 from estafeta.webhook_endpoints import (
+    EVENT_TYPE,
     DeliveryRow,
     EndpointRow,
     WebhookError,
@@ -25,14 +26,20 @@ from estafeta.webhooks import TEST_EVENT
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 
+EventTypeName = Annotated[str, Field(json_schema_extra={"pattern": f"^(?:{EVENT_TYPE.pattern})$"})]
+"""An event type's name, or `*` (checked by `check_event_types`)."""
+
+
 class EndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(max_length=2000, description="where events are POSTed")
-    event_types: list[str] = Field(
+    url: str = Field(
+        max_length=2000, description="where events are POSTed", json_schema_extra=formatted("uri")
+    )
+    event_types: list[EventTypeName] = Field(
         default_factory=list, max_length=50, description='types to send; empty or ["*"]: every type'
     )
     description: OneLine = Field("", max_length=200)
-    enabled: bool = True
+    enabled: StrictBool = True
 
     _url = field_validator("url")(check_url)
     _types = field_validator("event_types")(check_event_types)
@@ -40,11 +47,13 @@ class EndpointIn(BaseModel):
 
 class EndpointPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str | None = Field(None, max_length=2000)
-    event_types: list[str] | None = Field(None, max_length=50)
+    url: Annotated[str, Field(max_length=2000, json_schema_extra=formatted("uri"))] | None = None
+    event_types: list[EventTypeName] | None = Field(None, max_length=50)
     description: OneLine | None = Field(None, max_length=200)
-    enabled: bool | None = None
-    rotate_secret: bool = Field(False, description="replace the signing secret (the old one stops at once)")
+    enabled: StrictBool | None = None
+    rotate_secret: StrictBool = Field(
+        False, description="replace the signing secret (the old one stops at once)"
+    )
 
     @field_validator("url")
     @classmethod
@@ -123,7 +132,7 @@ def _problem(exc: WebhookError) -> Problem:
 
 @router.post("", status_code=201, response_model=EndpointOut, summary="Add an endpoint")
 async def create(
-    body: EndpointIn, account: int = Depends(account_id), core: Core = Depends(get_core)
+    body: EndpointIn, account: int = Depends(full_account), core: Core = Depends(get_core)
 ) -> EndpointOut:
     try:
         row = await core.webhooks.create(account, body.url, body.event_types, body.description, body.enabled)
@@ -133,13 +142,15 @@ async def create(
 
 
 @router.get("", response_model=EndpointList, summary="List endpoints")
-async def list_endpoints(account: int = Depends(account_id), core: Core = Depends(get_core)) -> EndpointList:
+async def list_endpoints(
+    account: int = Depends(full_account), core: Core = Depends(get_core)
+) -> EndpointList:
     return EndpointList(data=[endpoint_out(r) for r in await core.webhooks.list(account)])
 
 
 @router.get("/{endpoint_id}", response_model=EndpointOut, summary="One endpoint")
 async def get_endpoint(
-    endpoint_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
+    endpoint_id: Id, account: int = Depends(full_account), core: Core = Depends(get_core)
 ) -> EndpointOut:
     try:
         return endpoint_out(await core.webhooks.get(account, endpoint_id))
@@ -151,7 +162,7 @@ async def get_endpoint(
 async def update(
     endpoint_id: Id,
     body: EndpointPatch,
-    account: int = Depends(account_id),
+    account: int = Depends(full_account),
     core: Core = Depends(get_core),
 ) -> EndpointOut:
     changes: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"rotate_secret"})
@@ -164,7 +175,7 @@ async def update(
 
 @router.delete("/{endpoint_id}", status_code=204, response_class=Response, summary="Remove an endpoint")
 async def remove(
-    endpoint_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
+    endpoint_id: Id, account: int = Depends(full_account), core: Core = Depends(get_core)
 ) -> Response:
     try:
         await core.webhooks.remove(account, endpoint_id)
@@ -178,11 +189,11 @@ async def deliveries(
     endpoint_id: Id,
     state: Literal["pending", "delivered", "failed"] | None = None,
     limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = None,
-    account: int = Depends(account_id),
+    cursor: str | None = Cursor("d"),
+    account: int = Depends(full_account),
     core: Core = Depends(get_core),
 ) -> DeliveryPage:
-    before = decode_cursor(cursor, "d") if cursor else None
+    before = decode_cursor(cursor, "d") if cursor is not None else None
     try:
         rows = await core.webhooks.deliveries(
             account, endpoint_id, state=state, before_id=before, limit=limit + 1
@@ -203,7 +214,7 @@ async def deliveries(
     summary="One delivery with its body",
 )
 async def delivery(
-    endpoint_id: Id, delivery_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
+    endpoint_id: Id, delivery_id: Id, account: int = Depends(full_account), core: Core = Depends(get_core)
 ) -> DeliveryDetail:
     try:
         row = await core.webhooks.delivery(account, endpoint_id, delivery_id)
@@ -220,7 +231,7 @@ async def delivery(
     description="The same body and `webhook-id` are sent again now, with a fresh retry period.",
 )
 async def replay(
-    endpoint_id: Id, delivery_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
+    endpoint_id: Id, delivery_id: Id, account: int = Depends(full_account), core: Core = Depends(get_core)
 ) -> DeliveryOut:
     try:
         return delivery_out(await core.webhooks.replay(account, endpoint_id, delivery_id))
@@ -236,7 +247,7 @@ async def replay(
     description=f"Queues a `{TEST_EVENT}` delivery to the endpoint; follow it in the delivery log.",
 )
 async def send_test(
-    endpoint_id: Id, account: int = Depends(account_id), core: Core = Depends(get_core)
+    endpoint_id: Id, account: int = Depends(full_account), core: Core = Depends(get_core)
 ) -> DeliveryOut:
     try:
         return delivery_out(await core.webhooks.send_test(account, endpoint_id))

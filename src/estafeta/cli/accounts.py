@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from estafeta.accounts import AccountError
+from estafeta.auth import Scope
 from estafeta.cli.common import AccountArgument, ConfigOption, account, console, fail, open_core, run
 
 app = typer.Typer(help="Create and list accounts and their API keys.", no_args_is_help=True)
@@ -42,17 +43,50 @@ def list_accounts(config: ConfigOption = None) -> None:
     console.print(table)
 
 
-@app.command("api-key")
-def api_key(
+keys_app = typer.Typer(
+    help="An account's API keys: create (with a scope), list, revoke.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+ScopeOption = Annotated[
+    Scope,
+    typer.Option(help="send: send mail only; read: GET requests only; full: everything, keys included."),
+]
+
+
+@keys_app.command("create")
+def create_key(
     name_or_id: AccountArgument,
+    scope: ScopeOption = "full",
     name: Annotated[str, typer.Option(help="A label for the key.")] = "",
     config: ConfigOption = None,
 ) -> None:
-    """Create another API key for an account (shown once)."""
+    """Create an API key for an account (shown once)."""
     core = open_core(config)
     row = account(core, name_or_id)
-    key = run(core.api_keys.create(row.id, name))
-    console.print(f"API key for {row.name} (shown once): [bold green]{key.token}[/]")
+    key = run(core.api_keys.create(row.id, name, scope))
+    console.print(f"API key ({scope}) for {row.name} (shown once): [bold green]{key.token}[/]")
+
+
+@keys_app.command("list")
+def list_keys(name_or_id: AccountArgument, config: ConfigOption = None) -> None:
+    """List an account's API keys (never their secrets)."""
+    core = open_core(config)
+    row = account(core, name_or_id)
+    table = Table("prefix", "name", "scope", "created", "revoked")
+    for key in run(core.api_keys.list(row.id)):
+        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
+        table.add_row(key.prefix, key.name, key.scope, key.created_at.isoformat(timespec="seconds"), revoked)
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def revoke_key(name_or_id: AccountArgument, prefix: str, config: ConfigOption = None) -> None:
+    """Revoke an API key by its prefix (`est_<prefix>_…`); it stops working at once."""
+    core = open_core(config)
+    row = account(core, name_or_id)
+    if not run(core.api_keys.revoke(row.id, prefix)):
+        raise fail(f"{row.name} has no active API key {prefix}")
+    console.print(f"API key {prefix} of {row.name} revoked.")
 
 
 @app.command("smtp-credentials")

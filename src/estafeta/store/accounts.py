@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -26,6 +27,8 @@ class ApiKeyRow:
     prefix: str
     secret_hash: str
     name: str
+    scope: str
+    created_at: datetime
     revoked_at: datetime | None
 
 
@@ -80,13 +83,33 @@ def list_accounts(conn: Connection) -> list[AccountRow]:
 
 
 def add_api_key(
-    conn: Connection, account_id: int, prefix: str, secret_hash: str, name: str, now: datetime
+    conn: Connection, account_id: int, prefix: str, secret_hash: str, name: str, scope: str, now: datetime
 ) -> int:
     return conn.execute(
         insert(ApiKey)
-        .values(account_id=account_id, prefix=prefix, secret_hash=secret_hash, name=name, created_at=now)
+        .values(
+            account_id=account_id,
+            prefix=prefix,
+            secret_hash=secret_hash,
+            name=name,
+            scope=scope,
+            created_at=now,
+        )
         .returning(ApiKey.id)
     ).scalar_one()
+
+
+def _api_key(row: Any) -> ApiKeyRow:
+    return ApiKeyRow(
+        row.id,
+        row.account_id,
+        row.prefix,
+        row.secret_hash,
+        row.name,
+        row.scope,
+        row.created_at,
+        row.revoked_at,
+    )
 
 
 def find_api_key(conn: Connection, prefix: str) -> ApiKeyRow | None:
@@ -98,12 +121,12 @@ def find_api_key(conn: Connection, prefix: str) -> ApiKeyRow | None:
     ).first()
     if row is None:
         return None
-    return ApiKeyRow(row.id, row.account_id, row.prefix, row.secret_hash, row.name, row.revoked_at)
+    return _api_key(row)
 
 
 def list_api_keys(conn: Connection, account_id: int) -> list[ApiKeyRow]:
     rows = conn.execute(select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.id)).all()
-    return [ApiKeyRow(r.id, r.account_id, r.prefix, r.secret_hash, r.name, r.revoked_at) for r in rows]
+    return [_api_key(r) for r in rows]
 
 
 def revoke_api_key(conn: Connection, account_id: int, prefix: str, now: datetime) -> bool:

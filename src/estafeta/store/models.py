@@ -86,6 +86,7 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(200))
     name: Mapped[str] = mapped_column(String(200), default="")
+    scope: Mapped[str] = mapped_column(String(10), default="full", server_default="full")  # send|read|full
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
 

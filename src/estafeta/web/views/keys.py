@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, Response
 
+from estafeta.auth import SCOPES
 from estafeta.users import Identity
 from estafeta.web.render import page
 from estafeta.web.session import PageError, get_core, reader, sender
@@ -42,8 +43,11 @@ async def create_key(request: Request, who: Identity = Depends(sender)) -> Respo
     assert who.account_id is not None
     form = await request.form()
     name = " ".join(str(form.get("name") or "").split())[:200]
+    scope = str(form.get("scope") or "full")
+    if scope not in SCOPES:
+        raise PageError(422, "Unknown scope", "A key's scope is send, read or full.")
     core = get_core(request)
-    new = await core.api_keys.create(who.account_id, name)
+    new = await core.api_keys.create(who.account_id, name, scope)  # type: ignore[arg-type]
     return await _keys_page(
         request, who, status=201, new_key=new.token, notice=f"API key {new.prefix} created."
     )
