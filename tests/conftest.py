@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
+import redis
 
 from estafeta.store.db import Database
 from estafeta.world import World, WorldThread
 
 PG_URL = os.environ.get("ESTAFETA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("ESTAFETA_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 def _pg_available() -> str | None:
@@ -31,6 +33,18 @@ def pg_server() -> str:
             pytest.fail(f"PostgreSQL is required in CI but unreachable at {PG_URL}: {problem}")
         pytest.skip(f"PostgreSQL unreachable at {PG_URL}: {problem}")
     return PG_URL
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """A real Redis (tests isolate themselves with a key prefix of their own)."""
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis is required in CI but unreachable at {REDIS_URL}: {exc}")
+        pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc}")
+    return REDIS_URL
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, select
@@ -43,9 +42,9 @@ Hello there.
 
 
 @pytest.fixture
-async def core(tmp_path: Path, dns_world: World) -> AsyncIterator[Core]:
+async def core(db_url: str, dns_world: World) -> AsyncIterator[Core]:
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'abuse.db'}",
+        database_url=db_url,
         dkim_algorithm="ed25519-sha256",
         tracking={"base_url": "https://track.estafeta.test"},
         inbound={"platform_domains": ["estafeta.test"]},
@@ -215,12 +214,18 @@ async def test_an_attached_original_matches_by_message_id_and_phishing_pauses_ev
     assert review.stream == "all" and review.reason.startswith("paused: abuse report")
 
 
-async def test_a_signed_tracking_link_matches_the_message(core: Core) -> None:
+@pytest.mark.parametrize("where", ["pasted text", "the attached original's HTML"])
+async def test_a_signed_tracking_link_matches_the_message(core: Core, where: str) -> None:
     sender = await add_sender(core, "acme", "acme.test")
     message_id, _, _ = await _sent(core, sender.account_id, "jo@reader.test")
     token = core.tracker.tokens.click_token(message_id, "jo@reader.test", "https://acme.test/x", 0)
-    text = f"Spam again.\n\n> Buy now: https://track.estafeta.test/t/c/{token}\n"
-    assert await _report(core, _human(text), "postmaster@track.estafeta.test") == "matched by tracking"
+    link = f"https://track.estafeta.test/t/c/{token}"
+    if where == "pasted text":
+        report = _human(f"Spam again.\n\n> Buy now: {link}\n")
+    else:  # only the link says which message it was: no return path, no Message-ID
+        html = f'Subject: Sale\r\nContent-Type: text/html\r\n\r\n<p><a href="{link}">Buy now</a></p>\r\n'
+        report = _human("Spam again, attached.", attach=html.encode())
+    assert await _report(core, report, "postmaster@track.estafeta.test") == "matched by tracking"
     (row,) = await core.abuse.reports()
     assert (row.account_id, row.message_id, row.recipient) == (
         sender.account_id,
@@ -324,3 +329,7 @@ async def test_terminating_cancels_all_waiting_mail_and_refuses_the_account_afte
     assert again.value.status == 409
     (event,) = _events(core, sender.account_id, "account_terminated")
     assert event.data["by"] == "admin:ops" and event.data["reason"] == "phishing kit"
+    # a late report about it is kept with the account, but there is no review left to decide
+    return_path = verp.return_path(leased[0].delivery_id, core.verp_secret, core.settings.return_path_domain)
+    assert await _report(core, _human(PASTED.format(return_path=return_path))) == "matched by verp"
+    assert await core.reputation.reviews() == []

@@ -1,45 +1,18 @@
-"""Relay limits and content rules: token buckets per account, connections and failed logins per address,
-Bcc removal."""
+"""Relay limits and content rules: connections and failed logins per address, Bcc removal."""
 
 from __future__ import annotations
 
 import pytest
 
 from estafeta.clock import ManualClock
-from estafeta.smtp.limits import AccountRateLimiter, ConnectionLimiter, LoginFailureLimiter
+from estafeta.limits import MemoryLimits
+from estafeta.smtp.limits import ConnectionLimiter, LoginFailureLimiter
 from estafeta.smtp.server import author_domains, reply_text, strip_bcc
-
-
-def test_an_account_may_send_its_burst_then_its_rate() -> None:
-    clock = ManualClock()
-    limiter = AccountRateLimiter(rate=2, burst=3, clock=clock)
-    assert [limiter.try_take(1) for _ in range(4)] == [True, True, True, False]
-    clock.advance(0.25)
-    assert not limiter.try_take(1)  # half a message earned so far
-    clock.advance(0.25)
-    assert limiter.try_take(1)
-    assert not limiter.try_take(1)
-
-
-def test_accounts_have_separate_buckets_that_refill_only_up_to_the_burst() -> None:
-    clock = ManualClock()
-    limiter = AccountRateLimiter(rate=10, burst=2, clock=clock)
-    assert limiter.try_take(1) and limiter.try_take(1) and not limiter.try_take(1)
-    assert limiter.try_take(2) and limiter.try_take(2)
-    clock.advance(3600)
-    assert [limiter.try_take(1) for _ in range(3)] == [True, True, False]
-
-
-def test_a_rate_of_zero_is_unlimited() -> None:
-    limiter = AccountRateLimiter(rate=0, burst=1, clock=ManualClock())
-    assert all(limiter.try_take(1) for _ in range(1000))
 
 
 def test_invalid_limits_are_refused() -> None:
     with pytest.raises(ValueError):
-        AccountRateLimiter(rate=-1, burst=1, clock=ManualClock())
-    with pytest.raises(ValueError):
-        AccountRateLimiter(rate=1, burst=0, clock=ManualClock())
+        LoginFailureLimiter(MemoryLimits(ManualClock()), "ip", max_failures=0, window=60)
     with pytest.raises(ValueError):
         ConnectionLimiter(0)
 
@@ -93,27 +66,17 @@ def test_reply_text_is_one_ascii_line() -> None:
     assert len(reply_text("x" * 5000)) == 400
 
 
-def test_failed_logins_lock_an_address_out_until_they_age_out() -> None:
+async def test_failed_logins_lock_a_key_out_until_they_age_out_and_scopes_are_apart() -> None:
     clock = ManualClock()
-    logins = LoginFailureLimiter(max_failures=3, window=60, clock=clock)
+    limits = MemoryLimits(clock)
+    logins = LoginFailureLimiter(limits, "relay-login:ip", max_failures=3, window=60)
+    users = LoginFailureLimiter(limits, "relay-login:user", max_failures=3, window=60)
     # Three checks under way at once use up the allowance before any of them has an answer.
-    assert [logins.attempt("10.0.0.1") for _ in range(4)] == [True, True, True, False]
-    logins.succeeded("10.0.0.1")  # one of them was right
-    assert logins.attempt("10.0.0.1") and not logins.attempt("10.0.0.1")
-    assert logins.attempt("10.0.0.2")  # other addresses are not affected
+    tokens = [await logins.attempt("10.0.0.1") for _ in range(4)]
+    assert tokens[3] is None and tokens[0] is not None
+    await logins.succeeded("10.0.0.1", tokens[0])  # one of them was right
+    assert await logins.attempt("10.0.0.1") and await logins.attempt("10.0.0.1") is None
+    assert await logins.attempt("10.0.0.2")  # other addresses are not affected
+    assert await users.attempt("10.0.0.1")  # nor a username that happens to read the same
     clock.advance(61)
-    assert logins.attempt("10.0.0.1")
-
-
-def test_failed_logins_are_remembered_for_a_bounded_number_of_keys() -> None:
-    clock = ManualClock()
-    logins = LoginFailureLimiter(max_failures=2, window=60, clock=clock, max_keys=3)
-    for user in ("a", "b", "c"):
-        assert logins.attempt(user) and logins.attempt(user) and not logins.attempt(user)
-    clock.advance(61)
-    assert logins.attempt("d")  # room is made from keys whose failures aged out first
-    clock.advance(1)
-    for user in ("e", "f", "g"):  # then from the longest-remembered
-        logins.attempt(user)
-    assert len(logins._failures) == 3
-    assert logins.attempt("e") and not logins.attempt("e")
+    assert await logins.attempt("10.0.0.1")

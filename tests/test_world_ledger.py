@@ -30,6 +30,26 @@ def test_in_flight_is_the_latest_transaction_begun_on_each_session_open_at_the_k
     assert [a.recipients for a in view.copies()["a@yahoo.test"]] == [("a@yahoo.test",)]
 
 
+def test_the_most_sessions_at_once_and_messages_in_a_window_are_per_provider() -> None:
+    sessions = {
+        1: Span(1, 0.0, 2.0, "metered.test"),
+        2: Span(2, 1.0, 3.0, "metered.test"),
+        3: Span(3, 2.0, None, "metered.test"),  # begins as session 1 ends: two at once, not three
+        4: Span(4, 1.5, 2.5, "yahoo.test"),
+    }
+    acks = tuple(
+        Acknowledged(provider, 1, ("r@x.test",), at, at)
+        for provider, at in [("metered.test", t) for t in (0.1, 0.2, 0.3, 1.0, 1.05, 2.5)]
+        + [("yahoo.test", 0.15)]
+    )
+    view = LedgerView(acks, sessions)
+    assert view.most_sessions("metered.test") == 2
+    assert view.most_sessions("yahoo.test") == 1
+    assert view.most_acknowledged("metered.test", 1.0) == 5  # 0.1 to 1.05
+    assert view.most_acknowledged("metered.test", 0.5) == 3
+    assert view.most_acknowledged("yahoo.test", 1.0) == 1
+
+
 async def test_sessions_and_acknowledged_data_are_recorded_with_their_times(world: World) -> None:
     before = time.monotonic()
     client = await RawSMTP.connect("127.0.0.12", world.smtp_port)

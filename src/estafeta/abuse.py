@@ -26,8 +26,9 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection
 
 from estafeta import verp
-from estafeta.bounces.abuse import HumanReport, feedback_account, read_report
+from estafeta.bounces.abuse import CATEGORIES, HumanReport, feedback_account, read_report
 from estafeta.bounces.engine import Classification
+from estafeta.bounces.reasons import Reason
 from estafeta.clock import Clock
 from estafeta.config import Settings
 from estafeta.store import abuse as store
@@ -40,9 +41,9 @@ from estafeta.tracking import TokenSigner
 VERIFIED = ("verp", "message-id", "tracking")
 ReportRow = store.ReportRow
 
-AfterReport = Callable[[Connection, store.ReportRow, bool, datetime], int]
+AfterReport = Callable[[Connection, store.ReportRow, bool, datetime], int | None]
 """Runs in the report's transaction: counts it (when `verified`) and opens or extends a review; returns the
-review id."""
+review id, if any."""
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,7 @@ class AbuseDesk:
 
         def work(conn: Connection) -> str:
             match = self._match(conn, human)
-            if found.complaint is not None:
-                category = "complaint"  # the inbound listener counted it as a complaint already
-            elif found.report is not None and found.report.is_bounce:
-                category = "bounce"
-            else:
-                category = human.category
+            category = _category(found, human)
             new = store.NewReport(
                 mailbox=mailbox[:320],
                 reporter=(human.reporter or "")[:320] or None,
@@ -110,11 +106,13 @@ class AbuseDesk:
                 raw=keep,
             )
             row = store.add_report(conn, new, now)
-            if match is None or category in ("complaint", "bounce"):
+            if match is None or category not in CATEGORIES:
                 return "unmatched" if match is None else category
             if match.verified:
                 _count(conn, row, match, now)
-            store.set_review(conn, row.id, self.after_report(conn, row, match.verified, now))
+            review_id = self.after_report(conn, row, match.verified, now)
+            if review_id is not None:
+                store.set_review(conn, row.id, review_id)
             return f"matched by {match.matched_by}"
 
         return await self.db.run(work)
@@ -172,6 +170,20 @@ class AbuseDesk:
     async def report(self, report_id: int) -> tuple[store.ReportRow, bytes] | None:
         """A report and the message as kept."""
         return await self.db.run(store.get_report, report_id)
+
+
+def _category(found: Classification, human: HumanReport) -> str:
+    """A person's report gets the category of their words; mail that is no person's report is kept under
+    what it is and acts on nothing here."""
+    if found.complaint is not None:
+        return "complaint"  # the inbound listener counted it as a complaint already
+    if found.source in ("arf", "hotmail", "ses"):
+        return "feedback"  # a feedback report that is no complaint (auth-failure, not-spam)
+    if found.report is not None and found.report.is_bounce:
+        return "bounce"
+    if found.report is not None and found.report.reason is Reason.OUT_OF_OFFICE:
+        return "auto-reply"
+    return human.category
 
 
 def _count(conn: Connection, row: store.ReportRow, match: Match, now: datetime) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from estafeta.changes import Changes
 from estafeta.clock import Clock
 from estafeta.store import accounts as store
 from estafeta.store import admin_keys as admin_store
@@ -67,10 +68,12 @@ def split_token(token: str, kind: str = "est") -> tuple[str, str] | None:
 class ApiKeys:
     """An account's API keys: created here (the token is shown once), checked on every request."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, changes: Changes) -> None:
         self.db = db
         self.clock = clock
+        self.changes = changes
         self._cache: dict[str, tuple[int, float, str]] = {}  # digest → (account, expiry, prefix)
+        self._watch = changes.watch("api-keys")
 
     async def create(self, account_id: int, name: str = "") -> NewKey:
         prefix, secret = _new_secret()
@@ -83,20 +86,24 @@ class ApiKeys:
         return await self.db.run(store.list_api_keys, account_id)
 
     async def revoke(self, account_id: int, prefix: str) -> bool:
-        """Revoke the account's key and forget its cached checks here at once (other processes forget
-        them within `CACHE_SECONDS`); False when the account has no such active key."""
+        """Revoke the account's key; every node forgets its cached checks once that is committed
+        (`estafeta.changes`). False when the account has no such active key."""
         revoked = await self.db.run(store.revoke_api_key, account_id, prefix, self.clock.now())
         if revoked:
-            self.forget([prefix])
+            await self.forget([prefix])
         return revoked
 
-    def forget(self, prefixes: Collection[str]) -> None:
-        """Forget the cached checks of these keys in this process (revoked elsewhere in the core)."""
-        self._cache = {k: v for k, v in self._cache.items() if v[2] not in prefixes}
+    async def forget(self, prefixes: Collection[str]) -> None:
+        """These keys were revoked (here or elsewhere in the core): every node forgets its cached checks
+        (`estafeta.changes`)."""
+        if prefixes:
+            await self.changes.announce("api-keys")
 
     async def account_for(self, token: str) -> int | None:
         """The account a key belongs to, or None for an unknown, revoked or mistyped key."""
         digest = hashlib.sha256(token.encode()).hexdigest()
+        if self._watch.stale():
+            self._cache.clear()
         hit = self._cache.get(digest)
         if hit and hit[1] > time.monotonic():
             return hit[0]

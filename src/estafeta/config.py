@@ -57,6 +57,12 @@ class DeliverySettings(BaseModel):
     lease_seconds: float = Field(
         300.0, gt=0, description="how long a claim is held before others may retry it"
     )
+    slot_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="how long a destination connection slot is held unless renewed (a killed node's slots "
+        "are free again after this)",
+    )
     poll_interval: float = Field(0.5, gt=0, description="seconds between queue polls when idle")
     retry_schedule: list[float] = Field(
         default_factory=lambda: [300, 900, 3600, 4 * 3600, 8 * 3600, 12 * 3600],
@@ -92,6 +98,13 @@ class ApiSettings(BaseModel):
         description="largest request body; a larger one is refused with 413 before the API key is checked "
         "and without being read",
     )
+    rate_per_second: float = Field(
+        0,
+        ge=0,
+        description="requests per second per account (on every node together when redis.url is set); 0 = "
+        "unlimited; over it: 429 with Retry-After",
+    )
+    rate_burst: int = Field(100, ge=1, description="requests an account may make at once, then the rate")
 
 
 class SmtpSettings(BaseModel):
@@ -455,6 +468,37 @@ class PostmasterSettings(BaseModel):
     timeout: float = Field(10.0, gt=0)
 
 
+class SchedulerSettings(BaseModel):
+    interval: float = Field(
+        60.0, gt=0, description="seconds per round of the periodic jobs; each round runs once across nodes"
+    )
+
+
+class ClusterSettings(BaseModel):
+    cache_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a node keeps cached settings at most; changes reach every node at once on "
+        "PostgreSQL (LISTEN/NOTIFY), this bounds staleness when a node cannot listen",
+    )
+
+
+class RedisSettings(BaseModel):
+    """The Redis that holds limits shared by every node (docs/scaling.md); unset: each process limits
+    itself."""
+
+    url: str | None = Field(
+        None, description="e.g. redis://127.0.0.1:6379/0; unset: limits are kept in each process"
+    )
+    key_prefix: str = Field("estafeta:", description="prefix of every key, so platforms can share a Redis")
+    timeout: float = Field(
+        1.0, gt=0, description="seconds a limit check may wait for Redis before the work is refused for now"
+    )
+    max_connections: int = Field(
+        32, ge=1, description="connections to Redis per process; more checks at once wait for one"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ESTAFETA_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -499,6 +543,9 @@ class Settings(BaseSettings):
     links: LinkSettings = Field(default_factory=LinkSettings)
     notices: NoticeSettings = Field(default_factory=NoticeSettings)
     doctor: DoctorSettings = Field(default_factory=DoctorSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @property
     def dmarc_rua(self) -> str:

@@ -14,7 +14,7 @@ Who reacts to what is wired here, at construction, and nowhere else:
 * terminations → `terminations` forgets the account's cached keys and logins and wakes delivery,
 * approvals and resumptions → `reputation` wakes delivery (`wake_delivery`) and the campaign runner,
 * replays and test deliveries → `webhooks` wakes the webhook dispatcher,
-* stream changes → `streams` forgets its From-domain and source-pool caches.
+* stream changes, key and relay-login revocations → `changes` (every node forgets those caches).
 
 Services (attributes): `accounts`, `domains`, `api_keys`, `admin_keys`, `smtp_credentials`, `streams`,
 `suppressions`, `accepter` (the accept stage), `tracker`, `audience` (lists, contacts, consent, segments,
@@ -24,9 +24,11 @@ domain may send), `messages` (reads, search and cancellations), `abuse` (the abu
 abuse@ and postmaster@, matched to accounts), `terminations` (an operator terminates an account), `dmarc`
 (the DMARC aggregate reports receivers mail back: kept by the inbound listener, summed up per sending
 domain), `system_senders` (the accounts that send the platform's own mail), `plans` (volume plans and
-metered usage; the accept gate charges `meter`) and `users` (dashboard users, sessions, invitations); the
-workers the platform runs (`webhook_dispatcher`, `audience.runner`, `postmaster`) and the scheduler's
-`jobs()` (among them `tls_reports`, the daily TLS-RPT reports, and `verification.recheck`).
+metered usage; the accept gate charges `meter`), `users` (dashboard users, sessions, invitations),
+`limits` (rates, connection slots and login lockouts, shared by every node through Redis when configured)
+and `changes` (setting changes announced to every node, so their caches forget them); the workers the
+platform runs (`webhook_dispatcher`, `audience.runner`, `postmaster`) and the scheduler's `jobs()` (among
+them `tls_reports`, the daily TLS-RPT reports, and `verification.recheck`).
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ from estafeta.accept import Accepter
 from estafeta.accounts import Accounts
 from estafeta.audience.service import Audience
 from estafeta.auth import AdminKeys, ApiKeys
+from estafeta.changes import Changes
 from estafeta.clock import Clock, SystemClock
 from estafeta.config import Settings
 from estafeta.delivery.engine import DeliveryEngine
 from estafeta.delivery.mx import MxResolver, make_resolver
 from estafeta.dkim_keys import DkimKeys
 from estafeta.domains import DomainRow, Domains
+from estafeta.limits import open_limits
 from estafeta.messages import Messages
 from estafeta.metrics import Metrics
 from estafeta.notices import Notices
@@ -123,15 +127,22 @@ class Core:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         db, clock = self.db, self.clock
         self.resolver = MxResolver(make_resolver(settings.dns_servers))
+        self.limits = open_limits(settings.redis, self.clock)
+        # Receivers count real seconds: destinations' rates and connection leases follow the wall clock
+        # even when the platform's clock is set by hand.
+        self.wire_limits = (
+            self.limits if isinstance(self.clock, SystemClock) else open_limits(settings.redis, SystemClock())
+        )
+        self.changes = Changes(self.db, settings.cluster.cache_seconds)
 
         self.accounts = Accounts(db, clock)
         self.verification = DomainVerification(db, settings, clock, self.resolver.resolver)
         self.domains = Domains(db, settings, clock, after_add=self.verification.setup)
         self.dkim_keys = DkimKeys(db, settings, clock, self.domains)
-        self.api_keys = ApiKeys(db, clock)
+        self.api_keys = ApiKeys(db, clock, self.changes)
         self.admin_keys = AdminKeys(db, clock)
-        self.smtp_credentials = SmtpCredentials(db, clock)
-        self.streams = Streams(db, settings, clock)
+        self.smtp_credentials = SmtpCredentials(db, clock, self.changes)
+        self.streams = Streams(db, settings, clock, self.changes)
         self.meter = DatabaseMeter()
         self.plans = Plans(db, clock, self.meter)
         self.users = Users(db, clock, self._secret("dashboard_secret"))
@@ -203,6 +214,7 @@ class Core:
             metrics=self.metrics,
             sources=self.streams.sources,
             after_finish=self.reputation.after_outcomes,
+            limits=self.wire_limits,
         )
 
     def jobs(self) -> dict[str, Job]:
@@ -243,6 +255,13 @@ class Core:
     async def metrics_text(self) -> bytes:
         """The Prometheus exposition, queue and webhook gauges read now."""
         return await self.metrics.render(self.db)
+
+    async def aclose(self) -> None:
+        """Let go of the shared limits' connections, then of the database."""
+        await self.limits.close()
+        if self.wire_limits is not self.limits:
+            await self.wire_limits.close()
+        self.close()
 
     def close(self) -> None:
         self.db.close()

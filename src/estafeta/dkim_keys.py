@@ -17,9 +17,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
 from sqlalchemy import Connection
 
 from estafeta.clock import Clock
@@ -31,6 +28,8 @@ from estafeta.store import accounts as account_store
 from estafeta.store import dkim_keys as store
 from estafeta.store.db import Database
 from estafeta.store.events import NewEvent, record
+from estafeta.verification.publish import PublishError, publish, withdraw
+from estafeta.verification.records import Lookups
 
 log = logging.getLogger("estafeta.dkim_keys")
 
@@ -162,7 +161,14 @@ class DkimKeys:
         added = await self.db.run(
             store.add_key, row.id, key.selector, key.algorithm, key.private_key, "pending", now
         )
-        return row, added, _record(row.name, added)
+        record = _record(row.name, added)
+        server = self.settings.domains.dns_update
+        if server:
+            try:
+                await publish([record], server, self._lookups())
+            except PublishError as exc:
+                log.warning("DKIM key %s not published: %s", record.name, exc)
+        return row, added, record
 
     async def keys(self, name: str, *, account_id: int | None = None) -> tuple[DomainRow, list[KeyStatus]]:
         """Every key of the domain with its record and what the operator should do about it."""
@@ -172,16 +178,17 @@ class DkimKeys:
 
     async def check(self) -> dict[str, int]:
         """One round (a scheduled job): activate pending keys found in DNS, retire drained retiring keys."""
-        resolver = make_resolver(self.settings.dns_servers)
-        resolver.cache = None
-        resolver.lifetime = _LOOKUP_TIMEOUT
+        lookups = self._lookups()
         done = {"activated": 0, "retired": 0}
         for domain, key in await self.db.run(store.keys_in, ("pending", "retiring")):
             if key.state == "pending":
-                if await _published(resolver, _record(domain, key)):
+                if await _published(lookups, _record(domain, key)):
                     done["activated"] += await self.db.run(self._activate, domain, key, self.clock.now())
             elif key.retiring_at is not None and self.clock.now() >= key.retiring_at + 2 * SIGNER_REFRESH:
-                done["retired"] += await self.db.run(self._retire, domain, key, self.clock.now())
+                retired = await self.db.run(self._retire, domain, key, self.clock.now())
+                if retired and self.settings.domains.dns_update:
+                    await self._withdraw(_record(domain, key).name, lookups)
+                done["retired"] += retired
         return done
 
     def _activate(self, conn: Connection, domain: str, key: DkimKeyRow, now: datetime) -> int:
@@ -215,6 +222,18 @@ class DkimKeys:
         log.info("DKIM key %s is retired: no unfinished mail carries its signature; remove its record", name)
         return 1
 
+    def _lookups(self) -> Lookups:
+        return Lookups(make_resolver(self.settings.dns_servers), _LOOKUP_TIMEOUT)
+
+    async def _withdraw(self, name: str, lookups: Lookups) -> None:
+        """Remove a retired key's record where the platform may edit DNS (`domains.dns_update`)."""
+        server = self.settings.domains.dns_update
+        assert server is not None
+        try:
+            await withdraw([name], "TXT", server, lookups)
+        except PublishError as exc:
+            log.warning("DKIM record %s not removed: %s", name, exc)
+
     @staticmethod
     def _account(conn: Connection, domain: str) -> int:
         found = account_store.find_domain(conn, domain)
@@ -226,14 +245,8 @@ def _unfinished_counts(conn: Connection, key_ids: list[int]) -> dict[int, int]:
     return {key_id: store.unfinished_signed_with(conn, key_id) for key_id in key_ids}
 
 
-async def _published(resolver: dns.asyncresolver.Resolver, wanted: DnsRecord) -> bool:
+async def _published(lookups: Lookups, wanted: DnsRecord) -> bool:
     """Whether DNS answers the record's exact value (whitespace and case aside)."""
-    try:
-        answer = await resolver.resolve(wanted.name, "TXT")
-    except dns.exception.DNSException:
-        return False
     compact = "".join(wanted.value.split()).lower()
-    return any(
-        "".join(b"".join(r.strings).decode("utf-8", "replace").split()).lower() == compact  # type: ignore[attr-defined]
-        for r in answer
-    )
+    found = await lookups.records(wanted.name, "TXT") or []
+    return any("".join(value.split()).lower() == compact for value in found)

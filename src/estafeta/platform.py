@@ -45,8 +45,8 @@ class Platform:
             abuse=core.abuse,
         )
         self.inbound_address: tuple[str, int] | None = None
-        self.scheduler = Scheduler(core.jobs())
-        self.smtp = SmtpRelay(settings, core.domains, core.accepter, core.smtp_credentials, core.clock)
+        self.scheduler = Scheduler(core.jobs(), core.db, core.clock, core.owner, settings.scheduler.interval)
+        self.smtp = SmtpRelay(settings, core.domains, core.accepter, core.smtp_credentials, core.limits)
         self.smtp_ports: SmtpPorts | None = None
         self.relay_processes: RelayProcesses | None = None
         self.app = create_app(core)
@@ -86,13 +86,18 @@ class Platform:
         """Start the chosen parts in the running loop; returns once they accept work.
 
         `delivery` runs the delivery engine here, or in `settings.delivery.processes` child processes.
-        `services` are what one front process runs for the platform: the campaign runner, the inbound
-        listener for bounces and complaints (when `settings.inbound.enabled`), webhooks, the scheduler,
-        the Postmaster poller and the metrics endpoint; a delivery-only process leaves them out.
+        `services` are what a front process runs for the platform: the campaign runner, the inbound
+        listener for bounces and complaints (when `settings.inbound.enabled`), webhooks, the Postmaster
+        poller and the metrics endpoint; a delivery-only process leaves them out. The scheduler runs with
+        either (its jobs run once a round across every node: `estafeta.scheduler`).
         The SMTP relay binds well-known ports (587, 465) unless configured otherwise, so it runs only when
         asked for: `estafeta serve` asks when `settings.smtp.enabled`.
         """
         core = self.core
+        # Other nodes' setting changes (PostgreSQL): heard before this node serves anything.
+        self._background.append(asyncio.create_task(core.changes.run(), name="changes"))
+        if not core.db.is_sqlite:
+            await asyncio.wait_for(core.changes.listening.wait(), 30)
         if api:
             self._server, self.api_port = await self._serve(
                 self.app, self.settings.api.host, self.settings.api.port, "api"
@@ -119,9 +124,10 @@ class Platform:
             if self.settings.webhooks.enabled:
                 await core.webhook_dispatcher.start()
                 self._webhooks_running = True
-            self._background.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
             if self.settings.postmaster.sources:
                 self._background.append(asyncio.create_task(core.postmaster.run(), name="postmaster"))
+        if services or delivery:  # on every node: each round runs on one of them
+            self._background.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         if delivery and self.settings.delivery.processes:
             # Last: whatever failed above (a port in use) has not left children running.
             self.delivery_processes = DeliveryProcesses(
@@ -161,4 +167,4 @@ class Platform:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        core.close()
+        await core.aclose()

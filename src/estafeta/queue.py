@@ -46,15 +46,31 @@ class Queue:
         self.owner = owner
         self.soft_rule = soft_rule
         self.after_finish = after_finish
+        self.terminated: set[int] = set()  # accounts whose mail is never sent (`estafeta.termination`)
         self._terminations_seen: datetime | None = None
 
     def _lease_until(self) -> datetime:
         return self.clock.now() + timedelta(seconds=self.settings.lease_seconds)
 
     async def claim(self, limit: int, skip_domains: Collection[str] = ()) -> list[Job]:
-        return await self.db.run(
-            q.claim, self.owner, self.clock.now(), self._lease_until(), limit, skip_domains
-        )
+        """Lease due entries; terminations are read again in the same transaction (`terminated`)."""
+
+        def work(conn: Connection) -> list[Job]:
+            self._read_terminations(conn)
+            return q.claim(conn, self.owner, self.clock.now(), self._lease_until(), limit, skip_domains)
+
+        return await self.db.run(work)
+
+    async def read_terminations(self) -> None:
+        """Bring `terminated` up to date without claiming (when the worker has no room for more)."""
+        await self.db.run(self._read_terminations)
+
+    def _read_terminations(self, conn: Connection) -> None:
+        """Add the accounts terminated since the last look (all of them at the first) to `terminated`."""
+        since = self._terminations_seen
+        found, latest = abuse_store.terminated_since(conn, since - TERMINATION_OVERLAP if since else None)
+        self._terminations_seen = max(latest, since) if latest and since else latest or since
+        self.terminated |= found
 
     async def finish(self, results: list[AttemptResult]) -> int:
         now = self.clock.now()
@@ -70,15 +86,6 @@ class Queue:
             return applied
 
         return await self.db.run(finish_and_review)
-
-    async def terminated(self) -> set[int]:
-        """Accounts terminated since the last call (all of them at the first): nothing of theirs is sent."""
-        since = self._terminations_seen
-        found, latest = await self.db.run(
-            abuse_store.terminated_since, since - TERMINATION_OVERLAP if since else None
-        )
-        self._terminations_seen = max(latest, since) if latest and since else latest or since
-        return found
 
     async def renew(self, delivery_ids: list[int]) -> int:
         return await self.db.run(q.renew, self.owner, delivery_ids, self._lease_until())

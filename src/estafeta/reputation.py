@@ -218,13 +218,15 @@ class Reputation:
 
     def after_abuse_report(
         self, conn: Connection, report: abuse_store.ReportRow, verified: bool, now: datetime
-    ) -> int:
+    ) -> int | None:
         """A report mailed to abuse@ and matched to the account: a verified one counts at once (as
         `abuse_report_weight` complaints) and, in an `abuse_pause_categories` category, pauses all of the
         account's sending; every one opens or extends a review with the report as evidence. Returns the
-        review id."""
+        review id (None for a terminated account, which has nothing left to review)."""
         assert report.account_id is not None
         account = report.account_id
+        if abuse_store.termination(conn, account) is not None:
+            return None  # nothing of it can resume: no review to decide
         trace = "" if verified else " (an unverified trace: judge the sender)"
         reason = f"abuse report {report.id}: {report.category}, matched by {report.matched_by}{trace}"
         stream = store.message_stream(conn, report.message_id) if report.message_id else None

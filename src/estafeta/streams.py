@@ -2,8 +2,8 @@
 own source-IP pool.
 
 `Streams` is the only writer of these settings and owns the caches that read them: the accept path's From
-domains and delivery's source pools (`estafeta.delivery.pools`), both forgotten here when a stream
-changes. Other processes see a change once their caches age out.
+domains and delivery's source pools (`estafeta.delivery.pools`). A change is announced
+(`estafeta.changes`), so every node forgets both caches once it is committed.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from estafeta import plans
+from estafeta.changes import Changes
 from estafeta.clock import Clock
 from estafeta.config import Settings
 from estafeta.delivery.pools import SourcePools
@@ -21,6 +22,7 @@ from estafeta.store.db import Database
 StreamRow = store.StreamRow
 
 NAMES = ("transactional", "broadcast")
+TOPIC = "streams"
 
 
 class StreamError(ValueError):
@@ -36,12 +38,14 @@ class StreamError(ValueError):
 
 
 class Streams:
-    def __init__(self, db: Database, settings: Settings, clock: Clock) -> None:
+    def __init__(self, db: Database, settings: Settings, clock: Clock, changes: Changes) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
-        self.sources = SourcePools(db, settings.ip_pools)
+        self.changes = changes
+        self.sources = SourcePools(db, settings.ip_pools, changes.watch(TOPIC))
         self._rows: dict[int, dict[str, store.StreamRow]] = {}
+        self._watch = changes.watch(TOPIC)
 
     async def for_account(self, account_id: int) -> dict[str, store.StreamRow]:
         """The streams the account configured, as stored now (a stream never set is missing)."""
@@ -49,6 +53,8 @@ class Streams:
 
     async def from_domain(self, account_id: int, stream: str) -> str | None:
         """The From domain the account set for a stream, if it set one (cached for the accept path)."""
+        if self._watch.stale():
+            self._rows.clear()
         rows = self._rows.get(account_id)
         if rows is None:
             rows = self._rows[account_id] = await self.for_account(account_id)
@@ -86,6 +92,5 @@ class Streams:
             raise StreamError("ip_pool", str(exc), "not in the account's plan", 403) from exc
         now: datetime = self.clock.now()
         row = await self.db.run(store.put, account_id, stream, domain, ip_pool, now)
-        self._rows.pop(account_id, None)
-        self.sources.invalidate()
+        await self.changes.announce(TOPIC)
         return row

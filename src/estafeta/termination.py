@@ -57,8 +57,8 @@ class Terminations:
     async def terminate(self, account_id: int, actor: str, reason: str) -> dict[str, Any]:
         """Terminate the account (see the module docstring); returns what was done."""
         result = await self.db.run(self._terminate, account_id, actor, reason)
-        self.api_keys.forget(result.pop("key_prefixes"))
-        self.smtp_credentials.forget(result.pop("usernames"))
+        await self.api_keys.forget(result.pop("key_prefixes"))
+        await self.smtp_credentials.forget(result.pop("usernames"))
         self.stopped()
         return result
 

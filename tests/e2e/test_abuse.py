@@ -85,6 +85,12 @@ async def test_reports_are_matched_counted_reviewed_and_the_operator_terminates(
     assert [r["id"] for r in reviews] == [first["review_id"]]
     detail = (await admin.get(f"/v1/admin/reviews/{first['review_id']}")).json()
     assert [r["id"] for r in detail["abuse_reports"]] == [first["id"]]
+    for params in ({"account_id": 2**64}, {"account_id": 0}, {"cursor": "bm9wZQ"}, {"limit": 101}):
+        bad = await admin.get("/v1/admin/abuse", params=params)
+        assert bad.status_code == 422, (params, bad.text)
+    mine = await admin.get("/v1/admin/abuse", params={"account_id": h.account_id, "limit": 1})
+    assert [r["id"] for r in mine.json()["data"]] == [first["id"]] and mine.json()["next_cursor"] is None
+    assert (await h.client.get("/v1/admin/abuse")).status_code == 403  # an account's key is no admin key
     kept = (await admin.get(f"/v1/admin/abuse/{first['id']}")).json()
     assert "-----Original Message-----" in kept["raw"] and "Spring sale" in kept["raw"]
 
@@ -97,6 +103,9 @@ async def test_reports_are_matched_counted_reviewed_and_the_operator_terminates(
         attached,
         first["review_id"],  # the same review, with one more reason
     )
+    newest = (await admin.get("/v1/admin/abuse", params={"limit": 1})).json()
+    older = (await admin.get("/v1/admin/abuse", params={"limit": 1, "cursor": newest["next_cursor"]})).json()
+    assert [newest["data"][0]["id"], older["data"][0]["id"]] == [rows[0]["id"], first["id"]]
     standing = (await h.client.get("/v1/account/reputation")).json()
     assert {s["state"] for s in standing["streams"].values()} == {"paused"}
     refused = await h.client.post(
@@ -147,7 +156,7 @@ async def test_a_worker_holding_the_lease_sends_nothing_once_the_account_is_term
     lane = worker.lanes[("yahoo.test", None)]
     lane.resume_at = time.monotonic() + 0.3
     await core.terminations.terminate(h.account_id, "cli", "fraud")
-    worker.terminated |= await worker.queue.terminated()  # what its claim loop does when woken
+    await worker.queue.read_terminations()  # what its claim loop does when woken
     await asyncio.wait_for(asyncio.gather(*lane.senders), timeout=15)
     assert [r for r in h.world.received("yahoo.test") if "ann@yahoo.test" in r.rcpt_to] == []
     assert not worker.in_flight and not worker.held

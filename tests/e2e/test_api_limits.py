@@ -169,3 +169,47 @@ async def test_a_heavy_request_does_not_hold_up_light_ones(harness: Harness) -> 
     assert (await heavy).status_code == 202
     assert accepted._value.get() == 100
     assert before_stored >= 10, before_stored
+
+
+async def test_each_account_has_a_request_rate_and_is_told_when_to_come_back(
+    fresh_world: World, tmp_path: Path
+) -> None:
+    h = await start_harness(
+        fresh_world, f"sqlite:///{tmp_path / 'rate.db'}", api={"rate_per_second": 2, "rate_burst": 3}
+    )
+    try:
+        statuses = [(await h.client.get("/v1/stats")).status_code for _ in range(3)]
+        refused = await h.client.get("/v1/stats")
+        assert statuses == [200, 200, 200]
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["type"] == "/problems/rate-limit"
+        assert "2 requests per second" in refused.json()["detail"]
+        other = await h.platform.core.accounts.create("globex")
+        token = (await h.platform.core.api_keys.create(other.id, "tests")).token
+        elsewhere = await h.client.get("/v1/stats", headers={"Authorization": f"Bearer {token}"})
+        assert elsewhere.status_code == 200  # another account's requests are counted apart
+        h.clock.advance(0.5)
+        assert (await h.client.get("/v1/stats")).status_code == 200
+    finally:
+        await h.client.aclose()
+        await h.platform.stop(grace=2)
+
+
+async def test_requests_wait_with_503_while_shared_limits_cannot_be_checked(
+    fresh_world: World, tmp_path: Path
+) -> None:
+    h = await start_harness(
+        fresh_world,
+        f"sqlite:///{tmp_path / 'down.db'}",
+        api={"rate_per_second": 100},
+        redis={"url": "redis://127.0.0.1:1/0", "timeout": 0.5},
+    )
+    try:
+        response = await h.client.get("/v1/stats")
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.headers["content-type"] == "application/problem+json"
+    finally:
+        await h.client.aclose()
+        await h.platform.stop(grace=2)

@@ -15,6 +15,7 @@ from estafeta.cli import app
 from estafeta.dkim_keys import SIGNER_REFRESH
 from estafeta.world import World
 from tests.e2e.harness import Harness, start_harness
+from tests.factories import add_verified_domain
 
 REFRESH = SIGNER_REFRESH.total_seconds() + 1
 RETRY = 3600  # a deferred message waits longer than the rotation steps below take on the manual clock
@@ -22,19 +23,37 @@ RETRY = 3600  # a deferred message waits longer than the rotation steps below ta
 
 @pytest.fixture
 async def harness(fresh_world: World, tmp_path: Path) -> AsyncIterator[Harness]:
+    """A platform whose operator publishes new keys by hand: its domains were set up in the sandbox's DNS,
+    then `domains.dns_update` is taken away."""
     h = await start_harness(
         fresh_world, f"sqlite:///{tmp_path / 'e2e.db'}", delivery={"retry_schedule": [RETRY]}
     )
+    h.platform.core.settings.domains.dns_update = None
     yield h
     await h.client.aclose()
     await h.platform.stop(grace=2)
 
 
 @pytest.fixture
+async def sandbox(fresh_world: World, tmp_path: Path) -> AsyncIterator[Harness]:
+    """A sandbox platform as `estafeta demo` makes one: it publishes records in the world's DNS itself."""
+    h = await start_harness(fresh_world, f"sqlite:///{tmp_path / 'e2e.db'}")
+    yield h
+    await h.client.aclose()
+    await h.platform.stop(grace=2)
+
+
+def reject_policy(world: World, domain: str) -> None:
+    """The domain's DMARC record becomes p=reject (in place of the sandbox's p=none)."""
+    world.zone.remove(f"_dmarc.{domain}", "TXT")
+    world.zone.add(f"_dmarc.{domain}", "TXT", "v=DMARC1; p=reject")
+
+
+@pytest.fixture
 def dmarc_reject(fresh_world: World) -> Iterator[None]:
-    """acme.test and nokey.test publish DMARC p=reject (removed afterwards: the world outlives the test)."""
-    for domain in ("acme.test", "nokey.test"):
-        fresh_world.zone.add(f"_dmarc.{domain}", "TXT", "v=DMARC1; p=reject")
+    """acme.test publishes DMARC p=reject (removed afterwards: the world outlives the test; the next
+    platform's `domains add` publishes its own record again)."""
+    reject_policy(fresh_world, "acme.test")
     yield
     for domain in ("acme.test", "nokey.test"):
         fresh_world.zone.remove(f"_dmarc.{domain}", "TXT")
@@ -164,14 +183,17 @@ async def test_dual_signing_passes_both_verifiers(harness: Harness, dmarc_reject
 
 
 async def test_dmarc_test_refuses_unaligned_mail_and_accepts_aligned_mail(
-    harness: Harness, dmarc_reject: None
+    sandbox: Harness, dmarc_reject: None
 ) -> None:
+    harness = sandbox
     await send_to_dmarc(harness, "Aligned")
     assert harness.world.stats()["dmarc.test"].dmarc_pass == 1
 
-    # nokey.test is registered but its key was never published: no DKIM pass, and SPF is the return
-    # path's (bounces.estafeta.test), not aligned with nokey.test.
-    await harness.platform.core.domains.add(harness.account_id, "nokey.test", "rsa-sha256")
+    # nokey.test was verified, then its DKIM record vanished from DNS: no DKIM pass at the receiver, and SPF
+    # is the return path's (bounces.estafeta.test), not aligned with nokey.test.
+    key = await add_verified_domain(harness.platform.core, harness.account_id, "nokey.test", "rsa-sha256")
+    harness.world.zone.remove(key.record_name, "TXT")
+    reject_policy(harness.world, "nokey.test")
     refused = await harness.send(**{"from": "hello@nokey.test"}, to=["ann@dmarc.test"], subject="Unaligned")
     view = await harness.wait_state(refused, "bounced")
     (recipient,) = view["recipients"]
@@ -181,3 +203,36 @@ async def test_dmarc_test_refuses_unaligned_mail_and_accepts_aligned_mail(
     )
     stats = harness.world.stats()["dmarc.test"]
     assert (stats.accepted, stats.dmarc_fail, stats.mail_dkim_fail) == (1, 1, 1)
+
+
+async def test_a_sandbox_platform_publishes_new_keys_and_withdraws_retired_ones(sandbox: Harness) -> None:
+    core, world = sandbox.platform.core, sandbox.world
+    (old,) = (await keys(sandbox)).values()
+    rotated = await sandbox.client.post("/v1/domains/acme.test/keys/rotate")
+    assert rotated.status_code == 201, rotated.text
+    new = rotated.json()
+    # Published by RFC 2136 update to the world's DNS server, but not signing before the check sees it.
+    assert world.zone.txt(new["record"]["name"]) == [new["record"]["value"]]
+    assert signatures(await send_to_dmarc(sandbox, "Not yet")) == [old["selector"]]
+
+    assert await core.dkim_keys.check() == {"activated": 1, "retired": 0}
+    sandbox.advance(3 * REFRESH)  # nothing unfinished carries the old signature
+    assert await core.dkim_keys.check() == {"activated": 0, "retired": 1}
+    assert world.zone.txt(old["record"]["name"]) == []  # withdrawn
+    assert signatures(await send_to_dmarc(sandbox, "Rotated")) == [new["selector"]]
+
+
+async def test_the_command_line_rotates_adds_and_lists_keys(harness: Harness) -> None:
+    env = {"ESTAFETA_DATABASE_URL": harness.platform.core.settings.database_url, "COLUMNS": "250"}
+    runner = CliRunner()
+    rotated = runner.invoke(app, ["domains", "rotate-key", "acme.test"], env=env)
+    assert rotated.exit_code == 0, rotated.output
+    assert "under selector est" in rotated.output and "(pending)" in rotated.output
+    assert "._domainkey.acme.test" in rotated.output and "v=DKIM1; k=rsa; p=" in rotated.output
+    again = runner.invoke(app, ["domains", "rotate-key", "acme.test"], env=env)
+    assert again.exit_code != 0 and "pending rsa-sha256 key" in again.output
+    added = runner.invoke(app, ["domains", "add-key", "acme.test", "--algorithm", "ed25519-sha256"], env=env)
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(app, ["domains", "keys", "acme.test"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count("pending") == 2 and "active" in listed.output

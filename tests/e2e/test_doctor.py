@@ -469,3 +469,20 @@ async def test_a_return_path_spf_over_ten_lookups_fails(deployment: Deployment, 
     assert [row.status for row in rows] == ["fail", "fail"]
     assert rows[0].detail.startswith("permerror:")
     assert rows[0].fix.startswith("correct the SPF record of loops.clinic.test (at most 10 DNS lookups)")
+
+
+async def test_a_sending_domain_without_its_records_fails_with_the_records_to_publish(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    settings = deployment.settings(f"sqlite:///{tmp_path / 'domains.db'}")
+    platform = Platform(settings)
+    await _publish_domain(platform, deployment.world)
+    platform.core.close()
+    deployment.world.zone.remove(f"_dmarc.{DOMAIN}", "TXT")
+    checks = await doctor.run(settings)
+    dmarc = _one(checks, "DMARC")
+    assert (dmarc.target, dmarc.status) == (f"_dmarc.{DOMAIN}", "fail")
+    assert dmarc.fix.startswith(f'publish `_dmarc.{DOMAIN} TXT "v=DMARC1; ')
+    assert "rua=mailto:dmarc@bounces.estafeta.test" in dmarc.fix
+    assert _one(checks, "DKIM").status == "pass"
+    assert _one(checks, "SPF", f"{DOMAIN} for 127.0.0.2").status == "pass"

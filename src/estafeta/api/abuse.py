@@ -11,9 +11,10 @@ from pydantic import BaseModel, Field
 
 from estafeta.abuse import ReportRow
 from estafeta.api.deps import admin_actor, get_core
-from estafeta.api.params import Id, IdField, OneLine, decode_cursor, encode_cursor
+from estafeta.api.params import Id, OneLine, decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
 from estafeta.core import Core
+from estafeta.ids import MAX_ID
 from estafeta.termination import TerminationError
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -25,7 +26,10 @@ class AbuseReportOut(BaseModel):
     mailbox: str = Field(description="the abuse@ or postmaster@ address it was sent to")
     reporter: str | None = Field(description="the From address of the report")
     subject: str
-    category: str = Field(description="phishing, malware, spam, other; complaint (ARF) or bounce")
+    category: str = Field(
+        description="a person's report: phishing, malware, spam, other; else what the mail was: complaint "
+        "(a feedback-loop report, counted as a complaint), feedback, bounce, auto-reply"
+    )
     account_id: int | None = Field(description="the account it was matched to; null: the operators' inbox")
     message_id: str | None
     recipient: str | None
@@ -55,7 +59,7 @@ def _out(row: ReportRow) -> dict[str, Any]:
 @router.get("/abuse", response_model=AbuseReportPage, summary="Reports mailed to abuse@ and postmaster@")
 async def list_reports(
     matched: bool | None = Query(None, description="false: the operators' inbox (no account matched)"),
-    account_id: IdField | None = Query(None, description="only reports matched to this account"),
+    account_id: int | None = Query(None, ge=1, le=MAX_ID, description="only reports matched to this account"),
     limit: int = Query(50, ge=1, le=100),
     cursor: str | None = None,
     _: str = Depends(admin_actor),

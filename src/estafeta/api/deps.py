@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from estafeta.api.problems import Problem
 from estafeta.auth import split_token
+from estafeta.limits import LimitsUnavailable
 
 if TYPE_CHECKING:
     from estafeta.core import Core
@@ -24,14 +26,38 @@ def get_core(request: Request) -> Core:
 async def account_id(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> int:
-    """The account of the API key in the Authorization header; 401 otherwise."""
+    """The account of the API key in the Authorization header (401 otherwise), within its request rate
+    (429 otherwise)."""
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
         raise Problem(401, "send an API key as `Authorization: Bearer <key>`", headers=challenge)
-    found = await get_core(request).api_keys.account_for(credentials.credentials)
+    core = get_core(request)
+    found = await core.api_keys.account_for(credentials.credentials)
     if found is None:
         raise Problem(401, "the API key is unknown or revoked", headers=challenge)
+    await _within_rate(core, found)
     return found
+
+
+async def _within_rate(core: Core, account: int) -> None:
+    """Spend one request of the account's `api.rate_per_second` (shared by every node with Redis)."""
+    api = core.settings.api
+    if api.rate_per_second <= 0:
+        return
+    try:
+        wait = await core.limits.take(f"api:{account}", api.rate_per_second, api.rate_burst)
+    except LimitsUnavailable as exc:
+        raise Problem(
+            503, "request limits cannot be checked right now; try again shortly", headers={"Retry-After": "1"}
+        ) from exc
+    if wait > 0:
+        raise Problem(
+            429,
+            f"this account may make {api.rate_per_second:g} requests per second (bursts of "
+            f"{api.rate_burst}); try again in {wait:.2f} seconds",
+            headers={"Retry-After": str(math.ceil(wait))},
+            kind="rate-limit",
+        )
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ class SmtpSessions:
         )
         self.core = Core(settings, clock=ManualClock())
         self.relay = SmtpRelay(
-            settings, self.core.domains, self.core.accepter, self.core.smtp_credentials, self.core.clock
+            settings, self.core.domains, self.core.accepter, self.core.smtp_credentials, self.core.limits
         )
         self.login = self.loop.run_until_complete(self._sender())
 

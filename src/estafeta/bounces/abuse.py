@@ -131,7 +131,7 @@ def traces(msg: Message) -> Traces:
             feedback_ids[" ".join(str(value).split())] = None
         for value in original.get_all("DKIM-Signature", []):
             dkim.update(dict.fromkeys(d.lower().rstrip(".") for d in _DKIM_DOMAIN.findall(str(value))))
-    for _, text in texts(msg, into_enclosed=True):
+    for _, text in texts(msg, into_enclosed=True, markup=True):
         verp.update(dict.fromkeys(m.lower() for m in _VERP.findall(text)))
         message_ids.update(dict.fromkeys(_MESSAGE_ID_LINE.findall(text)))
         feedback_ids.update(dict.fromkeys(f.strip() for f in _FEEDBACK_ID_LINE.findall(text)))

@@ -260,8 +260,9 @@ def verp_token(
     return None
 
 
-def _decoded_text(part: Message) -> str:
-    """The text of a leaf part, decoded from its transfer encoding and charset, HTML reduced to text."""
+def _decoded_text(part: Message, *, markup: bool = False) -> str:
+    """The text of a leaf part, decoded from its transfer encoding and charset, HTML reduced to text (unless
+    `markup`)."""
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return str(part.get_payload())
@@ -274,7 +275,7 @@ def _decoded_text(part: Message) -> str:
             except (LookupError, ValueError):  # unknown or malformed charset names (NUL, idna …) too
                 continue
     text = text if text is not None else payload.decode("latin-1")
-    if part.get_content_subtype() == "html":
+    if part.get_content_subtype() == "html" and not markup:
         text = html.unescape(_TAG.sub(" ", re.sub(r"(?i)<br\s*/?>|</p>", "\n", text)))
     return text
 
@@ -674,12 +675,12 @@ def enclosed_originals(msg: Message) -> list[Message]:
     return list(_enclosed_originals(msg))
 
 
-def texts(msg: Message, *, into_enclosed: bool) -> Iterator[tuple[str, str]]:
-    """(subtype, decoded text) of each text part, HTML reduced to text; optionally inside enclosed messages
-    too (a forwarded original's body)."""
+def texts(msg: Message, *, into_enclosed: bool, markup: bool = False) -> Iterator[tuple[str, str]]:
+    """(subtype, decoded text) of each text part, HTML reduced to text unless `markup` (links live in its
+    attributes); optionally inside enclosed messages too (a forwarded original's body)."""
     for part in _parts(msg, into_enclosed=into_enclosed):
         if part.get_content_maintype() == "text" and not part.is_multipart():
-            yield part.get_content_subtype(), _decoded_text(part)
+            yield part.get_content_subtype(), _decoded_text(part, markup=markup)
 
 
 def enclosed_original(msg: Message) -> Message | None:

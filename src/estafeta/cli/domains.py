@@ -119,9 +119,7 @@ def _when(moment: object) -> str:
 def _new_key(domain: DomainRow, key: DkimKeyRow, record: DnsRecord) -> None:
     console.print(f"New {key.algorithm} key for {domain.name} under selector {key.selector} (pending).")
     console.print("Publish this record; the key signs once the scheduled check sees it in DNS:")
-    table = Table("name", "type", "value")
-    table.add_row(record.name, record.type, record.value)
-    console.print(table)
+    typer.echo(f'{record.name}. {record.type} "{record.value}"')  # one line, whatever the terminal's width
 
 
 @app.command("rotate-key")

@@ -51,8 +51,9 @@ def serve(
         Role,
         typer.Option(
             help="all: everything in this process (and its delivery.processes children); front: API, SMTP "
-            "relay, inbound listener, webhooks, campaigns and scheduler, without delivery; delivery: only a "
-            "delivery engine, to add delivery capacity on the same database."
+            "relay, inbound listener, dashboard, webhooks, campaigns and scheduler, without delivery; "
+            "delivery: delivery (this process or its delivery.processes children) and scheduler. Nodes of "
+            "any role share one PostgreSQL (and Redis for limits): docs/scaling.md."
         ),
     ] = Role.all,
 ) -> None:

@@ -1,6 +1,12 @@
 """The delivery engine: claims due queue entries, groups them by destination domain into lanes, and
 sends them over reused SMTP sessions within each destination's concurrency and rate limits.
 
+Each destination's limits (`delivery.default_limits`, `delivery.domain_limits`) hold across every node
+of the platform when `redis.url` is set (`estafeta.limits`): a sender holds one of the destination's
+connection slots (leased, renewed while the session lasts, so a killed node's slots expire) for as long as
+its session is open, and takes a token from the destination's shared bucket before each message. When the
+shared limits cannot be reached, the destination's waiting mail is deferred untried (temporary failure).
+
 Destinations are kept apart: one domain holds at most `max_in_flight_per_domain` claimed entries (the
 rest of its mail stays in the queue while others are claimed), and a destination that ends several
 transactions in a row without a reply (time-outs, resets) has its waiting mail deferred at once, so a
@@ -12,13 +18,15 @@ read; leases of entries still held in memory are renewed, and on shutdown entrie
 released so that nothing waits for a lease to expire.
 
 Mail of a terminated account is never sent: the engine re-reads terminations at every turn of its claim
-loop (at once when woken, else within `delivery.poll_interval`) and checks each entry's account right
-before its SMTP transaction (`estafeta.termination`).
+loop, in the claim's transaction (at once when woken, else within `delivery.poll_interval`), and checks
+each entry's account right before its SMTP transaction (`estafeta.termination`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -30,7 +38,7 @@ from estafeta import verp
 from estafeta.bounces.classify import classify_reply
 from estafeta.bounces.policy import DEFAULT_POLICY, Policy
 from estafeta.bounces.reasons import bounce_data, retry_advised
-from estafeta.clock import Clock
+from estafeta.clock import Clock, SystemClock
 from estafeta.config import DestinationLimits, Settings
 from estafeta.delivery.client import ConnectFailed, MxSession, Reply, open_session
 from estafeta.delivery.helo import SourceNames
@@ -38,8 +46,9 @@ from estafeta.delivery.mta_sts import MtaSts
 from estafeta.delivery.mx import DnsPermanentError, DnsTemporaryError, MxResolver
 from estafeta.delivery.outcomes import OutcomeRecorder
 from estafeta.delivery.pools import NoSendingAddress, SourcePools
-from estafeta.delivery.throttle import TokenBucket
 from estafeta.delivery.tlsrpt import SessionCounter
+from estafeta.limits import Limits, LimitsUnavailable
+from estafeta.limits.memory import MemoryLimits
 from estafeta.metrics import CommitWindow, Metrics
 from estafeta.outcome import AttemptResult, Job
 from estafeta.queue import AfterFinish, Queue
@@ -52,6 +61,8 @@ log = logging.getLogger("estafeta.delivery")
 
 POSTGRESQL_WRITERS = 4  # outcome commits at once where the database has concurrent writers
 SESSIONS_FLUSH_INTERVAL = 5.0  # seconds between additions of TLS session counts to the database
+SLOT_POLL = 0.2  # seconds between tries for a destination's connection slot while all are taken
+_senders = itertools.count()
 
 
 def classified(
@@ -77,7 +88,8 @@ class Lane:
         self.limits = limits
         self.jobs: deque[Job] = deque()
         self.senders: set[asyncio.Task[None]] = set()
-        self.bucket = TokenBucket(limits.rate)
+        where = f"dest:{domain}|{source or ''}"
+        self.slots_key, self.rate_key = f"{where}:sessions", f"{where}:rate"
         self.arrived = asyncio.Event()
         self.resume_at = 0.0  # monotonic time before which no new session is opened (after a 421)
         self.dropped = 0  # transactions in a row that ended without a reply
@@ -177,8 +189,51 @@ class Lane:
             await self._fail_all(job, lambda j: classified(j, refused, extra, engine.policy))
         return None
 
+    async def _defer_unlimited(self, job: Job, error: LimitsUnavailable) -> None:
+        """The shared limits cannot be asked: nothing is sent to this destination for now (fail closed)."""
+        log.error("deferring mail for %s untried: %s", self.domain, error)
+        jobs = [job, *self.jobs]
+        self.jobs.clear()
+        reason = f"not tried: {error}"
+        now = time.monotonic()
+        await asyncio.gather(
+            *(
+                self.engine.record(
+                    AttemptResult(j, False, None, reason, True, {"limits": "unavailable"}, False), now
+                )
+                for j in jobs
+            )
+        )
+
+    async def _slot(self, holder: str) -> bool:
+        """Wait for one of the destination's connection slots (shared by every node); False when the
+        engine stops first."""
+        engine = self.engine
+        lease = engine.settings.delivery.slot_lease_seconds
+        while not await engine.limits.acquire(self.slots_key, holder, self.limits.concurrency, lease):
+            if engine.stopping:
+                return False
+            await asyncio.sleep(SLOT_POLL)
+        engine.slots[holder] = self.slots_key
+        return True
+
+    async def _let_slot_go(self, holder: str) -> None:
+        if self.engine.slots.pop(holder, None) is not None:
+            with contextlib.suppress(LimitsUnavailable):  # else its lease runs out on its own
+                await self.engine.limits.release(self.slots_key, holder)
+
+    async def _pace(self) -> None:
+        """Take one token of the destination's rate (shared by every node), waiting for it if need be."""
+        rate = self.limits.rate
+        if rate <= 0:
+            return
+        burst = max(1.0, rate)
+        while (wait := await self.engine.limits.take(self.rate_key, rate, burst)) > 0:
+            await asyncio.sleep(wait)
+
     async def _sender(self) -> None:
         session: MxSession | None = None
+        holder = f"{self.engine.owner}:{next(_senders)}"
         try:
             while True:
                 job = await self._next_job()
@@ -187,12 +242,20 @@ class Lane:
                 delay = self.resume_at - time.monotonic()
                 if session is None and delay > 0:
                     await asyncio.sleep(delay)
-                if session is None:
-                    session = await self._open(job)
+                try:
                     if session is None:
-                        continue
-                await self.bucket.acquire()
-                if job.account_id in self.engine.terminated:  # checked right before sending
+                        if not await self._slot(holder):
+                            await self.engine.give_back(job)
+                            return
+                        session = await self._open(job)
+                        if session is None:
+                            await self._let_slot_go(holder)
+                            continue
+                    await self._pace()
+                except LimitsUnavailable as exc:
+                    await self._defer_unlimited(job, exc)
+                    continue
+                if job.account_id in self.engine.queue.terminated:  # checked right before sending
                     self.engine.drop(job)
                     continue
                 mail_from = verp.return_path(
@@ -212,12 +275,15 @@ class Lane:
                 await self.engine.record(classified(job, reply, extra, self.engine.policy), replied_at)
                 if self.dropped >= delivery.max_dropped_transactions and self.jobs:
                     await self._defer_waiting(reply)
-                if not session.alive:
+                if not session.alive or holder in self.engine.lost_slots:
+                    self.engine.lost_slots.discard(holder)
                     await session.close()
                     session = None
+                    await self._let_slot_go(holder)
         finally:
             if session is not None:
                 await session.close()
+            await self._let_slot_go(holder)
 
 
 class DeliveryEngine:
@@ -233,10 +299,15 @@ class DeliveryEngine:
         *,
         sources: SourcePools | None = None,
         after_finish: AfterFinish | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """`sources` picks each entry's source address (the streams' IP pools); `after_finish` reacts to
-        final outcomes in their transaction (reputation)."""
+        final outcomes in their transaction (reputation); `limits` holds the destinations' connection
+        slots and rates (by default in this process only)."""
         self.settings = settings
+        self.limits = limits or MemoryLimits(SystemClock())  # receivers count real seconds
+        self.slots: dict[str, str] = {}  # connection slots held: holder → key
+        self.lost_slots: set[str] = set()  # holders whose slot expired: their session ends
         self.metrics = metrics
         self.resolver = resolver
         self.verp_secret = verp_secret
@@ -251,7 +322,6 @@ class DeliveryEngine:
         self.mta_sts = MtaSts(db, settings.mta_sts, clock, resolver.resolver, resolver.addresses)
         self.sessions = SessionCounter(db, clock)
         self.in_flight: set[int] = set()
-        self.terminated: set[int] = set()  # accounts whose mail is never sent (`estafeta.termination`)
         self.held: Counter[str] = Counter()  # claimed entries per recipient domain, until recorded
         self.window = CommitWindow()
         if metrics is not None:
@@ -279,6 +349,12 @@ class DeliveryEngine:
         if self.metrics is not None:
             self.metrics.delivery_attempt(result.delivered, result.retry)
         self._room.set()
+
+    async def give_back(self, job: Job) -> None:
+        """Release an entry not attempted (stopping) so that any worker may take it at once."""
+        await self.queue.release([job.delivery_id])
+        self.in_flight.discard(job.delivery_id)
+        self._let_go(job.domain)
 
     def drop(self, job: Job) -> None:
         """Let go of an entry without an attempt: its account was terminated, which cancelled the entry and
@@ -308,7 +384,7 @@ class DeliveryEngine:
             return None  # already ours (the clock jumped past our own lease): never send it twice
         self.in_flight.add(job.delivery_id)
         self.held[job.domain] += 1
-        if job.account_id in self.terminated:
+        if job.account_id in self.queue.terminated:
             self.drop(job)
             return None
         try:
@@ -330,10 +406,13 @@ class DeliveryEngine:
     async def _claim_loop(self) -> None:
         delivery = self.settings.delivery
         while not self.stopping:
-            self.terminated |= await self.queue.terminated()
             room = delivery.max_in_flight - len(self.in_flight)
             full = [d for d, n in self.held.items() if n >= delivery.max_in_flight_per_domain]
-            jobs = await self.queue.claim(min(delivery.batch_size, room), full) if room > 0 else []
+            if room > 0:
+                jobs = await self.queue.claim(min(delivery.batch_size, room), full)
+            else:
+                jobs = []
+                await self.queue.read_terminations()
             if jobs:
                 await self.sources.refresh()
                 await self.helo.refresh()
@@ -361,6 +440,21 @@ class DeliveryEngine:
             await asyncio.sleep(interval)
             await self.queue.renew(sorted(self.in_flight))
 
+    async def _slots_loop(self) -> None:
+        """Renew the connection slots of open sessions; a session whose slot could not be kept ends after
+        its current message (another node may hold the slot now)."""
+        lease = self.settings.delivery.slot_lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            for holder, key in list(self.slots.items()):
+                try:
+                    kept = await self.limits.renew(key, holder, lease)
+                except LimitsUnavailable as exc:
+                    log.error("connection slots not renewed: %s", exc)
+                    kept = False
+                if not kept:
+                    self.lost_slots.add(holder)
+
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
         """Deliver until `stop()` is called."""
@@ -368,6 +462,7 @@ class DeliveryEngine:
         await self.helo.refresh()  # at start: says which pool addresses fail, before any mail waits
         self._tasks = [
             asyncio.create_task(self._renew_loop(), name="delivery-renew"),
+            asyncio.create_task(self._slots_loop(), name="delivery-slots"),
             asyncio.create_task(self._sessions_loop(), name="delivery-tls-sessions"),
         ]
         try:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from estafeta.changes import Watch
 from estafeta.outcome import Job
 from estafeta.store import streams as stream_store
 from estafeta.store.db import Database
 
-REFRESH_SECONDS = 30.0  # how stale another process's stream changes may be seen
+REFRESH_SECONDS = 30.0  # how stale stream changes may be seen without a watch on them
 
 
 class NoSendingAddress(Exception):
@@ -26,20 +27,25 @@ class NoSendingAddress(Exception):
 
 
 class SourcePools:
-    def __init__(self, db: Database, pools: Mapping[str, Sequence[object]]) -> None:
+    def __init__(
+        self, db: Database, pools: Mapping[str, Sequence[object]], watch: Watch | None = None
+    ) -> None:
+        """`watch` says when the accounts' choices changed on any node (else they are read again every
+        `REFRESH_SECONDS`)."""
         self.db = db
+        self.watch = watch
         self.pools = {name: [str(address) for address in addresses] for name, addresses in pools.items()}
         self._chosen: dict[tuple[int, str], str] = {}
         self._loaded_at: float | None = None
 
-    def invalidate(self) -> None:
-        """Read the accounts' choices again before the next dispatch (they changed in this process)."""
-        self._loaded_at = None
-
     async def refresh(self) -> None:
         if not self.pools:
             return
-        if self._loaded_at is None or time.monotonic() - self._loaded_at > REFRESH_SECONDS:
+        if self.watch is not None:
+            stale = self.watch.stale()
+        else:
+            stale = self._loaded_at is not None and time.monotonic() - self._loaded_at > REFRESH_SECONDS
+        if self._loaded_at is None or stale:
             self._chosen = await self.db.run(stream_store.pools)
             self._loaded_at = time.monotonic()
 

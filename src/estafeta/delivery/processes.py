@@ -218,6 +218,7 @@ async def _deliver(settings: Settings, control: Connection, wake: Connection) ->
     try:
         core = Core(settings)
         engine = core.delivery_engine()
+        listening = asyncio.create_task(core.changes.run(), name="changes")
         running = asyncio.create_task(engine.run(), name="delivery")
     except Exception as error:
         control.send(("error", repr(error)))
@@ -273,7 +274,9 @@ async def _deliver(settings: Settings, control: Connection, wake: Connection) ->
         loop.remove_reader(control.fileno())
         await engine.stop(grace)
         await running
-        core.close()
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        await core.aclose()
         report()
         control.close()
         wake.close()

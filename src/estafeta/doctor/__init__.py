@@ -39,7 +39,9 @@ async def _dns(settings: Settings, resolver: dns.asyncresolver.Resolver) -> list
     return rows + await check_return_path_spf(settings, resolver, sources)
 
 
-async def _domains(settings: Settings, db: Database | None) -> list[Check]:
+async def _domains(
+    settings: Settings, db: Database | None, resolver: dns.asyncresolver.Resolver
+) -> list[Check]:
     if db is None:
         return [
             Check(
@@ -50,7 +52,7 @@ async def _domains(settings: Settings, db: Database | None) -> list[Check]:
                 "fix the database first",
             )
         ]
-    return await check_domains(settings, db)
+    return await check_domains(settings, db, resolver)
 
 
 async def run(settings: Settings, resolver: dns.asyncresolver.Resolver | None = None) -> list[Check]:
@@ -65,7 +67,7 @@ async def run(settings: Settings, resolver: dns.asyncresolver.Resolver | None = 
             asyncio.to_thread(check_certificate, settings, datetime.now(UTC)),
             _dns(settings, resolver),
             check_inbound_mx(settings, resolver),
-            _domains(settings, db),
+            _domains(settings, db, resolver),
         )
     finally:
         if db is not None:

@@ -19,7 +19,7 @@ import dns.reversename
 from estafeta.clock import SystemClock
 from estafeta.config import Settings
 from estafeta.delivery.helo import Result, check_address, check_pools
-from estafeta.delivery.mx import MxResolver, make_resolver
+from estafeta.delivery.mx import MxResolver
 from estafeta.doctor.check import Check
 from estafeta.domains import Domains
 from estafeta.spf_eval import evaluate, sync_resolver
@@ -147,10 +147,12 @@ def _domain_row(check: RecordCheck) -> Check | None:
     return Check(label, target, "fail" if serious else "warn", check.detail, fix)
 
 
-async def check_domains(settings: Settings, db: Database) -> list[Check]:
+async def check_domains(
+    settings: Settings, db: Database, resolver: dns.asyncresolver.Resolver
+) -> list[Check]:
     """Each sending domain's records as the verification service reads them: DKIM per selector, DMARC and
     its alignment, SPF for each sending address (`estafeta domains verify` shows the same, per domain)."""
-    lookups = Lookups(make_resolver(settings.dns_servers), settings.doctor.timeout)
+    lookups = Lookups(resolver, settings.doctor.timeout)
     rows: list[Check] = []
     for domain in await Domains(db, settings, SystemClock()).list():
         for check in (await check_domain(domain, settings, lookups)).checks:

@@ -1,8 +1,8 @@
 """SMTP credentials: a generated username and password per credential, the password kept as an argon2 hash.
 
 Mail clients log in on every connection and argon2 is deliberately slow, so a successful login is remembered
-in memory for a minute under a SHA-256 of username and password (never the password itself). Revoking
-through this process forgets it at once; other processes forget it when the entry ages out.
+in memory for a minute under a SHA-256 of username and password (never the password itself). A revocation
+is announced (`estafeta.changes`): every node forgets its remembered logins once it is committed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from estafeta.auth import hash_secret, verify_secret
+from estafeta.changes import Changes
 from estafeta.clock import Clock
 from estafeta.store import smtp_credentials as store
 from estafeta.store.db import Database
@@ -50,10 +51,12 @@ class _Verified:
 class SmtpCredentials:
     """An account's relay logins: created here (the password is shown once), checked on every AUTH."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, changes: Changes) -> None:
         self.db = db
         self.clock = clock
+        self.changes = changes
         self._cache: dict[str, _Verified] = {}
+        self._watch = changes.watch("smtp-credentials")
 
     async def create(self, account_id: int) -> NewSmtpCredential:
         """Generate and store a credential for the account; the password is returned once, never stored."""
@@ -71,6 +74,8 @@ class SmtpCredentials:
         """The account a username/password belongs to, or None for unknown, revoked or wrong ones."""
         now = self.clock.now()
         digest = _digest(username, password)
+        if self._watch.stale():
+            self._cache.clear()
         hit = self._cache.get(digest)
         if hit is not None and hit.expires > now:
             return hit.account_id
@@ -92,12 +97,15 @@ class SmtpCredentials:
         await asyncio.to_thread(verify_secret, None, "")
 
     async def revoke(self, account_id: int, username: str) -> bool:
-        """Revoke the account's credential and forget its cached logins; False when it has no such one."""
+        """Revoke the account's credential; every node forgets its remembered logins once that is
+        committed. False when the account has no such credential."""
         revoked = await self.db.run(store.revoke_credential, account_id, username, self.clock.now())
         if revoked:
-            self.forget([username])
+            await self.forget([username])
         return revoked
 
-    def forget(self, usernames: Collection[str]) -> None:
-        """Forget the cached logins of these usernames in this process (revoked elsewhere in the core)."""
-        self._cache = {k: v for k, v in self._cache.items() if v.username not in usernames}
+    async def forget(self, usernames: Collection[str]) -> None:
+        """These credentials were revoked (here or elsewhere in the core): every node forgets its
+        remembered logins (`estafeta.changes`)."""
+        if usernames:
+            await self.changes.announce("smtp-credentials")

@@ -20,12 +20,12 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from estafeta.accept import Accepter, AcceptError
-from estafeta.clock import Clock
 from estafeta.compose import Address, AddressError, parse_address
 from estafeta.config import Settings, SmtpSettings
 from estafeta.domains import Domains
+from estafeta.limits import Limits, LimitsUnavailable
 from estafeta.smtp.credentials import SmtpCredentials
-from estafeta.smtp.limits import AccountRateLimiter, ConnectionLimiter, LoginFailureLimiter
+from estafeta.smtp.limits import ConnectionLimiter, LoginFailureLimiter
 from estafeta.tls import server_context, write_self_signed
 from estafeta.waits import wait_set
 
@@ -38,6 +38,8 @@ USER_LOCKED = "454 4.7.0 Too many failed logins for this username; try again lat
 NO_PROGRESS = "421 4.7.0 Too many commands without a message, closing connection"
 IDLE = b"421 4.4.2 Idle for too long, closing connection\r\n"
 TEMPORARY_FAILURE = "451 4.3.0 Message not queued because of a temporary error, try again later"
+LIMITS_UNAVAILABLE = "451 4.3.0 Sending limits cannot be checked right now, try again later"
+LOGIN_CHECKS_UNAVAILABLE = "454 4.3.0 Logins cannot be checked right now, try again later"
 MAX_REPLY_TEXT = 400
 _DRAIN_ROUNDS = 100
 
@@ -157,13 +159,15 @@ def _login(session: Session) -> RelayLogin:
 class RelayHandler:
     """aiosmtpd hooks: who may send from which domain, how many recipients, how fast; then the accept."""
 
-    def __init__(
-        self, domains: Domains, accepter: Accepter, rates: AccountRateLimiter, max_recipients: int
-    ) -> None:
+    def __init__(self, domains: Domains, accepter: Accepter, limits: Limits, smtp: SmtpSettings) -> None:
+        """Each account may send `smtp.rate_burst` messages at once, then `smtp.rate_per_second` (counted
+        in `limits`: on every node alike when they are shared)."""
         self.domains = domains
         self.accepter = accepter
-        self.rates = rates
-        self.max_recipients = max_recipients
+        self.limits = limits
+        self.rate = smtp.rate_per_second
+        self.burst = smtp.rate_burst
+        self.max_recipients = smtp.max_recipients
         self._owners: dict[str, int] = {}  # domain → account; only found ones, so new domains show at once
         self._accepting = 0
         self._idle = asyncio.Event()
@@ -192,9 +196,15 @@ class RelayHandler:
         refusal = await self.accepter.domain_refusal(sender.domain)
         if refusal is not None:
             return f"550 5.7.1 {reply_text(refusal)}"
-        if not self.rates.try_take(login.account_id):
-            log.info("smtp rate limited account=%d", login.account_id)
-            return "451 4.7.1 Sending rate limit of this account exceeded, try again later"
+        if self.rate > 0:
+            try:
+                wait = await self.limits.take(f"relay:{login.account_id}", self.rate, self.burst)
+            except LimitsUnavailable as exc:
+                log.error("smtp MAIL refused for now: %s", exc)
+                return LIMITS_UNAVAILABLE
+            if wait > 0:
+                log.info("smtp rate limited account=%d", login.account_id)
+                return "451 4.7.1 Sending rate limit of this account exceeded, try again later"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
@@ -386,12 +396,18 @@ class RelaySMTP(SMTP):
         ip = self._client_ip or "unknown"
         username = parsed.auth_data.login.decode("utf-8", "replace")
         user_key = username[:256]
-        if not self._relay.logins.attempt(ip):
-            log.info("smtp login refused ip=%s reason=too-many-failures", ip)
-            return AuthResult(success=False, handled=False, message=TOO_MANY_FAILURES)
-        if not self._relay.user_logins.attempt(user_key):
-            log.info("smtp login refused user=%s ip=%s reason=user-locked", reply_text(username)[:64], ip)
-            return AuthResult(success=False, handled=False, message=USER_LOCKED)
+        try:
+            ip_token = await self._relay.logins.attempt(ip)
+            if ip_token is None:
+                log.info("smtp login refused ip=%s reason=too-many-failures", ip)
+                return AuthResult(success=False, handled=False, message=TOO_MANY_FAILURES)
+            user_token = await self._relay.user_logins.attempt(user_key)
+            if user_token is None:
+                log.info("smtp login refused user=%s ip=%s reason=user-locked", reply_text(username)[:64], ip)
+                return AuthResult(success=False, handled=False, message=USER_LOCKED)
+        except LimitsUnavailable as exc:
+            log.error("smtp login refused for now: %s", exc)
+            return AuthResult(success=False, handled=False, message=LOGIN_CHECKS_UNAVAILABLE)
         try:
             password = parsed.auth_data.password.decode()
             parsed.auth_data.login.decode()
@@ -403,8 +419,11 @@ class RelaySMTP(SMTP):
         if account_id is None:
             log.info("smtp login refused user=%s ip=%s", reply_text(username)[:64], ip)
             return AuthResult(success=False, handled=False)  # 535 5.7.8
-        self._relay.logins.succeeded(ip)
-        self._relay.user_logins.succeeded(user_key)
+        try:
+            await self._relay.logins.succeeded(ip, ip_token)
+            await self._relay.user_logins.succeeded(user_key, user_token)
+        except LimitsUnavailable as exc:  # the login was right; it stays counted until its window passes
+            log.error("smtp login not forgiven: %s", exc)
         return AuthResult(success=True, auth_data=RelayLogin(account_id, username))
 
     def shut_down(self) -> None:
@@ -440,7 +459,7 @@ class SmtpRelay:
         domains: Domains,
         accepter: Accepter,
         credentials: SmtpCredentials,
-        clock: Clock,
+        limits: Limits,
     ) -> None:
         smtp = settings.smtp
         self.settings = settings
@@ -448,13 +467,15 @@ class SmtpRelay:
         self.handler = RelayHandler(
             domains,
             accepter,
-            AccountRateLimiter(smtp.rate_per_second, smtp.rate_burst, clock),
-            smtp.max_recipients,
+            limits,
+            smtp,
         )
         self.connections = ConnectionLimiter(smtp.max_connections_per_ip)
-        self.logins = LoginFailureLimiter(smtp.max_login_failures, smtp.login_failure_window, clock)
+        self.logins = LoginFailureLimiter(
+            limits, "relay-login:ip", smtp.max_login_failures, smtp.login_failure_window
+        )
         self.user_logins = LoginFailureLimiter(
-            smtp.max_login_failures_per_user, smtp.login_failure_window, clock
+            limits, "relay-login:user", smtp.max_login_failures_per_user, smtp.login_failure_window
         )
         self.sessions: set[RelaySMTP] = set()
         self.tls_context: ssl.SSLContext | None = None

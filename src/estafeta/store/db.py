@@ -67,6 +67,12 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        # For connections of their own beside the pool (advisory locks, LISTEN): psycopg's form of the URL.
+        self.libpq_url = (
+            None
+            if self.is_sqlite
+            else make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        )
         self._executor = ThreadPoolExecutor(
             max_workers=1 if self.is_sqlite else 8, thread_name_prefix="estafeta-db"
         )

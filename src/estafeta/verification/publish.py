@@ -61,6 +61,25 @@ async def publish(records: list[DnsRecord], server: str, lookups: Lookups, timeo
         else:
             update.delete(name, rdata.rdtype)
         update.add(name, _TTL, rdata)
+    await _send(updates, host, port, server, timeout)
+
+
+async def withdraw(
+    names: list[str], rdtype: str, server: str, lookups: Lookups, timeout: float = 5.0
+) -> None:
+    """Delete the `rdtype` records at `names` (a retired DKIM key's), one update per zone."""
+    host, port = _server(server)
+    updates: dict[dns.name.Name, dns.update.UpdateMessage] = {}
+    for text in names:
+        name = dns.name.from_text(text)
+        zone = await dns.asyncresolver.zone_for_name(name, resolver=lookups.resolver)
+        updates.setdefault(zone, dns.update.UpdateMessage(zone)).delete(name, rdtype)
+    await _send(updates, host, port, server, timeout)
+
+
+async def _send(
+    updates: dict[dns.name.Name, dns.update.UpdateMessage], host: str, port: int, server: str, timeout: float
+) -> None:
     for zone, update in updates.items():
         try:
             answer = await dns.asyncquery.tcp(update, host, timeout=timeout, port=port)

@@ -13,7 +13,6 @@ from fastapi import FastAPI, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from estafeta.clock import SystemClock
 from estafeta.smtp.limits import LoginFailureLimiter
 from estafeta.web.render import page
 from estafeta.web.session import LoginRequired, PageError, identity
@@ -24,7 +23,9 @@ LOGIN_FAILURE_WINDOW = 300.0
 
 
 def install(app: FastAPI) -> None:
-    app.state.login_failures = LoginFailureLimiter(MAX_LOGIN_FAILURES, LOGIN_FAILURE_WINDOW, SystemClock())
+    app.state.login_failures = LoginFailureLimiter(
+        app.state.core.limits, "dashboard-login:ip", MAX_LOGIN_FAILURES, LOGIN_FAILURE_WINDOW
+    )
     app.mount("/app/static", StaticFiles(packages=[("estafeta.web", "static")]), name="dashboard-static")
     for module in (auth, overview, messages, audience, keys, team, admin):
         app.include_router(module.router, prefix="/app", include_in_schema=False)

@@ -34,6 +34,7 @@ class Span:
     session: int
     opened: float
     closed: float | None
+    provider: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,31 @@ class LedgerView:
             for recipient in ack.recipients:
                 out.setdefault(recipient, []).append(ack)
         return out
+
+    def most_sessions(self, provider: str) -> int:
+        """The most sessions `provider` had open at once (a session ending as another begins counts once)."""
+        changes = sorted(
+            (moment, step)
+            for span in self.sessions.values()
+            if span.provider == provider
+            for moment, step in ((span.opened, 1), (span.closed, -1))
+            if moment is not None
+        )
+        most = now = 0
+        for _, step in changes:
+            now += step
+            most = max(most, now)
+        return most
+
+    def most_acknowledged(self, provider: str, seconds: float) -> int:
+        """The most messages `provider` acknowledged within any `seconds`-long window."""
+        times = sorted(ack.acked for ack in self.acknowledged if ack.provider == provider)
+        most = start = 0
+        for end, moment in enumerate(times):
+            while moment - times[start] > seconds:
+                start += 1
+            most = max(most, end - start + 1)
+        return most
 
     def in_flight(self, at: float) -> list[Acknowledged]:
         """The deliveries a sender killed at `at` may not have recorded: on each session still open then,
@@ -77,11 +103,11 @@ class Ledger:
         self._sessions: OrderedDict[int, Span] = OrderedDict()
         self._next = 0
 
-    def opened(self) -> int:
-        """A connection came in; returns its session number."""
+    def opened(self, provider: str = "") -> int:
+        """A connection came in (to `provider`); returns its session number."""
         with self._lock:
             self._next += 1
-            self._sessions[self._next] = Span(self._next, time.monotonic(), None)
+            self._sessions[self._next] = Span(self._next, time.monotonic(), None, provider)
             while len(self._sessions) > self._capacity:
                 self._sessions.popitem(last=False)
             return self._next
@@ -90,7 +116,7 @@ class Ledger:
         with self._lock:
             span = self._sessions.get(session)
             if span is not None:
-                self._sessions[session] = Span(session, span.opened, time.monotonic())
+                self._sessions[session] = Span(session, span.opened, time.monotonic(), span.provider)
 
     def acknowledged(self, provider: str, session: int, recipients: list[str], began: float) -> None:
         with self._lock:

@@ -288,6 +288,13 @@ PROVIDERS: tuple[Provider, ...] = (
         "accepts; tlsrpt@reports.test receives TLS-RPT reports (see World.tls_reports)",
     ),
     Provider(
+        "metered.test",
+        "mx.metered.test",
+        "127.0.0.45",
+        "accepts; its sessions and messages are in the ledger, which tells the most sessions it had open at "
+        "once and the most messages in any window (whatever number of senders they came from)",
+    ),
+    Provider(
         "hang.test",
         "mx.hang.test",
         "127.0.0.20",

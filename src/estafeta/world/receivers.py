@@ -217,7 +217,7 @@ class ProviderSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if not self.serial:  # not again when STARTTLS wraps the transport
-            self.serial = self.ledger.opened()
+            self.serial = self.ledger.opened(self._handler.provider.domain)
         self._sessions.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:

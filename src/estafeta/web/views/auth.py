@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from estafeta.ids import parse_id
+from estafeta.limits import LimitsUnavailable
 from estafeta.users import Identity, UserError
 from estafeta.web.render import page
 from estafeta.web.session import (
@@ -81,7 +83,13 @@ async def login(request: Request) -> Response:
     next_url = _safe_next(str(form.get("next") or "/app/"))
     limiter = request.app.state.login_failures
     client = request.client.host if request.client else "?"
-    if not limiter.attempt(client):
+    try:
+        token = await limiter.attempt(client)
+    except LimitsUnavailable:
+        return _login_page(
+            request, status=503, error="Sign-in is unavailable for a moment; try again shortly.", email=email
+        )
+    if token is None:
         return _login_page(
             request,
             status=429,
@@ -94,7 +102,8 @@ async def login(request: Request) -> Response:
         return _login_page(
             request, status=401, error="Wrong email or password.", email=email, next_url=next_url
         )
-    limiter.succeeded(client)
+    with contextlib.suppress(LimitsUnavailable):  # else it stays counted until its window passes
+        await limiter.succeeded(client, token)
     session = await core.users.start_session(user)
     if next_url == "/app/" and user.operator:
         next_url = "/app/" if await core.users.accounts_of(user.id) else "/app/admin"

@@ -1,0 +1,133 @@
+"""`Limits` kept in this process: what a single node (or a node that limits only itself) uses.
+
+Memory stays bounded: at most `max_keys` buckets and as many failure windows are kept; a full bucket or an
+empty window is the same as none, so those are forgotten first, then the longest-remembered ones.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass
+
+from estafeta.clock import Clock
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float  # clock seconds of the last refill
+    rate: float
+    burst: float
+
+    def full(self, now: float) -> bool:
+        return self.tokens + (now - self.stamp) * self.rate >= self.burst
+
+
+class MemoryLimits:
+    def __init__(self, clock: Clock, *, max_keys: int = 10_000) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be >= 1")
+        self.clock = clock
+        self.max_keys = max_keys
+        self._buckets: dict[str, _Bucket] = {}
+        self._slots: dict[str, dict[str, float]] = {}  # key → holder → lease end
+        self._failures: dict[str, deque[tuple[float, str]]] = {}
+
+    def _now(self) -> float:
+        return self.clock.now().timestamp()
+
+    async def take(self, key: str, rate: float, burst: float) -> float:
+        now = self._now()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                self._forget_buckets(now)
+            bucket = self._buckets[key] = _Bucket(burst, now, rate, burst)
+        elif now > bucket.stamp:
+            bucket.rate, bucket.burst = rate, burst
+            bucket.tokens = min(burst, bucket.tokens + (now - bucket.stamp) * rate)
+            bucket.stamp = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0.0
+        return (1 - bucket.tokens) / rate
+
+    def _forget_buckets(self, now: float) -> None:
+        for key, bucket in list(self._buckets.items()):  # a bucket that refilled is as good as none
+            if bucket.full(now):
+                del self._buckets[key]
+        while len(self._buckets) >= self.max_keys:
+            del self._buckets[next(iter(self._buckets))]
+
+    def _held(self, key: str, now: float) -> dict[str, float]:
+        held = self._slots.setdefault(key, {})
+        for holder in [h for h, until in held.items() if until <= now]:
+            del held[holder]
+        return held
+
+    async def acquire(self, key: str, holder: str, limit: int, lease: float) -> bool:
+        now = self._now()
+        held = self._held(key, now)
+        if holder not in held and len(held) >= limit:
+            return False
+        held[holder] = now + lease
+        return True
+
+    async def renew(self, key: str, holder: str, lease: float) -> bool:
+        now = self._now()
+        held = self._held(key, now)
+        if holder not in held:
+            return False
+        held[holder] = now + lease
+        return True
+
+    async def release(self, key: str, holder: str) -> None:
+        held = self._slots.get(key)
+        if held is not None:
+            held.pop(holder, None)
+            if not held:
+                del self._slots[key]
+
+    def _recent(self, key: str, now: float, window: float) -> deque[tuple[float, str]] | None:
+        times = self._failures.get(key)
+        while times and times[0][0] <= now - window:
+            times.popleft()
+        if times is not None and not times:
+            del self._failures[key]
+            return None
+        return times
+
+    async def attempt(self, key: str, max_failures: int, window: float) -> str | None:
+        now = self._now()
+        times = self._recent(key, now, window)
+        if times is not None and len(times) >= max_failures:
+            return None
+        if times is None:
+            self._make_room(now, window)
+            times = self._failures[key] = deque()
+        token = secrets.token_hex(8)
+        times.append((now, token))
+        return token
+
+    def _make_room(self, now: float, window: float) -> None:
+        if len(self._failures) < self.max_keys:
+            return
+        for other in list(self._failures):  # keys whose failures have all aged out
+            self._recent(other, now, window)
+        while len(self._failures) >= self.max_keys:  # then the longest-remembered
+            del self._failures[next(iter(self._failures))]
+
+    async def forgive(self, key: str, token: str) -> None:
+        times = self._failures.get(key)
+        if times is None:
+            return
+        for entry in times:
+            if entry[1] == token:
+                times.remove(entry)
+                break
+        if not times:
+            del self._failures[key]
+
+    async def close(self) -> None:
+        """Nothing to let go of."""
