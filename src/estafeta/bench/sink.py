@@ -19,8 +19,6 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, cast
 
-import uvloop
-
 from estafeta.world.dns_server import DnsServer
 from estafeta.world.zone import WorldZone
 
@@ -44,7 +42,7 @@ class SinkSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.transport = cast(asyncio.Transport, transport)
         self.transport.write(f"220 {SINK_NAME} ESMTP sink\r\n".encode())
 
     def data_received(self, data: bytes) -> None:
@@ -125,7 +123,7 @@ def _sink_main(
         server.close()
         await dns.stop()
 
-    uvloop.run(main())
+    asyncio.run(main())
 
 
 class SinkProcess:
