@@ -169,9 +169,13 @@ async def test_dmarc_test_refuses_unaligned_mail_and_accepts_aligned_mail(
     await send_to_dmarc(harness, "Aligned")
     assert harness.world.stats()["dmarc.test"].dmarc_pass == 1
 
-    # nokey.test is registered but its key was never published: no DKIM pass, and SPF is the return
-    # path's (bounces.estafeta.test), not aligned with nokey.test.
-    await harness.platform.core.domains.add(harness.account_id, "nokey.test", "rsa-sha256")
+    # nokey.test was verified, then its key left DNS: its mail still goes out until a check notices (and
+    # for the grace period after), with no DKIM pass, and SPF is the return path's (bounces.estafeta.test),
+    # not aligned with nokey.test.
+    _, key = await harness.platform.core.domains.add(harness.account_id, "nokey.test", "rsa-sha256")
+    harness.world.zone.remove(key.record_name, "TXT")
+    harness.world.zone.remove("_dmarc.nokey.test", "TXT")  # registering published p=none: back to p=reject
+    harness.world.zone.add("_dmarc.nokey.test", "TXT", "v=DMARC1; p=reject")
     refused = await harness.send(**{"from": "hello@nokey.test"}, to=["ann@dmarc.test"], subject="Unaligned")
     view = await harness.wait_state(refused, "bounced")
     (recipient,) = view["recipients"]
