@@ -122,9 +122,9 @@ class _TcpProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._connections.add(transport)
+        # a stream transport (uvloop's does not subclass asyncio.Transport, hence no isinstance check)
+        self._transport = cast(asyncio.Transport, transport)
+        self._connections.add(self._transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is not None:
