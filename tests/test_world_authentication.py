@@ -11,7 +11,7 @@ import pytest
 from estafeta.dkim import DkimKey, DkimSigner, generate_key
 from estafeta.world import World
 
-DMARC_MX = "127.0.0.46"
+DMARC_MX = "127.0.0.45"
 
 
 @pytest.fixture(scope="module")

@@ -211,7 +211,7 @@ PROVIDERS: tuple[Provider, ...] = (
     Provider(
         "dmarc.test",
         "mx.dmarc.test",
-        "127.0.0.46",
+        "127.0.0.45",
         "enforces DMARC: checks DKIM with dkimpy and Mail::DKIM, SPF with pyspf; refuses mail that fails "
         "DMARC (neither DKIM nor SPF aligned with From) when the From domain publishes p=reject "
         "(550 5.7.1 with the reason)",
