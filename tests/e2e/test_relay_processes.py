@@ -12,8 +12,10 @@ import psutil
 import pytest
 from pydantic import ValidationError
 
+from estafeta.bench.sink import SinkProcess
 from estafeta.config import Settings
 from estafeta.platform import Platform
+from estafeta.sandbox import sandbox_settings
 from estafeta.store import queue as queue_store
 from estafeta.tls import write_self_signed
 
@@ -32,9 +34,12 @@ def _established(pid: int, port: int) -> int:
 async def test_connections_are_spread_over_the_accepting_processes(pg_url: str, tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     write_self_signed(cert, key, [HOST])
-    settings = Settings(
-        database_url=pg_url,
-        hostname="mta.estafeta.test",
+    sink = SinkProcess(["gmail.test"])  # its DNS server takes the sending domain's records
+    addresses = sink.start()
+    settings = sandbox_settings(
+        pg_url,
+        addresses.dns_address,
+        addresses.smtp_port,
         smtp={
             "host": HOST,
             "starttls_port": 0,
@@ -76,6 +81,7 @@ async def test_connections_are_spread_over_the_accepting_processes(pg_url: str, 
         assert counts == {"queued": SESSIONS}  # every 250 came after its commit, whichever process
     finally:
         await platform.stop(grace=2)
+        sink.stop()
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
 
 

@@ -91,7 +91,7 @@ def _child_main(settings: Settings, control: Connection) -> None:
 async def _accept(settings: Settings, control: Connection) -> None:
     try:
         core = Core(settings)
-        relay = SmtpRelay(settings, core.domains, core.accepter, core.smtp_credentials, core.clock)
+        relay = SmtpRelay(settings, core.domains, core.accepter, core.smtp_credentials, core.limits)
         await relay.start()
     except Exception as error:
         control.send(("error", repr(error)))
