@@ -145,8 +145,8 @@ async def test_plan_names_are_unique_and_unknown_plans_are_refused(db: Database,
     assert [(a.account_name, a.plan) for a in await core.plans.assignments()] == [("shop", None)]
 
 
-async def test_concurrent_senders_without_a_limit_are_all_counted(db: Database) -> None:
-    core = _core(db, ManualClock(NOW))
+async def test_concurrent_senders_without_a_limit_are_all_counted(db: Database, dns_world: World) -> None:
+    core = _core(db, ManualClock(NOW), dns_world)
     account = await _shop(core)
     await asyncio.gather(
         *(
