@@ -9,14 +9,14 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from estafeta.api.deps import account_id, get_core
-from estafeta.api.problems import Problem
+from estafeta.api.problems import Problem, responses
 from estafeta.core import Core
 from estafeta.domains import DomainError
 from estafeta.verification.service import DomainStatus
 
 router = APIRouter(prefix="/v1/domains", tags=["domains"])
 
-_NOT_FOUND = {404: {"description": "not a sending domain of this account"}}
+_NOT_FOUND = {404: {**responses(404)[404], "description": "not a sending domain of this account"}}
 
 
 class RecordCheckOut(BaseModel):
