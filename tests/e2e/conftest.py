@@ -33,8 +33,8 @@ async def harness(fresh_world: World, tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 @pytest.fixture(scope="session")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory, world: World) -> Iterator[Served]:
     """One platform filled by the demo for every dashboard module of the session."""
     for old in ARTIFACTS.glob("*.png"):  # this run's screenshots only
         old.unlink()
-    yield from serve_demo(tmp_path_factory.mktemp("dashboard-demo"))
+    yield from serve_demo(tmp_path_factory.mktemp("dashboard-demo"), world.dns_address)

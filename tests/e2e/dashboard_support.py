@@ -85,8 +85,10 @@ def _estafeta(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess
     )
 
 
-def serve_demo(workdir: Path) -> Iterator[Served]:
-    """Run the demo into `workdir`, add a viewer with the CLI, and serve it until the caller is done."""
+def serve_demo(workdir: Path, dns: tuple[str, int]) -> Iterator[Served]:
+    """Run the demo into `workdir`, add a viewer with the CLI, and serve it until the caller is done, with
+    `dns` (a running world's server) as its DNS: domains added on the pages are published there by RFC 2136
+    update and verified, as in the sandbox."""
     demo = asyncio.run(run_demo(40, workdir, Console(file=io.StringIO(), width=120)))
     port = _free_port()
     env = {
@@ -95,7 +97,8 @@ def serve_demo(workdir: Path) -> Iterator[Served]:
         "ESTAFETA_API__PORT": str(port),
         "ESTAFETA_SMTP__ENABLED": "false",
         "ESTAFETA_WEBHOOKS__ENABLED": "false",
-        "ESTAFETA_DNS_SERVERS": '["127.0.0.1:9"]',
+        "ESTAFETA_DNS_SERVERS": f'["{dns[0]}:{dns[1]}"]',
+        "ESTAFETA_DOMAINS__DNS_UPDATE": f"{dns[0]}:{dns[1]}",
         "ESTAFETA_HOSTNAME": "mta.estafeta.test",
     }
     made = _estafeta(

@@ -311,23 +311,25 @@ async def check_tracking(settings: Settings, lookups: Lookups) -> RecordCheck | 
 
 
 async def check_domain(row: DomainRow, settings: Settings, lookups: Lookups) -> DomainReport:
-    """Every record of the domain, looked up now."""
+    """Every record of the domain, looked up now; the lookups run together, so a DNS server that does not
+    answer costs one time-out, not one per record."""
     keys = keys_to_publish(row)
-    dkim = list(await asyncio.gather(*(check_dkim(key, state, lookups) for key, state in keys)))
     ips = await sending_ips(settings, lookups)
-    spf, _ = await check_spf(row.name, ips, settings, lookups)
-    return_path_spf_checks, return_path_spf = await check_spf(
-        settings.return_path_domain, ips, settings, lookups, label="SPF return path"
+    (
+        dkim,
+        (spf, _),
+        (return_path_spf_checks, return_path_spf),
+        dmarc,
+        tracking,
+        return_path,
+    ) = await asyncio.gather(
+        asyncio.gather(*(check_dkim(key, state, lookups) for key, state in keys)),
+        check_spf(row.name, ips, settings, lookups),
+        check_spf(settings.return_path_domain, ips, settings, lookups, label="SPF return path"),
+        check_dmarc(row.name, settings, lookups),
+        check_tracking(settings, lookups),
+        check_return_path(settings, lookups),
     )
-    dmarc = await check_dmarc(row.name, settings, lookups)
-    alignment = check_alignment(row.name, dkim, dmarc, return_path_spf, settings)
-    tracking = await check_tracking(settings, lookups)
-    checks = [
-        *dkim,
-        dmarc.check,
-        alignment,
-        *spf,
-        *return_path_spf_checks,
-        await check_return_path(settings, lookups),
-    ]
+    alignment = check_alignment(row.name, list(dkim), dmarc, return_path_spf, settings)
+    checks = [*dkim, dmarc.check, alignment, *spf, *return_path_spf_checks, return_path]
     return DomainReport(row.name, checks + ([tracking] if tracking else []))
