@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from estafeta.abuse import ReportRow
 from estafeta.api.deps import admin_actor, get_core
-from estafeta.api.params import Id, OneLine, decode_cursor, encode_cursor
+from estafeta.api.params import Cursor, Id, OneLine, decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
 from estafeta.core import Core
 from estafeta.ids import MAX_ID
@@ -61,11 +61,11 @@ async def list_reports(
     matched: bool | None = Query(None, description="false: the operators' inbox (no account matched)"),
     account_id: int | None = Query(None, ge=1, le=MAX_ID, description="only reports matched to this account"),
     limit: int = Query(50, ge=1, le=100),
-    cursor: str | None = None,
+    cursor: str | None = Cursor("a"),
     _: str = Depends(admin_actor),
     core: Core = Depends(get_core),
 ) -> dict[str, Any]:
-    before = decode_cursor(cursor, "a") if cursor else None
+    before = decode_cursor(cursor, "a") if cursor is not None else None
     rows = await core.abuse.reports(matched=matched, account_id=account_id, before_id=before, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
