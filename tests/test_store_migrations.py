@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from estafeta.store.db import Database
+from estafeta.store.db import Database, make_engine, migrate
 from estafeta.store.models import MAX_ID, Base
 
 
@@ -37,3 +40,33 @@ def test_every_id_column_holds_64_bits(db: Database) -> None:
             {"id": MAX_ID},
         )
         assert conn.execute(text("SELECT id FROM accounts WHERE name = 'big'")).scalar_one() == MAX_ID
+
+
+@pytest.mark.timeout(90)  # without the lock they deadlock on each other's DDL
+def test_nodes_starting_together_migrate_an_empty_database_once(pg_url: str) -> None:
+    """Three nodes migrate one empty PostgreSQL schema at the same moment: all succeed, one schema results."""
+    engines = [make_engine(pg_url) for _ in range(3)]
+    start = threading.Barrier(len(engines))
+    failures: list[BaseException] = []
+
+    def node(engine: object) -> None:
+        start.wait()
+        try:
+            migrate(engine)  # type: ignore[arg-type]
+        except BaseException as exc:  # every node's failure is reported, not only the first
+            failures.append(exc)
+
+    threads = [threading.Thread(target=node, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    try:
+        assert failures == []
+        with engines[0].connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        for engine in engines:
+            engine.dispose()
