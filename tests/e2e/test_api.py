@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import httpx
 
+from estafeta import __version__
 from tests.e2e.harness import Harness
 from tests.factories import add_sender
+
+
+async def test_the_liveness_answer_names_the_service(harness: Harness) -> None:
+    """A load balancer's probe needs no key, and can tell Estafeta from another program on the port."""
+    async with httpx.AsyncClient(base_url=harness.platform.api_url) as anonymous:
+        response = await anonymous.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "service": "estafeta", "version": __version__}
 
 
 async def test_requests_without_a_valid_key_are_refused(harness: Harness) -> None:

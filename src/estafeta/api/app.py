@@ -95,6 +95,8 @@ def create_app(core: Core) -> FastAPI:
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        """`ok` while the process serves; it names the service and its version, so that a load balancer or
+        `estafeta doctor` can tell Estafeta from another program on the port."""
+        return {"status": "ok", "service": "estafeta", "version": __version__}
 
     return app

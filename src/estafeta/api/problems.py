@@ -47,9 +47,10 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         },
     },
 }
-COMMON_STATUSES = (400, 401, 403, 404, 409, 413, 415, 422, 429)
+COMMON_STATUSES = (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 """The problems any route may answer: malformed or refused input, credentials, a missing resource, a conflict,
-a body over the limit or of the wrong type, and throttling."""
+a body over the limit or of the wrong type, throttling, and 503 (with `Retry-After`) while the shared
+limits cannot be checked (the cluster's Redis is unreachable: requests are refused, never let through)."""
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

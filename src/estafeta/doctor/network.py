@@ -78,9 +78,12 @@ async def _identify(listener: Listener, host: str, timeout: float) -> str | None
                 return None
         if listener.kind == "http":
             try:
-                answered = response.status_code == 200 and response.json() == {"status": "ok"}
+                body = response.json()
             except ValueError:  # not JSON: another program
-                answered = False
+                body = None
+            answered = (
+                response.status_code == 200 and isinstance(body, dict) and body.get("service") == "estafeta"
+            )
         else:
             answered = response.status_code == 200 and "estafeta_" in response.text
         return f"Estafeta answers GET {path}" if answered else None
