@@ -38,6 +38,28 @@ async def test_a_stream_change_on_one_node_reaches_the_others_at_once(pg_url: st
         await second.aclose()
 
 
+async def test_a_revoked_admin_key_is_refused_by_every_node(pg_url: str) -> None:
+    settings = Settings(database_url=pg_url, cluster={"cache_seconds": 3600})
+    first, second = Core(settings), Core(settings)
+    listening = asyncio.create_task(second.changes.run())
+    try:
+        await asyncio.wait_for(second.changes.listening.wait(), 10)
+        key = await first.admin_keys.create("oncall")
+        assert await second.admin_keys.prefix_for(key.token) == key.prefix  # remembered there
+        assert await first.admin_keys.revoke(key.prefix)
+        assert await first.admin_keys.prefix_for(key.token) is None  # this node forgets at once
+        assert not await first.admin_keys.revoke(key.prefix)
+        deadline = time.monotonic() + 5
+        while await second.admin_keys.prefix_for(key.token) is not None:
+            assert time.monotonic() < deadline, "the other node kept accepting a revoked admin key"
+            await asyncio.sleep(0.02)
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        await first.aclose()
+        await second.aclose()
+
+
 async def test_a_revoked_key_is_refused_by_every_node(pg_url: str) -> None:
     settings = Settings(database_url=pg_url, cluster={"cache_seconds": 3600})
     first, second = Core(settings), Core(settings)

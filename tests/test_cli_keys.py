@@ -27,3 +27,19 @@ def test_keys_are_created_with_a_scope_listed_and_revoked(
     again = runner.invoke(app, ["accounts", "keys", "revoke", "acme", prefix[1]])
     assert again.exit_code != 0 and "no active API key" in again.output
     assert runner.invoke(app, ["accounts", "keys", "create", "acme", "--scope", "admin"]).exit_code != 0
+
+
+def test_admin_keys_are_listed_and_revoked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESTAFETA_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    runner = CliRunner()
+    created = runner.invoke(app, ["admin", "create-key", "--name", "oncall"])
+    assert created.exit_code == 0, created.output
+    prefix = re.search(r"estadm_([0-9a-f]+)_", created.output)
+    assert prefix is not None
+    listed = runner.invoke(app, ["admin", "list-keys"], env={"COLUMNS": "200"})
+    assert re.search(rf"{prefix[1]}\s.*oncall", listed.output), listed.output
+    assert "_" + prefix[1] + "_" not in listed.output  # the prefix alone, never the token
+    revoked = runner.invoke(app, ["admin", "revoke-key", prefix[1]])
+    assert revoked.exit_code == 0, revoked.output
+    again = runner.invoke(app, ["admin", "revoke-key", prefix[1]])
+    assert again.exit_code != 0 and "no active admin key" in again.output

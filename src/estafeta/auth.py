@@ -153,10 +153,12 @@ class ApiKeys:
 class AdminKeys:
     """Platform-operator keys: created here (the token is shown once), checked like `ApiKeys`."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, changes: Changes) -> None:
         self.db = db
         self.clock = clock
+        self.changes = changes
         self._cache: dict[str, tuple[str, float]] = {}
+        self._watch = changes.watch("admin-keys")
 
     async def create(self, name: str = "") -> NewKey:
         prefix, secret = _new_secret()
@@ -164,9 +166,23 @@ class AdminKeys:
         await self.db.run(admin_store.add_admin_key, prefix, secret_hash, name, self.clock.now())
         return NewKey(f"{ADMIN_KIND}_{prefix}_{secret}", prefix)
 
+    async def list(self) -> list[admin_store.AdminKeyRow]:
+        """Every admin key, revoked ones included (their secrets are never shown again)."""
+        return await self.db.run(admin_store.list_admin_keys)
+
+    async def revoke(self, prefix: str) -> bool:
+        """Revoke an admin key; every node forgets its cached checks once that is committed
+        (`estafeta.changes`). False when no active key has this prefix."""
+        revoked = await self.db.run(admin_store.revoke_admin_key, prefix, self.clock.now())
+        if revoked:
+            await self.changes.announce("admin-keys")
+        return revoked
+
     async def prefix_for(self, token: str) -> str | None:
         """The key's prefix (it names the operator in audit rows), or None for anything but a valid key."""
         digest = hashlib.sha256(token.encode()).hexdigest()
+        if self._watch.stale():
+            self._cache.clear()
         hit = self._cache.get(digest)
         if hit and hit[1] > time.monotonic():
             return hit[0]

@@ -140,7 +140,7 @@ class Core:
         self.domains = Domains(db, settings, clock, after_add=self.verification.setup)
         self.dkim_keys = DkimKeys(db, settings, clock, self.domains)
         self.api_keys = ApiKeys(db, clock, self.changes)
-        self.admin_keys = AdminKeys(db, clock)
+        self.admin_keys = AdminKeys(db, clock, self.changes)
         self.smtp_credentials = SmtpCredentials(db, clock, self.changes)
         self.streams = Streams(db, settings, clock, self.changes)
         self.meter = DatabaseMeter()

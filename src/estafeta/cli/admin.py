@@ -27,6 +27,29 @@ def create_key(
     console.print(f"Admin key (shown once, keep it secret): [bold green]{key.token}[/]")
 
 
+@app.command("list-keys")
+def list_keys(config: ConfigOption = None) -> None:
+    """List the platform-admin keys (never their secrets)."""
+    core = open_core(config)
+    table = Table("prefix", "name", "created", "revoked")
+    for key in run(core.admin_keys.list()):
+        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
+        table.add_row(key.prefix, key.name, key.created_at.isoformat(timespec="seconds"), revoked)
+    console.print(table)
+
+
+@app.command("revoke-key")
+def revoke_key(
+    prefix: Annotated[str, typer.Argument(help="Its prefix (`estadm_<prefix>_…`; see `list-keys`).")],
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a platform-admin key; every node refuses it at once."""
+    core = open_core(config)
+    if not run(core.admin_keys.revoke(prefix)):
+        raise fail(f"no active admin key {prefix}")
+    console.print(f"Admin key {prefix} revoked.")
+
+
 @app.command("abuse")
 def abuse(
     show: Annotated[int | None, typer.Argument(help="Show this report with the message as received.")] = None,
