@@ -3,6 +3,8 @@ does to the account's reputation, and terminating an account."""
 
 from __future__ import annotations
 
+import base64
+import quopri
 from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -145,6 +147,29 @@ def test_traces_are_read_from_pasted_headers_and_from_an_attached_original() -> 
     original = b"Message-ID: <m2@acme.test>\r\nFeedback-ID: 0:9:x:estafeta\r\nSubject: s\r\n\r\nbody\r\n"
     attached = read_report(_human("Spam, attached.", attach=original)).traces
     assert attached.message_ids == ("<m2@acme.test>",) and attached.feedback_ids == ("0:9:x:estafeta",)
+
+
+@pytest.mark.parametrize("encoding", ["base64", "quoted-printable"])
+def test_an_original_forwarded_encoded_still_gives_its_traces(encoding: str) -> None:
+    """Webmail and some abuse desks forward the original base64 or quoted-printable encoded, which RFC 2046
+    forbids for message/rfc822 but which is common; its headers are still read."""
+    original = (
+        b"Message-ID: <m3@acme.test>\r\nFeedback-ID: 0:11:x:estafeta\r\n"
+        b"Subject: =?utf-8?q?Gro=C3=9Fe_Angebote?=\r\n\r\nbody = text\r\n"
+    )
+    wrapped = base64.encodebytes(original) if encoding == "base64" else quopri.encodestring(original)
+    raw = (
+        b"From: Jo Reader <jo@reader.test>\r\nTo: abuse@estafeta.test\r\nSubject: Spam\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\nSpam, attached.\r\n"
+        b"--B\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: "
+        + encoding.encode()
+        + b"\r\n\r\n"
+        + wrapped
+        + b"\r\n--B--\r\n"
+    )
+    found = read_report(raw).traces
+    assert found.message_ids == ("<m3@acme.test>",) and found.feedback_ids == ("0:11:x:estafeta",)
 
 
 # -- routing -------------------------------------------------------------------------------------------

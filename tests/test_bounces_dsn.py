@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import quopri
 from pathlib import Path
 
 import pytest
@@ -412,3 +414,61 @@ def test_any_bytes_are_read_without_error(raw: bytes) -> None:
 def test_any_delivery_status_body_is_read_without_error(fields: str) -> None:
     report = parse_bounce(_dsn(fields))
     assert report.verp_token == "t0k3n"
+
+
+_GLOBAL_DSN = """\
+From: MAILER-DAEMON@mx.example.test (Mail Delivery System)
+To: bounces+t0k3n@mail.estafeta.test
+Subject: Undelivered Mail Returned to Sender
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain; charset=utf-8
+
+This is the mail system at host mx.example.test.
+
+--B
+Content-Type: message/global-delivery-status
+Content-Transfer-Encoding: {encoding}
+
+{status}
+--B
+Content-Type: message/global-headers
+
+Message-ID: <m1@mail.estafeta.test>
+Subject: Grüße
+
+--B--
+"""
+_GLOBAL_STATUS = """Reporting-MTA: dns; mx.example.test
+
+Final-Recipient: utf-8; jörg@bücher.example
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 <jörg@bücher.example>: Recipient address rejected: User unknown
+
+Final-Recipient: utf-8; j\\x{F6}rn@example.test
+Action: delayed
+Status: 4.2.2
+Diagnostic-Code: smtp; 452 4.2.2 Mailbox full
+"""
+
+
+@pytest.mark.parametrize("encoding", ["8bit", "base64", "quoted-printable"])
+def test_an_internationalized_dsn_is_read_like_a_classic_one(encoding: str) -> None:
+    """RFC 6533: SMTPUTF8 servers report in message/global-delivery-status, with utf-8 address types
+    (non-ASCII written as is or as \\x{HHHH}), in any transfer encoding."""
+    status = _GLOBAL_STATUS.encode()
+    body = {
+        "8bit": status,
+        "base64": base64.encodebytes(status),
+        "quoted-printable": quopri.encodestring(status),
+    }[encoding].decode("ascii" if encoding != "8bit" else "utf-8")
+    report = parse_bounce(_GLOBAL_DSN.format(encoding=encoding, status=body).encode())
+    verdicts = {r.address: (r.verdict.kind, r.status) for r in report.recipients}
+    assert verdicts == {
+        "jörg@bücher.example": (Kind.HARD, "5.1.1"),
+        "jörn@example.test": (Kind.SOFT, "4.2.2"),
+    }
+    assert report.original_message_id == "<m1@mail.estafeta.test>"

@@ -27,6 +27,7 @@ from typing import Literal
 from flufl.bounce import all_failures
 
 from estafeta.bounces.classify import classify_failure, find_reply_code, find_stage, find_status
+from estafeta.bounces.enclosures import read_like_classic
 from estafeta.bounces.policy import DEFAULT_POLICY, Policy
 from estafeta.bounces.reasons import Evidence, Kind, Reason, Verdict
 
@@ -147,6 +148,7 @@ _THANKS = re.compile(r"thank you for (?:your|you) (?:e-?mail|message)|will (?:re
 _X400_PREFIX = re.compile(r"^(?:smtp|rfc-?822)=", re.I)
 _MENTIONED_MESSAGE_ID = re.compile(r"message-?id\W{0,20}(?:of\s+)?<([^<>\s]+)>", re.I)
 _TAG = re.compile(r"<[^>]*>")
+_UNICODE_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 _VERP = re.compile(r"^bounces\+([^@]+)@", re.I)
 
 
@@ -155,7 +157,7 @@ def parse_message(raw: bytes) -> Message:
 
     Only the first `_MAX_BYTES` are parsed: a report says what happened before it quotes the original
     message, which can be large and tells the classifier nothing more."""
-    return message_from_bytes(raw.lstrip(b" \t\r\n")[:_MAX_BYTES], policy=policy.compat32)
+    return read_like_classic(message_from_bytes(raw.lstrip(b" \t\r\n")[:_MAX_BYTES], policy=policy.compat32))
 
 
 def parse_bounce(raw: bytes | Message, policy: Policy = DEFAULT_POLICY) -> BounceReport:
@@ -352,7 +354,10 @@ def _address_of(value: str | None) -> str | None:
     kind, _, rest = value.partition(";")
     if not rest:
         kind, rest = "rfc822", kind
-    if kind.strip().lower() != "rfc822":
+    kind = kind.strip().lower()
+    if kind == "utf-8":  # RFC 6533: a UTF-8 address, its non-ASCII characters maybe written \x{HHHH}
+        rest = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), rest)
+    elif kind != "rfc822":
         return None
     return rest.strip().strip("<>").strip() or None
 
@@ -600,7 +605,7 @@ def _is_delivery_report(msg: Message) -> bool:
     """A multipart/report of report-type delivery-status (RFC 3462): a report about delivery, even when its
     machine-readable part is missing or unreadable."""
     return msg.get_content_type() == "multipart/report" and (
-        str(msg.get_param("report-type") or "").lower() == "delivery-status"
+        str(msg.get_param("report-type") or "").lower() in ("delivery-status", "global-delivery-status")
     )
 
 
