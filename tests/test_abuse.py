@@ -3,8 +3,10 @@ does to the account's reputation, and terminating an account."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import quopri
+import smtplib
 from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -15,11 +17,12 @@ from sqlalchemy import Connection, select
 from estafeta import verp
 from estafeta.accept import Submission
 from estafeta.bounces.abuse import read_report
-from estafeta.bounces.inbound import InboundHandler
+from estafeta.bounces.inbound import InboundHandler, InboundListener, sending_network
 from estafeta.clock import ManualClock
 from estafeta.compose import Draft, parse_address
 from estafeta.config import Settings
 from estafeta.core import Core
+from estafeta.limits import MemoryLimits
 from estafeta.reputation import ReviewError
 from estafeta.store import feedback
 from estafeta.store import queue as q
@@ -194,6 +197,51 @@ async def test_abuse_and_postmaster_of_each_platform_domain_are_mailboxes_and_no
         "webmaster@bounces.estafeta.test",
     ):
         assert handler.mailbox(address) is None, address
+
+
+def test_senders_are_counted_by_network() -> None:
+    assert sending_network("192.0.2.77") == "192.0.2.0/24"
+    assert sending_network("::ffff:192.0.2.77") == "192.0.2.0/24"
+    assert sending_network("2001:db8:1:2:3::9") == "2001:db8:1:2::/64"
+    assert sending_network("") == "unknown"
+
+
+async def test_each_network_fills_the_abuse_mailboxes_only_so_fast(core: Core) -> None:
+    """Over real SMTP: the third report within the hour from one network is deferred (a real server retries
+    it), another network is unaffected, and an hour later the first may report again."""
+    settings = core.settings.model_copy(
+        update={
+            "inbound": core.settings.inbound.model_copy(
+                update={"port": 0, "starttls": False, "abuse_reports_per_hour": 2}
+            )
+        }
+    )
+    listener = InboundListener(
+        core.db, settings, core.clock, core.verp_secret, abuse=core.abuse, limits=MemoryLimits(core.clock)
+    )
+    host, port = await listener.start()
+    report = _human("This is spam, I never signed up.")
+
+    def send(source: str) -> tuple[int, bytes]:
+        with smtplib.SMTP(host, port, source_address=(source, 0), timeout=10) as client:
+            client.ehlo("reporter.test")
+            client.mail("jo@reader.test")
+            answer = client.rcpt("abuse@estafeta.test")
+            if answer[0] == 250:
+                client.data(report)
+            return answer
+
+    try:
+        for _ in range(2):
+            assert (await asyncio.to_thread(send, "127.0.0.1"))[0] == 250
+        code, text = await asyncio.to_thread(send, "127.0.0.9")  # the same /24
+        assert (code, text[:5]) == (450, b"4.7.1"), text
+        assert (await asyncio.to_thread(send, "127.0.1.1"))[0] == 250  # another network
+        core.clock.advance(3600)  # type: ignore[attr-defined]
+        assert (await asyncio.to_thread(send, "127.0.0.1"))[0] == 250
+        assert len(await core.abuse.reports()) == 4  # the deferred one was not kept
+    finally:
+        await listener.stop(grace=1)
 
 
 # -- matching ------------------------------------------------------------------------------------------

@@ -195,6 +195,12 @@ class InboundSettings(BaseModel):
     abuse_keep_bytes: int = Field(
         256 * 1024, ge=1024, description="how much of each message to abuse@ or postmaster@ is kept"
     )
+    abuse_reports_per_hour: int = Field(
+        60,
+        ge=0,
+        description="messages one sending network (IPv4 /24, IPv6 /64) may deliver to abuse@ and "
+        "postmaster@ per hour, across the cluster; more are deferred (450 4.7.1); 0 = no limit",
+    )
     starttls: bool = Field(
         True,
         description="offer STARTTLS (optional for senders) with smtp.tls_cert/tls_key, or else a "

@@ -43,6 +43,7 @@ class Platform:
             after_complaint=core.reputation.after_complaint,
             dmarc=core.dmarc,
             abuse=core.abuse,
+            limits=core.limits,
         )
         self.inbound_address: tuple[str, int] | None = None
         self.scheduler = Scheduler(core.jobs(), core.db, core.clock, core.owner, settings.scheduler.interval)

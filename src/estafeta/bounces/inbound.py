@@ -22,6 +22,7 @@ transaction. Mail that turns out to be neither a bounce nor a complaint is accep
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import ssl
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from estafeta.bounces.engine import Classification, classify_message
 from estafeta.bounces.reasons import Kind, Reason, bounce_data
 from estafeta.clock import Clock
 from estafeta.config import Settings
+from estafeta.limits import Limits, LimitsUnavailable
 from estafeta.store import feedback
 from estafeta.store.db import Database
 from estafeta.suppression import for_bounce, for_complaint, soft_rule
@@ -104,8 +106,12 @@ class InboundHandler:
         after_complaint: AfterComplaint | None = None,
         dmarc: DmarcIngest | None = None,
         abuse: AbuseIngest | None = None,
+        limits: Limits | None = None,
     ) -> None:
+        """`limits` holds the abuse mailboxes' allowance per sending network (none: no limit)."""
         self.db = db
+        self.limits = limits
+        self.abuse_rate = settings.inbound.abuse_reports_per_hour
         self.clock = clock
         self.verp_secret = verp_secret
         self.unsubscribe = unsubscribe
@@ -143,10 +149,29 @@ class InboundHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
-        if self.mailbox(address) is None:
+        mailbox = self.mailbox(address)
+        if mailbox is None:
             return f"550 5.1.1 <{address}>: Recipient address rejected: no such mailbox here"
+        if mailbox.abuse and (refusal := await self._over_abuse_allowance(session)) is not None:
+            return refusal
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
+
+    async def _over_abuse_allowance(self, session: Session) -> str | None:
+        """Abuse mailboxes keep what they receive, so each sending network may fill them only so fast; a
+        real reporter's server retries a deferral, so nothing it reports is lost."""
+        if self.limits is None or not self.abuse_rate:
+            return None
+        network = sending_network(session.peer[0] if isinstance(session.peer, tuple) else "")
+        try:
+            wait = await self.limits.take(f"inbound-abuse:{network}", self.abuse_rate / 3600, self.abuse_rate)
+        except LimitsUnavailable:
+            return TEMPORARY_FAILURE
+        if wait <= 0:
+            return None
+        log.info("inbound: abuse reports from %s over the allowance", network)
+        minutes = max(1, round(wait / 60))
+        return f"450 4.7.1 Too many reports from your network; try again in {minutes} minutes"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content
@@ -286,6 +311,19 @@ class InboundHandler:
         return (targets[0], "message-id") if len(targets) == 1 else (None, "")
 
 
+def sending_network(host: str) -> str:
+    """The network a client address belongs to for counting (IPv4 /24, IPv6 /64): one sender's
+    neighbouring addresses count together."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host or "unknown"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 64
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
 class _InboundSMTP(SMTP):
     def __init__(self, listener: InboundListener, **kwargs: Any) -> None:
         super().__init__(listener.handler, **kwargs)
@@ -313,14 +351,15 @@ class InboundListener:
         after_complaint: AfterComplaint | None = None,
         dmarc: DmarcIngest | None = None,
         abuse: AbuseIngest | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """`unsubscribe` handles mailto unsubscribes; `after_complaint` reacts to each complaint in the
         transaction that stores it (reputation: a complaint counts at once); `dmarc` keeps the DMARC
         aggregate reports mailed to the rua address; `abuse` keeps and matches mail to abuse@ and
-        postmaster@ the platform's domains."""
+        postmaster@ the platform's domains, each sending network within its allowance in `limits`."""
         self.settings = settings
         self.handler = InboundHandler(
-            db, settings, clock, verp_secret, unsubscribe, after_complaint, dmarc, abuse
+            db, settings, clock, verp_secret, unsubscribe, after_complaint, dmarc, abuse, limits
         )
         self.sessions: set[_InboundSMTP] = set()
         self._server: asyncio.Server | None = None
