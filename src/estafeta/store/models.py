@@ -285,6 +285,32 @@ class AdminKey(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class AuditEntry(Base):
+    """One operator or security-relevant action: who, what, on which account, when, from where.
+
+    Written in the transaction of the change it records, so neither exists without the other; never
+    updated nor pruned.
+    """
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(
+        String(400)
+    )  # admin-key:<prefix> | user:<id>/<email> | cli:<user> | system
+    account_id: Mapped[int | None] = mapped_column(BigId)  # the account acted upon
+    action: Mapped[str] = mapped_column(String(60))  # dotted, e.g. review.approve
+    target: Mapped[str] = mapped_column(String(400))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    origin: Mapped[str] = mapped_column(String(64))  # client ip, or "cli" / "system"
+
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_account", "account_id", "at"),
+        Index("ix_audit_log_action", "action", "at"),
+    )
+
+
 class AccountStream(Base):
     """An account's settings for one stream (transactional or broadcast): its From domain and IP pool."""
 
