@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from estafeta.audit import cli_actor
 from estafeta.cli.common import AccountArgument, ConfigOption, account, console, fail, open_core, run
 from estafeta.termination import TerminationError
 
@@ -23,7 +24,7 @@ def create_key(
 ) -> None:
     """Create a platform-admin key (shown once) for `/v1/admin/…`, e.g. the global suppression list."""
     core = open_core(config)
-    key = run(core.admin_keys.create(name))
+    key = run(core.admin_keys.create(name, actor=cli_actor()))
     console.print(f"Admin key (shown once, keep it secret): [bold green]{key.token}[/]")
 
 
@@ -45,7 +46,7 @@ def revoke_key(
 ) -> None:
     """Revoke a platform-admin key; every node refuses it at once."""
     core = open_core(config)
-    if not run(core.admin_keys.revoke(prefix)):
+    if not run(core.admin_keys.revoke(prefix, actor=cli_actor())):
         raise fail(f"no active admin key {prefix}")
     console.print(f"Admin key {prefix} revoked.")
 
@@ -97,7 +98,7 @@ def terminate(
     core = open_core(config)
     target = account(core, name)
     try:
-        done = run(core.terminations.terminate(target.id, "cli", reason))
+        done = run(core.terminations.terminate(target.id, cli_actor(), reason))
     except TerminationError as exc:
         raise fail(str(exc)) from exc
     console.print(

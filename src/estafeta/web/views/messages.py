@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, Response
 
 from estafeta import suppression
+from estafeta.audit import Actor
 from estafeta.messages import MessageQuery
 from estafeta.users import Identity
 from estafeta.web.render import page
@@ -130,7 +131,7 @@ async def suppressions_page(
     )
 
 
-async def add_suppression(request: Request, who: Identity, scope: int | None, actor: str) -> Response:
+async def add_suppression(request: Request, who: Identity, scope: int | None, actor: Actor) -> Response:
     form = await request.form()
     try:
         row, added = await get_core(request).suppressions.add(
@@ -146,7 +147,7 @@ async def add_suppression(request: Request, who: Identity, scope: int | None, ac
     return await suppressions_page(request, who, scope, "", notice=notice)
 
 
-async def remove_suppression(request: Request, who: Identity, scope: int | None, actor: str) -> Response:
+async def remove_suppression(request: Request, who: Identity, scope: int | None, actor: Actor) -> Response:
     form = await request.form()
     value = str(form.get("value") or "")
     try:
@@ -174,12 +175,12 @@ async def suppressions(request: Request, q: str = "", who: Identity = Depends(re
 
 @router.post("/suppressions", response_class=HTMLResponse)
 async def suppressions_add(request: Request, who: Identity = Depends(sender)) -> Response:
-    return await add_suppression(request, who, who.account_id, actor(who))
+    return await add_suppression(request, who, who.account_id, actor(who, request))
 
 
 @router.post("/suppressions/remove", response_class=HTMLResponse)
 async def suppressions_remove(request: Request, who: Identity = Depends(sender)) -> Response:
-    return await remove_suppression(request, who, who.account_id, actor(who))
+    return await remove_suppression(request, who, who.account_id, actor(who, request))
 
 
 @router.get("/suppressions/export.csv")
