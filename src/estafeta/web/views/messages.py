@@ -21,7 +21,7 @@ PAGE = 50
 STATES = ("queued", "deferred", "delivered", "bounced", "suppressed", "held", "cancelled")
 
 
-def _day(text: str, field: str) -> datetime | None:
+def day_field(text: str, field: str) -> datetime | None:
     """A `YYYY-MM-DD` form field as the start of that UTC day."""
     if not text:
         return None
@@ -56,14 +56,14 @@ async def messages(
     assert who.account_id is not None
     if state and state not in STATES:
         raise PageError(422, "Unknown state", f"state: one of {', '.join(STATES)}")
-    until_day = _day(until, "until")
+    until_day = day_field(until, "until")
     query = MessageQuery(
         who.account_id,
         recipient=recipient.strip(),
         subject=subject.strip(),
         tag=tag.strip(),
         state=state,
-        since=_day(since, "since"),
+        since=day_field(since, "since"),
         until=until_day.replace(hour=23, minute=59, second=59) if until_day else None,
         before=_cursor(after),
     )
