@@ -194,7 +194,7 @@ async def test_the_operator_terminates_from_the_review_page_with_its_csrf_token(
         page = await browser.get(done.headers["location"])
         assert "Account terminated" in page.text and "fraud" in page.text
     found = await h.platform.core.terminations.termination(h.account_id)
-    assert found is not None and (found.by, found.reason) == (f"user:{user.id}", "fraud")
+    assert found is not None and (found.by, found.reason) == (f"user:{user.id}/ops@estafeta.test", "fraud")
 
 
 async def test_the_relay_refuses_a_terminated_account(start_relay: StartRelay) -> None:
