@@ -159,3 +159,10 @@ async def test_services_record_the_actor_and_only_what_happened(db: Database) ->
     ]
     assert entries[2].details == {"name": "deploy", "scope": "send"}
     assert key.token not in repr(entries)
+
+
+def test_details_are_plain_values_only(db: Database) -> None:
+    with pytest.raises(TypeError, match="dict"):
+        db.call(lambda conn: record(conn, OPS, "note.add", at=T0, details={"nested": {"a": 1}}))
+    with pytest.raises(ValueError, match="at most"):
+        db.call(lambda conn: record(conn, OPS, "note.add", at=T0, details={f"d{i}": i for i in range(21)}))

@@ -49,7 +49,8 @@ REDACTED = "[redacted]"
 MAX_TEXT = 500  # longer detail text is cut: the log says what happened, it does not keep documents
 MAX_DETAILS = 20
 
-Detail = str | int | float | bool | None | list[str] | list[int]
+Scalar = str | int | float | bool | None
+Detail = Scalar | list[Scalar]
 
 
 @dataclass(frozen=True)
@@ -118,15 +119,18 @@ def redact(text: str) -> str:
     return text
 
 
-def _clean(value: object) -> Detail:
+def _scalar(value: object) -> Scalar:
     if isinstance(value, str):
         return redact(value[:MAX_TEXT])
     if value is None or isinstance(value, bool | int | float):
         return value
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value) if isinstance(value, set | frozenset) else list(value)
-        return [_clean(item) for item in items if isinstance(item, str | int)]  # type: ignore[misc]
     raise TypeError(f"an audit detail is a plain value or a list of them, not {type(value).__name__}")
+
+
+def _clean(value: object) -> Detail:
+    if isinstance(value, list | tuple):
+        return [_scalar(item) for item in value]
+    return _scalar(value)
 
 
 def clean_details(details: Mapping[str, object]) -> dict[str, Detail]:
