@@ -12,6 +12,7 @@ import psutil
 import pytest
 from pydantic import ValidationError
 
+from estafeta.audit import SYSTEM
 from estafeta.bench.sink import SinkProcess
 from estafeta.config import Settings
 from estafeta.platform import Platform
@@ -53,9 +54,9 @@ async def test_connections_are_spread_over_the_accepting_processes(pg_url: str, 
     )
     platform = Platform(settings)
     core = platform.core
-    account = await core.accounts.create("acme")
-    await core.domains.add(account.id, "acme.test", "ed25519-sha256")
-    credential = await core.smtp_credentials.create(account.id)
+    account = await core.accounts.create("acme", actor=SYSTEM)
+    await core.domains.add(account.id, "acme.test", "ed25519-sha256", actor=SYSTEM)
+    credential = await core.smtp_credentials.create(account.id, actor=SYSTEM)
     await platform.start(api=False, delivery=False, smtp=True, services=False)
     assert platform.smtp_ports is not None and platform.relay_processes is not None
     port = platform.smtp_ports.starttls
