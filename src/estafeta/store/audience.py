@@ -434,11 +434,30 @@ def members(
     rows = conn.execute(
         select(Contact.id, Contact.email, Contact.attributes, Subscription.status)
         .join(Subscription, Subscription.contact_id == Contact.id)
-        .where(Subscription.list_id == list_id, Subscription.status.in_(statuses), Contact.id > after_id)
-        .order_by(Contact.id)
+        .where(
+            Subscription.list_id == list_id,
+            Subscription.status.in_(statuses),
+            Subscription.contact_id > after_id,
+        )
+        .order_by(Subscription.contact_id)
         .limit(limit)
     ).all()
     return [Member(r.id, r.email, r.attributes, r.status) for r in rows]
+
+
+def window_end(conn: Connection, list_id: int, after_id: int, size: int) -> int | None:
+    """The id of the `size`-th subscribed contact of the list after `after_id`; None when fewer remain."""
+    return conn.scalar(
+        select(Subscription.contact_id)
+        .where(
+            Subscription.list_id == list_id,
+            Subscription.status == "subscribed",
+            Subscription.contact_id > after_id,
+        )
+        .order_by(Subscription.contact_id)
+        .offset(size - 1)
+        .limit(1)
+    )
 
 
 def list_contacts(
