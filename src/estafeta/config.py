@@ -371,6 +371,15 @@ class AudienceSettings(BaseModel):
         14, gt=0, description="days to answer a re-confirmation before the subscription ends"
     )
     campaign_batch: int = Field(100, ge=1, le=500, description="campaign messages accepted per batch")
+    recipients_chunk: int = Field(
+        2000, ge=1, le=50_000, description="contacts fixed as a campaign's recipients per transaction"
+    )
+    lookahead: int = Field(
+        1000,
+        ge=1,
+        description="campaign messages rendered ahead of delivery: an account's broadcast messages waiting "
+        "for their first attempt stay under this, the rest wait as recipients",
+    )
     tick_seconds: float = Field(1.0, gt=0, description="seconds between campaign runner rounds when idle")
 
 
