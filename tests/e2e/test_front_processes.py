@@ -14,6 +14,7 @@ import httpx
 import psutil
 import pytest
 
+from estafeta.audit import SYSTEM
 from estafeta.bench.sink import SinkProcess
 from estafeta.platform import Platform
 from estafeta.sandbox import sandbox_settings
@@ -61,10 +62,10 @@ async def test_api_and_relay_are_served_by_every_front_process(
     )
     platform = Platform(settings)
     core = platform.core
-    account = await core.accounts.create("acme")
-    await core.domains.add(account.id, "acme.test", "ed25519-sha256")
-    credential = await core.smtp_credentials.create(account.id)
-    token = (await core.api_keys.create(account.id, "tests")).token
+    account = await core.accounts.create("acme", actor=SYSTEM)
+    await core.domains.add(account.id, "acme.test", "ed25519-sha256", actor=SYSTEM)
+    credential = await core.smtp_credentials.create(account.id, actor=SYSTEM)
+    token = (await core.api_keys.create(account.id, "tests", actor=SYSTEM)).token
     await platform.start(api=True, delivery=False, smtp=True, services=False)
     assert platform.smtp_ports is not None and platform.api_port is not None
     (child,) = platform.supervisor.children("front")
