@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from estafeta import auth
+from estafeta.audit import SYSTEM
 from estafeta.config import Settings
 from estafeta.core import Core
 
@@ -35,8 +36,8 @@ async def _core() -> Core:
 async def test_concurrent_first_requests_share_one_verification(verifications: list[str]) -> None:
     core = await _core()
     try:
-        account = await core.accounts.create("acme")
-        key = await core.api_keys.create(account.id)
+        account = await core.accounts.create("acme", actor=SYSTEM)
+        key = await core.api_keys.create(account.id, actor=SYSTEM)
         grants = await asyncio.gather(*(core.api_keys.grant_for(key.token) for _ in range(8)))
         assert {g.account_id if g else None for g in grants} == {account.id}
         assert len(verifications) == 1
@@ -49,8 +50,8 @@ async def test_concurrent_first_requests_share_one_verification(verifications: l
 async def test_a_wrong_secret_is_refused_to_every_concurrent_request(verifications: list[str]) -> None:
     core = await _core()
     try:
-        account = await core.accounts.create("acme")
-        key = await core.api_keys.create(account.id)
+        account = await core.accounts.create("acme", actor=SYSTEM)
+        key = await core.api_keys.create(account.id, actor=SYSTEM)
         wrong = key.token[:-2] + ("xx" if not key.token.endswith("xx") else "yy")
         assert await asyncio.gather(*(core.api_keys.grant_for(wrong) for _ in range(4))) == [None] * 4
         assert len(verifications) == 1
@@ -62,8 +63,8 @@ async def test_a_wrong_secret_is_refused_to_every_concurrent_request(verificatio
 async def test_a_caller_that_goes_away_stops_no_one_elses_check(verifications: list[str]) -> None:
     core = await _core()
     try:
-        account = await core.accounts.create("acme")
-        key = await core.api_keys.create(account.id)
+        account = await core.accounts.create("acme", actor=SYSTEM)
+        key = await core.api_keys.create(account.id, actor=SYSTEM)
         first = asyncio.create_task(core.api_keys.grant_for(key.token))
         second = asyncio.create_task(core.api_keys.grant_for(key.token))
         await asyncio.sleep(0)

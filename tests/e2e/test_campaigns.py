@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 
 from estafeta.accept import Accepted, Submission
 from estafeta.audience.campaigns import start
+from estafeta.audit import SYSTEM
 from estafeta.compose import Address, Draft, parse_address
 from estafeta.store import campaigns as campaign_store
 from estafeta.store.events import EventFilter, list_events
@@ -166,7 +167,7 @@ async def test_a_recipient_marked_sent_can_never_be_stored_twice(h: Harness) -> 
     created = await _throttled_campaign(h, 1, rate=1)
     h.platform.core.audience.runner.stop()  # this test plays the runner itself
     (row,) = await h.platform.core.db.run(campaign_store.list_for, h.account_id)
-    await h.platform.core.db.run(start, row, h.clock.now())
+    await h.platform.core.db.run(start, row, h.clock.now(), 100)
     (pending,) = await h.platform.core.db.run(campaign_store.next_pending, created["id"], 10)
     draft = Draft(
         from_=parse_address("news@acme.test"), to=[Address(pending.email)], text="hi", stream="broadcast"
@@ -264,7 +265,7 @@ async def test_a_campaign_paused_by_the_accounts_standing_resumes_when_an_admini
     for i in range(5):
         await subscribe(h, news["id"], f"fan{i}@yahoo.test")
     created = await create_campaign(h, news["id"])
-    key = (await h.platform.core.admin_keys.create("ops")).token
+    key = (await h.platform.core.admin_keys.create("ops", actor=SYSTEM)).token
     async with httpx.AsyncClient(
         base_url=h.platform.api_url, headers={"Authorization": f"Bearer {key}"}
     ) as admin:

@@ -285,6 +285,32 @@ class AdminKey(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class AuditEntry(Base):
+    """One operator or security-relevant action: who, what, on which account, when, from where.
+
+    Written in the transaction of the change it records, so neither exists without the other; never
+    updated nor pruned.
+    """
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(
+        String(400)
+    )  # admin-key:<prefix> | user:<id>/<email> | cli:<user> | system
+    account_id: Mapped[int | None] = mapped_column(BigId)  # the account acted upon
+    action: Mapped[str] = mapped_column(String(60))  # dotted, e.g. review.approve
+    target: Mapped[str] = mapped_column(String(400))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    origin: Mapped[str] = mapped_column(String(64))  # client ip, or "cli" / "system"
+
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_account", "account_id", "at"),
+        Index("ix_audit_log_action", "action", "at"),
+    )
+
+
 class AccountStream(Base):
     """An account's settings for one stream (transactional or broadcast): its From domain and IP pool."""
 
@@ -343,7 +369,7 @@ class Subscription(Base):
 
     __table_args__ = (
         UniqueConstraint("contact_id", "list_id", name="uq_subscriptions_contact_list"),
-        Index("ix_subscriptions_list", "list_id", "status"),
+        Index("ix_subscriptions_list", "list_id", "status", "contact_id"),
     )
 
 
@@ -389,6 +415,10 @@ class Campaign(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Recipients are fixed in chunks of contacts by id, each in its own short transaction: the cursor is the
+    # last contact id done, so a crash resumes after it; `recipients_fixed_at` is set once all are.
+    recipients_cursor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    recipients_fixed_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_campaigns_state", "state"),)
 
