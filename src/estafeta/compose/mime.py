@@ -39,7 +39,7 @@ _CONTENT_ID = re.compile(r"[!-;=?-~]+")  # visible ASCII without angle brackets
 _LINE_END = re.compile(r"\r\n|\r|\n")
 _QUOTED_SPECIALS = re.compile(r'[\\"]')
 _ATOM_SPECIALS = re.compile(r'[()<>@,;:\\".\[\]]')  # a display name with these is quoted
-_LONGEST_WORD = 900  # a whitespace-free run longer than this is written as encoded words
+_LONGEST_WORD = 900  # octets: a whitespace-free run longer than this is written as encoded words
 
 
 @dataclass
@@ -202,7 +202,7 @@ def _subject_field(text: str, utf8: bool) -> str:
     if not text.strip():
         return "Subject: \r\n"
     plain = (utf8 or text.isascii()) and "=?" not in text
-    if plain and not any(len(word) > _LONGEST_WORD for word in text.split()):
+    if plain and not any(len(word.encode()) > _LONGEST_WORD for word in text.split()):
         return _field("Subject", text)
     return _encoded_field("Subject", text)
 
