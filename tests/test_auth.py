@@ -1,4 +1,5 @@
-"""API key checks: concurrent first requests with one key share one argon2 verification."""
+"""Credential checks: concurrent first requests with one API key, or concurrent relay logins with one
+username and password, share one argon2 verification."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from estafeta import auth
 from estafeta.audit import SYSTEM
 from estafeta.config import Settings
 from estafeta.core import Core
+from estafeta.smtp import credentials
 
 
 @pytest.fixture
@@ -26,6 +28,7 @@ def verifications(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return real(stored_hash, secret)
 
     monkeypatch.setattr(auth, "verify_secret", counted)
+    monkeypatch.setattr(credentials, "verify_secret", counted)
     yield seen
 
 
@@ -72,5 +75,19 @@ async def test_a_caller_that_goes_away_stops_no_one_elses_check(verifications: l
         grant = await second
         assert grant is not None and grant.account_id == account.id
         assert len(verifications) == 1
+    finally:
+        await core.aclose()
+
+
+async def test_concurrent_relay_logins_share_one_verification(verifications: list[str]) -> None:
+    core = await _core()
+    try:
+        account = await core.accounts.create("acme", actor=SYSTEM)
+        login = await core.smtp_credentials.create(account.id, actor=SYSTEM)
+        logins = [core.smtp_credentials.account_for(login.username, login.password) for _ in range(8)]
+        assert await asyncio.gather(*logins) == [account.id] * 8
+        wrong = [core.smtp_credentials.account_for(login.username, "wrong") for _ in range(4)]
+        assert await asyncio.gather(*wrong) == [None] * 4
+        assert verifications == [login.password, "wrong"]
     finally:
         await core.aclose()

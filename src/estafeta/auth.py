@@ -26,6 +26,7 @@ from sqlalchemy import Connection
 from estafeta.audit import Actor, record
 from estafeta.changes import Changes
 from estafeta.clock import Clock
+from estafeta.shared_checks import SharedChecks
 from estafeta.store import accounts as store
 from estafeta.store import admin_keys as admin_store
 from estafeta.store.db import Database
@@ -98,7 +99,7 @@ class ApiKeys:
         self.clock = clock
         self.changes = changes
         self._cache: dict[str, tuple[Grant, float]] = {}  # digest → (grant, expiry)
-        self._checking: dict[str, asyncio.Future[Grant | None]] = {}  # digest → check under way
+        self._checks: SharedChecks[Grant | None] = SharedChecks()
         self._watch = changes.watch("api-keys")
 
     async def create(self, account_id: int, name: str = "", scope: Scope = "full", *, actor: Actor) -> NewKey:
@@ -157,13 +158,7 @@ class ApiKeys:
         hit = self._cache.get(digest)
         if hit and hit[1] > time.monotonic():
             return hit[0]
-        # Concurrent first requests with one key share one check rather than each hashing (a client
-        # opening many connections at once would otherwise spend a core on argon2).
-        checking = self._checking.get(digest)
-        if checking is None:
-            checking = self._checking[digest] = asyncio.ensure_future(self._check(digest, token))
-            checking.add_done_callback(lambda _: self._checking.pop(digest, None))
-        return await asyncio.shield(checking)  # a caller that goes away stops no one else's check
+        return await self._checks.run(digest, lambda: self._check(digest, token))
 
     async def _check(self, digest: str, token: str) -> Grant | None:
         parts = split_token(token)

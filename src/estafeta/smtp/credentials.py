@@ -21,6 +21,7 @@ from estafeta.audit import Actor, record
 from estafeta.auth import hash_secret, verify_secret
 from estafeta.changes import Changes
 from estafeta.clock import Clock
+from estafeta.shared_checks import SharedChecks
 from estafeta.store import smtp_credentials as store
 from estafeta.store.db import Database
 
@@ -59,6 +60,7 @@ class SmtpCredentials:
         self.clock = clock
         self.changes = changes
         self._cache: dict[str, _Verified] = {}
+        self._checks: SharedChecks[int | None] = SharedChecks()
         self._watch = changes.watch("smtp-credentials")
 
     async def create(self, account_id: int, *, actor: Actor) -> NewSmtpCredential:
@@ -87,6 +89,10 @@ class SmtpCredentials:
         hit = self._cache.get(digest)
         if hit is not None and hit.expires > now:
             return hit.account_id
+        # Concurrent logins with one username and password share one check.
+        return await self._checks.run(digest, lambda: self._check(digest, username, password, now))
+
+    async def _check(self, digest: str, username: str, password: str, now: datetime) -> int | None:
         # A name no credential can have (usernames are short and printable) is never looked up.
         plausible = len(username) <= USERNAME_MAX and username.isprintable()
         row = await self.db.run(store.find_credential, username) if plausible else None
