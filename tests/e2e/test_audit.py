@@ -72,8 +72,7 @@ async def test_api_actions_are_recorded_with_the_key_that_took_them(harness: Har
         moment = newest[0]["at"]
         assert await _audit(admin, until=moment, action="suppression") == []
         assert len(await _audit(admin, since=moment, action="suppression")) == 1
-        backwards = await admin.get("/v1/admin/audit", params={"since": moment, "until": moment})
-        assert backwards.status_code == 422
+        assert await _audit(admin, since=moment, until=moment) == []
         assert (await admin.get("/v1/admin/audit", params={"cursor": "bm90IG91cnM"})).status_code == 422
         assert (await admin.get("/v1/admin/audit", params={"action": "Review;drop"})).status_code == 422
 
