@@ -98,6 +98,7 @@ class ApiKeys:
         self.clock = clock
         self.changes = changes
         self._cache: dict[str, tuple[Grant, float]] = {}  # digest → (grant, expiry)
+        self._checking: dict[str, asyncio.Future[Grant | None]] = {}  # digest → check under way
         self._watch = changes.watch("api-keys")
 
     async def create(self, account_id: int, name: str = "", scope: Scope = "full", *, actor: Actor) -> NewKey:
@@ -156,6 +157,15 @@ class ApiKeys:
         hit = self._cache.get(digest)
         if hit and hit[1] > time.monotonic():
             return hit[0]
+        # Concurrent first requests with one key share one check rather than each hashing (a client
+        # opening many connections at once would otherwise spend a core on argon2).
+        checking = self._checking.get(digest)
+        if checking is None:
+            checking = self._checking[digest] = asyncio.ensure_future(self._check(digest, token))
+            checking.add_done_callback(lambda _: self._checking.pop(digest, None))
+        return await asyncio.shield(checking)  # a caller that goes away stops no one else's check
+
+    async def _check(self, digest: str, token: str) -> Grant | None:
         parts = split_token(token)
         if parts is None:
             return None

@@ -8,6 +8,7 @@ pure-Python RSA and is what lets one core sign hundreds of messages a second.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Callable
@@ -92,17 +93,24 @@ class DkimKey:
 
 
 def _load_private_key(key: DkimKey) -> _PrivateKey:
-    if key.algorithm == "rsa-sha256":
-        private = serialization.load_pem_private_key(key.private_key.encode("ascii"), password=None)
+    return _parsed_private_key(key.algorithm, key.private_key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_private_key(algorithm: str, private_key: str) -> _PrivateKey:
+    """Each key is parsed once per process: loading an RSA key checks it (about 100 ms), and accepting
+    processes rebuild their signers every `SIGNER_REFRESH` with keys that rarely change."""
+    if algorithm == "rsa-sha256":
+        private = serialization.load_pem_private_key(private_key.encode("ascii"), password=None)
         if not isinstance(private, rsa.RSAPrivateKey):
             raise ValueError("an rsa-sha256 key must be an RSA private key in PEM")
         return private
-    if key.algorithm == "ed25519-sha256":
-        seed = base64.b64decode(key.private_key, validate=True)
+    if algorithm == "ed25519-sha256":
+        seed = base64.b64decode(private_key, validate=True)
         if len(seed) != 32:
             raise ValueError("an ed25519-sha256 key must be the base64 of a 32-byte seed")
         return ed25519.Ed25519PrivateKey.from_private_bytes(seed)
-    raise ValueError(f"unsupported DKIM algorithm {key.algorithm!r}")
+    raise ValueError(f"unsupported DKIM algorithm {algorithm!r}")
 
 
 def default_selector(now: datetime) -> str:

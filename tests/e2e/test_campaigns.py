@@ -167,7 +167,7 @@ async def test_a_recipient_marked_sent_can_never_be_stored_twice(h: Harness) -> 
     created = await _throttled_campaign(h, 1, rate=1)
     h.platform.core.audience.runner.stop()  # this test plays the runner itself
     (row,) = await h.platform.core.db.run(campaign_store.list_for, h.account_id)
-    await h.platform.core.db.run(start, row, h.clock.now())
+    await h.platform.core.db.run(start, row, h.clock.now(), 100)
     (pending,) = await h.platform.core.db.run(campaign_store.next_pending, created["id"], 10)
     draft = Draft(
         from_=parse_address("news@acme.test"), to=[Address(pending.email)], text="hi", stream="broadcast"

@@ -80,10 +80,11 @@ def _problem(exc: TemplateProblem) -> AudienceError:
 
 
 class Campaigns:
-    def __init__(self, db: Database, clock: Clock, wake: Callable[[], None]) -> None:
+    def __init__(self, db: Database, clock: Clock, wake: Callable[[], None], chunk: int) -> None:
         self.db = db
         self.clock = clock
         self.wake = wake
+        self.chunk = chunk  # recipients fixed per transaction
 
     async def create(self, account_id: int, spec: CampaignSpec) -> store.CampaignRow:
         name = name_text(spec.name)
@@ -137,7 +138,7 @@ class Campaigns:
     async def send_now(self, account_id: int, campaign_id: int) -> store.CampaignRow:
         """Start sending (a draft, a scheduled campaign, or resume a paused one)."""
         row = await self.get(account_id, campaign_id)
-        if not await self.db.run(start, row, self.clock.now()):
+        if not await self.db.run(start, row, self.clock.now(), self.chunk):
             raise AudienceError("state", f"a {row.state} campaign cannot be sent", status=409)
         self.wake()
         return await self.get(account_id, campaign_id)
@@ -193,32 +194,44 @@ class Campaigns:
         return await self.db.run(store.stats, campaign_id), await self.db.run(store.skip_reasons, campaign_id)
 
 
-def start(conn: Connection, row: store.CampaignRow, now: datetime) -> bool:
-    """Move a campaign to `sending`; the first time, fix its recipients: the list's subscribed contacts
-    (in the segment, if it has one)."""
+def start(conn: Connection, row: store.CampaignRow, now: datetime, chunk: int) -> bool:
+    """Move a campaign to `sending`; the first time, fix the first chunk of its recipients (all of a small
+    list's), the runner fixes the rest."""
     if not store.transition(
         conn, row.account_id, row.id, STARTABLE, "sending", now, started_at=row.started_at or now
     ):
         return False
-    if store.has_recipients(conn, row.id):
+    fix_recipients(conn, row, now, chunk)
+    return True
+
+
+def fix_recipients(conn: Connection, row: store.CampaignRow, now: datetime, chunk: int) -> bool:
+    """Fix the next `chunk` subscribed contacts of the list (those in the segment, if it has one) as
+    recipients and move the campaign's cursor past them, in this transaction; returns whether all are fixed.
+
+    Chunks keep each transaction short (SQLite's write lock is held for milliseconds, not for the whole
+    list), and the cursor commits with its chunk, so a crash resumes after the last chunk stored."""
+    after = store.cursor(conn, row.id)
+    if after is None:
         return True
-    conditions, match = [], "all"
+    segment = None
     if row.segment_id is not None:
         segment = audience_store.get_segment(conn, row.account_id, row.segment_id)
-        if segment is not None:
-            conditions, match = segments.parse_conditions(segment.conditions), segment.match
-    after = 0
-    while True:
-        page = audience_store.members(conn, row.list_id, after_id=after, limit=1000)
-        if not page:
-            return True
+    if segment is None:
+        upto = audience_store.window_end(conn, row.list_id, after, chunk)
+        store.add_members(conn, row.id, row.list_id, after, upto, now)
+    else:
+        conditions = segments.parse_conditions(segment.conditions)
+        page = audience_store.members(conn, row.list_id, after_id=after, limit=chunk)
         chosen = [
             (m.contact_id, m.email)
             for m in page
-            if not conditions or segments.matches(conditions, match, {"email": m.email, **m.attributes})
+            if segments.matches(conditions, segment.match, {"email": m.email, **m.attributes})
         ]
         store.add_recipients(conn, row.id, chosen, now)
-        after = page[-1].contact_id
+        upto = page[-1].contact_id if len(page) == chunk else None
+    store.move_cursor(conn, row.id, upto, now)
+    return upto is None
 
 
 @dataclass
@@ -230,11 +243,20 @@ class _Work:
     suppressed: dict[str, str]
 
 
-def _next_work(conn: Connection, row: store.CampaignRow, limit: int, traps: SpamTraps) -> _Work | None:
+def _next_work(
+    conn: Connection, row: store.CampaignRow, limit: int, lookahead: int, traps: SpamTraps
+) -> _Work | None:
+    """The next recipients to render: at most `limit`, and only as many as keep the account's broadcast
+    messages waiting for delivery within `lookahead`; None when there is no room for any (or the list is
+    gone, with its campaigns)."""
     mailing_list = audience_store.list_by_id(conn, row.list_id)
     if mailing_list is None:
         return None
     pending = store.next_pending(conn, row.id, limit)
+    room = lookahead - store.waiting(conn, row.account_id)
+    if pending and room < 1:
+        return None
+    pending = pending[:room]
     contact_ids = [p.contact_id for p in pending]
     found = screen(conn, row.account_id, [p.email for p in pending], traps)
     return _Work(
@@ -244,6 +266,12 @@ def _next_work(conn: Connection, row: store.CampaignRow, limit: int, traps: Spam
         audience_store.attributes_of(conn, contact_ids),
         {email: f"{s.reason} ({s.scope})" for email, s in found.items()},
     )
+
+
+def _finish(conn: Connection, row: store.CampaignRow, now: datetime) -> None:
+    """A campaign without pending recipients is sent, once all of its recipients are fixed."""
+    if store.cursor(conn, row.id) is None:
+        store.transition(conn, row.account_id, row.id, ("sending",), "sent", now)
 
 
 class _Bucket:
@@ -316,8 +344,9 @@ class CampaignRunner:
         """One round: start due campaigns, look for inactive contacts hourly, send one batch per campaign.
         Returns whether something was sent (more may be waiting)."""
         now = self.clock.now()
+        chunk = self.settings.audience.recipients_chunk
         for due in await self.db.run(store.due_scheduled, now):
-            await self.db.run(start, due, now)
+            await self.db.run(start, due, now, chunk)
         if self._next_sweep is None or now >= self._next_sweep:
             self._next_sweep = now + timedelta(seconds=SWEEP_SECONDS)
             await self.consent.reconfirm_inactive()
@@ -325,8 +354,18 @@ class CampaignRunner:
         until = now + timedelta(seconds=LEASE_SECONDS)
         for campaign in await self.db.run(store.sending):
             if await self.db.run(store.lease, campaign.id, self.owner, now, until):
+                if campaign.recipients_fixed_at is None:
+                    await self._fix(campaign, now)
                 busy = await self._batch(campaign, now) or busy
         return busy
+
+    async def _fix(self, campaign: store.CampaignRow, now: datetime) -> None:
+        """Fix all of the campaign's remaining recipients, one chunk per transaction, keeping the lease."""
+        chunk = self.settings.audience.recipients_chunk
+        until = now + timedelta(seconds=LEASE_SECONDS)
+        while not self._stopping and not await self.db.run(fix_recipients, campaign, now, chunk):
+            if not await self.db.run(store.lease, campaign.id, self.owner, now, until):
+                return
 
     async def _batch(self, campaign: store.CampaignRow, now: datetime) -> bool:
         bucket = self._buckets.get(campaign.id)
@@ -335,9 +374,11 @@ class CampaignRunner:
         allowed = min(bucket.available(now), self.settings.audience.campaign_batch)
         if allowed < 1:
             return False
-        work = await self.db.run(_next_work, campaign, allowed, self.traps)
-        if work is None or not work.pending:
-            await self.db.run(store.transition, campaign.account_id, campaign.id, ("sending",), "sent", now)
+        work = await self.db.run(_next_work, campaign, allowed, self.settings.audience.lookahead, self.traps)
+        if work is None:
+            return False  # the lookahead is full: delivery has to catch up first
+        if not work.pending:
+            await self.db.run(_finish, campaign, now)
             self._buckets.pop(campaign.id, None)
             self._templates.pop(campaign.id, None)
             return False

@@ -228,6 +228,7 @@ def _start_reconfirmation(
         ),
         now,
         state="sending",
+        fixed=True,
     )
     campaign_store.add_recipients(conn, campaign.id, [p for p in people if p[0] in asked], now)
 

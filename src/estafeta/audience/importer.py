@@ -211,7 +211,7 @@ async def import_csv(
     record: ConsentRecord,
     *,
     progress: Callable[[int, int], None] | None = None,
-    chunk: int = 500,
+    chunk: int = 2000,
 ) -> ImportReport:
     """Validate a CSV file and subscribe its valid rows in chunks, calling `progress(done, total)` after
     each. Addresses that unsubscribed stay unsubscribed; on a double opt-in list, imported contacts must

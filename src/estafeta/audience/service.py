@@ -49,7 +49,7 @@ class Audience:
         self.consent = Consent(db, settings, clock, accepter, self.links)
         self.unsubscriber = Unsubscriber(db, clock, self.tokens)
         self.runner = CampaignRunner(db, settings, clock, accepter, self.links, self.consent, owner)
-        self.campaigns = Campaigns(db, clock, self.runner.wake)
+        self.campaigns = Campaigns(db, clock, self.runner.wake, settings.audience.recipients_chunk)
 
     # -- lists -----------------------------------------------------------------------------------------
     async def create_list(

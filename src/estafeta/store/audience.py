@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from estafeta.store.models import Contact, MailingList, Segment, Subscription
 
@@ -209,6 +210,20 @@ def _existing_contacts(conn: Connection, account_id: int, keys: list[str]) -> di
     return found
 
 
+def _insert_new(conn: Connection, table: Any, rows: list[dict[str, Any]], unique: list[str]) -> list[Any]:
+    """Insert the rows that do not exist yet (by the `unique` columns), in batched statements; returns the
+    `unique` values of those inserted, so only the others need looking up."""
+    if not rows:
+        return []
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        dialect_insert(table)
+        .on_conflict_do_nothing(index_elements=unique)
+        .returning(table.id, *(getattr(table, name) for name in unique))
+    )
+    return list(conn.execute(statement, rows).all())
+
+
 def upsert_contacts(
     conn: Connection, account_id: int, contacts: list[tuple[str, dict[str, Any]]], now: datetime
 ) -> dict[str, int]:
@@ -218,8 +233,12 @@ def upsert_contacts(
         key = email.lower()
         merged = {**wanted.get(key, (email, {}))[1], **attributes}
         wanted[key] = (wanted.get(key, (email, {}))[0], merged)
-    existing = _existing_contacts(conn, account_id, list(wanted))
-    ids = {key: row.id for key, row in existing.items()}
+    new = [
+        {"account_id": account_id, "email": email, "email_key": key, "attributes": attrs, "created_at": now}
+        for key, (email, attrs) in wanted.items()
+    ]
+    ids = {row.email_key: row.id for row in _insert_new(conn, Contact, new, ["account_id", "email_key"])}
+    existing = _existing_contacts(conn, account_id, [key for key in wanted if key not in ids])
     for key, row in existing.items():
         attributes = wanted[key][1]
         if attributes and {**row.attributes, **attributes} != row.attributes:
@@ -228,19 +247,7 @@ def upsert_contacts(
                 .where(Contact.id == row.id)
                 .values(attributes={**row.attributes, **attributes})
             )
-    new = [
-        {"account_id": account_id, "email": email, "email_key": key, "attributes": attrs, "created_at": now}
-        for key, (email, attrs) in wanted.items()
-        if key not in existing
-    ]
-    if new:
-        conn.execute(insert(Contact), new)
-        ids.update(
-            {
-                key: row.id
-                for key, row in _existing_contacts(conn, account_id, [n["email_key"] for n in new]).items()
-            }
-        )
+        ids[key] = row.id
     return ids
 
 
@@ -257,10 +264,28 @@ def subscribe_many(
 
     An address that unsubscribed stays unsubscribed unless `renew` (the person asked again themselves, e.g.
     through the hosted form); an address already subscribed keeps its status and original consent.
+    Subscriptions are inserted in batches where none exists; only the others are read and decided on.
     """
     ids = upsert_contacts(conn, account_id, [(e.email, e.attributes) for e in entries], now)
+    first: dict[int, NewSubscription] = {}
+    for entry in entries:
+        first.setdefault(ids[entry.email.lower()], entry)
+    new_rows = [
+        {
+            "contact_id": contact_id,
+            "list_id": list_id,
+            "status": entry.status,
+            "consent_source": entry.consent_source[:200],
+            "consent_at": entry.consent_at,
+            "confirmed_at": now if entry.status == "subscribed" else None,
+        }
+        for contact_id, entry in first.items()
+    ]
+    inserted = {
+        row.contact_id for row in _insert_new(conn, Subscription, new_rows, ["contact_id", "list_id"])
+    }
     current: dict[int, str] = {}
-    id_list = sorted(set(ids.values()))
+    id_list = sorted(set(first) - inserted)
     for start in range(0, len(id_list), CHUNK):
         rows = conn.execute(
             select(Subscription.contact_id, Subscription.status).where(
@@ -269,25 +294,9 @@ def subscribe_many(
         ).all()
         current.update({r.contact_id: r.status for r in rows})
     out: list[Subscribed] = []
-    new_rows: list[dict[str, Any]] = []
-    done: set[int] = set()
-    for entry in entries:
-        contact_id = ids[entry.email.lower()]
-        if contact_id in done:
-            continue
-        done.add(contact_id)
-        status = current.get(contact_id)
-        if status is None:
-            new_rows.append(
-                {
-                    "contact_id": contact_id,
-                    "list_id": list_id,
-                    "status": entry.status,
-                    "consent_source": entry.consent_source[:200],
-                    "consent_at": entry.consent_at,
-                    "confirmed_at": now if entry.status == "subscribed" else None,
-                }
-            )
+    for contact_id, entry in first.items():
+        status = current.get(contact_id, "")
+        if contact_id in inserted:
             out.append(Subscribed(contact_id, entry.email, entry.status, "new"))
         elif status == "unsubscribed" and not renew:
             out.append(Subscribed(contact_id, entry.email, status, "kept-unsubscribed"))
@@ -308,8 +317,6 @@ def subscribe_many(
                 )
             )
             out.append(Subscribed(contact_id, entry.email, entry.status, "renewed"))
-    if new_rows:
-        conn.execute(insert(Subscription), new_rows)
     return out
 
 
@@ -434,11 +441,30 @@ def members(
     rows = conn.execute(
         select(Contact.id, Contact.email, Contact.attributes, Subscription.status)
         .join(Subscription, Subscription.contact_id == Contact.id)
-        .where(Subscription.list_id == list_id, Subscription.status.in_(statuses), Contact.id > after_id)
-        .order_by(Contact.id)
+        .where(
+            Subscription.list_id == list_id,
+            Subscription.status.in_(statuses),
+            Subscription.contact_id > after_id,
+        )
+        .order_by(Subscription.contact_id)
         .limit(limit)
     ).all()
     return [Member(r.id, r.email, r.attributes, r.status) for r in rows]
+
+
+def window_end(conn: Connection, list_id: int, after_id: int, size: int) -> int | None:
+    """The id of the `size`-th subscribed contact of the list after `after_id`; None when fewer remain."""
+    return conn.scalar(
+        select(Subscription.contact_id)
+        .where(
+            Subscription.list_id == list_id,
+            Subscription.status == "subscribed",
+            Subscription.contact_id > after_id,
+        )
+        .order_by(Subscription.contact_id)
+        .offset(size - 1)
+        .limit(1)
+    )
 
 
 def list_contacts(

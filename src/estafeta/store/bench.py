@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import aliased
 
-from estafeta.store.models import Event
+from estafeta.store.models import Campaign, CampaignRecipient, Event
 
 
 def delivery_latencies(conn: Connection) -> list[float]:
@@ -18,3 +18,14 @@ def delivery_latencies(conn: Connection) -> list[float]:
         .where(accepted.type == "accepted", delivered.type == "delivered")
     ).all()
     return [(d - a).total_seconds() for a, d in rows]
+
+
+def campaign_progress(conn: Connection, campaign_id: int) -> tuple[bool, dict[str, int]]:
+    """Whether all of a campaign's recipients are fixed, and its recipients by state (cheap to poll)."""
+    fixed = conn.scalar(select(Campaign.recipients_fixed_at).where(Campaign.id == campaign_id)) is not None
+    rows = conn.execute(
+        select(CampaignRecipient.state, func.count())
+        .where(CampaignRecipient.campaign_id == campaign_id)
+        .group_by(CampaignRecipient.state)
+    ).all()
+    return fixed, {state: count for state, count in rows}

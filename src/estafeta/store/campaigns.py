@@ -6,9 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, literal, or_, select, update
 
-from estafeta.store.models import Campaign, CampaignRecipient, Delivery, Event
+from estafeta.store.models import (
+    Campaign,
+    CampaignRecipient,
+    Contact,
+    Delivery,
+    Event,
+    Subscription,
+    UtcDateTime,
+)
 
 
 class AlreadySent(RuntimeError):
@@ -52,6 +60,7 @@ class CampaignRow:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    recipients_fixed_at: datetime | None  # None while recipients are still being fixed (see `cursor`)
 
 
 @dataclass(frozen=True)
@@ -95,10 +104,14 @@ def _campaign(row: Any) -> CampaignRow:
         row.created_at,
         row.started_at,
         row.finished_at,
+        row.recipients_fixed_at,
     )
 
 
-def create(conn: Connection, new: NewCampaign, now: datetime, state: str = "draft") -> CampaignRow:
+def create(
+    conn: Connection, new: NewCampaign, now: datetime, state: str = "draft", *, fixed: bool = False
+) -> CampaignRow:
+    """A new campaign; `fixed` when its caller adds all of its recipients in this transaction."""
     campaign_id = conn.execute(
         insert(Campaign)
         .values(
@@ -117,6 +130,7 @@ def create(conn: Connection, new: NewCampaign, now: datetime, state: str = "draf
             rate=new.rate,
             error="",
             created_at=now,
+            recipients_fixed_at=now if fixed else None,
         )
         .returning(Campaign.id)
     ).scalar_one()
@@ -239,10 +253,58 @@ def add_recipients(conn: Connection, campaign_id: int, contacts: list[tuple[int,
     return len(contacts)
 
 
-def has_recipients(conn: Connection, campaign_id: int) -> bool:
-    return (
-        conn.scalar(select(CampaignRecipient.id).where(CampaignRecipient.campaign_id == campaign_id).limit(1))
-        is not None
+def cursor(conn: Connection, campaign_id: int) -> int | None:
+    """The last contact id whose recipients are fixed, locking the campaign's row for this transaction (so
+    two processes never fix the same chunk); None once all are fixed."""
+    row = conn.execute(
+        select(Campaign.recipients_cursor, Campaign.recipients_fixed_at)
+        .where(Campaign.id == campaign_id)
+        .with_for_update()
+    ).one()
+    return None if row.recipients_fixed_at is not None else row.recipients_cursor
+
+
+def add_members(
+    conn: Connection, campaign_id: int, list_id: int, after: int, upto: int | None, now: datetime
+) -> int:
+    """Make the list's subscribed contacts with ids in (`after`, `upto`] recipients, in one statement."""
+    chosen = (
+        select(
+            literal(campaign_id, Campaign.id.type),
+            Contact.id,
+            Contact.email,
+            literal("pending"),
+            literal(""),
+            literal(now, UtcDateTime()),
+        )
+        .join(Subscription, Subscription.contact_id == Contact.id)
+        .where(
+            Subscription.list_id == list_id,
+            Subscription.status == "subscribed",
+            Subscription.contact_id > after,
+        )
+    )
+    if upto is not None:
+        chosen = chosen.where(Subscription.contact_id <= upto)
+    columns = ["campaign_id", "contact_id", "email", "state", "reason", "updated_at"]
+    return conn.execute(insert(CampaignRecipient).from_select(columns, chosen)).rowcount
+
+
+def move_cursor(conn: Connection, campaign_id: int, upto: int | None, now: datetime) -> None:
+    """Recipients are fixed up to contact `upto`, or all of them when `upto` is None."""
+    values: dict[str, Any] = {"recipients_fixed_at": now} if upto is None else {"recipients_cursor": upto}
+    conn.execute(update(Campaign).where(Campaign.id == campaign_id).values(**values))
+
+
+def waiting(conn: Connection, account_id: int) -> int:
+    """The account's broadcast messages queued for their first attempt (campaigns keep this bounded)."""
+    return int(
+        conn.scalar(
+            select(func.count()).where(
+                Delivery.state == "queued", Delivery.account_id == account_id, Delivery.stream == "broadcast"
+            )
+        )
+        or 0
     )
 
 

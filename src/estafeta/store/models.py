@@ -369,7 +369,7 @@ class Subscription(Base):
 
     __table_args__ = (
         UniqueConstraint("contact_id", "list_id", name="uq_subscriptions_contact_list"),
-        Index("ix_subscriptions_list", "list_id", "status"),
+        Index("ix_subscriptions_list", "list_id", "status", "contact_id"),
     )
 
 
@@ -415,6 +415,10 @@ class Campaign(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Recipients are fixed in chunks of contacts by id, each in its own short transaction: the cursor is the
+    # last contact id done, so a crash resumes after it; `recipients_fixed_at` is set once all are.
+    recipients_cursor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    recipients_fixed_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_campaigns_state", "state"),)
 

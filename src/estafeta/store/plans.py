@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, Executable, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from estafeta.store.models import Account, AccountPlan, Contact, Plan, UsageCounter
@@ -81,12 +82,16 @@ def list_plans(conn: Connection) -> list[PlanRow]:
     return [_plan(r) for r in conn.execute(select(Plan).order_by(Plan.id)).all()]
 
 
+# Read for every accepted batch: built once (building a statement costs more than running it).
+_PLAN_OF = (
+    select(Plan)
+    .join(AccountPlan, AccountPlan.plan_id == Plan.id)
+    .where(AccountPlan.account_id == bindparam("account_id"))
+)
+
+
 def plan_of(conn: Connection, account_id: int) -> PlanRow | None:
-    row = conn.execute(
-        select(Plan)
-        .join(AccountPlan, AccountPlan.plan_id == Plan.id)
-        .where(AccountPlan.account_id == account_id)
-    ).first()
+    row = conn.execute(_PLAN_OF, {"account_id": account_id}).first()
     return _plan(row) if row else None
 
 
@@ -148,19 +153,29 @@ def lock_counters(conn: Connection, account_id: int, periods: list[tuple[str, da
     return found
 
 
+@functools.cache
+def _usage_upsert(dialect: str) -> Executable:
+    """The counter upsert of `count_usage`, built once per dialect: building it costs more than running it."""
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = dialect_insert(UsageCounter).values(
+        account_id=bindparam("account_id"),
+        period=bindparam("period"),
+        start=bindparam("start"),
+        messages=bindparam("amount"),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["account_id", "period", "start"],
+        set_={"messages": UsageCounter.messages + statement.excluded.messages},
+    )
+
+
 def count_usage(conn: Connection, account_id: int, periods: list[tuple[str, date]], amount: int) -> None:
     """Add `amount` to the counters of these periods, creating them as needed, one statement each: for
     accounts with no limit to check, so nothing is read or locked (concurrent additions commute)."""
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = _usage_upsert(conn.dialect.name)
     for period, start in periods:
-        statement = dialect_insert(UsageCounter).values(
-            account_id=account_id, period=period, start=start, messages=amount
-        )
         conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["account_id", "period", "start"],
-                set_={"messages": UsageCounter.messages + statement.excluded.messages},
-            )
+            statement, {"account_id": account_id, "period": period, "start": start, "amount": amount}
         )
 
 
