@@ -255,8 +255,9 @@ class Users:
 
     # -- sessions ----------------------------------------------------------------------------------
 
-    async def start_session(self, user: store.UserRow) -> NewSession:
-        """Sign a user in: a fresh session looking at their first account (if any)."""
+    async def start_session(self, user: store.UserRow, *, origin: str) -> NewSession:
+        """Sign a user in: a fresh session looking at their first account (if any). `origin` is where
+        the user signs in from (the audit log keeps it)."""
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         now = self.clock.now()
@@ -264,16 +265,11 @@ class Users:
 
         def work(conn: Connection) -> None:
             accounts = store.memberships(conn, user.id)
+            first = accounts[0].account_id if accounts else None
             store.delete_expired_sessions(conn, now)
-            store.create_session(
-                conn,
-                _session_id(token),
-                user.id,
-                accounts[0].account_id if accounts else None,
-                csrf,
-                now,
-                expires,
-            )
+            store.create_session(conn, _session_id(token), user.id, first, csrf, now, expires)
+            actor = Actor.user(user.id, user.email, origin)
+            record(conn, actor, "user.sign_in", at=now, account_id=first, target=actor.name)
 
         await self.db.run(work)
         return NewSession(self._cookies.sign(token).decode(), csrf, expires)
