@@ -215,3 +215,11 @@ async def test_team_webhook_and_plan_changes_are_recorded(db: Database) -> None:
     assert endpoint.secret not in repr(entries)
     platform_wide = {"plan.create", "user.password"}  # a plan, a user: no one account
     assert all((e.account_id is None) == (e.action in platform_wide) for e in entries)
+
+
+async def test_long_text_is_cut_to_fit(db: Database) -> None:
+    db.call(
+        lambda conn: record(conn, OPS, "note.add", at=T0, target="t" * 1000, details={"note": "n" * 1000})
+    )
+    (entry,) = await AuditLog(db).entries(AuditFilter())
+    assert (len(entry.target), len(entry.details["note"])) == (400, 500)  # type: ignore[arg-type]

@@ -48,6 +48,7 @@ __all__ = [
 REDACTED = "[redacted]"
 MAX_TEXT = 500  # longer detail text is cut: the log says what happened, it does not keep documents
 MAX_DETAILS = 20
+MAX_TARGET = 400  # the column's width
 
 Scalar = str | int | float | bool | None
 Detail = Scalar | list[Scalar]
@@ -161,7 +162,7 @@ def record(
         actor=actor.name,
         action=action,
         account_id=account_id,
-        target=redact(target),
+        target=redact(target)[:MAX_TARGET],
         details=clean_details(details or {}),
         origin=actor.origin,
     )
