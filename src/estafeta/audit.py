@@ -43,6 +43,7 @@ __all__ = [
     "record",
     "redact",
     "request_origin",
+    "user_name",
 ]
 
 REDACTED = "[redacted]"
@@ -72,10 +73,15 @@ class Actor:
 
     @classmethod
     def user(cls, user_id: int, email: str, origin: str) -> Actor:
-        return cls(f"user:{user_id}/{email}", origin)
+        return cls(user_name(user_id, email), origin)
 
 
 SYSTEM = Actor("system", "system")
+
+
+def user_name(user_id: int, email: str) -> str:
+    """How entries name a dashboard user, as actor or target: `user:<id>/<email>`."""
+    return f"user:{user_id}/{email}"
 
 
 def request_origin(request: HTTPConnection) -> str:
