@@ -67,6 +67,7 @@ from estafeta.scheduler import Job
 from estafeta.smtp.credentials import SmtpCredentials
 from estafeta.store import accounts as account_store
 from estafeta.store.db import Database
+from estafeta.store.db import DatabaseBusy as DatabaseBusy  # what the edges answer 503 / 451 to
 from estafeta.streams import Streams
 from estafeta.suppression import Suppressions
 from estafeta.system_senders import SystemSenders
@@ -118,7 +119,7 @@ class Core:
         what wakes its delivery engine or processes."""
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.db = db or Database(settings.database_url)
+        self.db = db or Database(settings.database_url, settings.sqlite_busy_timeout)
         self.db.migrate()
         self.metrics = metrics or Metrics()
         self.urls = Urls(settings)

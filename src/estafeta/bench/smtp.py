@@ -5,8 +5,8 @@ its `front.processes - 1` front children, with delivery in a child process, rela
 Postfix does while it accepts; the mail clients run in a child process, as real clients would not share the
 server's CPU. Each of `sessions` clients connects to the submission port, negotiates STARTTLS, logs in, and
 then sends one message after another. The accept clock runs from the first MAIL to the last 250, the
-end-to-end clock until the sink has the last message; connecting and logging in are not counted. CPU-seconds cover
-the platform's processes.
+end-to-end clock until the sink has the last message; connecting and logging in are not counted.
+CPU-seconds cover the platform's processes.
 """
 
 from __future__ import annotations
