@@ -105,7 +105,9 @@ async def run_pipeline(
                 finished = await sink_process.wait_for(messages, TIME_LIMIT, advance)
                 cpu = platform_cpu_seconds(clients.pid, sink_process.pid) - cpu_before
                 seconds = finished - started
-            outcome: dict[str, Any] = receiver.recv() if receiver.poll(TIME_LIMIT) else {"error": "no answer"}
+            # Waited for off the event loop: the clients' last replies (QUIT) come from this process too.
+            answered = await asyncio.to_thread(receiver.poll, TIME_LIMIT)
+            outcome: dict[str, Any] = receiver.recv() if answered else {"error": "no answer"}
             await join_or_kill(clients)
             latencies = await platform.core.db.run(delivery_latencies)
             counts = await platform.core.db.run(queue_store.state_counts)

@@ -132,7 +132,9 @@ async def run_smtp(
 
                 finished = await sink.wait_for(messages, TIME_LIMIT, advance)
                 cpu = platform_cpu_seconds(clients.pid, sink.pid) - cpu_before
-            outcome: dict[str, Any] = receiver.recv() if receiver.poll(TIME_LIMIT) else {"error": "no answer"}
+            # Waited for off the event loop: the clients' last replies (QUIT) come from this process too.
+            answered = await asyncio.to_thread(receiver.poll, TIME_LIMIT)
+            outcome: dict[str, Any] = receiver.recv() if answered else {"error": "no answer"}
             await join_or_kill(clients)
             counts = await platform.core.db.run(queue_store.state_counts)
         finally:
