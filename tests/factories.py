@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from estafeta.audit import SYSTEM
 from estafeta.config import Settings
 from estafeta.core import Core
 from estafeta.dkim import DkimKey
@@ -71,7 +72,7 @@ async def add_verified_domain(
 ) -> DkimKey:
     """Register a sending domain as an operator does: `domains add` publishes its records (in a sandbox) and
     verifies them; fails when the domain did not verify."""
-    _, key = await core.domains.add(account_id, name, algorithm)
+    _, key = await core.domains.add(account_id, name, algorithm, actor=SYSTEM)
     status = await core.verification.status(name)
     assert status.may_send, f"{name} is {status.state}: {status.report and status.report.problems()}"
     return key
@@ -80,9 +81,9 @@ async def add_verified_domain(
 async def add_sender(core: Core, name: str, *domains: str, algorithm: str | None = None) -> Sender:
     """An account with verified sending domains and an API key, made through the core as an operator makes
     them (the core's settings include `sandbox_dns`)."""
-    account = await core.accounts.create(name)
+    account = await core.accounts.create(name, actor=SYSTEM)
     keys = [await add_verified_domain(core, account.id, domain, algorithm) for domain in domains]
-    token = (await core.api_keys.create(account.id, "tests")).token
+    token = (await core.api_keys.create(account.id, "tests", actor=SYSTEM)).token
     return Sender(account.id, keys, token)
 
 

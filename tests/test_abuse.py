@@ -16,6 +16,7 @@ from sqlalchemy import Connection, select
 
 from estafeta import verp
 from estafeta.accept import Submission
+from estafeta.audit import SYSTEM, Actor
 from estafeta.bounces.abuse import read_report
 from estafeta.bounces.inbound import InboundHandler, InboundListener, sending_network
 from estafeta.clock import ManualClock
@@ -364,16 +365,20 @@ async def test_an_arf_report_to_abuse_is_a_complaint_counted_once(core: Core) ->
 async def test_terminating_cancels_all_waiting_mail_and_refuses_the_account_afterwards(core: Core) -> None:
     sender = await add_sender(core, "acme", "acme.test")
     other = await add_sender(core, "globex", "globex.test")
-    login = await core.smtp_credentials.create(sender.account_id)
+    login = await core.smtp_credentials.create(sender.account_id, actor=SYSTEM)
     assert await core.api_keys.account_for(sender.token) == sender.account_id  # cached from now on
     await _sent(core, sender.account_id, "a@reader.test", "b@reader.test", "c@reader.test")
     await _sent(core, other.account_id, "a@reader.test", domain="globex.test")
     now = core.clock.now()
     leased = core.db.call(q.claim, "worker-1", now, now.replace(year=2030), 1)  # a worker holds one entry
     assert [j.account_id for j in leased] == [sender.account_id]
-    await core.reputation.set_stream(sender.account_id, "broadcast", "paused", "looks bad", "admin:x")
+    await core.reputation.set_stream(
+        sender.account_id, "broadcast", "paused", "looks bad", Actor("admin:x", "127.0.0.1")
+    )
 
-    done = await core.terminations.terminate(sender.account_id, "admin:ops", "phishing kit")
+    done = await core.terminations.terminate(
+        sender.account_id, Actor("admin:ops", "127.0.0.1"), "phishing kit"
+    )
     assert (done["cancelled"], done["api_keys_revoked"], done["smtp_credentials_revoked"]) == (3, 1, 1)
     assert (done["by"], done["reason"], done["status"]) == ("admin:ops", "phishing kit", "terminated")
     states = core.db.call(
@@ -390,15 +395,17 @@ async def test_terminating_cancels_all_waiting_mail_and_refuses_the_account_afte
     assert core.db.call(q.finish, "worker-1", now, [deferred]) == 0
     assert [j.account_id for j in core.db.call(q.claim, "w2", now, now, 10)] == [other.account_id]
     assert await core.api_keys.account_for(sender.token) is None
-    fresh = await core.api_keys.create(sender.account_id, "made after")
+    fresh = await core.api_keys.create(sender.account_id, "made after", actor=SYSTEM)
     assert await core.api_keys.account_for(fresh.token) is None
     assert await core.smtp_credentials.account_for(login.username, login.password) is None
     (review,) = await core.reputation.reviews(None)
     assert review.state == "rejected"
     with pytest.raises(ReviewError):
-        await core.reputation.set_stream(sender.account_id, "broadcast", "active", "", "admin:x")
+        await core.reputation.set_stream(
+            sender.account_id, "broadcast", "active", "", Actor("admin:x", "127.0.0.1")
+        )
     with pytest.raises(TerminationError) as again:
-        await core.terminations.terminate(sender.account_id, "admin:ops", "again")
+        await core.terminations.terminate(sender.account_id, Actor("admin:ops", "127.0.0.1"), "again")
     assert again.value.status == 409
     (event,) = _events(core, sender.account_id, "account_terminated")
     assert event.data["by"] == "admin:ops" and event.data["reason"] == "phishing kit"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from estafeta.audit import SYSTEM
 from estafeta.changes import Changes
 from estafeta.config import Settings
 from estafeta.core import Core
@@ -18,10 +19,10 @@ async def test_a_stream_change_on_one_node_reaches_the_others_at_once(pg_url: st
     listening = asyncio.create_task(second.changes.run())
     try:
         await asyncio.wait_for(second.changes.listening.wait(), 10)
-        account = await first.accounts.create("acme")
-        await first.domains.add(account.id, "acme.test")
+        account = await first.accounts.create("acme", actor=SYSTEM)
+        await first.domains.add(account.id, "acme.test", actor=SYSTEM)
         assert await second.streams.from_domain(account.id, "transactional") is None  # cached there now
-        await first.streams.put(account.id, "transactional", "acme.test", "")
+        await first.streams.put(account.id, "transactional", "acme.test", "", actor=SYSTEM)
         assert await first.streams.from_domain(account.id, "transactional") == "acme.test"
 
         async def seen() -> bool:
@@ -44,11 +45,11 @@ async def test_a_revoked_admin_key_is_refused_by_every_node(pg_url: str) -> None
     listening = asyncio.create_task(second.changes.run())
     try:
         await asyncio.wait_for(second.changes.listening.wait(), 10)
-        key = await first.admin_keys.create("oncall")
+        key = await first.admin_keys.create("oncall", actor=SYSTEM)
         assert await second.admin_keys.prefix_for(key.token) == key.prefix  # remembered there
-        assert await first.admin_keys.revoke(key.prefix)
+        assert await first.admin_keys.revoke(key.prefix, actor=SYSTEM)
         assert await first.admin_keys.prefix_for(key.token) is None  # this node forgets at once
-        assert not await first.admin_keys.revoke(key.prefix)
+        assert not await first.admin_keys.revoke(key.prefix, actor=SYSTEM)
         deadline = time.monotonic() + 5
         while await second.admin_keys.prefix_for(key.token) is not None:
             assert time.monotonic() < deadline, "the other node kept accepting a revoked admin key"
@@ -66,10 +67,10 @@ async def test_a_revoked_key_is_refused_by_every_node(pg_url: str) -> None:
     listening = asyncio.create_task(second.changes.run())
     try:
         await asyncio.wait_for(second.changes.listening.wait(), 10)
-        account = await first.accounts.create("acme")
-        key = await first.api_keys.create(account.id)
+        account = await first.accounts.create("acme", actor=SYSTEM)
+        key = await first.api_keys.create(account.id, actor=SYSTEM)
         assert await second.api_keys.account_for(key.token) == account.id  # remembered there
-        assert await first.api_keys.revoke(account.id, key.prefix)
+        assert await first.api_keys.revoke(account.id, key.prefix, actor=SYSTEM)
         deadline = time.monotonic() + 5
         while await second.api_keys.account_for(key.token) is not None:
             assert time.monotonic() < deadline, "the other node kept accepting a revoked key"

@@ -82,6 +82,17 @@ def test_broken_html_is_a_warning_naming_the_tags() -> None:
     ]
 
 
+def test_one_body_linted_again_is_judged_by_each_messages_own_headers_and_stream() -> None:
+    """Bodies are read once and remembered; the findings still follow each message's headers."""
+    html = f'<div><p><a href="{UNSUBSCRIBE}">unsubscribe</a></p><table></div>'
+    broadcast = rules(eml(html=html))
+    assert set(broadcast) == {"html"}
+    assert rules(eml(html=html)) == broadcast
+    bare = rules(eml(html=html, headers={"Precedence": "", "List-Unsubscribe-Post": ""}), stream="broadcast")
+    assert set(bare) == {"html", "precedence-bulk", "one-click"}
+    assert set(rules(eml(html=html, broadcast=False))) == {"html"}
+
+
 def test_broadcast_needs_precedence_bulk() -> None:
     found = rules(eml(headers={"Precedence": "list"}), stream="broadcast")
     assert "`Precedence: bulk`" in found["precedence-bulk"] and "list" in found["precedence-bulk"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from estafeta.audit import SYSTEM, Actor
 from estafeta.clock import ManualClock
 from estafeta.config import Settings
 from estafeta.core import Core
@@ -40,19 +41,21 @@ async def test_delivery_engines_report_outcomes_to_reputation(core: Core) -> Non
 async def test_a_stream_change_reaches_the_accept_path_at_once(core: Core) -> None:
     sender = await add_sender(core, "acme", "mail.acme.test", "news.acme.test")
     assert await core.streams.from_domain(sender.account_id, "broadcast") is None  # read, and cached
-    await core.streams.put(sender.account_id, "broadcast", "news.acme.test", "")
+    await core.streams.put(sender.account_id, "broadcast", "news.acme.test", "", actor=SYSTEM)
     assert await core.streams.from_domain(sender.account_id, "broadcast") == "news.acme.test"
     with pytest.raises(StreamError) as taken:
-        await core.streams.put(sender.account_id, "transactional", "news.acme.test", "")
+        await core.streams.put(sender.account_id, "transactional", "news.acme.test", "", actor=SYSTEM)
     assert taken.value.status == 409
 
 
 async def test_approving_a_review_wakes_delivery(core: Core) -> None:
     sender = await add_sender(core, "acme", "acme.test")
-    await core.reputation.set_stream(sender.account_id, "broadcast", "paused", "too many bounces", "admin:x")
+    await core.reputation.set_stream(
+        sender.account_id, "broadcast", "paused", "too many bounces", Actor("admin:x", "127.0.0.1")
+    )
     (review,) = await core.reputation.reviews()
     core.woken.clear()  # type: ignore[attr-defined]
-    await core.reputation.approve(review.id, "admin:x")
+    await core.reputation.approve(review.id, Actor("admin:x", "127.0.0.1"))
     assert core.woken == ["delivery"]  # type: ignore[attr-defined]
     standing = await core.db.run(reputation_store.standings, sender.account_id)
     assert standing["broadcast"].state == "active"
@@ -61,11 +64,13 @@ async def test_approving_a_review_wakes_delivery(core: Core) -> None:
 async def test_webhook_endpoints_are_checked_once_for_every_way_in(core: Core) -> None:
     sender = await add_sender(core, "acme")
     with pytest.raises(WebhookError) as private:
-        await core.webhooks.create(sender.account_id, "http://127.0.0.1/hook")
+        await core.webhooks.create(sender.account_id, "http://127.0.0.1/hook", actor=SYSTEM)
     assert private.value.field == "url" and "public internet" in private.value.reason
     with pytest.raises(WebhookError) as types:
-        await core.webhooks.create(sender.account_id, "https://hooks.example.com/", ["Not A Type"])
+        await core.webhooks.create(
+            sender.account_id, "https://hooks.example.com/", ["Not A Type"], actor=SYSTEM
+        )
     assert types.value.field == "event_types"
     with pytest.raises(WebhookError) as unknown:
-        await core.webhooks.remove(None, 12345)
+        await core.webhooks.remove(None, 12345, actor=SYSTEM)
     assert unknown.value.status == 404

@@ -11,6 +11,7 @@ import pytest
 from estafeta.accept import AcceptError
 from estafeta.audience.consent import ConsentRecord
 from estafeta.audience.lists import AudienceError
+from estafeta.audit import SYSTEM, Actor
 from estafeta.clock import ManualClock
 from estafeta.config import Settings
 from estafeta.core import Core
@@ -42,8 +43,8 @@ def _core(db: Database, clock: ManualClock, world: World, **overrides: object) -
 async def _shop(core: Core, **limits: int | None) -> int:
     account = (await add_sender(core, "shop", "shop.test")).account_id
     if limits:
-        await core.plans.create("Starter", **limits)
-        await core.plans.assign(account, "Starter", "test")
+        await core.plans.create("Starter", **limits, actor=SYSTEM)
+        await core.plans.assign(account, "Starter", Actor("test", "127.0.0.1"))
     return account
 
 
@@ -121,26 +122,26 @@ async def test_contacts_over_the_plan_are_refused_and_none_of_the_batch_is_kept(
 async def test_a_dedicated_pool_needs_a_plan_that_includes_one(db: Database, dns_world: World) -> None:
     core = _core(db, ManualClock(NOW), dns_world, ip_pools={"dedicated": ["127.0.0.2"]})
     account = await _shop(core)
-    await core.streams.put(account, "broadcast", "", "dedicated")  # on no plan: allowed
-    await core.plans.create("Shared", messages_per_day=1000)
-    await core.plans.assign(account, "Shared", "test")
+    await core.streams.put(account, "broadcast", "", "dedicated", actor=SYSTEM)  # on no plan: allowed
+    await core.plans.create("Shared", messages_per_day=1000, actor=SYSTEM)
+    await core.plans.assign(account, "Shared", Actor("test", "127.0.0.1"))
     with pytest.raises(StreamError) as refused:
-        await core.streams.put(account, "broadcast", "", "dedicated")
+        await core.streams.put(account, "broadcast", "", "dedicated", actor=SYSTEM)
     assert refused.value.status == 403 and "shared pool" in refused.value.detail
-    await core.streams.put(account, "broadcast", "", "")  # the shared pool is always allowed
-    await core.plans.create("Dedicated", dedicated_pool=True)
-    await core.plans.assign(account, "Dedicated", "test")
-    await core.streams.put(account, "broadcast", "", "dedicated")
+    await core.streams.put(account, "broadcast", "", "", actor=SYSTEM)  # the shared pool is always allowed
+    await core.plans.create("Dedicated", dedicated_pool=True, actor=SYSTEM)
+    await core.plans.assign(account, "Dedicated", Actor("test", "127.0.0.1"))
+    await core.streams.put(account, "broadcast", "", "dedicated", actor=SYSTEM)
 
 
 async def test_plan_names_are_unique_and_unknown_plans_are_refused(db: Database, dns_world: World) -> None:
     core = _core(db, ManualClock(NOW), dns_world)
     account = await _shop(core, messages_per_month=1)
     with pytest.raises(PlanError, match="exists already"):
-        await core.plans.create(" Starter ")
+        await core.plans.create(" Starter ", actor=SYSTEM)
     with pytest.raises(PlanError, match="no plan 'Gold'"):
-        await core.plans.assign(account, "Gold", "test")
-    await core.plans.assign(account, None, "test")
+        await core.plans.assign(account, "Gold", Actor("test", "127.0.0.1"))
+    await core.plans.assign(account, None, Actor("test", "127.0.0.1"))
     assert (await core.plans.usage(account)).plan is None
     assert [(a.account_name, a.plan) for a in await core.plans.assignments()] == [("shop", None)]
 

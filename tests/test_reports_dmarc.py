@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from estafeta.accounts import Accounts
+from estafeta.audit import SYSTEM
 from estafeta.clock import ManualClock
 from estafeta.config import Settings
 from estafeta.delivery.mx import make_resolver
@@ -37,7 +38,7 @@ async def reports(world: World, db: Database) -> DmarcReports:
     )
     clock = ManualClock(DAY)
     domains = Domains(db, settings, clock)
-    await domains.add((await Accounts(db, clock).create("acme")).id, "acme.test")
+    await domains.add((await Accounts(db, clock).create("acme", actor=SYSTEM)).id, "acme.test", actor=SYSTEM)
     return DmarcReports(db, settings, clock, make_resolver(settings.dns_servers), domains)
 
 
@@ -97,7 +98,10 @@ async def test_the_published_dmarc_record_sends_reports_to_the_inbound_listener(
     clock = ManualClock(DAY)
     domains = Domains(db, settings, clock)
     row, _ = await domains.add(
-        (await Accounts(db, clock).create("acme")).id, "acme.example", "ed25519-sha256"
+        (await Accounts(db, clock).create("acme", actor=SYSTEM)).id,
+        "acme.example",
+        "ed25519-sha256",
+        actor=SYSTEM,
     )
     (dmarc,) = [r for r in dns_records(row, settings) if r.name == "_dmarc.acme.example"]
     assert dmarc.value == "v=DMARC1; p=none; rua=mailto:rua@bounces.example.com"

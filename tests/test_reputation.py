@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from estafeta.audit import Actor, cli_actor
 from estafeta.cli import app as cli_app
 from estafeta.compliance.links import LinkChecker, extract_links
 from estafeta.config import LinkSettings, Settings
@@ -117,7 +118,7 @@ def test_cli_lists_shows_and_decides_reviews(db: Database, tmp_path: Path) -> No
     trail = db.call(store.audit_trail, review_id)
     assert [(a.action, a.actor, a.note) for a in trail] == [
         ("opened", "system", "message m1 held: shortener"),
-        ("rejected", "cli", "spam"),
+        ("rejected", cli_actor().name, "spam"),
     ]
 
 
@@ -130,7 +131,7 @@ async def test_answers_carry_over_and_approval_resumes(db: Database) -> None:
     assert review is not None
     answers = {"collection": "a", "consent": "b", "content": "c", "frequency": "d"}
     await rep.answer(account, answers, "api:key")
-    result = await rep.approve(review.id, "admin:ops", "ok")
+    result = await rep.approve(review.id, Actor("admin:ops", "127.0.0.1"), "ok")
     assert result["state"] == "approved"
     assert db.call(store.standings, account)["broadcast"].state == "active"
     assert await rep.evaluate_now(account) is None  # metrics start afresh after an approval

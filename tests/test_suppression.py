@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from estafeta import suppression
 from estafeta.accept import Accepter, Submission
+from estafeta.audit import cli_actor
 from estafeta.auth import verify_secret
 from estafeta.cli import app as cli_app
 from estafeta.clock import ManualClock
@@ -483,7 +484,8 @@ def test_cli_edits_account_and_global_lists_and_creates_admin_keys(tmp_path: Pat
     assert "removed" in run("suppressions", "remove", "ANA@gmail.test", "--account", "acme", "--note", "ok")
     assert "removed" in run("suppressions", "remove", "dead.test", "--global")
     actors = {(a.action, a.actor) for a in db.call(store.audit_trail, None)}
-    assert actors == {("add", "cli"), ("remove", "cli")}
+    cli = cli_actor().name
+    assert actors == {("add", cli), ("remove", cli)}
 
     bad = tmp_path / "bad.csv"
     bad.write_text("value\nok@gmail.test\nnot an address\n")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from estafeta.accounts import Accounts
+from estafeta.audit import SYSTEM
 from estafeta.clock import ManualClock
 from estafeta.store.db import Database
 from estafeta.users import SESSION_IDLE, UserError, Users, dashboard_secret, may
@@ -32,24 +33,24 @@ def accounts(db: Database, clock: ManualClock) -> Accounts:
 
 
 async def test_passwords_are_hashed_and_checked(accounts: Accounts, users: Users) -> None:
-    account = (await accounts.create("acme")).id
-    user = await users.create("Ana@Acme.test", PASSWORD, account_id=account, role="owner")
+    account = (await accounts.create("acme", actor=SYSTEM)).id
+    user = await users.create("Ana@Acme.test", PASSWORD, account_id=account, role="owner", actor=SYSTEM)
     assert user.email == "Ana@acme.test" and PASSWORD not in user.password_hash
     assert user.password_hash.startswith("$argon2")
     assert (await users.authenticate("ana@ACME.test", PASSWORD)) is not None  # any case of the address
     assert await users.authenticate("ana@acme.test", "wrong password") is None
     assert await users.authenticate("nobody@acme.test", PASSWORD) is None
     with pytest.raises(UserError, match="exists already"):
-        await users.create("ana@acme.test", PASSWORD, operator=True)
+        await users.create("ana@acme.test", PASSWORD, operator=True, actor=SYSTEM)
     with pytest.raises(UserError, match="at least 10"):
-        await users.create("bob@acme.test", "short", operator=True)
+        await users.create("bob@acme.test", "short", operator=True, actor=SYSTEM)
 
 
 async def test_sessions_expire_when_idle_and_end_on_sign_out(
     accounts: Accounts, users: Users, clock: ManualClock
 ) -> None:
-    account = (await accounts.create("acme")).id
-    user = await users.create("ana@acme.test", PASSWORD, account_id=account, role="developer")
+    account = (await accounts.create("acme", actor=SYSTEM)).id
+    user = await users.create("ana@acme.test", PASSWORD, account_id=account, role="developer", actor=SYSTEM)
     session = await users.start_session(user)
     who = await users.identify(session.cookie)
     assert who is not None and (who.account_id, who.role, who.account_name) == (account, "developer", "acme")
@@ -69,9 +70,9 @@ async def test_sessions_expire_when_idle_and_end_on_sign_out(
 
 
 async def test_a_new_password_ends_every_session(accounts: Accounts, users: Users) -> None:
-    user = await users.create("op@estafeta.test", PASSWORD, operator=True)
+    user = await users.create("op@estafeta.test", PASSWORD, operator=True, actor=SYSTEM)
     session = await users.start_session(user)
-    await users.set_password(user.id, "another long password")
+    await users.set_password(user.id, "another long password", actor=SYSTEM)
     assert await users.identify(session.cookie) is None
     assert await users.authenticate("op@estafeta.test", "another long password") is not None
 
@@ -79,32 +80,32 @@ async def test_a_new_password_ends_every_session(accounts: Accounts, users: User
 async def test_an_invitation_works_once_and_not_after_it_expires(
     accounts: Accounts, users: Users, clock: ManualClock
 ) -> None:
-    account = (await accounts.create("acme")).id
-    owner = await users.create("ana@acme.test", PASSWORD, account_id=account, role="owner")
-    _, token = await users.invite(account, "bob@acme.test", "viewer", owner.id)
+    account = (await accounts.create("acme", actor=SYSTEM)).id
+    owner = await users.create("ana@acme.test", PASSWORD, account_id=account, role="owner", actor=SYSTEM)
+    _, token = await users.invite(account, "bob@acme.test", "viewer", owner.id, actor=SYSTEM)
     found = await users.invitation(token)
     assert found is not None and found[1] == "acme" and found[0].role == "viewer"
     assert await users.invitation(token[:-2] + "xx") is None  # forged
-    bob = await users.accept(token, "bob's password 1", "Bob")
+    bob = await users.accept(token, "bob's password 1", "Bob", origin="127.0.0.1")
     assert [(m.account_name, m.role) for m in await users.accounts_of(bob.id)] == [("acme", "viewer")]
     with pytest.raises(UserError, match=r"not valid|used already"):
-        await users.accept(token, "bob's password 1")
-    _, late = await users.invite(account, "carol@acme.test", "developer", owner.id)
+        await users.accept(token, "bob's password 1", origin="127.0.0.1")
+    _, late = await users.invite(account, "carol@acme.test", "developer", owner.id, actor=SYSTEM)
     clock.advance(8 * 24 * 3600)
     assert await users.invitation(late) is None
-    _, revoked = await users.invite(account, "dan@acme.test", "developer", owner.id)
-    assert await users.revoke_invitation(account, (await users.invitations(account))[0].id)
+    _, revoked = await users.invite(account, "dan@acme.test", "developer", owner.id, actor=SYSTEM)
+    assert await users.revoke_invitation(account, (await users.invitations(account))[0].id, actor=SYSTEM)
     assert await users.invitation(revoked) is None
 
 
 async def test_an_existing_user_joins_with_their_own_password(accounts: Accounts, users: Users) -> None:
-    first = (await accounts.create("acme")).id
-    second = (await accounts.create("globex")).id
-    ana = await users.create("ana@acme.test", PASSWORD, account_id=first, role="owner")
-    _, token = await users.invite(second, "ana@acme.test", "developer", None)
+    first = (await accounts.create("acme", actor=SYSTEM)).id
+    second = (await accounts.create("globex", actor=SYSTEM)).id
+    ana = await users.create("ana@acme.test", PASSWORD, account_id=first, role="owner", actor=SYSTEM)
+    _, token = await users.invite(second, "ana@acme.test", "developer", None, actor=SYSTEM)
     with pytest.raises(UserError, match="enter its password"):
-        await users.accept(token, "a guessed password")
-    await users.accept(token, PASSWORD)
+        await users.accept(token, "a guessed password", origin="127.0.0.1")
+    await users.accept(token, PASSWORD, origin="127.0.0.1")
     assert {m.account_name for m in await users.accounts_of(ana.id)} == {"acme", "globex"}
     session = await users.start_session(ana)
     who = await users.identify(session.cookie)
@@ -116,12 +117,12 @@ async def test_an_existing_user_joins_with_their_own_password(accounts: Accounts
 
 
 async def test_the_last_owner_cannot_leave(accounts: Accounts, users: Users) -> None:
-    account = (await accounts.create("acme")).id
-    ana = await users.create("ana@acme.test", PASSWORD, account_id=account, role="owner")
-    bob = await users.create("bob@acme.test", PASSWORD, account_id=account, role="viewer")
+    account = (await accounts.create("acme", actor=SYSTEM)).id
+    ana = await users.create("ana@acme.test", PASSWORD, account_id=account, role="owner", actor=SYSTEM)
+    bob = await users.create("bob@acme.test", PASSWORD, account_id=account, role="viewer", actor=SYSTEM)
     with pytest.raises(UserError, match="last owner"):
-        await users.remove_member(account, ana.id)
-    await users.remove_member(account, bob.id)
+        await users.remove_member(account, ana.id, actor=SYSTEM)
+    await users.remove_member(account, bob.id, actor=SYSTEM)
     assert [m.email for m in await users.members(account)] == ["ana@acme.test"]
 
 

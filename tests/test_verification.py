@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from estafeta.audit import SYSTEM
 from estafeta.clock import ManualClock
 from estafeta.config import Settings
 from estafeta.core import Core
@@ -59,8 +60,8 @@ def _put(world: World, name: str, rdtype: str, *values: str) -> None:
 
 
 async def _add(core: Core, name: str) -> None:
-    account = await core.accounts.find("shop") or await core.accounts.create("shop")
-    await core.domains.add(account.id, name)
+    account = await core.accounts.find("shop") or await core.accounts.create("shop", actor=SYSTEM)
+    await core.domains.add(account.id, name, actor=SYSTEM)
 
 
 async def test_published_records_verify_and_each_reads_ok(core: Core) -> None:
@@ -111,30 +112,30 @@ async def test_a_different_dkim_key_reads_wrong_with_what_was_found(core: Core, 
     row = await core.domains.lookup("stale.verify.test")
     name = f"{row.keys[0].selector}._domainkey.stale.verify.test"
     _put(dns_world, name, "TXT", "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")
-    report = (await core.verification.verify("stale.verify.test")).report
+    report = (await core.verification.verify("stale.verify.test", actor=SYSTEM)).report
     assert report is not None and not report.verified
     dkim = _by_check(report)["DKIM"]
     assert dkim.status == "wrong" and "another key" in dkim.detail
     assert dkim.found == ["v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="]
     assert _by_check(report)["alignment"].status == "wrong"
     _put(dns_world, name, "TXT", "v=DKIM1; k=ed25519; p=")
-    report = (await core.verification.verify("stale.verify.test")).report
+    report = (await core.verification.verify("stale.verify.test", actor=SYSTEM)).report
     assert report is not None and "revoked" in _by_check(report)["DKIM"].detail
 
 
 async def test_missing_or_broken_dmarc_fails_verification(core: Core, dns_world: World) -> None:
     await _add(core, "nodmarc.verify.test")
     dns_world.zone.remove("_dmarc.nodmarc.verify.test", "TXT")
-    report = (await core.verification.verify("nodmarc.verify.test")).report
+    report = (await core.verification.verify("nodmarc.verify.test", actor=SYSTEM)).report
     assert report is not None and not report.verified
     checks = _by_check(report)
     assert checks["DMARC"].status == "missing" and checks["DKIM"].status == "ok"
     assert checks["alignment"].status == "wrong" and "DMARC" in checks["alignment"].detail
     _put(dns_world, "_dmarc.nodmarc.verify.test", "TXT", "v=DMARC1; p=sometimes")
-    checks = _by_check((await core.verification.verify("nodmarc.verify.test")).report)  # type: ignore[arg-type]
+    checks = _by_check((await core.verification.verify("nodmarc.verify.test", actor=SYSTEM)).report)  # type: ignore[arg-type]
     assert checks["DMARC"].status == "wrong" and "none,quarantine,reject" in checks["DMARC"].detail
     _put(dns_world, "_dmarc.nodmarc.verify.test", "TXT", "v=DMARC1; p=none", "v=DMARC1; p=reject")
-    checks = _by_check((await core.verification.verify("nodmarc.verify.test")).report)  # type: ignore[arg-type]
+    checks = _by_check((await core.verification.verify("nodmarc.verify.test", actor=SYSTEM)).report)  # type: ignore[arg-type]
     assert checks["DMARC"].status == "wrong" and "several" in checks["DMARC"].detail
 
 
@@ -142,7 +143,7 @@ async def test_the_organizational_domains_dmarc_applies_to_a_subdomain(core: Cor
     _put(dns_world, "_dmarc.orgpolicy.test", "TXT", "v=DMARC1; p=quarantine")
     await _add(core, "mail.orgpolicy.test")
     dns_world.zone.remove("_dmarc.mail.orgpolicy.test", "TXT")
-    report = (await core.verification.verify("mail.orgpolicy.test")).report
+    report = (await core.verification.verify("mail.orgpolicy.test", actor=SYSTEM)).report
     assert report is not None and report.verified
     dmarc = _by_check(report)["DMARC"]
     assert dmarc.name == "_dmarc.orgpolicy.test" and dmarc.detail.startswith("p=quarantine, rua=none")
@@ -155,13 +156,15 @@ async def test_spf_over_ten_lookups_or_without_the_platform_reads_wrong(core: Co
         _put(dns_world, f"l{i}.spf.verify.test", "TXT", "v=spf1 -all")
     includes = " ".join(f"include:l{i}.spf.verify.test" for i in range(11))
     _put(dns_world, "heavy.verify.test", "TXT", f"v=spf1 {includes} a:mta.estafeta.test ~all")
-    report = (await core.verification.verify("heavy.verify.test")).report
+    report = (await core.verification.verify("heavy.verify.test", actor=SYSTEM)).report
     assert report is not None
     spf = _by_check(report)["SPF 127.0.0.1"]
     assert spf.status == "wrong" and spf.detail == "permerror: SPF Permanent Error: Too many DNS lookups"
     assert report.verified  # DMARC passes through DKIM: SPF is reported, not required
     _put(dns_world, "heavy.verify.test", "TXT", "v=spf1 ip4:192.0.2.1 -all")
-    spf = _by_check((await core.verification.verify("heavy.verify.test")).report)["SPF 127.0.0.1"]  # type: ignore[arg-type]
+    spf = _by_check((await core.verification.verify("heavy.verify.test", actor=SYSTEM)).report)[
+        "SPF 127.0.0.1"
+    ]  # type: ignore[arg-type]
     assert spf.status == "wrong" and spf.detail == "fail: this address is not authorized"
     assert spf.expected == "v=spf1 ip4:192.0.2.1 a:mta.estafeta.test -all"  # the platform's term added
 
@@ -175,13 +178,15 @@ async def test_alignment_follows_aspf_and_the_return_path_domain(tmp_path: Path,
         await _add(core, "aligned.verify.test")
         row = await core.domains.lookup("aligned.verify.test")
         dns_world.zone.remove(f"{row.keys[0].selector}._domainkey.aligned.verify.test", "TXT")
-        report = (await core.verification.verify("aligned.verify.test")).report
+        report = (await core.verification.verify("aligned.verify.test", actor=SYSTEM)).report
         assert report is not None and not report.verified  # DKIM itself is required
         alignment = _by_check(report)["alignment"]
         assert alignment.status == "ok" and alignment.detail == "DMARC passes through SPF"
         rua = "mailto:dmarc@bounces.aligned.verify.test"
         _put(dns_world, "_dmarc.aligned.verify.test", "TXT", f"v=DMARC1; p=reject; aspf=s; rua={rua}")
-        alignment = _by_check((await core.verification.verify("aligned.verify.test")).report)["alignment"]  # type: ignore[arg-type]
+        alignment = _by_check((await core.verification.verify("aligned.verify.test", actor=SYSTEM)).report)[
+            "alignment"
+        ]  # type: ignore[arg-type]
         assert alignment.status == "wrong"
         assert alignment.found[1] == "return path bounces.aligned.verify.test: not aligned (aspf=s), SPF pass"
     finally:
@@ -193,11 +198,15 @@ async def test_a_return_path_mx_elsewhere_reads_wrong(tmp_path: Path, dns_world:
     try:
         _put(dns_world, "elsewhere.verify.test", "MX", "10 mx.gmail.test.")
         await _add(core, "rp.verify.test")
-        mx = _by_check((await core.verification.verify("rp.verify.test")).report)["return path MX"]  # type: ignore[arg-type]
+        mx = _by_check((await core.verification.verify("rp.verify.test", actor=SYSTEM)).report)[
+            "return path MX"
+        ]  # type: ignore[arg-type]
         # the sandbox publishes the platform's MX next to the other one; a receiver may still pick either
         assert mx.status == "ok" and sorted(mx.found) == ["10 mta.estafeta.test.", "10 mx.gmail.test."]
         _put(dns_world, "elsewhere.verify.test", "MX", "10 mx.gmail.test.")
-        mx = _by_check((await core.verification.verify("rp.verify.test")).report)["return path MX"]  # type: ignore[arg-type]
+        mx = _by_check((await core.verification.verify("rp.verify.test", actor=SYSTEM)).report)[
+            "return path MX"
+        ]  # type: ignore[arg-type]
         assert mx.status == "wrong" and mx.found == ["10 mx.gmail.test."]
         assert mx.expected == "10 mta.estafeta.test."
     finally:
@@ -240,7 +249,7 @@ async def test_a_domain_that_breaks_is_flagged_then_refused_only_after_the_grace
     assert refusal is not None and refusal.startswith("sending domain breaks.verify.test failed verification")
     assert len(_events(core, "domain_unverified")) == 1 and len(_events(core, "domain_failing")) == 1
     dns_world.zone.add("_dmarc.breaks.verify.test", "TXT", "v=DMARC1; p=none")
-    assert (await core.verification.verify("breaks.verify.test")).state == "verified"
+    assert (await core.verification.verify("breaks.verify.test", actor=SYSTEM)).state == "verified"
     assert _events(core, "domain_verified") == [
         {"domain": "breaks.verify.test", "previous_state": "unverified", "problems": []}
     ]

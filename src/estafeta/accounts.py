@@ -7,7 +7,9 @@ A natural home for what an account carries beyond its name (plans and quotas, us
 from __future__ import annotations
 
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Connection
 
+from estafeta.audit import Actor, record
 from estafeta.clock import Clock
 from estafeta.ids import parse_id
 from estafeta.store import accounts as store
@@ -34,7 +36,7 @@ class Accounts:
         self.db = db
         self.clock = clock
 
-    async def create(self, name: str, email: str | None = None) -> store.AccountRow:
+    async def create(self, name: str, email: str | None = None, *, actor: Actor) -> store.AccountRow:
         """A new account; `email` (checked and normalised) receives its reputation notices."""
         if email is not None:
             email = contact_address(email)
@@ -42,10 +44,17 @@ class Accounts:
             raise AccountError("an account needs a name")
         if await self.db.run(store.find_account, name) is not None:
             raise AccountError(f"an account named {name!r} exists already")
-        row = await self.db.run(store.create_account, name, self.clock.now())
-        if email is not None:
-            await self.db.run(reputation_store.set_contact, row.id, email)
-        return row
+        now = self.clock.now()
+
+        def work(conn: Connection) -> store.AccountRow:
+            row = store.create_account(conn, name, now)
+            if email is not None:
+                reputation_store.set_contact(conn, row.id, email)
+            details = {"name": name, "contact": email}
+            record(conn, actor, "account.create", at=now, account_id=row.id, target=name, details=details)
+            return row
+
+        return await self.db.run(work)
 
     async def get(self, account_id: int) -> store.AccountRow | None:
         return await self.db.run(store.get_account, account_id)

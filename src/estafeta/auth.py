@@ -21,7 +21,9 @@ from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import Connection
 
+from estafeta.audit import Actor, record
 from estafeta.changes import Changes
 from estafeta.clock import Clock
 from estafeta.store import accounts as store
@@ -96,24 +98,42 @@ class ApiKeys:
         self.clock = clock
         self.changes = changes
         self._cache: dict[str, tuple[Grant, float]] = {}  # digest → (grant, expiry)
+        self._checking: dict[str, asyncio.Future[Grant | None]] = {}  # digest → check under way
         self._watch = changes.watch("api-keys")
 
-    async def create(self, account_id: int, name: str = "", scope: Scope = "full") -> NewKey:
+    async def create(self, account_id: int, name: str = "", scope: Scope = "full", *, actor: Actor) -> NewKey:
         if scope not in SCOPES:
             raise ValueError(f"unknown scope {scope!r}; one of {', '.join(SCOPES)}")
         prefix, secret = _new_secret()
         secret_hash = await asyncio.to_thread(hash_secret, secret)
-        await self.db.run(store.add_api_key, account_id, prefix, secret_hash, name, scope, self.clock.now())
+        now = self.clock.now()
+
+        def work(conn: Connection) -> None:
+            store.add_api_key(conn, account_id, prefix, secret_hash, name, scope, now)
+            details = {"name": name, "scope": scope}
+            record(
+                conn, actor, "api_key.create", at=now, account_id=account_id, target=prefix, details=details
+            )
+
+        await self.db.run(work)
         return NewKey(f"est_{prefix}_{secret}", prefix)
 
     async def list(self, account_id: int) -> list[store.ApiKeyRow]:
         """The account's keys, revoked ones included (their secrets are never shown again)."""
         return await self.db.run(store.list_api_keys, account_id)
 
-    async def revoke(self, account_id: int, prefix: str) -> bool:
+    async def revoke(self, account_id: int, prefix: str, *, actor: Actor) -> bool:
         """Revoke the account's key; every node forgets its cached checks once that is committed
         (`estafeta.changes`). False when the account has no such active key."""
-        revoked = await self.db.run(store.revoke_api_key, account_id, prefix, self.clock.now())
+        now = self.clock.now()
+
+        def work(conn: Connection) -> bool:
+            done = store.revoke_api_key(conn, account_id, prefix, now)
+            if done:
+                record(conn, actor, "api_key.revoke", at=now, account_id=account_id, target=prefix)
+            return done
+
+        revoked = await self.db.run(work)
         if revoked:
             await self.forget([prefix])
         return revoked
@@ -137,6 +157,15 @@ class ApiKeys:
         hit = self._cache.get(digest)
         if hit and hit[1] > time.monotonic():
             return hit[0]
+        # Concurrent first requests with one key share one check rather than each hashing (a client
+        # opening many connections at once would otherwise spend a core on argon2).
+        checking = self._checking.get(digest)
+        if checking is None:
+            checking = self._checking[digest] = asyncio.ensure_future(self._check(digest, token))
+            checking.add_done_callback(lambda _: self._checking.pop(digest, None))
+        return await asyncio.shield(checking)  # a caller that goes away stops no one else's check
+
+    async def _check(self, digest: str, token: str) -> Grant | None:
         parts = split_token(token)
         if parts is None:
             return None
@@ -160,20 +189,34 @@ class AdminKeys:
         self._cache: dict[str, tuple[str, float]] = {}
         self._watch = changes.watch("admin-keys")
 
-    async def create(self, name: str = "") -> NewKey:
+    async def create(self, name: str = "", *, actor: Actor) -> NewKey:
         prefix, secret = _new_secret()
         secret_hash = await asyncio.to_thread(hash_secret, secret)
-        await self.db.run(admin_store.add_admin_key, prefix, secret_hash, name, self.clock.now())
+        now = self.clock.now()
+
+        def work(conn: Connection) -> None:
+            admin_store.add_admin_key(conn, prefix, secret_hash, name, now)
+            record(conn, actor, "admin_key.create", at=now, target=prefix, details={"name": name})
+
+        await self.db.run(work)
         return NewKey(f"{ADMIN_KIND}_{prefix}_{secret}", prefix)
 
     async def list(self) -> list[admin_store.AdminKeyRow]:
         """Every admin key, revoked ones included (their secrets are never shown again)."""
         return await self.db.run(admin_store.list_admin_keys)
 
-    async def revoke(self, prefix: str) -> bool:
+    async def revoke(self, prefix: str, *, actor: Actor) -> bool:
         """Revoke an admin key; every node forgets its cached checks once that is committed
         (`estafeta.changes`). False when no active key has this prefix."""
-        revoked = await self.db.run(admin_store.revoke_admin_key, prefix, self.clock.now())
+        now = self.clock.now()
+
+        def work(conn: Connection) -> bool:
+            done = admin_store.revoke_admin_key(conn, prefix, now)
+            if done:
+                record(conn, actor, "admin_key.revoke", at=now, target=prefix)
+            return done
+
+        revoked = await self.db.run(work)
         if revoked:
             await self.changes.announce("admin-keys")
         return revoked

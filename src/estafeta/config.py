@@ -107,6 +107,17 @@ class ApiSettings(BaseModel):
     rate_burst: int = Field(100, ge=1, description="requests an account may make at once, then the rate")
 
 
+class FrontSettings(BaseModel):
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="processes serving the API and the SMTP relay on the same ports (SO_REUSEPORT), so that "
+        "TLS, parsing and DKIM signing use every core; on SQLite and PostgreSQL (with N cores, N is a good "
+        "start)",
+    )
+
+
 class SmtpSettings(BaseModel):
     """The submission relay for mail clients and applications (`estafeta serve` listens on both ports)."""
 
@@ -134,13 +145,6 @@ class SmtpSettings(BaseModel):
         "then that username's logins are refused with 454 4.7.0 until the oldest failure ages out",
     )
     login_failure_window: float = Field(300.0, gt=0, description="seconds failed logins are remembered")
-    processes: int = Field(
-        1,
-        ge=1,
-        le=64,
-        description="processes accepting on the relay's ports (SO_REUSEPORT), so that TLS, parsing and DKIM "
-        "signing use every core; more than 1 needs PostgreSQL (with N cores, N is a good start)",
-    )
     idle_timeout: float = Field(
         300.0, gt=0, description="seconds a session may wait between commands, then 421 4.4.2 and closed"
     )
@@ -532,6 +536,7 @@ class Settings(BaseSettings):
     feedback_id_sender: str = Field("estafeta", description="last field of the Feedback-ID header")
     api: ApiSettings = Field(default_factory=ApiSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    front: FrontSettings = Field(default_factory=FrontSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     suppression: SuppressionSettings = Field(default_factory=SuppressionSettings)
     inbound: InboundSettings = Field(default_factory=InboundSettings)
@@ -573,12 +578,6 @@ class Settings(BaseSettings):
         if url.startswith(("postgresql://", "postgres://")):
             return "postgresql+psycopg://" + url.split("://", 1)[1]
         return url
-
-    @model_validator(mode="after")
-    def _one_relay_process_on_sqlite(self) -> Settings:
-        if self.smtp.processes > 1 and self.database_url.startswith("sqlite"):
-            raise ValueError("smtp.processes above 1 needs PostgreSQL: SQLite has one writer")
-        return self
 
     @field_validator("public_url")
     @classmethod

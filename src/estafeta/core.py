@@ -16,7 +16,8 @@ Who reacts to what is wired here, at construction, and nowhere else:
 * replays and test deliveries → `webhooks` wakes the webhook dispatcher,
 * stream changes, key and relay-login revocations → `changes` (every node forgets those caches).
 
-Services (attributes): `accounts`, `domains`, `api_keys`, `admin_keys`, `smtp_credentials`, `streams`,
+Services (attributes): `audit` (the audit log's reader; each service records its own actions in it, in the
+transaction of the change), `accounts`, `domains`, `api_keys`, `admin_keys`, `smtp_credentials`, `streams`,
 `suppressions`, `accepter` (the accept stage), `tracker`, `audience` (lists, contacts, consent, segments,
 campaigns), `reputation` (standing, reviews, warm-up), `webhooks` (endpoint administration), `verification`
 (each sending domain's DNS records checked, its state kept and re-checked; the accept path asks it whether a
@@ -45,6 +46,7 @@ from estafeta.abuse import AbuseDesk
 from estafeta.accept import Accepter
 from estafeta.accounts import Accounts
 from estafeta.audience.service import Audience
+from estafeta.audit import AuditLog
 from estafeta.auth import AdminKeys, ApiKeys
 from estafeta.changes import Changes
 from estafeta.clock import Clock, SystemClock
@@ -135,6 +137,7 @@ class Core:
         )
         self.changes = Changes(self.db, settings.cluster.cache_seconds)
 
+        self.audit = AuditLog(db)
         self.accounts = Accounts(db, clock)
         self.verification = DomainVerification(db, settings, clock, self.resolver.resolver)
         self.domains = Domains(db, settings, clock, after_add=self.verification.setup)

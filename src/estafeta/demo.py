@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from estafeta.audit import SYSTEM
 from estafeta.clock import SystemClock
 from estafeta.core import Core
 from estafeta.platform import Platform
@@ -169,10 +170,10 @@ async def run_demo(
         # and verifies them, as an operator publishes them in theirs: unverified domains cannot send.
         setup = Core(sandbox_settings(db_path, world.dns_address, world.smtp_port), clock=clock)
         for sender in senders:
-            account = await setup.accounts.create(sender.name)
-            await setup.domains.add(account.id, sender.domain)
+            account = await setup.accounts.create(sender.name, actor=SYSTEM)
+            await setup.domains.add(account.id, sender.domain, actor=SYSTEM)
             sender.account_id = account.id
-            sender.token = (await setup.api_keys.create(account.id, "demo")).token
+            sender.token = (await setup.api_keys.create(account.id, "demo", actor=SYSTEM)).token
         setup.close()
         settings = sandbox_settings(
             db_path,
@@ -244,10 +245,12 @@ async def _dashboard_users(platform: Platform, senders: list[Sender]) -> dict[st
     for sender in senders:
         logins[sender.login] = secrets.token_urlsafe(12)
         await platform.core.users.create(
-            sender.login, logins[sender.login], account_id=sender.account_id, role="owner"
+            sender.login, logins[sender.login], account_id=sender.account_id, role="owner", actor=SYSTEM
         )
     logins[OPERATOR] = secrets.token_urlsafe(12)
-    await platform.core.users.create(OPERATOR, logins[OPERATOR], name="Platform operator", operator=True)
+    await platform.core.users.create(
+        OPERATOR, logins[OPERATOR], name="Platform operator", operator=True, actor=SYSTEM
+    )
     return logins
 
 

@@ -19,6 +19,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
+from estafeta import audit
+from estafeta.audit import Actor
 from estafeta.clock import Clock
 from estafeta.config import Settings
 from estafeta.delivery.mx import make_resolver
@@ -120,7 +122,7 @@ class DkimKeys:
         return row
 
     async def rotate(
-        self, name: str, algorithm: str | None = None, *, account_id: int | None = None
+        self, name: str, algorithm: str | None = None, *, account_id: int | None = None, actor: Actor
     ) -> tuple[DomainRow, DkimKeyRow, DnsRecord]:
         """A new pending key replacing the active one of `algorithm` (the domain's only algorithm when
         not given) once its record is in DNS."""
@@ -133,10 +135,10 @@ class DkimKeys:
             algorithm = next(iter(active))
         elif algorithm not in active:
             raise KeyStateError(f"{row.name} has no active {algorithm} key to rotate; add one with add-key")
-        return await self._new_key(row, algorithm)
+        return await self._new_key(row, algorithm, actor, "domain.key_rotate")
 
     async def add(
-        self, name: str, algorithm: str, *, account_id: int | None = None
+        self, name: str, algorithm: str, *, account_id: int | None = None, actor: Actor
     ) -> tuple[DomainRow, DkimKeyRow, DnsRecord]:
         """A pending key of an algorithm the domain does not sign with yet: once it is in DNS, the domain's
         mail carries two signatures (dual signing: Ed25519 beside RSA for receivers that lack Ed25519)."""
@@ -145,9 +147,11 @@ class DkimKeys:
             raise DomainError("the algorithm must be rsa-sha256 or ed25519-sha256")
         if any(k.algorithm == algorithm and k.state in ("pending", "active") for k in row.keys):
             raise KeyStateError(f"{row.name} has a {algorithm} key already; rotate it with rotate-key")
-        return await self._new_key(row, algorithm)
+        return await self._new_key(row, algorithm, actor, "domain.key_add")
 
-    async def _new_key(self, row: DomainRow, algorithm: str) -> tuple[DomainRow, DkimKeyRow, DnsRecord]:
+    async def _new_key(
+        self, row: DomainRow, algorithm: str, actor: Actor, action: str
+    ) -> tuple[DomainRow, DkimKeyRow, DnsRecord]:
         if any(k.algorithm == algorithm and k.state == "pending" for k in row.keys):
             raise KeyStateError(f"{row.name} has a pending {algorithm} key: publish its record first")
         now = self.clock.now()
@@ -158,9 +162,16 @@ class DkimKeys:
             bits=self.settings.dkim_rsa_bits,
             selector=selector,  # type: ignore[arg-type]
         )
-        added = await self.db.run(
-            store.add_key, row.id, key.selector, key.algorithm, key.private_key, "pending", now
-        )
+
+        def work(conn: Connection) -> DkimKeyRow:
+            added = store.add_key(conn, row.id, key.selector, key.algorithm, key.private_key, "pending", now)
+            details = {"selector": key.selector, "algorithm": key.algorithm}
+            audit.record(
+                conn, actor, action, at=now, account_id=row.account_id, target=row.name, details=details
+            )
+            return added
+
+        added = await self.db.run(work)
         record = _record(row.name, added)
         server = self.settings.domains.dns_update
         if server:

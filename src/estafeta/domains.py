@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from estafeta.audit import Actor, record
 from estafeta.clock import Clock
 from estafeta.compose import AddressError, parse_address
 from estafeta.config import Settings
@@ -119,7 +120,7 @@ class Domains:
         self.after_add = after_add
 
     async def add(
-        self, account_id: int, name: str, algorithm: str | None = None
+        self, account_id: int, name: str, algorithm: str | None = None, *, actor: Actor
     ) -> tuple[store.DomainRow, DkimKey]:
         """Register a sending domain of the account and generate its DKIM key."""
         if algorithm not in (None, *ALGORITHMS):
@@ -133,7 +134,7 @@ class Domains:
             algorithm=algorithm or self.settings.dkim_algorithm,  # type: ignore[arg-type]
             bits=self.settings.dkim_rsa_bits,
         )
-        row = await self.db.run(_add_domain, account_id, domain, key, self.clock.now())
+        row = await self.db.run(_add_domain, account_id, domain, key, self.clock.now(), actor)
         if self.after_add is not None:
             await self.after_add(row)
         return row, key
@@ -153,9 +154,13 @@ class Domains:
         return await self.db.run(store.list_domains, account_id)
 
 
-def _add_domain(conn: Connection, account_id: int, name: str, key: DkimKey, now: datetime) -> store.DomainRow:
+def _add_domain(
+    conn: Connection, account_id: int, name: str, key: DkimKey, now: datetime, actor: Actor
+) -> store.DomainRow:
     """The domain and its first key, which signs at once (the domain's own checks decide whether it may
     send); later keys wait for DNS (`estafeta.dkim_keys`)."""
     row = store.add_domain(conn, account_id, name, now)
     first = key_store.add_key(conn, row.id, key.selector, key.algorithm, key.private_key, "active", now)
+    details = {"selector": key.selector, "algorithm": key.algorithm}
+    record(conn, actor, "domain.add", at=now, account_id=account_id, target=name, details=details)
     return replace(row, keys=(first,))

@@ -1,6 +1,7 @@
 """Prometheus metrics for operators (`/metrics`).
 
-Counters count what this process did since it started (Prometheus adds up processes and restarts);
+Counters count what this process and its child processes did since it started (children report theirs:
+`estafeta.supervisor`; Prometheus adds up nodes and restarts);
 gauges of shared state (queue depth, webhook backlog) are read from the database at each scrape.
 """
 
@@ -22,6 +23,8 @@ from estafeta.store.db import Database
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 QUEUE_STATES = ("queued", "deferred", "delivered", "bounced", "suppressed")
 OUTCOMES = ("delivered", "deferred", "bounced")  # of a delivery attempt
+# Counter samples by (sample name, label pairs): what a child process reports of its own counters.
+CounterTotals = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -135,9 +138,36 @@ class Metrics:
         self.webhook_fanout_lag = Gauge(
             "estafeta_webhook_fanout_lag_events", "Events not yet turned into webhook deliveries", registry=r
         )
+        self._counters = {
+            counter._name: counter  # prometheus_client's name for it, without _total
+            for counter in (
+                self.accepted_messages,
+                self.accepted_recipients,
+                self.delivery_attempts,
+                self.webhook_attempts,
+                self.tracking_hits,
+            )
+        }
         # Delivery engines (here, and children reported by the front) add theirs.
         self.commit_windows: list[Callable[[], CommitWindow]] = []
         r.register(_CommitWindowCollector(self.commit_windows))
+
+    def counter_totals(self) -> CounterTotals:
+        """Every counter's samples, for a child process to report to the serve process."""
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for counter in self._counters.values()
+            for family in counter.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
+
+    def add_counts(self, counts: CounterTotals) -> None:
+        """Add what a child process counted (`counter_totals` differences) to this process's counters."""
+        for (name, labels), amount in counts.items():
+            if amount > 0:
+                counter = self._counters[name.removesuffix("_total")]
+                (counter.labels(**dict(labels)) if labels else counter).inc(amount)
 
     def delivery_attempt(self, delivered: bool, retry: bool) -> None:
         self.delivery_attempts.labels("delivered" if delivered else "deferred" if retry else "bounced").inc()

@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection
 
+from estafeta.audit import Actor, record
 from estafeta.clock import Clock
 from estafeta.store import plans as store
 from estafeta.store.db import Database
@@ -151,24 +152,32 @@ def create_plan(
     contacts: int | None,
     dedicated_pool: bool,
     now: datetime,
+    actor: Actor,
 ) -> store.PlanRow:
     name = " ".join(name.split())
     if not name:
         raise PlanError("a plan needs a name")
     if store.find_plan(conn, name) is not None:
         raise PlanError(f"a plan named {name!r} exists already")
+    limits = {
+        "messages_per_month": _limit(messages_per_month, "messages per month"),
+        "messages_per_day": _limit(messages_per_day, "messages per day"),
+        "contacts": _limit(contacts, "contacts"),
+    }
+    details = {**limits, "dedicated_pool": dedicated_pool}
+    record(conn, actor, "plan.create", at=now, target=name, details=details)
     return store.create_plan(
         conn,
         name,
-        _limit(messages_per_month, "messages per month"),
-        _limit(messages_per_day, "messages per day"),
-        _limit(contacts, "contacts"),
+        limits["messages_per_month"],
+        limits["messages_per_day"],
+        limits["contacts"],
         dedicated_pool,
         now,
     )
 
 
-def assign(conn: Connection, account_id: int, plan_name: str | None, actor: str, now: datetime) -> None:
+def assign(conn: Connection, account_id: int, plan_name: str | None, actor: Actor, now: datetime) -> None:
     """Put an account on the named plan, or on none (`plan_name` None or empty)."""
     plan = None
     if plan_name:
@@ -176,7 +185,17 @@ def assign(conn: Connection, account_id: int, plan_name: str | None, actor: str,
         if plan is None:
             known = ", ".join(p.name for p in store.list_plans(conn)) or "none yet"
             raise PlanError(f"no plan {plan_name!r} (plans: {known})")
-    store.assign(conn, account_id, plan.id if plan else None, actor, now)
+    store.assign(conn, account_id, plan.id if plan else None, actor.name, now)
+    plan_text = plan.name if plan else None
+    record(
+        conn,
+        actor,
+        "plan.assign",
+        at=now,
+        account_id=account_id,
+        target=plan_text or "",
+        details={"plan": plan_text},
+    )
 
 
 class Plans:
@@ -195,6 +214,7 @@ class Plans:
         messages_per_day: int | None = None,
         contacts: int | None = None,
         dedicated_pool: bool = False,
+        actor: Actor,
     ) -> store.PlanRow:
         return await self.db.run(
             create_plan,
@@ -204,12 +224,13 @@ class Plans:
             contacts=contacts,
             dedicated_pool=dedicated_pool,
             now=self.clock.now(),
+            actor=actor,
         )
 
     async def list(self) -> list[store.PlanRow]:
         return await self.db.run(store.list_plans)
 
-    async def assign(self, account_id: int, plan_name: str | None, actor: str) -> None:
+    async def assign(self, account_id: int, plan_name: str | None, actor: Actor) -> None:
         await self.db.run(assign, account_id, plan_name, actor, self.clock.now())
 
     async def assignments(self) -> list[store.Assignment]:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
+from collections.abc import Callable
 
 import uvicorn
 
@@ -19,21 +21,27 @@ from estafeta.bounces.inbound import InboundListener
 from estafeta.clock import Clock
 from estafeta.config import Settings
 from estafeta.core import Core
-from estafeta.delivery.processes import DeliveryProcesses
+from estafeta.delivery.processes import delivery_work
+from estafeta.metrics import CommitWindow, CounterTotals
 from estafeta.scheduler import Scheduler
 from estafeta.smtp import SmtpPorts, SmtpRelay
-from estafeta.smtp.processes import RelayProcesses
+from estafeta.supervisor import Supervisor
 
 log = logging.getLogger("estafeta")
 
 
 class Platform:
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock | None = None, mail_due: Callable[[], None] | None = None
+    ) -> None:
+        """`mail_due`: whom to tell that mail was queued here besides this process's delivery (a front
+        child process tells the serve process, which wakes delivery)."""
         self.settings = settings
+        self.mail_due = mail_due
         self.core = Core(settings, clock=clock, wake_delivery=self.wake_delivery)
         core = self.core
         self.engine = core.delivery_engine()
-        self.delivery_processes: DeliveryProcesses | None = None
+        self.supervisor = Supervisor(core.metrics, mail_due=self.wake_delivery)
         self.inbound = InboundListener(
             core.db,
             settings,
@@ -49,7 +57,6 @@ class Platform:
         self.scheduler = Scheduler(core.jobs(), core.db, core.clock, core.owner, settings.scheduler.interval)
         self.smtp = SmtpRelay(settings, core.domains, core.accepter, core.smtp_credentials, core.limits)
         self.smtp_ports: SmtpPorts | None = None
-        self.relay_processes: RelayProcesses | None = None
         self.app = create_app(core)
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -62,8 +69,9 @@ class Platform:
     def wake_delivery(self) -> None:
         """Mail became due (queued, released, resumed): deliver it now rather than at the next poll."""
         self.engine.notify()
-        if self.delivery_processes is not None:
-            self.delivery_processes.notify()
+        self.supervisor.wake("delivery")
+        if self.mail_due is not None:
+            self.mail_due()
 
     @property
     def api_url(self) -> str:
@@ -73,6 +81,8 @@ class Platform:
         """Serve an ASGI app on host:port (0: any free port) in a task; returns once it accepts requests."""
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if name == "api" and self.settings.front.processes > 1:  # other front processes listen here too
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")  # type: ignore[arg-type]
         server = uvicorn.Server(config)
@@ -82,15 +92,24 @@ class Platform:
         return server, sock.getsockname()[1]
 
     async def start(
-        self, *, api: bool = True, delivery: bool = True, smtp: bool = False, services: bool = True
+        self,
+        *,
+        api: bool = True,
+        delivery: bool = True,
+        smtp: bool = False,
+        services: bool = True,
+        children: bool = True,
     ) -> None:
         """Start the chosen parts in the running loop; returns once they accept work.
 
         `delivery` runs the delivery engine here, or in `settings.delivery.processes` child processes.
+        `api` and `smtp` are the front: with `settings.front.processes` = N, N - 1 child processes serve
+        them too, on the same ports (unless `children` is false: this is one of them).
         `services` are what a front process runs for the platform: the campaign runner, the inbound
         listener for bounces and complaints (when `settings.inbound.enabled`), webhooks, the Postmaster
-        poller and the metrics endpoint; a delivery-only process leaves them out. The scheduler runs with
-        either (its jobs run once a round across every node: `estafeta.scheduler`).
+        poller and the metrics endpoint; a delivery-only process, and front child processes, leave them
+        out. The scheduler runs with either (its jobs run once a round across every node:
+        `estafeta.scheduler`).
         The SMTP relay binds well-known ports (587, 465) unless configured otherwise, so it runs only when
         asked for: `estafeta serve` asks when `settings.smtp.enabled`.
         """
@@ -113,11 +132,6 @@ class Platform:
             self._tasks.append(asyncio.create_task(self.engine.run(), name="delivery"))
         if smtp:
             self.smtp_ports = await self.smtp.start()
-            if self.settings.smtp.processes > 1:
-                self.relay_processes = RelayProcesses(
-                    self.settings, self.smtp_ports, self.settings.smtp.processes - 1
-                )
-                await self.relay_processes.start()
         if services:
             self._tasks.append(asyncio.create_task(core.audience.runner.run(), name="campaigns"))
             if self.settings.inbound.enabled:
@@ -129,20 +143,43 @@ class Platform:
                 self._background.append(asyncio.create_task(core.postmaster.run(), name="postmaster"))
         if services or delivery:  # on every node: each round runs on one of them
             self._background.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
-        if delivery and self.settings.delivery.processes:
-            # Last: whatever failed above (a port in use) has not left children running.
-            self.delivery_processes = DeliveryProcesses(
-                self.settings, self.settings.delivery.processes, core.metrics
+        # Last: whatever failed above (a port in use) has not left children running.
+        if children and (api or smtp) and self.settings.front.processes > 1:
+            await self.supervisor.start(
+                "front",
+                functools.partial(front_work, api=api),
+                self._front_child_settings(smtp),
+                self.settings.front.processes - 1,
             )
-            await self.delivery_processes.start()
+        if delivery and self.settings.delivery.processes:
+            delivery_settings = self.settings.delivery.model_copy(update={"processes": 0})
+            await self.supervisor.start(
+                "delivery",
+                delivery_work,
+                self.settings.model_copy(update={"delivery": delivery_settings}),
+                self.settings.delivery.processes,
+            )
+
+    def _front_child_settings(self, smtp: bool) -> Settings:
+        """The settings of a front child: this process's ports (also when configured as 0), and the relay
+        only if this process serves it."""
+        update: dict[str, object] = {
+            "api": self.settings.api.model_copy(update={"port": self.api_port or self.settings.api.port}),
+            "smtp": self.settings.smtp.model_copy(
+                update={
+                    "enabled": smtp,
+                    "starttls_port": self.smtp_ports.starttls if self.smtp_ports else 0,
+                    "implicit_tls_port": self.smtp_ports.implicit_tls if self.smtp_ports else 0,
+                }
+            ),
+        }
+        return self.settings.model_copy(update=update)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking work, finish what is under way, release the rest; nothing accepted is lost."""
         core = self.core
         core.audience.runner.stop()
-        if self.relay_processes is not None:
-            await self.relay_processes.stop(grace)
-            self.relay_processes = None
+        await self.supervisor.stop(grace, "front")
         if self.smtp_ports is not None:
             await self.smtp.stop(grace)
             self.smtp_ports = None
@@ -154,9 +191,7 @@ class Platform:
         if self._metrics_server is not None:
             self._metrics_server.should_exit = True
         await self.engine.stop(grace)
-        if self.delivery_processes is not None:
-            await self.delivery_processes.stop(grace)
-            self.delivery_processes = None
+        await self.supervisor.stop(grace)
         if self._webhooks_running:
             await core.webhook_dispatcher.stop(min(grace, 5.0))
             self._webhooks_running = False
@@ -169,3 +204,35 @@ class Platform:
                 await task
         self._tasks.clear()
         await core.aclose()
+
+
+class FrontWork:
+    """What a front child process runs: the API and the relay on the serve process's ports (no delivery,
+    no services); mail it queues wakes the serve process's delivery."""
+
+    def __init__(self, settings: Settings, mail_due: Callable[[], None], api: bool) -> None:
+        self.platform = Platform(settings, mail_due=mail_due)
+        self.api = api
+
+    async def start(self) -> None:
+        await self.platform.start(
+            api=self.api,
+            delivery=False,
+            smtp=self.platform.settings.smtp.enabled,
+            services=False,
+            children=False,
+        )
+
+    def wake(self) -> None:
+        """Nothing to do: this process does not deliver."""
+
+    def report(self) -> tuple[CounterTotals, CommitWindow | None]:
+        return self.platform.core.metrics.counter_totals(), None
+
+    async def stop(self, grace: float) -> None:
+        await self.platform.stop(grace)
+
+
+def front_work(settings: Settings, mail_due: Callable[[], None], *, api: bool = True) -> FrontWork:
+    """The supervisor's factory for front child processes (`api`: serve the API too)."""
+    return FrontWork(settings, mail_due, api)

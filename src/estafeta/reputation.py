@@ -30,6 +30,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from estafeta import audit
+from estafeta.audit import Actor
 from estafeta.clock import Clock
 from estafeta.config import Settings
 from estafeta.store import abuse as abuse_store
@@ -316,19 +318,20 @@ class Reputation:
             "audit": [asdict(a) for a in store.audit_trail(conn, review_id)],
         }
 
-    async def approve(self, review_id: int, actor: str, note: str = "") -> dict[str, Any]:
+    async def approve(self, review_id: int, actor: Actor, note: str = "") -> dict[str, Any]:
         """Resume what the review halted (metrics afresh), raise the tier after a warm-up review, release
         held messages."""
         result = await self.db.run(self._decide, review_id, "approved", actor, note)
         self._due(result["campaigns_resumed"])
         return result
 
-    async def reject(self, review_id: int, actor: str, note: str = "") -> dict[str, Any]:
+    async def reject(self, review_id: int, actor: Actor, note: str = "") -> dict[str, Any]:
         """Suspend the reviewed stream(s) and cancel held messages."""
         return await self.db.run(self._decide, review_id, "rejected", actor, note)
 
-    def _decide(self, conn: Connection, review_id: int, state: str, actor: str, note: str) -> dict[str, Any]:
+    def _decide(self, conn: Connection, review_id: int, state: str, who: Actor, note: str) -> dict[str, Any]:
         now = self.clock.now()
+        actor = who.name
         review = store.get_review(conn, review_id)
         if review is None:
             raise ReviewError(f"no review {review_id}", status=404)
@@ -377,6 +380,16 @@ class Reputation:
                 event="cancelled",
                 data={"by": actor},
             )
+        action = "review.approve" if state == "approved" else "review.reject"
+        details = {
+            "stream": review.stream,
+            "note": note,
+            "messages_moved": moved,
+            "campaigns_resumed": resumed,
+        }
+        audit.record(
+            conn, who, action, at=now, account_id=account, target=f"review:{review_id}", details=details
+        )
         return {
             **_review_json(store.get_review(conn, review_id) or review),
             "messages_moved": moved,
@@ -441,8 +454,9 @@ class Reputation:
             {"tier": tier + 1, "per_24h": sending_limit(tier + 1, self.settings), "by": actor},
         )
 
-    async def set_stream(self, account_id: int, stream: str, state: str, reason: str, actor: str) -> None:
+    async def set_stream(self, account_id: int, stream: str, state: str, reason: str, who: Actor) -> None:
         """An administrator pauses, suspends or resumes one stream of an account directly."""
+        actor = who.name
 
         def work(conn: Connection) -> int:
             now = self.clock.now()
@@ -462,6 +476,11 @@ class Reputation:
                 _request_review(conn, account_id, stream, f"paused by an administrator: {reason}", None, now)
             resumed = self._resume_campaigns(conn, account_id, now) if state == "active" else 0
             _account_event(conn, account_id, kind, now, data)
+            action = {"paused": "stream.pause", "suspended": "stream.suspend", "active": "stream.resume"}[
+                state
+            ]
+            details = {"reason": reason, "campaigns_resumed": resumed}
+            audit.record(conn, who, action, at=now, account_id=account_id, target=stream, details=details)
             return resumed
 
         self._due(await self.db.run(work))

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import Connection
+
 from estafeta import plans
+from estafeta.audit import Actor, record
 from estafeta.changes import Changes
 from estafeta.clock import Clock
 from estafeta.config import Settings
@@ -61,7 +64,9 @@ class Streams:
         row = rows.get(stream)
         return row.from_domain if row is not None and row.from_domain else None
 
-    async def put(self, account_id: int, stream: str, from_domain: str, ip_pool: str) -> store.StreamRow:
+    async def put(
+        self, account_id: int, stream: str, from_domain: str, ip_pool: str, *, actor: Actor
+    ) -> store.StreamRow:
         """Set a stream's From domain (one of the account's sending domains, not the other stream's) and IP
         pool (one of `settings.ip_pools`); empty values mean any domain and the default pool."""
         domain = from_domain.strip().lower().rstrip(".")
@@ -91,6 +96,15 @@ class Streams:
         except plans.PlanError as exc:
             raise StreamError("ip_pool", str(exc), "not in the account's plan", 403) from exc
         now: datetime = self.clock.now()
-        row = await self.db.run(store.put, account_id, stream, domain, ip_pool, now)
+
+        def work(conn: Connection) -> store.StreamRow:
+            row = store.put(conn, account_id, stream, domain, ip_pool, now)
+            details = {"from_domain": domain or None, "ip_pool": ip_pool or None}
+            record(
+                conn, actor, "stream.settings", at=now, account_id=account_id, target=stream, details=details
+            )
+            return row
+
+        row = await self.db.run(work)
         await self.changes.announce(TOPIC)
         return row

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
+from estafeta.audit import Actor, record
 from estafeta.bounces.policy import Policy
 from estafeta.bounces.reasons import Reason
 from estafeta.clock import Clock
@@ -251,7 +252,8 @@ class InvalidRows(SuppressionError):
 
 class Suppressions:
     """The suppression lists as people edit them: an account's (`scope` is its id) or the global one
-    (`scope` None). Every addition and removal names its `actor` in the audit trail."""
+    (`scope` None). Every addition and removal names its `actor` in the suppression trail; changes to the
+    global list are operator actions, in the audit log too (`estafeta.audit`)."""
 
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
@@ -275,12 +277,21 @@ class Suppressions:
         return await self.db.run(global_entry, value)
 
     async def add(
-        self, scope: int | None, text: str, *, reason: str = "manual", actor: str, note: str = ""
+        self, scope: int | None, text: str, *, reason: str = "manual", actor: Actor, note: str = ""
     ) -> tuple[store.SuppressionRow, bool]:
         """Suppress an address or domain; returns the entry and whether it is new (else it was there)."""
         value = parse_value(text)
         entry = store.NewSuppression(scope, value.kind, value.value, check_reason(reason))
-        added = await self.db.run(store.add, entry, actor=actor, now=self.clock.now(), note=note)
+        now = self.clock.now()
+
+        def work(conn: Connection) -> store.SuppressionRow | None:
+            row = store.add(conn, entry, actor=actor.name, now=now, note=note)
+            if row is not None and scope is None:
+                details = {"kind": value.kind, "reason": entry.reason, "note": note}
+                record(conn, actor, "suppression.global_add", at=now, target=value.value, details=details)
+            return row
+
+        added = await self.db.run(work)
         if added is not None:
             return added, True
         existing = await self.db.run(store.get, scope, value.value)
@@ -288,14 +299,20 @@ class Suppressions:
         return existing, False
 
     async def remove(
-        self, scope: int | None, text: str, *, actor: str, note: str = ""
+        self, scope: int | None, text: str, *, actor: Actor, note: str = ""
     ) -> tuple[Value, store.SuppressionRow | None]:
         """Take an entry off the list; the removed entry is None when the value was not on it."""
         value = parse_value(text)
-        removed = await self.db.run(
-            store.remove, scope, value.value, actor=actor, now=self.clock.now(), note=note
-        )
-        return value, removed
+        now = self.clock.now()
+
+        def work(conn: Connection) -> store.SuppressionRow | None:
+            row = store.remove(conn, scope, value.value, actor=actor.name, now=now, note=note)
+            if row is not None and scope is None:
+                details = {"kind": row.kind, "reason": row.reason, "note": note}
+                record(conn, actor, "suppression.global_remove", at=now, target=value.value, details=details)
+            return row
+
+        return value, await self.db.run(work)
 
     async def recent_changes(self, scope: int | None, limit: int = 20) -> list[store.AuditRow]:
         """The latest additions and removals (the audit trail), newest first."""
@@ -304,10 +321,19 @@ class Suppressions:
     async def export_csv(self, scope: int | None) -> str:
         return to_csv(await self.list(scope))
 
-    async def import_csv(self, scope: int | None, text: str, *, actor: str) -> ImportResult:
+    async def import_csv(self, scope: int | None, text: str, *, actor: Actor) -> ImportResult:
         """Add every row (all or nothing): `InvalidRows` lists the bad rows, `SuppressionError` says why a
         file is not readable CSV."""
         entries, errors = parse_csv(text, scope)
         if errors:
             raise InvalidRows(errors)
-        return await self.db.run(import_entries, entries, actor=actor, now=self.clock.now())
+        now = self.clock.now()
+
+        def work(conn: Connection) -> ImportResult:
+            result = import_entries(conn, entries, actor=actor.name, now=now)
+            if scope is None:
+                details = {"added": result.added, "already_listed": result.already_listed}
+                record(conn, actor, "suppression.global_import", at=now, target="global", details=details)
+            return result
+
+        return await self.db.run(work)

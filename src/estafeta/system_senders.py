@@ -8,6 +8,7 @@ whichever account registered it already. A system account is never limited by wa
 from __future__ import annotations
 
 from estafeta.accounts import Accounts
+from estafeta.audit import SYSTEM
 from estafeta.compose import parse_address
 from estafeta.config import Settings
 from estafeta.domains import Domains
@@ -29,7 +30,9 @@ class SystemSenders:
         row = await self.domains.find(domain)
         if row is not None:
             return row.account_id
-        account = await self.accounts.find(account_name) or await self.accounts.create(account_name)
-        await self.domains.add(account.id, domain, "ed25519-sha256")
+        account = await self.accounts.find(account_name) or await self.accounts.create(
+            account_name, actor=SYSTEM
+        )
+        await self.domains.add(account.id, domain, "ed25519-sha256", actor=SYSTEM)
         await self.db.run(reputation_store.set_tier, account.id, len(self.settings.warmup.tiers))
         return account.id

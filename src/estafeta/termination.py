@@ -19,6 +19,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from estafeta import audit
+from estafeta.audit import Actor
 from estafeta.auth import ApiKeys
 from estafeta.clock import Clock
 from estafeta.smtp.credentials import SmtpCredentials
@@ -54,7 +56,7 @@ class Terminations:
         self.smtp_credentials = smtp_credentials
         self.stopped = stopped
 
-    async def terminate(self, account_id: int, actor: str, reason: str) -> dict[str, Any]:
+    async def terminate(self, account_id: int, actor: Actor, reason: str) -> dict[str, Any]:
         """Terminate the account (see the module docstring); returns what was done."""
         result = await self.db.run(self._terminate, account_id, actor, reason)
         await self.api_keys.forget(result.pop("key_prefixes"))
@@ -62,8 +64,9 @@ class Terminations:
         self.stopped()
         return result
 
-    def _terminate(self, conn: Connection, account_id: int, actor: str, reason: str) -> dict[str, Any]:
+    def _terminate(self, conn: Connection, account_id: int, who: Actor, reason: str) -> dict[str, Any]:
         now = self.clock.now()
+        actor = who.name
         if get_account(conn, account_id) is None:
             raise TerminationError(f"no account {account_id}", 404)
         reputation_store.lock_account(conn, account_id)
@@ -98,6 +101,16 @@ class Terminations:
             conn,
             [NewEvent(account_id, "account_terminated", {"by": actor, "reason": reason, **summary})],
             now,
+        )
+        details = {"reason": reason, **summary}
+        audit.record(
+            conn,
+            who,
+            "account.terminate",
+            at=now,
+            account_id=account_id,
+            target=f"account:{account_id}",
+            details=details,
         )
         found = store.termination(conn, account_id)
         assert found is not None

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
 from sqlalchemy import Connection
 
+from estafeta.audit import Actor, record
 from estafeta.auth import hash_secret, verify_secret
 from estafeta.clock import Clock
 from estafeta.compose import AddressError, parse_address
@@ -139,6 +140,7 @@ class Users:
         operator: bool = False,
         account_id: int | None = None,
         role: str | None = None,
+        actor: Actor,
     ) -> store.UserRow:
         """A new user, optionally with a role in an account (`account_id` and `role` together)."""
         email = normalise_email(email)
@@ -157,15 +159,18 @@ class Users:
             account_id,
             role,
             self.clock.now(),
+            actor,
         )
 
-    async def set_password(self, user_id: int, password: str) -> None:
+    async def set_password(self, user_id: int, password: str, *, actor: Actor) -> None:
         """A new password; every session of the user ends."""
         password_hash = await asyncio.to_thread(hash_secret, check_password(password))
+        now = self.clock.now()
 
         def work(conn: Connection) -> None:
             store.set_password(conn, user_id, password_hash)
             store.delete_user_sessions(conn, user_id)
+            record(conn, actor, "user.password", at=now, target=_user_target(conn, user_id))
 
         await self.db.run(work)
 
@@ -197,7 +202,7 @@ class Users:
             names: dict[str, str] = {}
             for actor in set(actors):
                 kind, _, rest = actor.partition(":")
-                user_id = parse_id(rest) if kind == "user" else None
+                user_id = parse_id(rest.partition("/")[0]) if kind == "user" else None
                 user = store.get_user(conn, user_id) if user_id is not None else None
                 if user is not None:
                     names[actor] = user.email
@@ -218,12 +223,22 @@ class Users:
     async def invitations(self, account_id: int) -> list[store.InvitationRow]:
         return await self.db.run(store.list_invitations, account_id)
 
-    async def set_role(self, account_id: int, user_id: int, role: str) -> None:
+    async def set_role(self, account_id: int, user_id: int, role: str, *, actor: Actor) -> None:
         check_role(role)
-        await self.db.run(store.set_membership, user_id, account_id, role, self.clock.now())
+        now = self.clock.now()
 
-    async def remove_member(self, account_id: int, user_id: int) -> None:
+        def work(conn: Connection) -> None:
+            store.set_membership(conn, user_id, account_id, role, now)
+            target = _user_target(conn, user_id)
+            record(
+                conn, actor, "user.role", at=now, account_id=account_id, target=target, details={"role": role}
+            )
+
+        await self.db.run(work)
+
+    async def remove_member(self, account_id: int, user_id: int, *, actor: Actor) -> None:
         """Take a user out of the account; the last owner stays (an account always has someone in charge)."""
+        now = self.clock.now()
 
         def work(conn: Connection) -> None:
             members = store.members(conn, account_id)
@@ -232,6 +247,9 @@ class Users:
                 raise UserError("user", "the account's last owner cannot leave it", status=409)
             if not store.remove_membership(conn, user_id, account_id):
                 raise UserError("user", "not a member of this account", status=404)
+            record(
+                conn, actor, "user.remove", at=now, account_id=account_id, target=_user_target(conn, user_id)
+            )
 
         await self.db.run(work)
 
@@ -287,13 +305,22 @@ class Users:
         await self.db.run(store.set_session_account, identity.session_id, account_id)
         return True
 
-    async def inspect(self, identity: Identity, account_id: int) -> bool:
+    async def inspect(self, identity: Identity, account_id: int, *, actor: Actor) -> bool:
         """An operator looks at any account, as a viewer unless they are a member; False for a user who
         is no operator or an account that does not exist."""
-        if not identity.user.operator or await self.db.run(account_store.get_account, account_id) is None:
+        if not identity.user.operator:
             return False
-        await self.db.run(store.set_session_account, identity.session_id, account_id)
-        return True
+        now = self.clock.now()
+
+        def work(conn: Connection) -> bool:
+            account = account_store.get_account(conn, account_id)
+            if account is None:
+                return False
+            store.set_session_account(conn, identity.session_id, account_id)
+            record(conn, actor, "account.inspect", at=now, account_id=account_id, target=account.name)
+            return True
+
+        return await self.db.run(work)
 
     async def stop_inspecting(self, identity: Identity) -> None:
         """Back to the operator's own first account (or none)."""
@@ -303,16 +330,23 @@ class Users:
     # -- invitations -------------------------------------------------------------------------------
 
     async def invite(
-        self, account_id: int, email: str, role: str, invited_by: int | None
+        self, account_id: int, email: str, role: str, invited_by: int | None, *, actor: Actor
     ) -> tuple[store.InvitationRow, str]:
         """An invitation and the token of its link (shown once: only its nonce is stored)."""
         email = normalise_email(email)
         check_role(role)
         now = self.clock.now()
         nonce = secrets.token_urlsafe(24)
-        row = await self.db.run(
-            store.create_invitation, account_id, email, role, nonce, invited_by, now, now + INVITATION_TTL
-        )
+
+        def work(conn: Connection) -> store.InvitationRow:
+            row = store.create_invitation(
+                conn, account_id, email, role, nonce, invited_by, now, now + INVITATION_TTL
+            )
+            details = {"role": role, "invitation": row.id}
+            record(conn, actor, "user.invite", at=now, account_id=account_id, target=email, details=details)
+            return row
+
+        row = await self.db.run(work)
         return row, self._invitations.dumps([row.id, nonce])
 
     def _invitation_token(self, token: str) -> tuple[int, str] | None:
@@ -342,9 +376,9 @@ class Users:
         account = await self.db.run(account_store.get_account, row.account_id)
         return row, account.name if account else ""
 
-    async def accept(self, token: str, password: str, name: str = "") -> store.UserRow:
+    async def accept(self, token: str, password: str, name: str = "", *, origin: str) -> store.UserRow:
         """Join the invitation's account: a new user with this password, or an existing user of that
-        email who proves it with their password."""
+        email who proves it with their password. `origin` is where the invitee's request came from."""
         found = await self.invitation(token)
         if found is None:
             raise UserError(
@@ -358,10 +392,20 @@ class Users:
             password_hash = None
         else:
             password_hash = await asyncio.to_thread(hash_secret, check_password(password))
-        return await self.db.run(_accept, invitation, password_hash, " ".join(name.split()), self.clock.now())
+        clean_name = " ".join(name.split())
+        return await self.db.run(_accept, invitation, password_hash, clean_name, self.clock.now(), origin)
 
-    async def revoke_invitation(self, account_id: int, invitation_id: int) -> bool:
-        return await self.db.run(store.revoke_invitation, account_id, invitation_id, self.clock.now())
+    async def revoke_invitation(self, account_id: int, invitation_id: int, *, actor: Actor) -> bool:
+        now = self.clock.now()
+
+        def work(conn: Connection) -> bool:
+            done = store.revoke_invitation(conn, account_id, invitation_id, now)
+            if done:
+                target = f"invitation:{invitation_id}"
+                record(conn, actor, "user.invitation_revoke", at=now, account_id=account_id, target=target)
+            return done
+
+        return await self.db.run(work)
 
 
 def _create_user(
@@ -373,6 +417,7 @@ def _create_user(
     account_id: int | None,
     role: str | None,
     now: datetime,
+    actor: Actor,
 ) -> store.UserRow:
     if store.find_user(conn, email) is not None:
         raise UserError("email", f"a user with the email {email} exists already", status=409)
@@ -381,7 +426,23 @@ def _create_user(
     user = store.create_user(conn, email, name, password_hash, operator, now)
     if account_id is not None and role is not None:
         store.set_membership(conn, user.id, account_id, role, now)
+    details = {"operator": operator, "role": role}
+    record(
+        conn,
+        actor,
+        "user.create",
+        at=now,
+        account_id=account_id,
+        target=f"user:{user.id}/{email}",
+        details=details,
+    )
     return user
+
+
+def _user_target(conn: Connection, user_id: int) -> str:
+    """How entries name a user: `user:<id>/<email>`, like an actor."""
+    user = store.get_user(conn, user_id)
+    return f"user:{user_id}/{user.email}" if user is not None else f"user:{user_id}"
 
 
 def _identify(conn: Connection, session_id: str, now: datetime) -> Identity | None:
@@ -406,7 +467,12 @@ def _identify(conn: Connection, session_id: str, now: datetime) -> Identity | No
 
 
 def _accept(
-    conn: Connection, invitation: store.InvitationRow, password_hash: str | None, name: str, now: datetime
+    conn: Connection,
+    invitation: store.InvitationRow,
+    password_hash: str | None,
+    name: str,
+    now: datetime,
+    origin: str,
 ) -> store.UserRow:
     if not store.use_invitation(conn, invitation.id, invitation.nonce, now):
         raise UserError("invitation", "the link was used already or has expired", status=404)
@@ -415,4 +481,8 @@ def _accept(
         assert password_hash is not None
         user = store.create_user(conn, invitation.email, name, password_hash, False, now)
     store.set_membership(conn, user.id, invitation.account_id, invitation.role, now)
+    actor = Actor.user(user.id, user.email, origin)
+    details = {"role": invitation.role, "invitation": invitation.id}
+    target = f"user:{user.id}/{user.email}"
+    record(conn, actor, "user.join", at=now, account_id=invitation.account_id, target=target, details=details)
     return user

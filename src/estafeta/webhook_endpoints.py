@@ -12,6 +12,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import Connection
+
+from estafeta.audit import Actor, record
 from estafeta.clock import Clock
 from estafeta.config import WebhookSettings
 from estafeta.public_http import canonical_url, private_target
@@ -101,6 +104,8 @@ class WebhookEndpoints:
         event_types: list[str] | None = None,
         description: str = "",
         enabled: bool = True,
+        *,
+        actor: Actor,
     ) -> store.EndpointRow:
         """A new endpoint with a fresh signing secret; it receives the events logged from now on."""
         url = self._checked_url(url)
@@ -109,16 +114,23 @@ class WebhookEndpoints:
             types = check_event_types(event_types or [])
         except ValueError as exc:
             raise WebhookError(str(exc), field="event_types") from exc
-        return await self.db.run(
-            store.create_endpoint,
-            account_id,
-            url,
-            types,
-            description,
-            new_secret(),
-            self.clock.now(),
-            enabled,
-        )
+        now = self.clock.now()
+
+        def work(conn: Connection) -> store.EndpointRow:
+            row = store.create_endpoint(conn, account_id, url, types, description, new_secret(), now, enabled)
+            details = {"url": url, "event_types": types, "enabled": enabled}
+            record(
+                conn,
+                actor,
+                "webhook.create",
+                at=now,
+                account_id=account_id,
+                target=f"endpoint:{row.id}",
+                details=details,
+            )
+            return row
+
+        return await self.db.run(work)
 
     async def update(
         self,
@@ -127,6 +139,7 @@ class WebhookEndpoints:
         changes: dict[str, Any],
         *,
         rotate_secret: bool = False,
+        actor: Actor,
     ) -> store.EndpointRow:
         """Change url, event_types, description or enabled; `rotate_secret` replaces the signing secret."""
         changes = dict(changes)
@@ -141,14 +154,52 @@ class WebhookEndpoints:
                 raise WebhookError(str(exc), field="event_types") from exc
         if rotate_secret:
             changes["secret"] = new_secret()
-        row = await self.db.run(store.update_endpoint, account_id, endpoint_id, changes, self.clock.now())
+        now = self.clock.now()
+
+        def work(conn: Connection) -> store.EndpointRow | None:
+            row = store.update_endpoint(conn, account_id, endpoint_id, changes, now)
+            if row is not None:
+                # What changed, by name; the new values too, but never the signing secret.
+                details = {"changed": sorted(changes), **{k: v for k, v in changes.items() if k != "secret"}}
+                target = f"endpoint:{endpoint_id}"
+                record(
+                    conn,
+                    actor,
+                    "webhook.update",
+                    at=now,
+                    account_id=row.account_id,
+                    target=target,
+                    details=details,
+                )
+            return row
+
+        row = await self.db.run(work)
         if row is None:
             raise self._unknown(account_id, endpoint_id)
         return row
 
-    async def remove(self, account_id: int | None, endpoint_id: int) -> None:
+    async def remove(self, account_id: int | None, endpoint_id: int, *, actor: Actor) -> None:
         """Remove the endpoint and its delivery log."""
-        if not await self.db.run(store.delete_endpoint, account_id, endpoint_id):
+        now = self.clock.now()
+
+        def work(conn: Connection) -> bool:
+            row = store.get_endpoint(conn, account_id, endpoint_id)
+            if row is None or not store.delete_endpoint(conn, account_id, endpoint_id):
+                return False
+            target = f"endpoint:{endpoint_id}"
+            details = {"url": row.url}
+            record(
+                conn,
+                actor,
+                "webhook.delete",
+                at=now,
+                account_id=row.account_id,
+                target=target,
+                details=details,
+            )
+            return True
+
+        if not await self.db.run(work):
             raise self._unknown(account_id, endpoint_id)
 
     async def list(self, account_id: int | None = None) -> list[store.EndpointRow]:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from estafeta.audit import SYSTEM
 from estafeta.world import World
 from tests.e2e.harness import Harness, start_harness
 
@@ -58,7 +59,7 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
         world = World()
         loop.run(world.start())
         harness = loop.run(start_harness(world, database))
-        admin_key = loop.run(harness.platform.core.admin_keys.create("contract")).token
+        admin_key = loop.run(harness.platform.core.admin_keys.create("contract", actor=SYSTEM)).token
         try:
             yield LiveApi(harness.platform.api_url, harness.token, admin_key, harness, loop)
         finally:

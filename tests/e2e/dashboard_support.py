@@ -52,6 +52,7 @@ OPERATOR_PAGES = (
     "/app/admin/suppressions",
     "/app/admin/providers",
     "/app/admin/plans",
+    "/app/admin/audit",
 )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from estafeta.audit import SYSTEM
 from estafeta.clock import ManualClock
 from estafeta.config import LinkSettings
 from estafeta.platform import Platform
@@ -100,11 +101,11 @@ async def start_harness(
     )
     platform = Platform(settings, clock)
     core = platform.core
-    account = await core.accounts.create("acme")
+    account = await core.accounts.create("acme", actor=SYSTEM)
     for name in ("acme.test", "ed.acme.test"):
         algorithm = "ed25519-sha256" if name.startswith("ed.") else "rsa-sha256"
         await add_verified_domain(core, account.id, name, algorithm)  # published in the world's DNS
-    token = (await core.api_keys.create(account.id, "tests")).token
+    token = (await core.api_keys.create(account.id, "tests", actor=SYSTEM)).token
     await platform.start()
     if reports:
         assert platform.inbound_address is not None

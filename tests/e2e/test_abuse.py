@@ -15,6 +15,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from estafeta.audit import SYSTEM, Actor
 from estafeta.cli import app as cli_app
 from estafeta.world import World
 from tests.e2e.harness import Harness, start_harness
@@ -50,7 +51,7 @@ async def test_reports_are_matched_counted_reviewed_and_the_operator_terminates(
     core = h.platform.core
     admin = httpx.AsyncClient(
         base_url=h.platform.api_url,
-        headers={"Authorization": f"Bearer {(await core.admin_keys.create('ops')).token}"},
+        headers={"Authorization": f"Bearer {(await core.admin_keys.create('ops', actor=SYSTEM)).token}"},
     )
 
     async def reports() -> list[dict[str, Any]]:
@@ -155,7 +156,7 @@ async def test_a_worker_holding_the_lease_sends_nothing_once_the_account_is_term
     worker._dispatch(job)  # its lane's sender starts, held back by the destination's pause
     lane = worker.lanes[("yahoo.test", None)]
     lane.resume_at = time.monotonic() + 0.3
-    await core.terminations.terminate(h.account_id, "cli", "fraud")
+    await core.terminations.terminate(h.account_id, Actor("cli", "127.0.0.1"), "fraud")
     await worker.queue.read_terminations()  # what its claim loop does when woken
     await asyncio.wait_for(asyncio.gather(*lane.senders), timeout=15)
     assert [r for r in h.world.received("yahoo.test") if "ann@yahoo.test" in r.rcpt_to] == []
@@ -167,9 +168,11 @@ async def test_a_worker_holding_the_lease_sends_nothing_once_the_account_is_term
 async def test_the_operator_terminates_from_the_review_page_with_its_csrf_token(reporting: Harness) -> None:
     h = reporting
     users = h.platform.core.users
-    user = await users.create("ops@estafeta.test", "a long enough password", operator=True)
+    user = await users.create("ops@estafeta.test", "a long enough password", operator=True, actor=SYSTEM)
     session = await users.start_session(user)
-    await h.platform.core.reputation.set_stream(h.account_id, "broadcast", "paused", "looks bad", "admin:x")
+    await h.platform.core.reputation.set_stream(
+        h.account_id, "broadcast", "paused", "looks bad", Actor("admin:x", "127.0.0.1")
+    )
     (review,) = await h.platform.core.reputation.reviews()
     async with httpx.AsyncClient(
         base_url=h.platform.api_url, cookies={"estafeta_session": session.cookie}
@@ -191,13 +194,13 @@ async def test_the_operator_terminates_from_the_review_page_with_its_csrf_token(
         page = await browser.get(done.headers["location"])
         assert "Account terminated" in page.text and "fraud" in page.text
     found = await h.platform.core.terminations.termination(h.account_id)
-    assert found is not None and (found.by, found.reason) == (f"user:{user.id}", "fraud")
+    assert found is not None and (found.by, found.reason) == (f"user:{user.id}/ops@estafeta.test", "fraud")
 
 
 async def test_the_relay_refuses_a_terminated_account(start_relay: StartRelay) -> None:
     relay = await start_relay()
     logged_in = await asyncio.to_thread(relay.login)  # a session that logged in before the termination
-    await relay.platform.core.terminations.terminate(relay.account_id, "cli", "spam run")
+    await relay.platform.core.terminations.terminate(relay.account_id, Actor("cli", "127.0.0.1"), "spam run")
 
     def attempt() -> tuple[int, bytes]:
         try:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from estafeta.audit import SYSTEM
 from estafeta.store.models import MAX_ID
 from estafeta.world import World
 from tests.e2e.harness import Harness, start_harness
@@ -99,7 +100,9 @@ async def _check(client: httpx.AsyncClient, routes: Routes, status: int) -> None
 async def test_ids_out_of_range_are_404_or_422_on_every_route(h: Harness) -> None:
     admin = httpx.AsyncClient(
         base_url=h.platform.api_url,
-        headers={"Authorization": f"Bearer {(await h.platform.core.admin_keys.create('ops')).token}"},
+        headers={
+            "Authorization": f"Bearer {(await h.platform.core.admin_keys.create('ops', actor=SYSTEM)).token}"
+        },
         timeout=30,
     )
     async with admin:
@@ -124,7 +127,9 @@ async def test_crafted_cursors_are_422_on_every_paged_route(h: Harness) -> None:
     list_id, endpoint_id = listed.json()["id"], endpoint.json()["id"]
     admin = httpx.AsyncClient(
         base_url=h.platform.api_url,
-        headers={"Authorization": f"Bearer {(await h.platform.core.admin_keys.create('ops')).token}"},
+        headers={
+            "Authorization": f"Bearer {(await h.platform.core.admin_keys.create('ops', actor=SYSTEM)).token}"
+        },
         timeout=30,
     )
     paged = [
@@ -217,7 +222,12 @@ async def test_times_out_of_range_are_422(h: Harness) -> None:
 async def test_dashboard_pages_refuse_ids_out_of_range(h: Harness) -> None:
     users = h.platform.core.users
     user = await users.create(
-        "ops@acme.test", "a long enough password", operator=True, account_id=h.account_id, role="owner"
+        "ops@acme.test",
+        "a long enough password",
+        operator=True,
+        account_id=h.account_id,
+        role="owner",
+        actor=SYSTEM,
     )
     session = await users.start_session(user)
     headers = {"X-CSRF-Token": session.csrf_token}

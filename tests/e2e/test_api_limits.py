@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from estafeta.audit import SYSTEM
 from estafeta.world import World
 from tests.e2e.harness import Harness, start_harness
 
@@ -185,8 +186,8 @@ async def test_each_account_has_a_request_rate_and_is_told_when_to_come_back(
         assert refused.headers["retry-after"] == "1"
         assert refused.json()["type"] == "/problems/rate-limit"
         assert "2 requests per second" in refused.json()["detail"]
-        other = await h.platform.core.accounts.create("globex")
-        token = (await h.platform.core.api_keys.create(other.id, "tests")).token
+        other = await h.platform.core.accounts.create("globex", actor=SYSTEM)
+        token = (await h.platform.core.api_keys.create(other.id, "tests", actor=SYSTEM)).token
         elsewhere = await h.client.get("/v1/stats", headers={"Authorization": f"Bearer {token}"})
         assert elsewhere.status_code == 200  # another account's requests are counted apart
         h.clock.advance(0.5)

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from estafeta.audit import SYSTEM
 from estafeta.store import audience as audience_store
 from tests.e2e.harness import Harness
 
@@ -96,7 +97,9 @@ async def test_one_line_fields_refuse_control_characters_and_line_breaks(harness
     )
     admin = httpx.AsyncClient(
         base_url=h.platform.api_url,
-        headers={"Authorization": f"Bearer {(await h.platform.core.admin_keys.create('ops')).token}"},
+        headers={
+            "Authorization": f"Bearer {(await h.platform.core.admin_keys.create('ops', actor=SYSTEM)).token}"
+        },
     )
     async with admin:
         await _refused(

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from estafeta import verp
+from estafeta.audit import SYSTEM
 from estafeta.bounces import classify_message
 from estafeta.cli import app as cli_app
 from estafeta.store import suppressions as suppression_store
@@ -424,7 +425,7 @@ async def test_spam_trap_hits_are_dropped_counted_and_listed_globally(
         assert [e["recipient"] for e in hits] == ["pristine@trap.test"]
         await h.wait_for(sent["id"], lambda v: v["state"] == "delivered")
         assert h.world.received("trap.test") == []
-        admin_key = (await h.platform.core.admin_keys.create("ops")).token
+        admin_key = (await h.platform.core.admin_keys.create("ops", actor=SYSTEM)).token
         listed = await h.client.get(
             "/v1/admin/suppressions",
             params={"reason": "spam-trap"},
@@ -505,7 +506,7 @@ async def test_account_list_add_search_remove_with_audit_and_csv(harness: Harnes
 
 async def test_global_list_is_for_admin_keys_only(harness: Harness) -> None:
     h = harness
-    admin_key = await h.platform.core.admin_keys.create("ops")
+    admin_key = await h.platform.core.admin_keys.create("ops", actor=SYSTEM)
     ops = {"Authorization": f"Bearer {admin_key.token}"}
     added = await h.client.post("/v1/admin/suppressions", json={"address": "x@gmail.test"}, headers=ops)
     assert added.status_code == 201 and added.json()["scope"] == "global"
@@ -609,7 +610,7 @@ def test_cli_classifies_files_as_a_table_and_as_json() -> None:
 
 async def test_relay_answers_250_when_every_recipient_is_suppressed(start_relay: StartRelay) -> None:
     relay = await start_relay()
-    ops = (await relay.platform.core.admin_keys.create("ops")).token
+    ops = (await relay.platform.core.admin_keys.create("ops", actor=SYSTEM)).token
     async with httpx.AsyncClient(
         base_url=relay.platform.api_url, headers={"Authorization": f"Bearer {ops}"}
     ) as client:

@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 
 from estafeta.accept import Accepted, Submission
 from estafeta.audience.campaigns import start
+from estafeta.audit import SYSTEM
 from estafeta.compose import Address, Draft, parse_address
 from estafeta.store import campaigns as campaign_store
 from estafeta.store.events import EventFilter, list_events
@@ -264,7 +265,7 @@ async def test_a_campaign_paused_by_the_accounts_standing_resumes_when_an_admini
     for i in range(5):
         await subscribe(h, news["id"], f"fan{i}@yahoo.test")
     created = await create_campaign(h, news["id"])
-    key = (await h.platform.core.admin_keys.create("ops")).token
+    key = (await h.platform.core.admin_keys.create("ops", actor=SYSTEM)).token
     async with httpx.AsyncClient(
         base_url=h.platform.api_url, headers={"Authorization": f"Bearer {key}"}
     ) as admin:

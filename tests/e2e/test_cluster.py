@@ -29,6 +29,7 @@ import psycopg
 import pytest
 import redis
 
+from estafeta.audit import SYSTEM
 from estafeta.config import Settings
 from estafeta.core import Core
 from estafeta.sandbox import dns_settings
@@ -128,10 +129,10 @@ def _node_env(database_url: str, world: World, prefix: str) -> dict[str, str]:
 async def _account(database_url: str, world: World) -> str:
     core = Core(Settings(database_url=database_url, **dns_settings(world.dns_address)))
     try:
-        account = await core.accounts.create("acme")
+        account = await core.accounts.create("acme", actor=SYSTEM)
         for name in ("acme.test", "ed.acme.test"):
             await add_verified_domain(core, account.id, name)  # published in the world's DNS
-        return (await core.api_keys.create(account.id, "tests")).token
+        return (await core.api_keys.create(account.id, "tests", actor=SYSTEM)).token
     finally:
         await core.aclose()
 

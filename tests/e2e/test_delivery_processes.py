@@ -66,8 +66,7 @@ async def test_child_processes_deliver_report_metrics_and_are_restarted(
     await platform.start()
     client = httpx.AsyncClient(base_url=platform.api_url, headers={"Authorization": f"Bearer {token}"})
     try:
-        assert platform.delivery_processes is not None
-        (first,) = platform.delivery_processes._children
+        (first,) = platform.supervisor.children("delivery")
         pid = first.process.pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)  # a child that reads nothing (busy, or still starting) …
@@ -100,7 +99,7 @@ async def test_child_processes_deliver_report_metrics_and_are_restarted(
         os.kill(pid, signal.SIGKILL)
 
         async def replaced() -> bool:
-            children = platform.delivery_processes._children  # type: ignore[union-attr]
+            children = platform.supervisor.children("delivery")
             return len(children) == 1 and children[0] is not first and children[0].ready.done()
 
         await _until(replaced)

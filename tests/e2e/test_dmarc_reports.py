@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from estafeta.audit import SYSTEM
 from estafeta.cli import app
 from estafeta.world import World
 from tests.e2e.harness import Harness, start_harness
@@ -87,8 +88,8 @@ async def test_receivers_reports_show_our_sources_and_an_unknown_sender(reportin
 
 async def test_another_accounts_domain_is_not_shown(reporting: Harness) -> None:
     core = reporting.platform.core
-    other = await core.accounts.create("globex")
-    token = (await core.api_keys.create(other.id, "t")).token
+    other = await core.accounts.create("globex", actor=SYSTEM)
+    token = (await core.api_keys.create(other.id, "t", actor=SYSTEM)).token
     response = await reporting.client.get(
         "/v1/domains/acme.test/dmarc", headers={"Authorization": f"Bearer {token}"}
     )

@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from typer.testing import CliRunner
 
 from estafeta import doctor
+from estafeta.audit import SYSTEM
 from estafeta.cli import app
 from estafeta.config import Settings
 from estafeta.platform import Platform
@@ -150,8 +151,8 @@ def _running(settings: Settings, platform: Platform) -> Settings:
 
 async def _publish_domain(platform: Platform, world: World) -> None:
     core = platform.core
-    account = await core.accounts.create("clinic")
-    _, key = await core.domains.add(account.id, DOMAIN, "ed25519-sha256")
+    account = await core.accounts.create("clinic", actor=SYSTEM)
+    _, key = await core.domains.add(account.id, DOMAIN, "ed25519-sha256", actor=SYSTEM)
     world.zone.remove(key.record_name, "TXT")
     world.zone.add(key.record_name, "TXT", key.record_value)
     world.zone.remove(DOMAIN, "TXT")

@@ -10,6 +10,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from estafeta.audit import SYSTEM
 from estafeta.cli import app as cli_app
 from estafeta.core import Core
 from estafeta.domains import dns_records
@@ -25,7 +26,7 @@ async def _unpublished_domain(h: Harness, name: str) -> None:
     )
     core = Core(settings)
     try:
-        await core.domains.add(h.account_id, name, "ed25519-sha256")
+        await core.domains.add(h.account_id, name, "ed25519-sha256", actor=SYSTEM)
     finally:
         core.close()
 
@@ -65,8 +66,8 @@ async def test_the_api_refuses_an_unverified_domain_until_it_verifies(harness: H
 
 
 async def test_another_accounts_domain_is_not_found(harness: Harness) -> None:
-    other = await harness.platform.core.accounts.create("globex")
-    await harness.platform.core.domains.add(other.id, "globex-verify.test", "ed25519-sha256")
+    other = await harness.platform.core.accounts.create("globex", actor=SYSTEM)
+    await harness.platform.core.domains.add(other.id, "globex-verify.test", "ed25519-sha256", actor=SYSTEM)
     for response in (
         await harness.client.post("/v1/domains/globex-verify.test/verify"),
         await harness.client.get("/v1/domains/globex-verify.test"),

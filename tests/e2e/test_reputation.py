@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from estafeta.accept import AcceptError
+from estafeta.audit import SYSTEM
 from estafeta.store import queue as queue_store
 from estafeta.store import reputation as reputation_store
 from estafeta.world import World
@@ -56,7 +57,7 @@ async def governed(fresh_world: World, tmp_path: Path) -> AsyncIterator[Harness]
 
 
 async def _admin(h: Harness) -> httpx.AsyncClient:
-    key = (await h.platform.core.admin_keys.create("ops")).token
+    key = (await h.platform.core.admin_keys.create("ops", actor=SYSTEM)).token
     return httpx.AsyncClient(base_url=h.platform.api_url, headers={"Authorization": f"Bearer {key}"})
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from estafeta.accept import GroupCommit, store_batch
+from estafeta.audit import SYSTEM, Actor
 from estafeta.cli import app as cli_app
 from estafeta.clock import ManualClock
 from estafeta.config import DomainSettings
@@ -132,7 +133,7 @@ async def start_relay(fresh_world: World, tmp_path: Path) -> AsyncIterator[Start
         sender = await add_sender(platform.core, "acme", "acme.test")  # published in the world, verified
         await add_sender(platform.core, "globex", "globex.test", algorithm="ed25519-sha256")
         token = sender.token
-        credential = await platform.core.smtp_credentials.create(sender.account_id)
+        credential = await platform.core.smtp_credentials.create(sender.account_id, actor=SYSTEM)
         await platform.start(api=True, delivery=deliver, smtp=True)
         platforms.append(platform)
         return Relay(
@@ -767,8 +768,8 @@ async def test_swaks_without_auth_is_refused(relay: Relay) -> None:
 
 async def test_over_the_plan_the_relay_answers_452_and_the_api_429_naming_the_plan(relay: Relay) -> None:
     core = relay.platform.core
-    await core.plans.create("Hobby", messages_per_day=2)
-    await core.plans.assign(relay.account_id, "Hobby", "test")
+    await core.plans.create("Hobby", messages_per_day=2, actor=SYSTEM)
+    await core.plans.assign(relay.account_id, "Hobby", Actor("test", "127.0.0.1"))
 
     def scenario() -> tuple[str, tuple[int, bytes]]:
         with _session(relay.login) as client:
@@ -812,7 +813,7 @@ def _from(source: str, relay: Relay) -> smtplib.SMTP:
 
 async def test_failed_logins_are_counted_per_username_across_addresses(start_relay: StartRelay) -> None:
     relay = await start_relay(max_login_failures=10, max_login_failures_per_user=5, login_failure_window=600)
-    other = await relay.platform.core.smtp_credentials.create(relay.account_id)
+    other = await relay.platform.core.smtp_credentials.create(relay.account_id, actor=SYSTEM)
 
     def guesses() -> list[int]:
         codes = []
@@ -921,7 +922,7 @@ async def test_an_unverified_sending_domain_is_refused_at_mail_from_with_what_to
     settings = relay.platform.settings.model_copy(update={"domains": DomainSettings(dns_update=None)})
     core = Core(settings)
     try:
-        await core.domains.add(relay.account_id, "late.test", "ed25519-sha256")
+        await core.domains.add(relay.account_id, "late.test", "ed25519-sha256", actor=SYSTEM)
     finally:
         core.close()
 

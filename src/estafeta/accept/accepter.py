@@ -63,6 +63,19 @@ class Accepted:
     held: list[str] = field(default_factory=list)  # why the recipients wait for an administrator
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One submission ready to compose on a worker thread."""
+
+    submission: Submission
+    where: str  # how errors name it
+    message_id: str
+    feedback_id: str | None
+    rewrite: Callable[[str, str | None], str] | None  # open and click tracking
+    context: LintContext
+    signer: DomainSigner
+
+
 class Accepter:
     """Turns submissions into signed, stored messages; see the module docstring for what it checks."""
 
@@ -167,43 +180,29 @@ class Accepter:
         `on_commit` is called with what was accepted inside the transaction that stores it.
         """
         now = self.clock.now()
+        jobs: list[_Job] = []
+        refused: AcceptError | None = None  # the first refusal before composing, raised in its turn
+        for index, sub in enumerate(submissions):
+            where = f"{prefix}[{index}]" if prefix else ""
+            try:
+                jobs.append(await self._job(account_id, sub, where))
+            except AcceptError as exc:
+                refused = exc
+                break
+        # Composing, linting and signing are CPU work: off the event loop, so that one large request
+        # holds up no one else's, in one trip to a worker thread for the whole request.
+        built = await asyncio.to_thread(self._build_all, jobs, now, refused)
         rows: list[message_store.NewMessage] = []
         findings: list[tuple[str, Finding]] = []
         per_message: list[list[Finding]] = []
-        for index, sub in enumerate(submissions):
-            where = f"{prefix}[{index}]" if prefix else ""
-            self._check_size(where, _content_size(sub.draft))  # before composing what is too large anyway
-            signer = await self._signer(account_id, sub.draft.from_.domain, _join(where, "from"))
-            message_id = new_message_id()
-            rewrite = None
-            if self.tracker is not None:
-                choice = await self.tracker.choice(account_id, sub.draft.stream, sub.tracking)
-                rewrite = self.tracker.rewriter(message_id, choice)
-            context = LintContext(
-                stream=sub.draft.stream,
-                authenticated_domain=sub.draft.from_.domain,
-                envelope_from=f"bounces@{self.settings.return_path_domain}",
-                category_from_domain=await self.streams.from_domain(account_id, sub.draft.stream),
-            )
-            # Composing, linting and signing are CPU work: off the event loop, so that one large request
-            # holds up no one else's.
-            composed, found, signed = await asyncio.to_thread(
-                self._build,
-                sub,
-                where,
-                message_id,
-                now,
-                self._feedback_id(account_id, sub),
-                rewrite,
-                context,
-                signer,
-            )
-            findings.extend((_join(where, f.field), f) for f in found)
+        for job, (composed, found, signed) in zip(jobs, built, strict=True):
+            sub, signer = job.submission, job.signer
+            findings.extend((_join(job.where, f.field), f) for f in found)
             per_message.append(found)
             held = await self.links.check(sub.draft.html, sub.draft.text)
             rows.append(
                 message_store.NewMessage(
-                    id=message_id,
+                    id=job.message_id,
                     account_id=account_id,
                     stream=sub.draft.stream,
                     source=source,
@@ -243,27 +242,49 @@ class Accepter:
                 kind="message-too-large",
             )
 
-    def _build(
-        self,
-        sub: Submission,
-        where: str,
-        message_id: str,
-        now: datetime,
-        feedback_id: str | None,
-        rewrite: Callable[[str, str | None], str] | None,
-        context: LintContext,
-        signer: DomainSigner,
-    ) -> tuple[ComposedMessage, list[Finding], bytes]:
+    async def _job(self, account_id: int, sub: Submission, where: str) -> _Job:
+        """What composing one submission needs from the event loop: its signer, tracking and lint context."""
+        self._check_size(where, _content_size(sub.draft))  # before composing what is too large anyway
+        signer = await self._signer(account_id, sub.draft.from_.domain, _join(where, "from"))
+        message_id = new_message_id()
+        rewrite = None
+        if self.tracker is not None:
+            choice = await self.tracker.choice(account_id, sub.draft.stream, sub.tracking)
+            rewrite = self.tracker.rewriter(message_id, choice)
+        context = LintContext(
+            stream=sub.draft.stream,
+            authenticated_domain=sub.draft.from_.domain,
+            envelope_from=f"bounces@{self.settings.return_path_domain}",
+            category_from_domain=await self.streams.from_domain(account_id, sub.draft.stream),
+        )
+        return _Job(sub, where, message_id, self._feedback_id(account_id, sub), rewrite, context, signer)
+
+    def _build_all(
+        self, jobs: list[_Job], now: datetime, refused: AcceptError | None
+    ) -> list[tuple[ComposedMessage, list[Finding], bytes]]:
+        """Build every job in order (on a worker thread), then raise `refused`: a request's first error is
+        the one answered, whether composing or the checks before it found it."""
+        built = [self._build(job, now) for job in jobs]
+        if refused is not None:
+            raise refused
+        return built
+
+    def _build(self, job: _Job, now: datetime) -> tuple[ComposedMessage, list[Finding], bytes]:
         """Compose, check the size, lint and sign one message (on a worker thread)."""
+        sub, where, rewrite = job.submission, job.where, job.rewrite
         try:
             composed = compose(
-                sub.draft, message_id=message_id, now=now, feedback_id=feedback_id, rewrite_html=rewrite
+                sub.draft,
+                message_id=job.message_id,
+                now=now,
+                feedback_id=job.feedback_id,
+                rewrite_html=rewrite,
             )
         except ComposeError as exc:
             raise AcceptError(_join(where, exc.field), exc.reason, smtp="550 5.6.0") from exc
         self._check_size(where, len(composed.raw))
-        found = lint_composed(composed.raw, sub.draft.html, sub.draft.text, context)
-        return composed, found, signer.sign(composed.raw)
+        found = lint_composed(composed.raw, sub.draft.html, sub.draft.text, job.context)
+        return composed, found, job.signer.sign(composed.raw)
 
     def _count(self, source: str, rows: list[message_store.NewMessage]) -> None:
         if self.metrics is not None:
@@ -295,19 +316,24 @@ class Accepter:
             envelope_from=sender.email,
             category_from_domain=await self.streams.from_domain(account_id, stream),
         )
-        # Parsing and linting a large message is CPU work: off the event loop, as is signing it below.
-        raw, message_id_header, bodies, found = await asyncio.to_thread(
-            _check_relayed, raw, message_id, sender.domain, now, context
-        )
-        self._lint_outcome([(f.field, f) for f in found])
-        held = await self.links.check(*bodies)
+        tracked: Callable[[str, str | None], str] | None = None
         if self.tracker is not None:
-            choice = await self.tracker.choice(account_id, stream, None)
-            rewrite = self.tracker.rewriter(message_id, choice)
-            if rewrite is not None:
-                sole = recipients[0] if len(recipients) == 1 else None  # else tracked per message
-                # Off the event loop: parsing a large message takes a while.
-                raw = await asyncio.to_thread(rewrite_relayed_html, raw, lambda markup: rewrite(markup, sole))
+            tracked = self.tracker.rewriter(message_id, await self.tracker.choice(account_id, stream, None))
+        sole = recipients[0] if len(recipients) == 1 else None  # else tracked per message
+
+        def prepare() -> tuple[bytes, str, tuple[str | None, str | None], list[Finding]]:
+            """Check, lint, track and sign the message: CPU work, off the event loop in one trip."""
+            checked, message_id_header, bodies, found = _check_relayed(
+                raw, message_id, sender.domain, now, context
+            )
+            self._lint_outcome([(f.field, f) for f in found])
+            if tracked is not None:
+                track = tracked
+                checked = rewrite_relayed_html(checked, lambda markup: track(markup, sole))
+            return signer.sign(checked), message_id_header, bodies, found
+
+        signed, message_id_header, bodies, found = await asyncio.to_thread(prepare)
+        held = await self.links.check(*bodies)  # as the sender wrote them: tracking hides where links go
         row = message_store.NewMessage(
             id=message_id,
             account_id=account_id,
@@ -316,7 +342,7 @@ class Accepter:
             from_address=sender.email,
             subject="",
             message_id_header=message_id_header,
-            raw=await asyncio.to_thread(signer.sign, raw),
+            raw=signed,
             dkim_keys=signer.key_ids,
             smtputf8=sender.smtputf8 or any(not r.isascii() for r in recipients),
             recipients=recipients,

@@ -13,6 +13,7 @@ from estafeta.abuse import ReportRow
 from estafeta.api.deps import admin_actor, get_core
 from estafeta.api.params import Cursor, Id, OneLine, decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
+from estafeta.audit import Actor
 from estafeta.core import Core
 from estafeta.ids import MAX_ID
 from estafeta.termination import TerminationError
@@ -62,7 +63,7 @@ async def list_reports(
     account_id: int | None = Query(None, ge=1, le=MAX_ID, description="only reports matched to this account"),
     limit: int = Query(50, ge=1, le=100),
     cursor: str | None = Cursor("a"),
-    _: str = Depends(admin_actor),
+    _: Actor = Depends(admin_actor),
     core: Core = Depends(get_core),
 ) -> dict[str, Any]:
     before = decode_cursor(cursor, "a") if cursor is not None else None
@@ -77,7 +78,7 @@ async def list_reports(
 
 @router.get("/abuse/{report_id}", response_model=AbuseReportDetail, summary="One report, as received")
 async def show_report(
-    report_id: Id, _: str = Depends(admin_actor), core: Core = Depends(get_core)
+    report_id: Id, _: Actor = Depends(admin_actor), core: Core = Depends(get_core)
 ) -> dict[str, Any]:
     found = await core.abuse.report(report_id)
     if found is None:
@@ -90,7 +91,7 @@ async def show_report(
 async def terminate(
     account_id: Id,
     body: Termination,
-    actor: str = Depends(admin_actor),
+    actor: Actor = Depends(admin_actor),
     core: Core = Depends(get_core),
 ) -> dict[str, Any]:
     """Cancel all of the account's waiting mail (one `cancelled` event each), revoke its API keys and SMTP

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from estafeta import __version__
 from estafeta.api import (
     abuse,
+    audit,
     bounces,
     campaigns,
     dkim_keys,
@@ -84,6 +85,7 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(reputation.router)
     app.include_router(reputation.admin_router)
     app.include_router(abuse.router)
+    app.include_router(audit.router)
     app.include_router(dmarc.router)
     app.include_router(dkim_keys.router)
     app.include_router(domains.router)

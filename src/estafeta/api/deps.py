@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from estafeta.api.problems import Problem
+from estafeta.audit import Actor, request_origin
 from estafeta.auth import SCOPES, Grant
 from estafeta.limits import LimitsUnavailable
 
@@ -35,7 +36,7 @@ class Caller:
     """An authenticated account and how audit rows name the key it used (`api:<key prefix>`)."""
 
     account_id: int
-    actor: str
+    actor: Actor
 
 
 async def _granted(request: Request, credentials: HTTPAuthorizationCredentials | None, need: str) -> Grant:
@@ -94,7 +95,7 @@ async def caller(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> Caller:
     grant = await _granted(request, credentials, _by_method(request))
-    return Caller(grant.account_id, f"api:{grant.prefix}")
+    return Caller(grant.account_id, Actor.api_key(grant.prefix, request_origin(request)))
 
 
 async def sending_account(
@@ -109,7 +110,7 @@ async def full_caller(
 ) -> Caller:
     """The key's account, for administering credentials and endpoints: scope `full` even to read."""
     grant = await _granted(request, credentials, "full")
-    return Caller(grant.account_id, f"api:{grant.prefix}")
+    return Caller(grant.account_id, Actor.api_key(grant.prefix, request_origin(request)))
 
 
 async def full_account(caller: Caller = Depends(full_caller)) -> int:
@@ -118,14 +119,14 @@ async def full_account(caller: Caller = Depends(full_caller)) -> int:
 
 async def admin_actor(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-) -> str:
+) -> Actor:
     """`admin:<key prefix>` for a platform-admin key; 403 for an account API key, 401 for anything else."""
     if credentials is None:
         raise Problem(401, "send a platform-admin key as `Authorization: Bearer <key>`", headers=_CHALLENGE)
     core = get_core(request)
     prefix = await core.admin_keys.prefix_for(credentials.credentials)
     if prefix is not None:
-        return f"admin:{prefix}"
+        return Actor.admin_key(prefix, request_origin(request))
     if await core.api_keys.grant_for(credentials.credentials) is not None:
         raise Problem(403, "only a platform-admin key may do this (`estafeta admin create-key`)")
     raise Problem(401, "the admin key is unknown or revoked", headers=_CHALLENGE)

@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from estafeta.api.deps import account_id, get_core
+from estafeta.api.deps import Caller, account_id, caller, get_core
 from estafeta.api.problems import Problem
 from estafeta.core import Core
 from estafeta.dkim_keys import DkimKeyRow, KeyStateError, KeyStatus
@@ -98,12 +98,12 @@ async def list_keys(
 async def rotate_key(
     domain: str,
     body: RotateIn | None = None,
-    account: int = Depends(account_id),
+    who: Caller = Depends(caller),
     core: Core = Depends(get_core),
 ) -> KeyOut:
     try:
         _, key, record = await core.dkim_keys.rotate(
-            domain, body.algorithm if body else None, account_id=account
+            domain, body.algorithm if body else None, account_id=who.account_id, actor=who.actor
         )
     except DomainError as exc:
         raise _problem(exc) from exc
@@ -117,10 +117,12 @@ async def rotate_key(
     summary="Sign with a second algorithm too (dual signing), once the new key's record is in DNS",
 )
 async def add_key(
-    domain: str, body: AddIn, account: int = Depends(account_id), core: Core = Depends(get_core)
+    domain: str, body: AddIn, who: Caller = Depends(caller), core: Core = Depends(get_core)
 ) -> KeyOut:
     try:
-        _, key, record = await core.dkim_keys.add(domain, body.algorithm, account_id=account)
+        _, key, record = await core.dkim_keys.add(
+            domain, body.algorithm, account_id=who.account_id, actor=who.actor
+        )
     except DomainError as exc:
         raise _problem(exc) from exc
     return _out(key, record)

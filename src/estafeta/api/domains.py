@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from estafeta.api.deps import account_id, get_core
+from estafeta.api.deps import Caller, account_id, caller, get_core
 from estafeta.api.problems import Problem, responses
 from estafeta.core import Core
 from estafeta.domains import DomainError
@@ -51,10 +51,10 @@ def _out(status: DomainStatus) -> DomainStatusOut:
     responses=_NOT_FOUND,
 )
 async def verify(
-    domain: str, account: int = Depends(account_id), core: Core = Depends(get_core)
+    domain: str, who: Caller = Depends(caller), core: Core = Depends(get_core)
 ) -> DomainStatusOut:
     try:
-        return _out(await core.verification.verify(domain, account))
+        return _out(await core.verification.verify(domain, who.account_id, actor=who.actor))
     except DomainError as exc:
         raise Problem(404, str(exc)) from exc
 

@@ -47,7 +47,7 @@ class KeyList(BaseModel):
 async def create_key(
     body: KeyIn, who: Caller = Depends(full_caller), core: Core = Depends(get_core)
 ) -> KeyCreated:
-    new = await core.api_keys.create(who.account_id, body.name, body.scope)
+    new = await core.api_keys.create(who.account_id, body.name, body.scope, actor=who.actor)
     row = next(r for r in await core.api_keys.list(who.account_id) if r.prefix == new.prefix)
     return KeyCreated(token=new.token, **_out(row).model_dump())
 
@@ -64,7 +64,7 @@ async def revoke_key(
     core: Core = Depends(get_core),
 ) -> Response:
     """The key stops working at once on this node, and within a minute on the others."""
-    if not await core.api_keys.revoke(who.account_id, prefix):
+    if not await core.api_keys.revoke(who.account_id, prefix, actor=who.actor):
         raise Problem(404, f"no active API key {prefix} in this account")
     return Response(status_code=204)
 

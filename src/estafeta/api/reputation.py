@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from estafeta.api.deps import Caller, admin_actor, caller, get_core
 from estafeta.api.params import FreeText, Id, OneLine
 from estafeta.api.problems import Problem
+from estafeta.audit import Actor
 from estafeta.core import Core
 from estafeta.reputation import ReviewError
 
@@ -57,7 +58,7 @@ async def review_answers(
     body: ReviewAnswers, who: Caller = Depends(caller), core: Core = Depends(get_core)
 ) -> dict[str, Any]:
     try:
-        review_id = await core.reputation.answer(who.account_id, body.model_dump(), who.actor)
+        review_id = await core.reputation.answer(who.account_id, body.model_dump(), who.actor.name)
     except ReviewError as exc:
         raise _review_problem(exc) from exc
     return {"review_id": review_id, "answers": body.model_dump()}
@@ -69,7 +70,7 @@ async def cancel_message(
 ) -> dict[str, int]:
     """Queued, deferred or held recipients become `cancelled` (one `cancelled` event each); recipients
     being delivered right now are not stopped."""
-    cancelled = await core.messages.cancel(who.account_id, message_id, who.actor)
+    cancelled = await core.messages.cancel(who.account_id, message_id, who.actor.name)
     if cancelled is None:
         raise Problem(404, f"no message {message_id} in this account")
     return {"cancelled": cancelled}
@@ -79,14 +80,14 @@ async def cancel_message(
 async def cancel_stream(
     body: CancelRequest, who: Caller = Depends(caller), core: Core = Depends(get_core)
 ) -> dict[str, int]:
-    cancelled = await core.messages.cancel_stream(who.account_id, body.stream, who.actor)
+    cancelled = await core.messages.cancel_stream(who.account_id, body.stream, who.actor.name)
     return {"cancelled": cancelled}
 
 
 @admin_router.get("/reviews", summary="The review queue")
 async def list_reviews(
     state: Literal["open", "approved", "rejected"] | None = Query("open"),
-    _: str = Depends(admin_actor),
+    _: Actor = Depends(admin_actor),
     core: Core = Depends(get_core),
 ) -> dict[str, Any]:
     rows = await core.reputation.reviews(state)
@@ -95,7 +96,7 @@ async def list_reviews(
 
 @admin_router.get("/reviews/{review_id}", summary="A review with metrics, failures, samples and answers")
 async def show_review(
-    review_id: Id, _: str = Depends(admin_actor), core: Core = Depends(get_core)
+    review_id: Id, _: Actor = Depends(admin_actor), core: Core = Depends(get_core)
 ) -> dict[str, Any]:
     try:
         return await core.reputation.review(review_id)
@@ -107,7 +108,7 @@ async def show_review(
 async def approve(
     review_id: Id,
     body: Decision | None = None,
-    actor: str = Depends(admin_actor),
+    actor: Actor = Depends(admin_actor),
     core: Core = Depends(get_core),
 ) -> dict[str, Any]:
     try:
@@ -121,7 +122,7 @@ async def approve(
 async def reject(
     review_id: Id,
     body: Decision | None = None,
-    actor: str = Depends(admin_actor),
+    actor: Actor = Depends(admin_actor),
     core: Core = Depends(get_core),
 ) -> dict[str, Any]:
     try:
@@ -134,7 +135,7 @@ async def reject(
 async def control_stream(
     account_id: Id,
     body: StreamControl,
-    actor: str = Depends(admin_actor),
+    actor: Actor = Depends(admin_actor),
     core: Core = Depends(get_core),
 ) -> dict[str, Any]:
     if await core.accounts.get(account_id) is None:

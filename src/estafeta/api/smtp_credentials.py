@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
-from estafeta.api.deps import full_account, get_core
+from estafeta.api.deps import Caller, full_account, full_caller, get_core
 from estafeta.api.problems import Problem
 
 if TYPE_CHECKING:
@@ -43,10 +43,8 @@ class SmtpCredentialList(BaseModel):
         "AUTH PLAIN or LOGIN). The password is returned once and only its hash is kept."
     ),
 )
-async def create(
-    account: int = Depends(full_account), core: Core = Depends(get_core)
-) -> SmtpCredentialCreated:
-    new = await core.smtp_credentials.create(account)
+async def create(who: Caller = Depends(full_caller), core: Core = Depends(get_core)) -> SmtpCredentialCreated:
+    new = await core.smtp_credentials.create(who.account_id, actor=who.actor)
     return SmtpCredentialCreated(username=new.username, password=new.password, created_at=new.created_at)
 
 
@@ -65,8 +63,8 @@ async def list_credentials(
 
 @router.delete("/{username}", status_code=204, response_class=Response, summary="Revoke an SMTP credential")
 async def revoke(
-    username: str, account: int = Depends(full_account), core: Core = Depends(get_core)
+    username: str, who: Caller = Depends(full_caller), core: Core = Depends(get_core)
 ) -> Response:
-    if not await core.smtp_credentials.revoke(account, username):
+    if not await core.smtp_credentials.revoke(who.account_id, username, actor=who.actor):
         raise Problem(404, f"no active SMTP credential {username} in this account")
     return Response(status_code=204)

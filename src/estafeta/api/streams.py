@@ -9,7 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from estafeta.api.deps import account_id, get_core
+from estafeta.api.deps import Caller, account_id, caller, get_core
 from estafeta.api.params import IP_POOL, SENDING_DOMAIN, OneLine, formatted
 from estafeta.api.problems import Problem
 from estafeta.core import Core
@@ -67,10 +67,10 @@ async def list_streams(account: int = Depends(account_id), core: Core = Depends(
     "`news.example.com` for newsletters); mail of a stream from another domain is a lint error.",
 )
 async def put_stream(
-    stream: StreamName, body: StreamIn, account: int = Depends(account_id), core: Core = Depends(get_core)
+    stream: StreamName, body: StreamIn, who: Caller = Depends(caller), core: Core = Depends(get_core)
 ) -> StreamOut:
     try:
-        row = await core.streams.put(account, stream, body.from_domain, body.ip_pool)
+        row = await core.streams.put(who.account_id, stream, body.from_domain, body.ip_pool, actor=who.actor)
     except StreamError as exc:
         raise Problem(
             exc.status, f"{exc.field}: {exc.detail}", errors=[{"field": exc.field, "reason": exc.reason}]

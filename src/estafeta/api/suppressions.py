@@ -24,6 +24,7 @@ from estafeta.api.params import (
     encode_cursor,
 )
 from estafeta.api.problems import Problem
+from estafeta.audit import Actor
 from estafeta.core import Core
 
 router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"])
@@ -113,7 +114,7 @@ async def _list(
 
 
 async def _add(
-    core: Core, scope: int | None, body: SuppressionIn, actor: str, response: Response
+    core: Core, scope: int | None, body: SuppressionIn, actor: Actor, response: Response
 ) -> SuppressionOut:
     _value(body.address, "address")
     try:
@@ -128,7 +129,7 @@ async def _add(
     return _out(row)
 
 
-async def _remove(core: Core, scope: int | None, address: str, actor: str, note: str) -> Response:
+async def _remove(core: Core, scope: int | None, address: str, actor: Actor, note: str) -> Response:
     _value(address, "address")
     value, removed = await core.suppressions.remove(scope, address, actor=actor, note=note)
     if removed is None:
@@ -144,7 +145,7 @@ async def _export(core: Core, scope: int | None, name: str) -> Response:
     )
 
 
-async def _import(core: Core, scope: int | None, request: Request, actor: str) -> ImportOut:
+async def _import(core: Core, scope: int | None, request: Request, actor: Actor) -> ImportOut:
     raw = await request.body()
     if len(raw) > MAX_IMPORT_BYTES:
         raise Problem(413, f"a CSV file may be at most {MAX_IMPORT_BYTES} bytes; split it")
@@ -243,7 +244,7 @@ async def list_global(
     ),
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = Cursor("s"),
-    _: str = Depends(admin_actor),
+    _: Actor = Depends(admin_actor),
     core: Core = Depends(get_core),
 ) -> SuppressionPage:
     return await _list(core, None, q, reason, limit, cursor)
@@ -258,20 +259,20 @@ async def list_global(
 async def add_global(
     body: SuppressionIn,
     response: Response,
-    actor: str = Depends(admin_actor),
+    actor: Actor = Depends(admin_actor),
     core: Core = Depends(get_core),
 ) -> SuppressionOut:
     return await _add(core, None, body, actor, response)
 
 
 @admin_router.get("/export", response_class=Response, responses=_CSV_RESPONSE, summary="Export as CSV")
-async def export_global(_: str = Depends(admin_actor), core: Core = Depends(get_core)) -> Response:
+async def export_global(_: Actor = Depends(admin_actor), core: Core = Depends(get_core)) -> Response:
     return await _export(core, None, "global-suppressions")
 
 
 @admin_router.post("/import", response_model=ImportOut, openapi_extra=_CSV_BODY, summary="Import CSV")
 async def import_global(
-    request: Request, actor: str = Depends(admin_actor), core: Core = Depends(get_core)
+    request: Request, actor: Actor = Depends(admin_actor), core: Core = Depends(get_core)
 ) -> ImportOut:
     return await _import(core, None, request, actor)
 
@@ -280,7 +281,7 @@ async def import_global(
 async def remove_global(
     address: Annotated[str, Path(json_schema_extra={"format": ADDRESS_OR_DOMAIN})],
     note: Annotated[FreeText, Query(max_length=500, description="kept in the audit trail")] = "",
-    actor: str = Depends(admin_actor),
+    actor: Actor = Depends(admin_actor),
     core: Core = Depends(get_core),
 ) -> Response:
     return await _remove(core, None, address, actor, note)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from estafeta.api.deps import full_account, get_core
+from estafeta.api.deps import Caller, full_account, full_caller, get_core
 from estafeta.api.params import Cursor, Id, OneLine, decode_cursor, encode_cursor, formatted
 from estafeta.api.problems import Problem
 from estafeta.core import Core
@@ -132,10 +132,12 @@ def _problem(exc: WebhookError) -> Problem:
 
 @router.post("", status_code=201, response_model=EndpointOut, summary="Add an endpoint")
 async def create(
-    body: EndpointIn, account: int = Depends(full_account), core: Core = Depends(get_core)
+    body: EndpointIn, who: Caller = Depends(full_caller), core: Core = Depends(get_core)
 ) -> EndpointOut:
     try:
-        row = await core.webhooks.create(account, body.url, body.event_types, body.description, body.enabled)
+        row = await core.webhooks.create(
+            who.account_id, body.url, body.event_types, body.description, body.enabled, actor=who.actor
+        )
     except WebhookError as exc:
         raise _problem(exc) from exc
     return endpoint_out(row)
@@ -162,12 +164,14 @@ async def get_endpoint(
 async def update(
     endpoint_id: Id,
     body: EndpointPatch,
-    account: int = Depends(full_account),
+    who: Caller = Depends(full_caller),
     core: Core = Depends(get_core),
 ) -> EndpointOut:
     changes: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"rotate_secret"})
     try:
-        row = await core.webhooks.update(account, endpoint_id, changes, rotate_secret=body.rotate_secret)
+        row = await core.webhooks.update(
+            who.account_id, endpoint_id, changes, rotate_secret=body.rotate_secret, actor=who.actor
+        )
     except WebhookError as exc:
         raise _problem(exc) from exc
     return endpoint_out(row)
@@ -175,10 +179,10 @@ async def update(
 
 @router.delete("/{endpoint_id}", status_code=204, response_class=Response, summary="Remove an endpoint")
 async def remove(
-    endpoint_id: Id, account: int = Depends(full_account), core: Core = Depends(get_core)
+    endpoint_id: Id, who: Caller = Depends(full_caller), core: Core = Depends(get_core)
 ) -> Response:
     try:
-        await core.webhooks.remove(account, endpoint_id)
+        await core.webhooks.remove(who.account_id, endpoint_id, actor=who.actor)
     except WebhookError as exc:
         raise _problem(exc) from exc
     return Response(status_code=204)

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from estafeta.audience.campaigns import MAX_RATE, CampaignSpec
 from estafeta.audience.consent import ConsentRecord
+from estafeta.audit import SYSTEM
 from estafeta.bench.resources import database_url, load_average, tree_cpu_seconds
 from estafeta.bench.sink import SinkProcess
 from estafeta.platform import Platform
@@ -93,8 +94,8 @@ async def run_campaign(
         )
         core = platform.core
         try:
-            account = await core.accounts.create("bench")
-            await core.domains.add(account.id, "bench.test", "rsa-sha256")
+            account = await core.accounts.create("bench", actor=SYSTEM)
+            await core.domains.add(account.id, "bench.test", "rsa-sha256", actor=SYSTEM)
             mailing_list = await core.audience.create_list(
                 account.id, "Bench", "News <news@bench.test>", False
             )

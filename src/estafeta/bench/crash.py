@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import make_url
 
+from estafeta.audit import SYSTEM
 from estafeta.bench.resources import scratch_schema
 from estafeta.core import Core
 from estafeta.sandbox import sandbox_settings
@@ -223,9 +224,9 @@ async def _prepare(database_url: str, world: World) -> str:
     """An account with a sending domain (its records published in the world, verified) and an API key."""
     setup = Core(sandbox_settings(database_url, world.dns_address, world.smtp_port))
     try:
-        account = await setup.accounts.create("crash")
-        await setup.domains.add(account.id, "crash.test")
-        token = (await setup.api_keys.create(account.id, "crash")).token
+        account = await setup.accounts.create("crash", actor=SYSTEM)
+        await setup.domains.add(account.id, "crash.test", actor=SYSTEM)
+        token = (await setup.api_keys.create(account.id, "crash", actor=SYSTEM)).token
     finally:
         setup.close()
     return token

@@ -117,9 +117,11 @@ class SmtpSessions:
     async def _sender(self) -> bytes:
         import base64
 
-        account = await self.core.accounts.create("fuzz")
-        await self.core.domains.add(account.id, "acme.test")
-        credential = await self.core.smtp_credentials.create(account.id)
+        from estafeta.audit import SYSTEM
+
+        account = await self.core.accounts.create("fuzz", actor=SYSTEM)
+        await self.core.domains.add(account.id, "acme.test", actor=SYSTEM)
+        credential = await self.core.smtp_credentials.create(account.id, actor=SYSTEM)
         token = base64.b64encode(f"\0{credential.username}\0{credential.password}".encode())
         return b"EHLO client.fuzz.test\r\nAUTH PLAIN " + token + b"\r\n"
 

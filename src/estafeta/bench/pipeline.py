@@ -24,6 +24,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from estafeta.audit import SYSTEM
 from estafeta.bench.resources import database_url, load_average, tree_cpu_seconds
 from estafeta.bench.sink import SinkProcess
 from estafeta.clock import SystemClock
@@ -56,9 +57,9 @@ async def run_pipeline(
         sink = sink_process.addresses
         clock = SystemClock()
         setup = Core(sandbox_settings(url, sink.dns_address, sink.smtp_port), clock=clock)
-        account = await setup.accounts.create("bench")
-        await setup.domains.add(account.id, "bench.test", algorithm)
-        token = (await setup.api_keys.create(account.id, "bench")).token
+        account = await setup.accounts.create("bench", actor=SYSTEM)
+        await setup.domains.add(account.id, "bench.test", algorithm, actor=SYSTEM)
+        token = (await setup.api_keys.create(account.id, "bench", actor=SYSTEM)).token
         setup.close()
         platform = Platform(
             sandbox_settings(

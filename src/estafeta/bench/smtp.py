@@ -26,6 +26,7 @@ import aiosmtplib
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from estafeta.audit import SYSTEM
 from estafeta.bench.resources import database_url, load_average, tree_cpu_seconds
 from estafeta.bench.sink import SinkProcess
 from estafeta.clock import SystemClock
@@ -91,9 +92,9 @@ async def run_smtp(
         platform = Platform(settings, clock)
         try:
             core = platform.core
-            account = await core.accounts.create("bench")
-            await core.domains.add(account.id, "bench.test", algorithm)
-            credential = await core.smtp_credentials.create(account.id)
+            account = await core.accounts.create("bench", actor=SYSTEM)
+            await core.domains.add(account.id, "bench.test", algorithm, actor=SYSTEM)
+            credential = await core.smtp_credentials.create(account.id, actor=SYSTEM)
             await platform.start(api=False, delivery=True, smtp=True, services=False)
             assert platform.smtp_ports is not None
             context = multiprocessing.get_context("spawn")

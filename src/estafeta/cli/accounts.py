@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from estafeta.accounts import AccountError
+from estafeta.audit import cli_actor
 from estafeta.auth import Scope
 from estafeta.cli.common import AccountArgument, ConfigOption, account, console, fail, open_core, run
 
@@ -25,10 +26,10 @@ def create(
     """Create an account and its first API key (shown once)."""
     core = open_core(config)
     try:
-        row = run(core.accounts.create(name, email))
+        row = run(core.accounts.create(name, email, actor=cli_actor()))
     except AccountError as exc:
         raise fail(str(exc)) from exc
-    key = run(core.api_keys.create(row.id, "default"))
+    key = run(core.api_keys.create(row.id, "default", actor=cli_actor()))
     console.print(f"Account [bold]{row.name}[/] (id {row.id}) created.")
     console.print(f"API key (shown once, keep it secret): [bold green]{key.token}[/]")
 
@@ -63,7 +64,7 @@ def create_key(
     """Create an API key for an account (shown once)."""
     core = open_core(config)
     row = account(core, name_or_id)
-    key = run(core.api_keys.create(row.id, name, scope))
+    key = run(core.api_keys.create(row.id, name, scope, actor=cli_actor()))
     console.print(f"API key ({scope}) for {row.name} (shown once): [bold green]{key.token}[/]")
 
 
@@ -84,7 +85,7 @@ def revoke_key(name_or_id: AccountArgument, prefix: str, config: ConfigOption = 
     """Revoke an API key by its prefix (`est_<prefix>_…`); it stops working at once."""
     core = open_core(config)
     row = account(core, name_or_id)
-    if not run(core.api_keys.revoke(row.id, prefix)):
+    if not run(core.api_keys.revoke(row.id, prefix, actor=cli_actor())):
         raise fail(f"{row.name} has no active API key {prefix}")
     console.print(f"API key {prefix} of {row.name} revoked.")
 
@@ -94,7 +95,7 @@ def smtp_credentials(name_or_id: AccountArgument, config: ConfigOption = None) -
     """Create a username and password for the SMTP relay (password shown once)."""
     core = open_core(config)
     row = account(core, name_or_id)
-    credential = run(core.smtp_credentials.create(row.id))
+    credential = run(core.smtp_credentials.create(row.id, actor=cli_actor()))
     settings, smtp = core.settings, core.settings.smtp
     console.print(f"SMTP credential for {row.name} (password shown once, keep it secret):")
     console.print(f"  username: [bold]{credential.username}[/]")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from estafeta.audit import cli_actor
 from estafeta.cli.common import AccountArgument, ConfigOption, account, console, fail, open_core, run
 from estafeta.config import Settings
 from estafeta.dkim_keys import DkimKeyRow, KeyStatus
@@ -59,7 +60,7 @@ def add(
     core = open_core(config)
     row = account(core, name_or_id)
     try:
-        domain_row, _ = run(core.domains.add(row.id, domain, algorithm))
+        domain_row, _ = run(core.domains.add(row.id, domain, algorithm, actor=cli_actor()))
     except DomainError as exc:
         raise fail(str(exc)) from exc
     console.print(_records_table(domain_row, core.settings))
@@ -83,7 +84,7 @@ def verify(
     tracking are advice); exit code 1 unless the domain is verified (a failing one still sends, for now)."""
     core = open_core(config)
     try:
-        status = run(core.verification.verify(domain))
+        status = run(core.verification.verify(domain, actor=cli_actor()))
     except DomainError as exc:
         raise fail(str(exc)) from exc
     if as_json:
@@ -133,7 +134,7 @@ def rotate_key(
     """Create a new dated selector replacing the domain's key; print the record to publish."""
     core = open_core(config)
     try:
-        row, key, record = run(core.dkim_keys.rotate(domain, algorithm))
+        row, key, record = run(core.dkim_keys.rotate(domain, algorithm, actor=cli_actor()))
     except DomainError as exc:
         raise fail(str(exc)) from exc
     _new_key(row, key, record)
@@ -149,7 +150,7 @@ def add_key(
     """Sign with a second algorithm as well (dual signing): a new key, used once its record is in DNS."""
     core = open_core(config)
     try:
-        row, key, record = run(core.dkim_keys.add(domain, algorithm))
+        row, key, record = run(core.dkim_keys.add(domain, algorithm, actor=cli_actor()))
     except DomainError as exc:
         raise fail(str(exc)) from exc
     _new_key(row, key, record)

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from estafeta.audit import cli_actor
 from estafeta.cli.common import AccountArgument, ConfigOption, account, console, fail, open_core, run
 from estafeta.plans import PlanError
 
@@ -38,6 +39,7 @@ def create(
                 messages_per_day=messages_per_day,
                 contacts=contacts,
                 dedicated_pool=dedicated_pool,
+                actor=cli_actor(),
             )
         )
     except PlanError as exc:
@@ -79,7 +81,7 @@ def assign(
     core = open_core(config)
     row = account(core, account_name)
     try:
-        run(core.plans.assign(row.id, plan, "cli"))
+        run(core.plans.assign(row.id, plan, cli_actor()))
     except PlanError as exc:
         raise fail(str(exc)) from exc
     console.print(f"Account {row.name} is on {'no plan' if plan is None else 'plan ' + plan}.")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from estafeta.audit import cli_actor
 from estafeta.cli.common import ConfigOption, console, fail, open_core, run
 from estafeta.reputation import ReviewError
 
@@ -54,7 +55,7 @@ def _decide(review_id: int, approve: bool, note: str, config: Path | None) -> No
     core = open_core(config)
     action = core.reputation.approve if approve else core.reputation.reject
     try:
-        result = run(action(review_id, "cli", note))
+        result = run(action(review_id, cli_actor(), note))
     except ReviewError as exc:
         raise fail(str(exc)) from exc
     console.print(

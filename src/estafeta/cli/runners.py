@@ -56,11 +56,24 @@ def serve(
             "any role share one PostgreSQL (and Redis for limits): docs/scaling.md."
         ),
     ] = Role.all,
+    front_processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="processes serving the API and the SMTP relay on the same ports (front.processes); one per "
+            "core lets accepting use every core",
+        ),
+    ] = None,
 ) -> None:
     """Run the platform: HTTP API, SMTP relay and delivery, until Ctrl-C or SIGTERM."""
     from estafeta.platform import Platform
 
     settings = load(config)
+    if front_processes is not None:
+        settings = settings.model_copy(
+            update={"front": settings.front.model_copy(update={"processes": front_processes})}
+        )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonLogs())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
@@ -77,6 +90,8 @@ def serve(
         )
         if front:
             log.info("serving API on %s", platform.api_url)
+            if settings.front.processes > 1:
+                log.info("serving the front from %d processes", settings.front.processes)
         if platform.smtp_ports is not None:
             log.info(
                 "SMTP relay on %s ports %d (STARTTLS) and %d (TLS)",

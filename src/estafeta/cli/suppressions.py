@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from estafeta import suppression
+from estafeta.audit import cli_actor
 from estafeta.cli.common import ConfigOption, account, console, fail, open_core, run
 from estafeta.core import Core
 
@@ -87,7 +88,7 @@ def add(
     core = open_core(config)
     scope = _scope(core, account_name, global_)
     try:
-        row, added = run(core.suppressions.add(scope, value, reason=reason, actor="cli", note=note))
+        row, added = run(core.suppressions.add(scope, value, reason=reason, actor=cli_actor(), note=note))
     except suppression.SuppressionError as exc:
         raise fail(exc.reason) from exc
     console.print(f"{row.value} {'suppressed' if added else 'was suppressed already'}.")
@@ -105,7 +106,7 @@ def remove(
     core = open_core(config)
     scope = _scope(core, account_name, global_)
     try:
-        parsed, removed = run(core.suppressions.remove(scope, value, actor="cli", note=note))
+        parsed, removed = run(core.suppressions.remove(scope, value, actor=cli_actor(), note=note))
     except suppression.SuppressionError as exc:
         raise fail(exc.reason) from exc
     if removed is None:
@@ -140,7 +141,9 @@ def import_entries(
     core = open_core(config)
     scope = _scope(core, account_name, global_)
     try:
-        result = run(core.suppressions.import_csv(scope, file.read_text(encoding="utf-8-sig"), actor="cli"))
+        result = run(
+            core.suppressions.import_csv(scope, file.read_text(encoding="utf-8-sig"), actor=cli_actor())
+        )
     except suppression.InvalidRows as exc:
         for error in exc.rows:
             console.print(f"line {error.line}: {error.value!r}: {error.reason}")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from estafeta.audit import cli_actor
 from estafeta.cli.common import AccountArgument, ConfigOption, account, console, fail, open_core, run
 from estafeta.core import Core
 from estafeta.users import ROLES, UserError
@@ -58,6 +59,7 @@ def create(
                 operator=operator,
                 account_id=account_id,
                 role=role if account_id is not None else None,
+                actor=cli_actor(),
             )
         )
     except UserError as exc:
@@ -93,7 +95,7 @@ def invite(
     core = open_core(config)
     row = account(core, account_name)
     try:
-        _, token = run(core.users.invite(row.id, email, role, None))
+        _, token = run(core.users.invite(row.id, email, role, None, actor=cli_actor()))
     except UserError as exc:
         raise fail(str(exc)) from exc
     console.print(f"Invitation link for {email} ({role} of {row.name}), shown once:")
@@ -112,7 +114,7 @@ def set_password(
     if user is None:
         raise fail(f"no user {email}")
     try:
-        run(core.users.set_password(user.id, _password(password_stdin)))
+        run(core.users.set_password(user.id, _password(password_stdin), actor=cli_actor()))
     except UserError as exc:
         raise fail(str(exc)) from exc
     console.print(f"Password of {user.email} changed; their sessions ended.")

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from estafeta.audit import cli_actor
 from estafeta.cli.common import AccountArgument, ConfigOption, account, console, fail, open_core, run
 from estafeta.webhook_endpoints import WebhookError
 
@@ -51,7 +52,7 @@ def add(
     core = open_core(config)
     row = account(core, name_or_id)
     try:
-        created = run(core.webhooks.create(row.id, url, event or [], description))
+        created = run(core.webhooks.create(row.id, url, event or [], description, actor=cli_actor()))
     except WebhookError as exc:
         raise fail(exc.reason) from exc
     console.print(f"Endpoint [bold]{created.id}[/] for {row.name}: {created.url}")
@@ -63,7 +64,7 @@ def remove(endpoint: EndpointArgument, config: ConfigOption = None) -> None:
     """Remove an endpoint and its delivery log."""
     core = open_core(config)
     try:
-        run(core.webhooks.remove(None, endpoint))
+        run(core.webhooks.remove(None, endpoint, actor=cli_actor()))
     except WebhookError as exc:
         raise fail(exc.reason) from exc
     console.print(f"Endpoint {endpoint} removed.")

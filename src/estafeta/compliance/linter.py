@@ -131,9 +131,37 @@ class _Facts:
     text: str | None
 
     @functools.cached_property
-    def links(self) -> list[tuple[str, str]]:
-        """(href, label) of every link in the bodies, read once."""
-        return _links(self)
+    def bodies(self) -> _BodyFacts:
+        return _body_facts(self.html, self.text)
+
+    @property
+    def links(self) -> tuple[tuple[str, str], ...]:
+        """(href, label) of every link in the bodies."""
+        return self.bodies.links
+
+
+@dataclass(frozen=True)
+class _BodyFacts:
+    """What the linter reads from a message's bodies with an HTML parser, which costs more than the rest."""
+
+    html_problems: tuple[str, ...]
+    links: tuple[tuple[str, str], ...]
+
+
+def _read_bodies(html: str | None, text: str | None) -> _BodyFacts:
+    return _BodyFacts(tuple(html_problems(html)) if html else (), tuple(_links(html, text)))
+
+
+# Bulk mail repeats one template (tracking is added after linting), so what its bodies hold is remembered;
+# bodies larger than _CACHED_BODY_CHARS are read every time rather than kept.
+_CACHED_BODY_CHARS = 128 * 1024
+_cached_bodies = functools.lru_cache(maxsize=128)(_read_bodies)
+
+
+def _body_facts(html: str | None, text: str | None) -> _BodyFacts:
+    if len(html or "") + len(text or "") > _CACHED_BODY_CHARS:
+        return _read_bodies(html, text)
+    return _cached_bodies(html, text)
 
 
 def is_one_click_uri(uri: str) -> bool:
@@ -180,15 +208,15 @@ class _Anchors(HTMLParser):
             self.handle_endtag("a")
 
 
-def _links(facts: _Facts) -> list[tuple[str, str]]:
+def _links(html: str | None, text: str | None) -> list[tuple[str, str]]:
     links: list[tuple[str, str]] = []
-    if facts.html:
+    if html:
         anchors = _Anchors()
-        anchors.feed(facts.html)
+        anchors.feed(html)
         anchors.close()
         links.extend(anchors.links)
-    if facts.text:
-        for line in facts.text.splitlines():
+    if text:
+        for line in text.splitlines():
             links.extend((url, line) for url in _TEXT_URL.findall(line))
     return links
 
@@ -394,7 +422,7 @@ def _lint(facts: _Facts, context: LintContext) -> list[Finding]:
             )
         )
     if facts.html:
-        problems = html_problems(facts.html)
+        problems = facts.bodies.html_problems
         if problems:
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             findings.append(

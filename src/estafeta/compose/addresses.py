@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -79,7 +80,13 @@ def _split_display_name(value: str) -> tuple[str, str]:
 
 def parse_address(value: str) -> Address:
     """Parse `"Name <a@b>"` or `"a@b"`; IDN domains become A-labels, `.test` domains are accepted."""
-    value = value.strip()
+    return _parse_address(value.strip())
+
+
+@functools.lru_cache(maxsize=16_384)
+def _parse_address(value: str) -> Address:
+    """Validated addresses are remembered (an `Address` cannot change): senders and campaign recipients
+    repeat, and validating one (syntax, IDNA, NFC) costs far more than looking it up."""
     if not value:
         raise AddressError("the address is empty")
     display_name, addr_spec = _split_display_name(value)

@@ -15,6 +15,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import Connection
+
+from estafeta.audit import Actor, record
 from estafeta.auth import hash_secret, verify_secret
 from estafeta.changes import Changes
 from estafeta.clock import Clock
@@ -58,13 +61,18 @@ class SmtpCredentials:
         self._cache: dict[str, _Verified] = {}
         self._watch = changes.watch("smtp-credentials")
 
-    async def create(self, account_id: int) -> NewSmtpCredential:
+    async def create(self, account_id: int, *, actor: Actor) -> NewSmtpCredential:
         """Generate and store a credential for the account; the password is returned once, never stored."""
         now = self.clock.now()
         username = f"smtp_{secrets.token_hex(8)}"
         password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
         secret_hash = await asyncio.to_thread(hash_secret, password)
-        await self.db.run(store.add_credential, account_id, username, secret_hash, now)
+
+        def work(conn: Connection) -> None:
+            store.add_credential(conn, account_id, username, secret_hash, now)
+            record(conn, actor, "smtp_credential.create", at=now, account_id=account_id, target=username)
+
+        await self.db.run(work)
         return NewSmtpCredential(username, password, now)
 
     async def list(self, account_id: int) -> list[store.SmtpCredentialRow]:
@@ -96,10 +104,18 @@ class SmtpCredentials:
         """Refuse a login that cannot match any credential, taking as long as refusing a wrong password."""
         await asyncio.to_thread(verify_secret, None, "")
 
-    async def revoke(self, account_id: int, username: str) -> bool:
+    async def revoke(self, account_id: int, username: str, *, actor: Actor) -> bool:
         """Revoke the account's credential; every node forgets its remembered logins once that is
         committed. False when the account has no such credential."""
-        revoked = await self.db.run(store.revoke_credential, account_id, username, self.clock.now())
+        now = self.clock.now()
+
+        def work(conn: Connection) -> bool:
+            done = store.revoke_credential(conn, account_id, username, now)
+            if done:
+                record(conn, actor, "smtp_credential.revoke", at=now, account_id=account_id, target=username)
+            return done
+
+        revoked = await self.db.run(work)
         if revoked:
             await self.forget([username])
         return revoked

@@ -489,7 +489,7 @@ class SmtpRelay:
         logging.getLogger("mail.log").setLevel(logging.ERROR)
         self.tls_context = await asyncio.to_thread(load_tls_context, smtp, self.settings.hostname)
         loop = asyncio.get_running_loop()
-        shared = smtp.processes > 1  # other processes listen on the same ports (estafeta.smtp.processes)
+        shared = self.settings.front.processes > 1  # other front processes listen on the same ports
         starttls = await loop.create_server(
             lambda: RelaySMTP(self, implicit_tls=False), smtp.host, smtp.starttls_port, reuse_port=shared
         )

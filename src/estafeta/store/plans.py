@@ -82,12 +82,16 @@ def list_plans(conn: Connection) -> list[PlanRow]:
     return [_plan(r) for r in conn.execute(select(Plan).order_by(Plan.id)).all()]
 
 
+# Read for every accepted batch: built once (building a statement costs more than running it).
+_PLAN_OF = (
+    select(Plan)
+    .join(AccountPlan, AccountPlan.plan_id == Plan.id)
+    .where(AccountPlan.account_id == bindparam("account_id"))
+)
+
+
 def plan_of(conn: Connection, account_id: int) -> PlanRow | None:
-    row = conn.execute(
-        select(Plan)
-        .join(AccountPlan, AccountPlan.plan_id == Plan.id)
-        .where(AccountPlan.account_id == account_id)
-    ).first()
+    row = conn.execute(_PLAN_OF, {"account_id": account_id}).first()
     return _plan(row) if row else None
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, insert, select, update
 
 from estafeta.store import events
 from estafeta.store.accounts import get_state, set_state
@@ -142,11 +142,16 @@ def counts(
     )
 
 
+# Read for every accepted batch: built once (building a statement costs more than running it).
+_STANDINGS = select(SendingStanding).where(SendingStanding.account_id == bindparam("account_id"))
+_TIER = select(Account.sending_tier).where(Account.id == bindparam("account_id"))
+
+
 def standings(conn: Connection, account_id: int) -> dict[str, Standing]:
     """The account's standing per stream; streams without a row are `active`."""
     found = {
         r.stream: Standing(r.stream, r.state, r.reason, r.changed_by, r.changed_at, r.measured_after)
-        for r in conn.execute(select(SendingStanding).where(SendingStanding.account_id == account_id)).all()
+        for r in conn.execute(_STANDINGS, {"account_id": account_id}).all()
     }
     for stream in ("transactional", "broadcast"):
         found.setdefault(stream, Standing(stream, "active", "", "system", None))
@@ -212,7 +217,7 @@ def busy_accounts(conn: Connection, since: datetime) -> dict[int, int]:
 
 
 def tier(conn: Connection, account_id: int) -> int:
-    return conn.scalar(select(Account.sending_tier).where(Account.id == account_id)) or 0
+    return conn.scalar(_TIER, {"account_id": account_id}) or 0
 
 
 def lock_account(conn: Connection, account_id: int) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 import dns.asyncresolver
 from sqlalchemy import Connection
 
+from estafeta import audit
+from estafeta.audit import Actor
 from estafeta.clock import Clock
 from estafeta.config import Settings
 from estafeta.domains import DomainError, DomainRow, dns_records, normalise_domain
@@ -137,18 +139,21 @@ class DomainVerification:
         (to `account_id`, when given)."""
         return self._status(*await self._row(name, account_id))
 
-    async def verify(self, name: str, account_id: int | None = None) -> DomainStatus:
+    async def verify(self, name: str, account_id: int | None = None, *, actor: Actor) -> DomainStatus:
         """Check the domain's records now and store the outcome (`DomainError` as `status`)."""
         row, _ = await self._row(name, account_id)
-        return await self._verify(row)
+        return await self._verify(row, actor)
 
-    async def _verify(self, row: DomainRow) -> DomainStatus:
+    async def _verify(self, row: DomainRow, actor: Actor | None = None) -> DomainStatus:
+        """`actor` asked for this check (the audit log says so); None for the platform's own checks."""
         report = await self.check(row)
-        check = await self.db.run(self._save, row, report, self.clock.now())
+        check = await self.db.run(self._save, row, report, self.clock.now(), actor)
         self._refusals.pop(row.name, None)
         return self._status(row, check)
 
-    def _save(self, conn: Connection, row: DomainRow, report: DomainReport, now: datetime) -> store.CheckRow:
+    def _save(
+        self, conn: Connection, row: DomainRow, report: DomainReport, now: datetime, actor: Actor | None
+    ) -> store.CheckRow:
         current = store.get(conn, row.id, lock=True)
         state, since = next_state(current, report, now, self.grace)
         before = current.state if current else "pending"
@@ -164,6 +169,17 @@ class DomainVerification:
         store.save(conn, check)
         if changed:
             self._announce(conn, row, before, check, report, now)
+        if actor is not None:
+            details = {"state": state, "previous_state": before, "problems": report.problems()}
+            audit.record(
+                conn,
+                actor,
+                "domain.verify",
+                at=now,
+                account_id=row.account_id,
+                target=row.name,
+                details=details,
+            )
         return check
 
     def _announce(

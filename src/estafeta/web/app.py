@@ -18,6 +18,7 @@ from estafeta.web.render import page
 from estafeta.web.session import LoginRequired, PageError, identity
 from estafeta.web.views import (
     admin,
+    audit,
     auth,
     campaigns,
     domains,
@@ -38,7 +39,7 @@ def install(app: FastAPI) -> None:
         app.state.core.limits, "dashboard-login:ip", MAX_LOGIN_FAILURES, LOGIN_FAILURE_WINDOW
     )
     app.mount("/app/static", StaticFiles(packages=[("estafeta.web", "static")]), name="dashboard-static")
-    for module in (auth, overview, messages, domains, lists, campaigns, webhooks, keys, team, admin):
+    for module in (auth, overview, messages, domains, lists, campaigns, webhooks, keys, team, admin, audit):
         app.include_router(module.router, prefix="/app", include_in_schema=False)
 
     @app.get("/app", include_in_schema=False)

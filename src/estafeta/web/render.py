@@ -72,6 +72,7 @@ OPERATOR_NAV = (
     ("/app/admin/suppressions", "Global suppressions"),
     ("/app/admin/providers", "Providers"),
     ("/app/admin/plans", "Plans"),
+    ("/app/admin/audit", "Audit log"),
 )
 
 

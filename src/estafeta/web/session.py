@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 
+from estafeta.audit import Actor, request_origin
 from estafeta.users import Identity
 
 if TYPE_CHECKING:
@@ -45,9 +46,9 @@ class LoginRequired(Exception):
         self.next_url = next_url
 
 
-def actor(who: Identity) -> str:
-    """How the audit trails name a dashboard user (shown with their email on the pages)."""
-    return f"user:{who.user.id}"
+def actor(who: Identity, request: Request) -> Actor:
+    """How the audit trails name a dashboard user (`user:<id>/<email>`), and where they are."""
+    return Actor.user(who.user.id, who.user.email, request_origin(request))
 
 
 def get_core(request: Request) -> Core:

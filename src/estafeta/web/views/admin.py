@@ -57,7 +57,7 @@ async def assign_plan(request: Request, account_id: Id, who: Identity = Depends(
         raise PageError(404, "No such account", f"There is no account {account_id}.")
     name = str((await request.form()).get("plan") or "")
     try:
-        await core.plans.assign(account_id, name or None, actor(who))
+        await core.plans.assign(account_id, name or None, actor(who, request))
     except PlanError as exc:
         raise PageError(422, "Unknown plan", str(exc)) from exc
     return RedirectResponse(f"/app/admin?notice=Plan+of+account+{account_id}+set", status_code=303)
@@ -66,7 +66,7 @@ async def assign_plan(request: Request, account_id: Id, who: Identity = Depends(
 @router.post("/accounts/{account_id}/view")
 async def view_account(request: Request, account_id: Id, who: Identity = Depends(operator)) -> Response:
     """Look at the account's own pages, read only."""
-    if not await get_core(request).users.inspect(who, account_id):
+    if not await get_core(request).users.inspect(who, account_id, actor=actor(who, request)):
         raise PageError(404, "No such account", f"There is no account {account_id}.")
     return RedirectResponse("/app/", status_code=303)
 
@@ -125,7 +125,7 @@ async def decide(
         raise PageError(404, "Unknown decision", "Approve or reject.")
     action = core.reputation.approve if decision == "approve" else core.reputation.reject
     try:
-        result = await action(review_id, actor(who), note)
+        result = await action(review_id, actor(who, request), note)
     except ReviewError as exc:
         raise PageError(exc.status, "Cannot decide", str(exc)) from exc
     return RedirectResponse(
@@ -161,7 +161,7 @@ async def terminate(request: Request, account_id: Id, who: Identity = Depends(op
     if not reason or not reason.isprintable():
         raise PageError(422, "A reason is needed", "Say in one line why the account is terminated.")
     try:
-        await get_core(request).terminations.terminate(account_id, actor(who), reason)
+        await get_core(request).terminations.terminate(account_id, actor(who, request), reason)
     except TerminationError as exc:
         raise PageError(exc.status, "Cannot terminate", str(exc)) from exc
     review_id = parse_id(str(form.get("review_id") or ""))
@@ -176,12 +176,12 @@ async def global_suppressions(request: Request, q: str = "", who: Identity = Dep
 
 @router.post("/suppressions", response_class=HTMLResponse)
 async def global_add(request: Request, who: Identity = Depends(operator)) -> Response:
-    return await add_suppression(request, who, None, actor(who))
+    return await add_suppression(request, who, None, actor(who, request))
 
 
 @router.post("/suppressions/remove", response_class=HTMLResponse)
 async def global_remove(request: Request, who: Identity = Depends(operator)) -> Response:
-    return await remove_suppression(request, who, None, actor(who))
+    return await remove_suppression(request, who, None, actor(who, request))
 
 
 @router.get("/suppressions/export.csv")
@@ -232,6 +232,7 @@ async def create_plan(request: Request, who: Identity = Depends(operator)) -> Re
             messages_per_day=_optional_int(form.get("messages_per_day", ""), "messages per day"),
             contacts=_optional_int(form.get("contacts", ""), "contacts"),
             dedicated_pool=form.get("dedicated_pool") == "yes",
+            actor=actor(who, request),
         )
     except PlanError as exc:
         rows = await core.plans.list()

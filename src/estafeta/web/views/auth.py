@@ -8,6 +8,7 @@ import secrets
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from estafeta.audit import request_origin
 from estafeta.ids import parse_id
 from estafeta.limits import LimitsUnavailable
 from estafeta.users import Identity, UserError
@@ -170,7 +171,8 @@ async def accept_invitation(request: Request, token: str) -> Response:
     form = await request.form()
     core = get_core(request)
     try:
-        await core.users.accept(token, str(form.get("password") or ""), str(form.get("name") or ""))
+        password, name = str(form.get("password") or ""), str(form.get("name") or "")
+        await core.users.accept(token, password, name, origin=request_origin(request))
     except UserError as exc:
         found = await core.users.invitation(token)
         if found is None:

@@ -13,7 +13,7 @@ from estafeta.users import Identity
 from estafeta.verification.records import DomainReport
 from estafeta.verification.service import DomainStatus
 from estafeta.web.render import page
-from estafeta.web.session import PageError, get_core, owner, reader, sender
+from estafeta.web.session import PageError, actor, get_core, owner, reader, sender
 
 router = APIRouter()
 
@@ -54,7 +54,9 @@ async def add_domain(request: Request, who: Identity = Depends(owner)) -> Respon
     name = str(form.get("name") or "")
     algorithm = str(form.get("algorithm") or "") or None
     try:
-        row, _ = await get_core(request).domains.add(who.account_id, name, algorithm)
+        row, _ = await get_core(request).domains.add(
+            who.account_id, name, algorithm, actor=actor(who, request)
+        )
     except DomainError as exc:
         return await _domains_page(request, who, status=422, error=str(exc), name=name)
     return RedirectResponse(
@@ -66,7 +68,7 @@ async def add_domain(request: Request, who: Identity = Depends(owner)) -> Respon
 async def verify(request: Request, name: str, who: Identity = Depends(sender)) -> Response:
     """Check the domain's records now and keep the outcome (as `POST /v1/domains/{d}/verify`)."""
     try:
-        status = await get_core(request).verification.verify(name, who.account_id)
+        status = await get_core(request).verification.verify(name, who.account_id, actor=actor(who, request))
     except DomainError as exc:
         raise PageError(404, "No such domain", str(exc)) from exc
     return RedirectResponse(

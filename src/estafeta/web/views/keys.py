@@ -8,7 +8,7 @@ from starlette.responses import HTMLResponse, Response
 from estafeta.auth import SCOPES
 from estafeta.users import Identity
 from estafeta.web.render import page
-from estafeta.web.session import PageError, get_core, reader, sender
+from estafeta.web.session import PageError, actor, get_core, reader, sender
 
 router = APIRouter()
 
@@ -47,7 +47,7 @@ async def create_key(request: Request, who: Identity = Depends(sender)) -> Respo
     if scope not in SCOPES:
         raise PageError(422, "Unknown scope", "A key's scope is send, read or full.")
     core = get_core(request)
-    new = await core.api_keys.create(who.account_id, name, scope)  # type: ignore[arg-type]
+    new = await core.api_keys.create(who.account_id, name, scope, actor=actor(who, request))  # type: ignore[arg-type]
     return await _keys_page(
         request, who, status=201, new_key=new.token, notice=f"API key {new.prefix} created."
     )
@@ -57,7 +57,7 @@ async def create_key(request: Request, who: Identity = Depends(sender)) -> Respo
 async def revoke_key(request: Request, prefix: str, who: Identity = Depends(sender)) -> Response:
     assert who.account_id is not None
     core = get_core(request)
-    if not await core.api_keys.revoke(who.account_id, prefix):
+    if not await core.api_keys.revoke(who.account_id, prefix, actor=actor(who, request)):
         raise PageError(404, "No such key", f"There is no active API key {prefix} in this account.")
     return await _keys_page(request, who, notice=f"API key {prefix} revoked: it no longer works.")
 
@@ -66,7 +66,7 @@ async def revoke_key(request: Request, prefix: str, who: Identity = Depends(send
 async def create_credential(request: Request, who: Identity = Depends(sender)) -> Response:
     assert who.account_id is not None
     core = get_core(request)
-    new = await core.smtp_credentials.create(who.account_id)
+    new = await core.smtp_credentials.create(who.account_id, actor=actor(who, request))
     return await _keys_page(
         request, who, status=201, new_credential=new, notice=f"SMTP credential {new.username} created."
     )
@@ -76,7 +76,7 @@ async def create_credential(request: Request, who: Identity = Depends(sender)) -
 async def revoke_credential(request: Request, username: str, who: Identity = Depends(sender)) -> Response:
     assert who.account_id is not None
     core = get_core(request)
-    if not await core.smtp_credentials.revoke(who.account_id, username):
+    if not await core.smtp_credentials.revoke(who.account_id, username, actor=actor(who, request)):
         raise PageError(
             404, "No such credential", f"There is no active SMTP credential {username} in this account."
         )

@@ -143,7 +143,7 @@ async def remove_contact(
     form = await request.form()
     try:
         outcome = await get_core(request).audience.remove_contact(
-            who.account_id, list_id, contact_id, actor(who)
+            who.account_id, list_id, contact_id, actor(who, request).name
         )
     except AudienceError as exc:
         raise PageError(exc.status, "No such contact", exc.reason) from exc

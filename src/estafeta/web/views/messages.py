@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, Response
 
 from estafeta import suppression
+from estafeta.audit import Actor
 from estafeta.messages import MessageQuery
 from estafeta.users import Identity
 from estafeta.web.render import page
@@ -20,7 +21,7 @@ PAGE = 50
 STATES = ("queued", "deferred", "delivered", "bounced", "suppressed", "held", "cancelled")
 
 
-def _day(text: str, field: str) -> datetime | None:
+def day_field(text: str, field: str) -> datetime | None:
     """A `YYYY-MM-DD` form field as the start of that UTC day."""
     if not text:
         return None
@@ -55,14 +56,14 @@ async def messages(
     assert who.account_id is not None
     if state and state not in STATES:
         raise PageError(422, "Unknown state", f"state: one of {', '.join(STATES)}")
-    until_day = _day(until, "until")
+    until_day = day_field(until, "until")
     query = MessageQuery(
         who.account_id,
         recipient=recipient.strip(),
         subject=subject.strip(),
         tag=tag.strip(),
         state=state,
-        since=_day(since, "since"),
+        since=day_field(since, "since"),
         until=until_day.replace(hour=23, minute=59, second=59) if until_day else None,
         before=_cursor(after),
     )
@@ -130,7 +131,7 @@ async def suppressions_page(
     )
 
 
-async def add_suppression(request: Request, who: Identity, scope: int | None, actor: str) -> Response:
+async def add_suppression(request: Request, who: Identity, scope: int | None, actor: Actor) -> Response:
     form = await request.form()
     try:
         row, added = await get_core(request).suppressions.add(
@@ -146,7 +147,7 @@ async def add_suppression(request: Request, who: Identity, scope: int | None, ac
     return await suppressions_page(request, who, scope, "", notice=notice)
 
 
-async def remove_suppression(request: Request, who: Identity, scope: int | None, actor: str) -> Response:
+async def remove_suppression(request: Request, who: Identity, scope: int | None, actor: Actor) -> Response:
     form = await request.form()
     value = str(form.get("value") or "")
     try:
@@ -174,12 +175,12 @@ async def suppressions(request: Request, q: str = "", who: Identity = Depends(re
 
 @router.post("/suppressions", response_class=HTMLResponse)
 async def suppressions_add(request: Request, who: Identity = Depends(sender)) -> Response:
-    return await add_suppression(request, who, who.account_id, actor(who))
+    return await add_suppression(request, who, who.account_id, actor(who, request))
 
 
 @router.post("/suppressions/remove", response_class=HTMLResponse)
 async def suppressions_remove(request: Request, who: Identity = Depends(sender)) -> Response:
-    return await remove_suppression(request, who, who.account_id, actor(who))
+    return await remove_suppression(request, who, who.account_id, actor(who, request))
 
 
 @router.get("/suppressions/export.csv")

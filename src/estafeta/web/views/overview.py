@@ -74,7 +74,7 @@ async def answer_review(request: Request, who: Identity = Depends(sender)) -> Re
         raise PageError(422, "Answer every question", f"Missing: {', '.join(missing)}.")
     assert who.account_id is not None
     try:
-        await get_core(request).reputation.answer(who.account_id, answers, actor(who))
+        await get_core(request).reputation.answer(who.account_id, answers, actor(who, request).name)
     except ReviewError as exc:
         raise PageError(exc.status, "Nothing to answer", str(exc)) from exc
     return RedirectResponse("/app/?answered=1", status_code=303)

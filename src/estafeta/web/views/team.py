@@ -13,7 +13,7 @@ from estafeta.accept import AcceptError
 from estafeta.api.params import Id
 from estafeta.users import ROLES, Identity, UserError
 from estafeta.web.render import page
-from estafeta.web.session import PageError, get_core, owner, reader
+from estafeta.web.session import PageError, actor, get_core, owner, reader
 
 router = APIRouter()
 
@@ -51,7 +51,11 @@ async def invite(request: Request, who: Identity = Depends(owner)) -> Response:
     core = get_core(request)
     try:
         row, token = await core.users.invite(
-            who.account_id, str(form.get("email") or ""), str(form.get("role") or ""), who.user.id
+            who.account_id,
+            str(form.get("email") or ""),
+            str(form.get("role") or ""),
+            who.user.id,
+            actor=actor(who, request),
         )
     except UserError as exc:
         return await _team_page(request, who, status=exc.status, error=exc.reason)
@@ -72,7 +76,9 @@ async def invite(request: Request, who: Identity = Depends(owner)) -> Response:
 @router.post("/team/invitations/{invitation_id}/revoke", response_class=HTMLResponse)
 async def revoke_invitation(request: Request, invitation_id: Id, who: Identity = Depends(owner)) -> Response:
     assert who.account_id is not None
-    if not await get_core(request).users.revoke_invitation(who.account_id, invitation_id):
+    if not await get_core(request).users.revoke_invitation(
+        who.account_id, invitation_id, actor=actor(who, request)
+    ):
         raise PageError(
             404, "No such invitation", "There is no open invitation with that id in this account."
         )
@@ -89,7 +95,7 @@ async def change_member(request: Request, user_id: Id, who: Identity = Depends(o
         raise PageError(404, "No such member", "That user is not a member of this account.")
     try:
         if form.get("action") == "remove":
-            await users.remove_member(who.account_id, user_id)
+            await users.remove_member(who.account_id, user_id, actor=actor(who, request))
             notice = f"{members[user_id].email} removed from the account."
         else:
             role = str(form.get("role") or "")
@@ -97,7 +103,7 @@ async def change_member(request: Request, user_id: Id, who: Identity = Depends(o
                 owners = [m for m in members.values() if m.role == "owner"]
                 if len(owners) == 1:
                     raise UserError("role", "the account's last owner stays an owner", status=409)
-            await users.set_role(who.account_id, user_id, role)
+            await users.set_role(who.account_id, user_id, role, actor=actor(who, request))
             notice = f"{members[user_id].email} is now {role}."
     except UserError as exc:
         return await _team_page(request, who, status=exc.status, error=exc.reason)

@@ -16,7 +16,7 @@ from estafeta.api.events import EVENT_TYPES
 from estafeta.api.params import Id
 from estafeta.users import Identity
 from estafeta.web.render import page
-from estafeta.web.session import PageError, get_core, reader, sender
+from estafeta.web.session import PageError, actor, get_core, reader, sender
 from estafeta.webhook_endpoints import STATES, EndpointRow, WebhookError
 
 router = APIRouter()
@@ -72,7 +72,7 @@ async def create(request: Request, who: Identity = Depends(sender)) -> Response:
     assert who.account_id is not None
     fields = _fields(await request.form())
     try:
-        row = await get_core(request).webhooks.create(who.account_id, **fields)
+        row = await get_core(request).webhooks.create(who.account_id, **fields, actor=actor(who, request))
     except WebhookError as exc:
         return await _webhooks_page(request, who, status=exc.status, form=fields, error=_reason(exc))
     return RedirectResponse(f"/app/webhooks/{row.id}?notice=Endpoint+created", status_code=303)
@@ -132,7 +132,7 @@ async def edit(request: Request, endpoint_id: Id, who: Identity = Depends(sender
     rotate = form.get("rotate_secret") == "yes"
     try:
         endpoint = await get_core(request).webhooks.update(
-            who.account_id, endpoint_id, fields, rotate_secret=rotate
+            who.account_id, endpoint_id, fields, rotate_secret=rotate, actor=actor(who, request)
         )
     except WebhookError as exc:
         return await _endpoint_page(
@@ -145,7 +145,7 @@ async def edit(request: Request, endpoint_id: Id, who: Identity = Depends(sender
 @router.post("/webhooks/{endpoint_id}/delete")
 async def delete(request: Request, endpoint_id: Id, who: Identity = Depends(sender)) -> Response:
     endpoint = await _endpoint(request, who, endpoint_id)
-    await get_core(request).webhooks.remove(who.account_id, endpoint.id)
+    await get_core(request).webhooks.remove(who.account_id, endpoint.id, actor=actor(who, request))
     return RedirectResponse("/app/webhooks?notice=Endpoint+deleted", status_code=303)
 
 

@@ -1,0 +1,130 @@
+"""`front.processes`: the API and the relay in several processes on the same ports (SO_REUSEPORT), on
+SQLite and on PostgreSQL; connections land on all of them, every message is committed before its answer,
+the serve process's /metrics counts what the children accepted, and they stop together."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from pathlib import Path
+
+import aiosmtplib
+import httpx
+import psutil
+import pytest
+
+from estafeta.audit import SYSTEM
+from estafeta.bench.sink import SinkProcess
+from estafeta.platform import Platform
+from estafeta.sandbox import sandbox_settings
+from estafeta.store import queue as queue_store
+from estafeta.tls import write_self_signed
+
+HOST = "127.0.0.1"
+SESSIONS = 16
+
+
+def _established(pid: int, port: int) -> int:
+    return sum(
+        1
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+    )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_api_and_relay_are_served_by_every_front_process(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    database = (
+        f"sqlite:///{tmp_path / 'front.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    )
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_self_signed(cert, key, [HOST])
+    sink = SinkProcess(["gmail.test"])  # its DNS server takes the sending domain's records
+    addresses = sink.start()
+    settings = sandbox_settings(
+        database,
+        addresses.dns_address,
+        addresses.smtp_port,
+        api={"host": HOST, "port": 0},
+        front={"processes": 2},
+        smtp={
+            "host": HOST,
+            "starttls_port": 0,
+            "implicit_tls_port": 0,
+            "tls_cert": cert,
+            "tls_key": key,
+            "max_connections_per_ip": SESSIONS,
+        },
+        warmup={"tiers": []},
+    )
+    platform = Platform(settings)
+    core = platform.core
+    account = await core.accounts.create("acme", actor=SYSTEM)
+    await core.domains.add(account.id, "acme.test", "ed25519-sha256", actor=SYSTEM)
+    credential = await core.smtp_credentials.create(account.id, actor=SYSTEM)
+    token = (await core.api_keys.create(account.id, "tests", actor=SYSTEM)).token
+    await platform.start(api=True, delivery=False, smtp=True, services=False)
+    assert platform.smtp_ports is not None and platform.api_port is not None
+    (child,) = platform.supervisor.children("front")
+    pid = child.process.pid
+    assert pid is not None
+    ours = psutil.Process().pid
+    port = platform.smtp_ports.starttls
+    tls = ssl.create_default_context(cafile=str(cert))
+    relays = [aiosmtplib.SMTP(hostname=HOST, port=port, tls_context=tls, timeout=60) for _ in range(SESSIONS)]
+    apis = [
+        httpx.AsyncClient(base_url=platform.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        for _ in range(SESSIONS)
+    ]
+    try:
+        for relay in relays:
+            await relay.connect()
+            await relay.login(credential.username, credential.password)
+        for api in apis:  # each client keeps its connection open
+            assert (await api.get("/v1/account/reputation")).status_code == 200
+        # Both processes hold sessions and API connections (16 all on one: a 1 in 32,768 chance each).
+        for listening in (port, platform.api_port):
+            assert _established(pid, listening) > 0 and _established(ours, listening) > 0
+
+        async def relay_one(n: int, relay: aiosmtplib.SMTP) -> None:
+            raw = f"From: Acme <hello@acme.test>\r\nTo: r{n}@gmail.test\r\nSubject: n{n}\r\n\r\nHi.\r\n"
+            await relay.sendmail("hello@acme.test", [f"r{n}@gmail.test"], raw.encode())
+            await relay.quit()
+
+        async def post_one(n: int, api: httpx.AsyncClient) -> None:
+            message = {
+                "from": "hello@acme.test",
+                "to": [f"a{n}@gmail.test"],
+                "subject": f"n{n}",
+                "text": "hi",
+            }
+            response = await api.post("/v1/messages", json={"messages": [message]})
+            assert response.status_code == 202, response.text
+
+        await asyncio.gather(
+            *(relay_one(n, relay) for n, relay in enumerate(relays)),
+            *(post_one(n, api) for n, api in enumerate(apis)),
+        )
+        counts = await core.db.run(queue_store.state_counts)
+        assert counts == {"queued": 2 * SESSIONS}  # every answer came after its commit, whichever process
+
+        deadline = time.monotonic() + 10
+        while (
+            sum(
+                total
+                for (name, _), total in core.metrics.counter_totals().items()
+                if name == "estafeta_accepted_messages_total"
+            )
+            != 2 * SESSIONS
+        ):  # the child's counts reach the serve process's /metrics
+            assert time.monotonic() < deadline, core.metrics.counter_totals()
+            await asyncio.sleep(0.1)
+    finally:
+        for api in apis:
+            await api.aclose()
+        await platform.stop(grace=2)
+        sink.stop()
+    assert not child.process.is_alive()
