@@ -123,13 +123,14 @@ async def run_campaign(
             await core.audience.campaigns.send_now(account.id, campaign.id)
             result["send_now_seconds"] = round(time.perf_counter() - started, 2)
             counts: dict[str, int] = {}
-            fixed = False
+            early = f"rss_mb_at_{_count(min(RSS_EARLY, contacts))}_queued"
 
             async def read() -> bool:
-                nonlocal fixed
                 fixed, found = await core.db.run(campaign_progress, campaign.id)
                 counts.clear()
                 counts.update(found)
+                if early not in result and sum(found.values()) >= min(RSS_EARLY, contacts):
+                    result[early] = tree_rss_mb(os.getpid(), exclude)
                 return fixed
 
             async def rendered_early() -> bool:
