@@ -118,8 +118,9 @@ def campaign(
     time_limit: Annotated[float, typer.Option(min=10, help="Seconds per backend before giving up.")] = 3600,
     output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/campaign.json"),
 ) -> None:
-    """A campaign to a large list delivered to the benchmark sink: time to import, to queue, to deliver,
-    and memory at 10k and at all queued, per database backend."""
+    """A campaign to a large list delivered to the benchmark sink: time to import, to queue (every recipient
+    durably recorded), to deliver (within the time limit), and memory when all are queued, at 10k rendered
+    and at the end, per database backend."""
     from estafeta.bench.campaign import run_campaign
     from estafeta.bench.report import report
 
