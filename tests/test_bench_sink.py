@@ -81,5 +81,5 @@ def test_the_campaign_bench_queues_and_delivers_a_list_to_the_sink(tmp_path: Pat
     )
     assert result.exit_code == 0, result.output
     run = json.loads(output.read_text())["result"]["postgresql"]
-    assert run["imported"] == run["queued"] == run["delivered"] == 150
+    assert run["imported"] == run["queued"] == run["rendered"] == run["delivered"] == 150
     assert run["rss_mb_at_150_queued"] > 0

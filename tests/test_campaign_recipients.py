@@ -3,6 +3,7 @@ segment, if any), each once, and a crash in the middle of a chunk resumes after 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -94,6 +95,23 @@ def test_recipients_are_fixed_in_chunks_and_a_crash_mid_chunk_resumes_without_du
     assert db.call(_recipients, row.id) == expected
     (fixed,) = [c for c in db.call(store.list_for, account_id) if c.id == row.id]
     assert fixed.recipients_fixed_at == NOW
+
+
+def test_two_processes_fixing_at_once_add_each_recipient_once(
+    db: Database, setup: tuple[int, int, dict[str, int]]
+) -> None:
+    account_id, list_id, _ = setup
+    row = _campaign(db, list_id, account_id)
+    assert db.call(start, row, NOW, 2)
+
+    def fix_all() -> None:
+        while not db.call(fix_recipients, row, NOW, 2):
+            pass
+
+    with ThreadPoolExecutor(2) as pool:
+        for running in [pool.submit(fix_all) for _ in range(2)]:
+            running.result()
+    assert db.call(_recipients, row.id) == [f"p{i:02d}@x.test" for i in range(30) if i % 5 and i % 7 != 3]
 
 
 def test_a_segment_campaign_fixes_the_segments_subscribed_contacts_chunk_by_chunk(

@@ -321,3 +321,43 @@ async def test_a_campaign_stopped_by_the_warm_up_limit_resumes_when_the_day_leav
     finally:
         await h.client.aclose()
         await h.platform.stop(grace=2)
+
+
+async def test_a_campaign_fixed_and_rendered_in_small_chunks_mails_each_subscriber_once(
+    fresh_world: World, tmp_path: Path
+) -> None:
+    """Recipients fixed four at a time and messages rendered at most three ahead of delivery: every
+    subscribed contact gets one message; those who left or never confirmed get none, a suppressed one is
+    skipped with the reason."""
+    h = await start_harness(
+        fresh_world,
+        f"sqlite:///{tmp_path / 'chunks.db'}",
+        audience={"tick_seconds": 0.05, "recipients_chunk": 4, "lookahead": 3, "campaign_batch": 2},
+    )
+    try:
+        news = await create_list(h)
+        people = [f"fan{i:02d}@yahoo.test" for i in range(15)]
+        ids = {}
+        for i, address in enumerate(people):
+            ids[address] = (await subscribe(h, news["id"], address, confirmed=i != 4))["contact_id"]
+        for leaver in ("fan01@yahoo.test", "fan09@yahoo.test"):
+            token = h.platform.core.audience.tokens.unsubscribe(ids[leaver], news["id"])
+            assert (await h.client.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"})).is_success
+        suppressed = await h.client.post("/v1/suppressions", json={"address": "fan12@yahoo.test"})
+        assert suppressed.status_code == 201, suppressed.text
+        created = await create_campaign(h, news["id"])
+        view = await send_and_finish(h, created["id"])
+        assert view["stats"]["recipients"] == 12  # 15 less two who left and one never confirmed
+        assert view["stats"]["sent"] == 11 and view["stats"]["skipped"] == 1
+        assert list(view["skipped_reasons"]) == ["suppressed: manual (account)"]
+        mailed = Counter(r.rcpt_to[0] for r in h.world.received() if parsed(r)["Subject"] == "Hello friend")
+        expected = set(people) - {
+            "fan01@yahoo.test",
+            "fan04@yahoo.test",
+            "fan09@yahoo.test",
+            "fan12@yahoo.test",
+        }
+        assert set(mailed) == expected and set(mailed.values()) == {1}
+    finally:
+        await h.client.aclose()
+        await h.platform.stop(grace=2)

@@ -100,7 +100,7 @@ async def run_campaign(
                 account.id, "Bench", "News <news@bench.test>", False
             )
             with console.status(f"importing {contacts:,} contacts"):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 report = await core.audience.import_csv(
                     account.id,
                     mailing_list,
@@ -108,6 +108,7 @@ async def run_campaign(
                     ConsentRecord("import:bench", confirmed=True),
                 )
                 result["import_seconds"] = round(time.perf_counter() - started, 2)
+                result["import_cpu_seconds"] = round(time.process_time() - cpu_started, 2)
                 result["imported"] = report.added
             campaign = await core.audience.campaigns.create(
                 account.id,
@@ -122,13 +123,14 @@ async def run_campaign(
             await core.audience.campaigns.send_now(account.id, campaign.id)
             result["send_now_seconds"] = round(time.perf_counter() - started, 2)
             counts: dict[str, int] = {}
-            fixed = False
+            early = f"rss_mb_at_{_count(min(RSS_EARLY, contacts))}_queued"
 
             async def read() -> bool:
-                nonlocal fixed
                 fixed, found = await core.db.run(campaign_progress, campaign.id)
                 counts.clear()
                 counts.update(found)
+                if early not in result and sum(found.values()) >= min(RSS_EARLY, contacts):
+                    result[early] = tree_rss_mb(os.getpid(), exclude)
                 return fixed
 
             async def rendered_early() -> bool:

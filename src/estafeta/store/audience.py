@@ -6,13 +6,14 @@ Addresses are compared through `email_key`, the lower-cased address, so `Ana@Exa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import JSON, Connection, and_, func, insert, or_, select, text, update
+from sqlalchemy.dialects import sqlite
 
 from estafeta.store.models import Contact, MailingList, Segment, Subscription
 
@@ -211,17 +212,37 @@ def _existing_contacts(conn: Connection, account_id: int, keys: list[str]) -> di
 
 
 def _insert_new(conn: Connection, table: Any, rows: list[dict[str, Any]], unique: list[str]) -> list[Any]:
-    """Insert the rows that do not exist yet (by the `unique` columns), in batched statements; returns the
-    `unique` values of those inserted, so only the others need looking up."""
+    """Insert the rows that do not exist yet (by the `unique` columns); returns the id and `unique` values
+    of those inserted, so only the others need looking up.
+
+    PostgreSQL gets one statement with a column of values per array (`unnest`): a short query text, where
+    a multi-row VALUES list would be re-parsed by the driver for every batch; SQLite gets batched VALUES."""
     if not rows:
         return []
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = (
-        dialect_insert(table)
-        .on_conflict_do_nothing(index_elements=unique)
-        .returning(table.id, *(getattr(table, name) for name in unique))
+    if conn.dialect.name != "postgresql":
+        statement = (
+            sqlite.insert(table)
+            .on_conflict_do_nothing(index_elements=unique)
+            .returning(table.id, *(getattr(table, name) for name in unique))
+        )
+        return list(conn.execute(statement, rows).all())
+    columns = table.__table__.c
+    names = list(rows[0])
+    arrays: dict[str, list[Any]] = {}
+    casts = []
+    for index, name in enumerate(names):
+        column = columns[name]
+        values = [row[name] for row in rows]
+        if isinstance(column.type, JSON):
+            values = [json.dumps(v) for v in values]  # as the engine's JSON columns store them
+        process = column.type.bind_processor(conn.dialect)
+        arrays[f"c{index}"] = [process(v) for v in values] if process else values
+        casts.append(f"CAST(:c{index} AS {column.type.compile(dialect=conn.dialect)}[])")
+    statement = text(
+        f"INSERT INTO {table.__tablename__} ({', '.join(names)}) SELECT * FROM unnest({', '.join(casts)}) "
+        f"ON CONFLICT ({', '.join(unique)}) DO NOTHING RETURNING id, {', '.join(unique)}"
     )
-    return list(conn.execute(statement, rows).all())
+    return list(conn.execute(statement, arrays).all())
 
 
 def upsert_contacts(
