@@ -1,11 +1,14 @@
 """Campaigns: a template sent to a list or segment, now or at a set time, throttled, pausable.
 
 `Campaigns` holds the operations the API and CLI offer. `CampaignRunner` is the platform task that sends:
-it starts scheduled campaigns when due, and for each sending campaign renders and accepts the next batch
-of recipients through `Accepter.accept` (stream broadcast, List-Unsubscribe with https and mailto URIs,
-tag `campaign:<id>` and metadata `campaign_id`). A recipient becomes `sent` in the transaction that stores
-its message, so pausing, resuming, a crash or a second process never mail anyone twice. Contacts who
-unsubscribed, were suppressed or never confirmed since the campaign started are skipped, with the reason.
+it starts scheduled campaigns when due, fixes their recipients chunk by chunk (each chunk a short
+transaction moving a cursor on the campaign, so a crash resumes where it stopped), and for each sending
+campaign renders and accepts the next batch of recipients, no further ahead of delivery than
+`audience.lookahead` messages, through `Accepter.accept` (stream broadcast, List-Unsubscribe with https
+and mailto URIs, tag `campaign:<id>` and metadata `campaign_id`). A recipient becomes `sent` in the
+transaction that stores its message, so pausing, resuming, a crash or a second process never mail anyone
+twice. Contacts who unsubscribed, were suppressed or never confirmed since the campaign started are
+skipped, with the reason.
 
 The rate (messages per second) is measured on the platform clock, with bursts of up to one second's worth.
 """
