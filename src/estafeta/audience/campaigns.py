@@ -365,8 +365,9 @@ class CampaignRunner:
     async def _fix(self, campaign: store.CampaignRow, now: datetime) -> None:
         """Fix all of the campaign's remaining recipients, one chunk per transaction, keeping the lease."""
         chunk = self.settings.audience.recipients_chunk
-        until = now + timedelta(seconds=LEASE_SECONDS)
         while not self._stopping and not await self.db.run(fix_recipients, campaign, now, chunk):
+            now = self.clock.now()
+            until = now + timedelta(seconds=LEASE_SECONDS)
             if not await self.db.run(store.lease, campaign.id, self.owner, now, until):
                 return
 
