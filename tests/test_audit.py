@@ -21,9 +21,13 @@ from estafeta.audit import (
 from estafeta.auth import ApiKeys
 from estafeta.changes import Changes
 from estafeta.clock import ManualClock
+from estafeta.config import WebhookSettings
+from estafeta.plans import DatabaseMeter, Plans
 from estafeta.store import accounts as account_store
 from estafeta.store.db import Database
 from estafeta.suppression import Suppressions
+from estafeta.users import Users
+from estafeta.webhook_endpoints import WebhookEndpoints
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 OPS = Actor("admin:ops1", "192.0.2.7")
@@ -166,3 +170,56 @@ def test_details_are_plain_values_only(db: Database) -> None:
         db.call(lambda conn: record(conn, OPS, "note.add", at=T0, details={"nested": {"a": 1}}))
     with pytest.raises(ValueError, match="at most"):
         db.call(lambda conn: record(conn, OPS, "note.add", at=T0, details={f"d{i}": i for i in range(21)}))
+
+
+async def test_team_webhook_and_plan_changes_are_recorded(db: Database) -> None:
+    clock = ManualClock(T0)
+    account_id = db.call(account_store.create_account, "acme", T0).id
+    owner = Actor("user:1/ana@acme.test", "203.0.113.9")
+    users = Users(db, clock, b"s" * 32)
+    ana = await users.create(
+        "ana@acme.test", "a long enough password", account_id=account_id, role="owner", actor=SYSTEM
+    )
+    _, token = await users.invite(account_id, "bob@acme.test", "viewer", ana.id, actor=owner)
+    bob = await users.accept(token, "bob's long password", origin="198.51.100.4")
+    await users.set_role(account_id, bob.id, "developer", actor=owner)
+    await users.set_password(bob.id, "another long password", actor=cli_actor())
+    await users.remove_member(account_id, bob.id, actor=owner)
+    webhooks = WebhookEndpoints(db, WebhookSettings(allow_private_addresses=True), clock, lambda: None)
+    endpoint = await webhooks.create(account_id, "https://hook:pw@hooks.example.com/in", actor=owner)
+    await webhooks.update(account_id, endpoint.id, {"enabled": False}, rotate_secret=True, actor=owner)
+    await webhooks.remove(account_id, endpoint.id, actor=owner)
+    plans = Plans(db, clock, DatabaseMeter())
+    await plans.create("Starter", messages_per_day=100, actor=OPS)
+    await plans.assign(account_id, "Starter", OPS)
+
+    entries = await AuditLog(db).entries(AuditFilter())
+    bob_target = f"user:{bob.id}/bob@acme.test"
+    assert [(e.action, e.actor, e.target) for e in entries] == [
+        ("plan.assign", "admin:ops1", "Starter"),
+        ("plan.create", "admin:ops1", "Starter"),
+        ("webhook.delete", owner.name, f"endpoint:{endpoint.id}"),
+        ("webhook.update", owner.name, f"endpoint:{endpoint.id}"),
+        ("webhook.create", owner.name, f"endpoint:{endpoint.id}"),
+        ("user.remove", owner.name, bob_target),
+        ("user.password", cli_actor().name, bob_target),
+        ("user.role", owner.name, bob_target),
+        ("user.join", bob_target, bob_target),
+        ("user.invite", owner.name, "bob@acme.test"),
+        ("user.create", "system", f"user:{ana.id}/ana@acme.test"),
+    ]
+    by_action = {e.action: e for e in entries}
+    assert by_action["user.join"].origin == "198.51.100.4"
+    assert by_action["webhook.update"].details == {"changed": ["enabled", "secret"], "enabled": False}
+    assert by_action["webhook.create"].details["url"] == "https://hook:[redacted]@hooks.example.com/in"
+    assert endpoint.secret not in repr(entries)
+    platform_wide = {"plan.create", "user.password"}  # a plan, a user: no one account
+    assert all((e.account_id is None) == (e.action in platform_wide) for e in entries)
+
+
+async def test_long_text_is_cut_to_fit(db: Database) -> None:
+    db.call(
+        lambda conn: record(conn, OPS, "note.add", at=T0, target="t" * 1000, details={"note": "n" * 1000})
+    )
+    (entry,) = await AuditLog(db).entries(AuditFilter())
+    assert (len(entry.target), len(entry.details["note"])) == (400, 500)  # type: ignore[arg-type]

@@ -521,6 +521,22 @@ def test_idn_domains_alone_do_not_need_smtputf8() -> None:
     assert parse(composed.raw)["To"].addresses[0].display_name == "Zoë"
 
 
+def test_a_subject_word_too_long_for_a_line_is_encoded_even_in_an_smtputf8_message() -> None:
+    subject = "漢" * 500  # 1500 octets without a space to fold at
+    composed = compose(
+        draft(to=[parse_address("zoë@example.test")], subject=subject), message_id="m", now=NOW
+    )
+    assert composed.smtputf8
+    assert_crlf_only(composed.raw)
+    assert all(len(line) <= 78 for line in header_section(composed.raw).split(b"\r\n"))
+    assert parse(composed.raw, utf8=True)["Subject"] == subject
+
+
+def test_each_message_gets_its_own_multipart_boundary() -> None:
+    first, second = (parse(build(text="Hi", html="<p>Hi</p>")) for _ in range(2))
+    assert first.get_boundary() and first.get_boundary() != second.get_boundary()
+
+
 # --- properties ---------------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from estafeta.audit import Actor, cli_actor
+from estafeta.audit import Actor, AuditFilter, AuditLog, cli_actor
 from estafeta.cli import app as cli_app
 from estafeta.compliance.links import LinkChecker, extract_links
 from estafeta.config import LinkSettings, Settings
@@ -135,6 +135,11 @@ async def test_answers_carry_over_and_approval_resumes(db: Database) -> None:
     assert result["state"] == "approved"
     assert db.call(store.standings, account)["broadcast"].state == "active"
     assert await rep.evaluate_now(account) is None  # metrics start afresh after an approval
+    entries = await AuditLog(db).entries(AuditFilter(account_id=account))
+    assert [(e.action, e.actor, e.target) for e in entries] == [
+        ("review.approve", "admin:ops", f"review:{review.id}"),
+        ("stream.pause", "system", "broadcast"),
+    ]
 
 
 async def test_links_are_extracted_and_listed_domains_are_found() -> None:

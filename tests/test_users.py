@@ -51,7 +51,7 @@ async def test_sessions_expire_when_idle_and_end_on_sign_out(
 ) -> None:
     account = (await accounts.create("acme", actor=SYSTEM)).id
     user = await users.create("ana@acme.test", PASSWORD, account_id=account, role="developer", actor=SYSTEM)
-    session = await users.start_session(user)
+    session = await users.start_session(user, origin="127.0.0.1")
     who = await users.identify(session.cookie)
     assert who is not None and (who.account_id, who.role, who.account_name) == (account, "developer", "acme")
     assert who.may("send") and not who.may("manage")
@@ -64,14 +64,14 @@ async def test_sessions_expire_when_idle_and_end_on_sign_out(
     assert await users.identify(session.cookie) is not None
     clock.advance(SESSION_IDLE.total_seconds() + 1)
     assert await users.identify(session.cookie) is None  # idle too long
-    again = await users.start_session(user)
+    again = await users.start_session(user, origin="127.0.0.1")
     await users.end_session(again.cookie)
     assert await users.identify(again.cookie) is None
 
 
 async def test_a_new_password_ends_every_session(accounts: Accounts, users: Users) -> None:
     user = await users.create("op@estafeta.test", PASSWORD, operator=True, actor=SYSTEM)
-    session = await users.start_session(user)
+    session = await users.start_session(user, origin="127.0.0.1")
     await users.set_password(user.id, "another long password", actor=SYSTEM)
     assert await users.identify(session.cookie) is None
     assert await users.authenticate("op@estafeta.test", "another long password") is not None
@@ -107,7 +107,7 @@ async def test_an_existing_user_joins_with_their_own_password(accounts: Accounts
         await users.accept(token, "a guessed password", origin="127.0.0.1")
     await users.accept(token, PASSWORD, origin="127.0.0.1")
     assert {m.account_name for m in await users.accounts_of(ana.id)} == {"acme", "globex"}
-    session = await users.start_session(ana)
+    session = await users.start_session(ana, origin="127.0.0.1")
     who = await users.identify(session.cookie)
     assert who is not None
     assert await users.switch_account(who, second)

@@ -43,11 +43,13 @@ __all__ = [
     "record",
     "redact",
     "request_origin",
+    "user_name",
 ]
 
 REDACTED = "[redacted]"
 MAX_TEXT = 500  # longer detail text is cut: the log says what happened, it does not keep documents
 MAX_DETAILS = 20
+MAX_TARGET = 400  # the column's width
 
 Scalar = str | int | float | bool | None
 Detail = Scalar | list[Scalar]
@@ -71,10 +73,15 @@ class Actor:
 
     @classmethod
     def user(cls, user_id: int, email: str, origin: str) -> Actor:
-        return cls(f"user:{user_id}/{email}", origin)
+        return cls(user_name(user_id, email), origin)
 
 
 SYSTEM = Actor("system", "system")
+
+
+def user_name(user_id: int, email: str) -> str:
+    """How entries name a dashboard user, as actor or target: `user:<id>/<email>`."""
+    return f"user:{user_id}/{email}"
 
 
 def request_origin(request: HTTPConnection) -> str:
@@ -161,7 +168,7 @@ def record(
         actor=actor.name,
         action=action,
         account_id=account_id,
-        target=redact(target),
+        target=redact(target)[:MAX_TARGET],
         details=clean_details(details or {}),
         origin=actor.origin,
     )

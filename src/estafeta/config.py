@@ -534,6 +534,12 @@ class Settings(BaseSettings):
     dkim_algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
     dkim_rsa_bits: int = 2048
     feedback_id_sender: str = Field("estafeta", description="last field of the Feedback-ID header")
+    sqlite_busy_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a SQLite writer waits for the write lock held by another process; then the API "
+        "answers 503 with Retry-After and the relay 451 4.3.0",
+    )
     api: ApiSettings = Field(default_factory=ApiSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     front: FrontSettings = Field(default_factory=FrontSettings)

@@ -41,6 +41,8 @@ from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import urlsplit
 
+import httpx
+
 from estafeta import stats
 from estafeta.abuse import AbuseDesk
 from estafeta.accept import Accepter
@@ -69,6 +71,7 @@ from estafeta.scheduler import Job
 from estafeta.smtp.credentials import SmtpCredentials
 from estafeta.store import accounts as account_store
 from estafeta.store.db import Database
+from estafeta.store.db import DatabaseBusy as DatabaseBusy  # what the edges answer 503 / 451 to
 from estafeta.streams import Streams
 from estafeta.suppression import Suppressions
 from estafeta.system_senders import SystemSenders
@@ -106,6 +109,9 @@ def _nothing() -> None:
     """No delivery to wake in this process (the command line): running delivery polls the queue."""
 
 
+METRICS_TIMEOUT = 10.0  # seconds a front child waits for the serve process's figures
+
+
 class Core:
     def __init__(
         self,
@@ -115,16 +121,19 @@ class Core:
         db: Database | None = None,
         metrics: Metrics | None = None,
         wake_delivery: Callable[[], None] = _nothing,
+        metrics_from: str | None = None,
     ) -> None:
         """`wake_delivery` is told when mail became due (accepted, released, resumed); the platform passes
-        what wakes its delivery engine or processes."""
+        what wakes its delivery engine or processes. `metrics_from`: in a front child process, the serve
+        process's metrics listener, whose figures (the whole node's) this process's /metrics answers with."""
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.db = db or Database(settings.database_url)
+        self.db = db or Database(settings.database_url, settings.sqlite_busy_timeout)
         self.db.migrate()
         self.metrics = metrics or Metrics()
         self.urls = Urls(settings)
         self.wake_delivery = wake_delivery
+        self.metrics_from = metrics_from
         self.verp_secret = self._secret("verp_secret")
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         db, clock = self.db, self.clock
@@ -257,6 +266,11 @@ class Core:
 
     async def metrics_text(self) -> bytes:
         """The Prometheus exposition, queue and webhook gauges read now."""
+        if self.metrics_from is not None:
+            async with httpx.AsyncClient(timeout=METRICS_TIMEOUT) as client:
+                response = await client.get(self.metrics_from)
+                response.raise_for_status()
+                return response.content
         return await self.metrics.render(self.db)
 
     async def aclose(self) -> None:

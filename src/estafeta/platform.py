@@ -32,13 +32,18 @@ log = logging.getLogger("estafeta")
 
 class Platform:
     def __init__(
-        self, settings: Settings, clock: Clock | None = None, mail_due: Callable[[], None] | None = None
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        mail_due: Callable[[], None] | None = None,
+        metrics_from: str | None = None,
     ) -> None:
         """`mail_due`: whom to tell that mail was queued here besides this process's delivery (a front
-        child process tells the serve process, which wakes delivery)."""
+        child process tells the serve process, which wakes delivery); `metrics_from`: where a front child
+        process reads the node's metrics (`Core`)."""
         self.settings = settings
         self.mail_due = mail_due
-        self.core = Core(settings, clock=clock, wake_delivery=self.wake_delivery)
+        self.core = Core(settings, clock=clock, wake_delivery=self.wake_delivery, metrics_from=metrics_from)
         core = self.core
         self.engine = core.delivery_engine()
         self.supervisor = Supervisor(core.metrics, mail_due=self.wake_delivery)
@@ -124,10 +129,19 @@ class Platform:
             )
             core.urls.api = self.api_url
         metrics = self.settings.metrics
+        front_children = children and (api or smtp) and self.settings.front.processes > 1
+        metrics_from: str | None = None
         if services and metrics.enabled and metrics.port is not None:
             self._metrics_server, self.metrics_port = await self._serve(
                 metrics_app(core), metrics.host, metrics.port, "metrics"
             )
+        elif services and metrics.enabled and api and front_children:
+            # /metrics on the API port may land on a front child: it answers with this process's figures
+            # (the node's sums), read from a loopback listener of their own.
+            self._metrics_server, self.metrics_port = await self._serve(
+                metrics_app(core), "127.0.0.1", 0, "metrics"
+            )
+            metrics_from = f"http://127.0.0.1:{self.metrics_port}/metrics"
         if delivery and not self.settings.delivery.processes:
             self._tasks.append(asyncio.create_task(self.engine.run(), name="delivery"))
         if smtp:
@@ -144,10 +158,10 @@ class Platform:
         if services or delivery:  # on every node: each round runs on one of them
             self._background.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         # Last: whatever failed above (a port in use) has not left children running.
-        if children and (api or smtp) and self.settings.front.processes > 1:
+        if front_children:
             await self.supervisor.start(
                 "front",
-                functools.partial(front_work, api=api),
+                functools.partial(front_work, api=api, metrics_from=metrics_from),
                 self._front_child_settings(smtp),
                 self.settings.front.processes - 1,
             )
@@ -210,8 +224,10 @@ class FrontWork:
     """What a front child process runs: the API and the relay on the serve process's ports (no delivery,
     no services); mail it queues wakes the serve process's delivery."""
 
-    def __init__(self, settings: Settings, mail_due: Callable[[], None], api: bool) -> None:
-        self.platform = Platform(settings, mail_due=mail_due)
+    def __init__(
+        self, settings: Settings, mail_due: Callable[[], None], api: bool, metrics_from: str | None
+    ) -> None:
+        self.platform = Platform(settings, mail_due=mail_due, metrics_from=metrics_from)
         self.api = api
 
     async def start(self) -> None:
@@ -233,6 +249,9 @@ class FrontWork:
         await self.platform.stop(grace)
 
 
-def front_work(settings: Settings, mail_due: Callable[[], None], *, api: bool = True) -> FrontWork:
-    """The supervisor's factory for front child processes (`api`: serve the API too)."""
-    return FrontWork(settings, mail_due, api)
+def front_work(
+    settings: Settings, mail_due: Callable[[], None], *, api: bool = True, metrics_from: str | None = None
+) -> FrontWork:
+    """The supervisor's factory for front child processes (`api`: serve the API too; `metrics_from`: the
+    serve process's metrics listener, for /metrics on the API)."""
+    return FrontWork(settings, mail_due, api, metrics_from)

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from estafeta import audit
-from estafeta.audit import Actor
+from estafeta.audit import SYSTEM, Actor
 from estafeta.clock import Clock
 from estafeta.config import Settings
 from estafeta.store import abuse as abuse_store
@@ -138,6 +138,10 @@ def evaluate(conn: Connection, account_id: int, now: datetime, settings: Setting
     if outcome == "pause":
         store.set_standing(conn, account_id, "broadcast", "paused", reason, "system", now)
         _account_event(conn, account_id, "account_paused", now, {**data, "how_to_resume": HOW_TO_RESUME})
+        details = {"reason": reason}
+        audit.record(
+            conn, SYSTEM, "stream.pause", at=now, account_id=account_id, target="broadcast", details=details
+        )
         _request_review(conn, account_id, "broadcast", f"paused: {reason}", m, now)
         return "paused"
     if outcome == "warning" and standing.state == "active":
@@ -349,7 +353,7 @@ class Reputation:
                     store.set_standing(conn, account, stream, "active", "", actor, now, fresh_start=True)
                     _account_event(conn, account, "account_resumed", now, {**base, "stream": stream})
             if "warm-up" in review.reason:
-                self._raise_tier(conn, account, now, actor)
+                self._raise_tier(conn, account, now, who)
             resumed = self._resume_campaigns(conn, account, now)
             moved = store.set_entries(
                 conn,
@@ -441,17 +445,16 @@ class Reputation:
         if campaigns_resumed:
             self.campaigns_due()
 
-    def _raise_tier(self, conn: Connection, account_id: int, now: datetime, actor: str) -> None:
+    def _raise_tier(self, conn: Connection, account_id: int, now: datetime, actor: Actor) -> None:
         tier = store.tier(conn, account_id)
         if tier >= len(self.settings.warmup.tiers):
             return
         store.set_tier(conn, account_id, tier + 1)
-        _account_event(
-            conn,
-            account_id,
-            "limit_raised",
-            now,
-            {"tier": tier + 1, "per_24h": sending_limit(tier + 1, self.settings), "by": actor},
+        limit = {"tier": tier + 1, "per_24h": sending_limit(tier + 1, self.settings)}
+        _account_event(conn, account_id, "limit_raised", now, {**limit, "by": actor.name})
+        target = f"account:{account_id}"
+        audit.record(
+            conn, actor, "account.limit_raise", at=now, account_id=account_id, target=target, details=limit
         )
 
     async def set_stream(self, account_id: int, stream: str, state: str, reason: str, who: Actor) -> None:
@@ -507,7 +510,7 @@ class Reputation:
             m = measure(conn, account_id, now, self.settings, standing.measured_after)
             outcome, reason = verdict(m, self.settings)
             if outcome == "healthy" and standing.state == "active":
-                self._raise_tier(conn, account_id, now, "system")
+                self._raise_tier(conn, account_id, now, SYSTEM)
                 self._resume_campaigns(conn, account_id, now)
                 raised += 1
             else:

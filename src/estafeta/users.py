@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
 from sqlalchemy import Connection
 
-from estafeta.audit import Actor, record
+from estafeta.audit import Actor, record, user_name
 from estafeta.auth import hash_secret, verify_secret
 from estafeta.clock import Clock
 from estafeta.compose import AddressError, parse_address
@@ -255,8 +255,9 @@ class Users:
 
     # -- sessions ----------------------------------------------------------------------------------
 
-    async def start_session(self, user: store.UserRow) -> NewSession:
-        """Sign a user in: a fresh session looking at their first account (if any)."""
+    async def start_session(self, user: store.UserRow, *, origin: str) -> NewSession:
+        """Sign a user in: a fresh session looking at their first account (if any). `origin` is where
+        the user signs in from (the audit log keeps it)."""
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         now = self.clock.now()
@@ -264,16 +265,11 @@ class Users:
 
         def work(conn: Connection) -> None:
             accounts = store.memberships(conn, user.id)
+            first = accounts[0].account_id if accounts else None
             store.delete_expired_sessions(conn, now)
-            store.create_session(
-                conn,
-                _session_id(token),
-                user.id,
-                accounts[0].account_id if accounts else None,
-                csrf,
-                now,
-                expires,
-            )
+            store.create_session(conn, _session_id(token), user.id, first, csrf, now, expires)
+            actor = Actor.user(user.id, user.email, origin)
+            record(conn, actor, "user.sign_in", at=now, account_id=first, target=actor.name)
 
         await self.db.run(work)
         return NewSession(self._cookies.sign(token).decode(), csrf, expires)
@@ -433,7 +429,7 @@ def _create_user(
         "user.create",
         at=now,
         account_id=account_id,
-        target=f"user:{user.id}/{email}",
+        target=user_name(user.id, email),
         details=details,
     )
     return user
@@ -442,7 +438,7 @@ def _create_user(
 def _user_target(conn: Connection, user_id: int) -> str:
     """How entries name a user: `user:<id>/<email>`, like an actor."""
     user = store.get_user(conn, user_id)
-    return f"user:{user_id}/{user.email}" if user is not None else f"user:{user_id}"
+    return user_name(user_id, user.email) if user is not None else f"user:{user_id}"
 
 
 def _identify(conn: Connection, session_id: str, now: datetime) -> Identity | None:
@@ -483,6 +479,6 @@ def _accept(
     store.set_membership(conn, user.id, invitation.account_id, invitation.role, now)
     actor = Actor.user(user.id, user.email, origin)
     details = {"role": invitation.role, "invitation": invitation.id}
-    target = f"user:{user.id}/{user.email}"
+    target = user_name(user.id, user.email)
     record(conn, actor, "user.join", at=now, account_id=invitation.account_id, target=target, details=details)
     return user

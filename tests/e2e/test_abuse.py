@@ -169,7 +169,7 @@ async def test_the_operator_terminates_from_the_review_page_with_its_csrf_token(
     h = reporting
     users = h.platform.core.users
     user = await users.create("ops@estafeta.test", "a long enough password", operator=True, actor=SYSTEM)
-    session = await users.start_session(user)
+    session = await users.start_session(user, origin="127.0.0.1")
     await h.platform.core.reputation.set_stream(
         h.account_id, "broadcast", "paused", "looks bad", Actor("admin:x", "127.0.0.1")
     )

@@ -229,7 +229,7 @@ async def test_dashboard_pages_refuse_ids_out_of_range(h: Harness) -> None:
         role="owner",
         actor=SYSTEM,
     )
-    session = await users.start_session(user)
+    session = await users.start_session(user, origin="127.0.0.1")
     headers = {"X-CSRF-Token": session.csrf_token}
     async with httpx.AsyncClient(
         base_url=h.platform.api_url, cookies={"estafeta_session": session.cookie}, headers=headers

@@ -72,8 +72,7 @@ async def test_api_actions_are_recorded_with_the_key_that_took_them(harness: Har
         moment = newest[0]["at"]
         assert await _audit(admin, until=moment, action="suppression") == []
         assert len(await _audit(admin, since=moment, action="suppression")) == 1
-        backwards = await admin.get("/v1/admin/audit", params={"since": moment, "until": moment})
-        assert backwards.status_code == 422
+        assert await _audit(admin, since=moment, until=moment) == []
         assert (await admin.get("/v1/admin/audit", params={"cursor": "bm90IG91cnM"})).status_code == 422
         assert (await admin.get("/v1/admin/audit", params={"action": "Review;drop"})).status_code == 422
 
@@ -130,7 +129,10 @@ async def test_the_dashboard_shows_the_log_to_operators_only(harness: Harness) -
     owner = await users.create(
         "ana@acme.test", "a long enough password", account_id=h.account_id, role="owner", actor=SYSTEM
     )
-    ops_session, owner_session = await users.start_session(operator), await users.start_session(owner)
+    ops_session, owner_session = (
+        await users.start_session(operator, origin="127.0.0.1"),
+        await users.start_session(owner, origin="127.0.0.1"),
+    )
     async with httpx.AsyncClient(
         base_url=h.platform.api_url, cookies={"estafeta_session": owner_session.cookie}
     ) as browser:
@@ -145,5 +147,9 @@ async def test_the_dashboard_shows_the_log_to_operators_only(harness: Harness) -
         assert f"user:{owner.id}/ana@acme.test" in page.text and "smtp_credential.create" in page.text
         assert "user.create" not in page.text
         assert 'href="/app/admin/audit" aria-current="page"' in page.text  # in the operators' navigation
+        signed_in = await browser.get("/app/admin/audit", params={"action": "user.sign_in"})
+        assert (
+            signed_in.text.count("<code>user.sign_in</code>") == 2 and "ops@estafeta.test" in signed_in.text
+        )
         assert (await browser.get("/app/admin/audit", params={"action": "x;y"})).status_code == 422
         assert (await browser.get("/app/admin/audit", params={"account": "nobody"})).status_code == 422

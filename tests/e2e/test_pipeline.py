@@ -119,6 +119,15 @@ async def test_mailbox_full_is_deferred_then_delivered_on_retry(harness: Harness
     assert len(harness.world.received("full.test")) == 1
 
 
+async def test_an_address_needing_smtputf8_is_delivered_as_the_first_message_over_starttls(
+    harness: Harness,
+) -> None:
+    # The session's extensions are read anew after STARTTLS, before the first envelope is written.
+    message_id = await harness.send(to=["josé@gmail.test"])
+    await harness.wait_state(message_id, "delivered")
+    assert len(harness.world.received("gmail.test")) == 1
+
+
 async def test_greylisting_is_retried(harness: Harness) -> None:
     message_id = await harness.send(to=["grey@greylist.test"])
     view = await harness.wait_for(message_id, lambda v: bool(_events(v, "deferred")))

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from estafeta.accept.errors import AcceptError
 from estafeta.store import messages as message_store
-from estafeta.store.db import Database
+from estafeta.store.db import Database, DatabaseBusy
 
 Rows = list[message_store.NewMessage]
 Gate = Callable[[Connection, Rows, datetime, dict[int, Any]], Rows]
@@ -66,6 +66,10 @@ class GroupCommit:
                 batch, self._pending = self._pending, []
                 try:
                     outcomes = await self.db.run(store_batch, batch)
+                except DatabaseBusy as exc:  # each alone would wait as long again
+                    for entry in batch:
+                        _settle(entry, exc)
+                    continue
                 except Exception as exc:
                     if len(batch) == 1:
                         _settle(batch[0], exc)

@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from estafeta.core import DatabaseBusy
+
 PROBLEM = "application/problem+json"
 TITLES = {
     400: "Bad request",
@@ -50,7 +52,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 COMMON_STATUSES = (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 """The problems any route may answer: malformed or refused input, credentials, a missing resource, a conflict,
 a body over the limit or of the wrong type, throttling, and 503 (with `Retry-After`) while the shared
-limits cannot be checked (the cluster's Redis is unreachable: requests are refused, never let through)."""
+limits cannot be checked (the cluster's Redis is unreachable: requests are refused, never let through) or
+while a SQLite database stays locked by other writers beyond `sqlite_busy_timeout` (nothing was stored)."""
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -138,6 +141,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc.status, exc.detail, exc.errors, exc.headers, exc.kind)
+
+    @app.exception_handler(DatabaseBusy)
+    async def _busy(_: Request, exc: DatabaseBusy) -> JSONResponse:
+        detail = "the database is busy with other writers and nothing was stored; try again shortly"
+        return problem_response(503, detail, headers={"Retry-After": "1"}, kind="database-busy")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

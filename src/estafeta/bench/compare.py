@@ -2,8 +2,8 @@
 
 Runs, in order: `smtp-source` → `smtp-sink` (the machine's SMTP limit); `smtp-source` → a private Postfix
 → the benchmark sink (accept rate, end-to-end relay rate, CPU of Postfix's processes); then Estafeta's
-pipeline (API → sink) and relay (STARTTLS + AUTH + DKIM → sink) on each backend, the relay on PostgreSQL
-also with one accepting process per core (`smtp.processes`). Ratios are Estafeta's
+pipeline (API → sink) and relay (STARTTLS + AUTH + DKIM → sink) on each backend, each with one front
+process and with one front process per core (`front.processes`). Ratios are Estafeta's
 rate over Postfix's (pipeline over Postfix's end-to-end rate, relay accept over Postfix's accept rate),
 and CPU-seconds per message, which move much less than wall-clock rates on a shared machine.
 """
@@ -65,32 +65,38 @@ def reference_runs(messages: int, sessions: int, console: Console) -> dict[str, 
     return runs
 
 
+def _row(result: dict[str, Any], accept_rate: str, relay_rate: str) -> dict[str, Any]:
+    """One benchmark's figures under the names the comparison uses."""
+    return {
+        "messages": result["messages"],
+        "accept_msgs_per_s": result[accept_rate],
+        "relayed": result["received_by_sink"],
+        "relayed_msgs_per_s": result[relay_rate],
+        "cpu_ms_per_msg": result["cpu_ms_per_msg"],
+        "loadavg": result["loadavg"],
+    }
+
+
 def estafeta_runs(
     messages: int, sessions: int, backends: list[str], postgresql_url: str, console: Console
 ) -> dict[str, dict[str, Any]]:
     runs: dict[str, dict[str, Any]] = {}
+    cores = os.cpu_count() or 1
     for backend in backends:
-        pipeline = asyncio.run(
-            run_pipeline(
-                messages=messages,
-                batch=100,
-                algorithm="rsa-sha256",
-                backend=backend,
-                postgresql_url=postgresql_url,
-                console=console,
+        for processes in sorted({1, cores}):
+            suffix = f" {processes} processes" if processes > 1 else ""
+            pipeline = asyncio.run(
+                run_pipeline(
+                    messages=messages,
+                    batch=100,
+                    algorithm="rsa-sha256",
+                    backend=backend,
+                    postgresql_url=postgresql_url,
+                    console=console,
+                    front_processes=processes,
+                )
             )
-        )
-        runs[f"pipeline {backend}"] = {
-            "messages": messages,
-            "accept_msgs_per_s": pipeline["accept_msgs_per_s"],
-            "relayed": pipeline["received_by_sink"],
-            "relayed_msgs_per_s": pipeline["pipeline_msgs_per_s"],
-            "cpu_ms_per_msg": pipeline["cpu_ms_per_msg"],
-            "loadavg": pipeline["loadavg"],
-        }
-        # On PostgreSQL the relay also runs with one accepting process per core (smtp.processes).
-        cores = os.cpu_count() or 1
-        for processes in [1] if backend == "sqlite" or cores == 1 else [1, cores]:
+            runs[f"pipeline {backend}{suffix}"] = _row(pipeline, "accept_msgs_per_s", "pipeline_msgs_per_s")
             relay = asyncio.run(
                 run_smtp(
                     messages=messages,
@@ -99,18 +105,10 @@ def estafeta_runs(
                     backend=backend,
                     postgresql_url=postgresql_url,
                     console=console,
-                    processes=processes,
+                    front_processes=processes,
                 )
             )
-            name = f"relay {backend}" + (f" {processes} processes" if processes > 1 else "")
-            runs[name] = {
-                "messages": messages,
-                "accept_msgs_per_s": relay["msgs_per_s"],
-                "relayed": relay["received_by_sink"],
-                "relayed_msgs_per_s": relay["relayed_msgs_per_s"],
-                "cpu_ms_per_msg": relay["cpu_ms_per_msg"],
-                "loadavg": relay["loadavg"],
-            }
+            runs[f"relay {backend}{suffix}"] = _row(relay, "msgs_per_s", "relayed_msgs_per_s")
     return runs
 
 

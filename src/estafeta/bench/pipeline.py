@@ -1,17 +1,17 @@
 """`estafeta bench pipeline`: messages/second from API accept to the receiver's 250.
 
-The platform runs as `estafeta serve` runs it with `delivery.processes = 1`: the API (DKIM signing) in this
-process, delivery in a child process, on SQLite or PostgreSQL. The HTTP clients run in a child process and
-the receiver is the benchmark sink in another, as real clients and receivers would not share the sender's
-CPU. The clock starts at the first POST and stops when the sink has the last message. CPU-seconds are
-summed over the platform's processes only (not the clients', not the sink's).
+The platform runs as `estafeta serve` runs it with `delivery.processes = 1` and `front.processes` = one
+per core by default: the API (DKIM signing) in this process and its front children, delivery in a child
+process, on SQLite or PostgreSQL. The HTTP clients run in a child process and the receiver is the
+benchmark sink in another, as real clients and receivers would not share the sender's CPU. The clock
+starts at the first POST and stops when the sink has the last message. CPU-seconds are summed over the
+platform's processes only (not the clients', not the sink's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import statistics
 import tempfile
 import time
@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from estafeta.audit import SYSTEM
-from estafeta.bench.resources import database_url, load_average, tree_cpu_seconds
+from estafeta.bench.resources import database_url, join_or_kill, load_average, platform_cpu_seconds
 from estafeta.bench.sink import SinkProcess
 from estafeta.clock import SystemClock
 from estafeta.core import Core
@@ -37,6 +37,7 @@ from estafeta.store.bench import delivery_latencies
 PROVIDERS = ("gmail.test", "yahoo.test", "outlook.test")
 TIME_LIMIT = 600.0
 DELIVERY_PROCESSES = 1
+CONNECTIONS_PER_FRONT_PROCESS = 4  # the kernel spreads connections over the front processes at random
 
 
 async def run_pipeline(
@@ -47,8 +48,9 @@ async def run_pipeline(
     backend: str,
     postgresql_url: str,
     console: Console,
-    concurrency: int = 4,
+    front_processes: int = 1,
 ) -> dict[str, Any]:
+    concurrency = CONNECTIONS_PER_FRONT_PROCESS * front_processes
     with (
         tempfile.TemporaryDirectory(prefix="estafeta-bench-") as tmp,
         database_url(backend, Path(tmp), postgresql_url) as url,
@@ -66,9 +68,10 @@ async def run_pipeline(
                 url,
                 sink.dns_address,
                 sink.smtp_port,
-                # Delivery in a process of its own, as `estafeta serve` runs it with delivery.processes = 1:
-                # accepting and delivering each get a core.
-                delivery={"poll_interval": 0.05, "idle_timeout": 5, "processes": DELIVERY_PROCESSES},
+                # Delivery in a process of its own, as `estafeta serve` runs it with delivery.processes = 1;
+                # the front wakes it when mail is queued, so it need not poll often.
+                delivery={"idle_timeout": 5, "processes": DELIVERY_PROCESSES},
+                front={"processes": front_processes},
                 warmup={"tiers": []},  # a benchmark sends more than a new account may
             )
         )
@@ -92,7 +95,7 @@ async def run_pipeline(
             with progress:
                 accepted_bar = progress.add_task("accepted", total=messages)
                 delivered_bar = progress.add_task("delivered", total=messages)
-                cpu_before = tree_cpu_seconds([os.getpid()])
+                cpu_before = platform_cpu_seconds(None, sink_process.pid)
                 started = time.perf_counter()
                 clients.start()
 
@@ -101,10 +104,12 @@ async def run_pipeline(
                     progress.update(delivered_bar, completed=received)
 
                 finished = await sink_process.wait_for(messages, TIME_LIMIT, advance)
-                cpu = tree_cpu_seconds([os.getpid()], exclude=[clients.pid or 0]) - cpu_before
+                cpu = platform_cpu_seconds(clients.pid, sink_process.pid) - cpu_before
                 seconds = finished - started
-            outcome: dict[str, Any] = receiver.recv() if receiver.poll(TIME_LIMIT) else {"error": "no answer"}
-            await asyncio.to_thread(clients.join)
+            # Waited for off the event loop: the clients' last replies (QUIT) come from this process too.
+            answered = await asyncio.to_thread(receiver.poll, TIME_LIMIT)
+            outcome: dict[str, Any] = receiver.recv() if answered else {"error": "no answer"}
+            await join_or_kill(clients)
             latencies = await platform.core.db.run(delivery_latencies)
             counts = await platform.core.db.run(queue_store.state_counts)
             received = sink_process.received
@@ -118,6 +123,7 @@ async def run_pipeline(
         "batch_size": batch,
         "dkim": algorithm,
         "database": backend,
+        "front_processes": front_processes,
         "delivery_processes": DELIVERY_PROCESSES,
         "delivered": counts.get("delivered", 0),
         "received_by_sink": received,

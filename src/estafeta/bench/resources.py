@@ -6,9 +6,12 @@ CPU-seconds per message, summed over every process of the system under test, mov
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import secrets
 from collections.abc import Iterable, Iterator
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import psutil
@@ -16,6 +19,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 BACKENDS = ("sqlite", "postgresql")
+JOIN_TIMEOUT = 30.0  # seconds a benchmark child that sent its results gets to exit
 
 
 @contextlib.contextmanager
@@ -68,6 +72,20 @@ def tree_cpu_seconds(roots: Iterable[int], exclude: Iterable[int] = ()) -> float
                     times = process.cpu_times()
                     total += times.user + times.system
     return total
+
+
+def platform_cpu_seconds(clients: int | None, sink: int | None) -> float:
+    """CPU seconds of this process and its children (the platform's front and delivery processes), without
+    the benchmark's clients and sink, which run in children of their own."""
+    return tree_cpu_seconds([os.getpid()], exclude=[pid for pid in (clients, sink) if pid is not None])
+
+
+async def join_or_kill(process: BaseProcess, timeout: float = JOIN_TIMEOUT) -> None:
+    """Wait for a finished benchmark child to exit, bounded: a child stuck at exit is killed."""
+    await asyncio.to_thread(process.join, timeout)
+    if process.is_alive():
+        process.kill()
+        await asyncio.to_thread(process.join)
 
 
 def load_average() -> str:

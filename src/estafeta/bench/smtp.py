@@ -1,18 +1,18 @@
 """`estafeta bench smtp`: messages/second accepted through the SMTP relay, and relayed to the sink.
 
-The platform (relay, accept path with DKIM signing, a durable commit before each 250) runs in this process
-with delivery in a child process, relaying to the benchmark sink, as Postfix does while it accepts; the mail
-clients run in a child process, as real clients would not share the server's CPU. Each of `sessions`
-clients connects to the submission port, negotiates STARTTLS, logs in, and then sends one message after
-another. The accept clock runs from the first MAIL to the last 250, the end-to-end clock until the sink has
-the last message; connecting and logging in are not counted. CPU-seconds cover the platform's processes.
+The platform (relay, accept path with DKIM signing, a durable commit before each 250) runs in this process and
+its `front.processes - 1` front children, with delivery in a child process, relaying to the benchmark sink, as
+Postfix does while it accepts; the mail clients run in a child process, as real clients would not share the
+server's CPU. Each of `sessions` clients connects to the submission port, negotiates STARTTLS, logs in, and
+then sends one message after another. The accept clock runs from the first MAIL to the last 250, the
+end-to-end clock until the sink has the last message; connecting and logging in are not counted.
+CPU-seconds cover the platform's processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import ssl
 import statistics
 import tempfile
@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from estafeta.audit import SYSTEM
-from estafeta.bench.resources import database_url, load_average, tree_cpu_seconds
+from estafeta.bench.resources import database_url, join_or_kill, load_average, platform_cpu_seconds
 from estafeta.bench.sink import SinkProcess
 from estafeta.clock import SystemClock
 from estafeta.platform import Platform
@@ -62,7 +62,7 @@ async def run_smtp(
     backend: str,
     postgresql_url: str,
     console: Console,
-    processes: int = 1,
+    front_processes: int = 1,
 ) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="estafeta-bench-") as tmp,
@@ -75,7 +75,8 @@ async def run_smtp(
             url,
             sink.addresses.dns_address,
             sink.addresses.smtp_port,
-            delivery={"poll_interval": 0.05, "idle_timeout": 5, "processes": DELIVERY_PROCESSES},
+            delivery={"idle_timeout": 5, "processes": DELIVERY_PROCESSES},  # woken by the front
+            front={"processes": front_processes},
             smtp={
                 "host": HOST,
                 "starttls_port": 0,
@@ -84,7 +85,6 @@ async def run_smtp(
                 "tls_key": key,
                 "rate_per_second": 0,
                 "max_connections_per_ip": sessions,
-                "processes": processes,
             },
             warmup={"tiers": []},  # a benchmark sends more than a new account may
         )
@@ -114,7 +114,7 @@ async def run_smtp(
                 ),
                 name="estafeta-bench-clients",
             )
-            cpu_before = tree_cpu_seconds([os.getpid()])
+            cpu_before = platform_cpu_seconds(None, sink.pid)
             clients.start()
             progress = Progress(
                 TextColumn("{task.description:<10}"),
@@ -132,9 +132,11 @@ async def run_smtp(
                     progress.update(relayed, completed=received)
 
                 finished = await sink.wait_for(messages, TIME_LIMIT, advance)
-                cpu = tree_cpu_seconds([os.getpid()], exclude=[clients.pid or 0]) - cpu_before
-            outcome: dict[str, Any] = receiver.recv() if receiver.poll(TIME_LIMIT) else {"error": "no answer"}
-            await asyncio.to_thread(clients.join)
+                cpu = platform_cpu_seconds(clients.pid, sink.pid) - cpu_before
+            # Waited for off the event loop: the clients' last replies (QUIT) come from this process too.
+            answered = await asyncio.to_thread(receiver.poll, TIME_LIMIT)
+            outcome: dict[str, Any] = receiver.recv() if answered else {"error": "no answer"}
+            await join_or_kill(clients)
             counts = await platform.core.db.run(queue_store.state_counts)
         finally:
             await platform.stop()
@@ -148,7 +150,7 @@ async def run_smtp(
         "tls": "STARTTLS",
         "dkim": algorithm,
         "database": backend,
-        "accept_processes": processes,
+        "front_processes": front_processes,
         "accepted": len(latencies),
         "refused": outcome["refused"],
         "delivered": counts.get("delivered", 0),

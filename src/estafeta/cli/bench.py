@@ -25,6 +25,20 @@ PostgresqlUrl = Annotated[
 ]
 
 
+FrontProcesses = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=64, help="front.processes: processes serving the API and relay (default: one per core)."
+    ),
+]
+
+
+def _front_processes(chosen: int | None) -> int:
+    import os
+
+    return chosen or os.cpu_count() or 1
+
+
 def _backends(chosen: list[str] | None) -> list[str]:
     from estafeta.bench.resources import BACKENDS
 
@@ -41,6 +55,7 @@ def pipeline(
     algorithm: Annotated[str, typer.Option(help="DKIM algorithm.")] = "rsa-sha256",
     backend: Backends = None,
     postgresql_url: PostgresqlUrl = DEFAULT_POSTGRESQL_URL,
+    front_processes: FrontProcesses = None,
     output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/pipeline.json"),
 ) -> None:
     """Messages/second from API accept to the benchmark sink's 250, DKIM on, per database backend."""
@@ -56,6 +71,7 @@ def pipeline(
                 backend=name,
                 postgresql_url=postgresql_url,
                 console=console,
+                front_processes=_front_processes(front_processes),
             )
         )
         for name in _backends(backend)
@@ -70,9 +86,7 @@ def smtp(
     algorithm: Annotated[str, typer.Option(help="DKIM algorithm.")] = "rsa-sha256",
     backend: Backends = None,
     postgresql_url: PostgresqlUrl = DEFAULT_POSTGRESQL_URL,
-    processes: Annotated[
-        int, typer.Option(min=1, max=64, help="smtp.processes on PostgreSQL (SQLite runs one).")
-    ] = 1,
+    front_processes: FrontProcesses = None,
     output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/smtp.json"),
 ) -> None:
     """Messages/second accepted through the SMTP relay (STARTTLS, AUTH, DKIM on) and relayed to the sink."""
@@ -88,7 +102,7 @@ def smtp(
                 backend=name,
                 postgresql_url=postgresql_url,
                 console=console,
-                processes=processes if name == "postgresql" else 1,
+                front_processes=_front_processes(front_processes),
             )
         )
         for name in _backends(backend)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -25,6 +26,7 @@ _FEEDBACK_ID = re.compile(r"(?:[!-9;-~]*:){0,3}[!-9;-~]+")
 _BARE_LINE_BREAK = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _OVERLONG_LINE = re.compile(rb"[^\r\n]{%d}" % (MAX_LINE_OCTETS + 1))
 _LINE_BREAKS = {"\u2028", "\u2029"}
+_POLICY = policy.SMTPUTF8
 
 RESERVED_HEADERS = frozenset(
     {
@@ -197,6 +199,24 @@ def _parsed(message: Message, name: str) -> Any:
         raise ComposeError(f"headers.{name}", "cannot be parsed") from None
 
 
+@functools.lru_cache(maxsize=4096)
+def _address_list(name: str, value: str) -> int:
+    """How many mailboxes a valid address field names, or `ComposeError`. Parsing an address list is the
+    costly part of checking a relayed message, and senders repeat their From, so each value is parsed once."""
+    try:
+        header = _POLICY.header_fetch_parse(name, value)
+    except Exception:
+        # The stdlib parser raises assorted exceptions (IndexError, HeaderParseError) on malformed values.
+        raise ComposeError(f"headers.{name}", "cannot be parsed") from None
+    defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
+    if defects:
+        raise ComposeError(f"headers.{name}", f"is not a valid address list: {defects[0]}")
+    for address in header.addresses:
+        if not address.username or not address.domain:
+            raise ComposeError(f"headers.{name}", f"{str(address)!r} is not a complete address")
+    return len(header.addresses)
+
+
 def _check_fields(message: Message) -> None:
     counts = Counter(key.lower() for key in message)
     if counts["from"] == 0:
@@ -205,21 +225,13 @@ def _check_fields(message: Message) -> None:
         if counts[name.lower()] > 1:
             times = counts[name.lower()]
             raise ComposeError(f"headers.{name}", f"appears {times} times; at most once is allowed")
-    addresses: dict[str, Any] = {}
-    for name in _ADDRESS_FIELDS:
-        if counts[name.lower()] == 0:
-            continue
-        header = addresses[name] = _parsed(message, name)  # each parse is costly: once per field
-        defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
-        if defects:
-            raise ComposeError(f"headers.{name}", f"is not a valid address list: {defects[0]}")
-        for address in header.addresses:
-            if not address.username or not address.domain:
-                raise ComposeError(f"headers.{name}", f"{str(address)!r} is not a complete address")
-    authors = addresses["From"].addresses
-    if not authors:
+    raw = {key.lower(): value for key, value in message.raw_items()}  # each address field is a singleton
+    mailboxes = {
+        name: _address_list(name, raw[name.lower()]) for name in _ADDRESS_FIELDS if counts[name.lower()]
+    }
+    if not mailboxes["From"]:
         raise ComposeError("headers.From", "must name at least one mailbox")
-    if len(authors) > 1 and "Sender" not in addresses:
+    if mailboxes["From"] > 1 and "Sender" not in mailboxes:
         raise ComposeError("headers.Sender", "is required when From names more than one mailbox")
     if counts["date"]:
         date = _parsed(message, "Date")
@@ -237,7 +249,7 @@ def check_message(raw: bytes) -> tuple[bytes, Message]:
     header_section = _check_line_structure(raw)
     # Parsed from text: BytesParser would leave UTF-8 header bytes undecoded and report them as defects.
     text = _decode_header_section(header_section)
-    message = Parser(policy=policy.SMTPUTF8).parsestr(text, headersonly=True)
+    message = Parser(policy=_POLICY).parsestr(text, headersonly=True)
     _check_fields(message)
     return header_section, message
 

@@ -1,19 +1,29 @@
-"""Build an RFC 5322 / MIME message from what a caller asked for, with the stdlib `email` package."""
+"""Build an RFC 5322 / MIME message from what a caller asked for, written directly as bytes.
+
+The stdlib's `email` objects parse every header they are given and fold it again on output, which cost
+several times more than the rest of accepting a message; the structure built here is fixed and simple, so it
+is written as it goes on the wire: CRLF lines, headers folded at whitespace within 78 columns, non-ASCII
+header text as RFC 2047 encoded words (raw UTF-8 in an SMTPUTF8 message, RFC 6532), bodies 7bit when they
+are ASCII with short lines and otherwise quoted-printable or base64 (whichever is shorter), so they pass
+servers without 8BITMIME; attachments base64 with RFC 2231 file names; random multipart boundaries.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from email import policy
-from email.headerregistry import Address as HeaderAddress
-from email.headerregistry import Group, HeaderRegistry
-from email.message import MIMEPart
 from typing import Literal
+from urllib.parse import quote
 
 from estafeta.compose.addresses import Address
 from estafeta.compose.headers import (
+    FOLD_COLUMN,
+    MAX_LINE_OCTETS,
     ComposeError,
     check_custom_headers,
     check_feedback_id,
@@ -23,31 +33,13 @@ from estafeta.compose.headers import (
     message_id_header,
 )
 
-
-# 7bit transfer encodings keep bodies safe for servers without 8BITMIME; lines stay within 78 columns.
-# refold_source="none" writes pre-folded custom headers as they are (see fold_words).
-class _CachedHeaderRegistry(HeaderRegistry):
-    """The stdlib builds a new header class with `type()` on every lookup; build each one once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._classes: dict[str, type] = {}
-
-    def __getitem__(self, name: str) -> type:
-        key = name.lower()
-        found = self._classes.get(key)
-        if found is None:
-            found = self._classes[key] = super().__getitem__(name)
-        return found
-
-
-_HEADERS = _CachedHeaderRegistry()
-_ASCII_POLICY = policy.SMTP.clone(cte_type="7bit", refold_source="none", header_factory=_HEADERS)
-_UTF8_POLICY = policy.SMTPUTF8.clone(cte_type="7bit", refold_source="none", header_factory=_HEADERS)
-
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 2045 token
 _CONTENT_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})")
 _CONTENT_ID = re.compile(r"[!-;=?-~]+")  # visible ASCII without angle brackets
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_QUOTED_SPECIALS = re.compile(r'[\\"]')
+_ATOM_SPECIALS = re.compile(r'[()<>@,;:\\".\[\]]')  # a display name with these is quoted
+_LONGEST_WORD = 900  # octets: a whitespace-free run longer than this is written as encoded words
 
 
 @dataclass
@@ -111,10 +103,6 @@ def _unique_recipients(addresses: list[Address]) -> list[Address]:
     return list(unique.values())
 
 
-def _mailboxes(addresses: list[Address]) -> list[HeaderAddress]:
-    return [a.header_address() for a in addresses]
-
-
 def _check_attachment(index: int, attachment: Attachment) -> tuple[str, str, str | None]:
     """Validate one attachment; return its main type, subtype and `<content-id>`."""
     where = f"attachments[{index}]"
@@ -147,42 +135,6 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _set_body(message: MIMEPart, draft: Draft) -> None:
-    """text → text/plain, html → text/html, both → alternative; inline parts → related; files → mixed."""
-    checked = [_check_attachment(i, a) for i, a in enumerate(draft.attachments)]
-    for name, body in (("text", draft.text), ("html", draft.html)):
-        if body and "\0" in body:
-            raise ComposeError(name, "must not contain NUL characters")
-        if body and not _encodable(body):
-            raise ComposeError(name, "contains a lone surrogate code point, which is not valid Unicode text")
-    if draft.text and draft.html:
-        message.set_content(draft.text, subtype="plain", charset="utf-8")
-        message.add_alternative(draft.html, subtype="html", charset="utf-8")
-        related_root = message.get_payload()[1]
-    else:
-        subtype = "html" if draft.html else "plain"
-        message.set_content(draft.html or draft.text or "", subtype=subtype, charset="utf-8")
-        related_root = message
-    inline = False
-    for attachment, (maintype, subtype, content_id) in zip(draft.attachments, checked, strict=True):
-        if content_id is not None:
-            related_root.add_related(
-                attachment.content,
-                maintype,
-                subtype,
-                cid=content_id,
-                filename=attachment.filename,
-                disposition="inline",
-            )
-            inline = True
-    if inline:
-        # RFC 2387 requires the type of the root part on multipart/related.
-        related_root.set_param("type", "text/html" if draft.html else "text/plain")
-    for attachment, (maintype, subtype, content_id) in zip(draft.attachments, checked, strict=True):
-        if content_id is None:
-            message.add_attachment(attachment.content, maintype, subtype, filename=attachment.filename)
-
-
 def _with_unsubscribe(headers: list[tuple[str, str]], unsubscribe: ListUnsubscribe) -> list[tuple[str, str]]:
     """List-Unsubscribe (and List-Unsubscribe-Post when there is a one-click URL) from the platform."""
     if any(name.lower() in ("list-unsubscribe", "list-unsubscribe-post") for name, _ in headers):
@@ -198,6 +150,186 @@ def _with_unsubscribe(headers: list[tuple[str, str]], unsubscribe: ListUnsubscri
     if unsubscribe.url:
         added.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
     return [*headers, *added]
+
+
+# --- header fields ------------------------------------------------------------------------------------------
+
+
+def _encoded_words(text: str, first_column: int = 0) -> list[str]:
+    """`text` as RFC 2047 encoded words of whole characters, each on a line of its own within 78 columns
+    (the first starting at `first_column`); whitespace between encoded words is not part of the decoded
+    text, so every character (spaces included) travels inside a word."""
+    words: list[str] = []
+    chunk = bytearray()
+    room = _word_bytes(FOLD_COLUMN - first_column)
+    for char in text:
+        encoded = char.encode("utf-8")
+        if chunk and len(chunk) + len(encoded) > room:
+            words.append(f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=")
+            chunk.clear()
+            room = _word_bytes(FOLD_COLUMN - 1)  # after the folding space
+        chunk += encoded
+    if chunk or not words:
+        words.append(f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=")
+    return words
+
+
+def _word_bytes(columns: int) -> int:
+    """How many bytes an encoded word fitting in `columns` holds: `=?utf-8?b?` and `?=` take 12, base64
+    carries 3 bytes in 4 characters (at least one character of up to 4 bytes, whatever the room)."""
+    return max((columns - 12) // 4 * 3, 4)
+
+
+def _field(name: str, value: str) -> str:
+    """A header field folded at the whitespace of `value` (CRLF-terminated)."""
+    return f"{name}: {fold_words(name, value).replace(chr(10), chr(13) + chr(10))}\r\n"
+
+
+def _encoded_field(name: str, text: str) -> str:
+    """A header field of encoded words, one folded line per word past the first that fits."""
+    return _field(name, " ".join(_encoded_words(text, len(name) + 2)))
+
+
+def _text_field(name: str, text: str, utf8: bool) -> str:
+    """A caller's header: as given (folded) when the message may carry it (ASCII, or UTF-8 in an SMTPUTF8
+    message), else as encoded words."""
+    return _field(name, text) if utf8 or text.isascii() else _encoded_field(name, text)
+
+
+def _subject_field(text: str, utf8: bool) -> str:
+    """The Subject, as encoded words also when it reads like one or has a word too long for a line, so that
+    it always reads back as written."""
+    if not text.strip():
+        return "Subject: \r\n"
+    plain = (utf8 or text.isascii()) and "=?" not in text
+    if plain and not any(len(word.encode()) > _LONGEST_WORD for word in text.split()):
+        return _field("Subject", text)
+    return _encoded_field("Subject", text)
+
+
+def _mailbox(address: Address, utf8: bool) -> str:
+    """One mailbox as a header shows it: `Name <local@domain>` with the name quoted or encoded as needed."""
+    name = address.display_name
+    if not name:
+        return address.email
+    if name.isascii() or utf8:
+        if _ATOM_SPECIALS.search(name) or name != " ".join(name.split()):
+            name = '"' + _QUOTED_SPECIALS.sub(lambda m: "\\" + m.group(), name) + '"'
+        return f"{name} <{address.email}>"
+    return f"{' '.join(_encoded_words(name))} <{address.email}>"
+
+
+def _address_field(name: str, addresses: list[Address], utf8: bool) -> str:
+    return _field(name, ", ".join(_mailbox(a, utf8) for a in addresses))
+
+
+def _param(name: str, value: str) -> str:
+    """A MIME parameter: quoted when it is short printable ASCII, else RFC 2231 (`name*=utf-8''%XX`),
+    continued over several lines (`name*0*`, `name*1*`, ...) when long."""
+    if value.isascii() and value.isprintable() and len(value) <= FOLD_COLUMN:
+        return f'{name}="{_QUOTED_SPECIALS.sub(lambda m: chr(92) + m.group(), value)}"'
+    encoded = "utf-8''" + quote(value, safe="")
+    if len(encoded) + len(name) + 4 <= MAX_LINE_OCTETS // 2:
+        return f"{name}*={encoded}"
+    pieces = []
+    while encoded:
+        cut = min(len(encoded), 60)
+        while "%" in encoded[max(cut - 2, 0) : cut] and cut < len(encoded):  # never split a %XX
+            cut -= 1
+        pieces.append(encoded[:cut])
+        encoded = encoded[cut:]
+    return ";\r\n ".join(f"{name}*{i}*={piece}" for i, piece in enumerate(pieces))
+
+
+# --- bodies -------------------------------------------------------------------------------------------------
+
+
+def _boundary() -> str:
+    """128 random bits, as the stdlib's generator draws them (not from the OS: a boundary guards no secret,
+    and one system call per boundary cost more than composing the rest of the message)."""
+    return f"=_{random.getrandbits(128):032x}"
+
+
+def _base64_lines(data: bytes) -> bytes:
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def _text_part(subtype: str, body: str) -> bytes:
+    """A text part (headers and body): line breaks become CRLF and the body ends with one."""
+    lines = _LINE_END.split(body)
+    if lines[-1] == "":
+        lines.pop()
+    if body.isascii() and all(len(line) <= FOLD_COLUMN for line in lines):
+        encoding = "7bit"
+        payload = "".join(line + "\r\n" for line in lines).encode("ascii")
+    else:
+        quoted = b"".join(
+            binascii.b2a_qp(line.encode("utf-8"), quotetabs=False, istext=False).replace(b"\n", b"\r\n")
+            + b"\r\n"
+            for line in lines
+        )
+        data = "".join(line + "\r\n" for line in lines).encode("utf-8")
+        encoded = _base64_lines(data)
+        encoding, payload = (
+            ("quoted-printable", quoted) if len(quoted) <= len(encoded) else ("base64", encoded)
+        )
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {encoding}\r\n\r\n'
+    ).encode("ascii") + payload
+
+
+def _file_part(
+    attachment: Attachment, maintype: str, subtype: str, content_id: str | None, disposition: str
+) -> bytes:
+    headers = f"Content-Type: {maintype}/{subtype}\r\nContent-Transfer-Encoding: base64\r\n"
+    headers += f"Content-Disposition: {disposition};\r\n {_param('filename', attachment.filename)}\r\n"
+    if content_id is not None:
+        headers += f"Content-ID: {content_id}\r\n"
+    return (headers + "\r\n").encode("ascii") + _base64_lines(attachment.content)
+
+
+def _multipart(subtype: str, parts: list[bytes], params: str = "") -> bytes:
+    """A multipart entity; each part's body keeps its final CRLF (the delimiter brings its own)."""
+    boundary = _boundary()
+    while any(boundary.encode("ascii") in part for part in parts):  # never in practice: 128 random bits
+        boundary = _boundary()
+    delimiter = f"--{boundary}".encode("ascii")
+    head = f'Content-Type: multipart/{subtype};{params}\r\n boundary="{boundary}"\r\n\r\n'.encode("ascii")
+    body = b"".join(delimiter + b"\r\n" + part + b"\r\n" for part in parts)
+    return head + body + delimiter + b"--\r\n"
+
+
+def _body(draft: Draft) -> bytes:
+    """text → text/plain, html → text/html, both → alternative; inline parts → related; files → mixed."""
+    checked = [_check_attachment(i, a) for i, a in enumerate(draft.attachments)]
+    for name, text in (("text", draft.text), ("html", draft.html)):
+        if text and "\0" in text:
+            raise ComposeError(name, "must not contain NUL characters")
+        if text and not _encodable(text):
+            raise ComposeError(name, "contains a lone surrogate code point, which is not valid Unicode text")
+    inline = [
+        _file_part(a, maintype, subtype, cid, "inline")
+        for a, (maintype, subtype, cid) in zip(draft.attachments, checked, strict=True)
+        if cid is not None
+    ]
+    files = [
+        _file_part(a, maintype, subtype, cid, "attachment")
+        for a, (maintype, subtype, cid) in zip(draft.attachments, checked, strict=True)
+        if cid is None
+    ]
+    root_type = "text/html" if draft.html else "text/plain"
+    if draft.text and draft.html:
+        html = _text_part("html", draft.html)
+        if inline:  # RFC 2387: the related part names its root's type
+            html = _multipart("related", [html, *inline], f' type="{root_type}";')
+        entity = _multipart("alternative", [_text_part("plain", draft.text), html])
+    else:
+        entity = _text_part("html" if draft.html else "plain", draft.html or draft.text or "")
+        if inline:
+            entity = _multipart("related", [entity, *inline], f' type="{root_type}";')
+    if files:
+        entity = _multipart("mixed", [entity, *files])
+    return entity
 
 
 def compose(
@@ -226,36 +358,32 @@ def compose(
     if rewrite_html is not None and draft.html:
         sole = recipients[0].email if len(recipients) == 1 else None
         draft = replace(draft, html=rewrite_html(draft.html, sole))
-    smtputf8 = any(a.smtputf8 for a in [draft.from_, *draft.reply_to, *recipients])
+    utf8 = any(a.smtputf8 for a in [draft.from_, *draft.reply_to, *recipients])
 
-    message = MIMEPart(policy=_UTF8_POLICY if smtputf8 else _ASCII_POLICY)
-    message["From"] = _mailboxes([draft.from_])
+    fields = [_address_field("From", [draft.from_], utf8)]
     if draft.reply_to:
-        message["Reply-To"] = _mailboxes(draft.reply_to)
+        fields.append(_address_field("Reply-To", draft.reply_to, utf8))
     if draft.to:
-        message["To"] = _mailboxes(draft.to)
+        fields.append(_address_field("To", draft.to, utf8))
     elif not draft.cc:
-        message["To"] = Group("undisclosed-recipients")
+        fields.append("To: undisclosed-recipients:;\r\n")
     if draft.cc:
-        message["Cc"] = _mailboxes(draft.cc)
-    message["Subject"] = draft.subject
-    message["Date"] = format_date(now)
+        fields.append(_address_field("Cc", draft.cc, utf8))
+    fields.append(_subject_field(draft.subject, utf8))
     message_id_value = message_id_header(message_id, draft.from_.domain)
-    message["Message-ID"] = message_id_value
-    message["MIME-Version"] = "1.0"
+    fields += [
+        f"Date: {format_date(now)}\r\n",
+        f"Message-ID: {message_id_value}\r\n",
+        "MIME-Version: 1.0\r\n",
+    ]
     if draft.stream == "broadcast":
-        message["Precedence"] = "bulk"
+        fields.append("Precedence: bulk\r\n")
         if feedback_id is not None:
-            message["Feedback-ID"] = check_feedback_id(feedback_id)
-    for name, value in custom_headers:
-        if value.isascii() or smtputf8:
-            message.set_raw(name, fold_words(name, value))
-        else:
-            message[name] = value  # RFC 2047 encoded words
-    _set_body(message, draft)
+            fields.append(f"Feedback-ID: {check_feedback_id(feedback_id)}\r\n")
+    fields += [_text_field(name, value, utf8) for name, value in custom_headers]
     return ComposedMessage(
-        raw=message.as_bytes(),
+        raw="".join(fields).encode("utf-8") + _body(draft),
         message_id_header=message_id_value,
         recipients=recipients,
-        smtputf8=smtputf8,
+        smtputf8=utf8,
     )

@@ -81,22 +81,31 @@ class MxSession:
 
     async def send(self, mail_from: str, rcpt: str, raw: bytes, smtputf8: bool) -> Reply:
         """One transaction; a refusal leaves the session usable unless the server hung up."""
-        options: list[str] = []
-        encoding = "ascii"
-        if smtputf8:
-            if not self.smtp.supports_extension("smtputf8"):
-                return Reply(550, "5.6.7 the receiver does not support SMTPUTF8, needed for this address")
-            options.append("SMTPUTF8")
-            encoding = "utf-8"
-        if self.smtp.supports_extension("size"):
-            options.append(f"SIZE={len(raw)}")
-        if self.smtp.supports_extension("8bitmime") and not raw.isascii():
-            options.append("BODY=8BITMIME")
         stage = "mail"
         try:
-            await self.smtp.mail(mail_from, options=options, encoding=encoding)
+            if self.smtp.is_ehlo_or_helo_needed:  # after STARTTLS: greet again, read the extensions anew
+                await self.smtp.ehlo()
+            options: list[str] = []
+            encoding = "ascii"
+            if smtputf8:
+                if not self.smtp.supports_extension("smtputf8"):
+                    return Reply(550, "5.6.7 the receiver does not support SMTPUTF8, needed for this address")
+                options.append("SMTPUTF8")
+                encoding = "utf-8"
+            if self.smtp.supports_extension("size"):
+                options.append(f"SIZE={len(raw)}")
+            if self.smtp.supports_extension("8bitmime") and not raw.isascii():
+                options.append("BODY=8BITMIME")
+            # The envelope is written here: the addresses are normalised already, so aiosmtplib's parsing
+            # and quoting of each one (email.utils) would only cost time.
+            sender = b"FROM:<%s>" % mail_from.encode(encoding)
+            answer = await self.smtp.execute_command(b"MAIL", sender, *(o.encode("ascii") for o in options))
+            if answer.code != 250:
+                raise aiosmtplib.SMTPSenderRefused(answer.code, answer.message, mail_from)
             stage = "rcpt"
-            await self.smtp.rcpt(rcpt, encoding=encoding)
+            answer = await self.smtp.execute_command(b"RCPT", b"TO:<%s>" % rcpt.encode(encoding))
+            if answer.code not in (250, 251):
+                raise aiosmtplib.SMTPRecipientRefused(answer.code, answer.message, rcpt)
             stage = "data"
             response = await self.smtp.data(raw)
         except aiosmtplib.SMTPResponseException as exc:

@@ -17,21 +17,29 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+BUSY_TIMEOUT = 30.0
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the pragmas and pool settings Estafeta relies on."""
+class DatabaseBusy(Exception):
+    """SQLite's write lock could not be had within the busy timeout (other processes kept writing): the
+    transaction did nothing, and the same work may be tried again shortly."""
+
+
+def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
+    """An engine with the pragmas and pool settings Estafeta relies on; a SQLite writer waits up to
+    `busy_timeout` seconds for the write lock."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
@@ -40,7 +48,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={round(busy_timeout * 1000)}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -72,9 +80,9 @@ def migrate(engine: Engine) -> None:
 class Database:
     """Runs store functions `fn(conn, ...)` in a transaction on a worker thread."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, busy_timeout)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         # For connections of their own beside the pool (advisory locks, LISTEN): psycopg's form of the URL.
         self.libpq_url = (
@@ -90,9 +98,15 @@ class Database:
         migrate(self.engine)
 
     def call(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run `fn` in one transaction on the calling thread (CLI and tests)."""
-        with self.engine.begin() as conn:
-            return fn(conn, *args, **kwargs)
+        """Run `fn` in one transaction on the calling thread (CLI and tests); `DatabaseBusy` if SQLite's
+        write lock could not be had in time."""
+        try:
+            with self.engine.begin() as conn:
+                return fn(conn, *args, **kwargs)
+        except OperationalError as error:
+            if self.is_sqlite and "database is locked" in str(error.orig):
+                raise DatabaseBusy("the database is busy") from error
+            raise
 
     async def run(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn` in one transaction on the database thread(s) without blocking the event loop."""

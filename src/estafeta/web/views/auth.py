@@ -105,7 +105,7 @@ async def login(request: Request) -> Response:
         )
     with contextlib.suppress(LimitsUnavailable):  # else it stays counted until its window passes
         await limiter.succeeded(client, token)
-    session = await core.users.start_session(user)
+    session = await core.users.start_session(user, origin=request_origin(request))
     if next_url == "/app/" and user.operator:
         next_url = "/app/" if await core.users.accounts_of(user.id) else "/app/admin"
     response = RedirectResponse(next_url, status_code=303)
