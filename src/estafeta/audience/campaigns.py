@@ -224,12 +224,12 @@ def fix_recipients(conn: Connection, row: store.CampaignRow, now: datetime, chun
         upto = audience_store.window_end(conn, row.list_id, after, chunk)
         store.add_members(conn, row.id, row.list_id, after, upto, now)
     else:
-        conditions = segments.parse_conditions(segment.conditions)
+        conditions, match = segments.parse_conditions(segment.conditions), segment.match
         page = audience_store.members(conn, row.list_id, after_id=after, limit=chunk)
         chosen = [
             (m.contact_id, m.email)
             for m in page
-            if segments.matches(conditions, segment.match, {"email": m.email, **m.attributes})
+            if not conditions or segments.matches(conditions, match, {"email": m.email, **m.attributes})
         ]
         store.add_recipients(conn, row.id, chosen, now)
         upto = page[-1].contact_id if len(page) == chunk else None
