@@ -1,11 +1,14 @@
 """Campaigns: a template sent to a list or segment, now or at a set time, throttled, pausable.
 
 `Campaigns` holds the operations the API and CLI offer. `CampaignRunner` is the platform task that sends:
-it starts scheduled campaigns when due, and for each sending campaign renders and accepts the next batch
-of recipients through `Accepter.accept` (stream broadcast, List-Unsubscribe with https and mailto URIs,
-tag `campaign:<id>` and metadata `campaign_id`). A recipient becomes `sent` in the transaction that stores
-its message, so pausing, resuming, a crash or a second process never mail anyone twice. Contacts who
-unsubscribed, were suppressed or never confirmed since the campaign started are skipped, with the reason.
+it starts scheduled campaigns when due, fixes their recipients chunk by chunk (each chunk a short
+transaction moving a cursor on the campaign, so a crash resumes where it stopped), and for each sending
+campaign renders and accepts the next batch of recipients, no further ahead of delivery than
+`audience.lookahead` messages, through `Accepter.accept` (stream broadcast, List-Unsubscribe with https
+and mailto URIs, tag `campaign:<id>` and metadata `campaign_id`). A recipient becomes `sent` in the
+transaction that stores its message, so pausing, resuming, a crash or a second process never mail anyone
+twice. Contacts who unsubscribed, were suppressed or never confirmed since the campaign started are
+skipped, with the reason.
 
 The rate (messages per second) is measured on the platform clock, with bursts of up to one second's worth.
 """
@@ -221,12 +224,12 @@ def fix_recipients(conn: Connection, row: store.CampaignRow, now: datetime, chun
         upto = audience_store.window_end(conn, row.list_id, after, chunk)
         store.add_members(conn, row.id, row.list_id, after, upto, now)
     else:
-        conditions = segments.parse_conditions(segment.conditions)
+        conditions, match = segments.parse_conditions(segment.conditions), segment.match
         page = audience_store.members(conn, row.list_id, after_id=after, limit=chunk)
         chosen = [
             (m.contact_id, m.email)
             for m in page
-            if segments.matches(conditions, segment.match, {"email": m.email, **m.attributes})
+            if not conditions or segments.matches(conditions, match, {"email": m.email, **m.attributes})
         ]
         store.add_recipients(conn, row.id, chosen, now)
         upto = page[-1].contact_id if len(page) == chunk else None
@@ -362,8 +365,9 @@ class CampaignRunner:
     async def _fix(self, campaign: store.CampaignRow, now: datetime) -> None:
         """Fix all of the campaign's remaining recipients, one chunk per transaction, keeping the lease."""
         chunk = self.settings.audience.recipients_chunk
-        until = now + timedelta(seconds=LEASE_SECONDS)
         while not self._stopping and not await self.db.run(fix_recipients, campaign, now, chunk):
+            now = self.clock.now()
+            until = now + timedelta(seconds=LEASE_SECONDS)
             if not await self.db.run(store.lease, campaign.id, self.owner, now, until):
                 return
 

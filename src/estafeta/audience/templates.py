@@ -8,11 +8,11 @@ HTML, keeping every link's URL readable.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
-from jinja2 import TemplateError, TemplateSyntaxError, Undefined
+from jinja2 import Template, TemplateError, TemplateSyntaxError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
 _HTML = SandboxedEnvironment(autoescape=True, undefined=Undefined)
@@ -32,44 +32,46 @@ class TemplateProblem(ValueError):
 
 @dataclass(frozen=True)
 class CampaignTemplate:
-    """The compiled subject, HTML and text templates of a campaign (html or text may be absent)."""
+    """The compiled subject, HTML and text templates of a campaign (html or text may be absent); compiled
+    once, rendered for every recipient."""
 
     subject: str
     html: str | None
     text: str | None
+    _compiled: dict[str, Template] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (self.html or self.text):
             raise TemplateProblem("html", None, "an html or a text template is required")
-        for part, source in (("subject", self.subject), ("html", self.html), ("text", self.text)):
-            if source is not None:
-                _compile(part, source)
+        compiled = {
+            part: _compile(part, source)
+            for part, source in (("subject", self.subject), ("html", self.html), ("text", self.text))
+            if source is not None
+        }
+        object.__setattr__(self, "_compiled", compiled)
 
     def render(self, context: dict[str, Any]) -> tuple[str, str | None, str]:
         """(subject, html, text): text is generated from the HTML when there is no text template."""
-        subject = " ".join(_render(_PLAIN, "subject", self.subject, context).split())
-        html = _render(_HTML, "html", self.html, context) if self.html else None
-        text = _render(_PLAIN, "text", self.text, context) if self.text else html_to_text(html or "")
+        subject = " ".join(self._render("subject", context).split())
+        html = self._render("html", context) if self.html else None
+        text = self._render("text", context) if self.text else html_to_text(html or "")
         return subject, html, text
 
+    def _render(self, part: str, context: dict[str, Any]) -> str:
+        try:
+            return self._compiled[part].render(context)
+        except TemplateError as exc:
+            raise TemplateProblem(part, _template_line(exc), str(exc)) from None
+        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise TemplateProblem(part, _template_line(exc), f"{type(exc).__name__}: {exc}") from None
 
-def _compile(part: str, source: str) -> None:
+
+def _compile(part: str, source: str) -> Template:
     env = _HTML if part == "html" else _PLAIN
     try:
-        env.from_string(source)
+        return env.from_string(source)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(part, exc.lineno, exc.message or "syntax error") from None
-
-
-def _render(env: SandboxedEnvironment, part: str, source: str, context: dict[str, Any]) -> str:
-    try:
-        return env.from_string(source).render(context)
-    except TemplateSyntaxError as exc:
-        raise TemplateProblem(part, exc.lineno, exc.message or "syntax error") from None
-    except TemplateError as exc:
-        raise TemplateProblem(part, _template_line(exc), str(exc)) from None
-    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
-        raise TemplateProblem(part, _template_line(exc), f"{type(exc).__name__}: {exc}") from None
 
 
 def _template_line(exc: BaseException) -> int | None:
