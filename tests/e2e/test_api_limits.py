@@ -144,7 +144,8 @@ async def test_recipients_per_message_are_limited_before_they_are_parsed(small: 
 
 async def test_a_heavy_request_does_not_hold_up_light_ones(harness: Harness) -> None:
     """While a batch of 10,000 recipients is checked, composed and signed, other requests are answered:
-    many of them complete before the batch is stored."""
+    several of them complete before the batch is stored (were the batch's work done on the event loop, none
+    would; the batch takes about a second on a 2-core machine, a light request tens of milliseconds)."""
     h = harness
     accepted = h.platform.core.metrics.accepted_messages.labels("api")
     batch = {
@@ -169,7 +170,7 @@ async def test_a_heavy_request_does_not_hold_up_light_ones(harness: Harness) -> 
                 before_stored += 1
     assert (await heavy).status_code == 202
     assert accepted._value.get() == 100
-    assert before_stored >= 10, before_stored
+    assert before_stored >= 3, before_stored
 
 
 async def test_each_account_has_a_request_rate_and_is_told_when_to_come_back(
