@@ -3,6 +3,7 @@ a problem body and Retry-After, stores nothing, and accepts the same request onc
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -42,3 +43,21 @@ async def test_a_database_locked_too_long_answers_503_and_stores_nothing(
     accepted = await impatient.client.post("/v1/messages", json=message)
     assert accepted.status_code == 202, accepted.text
     assert sum((await impatient.platform.core.db.run(queue_store.state_counts)).values()) == 1
+
+
+async def test_delivery_keeps_claiming_after_the_database_was_busy(
+    impatient: Harness, tmp_path: Path
+) -> None:
+    """A claim that cannot have SQLite's lock within the busy timeout is tried again; the delivery engine
+    does not stop, so mail accepted afterwards is still delivered."""
+    other = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        for _ in range(4):  # the engine claims (and finds the lock taken) at least once meanwhile
+            impatient.platform.wake_delivery()
+            await asyncio.sleep(0.5)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    sent = await impatient.send(to=["user@gmail.test"])
+    await impatient.wait_state(sent, "delivered")

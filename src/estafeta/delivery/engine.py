@@ -52,7 +52,7 @@ from estafeta.limits.memory import MemoryLimits
 from estafeta.metrics import CommitWindow, Metrics
 from estafeta.outcome import AttemptResult, Job
 from estafeta.queue import AfterFinish, Queue
-from estafeta.store.db import Database
+from estafeta.store.db import Database, DatabaseBusy
 from estafeta.suppression import policy as suppression_policy
 from estafeta.suppression import soft_rule
 from estafeta.waits import wait_set
@@ -408,11 +408,18 @@ class DeliveryEngine:
         while not self.stopping:
             room = delivery.max_in_flight - len(self.in_flight)
             full = [d for d, n in self.held.items() if n >= delivery.max_in_flight_per_domain]
-            if room > 0:
-                jobs = await self.queue.claim(min(delivery.batch_size, room), full)
-            else:
-                jobs = []
-                await self.queue.read_terminations()
+            try:
+                if room > 0:
+                    jobs = await self.queue.claim(min(delivery.batch_size, room), full)
+                else:
+                    jobs = []
+                    await self.queue.read_terminations()
+            except (
+                DatabaseBusy
+            ):  # other writers held SQLite's lock past the busy timeout; nothing was claimed
+                log.warning("delivery: the database is busy; claiming again shortly")
+                await asyncio.sleep(delivery.poll_interval)
+                continue
             if jobs:
                 await self.sources.refresh()
                 await self.helo.refresh()
