@@ -445,7 +445,10 @@ class DeliveryEngine:
         interval = self.settings.delivery.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
-            await self.queue.renew(sorted(self.in_flight))
+            try:
+                await self.queue.renew(sorted(self.in_flight))
+            except DatabaseBusy:  # the leases still run for two more intervals: renewed next round
+                log.warning("delivery: the database is busy; leases renewed next round")
 
     async def _slots_loop(self) -> None:
         """Renew the connection slots of open sessions; a session whose slot could not be kept ends after
