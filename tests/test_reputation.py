@@ -110,6 +110,7 @@ def test_cli_lists_shows_and_decides_reviews(db: Database, tmp_path: Path) -> No
     assert listed.exit_code == 0 and "shortener" in listed.stdout
     shown = runner.invoke(cli_app, ["review", "show", str(review_id)], env=env)
     assert shown.exit_code == 0 and json.loads(shown.stdout)["reason"].startswith("message m1 held")
+    assert json.loads(shown.stdout)["created_at"] == "2026-03-01T12:00:00Z"  # RFC 3339, as the API writes it
     rejected = runner.invoke(cli_app, ["review", "reject", str(review_id), "--note", "spam"], env=env)
     assert rejected.exit_code == 0, rejected.stdout
     assert db.call(store.standings, account)["broadcast"].state == "suspended"

@@ -4,6 +4,7 @@ the right actor and origin, and only platform operators read it."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -116,10 +117,12 @@ async def test_command_line_actions_are_recorded_with_the_os_user(harness: Harne
     assert bad.exit_code == 1 and "ISO 8601" in bad.output
 
     admin, _ = await _admin(h)
-    async with admin:  # the API shows the same entries
+    async with admin:  # the API shows the same entries, written the same way (times RFC 3339)
         assert [e["actor"] for e in await _audit(admin, action="api_key.create", limit=1)] == [
             cli_actor().name
         ]
+        assert await _audit(admin, account_id=h.account_id, limit=100) == everything
+    assert all(datetime.fromisoformat(e["at"]).tzinfo is not None and "T" in e["at"] for e in everything)
 
 
 async def test_the_dashboard_shows_the_log_to_operators_only(harness: Harness) -> None:

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -121,6 +122,7 @@ def test_serve_accepts_mail_and_stops_cleanly_on_sigterm(tmp_path: Path, world: 
             if not line:
                 break
             entry = json.loads(line)
+            assert datetime.fromisoformat(entry["time"]).utcoffset() == timedelta(0)  # RFC 3339, UTC
             if entry["message"].startswith("serving API on "):
                 url = entry["message"].removeprefix("serving API on ")
         assert url, "the server never said where it listens"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import json
 from collections.abc import AsyncIterator, Iterator
 from email import policy
 from pathlib import Path
@@ -159,6 +160,8 @@ async def test_rotation_signs_with_the_new_key_only_once_in_dns_and_retires_the_
     )
     assert listed.exit_code == 0, listed.output
     assert '"state": "retired"' in listed.output and "may be removed from DNS" in listed.output
+    # The same keys the API lists, written the same way (times RFC 3339, null when not yet)
+    assert {key["selector"]: key for key in json.loads(listed.output)} == await keys(harness)
 
 
 async def test_dual_signing_passes_both_verifiers(harness: Harness, dmarc_reject: None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -11,7 +10,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from estafeta.audit import AuditFilter, cli_actor
-from estafeta.cli.common import AccountArgument, ConfigOption, account, console, fail, open_core, run
+from estafeta.cli.common import (
+    AccountArgument,
+    ConfigOption,
+    account,
+    console,
+    fail,
+    json_text,
+    open_core,
+    run,
+)
 from estafeta.termination import TerminationError
 
 app = typer.Typer(
@@ -69,7 +77,7 @@ def abuse(
         if found is None:
             raise fail(f"no abuse report {show}")
         row, raw = found
-        console.print_json(json.dumps(vars(row), default=str))
+        console.print_json(json_text(row))
         console.print(raw.decode("utf-8", "replace"), markup=False, highlight=False)
         return
     account_id = account(core, of).id if of else None
@@ -163,7 +171,7 @@ def audit(
     rows = rows[:limit]
     next_before = rows[-1].id if more else None
     if as_json:
-        typer.echo(json.dumps({"data": [vars(r) for r in rows], "next_before": next_before}, default=str))
+        typer.echo(json_text({"data": rows, "next_before": next_before}))
         return
     table = Table("id", "at", "actor", "origin", "account", "action", "target", "details")
     for row in rows:

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import pydantic_core
 import typer
 from rich.console import Console
 
@@ -46,6 +47,12 @@ def run(work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(work)
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, work).result()
+
+
+def json_text(value: object, *, indent: int | None = None) -> str:
+    """JSON for machines, written as the HTTP API writes it (the same serializer): times in RFC 3339 with
+    a `T` and a zone (`2026-12-01T05:00:00Z`), rows (dataclasses) as objects."""
+    return pydantic_core.to_json(value, indent=indent, fallback=str).decode()
 
 
 def fail(message: str) -> typer.Exit:

@@ -3,14 +3,22 @@ what receivers' DMARC reports say about them."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from estafeta.audit import cli_actor
-from estafeta.cli.common import AccountArgument, ConfigOption, account, console, fail, open_core, run
+from estafeta.cli.common import (
+    AccountArgument,
+    ConfigOption,
+    account,
+    console,
+    fail,
+    json_text,
+    open_core,
+    run,
+)
 from estafeta.config import Settings
 from estafeta.dkim_keys import DkimKeyRow, KeyStatus
 from estafeta.domains import DnsRecord, DomainError, DomainRow, dns_records
@@ -88,7 +96,7 @@ def verify(
     except DomainError as exc:
         raise fail(str(exc)) from exc
     if as_json:
-        typer.echo(json.dumps(status.as_json(), indent=2))
+        typer.echo(json_text(status.as_json(), indent=2))
     else:
         console.print(_verification_table(status))
         if status.report and status.report.problems():
@@ -163,10 +171,10 @@ def keys_json(statuses: list[KeyStatus]) -> list[dict[str, object]]:
             "algorithm": s.key.algorithm,
             "state": s.key.state,
             "record": {"name": s.record.name, "type": s.record.type, "value": s.record.value},
-            "created_at": _when(s.key.created_at),
-            "activated_at": _when(s.key.activated_at),
-            "retiring_at": _when(s.key.retiring_at),
-            "retired_at": _when(s.key.retired_at),
+            "created_at": s.key.created_at,
+            "activated_at": s.key.activated_at,
+            "retiring_at": s.key.retiring_at,
+            "retired_at": s.key.retired_at,
             "unfinished_deliveries": s.unfinished,
             "advice": s.advice,
         }
@@ -187,7 +195,7 @@ def keys(
     except DomainError as exc:
         raise fail(str(exc)) from exc
     if as_json:
-        typer.echo(json.dumps(keys_json(statuses), indent=2))
+        typer.echo(json_text(keys_json(statuses), indent=2))
         return
     table = Table(
         "selector",
@@ -238,6 +246,6 @@ def dmarc(
         raise fail(str(exc)) from exc
     summary = run(core.dmarc.summary(row.name, days))
     if as_json:
-        typer.echo(json.dumps(summary.as_json(), indent=2))
+        typer.echo(json_text(summary.as_json(), indent=2))
     else:
         console.print(render(summary))

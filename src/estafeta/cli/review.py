@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,7 @@ import typer
 from rich.table import Table
 
 from estafeta.audit import cli_actor
-from estafeta.cli.common import ConfigOption, console, fail, open_core, run
+from estafeta.cli.common import ConfigOption, console, fail, json_text, open_core, run
 from estafeta.reputation import ReviewError
 
 app = typer.Typer(
@@ -48,7 +47,7 @@ def show(review_id: int, config: ConfigOption = None) -> None:
         detail = run(core.reputation.review(review_id))
     except ReviewError as exc:
         raise fail(str(exc)) from exc
-    console.print_json(json.dumps(detail, default=str))
+    console.print_json(json_text(detail))
 
 
 def _decide(review_id: int, approve: bool, note: str, config: Path | None) -> None:

@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -18,9 +19,12 @@ from estafeta.cli.common import ConfigOption, console, load
 
 
 class _JsonLogs(logging.Formatter):
+    """One JSON object a line; the time in RFC 3339 UTC (`2026-12-01T05:00:00.123Z`), as the API writes it."""
+
     def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
         entry = {
-            "time": self.formatTime(record),
+            "time": moment.replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -55,7 +55,7 @@ class DomainStatus:
 
     def as_json(self) -> dict[str, Any]:
         def when(value: datetime | None) -> str | None:
-            return value.isoformat() if value else None
+            return value.isoformat().replace("+00:00", "Z") if value else None
 
         return {
             "domain": self.domain,
