@@ -6,6 +6,8 @@ A natural home for what an account carries beyond its name (plans and quotas, us
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection
 
@@ -73,3 +75,9 @@ class Accounts:
 
     async def list(self) -> list[store.AccountRow]:
         return await self.db.run(store.list_accounts)
+
+    async def names(self, account_ids: Iterable[int | None]) -> dict[int, str]:
+        """Names to label rows that name accounts (None skipped): only these accounts are read, however
+        many the platform has."""
+        wanted = {i for i in account_ids if i is not None}
+        return await self.db.run(store.account_names, wanted) if wanted else {}

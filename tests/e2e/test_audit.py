@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from sqlalchemy import event
 from typer.testing import CliRunner
 
 from estafeta.audit import SYSTEM, cli_actor
@@ -155,4 +156,20 @@ async def test_the_dashboard_shows_the_log_to_operators_only(harness: Harness) -
             signed_in.text.count("<code>user.sign_in</code>") == 2 and "ops@estafeta.test" in signed_in.text
         )
         assert (await browser.get("/app/admin/audit", params={"action": "x;y"})).status_code == 422
+
+        # Rows are labelled with their accounts' names, read for the accounts on the page only
+        await h.platform.core.accounts.create("bystander", actor=SYSTEM)
+        statements: list[str] = []
+
+        def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+            statements.append(statement)
+
+        event.listen(h.platform.core.db.engine, "before_cursor_execute", seen)
+        try:
+            labelled = await browser.get("/app/admin/audit", params={"action": "smtp_credential"})
+        finally:
+            event.remove(h.platform.core.db.engine, "before_cursor_execute", seen)
+        assert labelled.status_code == 200 and "<td>acme</td>" in labelled.text
+        names_read = [s for s in statements if "accounts.name" in s and "FROM accounts" in s]
+        assert names_read and all("WHERE accounts.id IN" in s for s in names_read), names_read
         assert (await browser.get("/app/admin/audit", params={"account": "nobody"})).status_code == 422

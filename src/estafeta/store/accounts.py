@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,8 @@ from sqlalchemy import Connection, insert, select, update
 
 from estafeta.store.dkim_keys import DkimKeyRow, keys_of
 from estafeta.store.models import Account, ApiKey, Domain, PlatformState
+
+_NAMES_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,18 @@ def find_account(conn: Connection, name: str) -> AccountRow | None:
 def list_accounts(conn: Connection) -> list[AccountRow]:
     rows = conn.execute(select(Account).order_by(Account.id)).all()
     return [AccountRow(r.id, r.name, r.status, r.created_at) for r in rows]
+
+
+def account_names(conn: Connection, account_ids: Collection[int]) -> dict[int, str]:
+    """The names of these accounts (those that exist), read in chunks that keep SQLite's bound-parameter
+    limit far away."""
+    wanted = sorted(set(account_ids))
+    names: dict[int, str] = {}
+    for start in range(0, len(wanted), _NAMES_CHUNK):
+        chunk = wanted[start : start + _NAMES_CHUNK]
+        rows = conn.execute(select(Account.id, Account.name).where(Account.id.in_(chunk)))
+        names.update((row.id, row.name) for row in rows)
+    return names
 
 
 def add_api_key(

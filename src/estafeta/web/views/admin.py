@@ -83,7 +83,7 @@ async def reviews(request: Request, state: str = "open", who: Identity = Depends
         state = "open"
     core = get_core(request)
     rows = await core.reputation.reviews(None if state == "all" else state)
-    names = {a.id: a.name for a in await core.accounts.list()}
+    names = await core.accounts.names(r.account_id for r in rows)
     return page(request, "admin_reviews.html", who, title="Reviews", reviews=rows, state=state, names=names)
 
 
@@ -141,7 +141,7 @@ async def abuse_desk(
     core = get_core(request)
     matched = {"all": None, "inbox": False, "matched": True}[show]
     reports = await core.abuse.reports(matched=matched, limit=200)
-    names = {a.id: a.name for a in await core.accounts.list()}
+    names = await core.accounts.names(r.account_id for r in reports)
     return page(
         request,
         "admin_abuse.html",

@@ -58,7 +58,7 @@ async def audit_log(
         rows = rows[:PAGE]
         kept = [(k, v) for k, v in request.query_params.multi_items() if k != "before" and v]
         next_url = "/app/admin/audit?" + urlencode([*kept, ("before", str(rows[-1].id))])
-    names = {a.id: a.name for a in await core.accounts.list()}
+    names = await core.accounts.names(r.account_id for r in rows)
     form = {"account": account, "action": action, "actor": actor, "since": since, "until": until}
     return page(
         request,
