@@ -177,6 +177,61 @@ async def test_a_heavy_request_does_not_hold_up_light_ones(harness: Harness) -> 
     assert while_heavy >= 5, while_heavy
 
 
+async def test_large_bodies_get_the_answers_small_ones_get(harness: Harness) -> None:
+    """Large bodies are parsed and validated on worker threads, small ones in place: the answers are the
+    same problems, naming the same fields."""
+    h = harness
+
+    def message(i: int, to: list[str] | None = None) -> dict[str, object]:
+        addresses = to if to is not None else [f"user{i}.{r}@gmail.test" for r in range(100)]
+        return {"from": "hello@acme.test", "to": addresses, "text": "Hello.\n" * 200}
+
+    small = json.dumps(message(0, ["a@gmail.test"]))
+    large = json.dumps({"messages": [message(i) for i in range(40)]})
+    assert len(small) < 64 * 1024 < len(large)
+
+    async def post(body: bytes) -> httpx.Response:
+        response = await h.client.post(
+            "/v1/messages", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.headers["content-type"] == "application/problem+json", response.text
+        return response
+
+    for body in (small, large):
+        malformed = await post(f"{body}}}".encode())  # the position of the extra brace is named
+        assert malformed.status_code == 422
+        assert malformed.json()["errors"] == [{"field": f"[{len(body)}]", "reason": "JSON decode error"}]
+        not_utf8 = await post(body.encode()[:-3] + b"\xff]}")
+        assert (not_utf8.status_code, not_utf8.json()["detail"]) == (
+            400,
+            "There was an error parsing the body",
+        )
+    bad = await post(
+        json.dumps({"messages": [*(message(i) for i in range(39)), message(39, ["nope"])]}).encode()
+    )
+    assert bad.status_code == 422 and [e["field"] for e in bad.json()["errors"]] == ["messages[39].to[0]"]
+    unknown = await post(json.dumps({"messages": [*(message(i) for i in range(39)), {"bogus": 1}]}).encode())
+    assert unknown.status_code == 422
+    assert {e["field"] for e in unknown.json()["errors"]} == {"messages[39].from", "messages[39].bogus"}
+    over = await post(json.dumps({"messages": [message(i, ["a@gmail.test"]) for i in range(501)]}).encode())
+    assert over.json()["detail"] == "a batch holds at most 500 messages; got 501"
+
+    accepted = await h.client.post(
+        "/v1/messages", content=large, headers={"Content-Type": "application/json"}
+    )
+    assert accepted.status_code == 202 and accepted.headers["content-type"] == "application/json"
+    answer = accepted.json()["messages"]
+    assert len(answer) == 40 and answer[0]["recipients"][0] == {
+        "email": "user0.0@gmail.test",
+        "state": "queued",
+        "attempts": 0,
+        "next_attempt_at": None,
+        "last_code": None,
+        "last_reply": None,
+        "reason": None,
+    }
+
+
 async def test_each_account_has_a_request_rate_and_is_told_when_to_come_back(
     fresh_world: World, tmp_path: Path
 ) -> None:

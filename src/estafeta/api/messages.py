@@ -7,12 +7,13 @@ import base64
 import binascii
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Response
 from pydantic import TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
 
-from estafeta.accept import AcceptError, Submission
+from estafeta.accept import Accepted, AcceptError, Submission
 from estafeta.api.deps import account_id, get_core, sending_account
+from estafeta.api.json_body import OffLoopJsonRoute
 from estafeta.api.problems import Problem, validation_errors
 from estafeta.api.schemas import (
     AcceptedBatchOut,
@@ -28,7 +29,7 @@ from estafeta.compose import Address, AddressError, Attachment, Draft, parse_add
 from estafeta.core import Core
 from estafeta.tracking import TrackingOverride
 
-router = APIRouter(prefix="/v1/messages", tags=["messages"])
+router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=OffLoopJsonRoute)
 
 _BATCH = TypeAdapter(BatchIn)
 _SINGLE = TypeAdapter(MessageIn)
@@ -133,37 +134,51 @@ async def send(
     body: Any = Body(..., include_in_schema=False),
     account: int = Depends(sending_account),
     core: Core = Depends(get_core),
-) -> AcceptedBatchOut:
+) -> Response:
     if not isinstance(body, dict):
         raise Problem(
             422, "the body must be a JSON object", errors=[{"field": "body", "reason": "not an object"}]
         )
+    limits = core.settings.api
+    # Validating thousands of messages and checking their addresses take a while: off the event loop, so
+    # no one else waits for them.
+    subs = await asyncio.to_thread(_submissions, body, limits.max_batch, limits.max_recipients)
+    try:
+        accepted = await core.accepter.accept(account, subs, prefix="messages" if "messages" in body else "")
+    except AcceptError as exc:
+        raise Problem(exc.status, f"{exc.field}: {exc.reason}", errors=exc.errors, kind=exc.kind) from exc
+    if sum(len(a.recipients) + len(a.suppressed) for a in accepted) > _ANSWER_IN_PLACE:
+        return await asyncio.to_thread(_answer, accepted)
+    return _answer(accepted)
+
+
+_ANSWER_IN_PLACE = 200
+"""Recipients in an answer built on the event loop; a larger answer is built on a worker thread."""
+
+
+def _submissions(body: dict[str, Any], max_batch: int, max_recipients: int) -> list[Submission]:
+    """The request's messages, validated, or the problem that answers it (on a worker thread)."""
     batch = "messages" in body
     try:
         messages = _BATCH.validate_python(body).messages if batch else [_SINGLE.validate_python(body)]
     except ValidationError as exc:
         errors = validation_errors(exc)
         raise Problem(422, "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors=errors) from exc
-    limit = core.settings.api.max_batch
-    if len(messages) > limit:
-        raise Problem(413, f"a batch holds at most {limit} messages; got {len(messages)}")
+    if len(messages) > max_batch:
+        raise Problem(413, f"a batch holds at most {max_batch} messages; got {len(messages)}")
     errors: list[dict[str, str]] = []
-    # Thousands of addresses take a while to check: off the event loop, so no one else waits for them.
-    subs = await asyncio.to_thread(
-        lambda: [
-            _submission(m, f"messages[{i}]." if batch else "", errors, core.settings.api.max_recipients)
-            for i, m in enumerate(messages)
-        ]
-    )
+    subs = [
+        _submission(m, f"messages[{i}]." if batch else "", errors, max_recipients)
+        for i, m in enumerate(messages)
+    ]
     if errors:
         raise Problem(422, "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors=errors)
-    try:
-        accepted = await core.accepter.accept(
-            account, [s for s in subs if s is not None], prefix="messages" if batch else ""
-        )
-    except AcceptError as exc:
-        raise Problem(exc.status, f"{exc.field}: {exc.reason}", errors=exc.errors, kind=exc.kind) from exc
-    return AcceptedBatchOut(
+    return [s for s in subs if s is not None]
+
+
+def _answer(accepted: list[Accepted]) -> Response:
+    """The 202 answer, serialized as FastAPI would serialize `AcceptedBatchOut`."""
+    out = AcceptedBatchOut(
         messages=[
             AcceptedOut(
                 id=a.id,
@@ -177,6 +192,7 @@ async def send(
             for a in accepted
         ]
     )
+    return Response(out.model_dump_json(by_alias=True), status_code=202, media_type="application/json")
 
 
 def _overall(states: list[str]) -> str:
