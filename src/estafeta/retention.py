@@ -1,7 +1,8 @@
 """The scheduler's pruning job (settings `retention`): keeps the database from growing without end.
 
 A message's body is the bulk of what is stored and nothing reads it once every recipient is final, so it
-goes first (30 days by default); finished webhook deliveries follow (30 days), and the event log, which
+goes first (30 days by default; a message still waiting at that age, held for review or queued in a paused
+stream, keeps it until it is final); finished webhook deliveries follow (30 days), and the event log, which
 statistics and reputation windows read, is kept longest (400 days). Each kind is pruned in batches of
 `retention.batch` rows, one transaction each, until nothing older is left or `MAX_ROUNDS` is reached (the
 next run goes on), so neither the accept path nor delivery waits long for the database.
@@ -31,9 +32,11 @@ class Retention:
         self.clock = clock
 
     async def prune(self) -> dict[str, int]:
-        """One run: how many rows of each kind were pruned (bodies: messages looked at)."""
+        """One run: how many rows of each kind were pruned (bodies: messages looked at; waited bodies: the
+        messages still waiting when their bodies' turn came, looked at again)."""
         kinds: list[tuple[str, float, Pruner]] = [
             ("message_bodies", self.settings.message_bodies_days, store.prune_bodies),
+            ("waited_bodies", self.settings.message_bodies_days, store.prune_waited_bodies),
             ("webhook_deliveries", self.settings.webhook_deliveries_days, store.prune_webhook_deliveries),
             ("events", self.settings.events_days, store.prune_events),
         ]

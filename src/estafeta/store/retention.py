@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, exists, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from estafeta.store.accounts import get_state, set_state
 from estafeta.store.models import (
@@ -25,6 +25,8 @@ from estafeta.store.models import (
 
 FINAL_DELIVERY_STATES = ("delivered", "bounced", "suppressed", "cancelled")
 BODIES_CURSOR = "retention_bodies_after"  # the newest message id whose body was looked at
+WAITED_BODIES = "retention_bodies_waiting"  # ids of messages passed while still waiting, space-separated
+WAITED_CURSOR = "retention_bodies_waiting_after"  # where the walk over them stands
 
 
 def _leading(rows: Sequence[Any], may_go: Callable[[Any], bool]) -> list[Any]:
@@ -68,8 +70,9 @@ def prune_bodies(conn: Connection, before: datetime, limit: int) -> int:
     """Empty the stored bytes of messages accepted before `before` whose every recipient is final.
 
     The message, its recipients and its events stay; only the body, which nothing reads once delivery is
-    over, goes. Messages are visited once, from a cursor; one still waiting then (held for review) keeps
-    its body. Returns how many messages were visited."""
+    over, goes. Messages are visited once, from a cursor; one still waiting then (held for review, or
+    queued in a paused stream) keeps its body and is remembered for `prune_waited_bodies`. Returns how
+    many messages were visited."""
     after = get_state(conn, BODIES_CURSOR) or ""
     rows = conn.execute(
         select(Message.id, Message.created_at).where(Message.id > after).order_by(Message.id).limit(limit)
@@ -77,7 +80,42 @@ def prune_bodies(conn: Connection, before: datetime, limit: int) -> int:
     ids = _leading(rows, lambda row: row.created_at < before)
     if not ids:
         return 0
-    waiting = exists().where(Delivery.message_id == Message.id, Delivery.state.not_in(FINAL_DELIVERY_STATES))
-    conn.execute(update(Message).where(Message.id.in_(ids), ~waiting).values(raw=b""))
+    waiting = _waiting(conn, ids)
+    if done := [i for i in ids if i not in waiting]:
+        conn.execute(update(Message).where(Message.id.in_(done)).values(raw=b""))
+    if waiting:
+        remembered = (get_state(conn, WAITED_BODIES) or "").split()
+        set_state(conn, WAITED_BODIES, " ".join([*remembered, *sorted(waiting)]))
     set_state(conn, BODIES_CURSOR, ids[-1])
     return len(ids)
+
+
+def prune_waited_bodies(conn: Connection, before: datetime, limit: int) -> int:
+    """Empty the bodies of messages that `prune_bodies` passed while they were still waiting and whose
+    every recipient is final now (a review rejected them, or released them and they were delivered).
+
+    They were older than the cutoff when they were passed, so `before` has nothing to add. The remembered
+    messages are walked `limit` at a time from a cursor of their own, back to the first when the walk
+    reaches the last (so a run looks at each once); those still waiting stay remembered. Returns how many
+    were looked at."""
+    remembered = (get_state(conn, WAITED_BODIES) or "").split()  # in id order: they were passed in it
+    if not remembered:
+        return 0
+    after = get_state(conn, WAITED_CURSOR) or ""
+    looked_at = [i for i in remembered if i > after][:limit]
+    waiting = _waiting(conn, looked_at) if looked_at else set()
+    if done := {i for i in looked_at if i not in waiting}:
+        conn.execute(update(Message).where(Message.id.in_(done)).values(raw=b""))
+        set_state(conn, WAITED_BODIES, " ".join(i for i in remembered if i not in done))
+    set_state(conn, WAITED_CURSOR, looked_at[-1] if len(looked_at) == limit else "")
+    return len(looked_at)
+
+
+def _waiting(conn: Connection, message_ids: list[str]) -> set[str]:
+    """Those of the messages with a recipient not final yet."""
+    found = conn.scalars(
+        select(Delivery.message_id)
+        .where(Delivery.message_id.in_(message_ids), Delivery.state.not_in(FINAL_DELIVERY_STATES))
+        .distinct()
+    )
+    return set(found)
