@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Connection
 
 from estafeta.accept import Accepted, Submission
-from estafeta.audience.campaigns import start
+from estafeta.audience.campaigns import fix_recipients, start
 from estafeta.audit import SYSTEM
 from estafeta.compose import Address, Draft, parse_address
 from estafeta.store import campaigns as campaign_store
@@ -358,6 +358,37 @@ async def test_a_campaign_fixed_and_rendered_in_small_chunks_mails_each_subscrib
             "fan12@yahoo.test",
         }
         assert set(mailed) == expected and set(mailed.values()) == {1}
+    finally:
+        await h.client.aclose()
+        await h.platform.stop(grace=2)
+
+
+async def test_a_campaign_says_when_its_recipients_are_all_fixed(fresh_world: World, tmp_path: Path) -> None:
+    """`send` answers after the first chunk of recipients; until the last one is fixed the campaign says
+    its recipient count is not final."""
+    h = await start_harness(
+        fresh_world, f"sqlite:///{tmp_path / 'final.db'}", audience={"recipients_chunk": 4}
+    )
+    try:
+        h.platform.core.audience.runner.stop()  # only `send` fixes recipients, so the middle can be seen
+        news = await create_list(h)
+        for i in range(10):
+            await subscribe(h, news["id"], f"fan{i:02d}@yahoo.test")
+        created = await create_campaign(h, news["id"])
+        assert created["recipients_final"] is False and created["recipients_fixed_at"] is None
+        sent = await h.client.post(f"/v1/campaigns/{created['id']}/send")
+        assert sent.status_code == 200 and sent.json()["recipients_final"] is False
+        view = await campaign(h, created["id"])
+        assert view["stats"]["recipients"] == 4 and view["recipients_final"] is False
+
+        row = await h.platform.core.audience.campaigns.get(h.account_id, created["id"])
+        while not await h.platform.core.db.run(fix_recipients, row, h.clock.now(), 4):  # as the runner does
+            pass
+        view = await campaign(h, created["id"])
+        assert view["stats"]["recipients"] == 10 and view["recipients_final"] is True
+        assert datetime.fromisoformat(view["recipients_fixed_at"]) == h.clock.now()
+        listed = (await h.client.get("/v1/campaigns")).json()["data"]
+        assert [c["recipients_final"] for c in listed] == [True]
     finally:
         await h.client.aclose()
         await h.platform.stop(grace=2)

@@ -61,6 +61,13 @@ class CampaignOut(BaseModel):
         "reputation pause or the warm-up limit: it resumes by itself when that is lifted); or an error "
         "in a message that the sender must fix before resuming"
     )
+    recipients_final: bool = Field(
+        description="whether every recipient is fixed, so `stats.recipients` no longer grows: recipients are "
+        "fixed when sending starts, in chunks (`send` answers after the first one), so a large list's count "
+        "grows for a few seconds after the start; false before the start, and for good in a campaign "
+        "cancelled before they all were"
+    )
+    recipients_fixed_at: datetime | None = Field(description="when the last recipient was fixed")
     created_at: datetime
 
 
@@ -93,6 +100,8 @@ def _out(row: CampaignRow) -> CampaignOut:
         finished_at=row.finished_at,
         error=row.error,
         paused_for=row.paused_for or None,  # type: ignore[arg-type]
+        recipients_final=row.recipients_fixed_at is not None,
+        recipients_fixed_at=row.recipients_fixed_at,
         created_at=row.created_at,
     )
 
