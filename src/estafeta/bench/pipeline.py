@@ -24,6 +24,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from estafeta import loop as event_loop
 from estafeta.audit import SYSTEM
 from estafeta.bench.resources import database_url, join_or_kill, load_average, platform_cpu_seconds
 from estafeta.bench.sink import SinkProcess
@@ -148,7 +149,7 @@ def _client_process(
 ) -> None:
     """Child process: post every message, send back the seconds it took."""
     try:
-        seconds = asyncio.run(_post_all(url, token, messages, batch, concurrency, accepted))
+        seconds = event_loop.run(_post_all(url, token, messages, batch, concurrency, accepted))
         results.send({"seconds": seconds})
     except Exception as exc:
         results.send({"error": repr(exc)})

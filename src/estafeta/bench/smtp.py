@@ -26,6 +26,7 @@ import aiosmtplib
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from estafeta import loop as event_loop
 from estafeta.audit import SYSTEM
 from estafeta.bench.resources import database_url, join_or_kill, load_average, platform_cpu_seconds
 from estafeta.bench.sink import SinkProcess
@@ -177,7 +178,7 @@ def _client_process(
 ) -> None:
     """Child process: run the sessions, send back seconds, per-message latencies and refusals."""
     try:
-        results.send(asyncio.run(_clients(port, cafile, username, password, messages, sessions, sent)))
+        results.send(event_loop.run(_clients(port, cafile, username, password, messages, sessions, sent)))
     except Exception as exc:
         results.send({"error": repr(exc)})
 

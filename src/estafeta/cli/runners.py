@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from estafeta import loop as event_loop
 from estafeta.cli.common import ConfigOption, console, load
 
 
@@ -107,7 +108,7 @@ def serve(
         log.info("stopping: finishing attempts under way, releasing the rest")
         await platform.stop()
 
-    asyncio.run(run())
+    event_loop.run(run())
 
 
 def world(
@@ -145,7 +146,7 @@ def world(
         await until_signal()
         await sim.stop()
 
-    asyncio.run(run())
+    event_loop.run(run())
 
 
 def demo(
@@ -178,7 +179,7 @@ def demo(
         await until_signal()
 
     try:
-        result = asyncio.run(
+        result = event_loop.run(
             run_demo(messages, workdir, console, while_running=keep_open if open_dashboard else None)
         )
     except KeyboardInterrupt:
