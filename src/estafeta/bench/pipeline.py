@@ -25,6 +25,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from estafeta import loop as event_loop
 from estafeta.audit import SYSTEM
 from estafeta.bench.nodes import Nodes, shared_limits
 from estafeta.bench.resources import DEFAULT_REDIS_URL, database_url, join_or_kill, load_average
@@ -172,7 +173,7 @@ def _client_process(
 ) -> None:
     """Child process: post every message, send back the seconds it took."""
     try:
-        started, seconds = asyncio.run(_post_all(urls, token, messages, batch, concurrency, accepted))
+        started, seconds = event_loop.run(_post_all(urls, token, messages, batch, concurrency, accepted))
         results.send({"started": started, "seconds": seconds})
     except Exception as exc:
         results.send({"error": repr(exc)})

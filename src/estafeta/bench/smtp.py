@@ -27,6 +27,7 @@ import aiosmtplib
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from estafeta import loop as event_loop
 from estafeta.audit import SYSTEM
 from estafeta.bench.nodes import Nodes, shared_limits
 from estafeta.bench.resources import DEFAULT_REDIS_URL, database_url, join_or_kill, load_average
@@ -187,7 +188,7 @@ def _client_process(
 ) -> None:
     """Child process: run the sessions, send back seconds, per-message latencies and refusals."""
     try:
-        results.send(asyncio.run(_clients(ports, cafile, username, password, messages, sessions, sent)))
+        results.send(event_loop.run(_clients(ports, cafile, username, password, messages, sessions, sent)))
     except Exception as exc:
         results.send({"error": repr(exc)})
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from estafeta import loop as event_loop
 from estafeta.cli.common import console, fail
 
 DEFAULT_POSTGRESQL_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -78,7 +78,7 @@ def pipeline(
     from estafeta.bench.report import report
 
     result = {
-        name: asyncio.run(
+        name: event_loop.run(
             run_pipeline(
                 messages=messages,
                 batch=batch,
@@ -113,7 +113,7 @@ def smtp(
     from estafeta.bench.smtp import run_smtp
 
     result = {
-        name: asyncio.run(
+        name: event_loop.run(
             run_smtp(
                 messages=messages,
                 sessions=sessions,
@@ -148,7 +148,7 @@ def campaign(
     from estafeta.bench.report import report
 
     result = {
-        name: asyncio.run(
+        name: event_loop.run(
             run_campaign(
                 contacts=contacts,
                 backend=name,
@@ -276,7 +276,7 @@ def crash(
     from estafeta.bench.report import report
 
     chosen = _backends(backend)
-    result = asyncio.run(
+    result = event_loop.run(
         run_crash_bench(
             backends=chosen,
             postgresql_url=postgresql_url,
