@@ -96,11 +96,15 @@ class ServeNode:
         return _delivered(httpx.get(f"{self.url}/metrics", timeout=60).text)
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM: a clean stop (work under way finishes); the whole group is killed if it takes longer
-        than `timeout`, and afterwards, so that no child outlives its node."""
+        """SIGTERM to the serve process: a clean stop (it stops its children, work under way finishes);
+        any other signal (SIGKILL) goes to the whole node at once. The node's process group is killed if
+        it takes longer than `timeout`, and afterwards, so that no child outlives its node."""
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, sig)
+                if sig == signal.SIGTERM:
+                    os.kill(self.process.pid, sig)
+                else:
+                    os.killpg(self.process.pid, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout)
         with contextlib.suppress(ProcessLookupError):
