@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from estafeta.accept import AcceptError
+from estafeta.accept import AcceptError, GroupCommit
 from estafeta.audience.consent import ConsentRecord
 from estafeta.audience.lists import AudienceError
 from estafeta.audit import SYSTEM, Actor
@@ -20,7 +20,7 @@ from estafeta.store import queue as queue_store
 from estafeta.store.db import Database
 from estafeta.streams import StreamError
 from estafeta.world import World
-from tests.factories import add_sender, sandbox_dns
+from tests.factories import add_sender, new_message, sandbox_dns
 
 NOW = datetime(2026, 3, 31, 23, 59, tzinfo=UTC)
 
@@ -157,3 +157,36 @@ async def test_concurrent_senders_without_a_limit_are_all_counted(db: Database, 
     )
     usage = await core.plans.usage(account)
     assert usage.plan is None and (usage.messages_today, usage.messages_this_month) == (12, 12)
+
+
+async def test_callers_in_one_transaction_are_judged_in_turn_each_with_its_own_suppressed_recipients(
+    db: Database, dns_world: World
+) -> None:
+    """The gate reads the account once for the whole transaction, yet judges each caller as if alone,
+    in the order they came: what one caller may not send leaves the room to the next."""
+    core = _core(db, ManualClock(NOW), dns_world)
+    account = await _shop(core, messages_per_day=3)
+    await core.suppressions.add(account, "b@gmail.test", actor=SYSTEM)
+    commits = GroupCommit(core.db)
+    entries = [
+        ["a@gmail.test", "b@gmail.test"],
+        ["c@gmail.test", "d@gmail.test", "e@gmail.test"],
+        ["f@gmail.test"],
+    ]
+    outcomes = await asyncio.gather(
+        *(
+            commits.commit([new_message(f"msg_{n:026d}", account, recipients)], NOW, gate=core.accepter.gate)
+            for n, recipients in enumerate(entries)
+        ),
+        return_exceptions=True,
+    )
+    first, refused, last = outcomes
+    assert isinstance(refused, AcceptError) and refused.kind == PLAN_LIMIT
+    assert "1 used, these 3 would exceed it" in refused.reason
+    assert isinstance(first, list) and isinstance(last, list)
+    assert first[0].recipients == ["a@gmail.test"]
+    assert [s.recipient for s in first[0].suppressed] == ["b@gmail.test"]
+    assert (last[0].recipients, last[0].suppressed) == (["f@gmail.test"], [])
+    assert db.call(queue_store.state_counts) == {"queued": 2, "suppressed": 1}
+    usage = await core.plans.usage(account)
+    assert (usage.messages_today, usage.messages_this_month) == (2, 2)

@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 
 from estafeta.audit import Actor, AuditFilter, AuditLog, cli_actor
 from estafeta.cli import app as cli_app
+from estafeta.clock import ManualClock
 from estafeta.compliance.links import LinkChecker, extract_links
 from estafeta.config import LinkSettings, Settings
-from estafeta.reputation import Reputation, evaluate, flag_for_review, measure
+from estafeta.reputation import QUIET_FACTOR, Reputation, evaluate, flag_for_review, measure
 from estafeta.store import accounts as account_store
 from estafeta.store import events as events_store
 from estafeta.store import reputation as store
@@ -84,6 +85,33 @@ def test_warning_then_pause_with_events_and_a_review(db: Database) -> None:
     assert [e.type for e in db.call(events_store.list_events, flt, 100)] == kinds
     review = db.call(store.open_review, account)
     assert review is not None and review.metrics["hard_bounced"] == 8
+
+
+def test_a_failure_among_new_outcomes_brings_the_evaluation_forward(db: Database) -> None:
+    account = db.call(account_store.create_account, "acme", NOW).id
+    _outcomes(db, account, delivered=97, hard=3)  # over the 2.5% warning once evaluated
+    reputation = Reputation(db, _settings(), ManualClock(NOW), evaluate_every=20)
+
+    def state() -> str:
+        return db.call(store.standings, account)["broadcast"].state
+
+    def report(outcomes: list[tuple[int, bool]]) -> None:
+        db.call(reputation.after_outcomes, outcomes, NOW)
+
+    report([(account, True)] * 20)  # deliveries alone cannot raise a rate: not evaluated yet
+    assert state() == "active"
+    report([(account, True)] * 19 + [(account, False)])  # a failure among the next 20: evaluated
+    assert state() == "warning"
+
+
+def test_deliveries_alone_are_evaluated_less_often(db: Database) -> None:
+    account = db.call(account_store.create_account, "acme", NOW).id
+    _outcomes(db, account, delivered=97, hard=3)
+    reputation = Reputation(db, _settings(), ManualClock(NOW), evaluate_every=20)
+    db.call(reputation.after_outcomes, [(account, True)] * (20 * QUIET_FACTOR - 1), NOW)
+    assert db.call(store.standings, account)["broadcast"].state == "active"
+    db.call(reputation.after_outcomes, [(account, True)], NOW)
+    assert db.call(store.standings, account)["broadcast"].state == "warning"
 
 
 def test_complaint_rate_warns_then_pauses(db: Database) -> None:

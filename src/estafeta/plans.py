@@ -14,7 +14,7 @@ naming the plan.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol, TypeVar
 
@@ -68,11 +68,36 @@ def periods(now: datetime) -> list[tuple[str, date]]:
     return [("day", today), ("month", today.replace(day=1))]
 
 
+@dataclass
+class Tab:
+    """What one storing transaction charges an account: checked against its plan message by message, and
+    written to the counters once, when the transaction's messages are all admitted (`Meter.settle`)."""
+
+    account_id: int
+    plan: store.PlanRow | None
+    used: dict[tuple[str, date], int] = field(default_factory=dict)  # locked counters (limited plans)
+    added: dict[tuple[str, date], int] = field(default_factory=dict)
+
+    @property
+    def limited(self) -> bool:
+        return self.plan is not None and (
+            self.plan.messages_per_day is not None or self.plan.messages_per_month is not None
+        )
+
+
 class Meter(Protocol):
     """Counts what accounts send against their plans, inside the storing transaction."""
 
-    def charge(self, conn: Connection, account_id: int, amount: int, now: datetime) -> None:
-        """Count `amount` messages, or raise `OverPlan` and count nothing."""
+    def open_tab(self, conn: Connection, account_id: int) -> Tab:
+        """The account's tab for this transaction (its plan read once)."""
+        ...
+
+    def charge(self, conn: Connection, tab: Tab, amount: int, now: datetime) -> None:
+        """Count `amount` messages on the tab, or raise `OverPlan` and count nothing."""
+        ...
+
+    def settle(self, conn: Connection, tab: Tab) -> None:
+        """Write what the tab counted to the account's counters."""
         ...
 
     def usage(self, conn: Connection, account_id: int, now: datetime) -> Usage: ...
@@ -81,22 +106,36 @@ class Meter(Protocol):
 class DatabaseMeter:
     """Usage counters in the database: exact on one node and across nodes sharing one database."""
 
-    def charge(self, conn: Connection, account_id: int, amount: int, now: datetime) -> None:
+    def open_tab(self, conn: Connection, account_id: int) -> Tab:
+        return Tab(account_id, store.plan_of(conn, account_id))
+
+    def charge(self, conn: Connection, tab: Tab, amount: int, now: datetime) -> None:
         if amount <= 0:
             return
         spans = periods(now)
-        plan = store.plan_of(conn, account_id)
-        if plan is None or (plan.messages_per_day is None and plan.messages_per_month is None):
-            store.count_usage(conn, account_id, spans, amount)  # nothing to check: no read, no lock
-            return
-        used = store.lock_counters(conn, account_id, spans)
-        for period, limit, what in (
-            ("day", plan.messages_per_day, "messages per day"),
-            ("month", plan.messages_per_month, "messages per month"),
-        ):
-            if limit is not None and used[period] + amount > limit:
-                raise OverPlan(plan.name, what, limit, used[period], amount)
-        store.add_usage(conn, account_id, spans, amount)
+        if tab.limited:
+            assert tab.plan is not None
+            unread = [span for span in spans if span not in tab.used]
+            if unread:  # locked until the transaction ends (PostgreSQL): other nodes meter after it
+                locked = store.lock_counters(conn, tab.account_id, unread)
+                tab.used.update((span, locked[span[0]]) for span in unread)
+            for span, limit, what in (
+                (spans[0], tab.plan.messages_per_day, "messages per day"),
+                (spans[1], tab.plan.messages_per_month, "messages per month"),
+            ):
+                used = tab.used[span] + tab.added.get(span, 0)
+                if limit is not None and used + amount > limit:
+                    raise OverPlan(tab.plan.name, what, limit, used, amount)
+        for span in spans:
+            tab.added[span] = tab.added.get(span, 0) + amount
+
+    def settle(self, conn: Connection, tab: Tab) -> None:
+        for span, amount in tab.added.items():
+            if tab.limited:
+                store.add_usage(conn, tab.account_id, [span], amount)
+            else:  # nothing was checked: no read, no lock, one upsert (concurrent additions commute)
+                store.count_usage(conn, tab.account_id, [span], amount)
+        tab.added.clear()
 
     def usage(self, conn: Connection, account_id: int, now: datetime) -> Usage:
         spans = periods(now)

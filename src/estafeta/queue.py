@@ -24,8 +24,8 @@ from estafeta.store.suppressions import SoftRule
 # Terminations are re-read this far back, so that one committed late (with an earlier time) is not missed.
 TERMINATION_OVERLAP = timedelta(minutes=5)
 
-AfterFinish = Callable[[Connection, list[int], datetime], None]
-"""Runs in the outcomes' transaction with the account of each final (not deferred) outcome."""
+AfterFinish = Callable[[Connection, list[tuple[int, bool]], datetime], None]
+"""Runs in the outcomes' transaction with (account, delivered) of each final (not deferred) outcome."""
 
 
 class Queue:
@@ -78,7 +78,11 @@ class Queue:
         after = self.after_finish
         if after is None:
             return await self.db.run(q.finish, self.owner, now, outcomes, self.soft_rule)
-        final = [r.job.account_id for r, f in zip(results, outcomes, strict=True) if f.state != "deferred"]
+        final = [
+            (r.job.account_id, r.delivered)
+            for r, f in zip(results, outcomes, strict=True)
+            if f.state != "deferred"
+        ]
 
         def finish_and_review(conn: Connection) -> int:
             applied = q.finish(conn, self.owner, now, outcomes, self.soft_rule)

@@ -41,6 +41,7 @@ from estafeta.store.db import Database
 from estafeta.store.events import NewEvent, record
 
 DAY = timedelta(hours=24)
+QUIET_FACTOR = 10  # an account whose new outcomes are all deliveries is evaluated this many times less often
 HALTED = store.HALTED  # the standings in which a stream's mail waits and new mail is refused
 QUESTIONS = ("collection", "consent", "content", "frequency")
 """The four questions a paused sender answers: how addresses are collected, how consent is obtained,
@@ -203,18 +204,33 @@ class Reputation:
         self.mail_due = mail_due
         self.campaigns_due = campaigns_due
         self.evaluate_every = evaluate_every
-        self._pending: Counter[int] = Counter()
+        self._pending: Counter[int] = Counter()  # outcomes since the account's last evaluation
+        self._failing: set[int] = set()  # accounts with a failure among those outcomes
         self._counting = threading.Lock()  # outcome commits run on several database threads at once
 
-    def after_outcomes(self, conn: Connection, account_ids: Iterable[int], now: datetime) -> None:
-        """Count new outcomes and evaluate each account every `evaluate_every` of them, in the caller's
-        transaction (so a pause lands before many more of a bad list go out)."""
+    def after_outcomes(self, conn: Connection, outcomes: Iterable[tuple[int, bool]], now: datetime) -> None:
+        """Count new (account, delivered) outcomes and evaluate an account every `evaluate_every` of them
+        when a failure is among them, in the caller's transaction (so a pause lands before many more of a
+        bad list go out).
+
+        Deliveries alone never raise a rate (they add to the denominators and push older outcomes out of
+        the window), so an account whose new outcomes are all deliveries is evaluated `QUIET_FACTOR` times
+        less often: all that can change then is a warning lifted, or a sender reaching `min_volume` with
+        its earlier bounces, both of which wait a few hundred deliveries at most. An evaluation reads the
+        account's window of outcomes, which made it most of the cost of recording healthy mail."""
         with self._counting:
-            for account_id in account_ids:
+            for account_id, delivered in outcomes:
                 self._pending[account_id] += 1
-            due = [account_id for account_id, n in self._pending.items() if n >= self.evaluate_every]
+                if not delivered:
+                    self._failing.add(account_id)
+            due = [
+                account_id
+                for account_id, n in self._pending.items()
+                if n >= self.evaluate_every * (1 if account_id in self._failing else QUIET_FACTOR)
+            ]
             for account_id in due:
                 del self._pending[account_id]
+                self._failing.discard(account_id)
         for account_id in due:
             evaluate(conn, account_id, now, self.settings)
 

@@ -29,6 +29,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
+from estafeta import loop as event_loop
 from estafeta.config import Settings
 from estafeta.metrics import CommitWindow, CounterTotals, Metrics
 from estafeta.waits import wait_set
@@ -264,7 +265,7 @@ class Supervisor:
 def _child_main(factory: WorkFactory, settings: Settings, control: Connection, wake: Connection) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the serve process decides when children stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_run_child(factory, settings, control, wake))
+    event_loop.run(_run_child(factory, settings, control, wake))
 
 
 async def _run_child(factory: WorkFactory, settings: Settings, control: Connection, wake: Connection) -> None:

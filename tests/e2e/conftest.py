@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from estafeta.world import World, WorldThread
 from tests.e2e.dashboard_support import ARTIFACTS, Served, serve_demo
 from tests.e2e.harness import Harness, start_harness
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The relay's tests run on uvloop's event loop, as the relay does under `estafeta serve` (its STARTTLS
+    goes through the loop's own TLS); the others on asyncio's."""
+    if item.path.name.startswith("test_smtp"):
+        return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,10 @@ import os
 import re
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -30,6 +27,8 @@ import pytest
 import redis
 
 from estafeta.audit import SYSTEM
+from estafeta.bench.nodes import ServeNode as Node
+from estafeta.bench.nodes import wait_until_ready
 from estafeta.config import Settings
 from estafeta.core import Core
 from estafeta.sandbox import dns_settings
@@ -41,23 +40,6 @@ NODES = 3
 LEASE_SECONDS = 5.0
 METERED = {"concurrency": 2, "rate": 4.0}  # metered.test's limits, for the whole cluster
 START_TIMEOUT = 240.0  # three Python servers starting at once on a loaded machine
-
-
-@dataclass
-class Node:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    url: str = ""
-
-    def lines(self) -> list[str]:
-        return self.log.read_text(errors="replace").splitlines()
-
-    def delivered(self) -> float:
-        """Deliveries this node made so far (its Prometheus counter)."""
-        text = httpx.get(f"{self.url}/metrics", timeout=60).text
-        found = re.search(r'^estafeta_delivery_attempts_total\{outcome="delivered"\} (\S+)$', text, re.M)
-        return float(found.group(1)) if found else 0.0
 
 
 @dataclass
@@ -137,41 +119,6 @@ async def _account(database_url: str, world: World) -> str:
         await core.aclose()
 
 
-def _start(name: str, env: dict[str, str], directory: Path) -> Node:
-    log = directory / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "estafeta", "serve", "--role", "all"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=out,
-            process_group=0,
-        )
-    return Node(name, process, log)
-
-
-def _ready(node: Node) -> bool:
-    assert node.process.poll() is None, f"{node.name} exited:\n" + "\n".join(node.lines()[-20:])
-    for line in node.lines():
-        found = re.search(r"serving API on (http://[0-9.:]+)", line)
-        if found:
-            node.url = found.group(1)
-        if "delivering from this process" in line:
-            return bool(node.url)
-    return False
-
-
-def _stop(node: Node, sig: signal.Signals = signal.SIGTERM) -> None:
-    if node.process.poll() is None:
-        os.killpg(node.process.pid, sig)
-    try:
-        node.process.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(node.process.pid, signal.SIGKILL)
-        node.process.wait(10)
-
-
 @pytest.fixture(scope="module")
 def cluster(
     world: World, pg_server: str, redis_server: str, tmp_path_factory: pytest.TempPathFactory
@@ -187,14 +134,13 @@ def cluster(
     world.reset()
     token = asyncio.run(_account(database_url, world))
     env = _node_env(database_url, world, prefix)
-    nodes = [_start(f"node{n}", env, directory) for n in range(NODES)]
+    nodes = [Node.start(f"node{n}", env, directory) for n in range(NODES)]
     try:
-        for node in nodes:
-            _until(lambda node=node: _ready(node), START_TIMEOUT, f"{node.name} to start")
+        wait_until_ready(nodes, START_TIMEOUT)
         yield Cluster(nodes, token, world, schema)
     finally:
         for node in nodes:
-            _stop(node)
+            node.stop(timeout=30)
         shared = redis.Redis.from_url(redis_server)
         keys = list(shared.scan_iter(f"{prefix}*"))
         if keys:
@@ -301,7 +247,7 @@ def test_a_killed_nodes_leased_work_is_finished_by_the_others(cluster: Cluster) 
 
     _until(lambda: any(n >= 3 for n in holders().values()), 30, "a node to hold leases")
     victim = by_pid[holders().most_common(1)[0][0]]
-    _stop(victim, signal.SIGKILL)
+    victim.stop(signal.SIGKILL, timeout=30)
     killed_at = time.monotonic()
     # What the victim held waits for its leases to run out, then goes at metered.test's shared rate.
     bound = LEASE_SECONDS + len(recipients) / METERED["rate"] + 15

@@ -9,6 +9,7 @@ import email
 import re
 import shutil
 import smtplib
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -203,6 +204,42 @@ async def test_auth_is_offered_only_after_tls_and_required_before_mail(relay: Re
 
     await asyncio.to_thread(scenario)
     assert await relay.platform.core.db.run(queue_store.state_counts) == {}
+
+
+def _reply(connection: socket.socket | ssl.SSLSocket) -> bytes:
+    """One whole reply (every line of a multi-line one), read without reading past it."""
+    received = b""
+    while not re.search(rb"(^|\r\n)\d{3} [^\r\n]*\r\n$", received):
+        chunk = connection.recv(1)
+        assert chunk, f"connection closed after {received!r}"
+        received += chunk
+    return received
+
+
+async def test_what_was_sent_in_clear_text_with_starttls_is_discarded(relay: Relay) -> None:
+    """RFC 3207: commands that came before TLS began are not taken as said over TLS (the STARTTLS command
+    injection attack), the session starts afresh, and TLS cannot be started twice."""
+
+    def scenario() -> list[bytes]:
+        with socket.create_connection((HOST, relay.starttls_port), timeout=30) as plain:
+            assert _reply(plain).startswith(b"220 ")
+            plain.sendall(b"EHLO client.test\r\n")
+            assert b"STARTTLS" in _reply(plain)
+            plain.sendall(b"STARTTLS\r\nNOOP\r\n")
+            assert _reply(plain).startswith(b"220 ")
+            with relay.tls().wrap_socket(plain, server_hostname=HOST) as secure:
+                secure.sendall(b"MAIL FROM:<hello@acme.test>\r\n")
+                replies = [_reply(secure)]
+                for command in (b"EHLO client.test", b"STARTTLS", b"QUIT"):
+                    secure.sendall(command + b"\r\n")
+                    replies.append(_reply(secure))
+                return replies
+
+    mail, ehlo, starttls, quit_ = await asyncio.to_thread(scenario)
+    assert mail == b"503 5.5.1 Error: send HELO first\r\n"  # not NOOP's 250: the session began anew
+    assert b"AUTH" in ehlo and b"STARTTLS" not in ehlo
+    assert starttls == b"503 5.5.1 TLS already active\r\n"
+    assert quit_.startswith(b"221 ")
 
 
 async def test_wrong_or_unknown_credentials_are_refused(relay: Relay) -> None:

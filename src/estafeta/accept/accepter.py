@@ -101,10 +101,9 @@ class Accepter:
         self.metrics = metrics
         self.settings = settings
         self.clock = clock
-        self.notify = notify
         self.streams = streams
         self.gate = PolicyGate(settings, meter)
-        self._commits = GroupCommit(db)
+        self._commits = GroupCommit(db, stored=notify)
         self._signers: dict[str, DomainSigner] = {}
         self.links = LinkChecker(settings.links, own_hosts)
         self.sending_refusal = sending_refusal
@@ -227,7 +226,6 @@ class Accepter:
                 on_commit(conn, _accepted(rows, per_message))
 
         rows = await self._commits.commit(rows, now, gate=self.gate, hook=hook)
-        self.notify()
         self._count(source, rows)
         return _accepted(rows, per_message)
 
@@ -352,7 +350,6 @@ class Accepter:
         (row,) = await self._commits.commit(
             [row], now, gate=self.gate, hook=lambda conn, rows: self.gate.flag_held(conn, rows, now)
         )
-        self.notify()
         self._count("smtp", [row])
         return Accepted(row.id, message_id_header, row.recipients, row.suppressed, found, row.held)
 

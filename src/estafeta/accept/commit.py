@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Protocol
 
 from sqlalchemy import Connection
 
@@ -22,10 +22,17 @@ from estafeta.store import messages as message_store
 from estafeta.store.db import Database, DatabaseBusy
 
 Rows = list[message_store.NewMessage]
-Gate = Callable[[Connection, Rows, datetime, dict[int, Any]], Rows]
-"""Runs in the storing transaction before rows are written: returns them as they are to be stored (the
-policy gate moves suppressed recipients aside) or raises `AcceptError` to refuse them, and nothing of
-them is written. The dict is the gate's own scratch for the transaction, shared by its entries."""
+
+
+class Gate(Protocol):
+    """Decides in the storing transaction, before anything is written, what of its callers' rows is stored."""
+
+    def admit(self, conn: Connection, entries: list[tuple[Rows, datetime]]) -> list[Rows | AcceptError]:
+        """For each caller's rows and time, in the order they came: the rows as they are to be stored (the
+        policy gate moves suppressed recipients aside), or the `AcceptError` that refuses them."""
+        ...
+
+
 StoredHook = Callable[[Connection, Rows], None]
 """Store work committed with the messages, in their transaction, given the rows as stored."""
 
@@ -42,8 +49,10 @@ class _Pending:
 class GroupCommit:
     """Writes the messages of concurrent callers in shared transactions (see the module docstring)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, stored: Callable[[], None] = lambda: None) -> None:
+        """`stored` is told once per transaction that stored messages (it wakes delivery)."""
         self.db = db
+        self.stored = stored
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -80,6 +89,8 @@ class GroupCommit:
                     continue
                 for entry, outcome in zip(batch, outcomes, strict=True):
                     _settle(entry, outcome)
+                if any(isinstance(outcome, list) and outcome for outcome in outcomes):
+                    self.stored()
         finally:
             self._writer = None
             for entry in [*batch, *self._pending]:  # only when cancelled: nothing is left unanswered
@@ -92,30 +103,33 @@ class GroupCommit:
         except Exception as exc:
             outcome = exc
         _settle(entry, outcome)
+        if isinstance(outcome, list) and outcome:
+            self.stored()
 
 
 def store_batch(conn: Connection, batch: list[_Pending]) -> list[Rows | Exception]:
-    """One transaction for a batch: each entry passes its gate (an account's entries in the order they
-    came, so each sees what the earlier ones queued) and the accepted rows are written together.
-
-    Accounts are taken in id order, so that two processes' transactions lock account rows in the same
-    order and never wait for each other in a circle."""
-    outcomes: list[Rows | Exception] = [[] for _ in batch]
-    views: dict[int, Any] = {}
+    """One transaction for a batch: the entries pass their gate together (see `Gate.admit`) and the
+    admitted rows are written together, their hooks run in account order."""
+    outcomes: list[Rows | Exception] = [entry.rows for entry in batch]
+    gates: dict[int, tuple[Gate, list[int]]] = {}
+    for index, entry in enumerate(batch):
+        if entry.gate is not None:
+            gates.setdefault(id(entry.gate), (entry.gate, []))[1].append(index)
+    for gate, indexes in gates.values():
+        admitted = gate.admit(conn, [(batch[i].rows, batch[i].now) for i in indexes])
+        for index, outcome in zip(indexes, admitted, strict=True):
+            outcomes[index] = outcome
     stored: Rows = []
     hooks: list[message_store.StoreHook] = []
     by_account = sorted(range(len(batch)), key=lambda i: batch[i].rows[0].account_id if batch[i].rows else 0)
     for index in by_account:
-        entry = batch[index]
-        try:
-            rows = entry.rows if entry.gate is None else entry.gate(conn, entry.rows, entry.now, views)
-        except AcceptError as exc:
-            outcomes[index] = exc
+        rows = outcomes[index]
+        if isinstance(rows, Exception):
             continue
-        outcomes[index] = rows
         stored.extend(rows)
-        if entry.hook is not None:
-            hooks.append(functools.partial(entry.hook, rows=rows))
+        hook = batch[index].hook
+        if hook is not None:
+            hooks.append(functools.partial(hook, rows=rows))
     # One time for the transaction, its newest caller's: all of it is accepted when it commits.
     message_store.insert_messages(conn, stored, max(entry.now for entry in batch), hooks)
     return outcomes

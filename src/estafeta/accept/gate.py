@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 from estafeta.accept.commit import Rows
 from estafeta.accept.errors import AcceptError
 from estafeta.config import Settings
-from estafeta.plans import PLAN_LIMIT, DatabaseMeter, Meter, OverPlan
+from estafeta.plans import PLAN_LIMIT, DatabaseMeter, Meter, OverPlan, Tab
 from estafeta.reputation import DAY, HOW_TO_RESUME, flag_for_review, sending_limit
 from estafeta.store import messages as message_store
 from estafeta.store import reputation as reputation_store
@@ -32,12 +32,13 @@ from estafeta.suppression import SpamTraps, screen
 
 @dataclass
 class AccountView:
-    """An account's standing and warm-up usage as one storing transaction sees them, counting what the
-    transaction itself has queued so far."""
+    """An account's standing, warm-up usage and plan tab as one storing transaction sees them, counting
+    what the transaction itself has admitted so far."""
 
     standings: dict[str, reputation_store.Standing]
     limit: int | None
     used: int
+    tab: Tab
 
 
 class PolicyGate:
@@ -49,15 +50,34 @@ class PolicyGate:
         self.meter = meter or DatabaseMeter()
         self._traps = SpamTraps(settings.suppression.spam_traps)
 
-    def __call__(self, conn: Connection, rows: Rows, now: datetime, views: dict[int, AccountView]) -> Rows:
-        """Screen the rows and check the account's standing and limit, in the storing transaction."""
-        if not rows:
-            return rows
-        account_id = rows[0].account_id
-        view = views.get(account_id)
-        if view is None:
-            view = views[account_id] = self._account_view(conn, account_id, now)
-        rows = self._screen(conn, account_id, rows)
+    def admit(self, conn: Connection, entries: list[tuple[Rows, datetime]]) -> list[Rows | AcceptError]:
+        """Each caller's rows as they are to be stored, or why they are refused, in the storing transaction.
+
+        The transaction's callers are judged together, an account at a time in id order (so that two
+        transactions lock account rows in the same order and never wait for each other in a circle): one
+        standing and plan read, one suppression query and one counter update per account, whatever the
+        number of messages; within an account, callers are judged in the order they came, each seeing
+        what the earlier ones were allowed."""
+        outcomes: list[Rows | AcceptError] = [rows for rows, _ in entries]
+        by_account: dict[int, list[int]] = {}
+        for index, (rows, _) in enumerate(entries):
+            if rows:
+                by_account.setdefault(rows[0].account_id, []).append(index)
+        for account_id in sorted(by_account):
+            indexes = by_account[account_id]
+            view = self._account_view(conn, account_id, entries[indexes[0]][1])
+            screened = iter(self._screen(conn, account_id, [row for i in indexes for row in entries[i][0]]))
+            for index in indexes:
+                rows = [next(screened) for _ in entries[index][0]]
+                try:
+                    outcomes[index] = self._judge(conn, view, rows, entries[index][1])
+                except AcceptError as exc:
+                    outcomes[index] = exc
+            self.meter.settle(conn, view.tab)
+        return outcomes
+
+    def _judge(self, conn: Connection, view: AccountView, rows: Rows, now: datetime) -> Rows:
+        """One caller's screened rows, checked against the account's standing, warm-up limit and plan."""
         for stream in dict.fromkeys(r.stream for r in rows):
             standing = view.standings[stream]
             if standing.state == "suspended":
@@ -91,7 +111,7 @@ class PolicyGate:
                 kind="sending-limit",
             )
         try:
-            self.meter.charge(conn, account_id, sum(len(r.recipients) for r in rows), now)
+            self.meter.charge(conn, view.tab, sum(len(r.recipients) for r in rows), now)
         except OverPlan as exc:
             raise AcceptError("recipients", str(exc), status=429, smtp="452 4.5.3", kind=PLAN_LIMIT) from exc
         view.used += wanted
@@ -106,7 +126,8 @@ class PolicyGate:
             reputation_store.lock_account(conn, account_id)
             limit = sending_limit(reputation_store.tier(conn, account_id), self.settings)
             used = reputation_store.usage(conn, account_id, now - DAY)
-        return AccountView(reputation_store.standings(conn, account_id), limit, used)
+        tab = self.meter.open_tab(conn, account_id)
+        return AccountView(reputation_store.standings(conn, account_id), limit, used, tab)
 
     def _screen(self, conn: Connection, account_id: int, rows: Rows) -> Rows:
         """Suppressed recipients move from `recipients` to `suppressed` (one query per stream: an

@@ -10,7 +10,6 @@ and CPU-seconds per message, which move much less than wall-clock rates on a sha
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
+from estafeta import loop as event_loop
 from estafeta.bench.pipeline import run_pipeline
 from estafeta.bench.postfix import missing_tools, private_postfix, smtp_sink, smtp_source
 from estafeta.bench.resources import load_average, tree_cpu_seconds
@@ -52,7 +52,7 @@ def reference_runs(messages: int, sessions: int, console: Console) -> dict[str, 
         cpu_before = tree_cpu_seconds([postfix.master_pid])
         started = time.perf_counter()
         accept_seconds = smtp_source(postfix.port, messages, sessions, MESSAGE_BYTES)
-        finished = asyncio.run(sink.wait_for(messages, TIME_LIMIT))
+        finished = event_loop.run(sink.wait_for(messages, TIME_LIMIT))
         cpu = tree_cpu_seconds([postfix.master_pid]) - cpu_before
         runs["postfix"] = {
             "messages": messages,
@@ -85,7 +85,7 @@ def estafeta_runs(
     for backend in backends:
         for processes in sorted({1, cores}):
             suffix = f" {processes} processes" if processes > 1 else ""
-            pipeline = asyncio.run(
+            pipeline = event_loop.run(
                 run_pipeline(
                     messages=messages,
                     batch=100,
@@ -97,7 +97,7 @@ def estafeta_runs(
                 )
             )
             runs[f"pipeline {backend}{suffix}"] = _row(pipeline, "accept_msgs_per_s", "pipeline_msgs_per_s")
-            relay = asyncio.run(
+            relay = event_loop.run(
                 run_smtp(
                     messages=messages,
                     sessions=sessions,

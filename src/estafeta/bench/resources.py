@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 from collections.abc import Iterable, Iterator
 from multiprocessing.process import BaseProcess
@@ -19,6 +18,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 BACKENDS = ("sqlite", "postgresql")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"  # where several nodes share their limits
 JOIN_TIMEOUT = 30.0  # seconds a benchmark child that sent its results gets to exit
 
 
@@ -72,12 +72,6 @@ def tree_cpu_seconds(roots: Iterable[int], exclude: Iterable[int] = ()) -> float
                     times = process.cpu_times()
                     total += times.user + times.system
     return total
-
-
-def platform_cpu_seconds(clients: int | None, sink: int | None) -> float:
-    """CPU seconds of this process and its children (the platform's front and delivery processes), without
-    the benchmark's clients and sink, which run in children of their own."""
-    return tree_cpu_seconds([os.getpid()], exclude=[pid for pid in (clients, sink) if pid is not None])
 
 
 async def join_or_kill(process: BaseProcess, timeout: float = JOIN_TIMEOUT) -> None:

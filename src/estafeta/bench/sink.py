@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, cast
 
+from estafeta import loop as event_loop
 from estafeta.world.dns_server import DnsServer
 from estafeta.world.zone import WorldZone
 
@@ -123,7 +124,7 @@ def _sink_main(
         server.close()
         await dns.stop()
 
-    asyncio.run(main())
+    event_loop.run(main())
 
 
 class SinkProcess:

@@ -1,12 +1,13 @@
 """`estafeta bench smtp`: messages/second accepted through the SMTP relay, and relayed to the sink.
 
-The platform (relay, accept path with DKIM signing, a durable commit before each 250) runs in this process and
-its `front.processes - 1` front children, with delivery in a child process, relaying to the benchmark sink, as
-Postfix does while it accepts; the mail clients run in a child process, as real clients would not share the
-server's CPU. Each of `sessions` clients connects to the submission port, negotiates STARTTLS, logs in, and
-then sends one message after another. The accept clock runs from the first MAIL to the last 250, the
-end-to-end clock until the sink has the last message; connecting and logging in are not counted.
-CPU-seconds cover the platform's processes.
+The platform runs as `estafeta serve` processes (`estafeta.bench.nodes`), one per node, on one database
+(with several nodes, their limits shared through Redis): the relay, the accept path with DKIM signing and a
+durable commit before each 250 in each node's front processes, delivery in a child process relaying to the
+benchmark sink, as Postfix does while it accepts. The mail clients run in a child process, as real clients
+would not share the server's CPU; their sessions are spread over the nodes' relay ports. Each of `sessions`
+clients connects to the submission port, negotiates STARTTLS, logs in, and then sends one message after
+another. The accept clock runs from the first MAIL to the last 250, the end-to-end clock until the sink
+has the last message; connecting and logging in are not counted. CPU-seconds cover every node's processes.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ import aiosmtplib
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from estafeta import loop as event_loop
 from estafeta.audit import SYSTEM
-from estafeta.bench.resources import database_url, join_or_kill, load_average, platform_cpu_seconds
+from estafeta.bench.nodes import Nodes, shared_limits
+from estafeta.bench.resources import DEFAULT_REDIS_URL, database_url, join_or_kill, load_average
 from estafeta.bench.sink import SinkProcess
 from estafeta.clock import SystemClock
-from estafeta.platform import Platform
+from estafeta.core import Core
 from estafeta.sandbox import sandbox_settings
 from estafeta.store import queue as queue_store
+from estafeta.store.db import Database
 from estafeta.tls import write_self_signed
 
 HOST = "127.0.0.1"
@@ -63,11 +67,14 @@ async def run_smtp(
     postgresql_url: str,
     console: Console,
     front_processes: int = 1,
+    nodes: int = 1,
+    redis_url: str = DEFAULT_REDIS_URL,
 ) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="estafeta-bench-") as tmp,
         database_url(backend, Path(tmp), postgresql_url) as url,
         SinkProcess(PROVIDERS) as sink,
+        shared_limits(redis_url, nodes) as limits,
     ):
         cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
         write_self_signed(cert, key, [HOST])
@@ -87,23 +94,23 @@ async def run_smtp(
                 "max_connections_per_ip": sessions,
             },
             warmup={"tiers": []},  # a benchmark sends more than a new account may
+            redis=limits,
         )
-        clock = SystemClock()
-        platform = Platform(settings, clock)
+        setup = Core(settings, clock=SystemClock())
         try:
-            core = platform.core
-            account = await core.accounts.create("bench", actor=SYSTEM)
-            await core.domains.add(account.id, "bench.test", algorithm, actor=SYSTEM)
-            credential = await core.smtp_credentials.create(account.id, actor=SYSTEM)
-            await platform.start(api=False, delivery=True, smtp=True, services=False)
-            assert platform.smtp_ports is not None
-            context = multiprocessing.get_context("spawn")
-            sent = context.Value("i", 0)
-            receiver, sender = context.Pipe(duplex=False)
+            account = await setup.accounts.create("bench", actor=SYSTEM)
+            await setup.domains.add(account.id, "bench.test", algorithm, actor=SYSTEM)
+            credential = await setup.smtp_credentials.create(account.id, actor=SYSTEM)
+        finally:
+            await setup.aclose()
+        context = multiprocessing.get_context("spawn")
+        sent = context.Value("i", 0)
+        receiver, sender = context.Pipe(duplex=False)
+        async with Nodes(settings, nodes, Path(tmp)) as cluster:
             clients = context.Process(
                 target=_client_process,
                 args=(
-                    platform.smtp_ports.starttls,
+                    cluster.relay_ports,
                     str(cert),
                     credential.username,
                     credential.password,
@@ -114,7 +121,7 @@ async def run_smtp(
                 ),
                 name="estafeta-bench-clients",
             )
-            cpu_before = platform_cpu_seconds(None, sink.pid)
+            cpu_before = cluster.cpu_seconds()
             clients.start()
             progress = Progress(
                 TextColumn("{task.description:<10}"),
@@ -125,21 +132,26 @@ async def run_smtp(
             )
             with progress:
                 bar = progress.add_task("accepted", total=messages)
-                relayed = progress.add_task("relayed", total=messages)
+                relayed_bar = progress.add_task("relayed", total=messages)
 
                 def advance(received: int) -> None:
                     progress.update(bar, completed=sent.value)
-                    progress.update(relayed, completed=received)
+                    progress.update(relayed_bar, completed=received)
 
                 finished = await sink.wait_for(messages, TIME_LIMIT, advance)
-                cpu = platform_cpu_seconds(clients.pid, sink.pid) - cpu_before
-            # Waited for off the event loop: the clients' last replies (QUIT) come from this process too.
+                cpu = cluster.cpu_seconds() - cpu_before
             answered = await asyncio.to_thread(receiver.poll, TIME_LIMIT)
             outcome: dict[str, Any] = receiver.recv() if answered else {"error": "no answer"}
             await join_or_kill(clients)
-            counts = await platform.core.db.run(queue_store.state_counts)
+            relayed = sink.received
+            per_node = await cluster.delivered(relayed)
+        # Read once every node stopped (finishing what it had under way): a copy sent twice shows here.
+        received_by_sink = sink.received
+        db = Database(url)
+        try:
+            counts = await db.run(queue_store.state_counts)
         finally:
-            await platform.stop()
+            db.close()
     if "error" in outcome:
         raise RuntimeError(f"benchmark clients failed: {outcome['error']}")
     latencies: list[float] = outcome["latencies"]
@@ -150,14 +162,16 @@ async def run_smtp(
         "tls": "STARTTLS",
         "dkim": algorithm,
         "database": backend,
+        "nodes": nodes,
         "front_processes": front_processes,
         "accepted": len(latencies),
         "refused": outcome["refused"],
         "delivered": counts.get("delivered", 0),
-        "received_by_sink": sink.received,
+        "delivered_per_node": per_node,
+        "received_by_sink": received_by_sink,
         "seconds": round(outcome["seconds"], 3),
         "msgs_per_s": round(len(latencies) / outcome["seconds"], 1),
-        "relayed_msgs_per_s": round(sink.received / (finished - outcome["started"]), 1),
+        "relayed_msgs_per_s": round(relayed / (finished - outcome["started"]), 1),
         "cpu_ms_per_msg": round(1000 * cpu / max(len(latencies), 1), 2),
         "latency_p50_ms": round(quantiles[49] * 1000, 1),
         "latency_p95_ms": round(quantiles[94] * 1000, 1),
@@ -166,7 +180,7 @@ async def run_smtp(
 
 
 def _client_process(
-    port: int,
+    ports: list[int],
     cafile: str,
     username: str,
     password: str,
@@ -177,13 +191,13 @@ def _client_process(
 ) -> None:
     """Child process: run the sessions, send back seconds, per-message latencies and refusals."""
     try:
-        results.send(asyncio.run(_clients(port, cafile, username, password, messages, sessions, sent)))
+        results.send(event_loop.run(_clients(ports, cafile, username, password, messages, sessions, sent)))
     except Exception as exc:
         results.send({"error": repr(exc)})
 
 
 async def _clients(
-    port: int,
+    ports: list[int],
     cafile: str,
     username: str,
     password: str,
@@ -192,8 +206,9 @@ async def _clients(
     sent: Synchronized[int],
 ) -> dict[str, Any]:
     tls = ssl.create_default_context(cafile=cafile)
-    connections = [
-        aiosmtplib.SMTP(hostname=HOST, port=port, tls_context=tls, timeout=60) for _ in range(sessions)
+    connections = [  # spread over the nodes, as behind a TCP load balancer
+        aiosmtplib.SMTP(hostname=HOST, port=ports[n % len(ports)], tls_context=tls, timeout=60)
+        for n in range(sessions)
     ]
     for client in connections:  # connect() negotiates STARTTLS, which the server advertises
         await client.connect()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from estafeta import loop as event_loop
 from estafeta.cli.common import console, fail
 
 DEFAULT_POSTGRESQL_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 app = typer.Typer(
     help="Measure the platform's speed (results as a table and a JSON file).", no_args_is_help=True
@@ -31,6 +32,18 @@ FrontProcesses = Annotated[
         min=1, max=64, help="front.processes: processes serving the API and relay (default: one per core)."
     ),
 ]
+
+
+Nodes = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=8,
+        help="`estafeta serve` nodes on one database, each with its own ports; with several, limits are "
+        "shared through --redis-url and the clients spread over the nodes.",
+    ),
+]
+RedisUrl = Annotated[str, typer.Option(help="Redis where several nodes share their limits.")]
 
 
 def _front_processes(chosen: int | None) -> int:
@@ -56,6 +69,8 @@ def pipeline(
     backend: Backends = None,
     postgresql_url: PostgresqlUrl = DEFAULT_POSTGRESQL_URL,
     front_processes: FrontProcesses = None,
+    nodes: Nodes = 1,
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
     output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/pipeline.json"),
 ) -> None:
     """Messages/second from API accept to the benchmark sink's 250, DKIM on, per database backend."""
@@ -63,7 +78,7 @@ def pipeline(
     from estafeta.bench.report import report
 
     result = {
-        name: asyncio.run(
+        name: event_loop.run(
             run_pipeline(
                 messages=messages,
                 batch=batch,
@@ -72,6 +87,8 @@ def pipeline(
                 postgresql_url=postgresql_url,
                 console=console,
                 front_processes=_front_processes(front_processes),
+                nodes=nodes,
+                redis_url=redis_url,
             )
         )
         for name in _backends(backend)
@@ -87,6 +104,8 @@ def smtp(
     backend: Backends = None,
     postgresql_url: PostgresqlUrl = DEFAULT_POSTGRESQL_URL,
     front_processes: FrontProcesses = None,
+    nodes: Nodes = 1,
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
     output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/smtp.json"),
 ) -> None:
     """Messages/second accepted through the SMTP relay (STARTTLS, AUTH, DKIM on) and relayed to the sink."""
@@ -94,7 +113,7 @@ def smtp(
     from estafeta.bench.smtp import run_smtp
 
     result = {
-        name: asyncio.run(
+        name: event_loop.run(
             run_smtp(
                 messages=messages,
                 sessions=sessions,
@@ -103,6 +122,8 @@ def smtp(
                 postgresql_url=postgresql_url,
                 console=console,
                 front_processes=_front_processes(front_processes),
+                nodes=nodes,
+                redis_url=redis_url,
             )
         )
         for name in _backends(backend)
@@ -116,6 +137,8 @@ def campaign(
     backend: Backends = None,
     postgresql_url: PostgresqlUrl = DEFAULT_POSTGRESQL_URL,
     time_limit: Annotated[float, typer.Option(min=10, help="Seconds per backend before giving up.")] = 3600,
+    nodes: Nodes = 1,
+    redis_url: RedisUrl = DEFAULT_REDIS_URL,
     output: Annotated[Path, typer.Option(help="JSON result file.")] = Path("bench-results/campaign.json"),
 ) -> None:
     """A campaign to a large list delivered to the benchmark sink: time to import, to queue (every recipient
@@ -125,13 +148,15 @@ def campaign(
     from estafeta.bench.report import report
 
     result = {
-        name: asyncio.run(
+        name: event_loop.run(
             run_campaign(
                 contacts=contacts,
                 backend=name,
                 postgresql_url=postgresql_url,
                 time_limit=time_limit,
                 console=console,
+                nodes=nodes,
+                redis_url=redis_url,
             )
         )
         for name in _backends(backend)
@@ -251,7 +276,7 @@ def crash(
     from estafeta.bench.report import report
 
     chosen = _backends(backend)
-    result = asyncio.run(
+    result = event_loop.run(
         run_crash_bench(
             backends=chosen,
             postgresql_url=postgresql_url,

@@ -12,6 +12,7 @@ import pydantic_core
 import typer
 from rich.console import Console
 
+from estafeta import loop as event_loop
 from estafeta.accounts import AccountError, AccountRow
 from estafeta.config import Settings, load_settings
 from estafeta.core import Core
@@ -44,9 +45,9 @@ def run(work: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(work)
+        return event_loop.run(work)
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, work).result()
+        return pool.submit(event_loop.run, work).result()
 
 
 def json_text(value: object, *, indent: int | None = None) -> str:

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from estafeta import loop as event_loop
 from estafeta.cli.common import ConfigOption, console, load
 
 
@@ -111,7 +112,7 @@ def serve(
         log.info("stopping: finishing attempts under way, releasing the rest")
         await platform.stop()
 
-    asyncio.run(run())
+    event_loop.run(run())
 
 
 def world(
@@ -149,7 +150,7 @@ def world(
         await until_signal()
         await sim.stop()
 
-    asyncio.run(run())
+    event_loop.run(run())
 
 
 def demo(
@@ -182,7 +183,7 @@ def demo(
         await until_signal()
 
     try:
-        result = asyncio.run(
+        result = event_loop.run(
             run_demo(messages, workdir, console, while_running=keep_open if open_dashboard else None)
         )
     except KeyboardInterrupt:

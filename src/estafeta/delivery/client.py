@@ -1,7 +1,8 @@
 """SMTP sessions to receiving MX servers: connect in preference order, STARTTLS when offered, reuse.
 
 One `MxSession` carries many messages (MAIL/RCPT/DATA, RSET after a refusal) until the receiver or the
-idle timer closes it. Replies are kept verbatim for the event log.
+idle timer closes it; when the receiver offers PIPELINING, MAIL, RCPT and DATA go in one write
+(`estafeta.delivery.pipelining`). Replies are kept verbatim for the event log.
 
 When the destination has an MTA-STS policy (RFC 8461), only the MX hosts it names are used, and STARTTLS
 must succeed with a certificate that verifies for the MX host name; in `enforce` mode a host that fails
@@ -12,15 +13,22 @@ opened (or refused for TLS reasons) is told to `observe` as an RFC 8460 result, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiosmtplib
+from aiosmtplib.protocol import COMMAND_INJECTION_REGEX
 
 from estafeta.delivery.mta_sts import Policy
 from estafeta.delivery.mx import MxHost
+from estafeta.delivery.pipelining import ConnectionLost, Replies, message_data
+
+QUIT_TIMEOUT = 5.0  # seconds for the receiver's reply to QUIT
+# The commands written together when pipelining, and the replies that let the transaction go on.
+_PIPELINED = (("mail", (250,)), ("rcpt", (250, 251)), ("data", (354,)))
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class MxSession:
         self.alive = True
         self.sent = 0
         self.details: dict[str, object] = {}  # recorded with each attempt (e.g. the MTA-STS policy applied)
+        self.replies: Replies | None = None  # the connection, once handed over for PIPELINING
 
     async def send(self, mail_from: str, rcpt: str, raw: bytes, smtputf8: bool) -> Reply:
         """One transaction; a refusal leaves the session usable unless the server hung up."""
@@ -99,11 +108,17 @@ class MxSession:
             # The envelope is written here: the addresses are normalised already, so aiosmtplib's parsing
             # and quoting of each one (email.utils) would only cost time.
             sender = b"FROM:<%s>" % mail_from.encode(encoding)
+            recipient = b"TO:<%s>" % rcpt.encode(encoding)
+            if self.replies is None and self.smtp.supports_extension("pipelining"):
+                self.replies = Replies(self.smtp.transport)  # type: ignore[arg-type]
+            if self.replies is not None:
+                mail = b" ".join([b"MAIL", sender, *(o.encode("ascii") for o in options)])
+                return await self._send_pipelined(self.replies, mail, b"RCPT " + recipient, raw)
             answer = await self.smtp.execute_command(b"MAIL", sender, *(o.encode("ascii") for o in options))
             if answer.code != 250:
                 raise aiosmtplib.SMTPSenderRefused(answer.code, answer.message, mail_from)
             stage = "rcpt"
-            answer = await self.smtp.execute_command(b"RCPT", b"TO:<%s>" % rcpt.encode(encoding))
+            answer = await self.smtp.execute_command(b"RCPT", recipient)
             if answer.code not in (250, 251):
                 raise aiosmtplib.SMTPRecipientRefused(answer.code, answer.message, rcpt)
             stage = "data"
@@ -118,6 +133,57 @@ class MxSession:
         self.sent += 1
         return Reply(response.code, response.message)
 
+    def _lost(self, why: object) -> Reply:
+        self.alive = False
+        return Reply(None, f"connection to {self.mx.name} [{self.address}] lost: {why}")
+
+    async def _send_pipelined(self, replies: Replies, mail: bytes, rcpt: bytes, raw: bytes) -> Reply:
+        """MAIL, RCPT and DATA in one write (RFC 2920); the message once the 354 is read."""
+        timeout = self.smtp.timeout
+        if COMMAND_INJECTION_REGEX.search(mail) or COMMAND_INJECTION_REGEX.search(rcpt):
+            raise ValueError("an envelope address holds a control character")  # as aiosmtplib refuses it
+        try:
+            replies.write(b"%s\r\n%s\r\nDATA\r\n" % (mail, rcpt))
+        except ConnectionLost as exc:
+            return self._lost(exc)
+        refusal: Reply | None = None
+        last = 0
+        for stage, accepted in _PIPELINED:
+            try:
+                last, text = await replies.read(timeout)
+            except ConnectionLost as exc:
+                if refusal is None:
+                    return self._lost(exc)
+                self.alive = False  # e.g. a 421 to MAIL, after which the receiver hangs up
+                return refusal
+            if refusal is None and last not in accepted:
+                refusal = Reply(last, text, stage)
+        try:
+            if refusal is not None:
+                if last == 354:  # DATA taken without a sender or recipient (RFC 2920 forbids it): end it
+                    await replies.command(b".", timeout)
+                await self._reset_pipelined(replies, refusal.code)
+                return refusal
+            replies.write(message_data(raw))
+            code, text = await replies.read(timeout)
+        except ConnectionLost as exc:
+            return refusal or self._lost(exc)
+        if code != 250:
+            await self._reset_pipelined(replies, code)
+            return Reply(code, text, "data")
+        self.sent += 1
+        return Reply(code, text)
+
+    async def _reset_pipelined(self, replies: Replies, code: int | None) -> None:
+        if code == 421 or not replies.open:
+            self.alive = False
+            return
+        try:
+            if (await replies.command(b"RSET", self.smtp.timeout))[0] != 250:
+                self.alive = False
+        except ConnectionLost:
+            self.alive = False
+
     async def _after_refusal(self, code: int) -> None:
         if code == 421 or not self.smtp.is_connected:
             self.alive = False
@@ -129,9 +195,16 @@ class MxSession:
 
     async def close(self) -> None:
         self.alive = False
+        if self.replies is not None:
+            if self.replies.open:
+                with contextlib.suppress(ConnectionLost):
+                    await self.replies.command(b"QUIT", QUIT_TIMEOUT)
+            self.replies.close()
+            self.smtp.close()  # aiosmtplib's own state; the transport is closed already
+            return
         try:
             if self.smtp.is_connected:
-                await asyncio.wait_for(self.smtp.quit(), timeout=5)
+                await asyncio.wait_for(self.smtp.quit(), timeout=QUIT_TIMEOUT)
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             self.smtp.close()
 

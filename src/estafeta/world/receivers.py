@@ -333,6 +333,13 @@ class ProviderHandler:
         if self._rate_limit is not None:
             self._rate_limit.reset()
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """The big providers offer PIPELINING (RFC 2920); aiosmtpd answers pipelined commands in order."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     def handle_STARTTLS(self, server: SMTP, session: Session, envelope: Envelope) -> bool:
         self._mailroom.tls_session(self._domain)
         return True

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from estafeta import loop as event_loop
 from estafeta.world.receivers import ProviderStats
 from estafeta.world.world import World
 
@@ -153,7 +154,7 @@ def start_world_process(
 def _child_main(connection: Connection, kwargs: dict[str, Any]) -> None:
     # The parent decides when the world stops; Ctrl-C in a terminal reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_serve_parent(connection, kwargs))
+    event_loop.run(_serve_parent(connection, kwargs))
 
 
 async def _serve_parent(connection: Connection, kwargs: dict[str, Any]) -> None:
