@@ -33,6 +33,7 @@ router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=OffLoop
 
 _BATCH = TypeAdapter(BatchIn)
 _SINGLE = TypeAdapter(MessageIn)
+_ANSWER_IN_PLACE = 200  # recipients in an answer built on the event loop; a larger one is built off it
 
 _BODY_SCHEMA = {
     "requestBody": {
@@ -150,10 +151,6 @@ async def send(
     if sum(len(a.recipients) + len(a.suppressed) for a in accepted) > _ANSWER_IN_PLACE:
         return await asyncio.to_thread(_answer, accepted)
     return _answer(accepted)
-
-
-_ANSWER_IN_PLACE = 200
-"""Recipients in an answer built on the event loop; a larger answer is built on a worker thread."""
 
 
 def _submissions(body: dict[str, Any], max_batch: int, max_recipients: int) -> list[Submission]:
