@@ -5,6 +5,7 @@ the review queue; an operator terminates the account, and its waiting mail is ca
 from __future__ import annotations
 
 import asyncio
+import json
 import smtplib
 import time
 from collections.abc import AsyncIterator
@@ -94,6 +95,11 @@ async def test_reports_are_matched_counted_reviewed_and_the_operator_terminates(
     assert (await h.client.get("/v1/admin/abuse")).status_code == 403  # an account's key is no admin key
     kept = (await admin.get(f"/v1/admin/abuse/{first['id']}")).json()
     assert "-----Original Message-----" in kept["raw"] and "Spring sale" in kept["raw"]
+    env = {"ESTAFETA_DATABASE_URL": h.platform.settings.database_url, "COLUMNS": "200"}
+    shown = CliRunner().invoke(cli_app, ["admin", "abuse", str(first["id"])], env=env)
+    assert shown.exit_code == 0, shown.output
+    report, _ = json.JSONDecoder().raw_decode(shown.output)  # the report, then the message as received
+    assert report["received_at"] == first["received_at"]  # written as the API writes it
 
     # another forwards it as an attachment, calling it phishing: all sending pauses at once
     attached = await h.send(to=["phished@yahoo.test"])
