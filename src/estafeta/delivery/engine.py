@@ -59,7 +59,7 @@ from estafeta.waits import wait_set
 
 log = logging.getLogger("estafeta.delivery")
 
-POSTGRESQL_WRITERS = 4  # outcome commits at once where the database has concurrent writers
+POSTGRESQL_WRITERS = 2  # outcome commits at once on PostgreSQL (4 made smaller groups, more CPU)
 SESSIONS_FLUSH_INTERVAL = 5.0  # seconds between additions of TLS session counts to the database
 SLOT_POLL = 0.2  # seconds between tries for a destination's connection slot while all are taken
 _senders = itertools.count()
