@@ -7,14 +7,23 @@ injected) and reads back as what was asked for.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from estafeta.compose import Address, AddressError, Attachment, ComposeError, Draft, compose, parse_address
-from estafeta.compose.headers import MAX_LINE_OCTETS, check_custom_headers, check_message, fold_words
+from estafeta.compose.headers import (
+    MAX_LINE_OCTETS,
+    _address_list,
+    _parsed_address_list,
+    check_custom_headers,
+    check_message,
+    fold_words,
+)
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 SENDER = Address("hello@acme.test", "Acme")
@@ -156,3 +165,34 @@ def test_attachments_are_refused_with_a_compose_error_or_read_back_intact(
     parsed = message_from_bytes(composed.raw, policy=policy.default)
     attached = [part.get_payload(decode=True) for part in parsed.walk() if part.get_filename() is not None]
     assert sorted(attached) == sorted(content for _, content, _, _ in files)
+
+
+def _mailboxes(count: Callable[[str, str], int], value: str) -> int | str:
+    try:
+        return count("To", value)
+    except ComposeError as exc:
+        return exc.reason
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ana@gmail.test",
+        "Ana Lima <ana@gmail.test>",
+        "<ana.lima+tag@mail.gmail.test>",
+        "  Ana\t<ana@gmail.test>  ",
+        "J. Smith <j@gmail.test>",
+        '"Lima, Ana" <ana@gmail.test>',
+        "ana@gmail.test, bob@gmail.test",
+        "ana.@gmail.test",
+        "ana@",
+        "<ana@gmail.test",
+    ],
+)
+def test_plain_mailboxes_are_counted_as_the_stdlib_parser_counts_them(value: str) -> None:
+    assert _mailboxes(_address_list, value) == _mailboxes(_parsed_address_list, value)
+
+
+@given(st.text(alphabet='ab.@<> \t,"();:[]1é-', max_size=40))
+def test_any_address_field_is_counted_as_the_stdlib_parser_counts_it(value: str) -> None:
+    assert _mailboxes(_address_list, value) == _mailboxes(_parsed_address_list, value)

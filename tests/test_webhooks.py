@@ -184,3 +184,23 @@ def test_failed_deliveries_can_be_replayed_but_not_while_being_sent(db: Database
     (reclaimed,) = db.call(store.claim, "w1", later, later + timedelta(minutes=5), 10, lambda _: 1)
     assert reclaimed.retry_from == later  # a fresh retry period
     assert db.call(store.replay, acme + 1, endpoint.id, delivery_id, later) is None  # other accounts cannot
+
+
+def test_without_a_listening_endpoint_events_are_passed_over_and_a_new_endpoint_gets_only_later_ones(
+    db: Database,
+) -> None:
+    acme = db.call(accounts.create_account, "acme", T0).id
+    quiet = db.call(accounts.create_account, "quiet", T0).id
+    db.call(store.fan_out, 100, _render, T0)  # the cursor starts
+    db.call(store.create_endpoint, acme, "http://127.0.0.1:9/off", [], "", new_secret(), T0, False)
+    for kind in ("accepted", "queued", "delivered"):
+        _event(db, acme, kind, "msg_1")
+    passed = db.call(store.fan_out, 100, _render, T0)  # only a disabled endpoint: nobody listens
+    assert (passed.events, passed.created, passed.gap) == (3, 0, None)
+    assert db.call(store.fanout_lag) == 0
+    endpoint = db.call(store.create_endpoint, acme, "http://127.0.0.1:9/a", [], "", new_secret(), T0)
+    _event(db, quiet, "delivered", "msg_2")  # an account without an endpoint: read past, not delivered
+    _event(db, acme, "opened", "msg_1")
+    result = db.call(store.fan_out, 100, _render, T0)
+    assert (result.events, result.created, result.gap) == (2, 1, None)
+    assert [d.event_type for d in db.call(store.list_deliveries, acme, endpoint.id)] == ["opened"]

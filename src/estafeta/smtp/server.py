@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,6 +43,13 @@ LIMITS_UNAVAILABLE = "451 4.3.0 Sending limits cannot be checked right now, try 
 LOGIN_CHECKS_UNAVAILABLE = "454 4.3.0 Logins cannot be checked right now, try again later"
 MAX_REPLY_TEXT = 400
 _DRAIN_ROUNDS = 100
+# A MAIL FROM or RCPT TO path as nearly every client writes it, <dot-atom@domain>, then its parameters: read
+# exactly as aiosmtpd's parser reads it (which the tests compare), at a fraction of the cost.
+_PLAIN_PATH = re.compile(
+    r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>"
+    r"[ \t]*([^(]*)",
+    re.DOTALL,
+)
 _TLS_DETAILS = ("sslcontext", "peercert", "cipher", "compression", "ssl_object")  # `session.ssl`
 
 # aiosmtpd's fixed replies that carry no enhanced status code (RFC 3463), and what the relay says instead.
@@ -419,6 +427,17 @@ class RelaySMTP(SMTP):
         self.session.peer = plain.get_extra_info("peername")
         self.session.ssl = {name: secure.get_extra_info(name) for name in _TLS_DETAILS}
         self._reset_timeout()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The path and the parameters after it. aiosmtpd runs the stdlib's header parser (and builds a
+        class) on every MAIL and RCPT; a plain path is read with one regular expression instead."""
+        plain = _PLAIN_PATH.fullmatch(arg)
+        if plain is None:
+            return super()._getaddr(arg)
+        address, rest = plain.groups()
+        if self.local_part_limit and address.index("@") > self.local_part_limit:
+            return None, None
+        return address, rest
 
     async def push(self, status: str | bytes) -> None:  # type: ignore[override]
         if isinstance(status, str):

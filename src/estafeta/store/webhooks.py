@@ -209,29 +209,42 @@ def fan_out(
         set_state_if_absent(conn, CURSOR_KEY, str(conn.scalar(select(func.max(Event.id))) or 0))
         return FanOut(0, 0, None)
     cursor = int(cursor_value)
-    rows = conn.execute(select(Event).where(Event.id > cursor).order_by(Event.id).limit(limit)).all()
-    taken: list[EventRow] = []
+    listening: dict[int, list[tuple[int, EndpointRow]]] = {}  # account → (after which event, endpoint)
+    for row in conn.execute(select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True))).all():
+        listening.setdefault(row.account_id, []).append((row.after_event_id, _endpoint(row)))
+    if not listening:
+        # Nobody listens: the events are passed over unread (an endpoint created later only receives
+        # what is logged after it), so a platform without webhooks spends nothing on its event log.
+        newest = conn.scalar(select(func.max(Event.id))) or cursor
+        if newest > cursor:
+            _move_cursor(conn, newest)
+        return FanOut(0, newest - cursor, None)
+    # Ids and accounts first, to find where the log is complete; whole rows only for listening accounts.
+    ids = conn.execute(
+        select(Event.id, Event.account_id).where(Event.id > cursor).order_by(Event.id).limit(limit)
+    ).all()
+    taken_ids: list[int] = []
     gap = None
     expected = cursor + 1
-    for r in rows:
+    for r in ids:
         if r.id != expected and expected != skip_gap:
             gap = expected
             break
-        taken.append(EventRow(r.id, r.account_id, r.message_id, r.recipient, r.type, r.created_at, r.data))
+        taken_ids.append(r.id)
         expected = r.id + 1
-    if not taken:
+    if not taken_ids:
         return FanOut(0, 0, gap)
-    accounts = {e.account_id for e in taken}
-    endpoints = [
-        (row.after_event_id, _endpoint(row))
-        for row in conn.execute(
-            select(WebhookEndpoint).where(
-                WebhookEndpoint.enabled.is_(True), WebhookEndpoint.account_id.in_(accounts)
-            )
-        ).all()
+    wanted_ids = [r.id for r in ids[: len(taken_ids)] if r.account_id in listening]
+    taken = [
+        EventRow(r.id, r.account_id, r.message_id, r.recipient, r.type, r.created_at, r.data)
+        for r in (
+            conn.execute(select(Event).where(Event.id.in_(wanted_ids)).order_by(Event.id)).all()
+            if wanted_ids
+            else []
+        )
     ]
     deliveries: list[dict[str, Any]] = []
-    if endpoints:
+    if taken:
         message_ids = {e.message_id for e in taken if e.message_id}
         contexts = {
             m.id: MessageContext(m.stream, list(m.tags or []), dict(m.meta or {}))
@@ -242,11 +255,8 @@ def fan_out(
             ).all()
         }
         for event in taken:
-            wanted = [
-                ep
-                for after, ep in endpoints
-                if ep.account_id == event.account_id and event.id > after and ep.wants(event.type)
-            ]
+            endpoints = listening[event.account_id]
+            wanted = [ep for after, ep in endpoints if event.id > after and ep.wants(event.type)]
             if not wanted:
                 continue
             body = render(event, contexts.get(event.message_id or ""))
@@ -268,8 +278,12 @@ def fan_out(
             )
     if deliveries:
         conn.execute(insert(WebhookDelivery), deliveries)
-    conn.execute(update(PlatformState).where(PlatformState.key == CURSOR_KEY).values(value=str(taken[-1].id)))
-    return FanOut(len(deliveries), len(taken), gap)
+    _move_cursor(conn, taken_ids[-1])
+    return FanOut(len(deliveries), len(taken_ids), gap)
+
+
+def _move_cursor(conn: Connection, event_id: int) -> None:
+    conn.execute(update(PlatformState).where(PlatformState.key == CURSOR_KEY).values(value=str(event_id)))
 
 
 def add_delivery(
