@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from estafeta.delivery.client import MxSession, open_session
 from estafeta.delivery.mx import MxHost
 
+HANG_UP = b"354 go on (and hang up after the message)"
 MESSAGE = b"From: a@acme.test\r\nTo: b@yahoo.test\r\nSubject: hi\r\n\r\n.a line with a leading dot\r\n"
 
 
@@ -43,6 +44,9 @@ class ScriptedReceiver(asyncio.Protocol):
                     break
                 self.messages.append(self.body + self.buffer[2 : end + 2])  # after the CRLF put first
                 self.buffer, self.body = self.buffer[end + 5 :], None
+                if self.replies[2] == HANG_UP:
+                    self.transport.close()
+                    return
                 out += b"250 2.0.0 queued\r\n"
                 continue
             line, found, rest = self.buffer.partition(b"\r\n")
@@ -135,6 +139,12 @@ async def test_a_354_after_a_refused_recipient_is_ended_without_a_message() -> N
         after = await session.send("bounce@acme.test", "b@yahoo.test", MESSAGE, False)
     assert (reply.code, reply.stage, after.code) == (550, "rcpt", 250)
     assert sessions[0].messages == [b"", MESSAGE.replace(b"\r\n.a", b"\r\n..a")]  # the empty one ended it
+
+
+async def test_a_receiver_that_hangs_up_after_a_refusal_ends_the_session() -> None:
+    async with receiver((b"250 ok", b"550 5.1.1 no such user", HANG_UP)) as (session, _, _):
+        reply = await session.send("bounce@acme.test", "gone@yahoo.test", MESSAGE, False)
+        assert (reply.code, reply.stage, session.alive) == (550, "rcpt", False)
 
 
 async def test_a_refused_sender_and_a_421_that_hangs_up() -> None:

@@ -167,7 +167,8 @@ class MxSession:
             replies.write(message_data(raw))
             code, text = await replies.read(timeout)
         except ConnectionLost as exc:
-            return refusal or self._lost(exc)
+            lost = self._lost(exc)
+            return refusal or lost
         if code != 250:
             await self._reset_pipelined(replies, code)
             return Reply(code, text, "data")
