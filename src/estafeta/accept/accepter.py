@@ -25,7 +25,7 @@ from estafeta.accept.commit import GroupCommit, Rows
 from estafeta.accept.errors import AcceptError
 from estafeta.accept.gate import PolicyGate
 from estafeta.clock import Clock
-from estafeta.compliance.links import LinkChecker
+from estafeta.compliance.links import LinkChecker, extract_links
 from estafeta.compliance.linter import Finding, LintContext, lint_composed, lint_raw, message_bodies
 from estafeta.compose import ComposedMessage, ComposeError, Draft, compose, ensure_headers, parse_address
 from estafeta.compose.relayed import rewrite_relayed_html
@@ -319,8 +319,9 @@ class Accepter:
             tracked = self.tracker.rewriter(message_id, await self.tracker.choice(account_id, stream, None))
         sole = recipients[0] if len(recipients) == 1 else None  # else tracked per message
 
-        def prepare() -> tuple[bytes, str, tuple[str | None, str | None], list[Finding]]:
-            """Check, lint, track and sign the message: CPU work, off the event loop in one trip."""
+        def prepare() -> tuple[bytes, str, list[str], list[Finding]]:
+            """Check, lint, find the links of, track and sign the message: CPU work, off the event loop in
+            one trip."""
             checked, message_id_header, bodies, found = _check_relayed(
                 raw, message_id, sender.domain, now, context
             )
@@ -328,10 +329,12 @@ class Accepter:
             if tracked is not None:
                 track = tracked
                 checked = rewrite_relayed_html(checked, lambda markup: track(markup, sole))
-            return signer.sign(checked), message_id_header, bodies, found
+            # The links as the sender wrote them: tracking hides where links go.
+            links = extract_links(*bodies) if self.links.settings.enabled else []
+            return signer.sign(checked), message_id_header, links, found
 
-        signed, message_id_header, bodies, found = await asyncio.to_thread(prepare)
-        held = await self.links.check(*bodies)  # as the sender wrote them: tracking hides where links go
+        signed, message_id_header, links, found = await asyncio.to_thread(prepare)
+        held = await self.links.check_links(links)
         row = message_store.NewMessage(
             id=message_id,
             account_id=account_id,

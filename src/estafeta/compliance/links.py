@@ -70,10 +70,15 @@ class LinkChecker:
 
     async def check(self, html_body: str | None, text_body: str | None) -> list[str]:
         """Reasons to hold the message (empty: none)."""
+        return await self.check_links(extract_links(html_body, text_body) if self.settings.enabled else [])
+
+    async def check_links(self, found: list[str]) -> list[str]:
+        """Reasons to hold a message with these links (`extract_links`, which callers may run off the event
+        loop; empty: none)."""
         if not self.settings.enabled:
             return []
         own = self.own_hosts()
-        links = [link for link in extract_links(html_body, text_body) if _host(link) not in own]
+        links = [link for link in found if _host(link) not in own]
         reasons: list[str] = []
         to_follow: list[str] = []
         for link in links:
