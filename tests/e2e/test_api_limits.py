@@ -70,7 +70,7 @@ async def test_a_streamed_body_is_refused_as_soon_as_it_passes_the_limit(small: 
     reader, writer = await _raw_request(
         small,
         "POST /v1/messages HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n",
+        f"Authorization: Bearer {small.token}\r\nTransfer-Encoding: chunked\r\n\r\n",
     )
     answer = asyncio.create_task(_response(reader))
     sent = 0
