@@ -4,6 +4,7 @@ up their counters, starts a child that died again, and stops them all (each fini
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from estafeta.config import Settings
 from estafeta.metrics import CommitWindow, CounterTotals, Metrics
-from estafeta.supervisor import Child, Supervisor
+from estafeta.supervisor import Child, ChildKind, Supervisor
 
 
 class EchoWork:
@@ -41,6 +42,45 @@ def echo_work(settings: Settings, mail_due: Callable[[], None]) -> EchoWork:
     return EchoWork(settings, mail_due)
 
 
+class MarkingWork(EchoWork):
+    """Starts by creating a file that another child waits for."""
+
+    def __init__(self, marker: Path, settings: Settings, mail_due: Callable[[], None]) -> None:
+        super().__init__(settings, mail_due)
+        self.marker = marker
+
+    async def start(self) -> None:
+        self.marker.touch()
+
+
+class WaitingWork(MarkingWork):
+    """Starts only once another child has started (created the file), or fails to start."""
+
+    async def start(self) -> None:
+        deadline = time.monotonic() + 30
+        while not self.marker.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the other child never started")
+            await asyncio.sleep(0.05)
+
+
+class BrokenWork(EchoWork):
+    async def start(self) -> None:
+        raise RuntimeError("cannot start")
+
+
+def marking_work(marker: Path, settings: Settings, mail_due: Callable[[], None]) -> MarkingWork:
+    return MarkingWork(marker, settings, mail_due)
+
+
+def waiting_work(marker: Path, settings: Settings, mail_due: Callable[[], None]) -> WaitingWork:
+    return WaitingWork(marker, settings, mail_due)
+
+
+def broken_work(settings: Settings, mail_due: Callable[[], None]) -> BrokenWork:
+    return BrokenWork(settings, mail_due)
+
+
 async def _until(check: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -59,7 +99,7 @@ async def test_children_are_woken_counted_restarted_and_stopped(tmp_path: Path) 
     woken: list[float] = []
     supervisor = Supervisor(metrics, mail_due=lambda: woken.append(time.monotonic()))
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'unused.db'}")
-    await supervisor.start("echo", echo_work, settings, 2)
+    await supervisor.start(ChildKind("echo", echo_work, settings, 2))
     try:
         first, second = supervisor.children("echo")
         assert first.process.is_alive() and second.process.is_alive()
@@ -89,3 +129,35 @@ async def test_children_are_woken_counted_restarted_and_stopped(tmp_path: Path) 
     assert (
         metrics.registry.get_sample_value("estafeta_webhook_attempts_total", {"outcome": "stopped 1.5"}) == 2
     )
+
+
+async def test_children_of_every_kind_start_together(tmp_path: Path) -> None:
+    """The first kind's child starts only once the second kind's has: they are started at the same time, not
+    one kind after the other."""
+    supervisor = Supervisor(Metrics(), mail_due=lambda: None)
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'unused.db'}")
+    marker = tmp_path / "second started"
+    await supervisor.start(
+        ChildKind("first", functools.partial(waiting_work, marker), settings, 1),
+        ChildKind("second", functools.partial(marking_work, marker), settings, 2),
+    )
+    try:
+        assert len(supervisor.children("first")) == 1 and len(supervisor.children("second")) == 2
+        assert all(c.ready.done() and c.process.is_alive() for c in supervisor.children("first"))
+    finally:
+        await supervisor.stop(grace=1.0)
+
+
+async def test_a_kind_that_cannot_start_stops_the_others(tmp_path: Path) -> None:
+    supervisor = Supervisor(Metrics(), mail_due=lambda: None)
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'unused.db'}")
+    try:
+        await supervisor.start(
+            ChildKind("echo", echo_work, settings, 2),
+            ChildKind("broken", broken_work, settings, 1),
+        )
+    except RuntimeError as error:
+        assert "broken process failed to start" in str(error)
+    else:
+        raise AssertionError("started although a child could not")
+    assert supervisor.children("echo") == [] and supervisor.children("broken") == []

@@ -25,7 +25,7 @@ from estafeta.delivery.processes import delivery_work
 from estafeta.metrics import CommitWindow, CounterTotals
 from estafeta.scheduler import Scheduler
 from estafeta.smtp import SmtpPorts, SmtpRelay
-from estafeta.supervisor import Supervisor
+from estafeta.supervisor import ChildKind, Supervisor
 
 log = logging.getLogger("estafeta")
 
@@ -158,21 +158,28 @@ class Platform:
         if services or delivery:  # on every node: each round runs on one of them
             self._background.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         # Last: whatever failed above (a port in use) has not left children running.
+        kinds: list[ChildKind] = []
         if front_children:
-            await self.supervisor.start(
-                "front",
-                functools.partial(front_work, api=api, metrics_from=metrics_from),
-                self._front_child_settings(smtp),
-                self.settings.front.processes - 1,
+            kinds.append(
+                ChildKind(
+                    "front",
+                    functools.partial(front_work, api=api, metrics_from=metrics_from),
+                    self._front_child_settings(smtp),
+                    self.settings.front.processes - 1,
+                )
             )
         if delivery and self.settings.delivery.processes:
             delivery_settings = self.settings.delivery.model_copy(update={"processes": 0})
-            await self.supervisor.start(
-                "delivery",
-                delivery_work,
-                self.settings.model_copy(update={"delivery": delivery_settings}),
-                self.settings.delivery.processes,
+            kinds.append(
+                ChildKind(
+                    "delivery",
+                    delivery_work,
+                    self.settings.model_copy(update={"delivery": delivery_settings}),
+                    self.settings.delivery.processes,
+                )
             )
+        if kinds:
+            await self.supervisor.start(*kinds)
 
     def _front_child_settings(self, smtp: bool) -> Settings:
         """The settings of a front child: this process's ports (also when configured as 0), and the relay

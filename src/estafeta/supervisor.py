@@ -74,9 +74,13 @@ class Child:
 
 
 @dataclass(frozen=True)
-class _Kind:
+class ChildKind:
+    """Children to run: `count` processes, each running the work `factory` builds from `settings`."""
+
+    name: str
     factory: WorkFactory
     settings: Settings
+    count: int
 
 
 class Supervisor:
@@ -86,7 +90,7 @@ class Supervisor:
         """`mail_due` is called when a child queued mail (the serve process wakes delivery)."""
         self.metrics = metrics
         self.mail_due = mail_due
-        self._kinds: dict[str, _Kind] = {}
+        self._kinds: dict[str, ChildKind] = {}
         self._children: list[Child] = []
         self._stopping: set[str] = set()
         self._restarts: set[asyncio.Task[None]] = set()
@@ -100,15 +104,19 @@ class Supervisor:
     def _window(self) -> CommitWindow:
         return CommitWindow.total([self._retired, *(child.window for child in self._children)])
 
-    async def start(self, kind: str, factory: WorkFactory, settings: Settings, count: int) -> None:
-        """Start `count` children of a kind; returns once all of them run (or raises why one could not)."""
-        self._kinds[kind] = _Kind(factory, settings)
-        self._stopping.discard(kind)
-        children = [self._spawn(kind) for _ in range(count)]
+    async def start(self, *kinds: ChildKind) -> None:
+        """Start the children of every kind at once (each takes seconds to import and start, so one after
+        the other would add up); returns once all of them run, or stops them all and raises why one could
+        not."""
+        for kind in kinds:
+            self._kinds[kind.name] = kind
+            self._stopping.discard(kind.name)
         try:
+            children = [self._spawn(kind.name) for kind in kinds for _ in range(kind.count)]
             await asyncio.gather(*(asyncio.wait_for(c.ready, START_TIMEOUT) for c in children))
         except BaseException:
-            await self.stop(1.0, kind)
+            for kind in kinds:
+                await self.stop(1.0, kind.name)
             raise
 
     def wake(self, kind: str) -> None:

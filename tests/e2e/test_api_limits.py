@@ -70,7 +70,7 @@ async def test_a_streamed_body_is_refused_as_soon_as_it_passes_the_limit(small: 
     reader, writer = await _raw_request(
         small,
         "POST /v1/messages HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n",
+        f"Authorization: Bearer {small.token}\r\nTransfer-Encoding: chunked\r\n\r\n",
     )
     answer = asyncio.create_task(_response(reader))
     sent = 0
@@ -198,14 +198,21 @@ async def test_large_bodies_get_the_answers_small_ones_get(harness: Harness) -> 
         return response
 
     for body in (small, large):
-        malformed = await post(f"{body}}}".encode())  # the position of the extra brace is named
+        malformed = await post(f"{body}}}".encode())  # where the extra brace is, as the parser says
         assert malformed.status_code == 422
-        assert malformed.json()["errors"] == [{"field": f"[{len(body)}]", "reason": "JSON decode error"}]
+        assert malformed.json()["type"] == "/problems/invalid-request"
+        broken = f"invalid JSON at line 1, column {len(body) + 1}: Extra data"
+        assert malformed.json()["errors"] == [{"field": "body", "reason": broken}]
+        assert malformed.json()["detail"] == f"body: {broken}"
         not_utf8 = await post(body.encode()[:-3] + b"\xff]}")
         assert (not_utf8.status_code, not_utf8.json()["detail"]) == (
             400,
             "There was an error parsing the body",
         )
+    lines = await post(b'{\n  "from": "hello@acme.test"\n  "to": ["a@gmail.test"]\n}')
+    assert lines.json()["errors"] == [
+        {"field": "body", "reason": "invalid JSON at line 3, column 3: Expecting ',' delimiter"}
+    ]
     bad = await post(
         json.dumps({"messages": [*(message(i) for i in range(39)), message(39, ["nope"])]}).encode()
     )

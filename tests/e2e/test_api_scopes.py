@@ -59,3 +59,33 @@ async def test_keys_are_listed_without_secrets_and_revoked_at_once(harness: Harn
     }
     assert revoked[prefix] is not None
     assert (await harness.client.post("/v1/api-keys", json={"scope": "admin"})).status_code == 422
+
+
+async def test_the_key_and_its_scope_are_checked_before_the_body_is_read(harness: Harness) -> None:
+    """A request without a valid key, or with a key whose scope does not cover the route, is refused before
+    its body is read: a large body that would not parse gets the 401 or 403, never the malformed-JSON 422."""
+    malformed = b'{"to": [' + b'"x@gmail.test", ' * 8192 + b"}"
+    assert len(malformed) > 64 * 1024
+    document = (await harness.client.get("/openapi.json")).json()
+    routes = [
+        (method.upper(), path.replace("{", "").replace("}", ""))
+        for path, operations in document["paths"].items()
+        if path.startswith("/v1/")
+        for method in operations
+        if method != "get"
+    ]
+    assert len(routes) > 30
+    headers = {"Content-Type": "application/json"}
+    read = await _key(harness, "read")
+    async with (
+        _client(harness, "est_unknown") as stranger,
+        _client(harness, read) as reader,
+        httpx.AsyncClient(base_url=harness.platform.api_url, timeout=60) as anonymous,
+    ):
+        for method, path in routes:
+            for client, status in ((anonymous, 401), (stranger, 401), (reader, 403)):
+                refused = await client.request(method, path, content=malformed, headers=headers)
+                assert refused.status_code == status, (method, path, refused.text)
+                assert refused.headers["content-type"] == "application/problem+json"
+        accepted = await harness.client.post("/v1/messages", content=malformed, headers=headers)
+        assert accepted.status_code == 422

@@ -13,12 +13,13 @@ from estafeta.abuse import ReportRow
 from estafeta.api.deps import admin_actor, get_core
 from estafeta.api.params import Cursor, Id, OneLine, decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 from estafeta.audit import Actor
 from estafeta.core import Core
 from estafeta.ids import MAX_ID
 from estafeta.termination import TerminationError
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/admin", tags=["admin"])
 
 
 class AbuseReportOut(BaseModel):

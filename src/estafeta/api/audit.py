@@ -10,11 +10,12 @@ from pydantic import BaseModel, Field
 
 from estafeta.api.deps import admin_actor, get_core
 from estafeta.api.params import Cursor, Moment, OneLine, decode_cursor, encode_cursor
+from estafeta.api.route import ApiRoute
 from estafeta.audit import Actor, AuditFilter
 from estafeta.core import Core
 from estafeta.ids import MAX_ID
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/admin", tags=["admin"])
 
 ACTION_PATTERN = r"^[a-z_]+(\.[a-z_]+)*$"
 

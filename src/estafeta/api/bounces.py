@@ -10,11 +10,12 @@ from pydantic import BaseModel, Field
 from estafeta.api.deps import account_id, get_core
 from estafeta.api.params import TEXT_BODY_SCHEMA, text_body
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 from estafeta.bounces.report import classify_message
 from estafeta.core import Core
 from estafeta.suppression import policy
 
-router = APIRouter(prefix="/v1/bounces", tags=["bounces"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/bounces", tags=["bounces"])
 
 _MEDIA_TYPES = ("message/rfc822", "text/plain")
 _BODY_SCHEMA = {

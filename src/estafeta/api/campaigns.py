@@ -11,11 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from estafeta.api.deps import account_id, get_core, sending_account
 from estafeta.api.lists import problem
 from estafeta.api.params import SENDER_ADDRESS, Id, IdField, Moment, OneLine, formatted
+from estafeta.api.route import ApiRoute
 from estafeta.audience.campaigns import MAX_RATE, CampaignRow, CampaignSpec
 from estafeta.audience.lists import AudienceError
 from estafeta.core import Core
 
-router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/campaigns", tags=["campaigns"])
 
 State = Literal["draft", "scheduled", "sending", "paused", "sent", "cancelled"]
 

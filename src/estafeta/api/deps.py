@@ -4,13 +4,18 @@ API keys are scoped (`estafeta.auth.SCOPES`). A route names what it needs by the
 `account_id`/`caller` need `read` for GET and `full` for anything else; `sending_account` needs `send`
 (sending messages and campaigns); `full_account`/`full_caller` need `full` whatever the method (keys,
 webhooks and SMTP credentials, whose answers carry secrets). A key without the scope gets a 403 naming it.
+
+Every API route runs its key check before its body is read (`estafeta.api.route`), then again as a
+dependency: the answer of the first check is kept on the request, so the key is looked up and counted
+against the account's request rate once.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -25,6 +30,8 @@ if TYPE_CHECKING:
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer est_…`")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_GRANT = "estafeta.grant"
+_ADMIN = "estafeta.admin"
 
 
 def get_core(request: Request) -> Core:
@@ -42,11 +49,10 @@ class Caller:
 async def _granted(request: Request, credentials: HTTPAuthorizationCredentials | None, need: str) -> Grant:
     """The grant of the API key in the Authorization header: 401 without a valid key, 403 when its scope
     does not cover `need`, 429 past the account's request rate."""
-    if credentials is None:
-        raise Problem(401, "send an API key as `Authorization: Bearer <key>`", headers=_CHALLENGE)
-    grant = await get_core(request).api_keys.grant_for(credentials.credentials)
+    grant: Grant | None = request.scope.get(_GRANT)
     if grant is None:
-        raise Problem(401, "the API key is unknown or revoked", headers=_CHALLENGE)
+        grant = await _grant(request, credentials)
+        request.scope[_GRANT] = grant
     if not grant.allows(need):
         scopes = " or ".join(f"`{s}`" for s in sorted(SCOPES[need]))
         raise Problem(
@@ -55,6 +61,15 @@ async def _granted(request: Request, credentials: HTTPAuthorizationCredentials |
             f"scope {scopes})",
             kind="missing-scope",
         )
+    return grant
+
+
+async def _grant(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Grant:
+    if credentials is None:
+        raise Problem(401, "send an API key as `Authorization: Bearer <key>`", headers=_CHALLENGE)
+    grant = await get_core(request).api_keys.grant_for(credentials.credentials)
+    if grant is None:
+        raise Problem(401, "the API key is unknown or revoked", headers=_CHALLENGE)
     await _within_rate(get_core(request), grant.account_id)
     return grant
 
@@ -121,6 +136,14 @@ async def admin_actor(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> Actor:
     """`admin:<key prefix>` for a platform-admin key; 403 for an account API key, 401 for anything else."""
+    actor: Actor | None = request.scope.get(_ADMIN)
+    if actor is None:
+        actor = await _admin(request, credentials)
+        request.scope[_ADMIN] = actor
+    return actor
+
+
+async def _admin(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Actor:
     if credentials is None:
         raise Problem(401, "send a platform-admin key as `Authorization: Bearer <key>`", headers=_CHALLENGE)
     core = get_core(request)
@@ -130,3 +153,13 @@ async def admin_actor(
     if await core.api_keys.grant_for(credentials.credentials) is not None:
         raise Problem(403, "only a platform-admin key may do this (`estafeta admin create-key`)")
     raise Problem(401, "the admin key is unknown or revoked", headers=_CHALLENGE)
+
+
+KeyCheck = Callable[[Request, HTTPAuthorizationCredentials | None], Awaitable[Any]]
+KEY_CHECKS: frozenset[KeyCheck] = frozenset({account_id, caller, sending_account, full_caller, admin_actor})
+"""The dependencies that check the API (or admin) key; a route names one of them, maybe through another."""
+
+
+async def check_key(request: Request, check: KeyCheck) -> None:
+    """Run a route's key check from the Authorization header, as FastAPI would run the dependency."""
+    await check(request, await _bearer(request))

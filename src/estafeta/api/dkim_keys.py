@@ -10,11 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from estafeta.api.deps import Caller, account_id, caller, get_core
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 from estafeta.core import Core
 from estafeta.dkim_keys import DkimKeyRow, KeyStateError, KeyStatus
 from estafeta.domains import DnsRecord, DomainError
 
-router = APIRouter(prefix="/v1/domains", tags=["domains"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/domains", tags=["domains"])
 
 AlgorithmName = Literal["rsa-sha256", "ed25519-sha256"]
 

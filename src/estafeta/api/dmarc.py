@@ -7,10 +7,11 @@ from pydantic import BaseModel, Field
 
 from estafeta.api.deps import account_id, get_core
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 from estafeta.core import Core
 from estafeta.domains import DomainError
 
-router = APIRouter(prefix="/v1/domains", tags=["domains"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/domains", tags=["domains"])
 
 
 class DmarcSource(BaseModel):

@@ -10,11 +10,12 @@ from pydantic import BaseModel, Field
 
 from estafeta.api.deps import Caller, account_id, caller, get_core
 from estafeta.api.problems import Problem, responses
+from estafeta.api.route import ApiRoute
 from estafeta.core import Core
 from estafeta.domains import DomainError
 from estafeta.verification.service import DomainStatus
 
-router = APIRouter(prefix="/v1/domains", tags=["domains"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/domains", tags=["domains"])
 
 _NOT_FOUND = {404: {**responses(404)[404], "description": "not a sending domain of this account"}}
 

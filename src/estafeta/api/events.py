@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Query
 from estafeta.api.deps import account_id, get_core
 from estafeta.api.params import Cursor, Moment, decode_cursor, encode_cursor
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 from estafeta.api.schemas import EventOut, EventPage
 from estafeta.core import Core
 from estafeta.messages import EventFilter
 
-router = APIRouter(prefix="/v1/events", tags=["events"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/events", tags=["events"])
 
 EVENT_TYPES = {
     "accepted",

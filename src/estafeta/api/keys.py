@@ -12,11 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from estafeta.api.deps import Caller, full_caller, get_core
 from estafeta.api.params import OneLine
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 
 if TYPE_CHECKING:
     from estafeta.core import Core
 
-router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/api-keys", tags=["api keys"])
 ScopeName = Literal["send", "read", "full"]
 _SCOPES = "send: POST /v1/messages and campaign sends only; read: GET requests only; full: everything"
 

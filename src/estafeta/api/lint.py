@@ -9,10 +9,11 @@ from pydantic import BaseModel
 
 from estafeta.api.deps import account_id
 from estafeta.api.params import TEXT_BODY_SCHEMA, text_body
+from estafeta.api.route import ApiRoute
 from estafeta.api.schemas import LintFindingOut
 from estafeta.compliance.linter import LintContext, lint_raw
 
-router = APIRouter(prefix="/v1/lint", tags=["compliance"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/lint", tags=["compliance"])
 
 _RFC822_BODY = {
     "requestBody": {"required": True, "content": {"message/rfc822": {"schema": TEXT_BODY_SCHEMA}}}

@@ -12,6 +12,7 @@ from estafeta.accept import AcceptError
 from estafeta.api.deps import account_id, get_core
 from estafeta.api.params import SENDER_ADDRESS, AfterId, Id, Moment, OneLine, formatted
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 from estafeta.audience import segments
 from estafeta.audience.consent import ConsentRecord
 from estafeta.audience.importer import CsvError
@@ -19,7 +20,7 @@ from estafeta.audience.lists import AudienceError
 from estafeta.audience.service import ListRow, SegmentRow
 from estafeta.core import Core
 
-router = APIRouter(prefix="/v1/lists", tags=["lists"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/lists", tags=["lists"])
 
 Scalar = str | int | float | bool | None
 _CSV_BODY = {"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}}

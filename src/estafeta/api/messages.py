@@ -13,8 +13,8 @@ from pydantic.json_schema import models_json_schema
 
 from estafeta.accept import Accepted, AcceptError, Submission
 from estafeta.api.deps import account_id, get_core, sending_account
-from estafeta.api.json_body import OffLoopJsonRoute
 from estafeta.api.problems import Problem, validation_errors
+from estafeta.api.route import ApiRoute
 from estafeta.api.schemas import (
     AcceptedBatchOut,
     AcceptedOut,
@@ -29,7 +29,7 @@ from estafeta.compose import Address, AddressError, Attachment, Draft, parse_add
 from estafeta.core import Core
 from estafeta.tracking import TrackingOverride
 
-router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=OffLoopJsonRoute)
+router = APIRouter(route_class=ApiRoute, prefix="/v1/messages", tags=["messages"])
 
 _BATCH = TypeAdapter(BatchIn)
 _SINGLE = TypeAdapter(MessageIn)

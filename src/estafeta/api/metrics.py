@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Depends, FastAPI, Response
 
 from estafeta.api.deps import get_core
+from estafeta.api.route import ApiRoute
 from estafeta.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from estafeta.core import Core
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(route_class=ApiRoute, tags=["operations"])
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics")

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, PlainTextResponse
 
 from estafeta.api.deps import get_core
+from estafeta.api.route import ApiRoute
 from estafeta.audience.consent import ConsentRecord
 from estafeta.audience.contacts import contact_email
 from estafeta.audience.lists import AudienceError
@@ -24,6 +25,7 @@ from estafeta.ids import parse_id
 from estafeta.web.pages import page
 
 router = APIRouter(
+    route_class=ApiRoute,
     tags=["public pages"],
     responses={404: {"description": "unknown or expired link", "content": {"text/html": {}}}},
 )

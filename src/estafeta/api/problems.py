@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -120,6 +121,22 @@ def validation_errors(
     return [{"field": field_path((*prefix, *err["loc"])), "reason": err["msg"]} for err in exc.errors()]
 
 
+def malformed_json(exc: RequestValidationError) -> str | None:
+    """Where and how the body broke as JSON, as the parser says it (`invalid JSON at line 3, column 7:
+    Expecting ',' delimiter`); None when the body parsed. FastAPI names only a character offset."""
+    for err in exc.errors():
+        loc = err.get("loc", ())
+        if (
+            err["type"] == "json_invalid"
+            and len(loc) == 2
+            and isinstance(loc[1], int)
+            and isinstance(exc.body, str)
+        ):
+            broken = json.JSONDecodeError(err.get("ctx", {}).get("error", "malformed"), exc.body, loc[1])
+            return f"invalid JSON at line {broken.lineno}, column {broken.colno}: {broken.msg}"
+    return None
+
+
 def allowed_methods(request: Request) -> str | None:
     """The `Allow` header for a 405: the methods the OpenAPI document lists for this path. Where a fixed
     path and a template both match (`/v1/messages/cancel`, `/v1/messages/{message_id}`), the one with the
@@ -149,6 +166,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        if (broken := malformed_json(exc)) is not None:
+            return problem_response(422, f"body: {broken}", [{"field": "body", "reason": broken}])
         errors = validation_errors(exc)
         return problem_response(422, "; ".join(f"{e['field']}: {e['reason']}" for e in errors), errors)
 

@@ -11,12 +11,13 @@ from pydantic import BaseModel, Field
 from estafeta.api.deps import Caller, admin_actor, caller, get_core
 from estafeta.api.params import FreeText, Id, OneLine
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 from estafeta.audit import Actor
 from estafeta.core import Core
 from estafeta.reputation import ReviewError
 
-router = APIRouter(tags=["reputation"])
-admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(route_class=ApiRoute, tags=["reputation"])
+admin_router = APIRouter(route_class=ApiRoute, prefix="/v1/admin", tags=["admin"])
 
 
 class ReviewAnswers(BaseModel):

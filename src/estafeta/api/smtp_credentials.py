@@ -10,11 +10,12 @@ from pydantic import BaseModel, Field
 
 from estafeta.api.deps import Caller, full_account, full_caller, get_core
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 
 if TYPE_CHECKING:
     from estafeta.core import Core
 
-router = APIRouter(prefix="/v1/smtp-credentials", tags=["smtp credentials"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/smtp-credentials", tags=["smtp credentials"])
 
 
 class SmtpCredentialCreated(BaseModel):

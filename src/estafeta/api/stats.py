@@ -12,9 +12,10 @@ from estafeta import stats
 from estafeta.api.deps import account_id, get_core
 from estafeta.api.params import Moment
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 from estafeta.core import Core
 
-router = APIRouter(prefix="/v1/stats", tags=["statistics"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/stats", tags=["statistics"])
 
 
 class Rates(BaseModel):

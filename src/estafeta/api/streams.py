@@ -12,10 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from estafeta.api.deps import Caller, account_id, caller, get_core
 from estafeta.api.params import IP_POOL, SENDING_DOMAIN, OneLine, formatted
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 from estafeta.core import Core
 from estafeta.streams import StreamError, StreamRow
 
-router = APIRouter(prefix="/v1/streams", tags=["streams"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/streams", tags=["streams"])
 
 StreamName = Literal["transactional", "broadcast"]
 

@@ -24,11 +24,12 @@ from estafeta.api.params import (
     encode_cursor,
 )
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 from estafeta.audit import Actor
 from estafeta.core import Core
 
-router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"])
-admin_router = APIRouter(prefix="/v1/admin/suppressions", tags=["admin"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/suppressions", tags=["suppressions"])
+admin_router = APIRouter(route_class=ApiRoute, prefix="/v1/admin/suppressions", tags=["admin"])
 
 _CSV_BODY = {
     "requestBody": {

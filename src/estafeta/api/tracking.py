@@ -14,11 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from estafeta.api.deps import account_id, get_core
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 from estafeta.core import Core
 from estafeta.tracking import PIXEL_GIF, Hit, TrackingChoice
 
-public_router = APIRouter(prefix="/t", tags=["tracking"])
-router = APIRouter(prefix="/v1/tracking", tags=["tracking"])
+public_router = APIRouter(route_class=ApiRoute, prefix="/t", tags=["tracking"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/tracking", tags=["tracking"])
 
 _NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "Pragma": "no-cache"}
 

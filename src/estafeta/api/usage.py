@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from estafeta.api.deps import account_id, get_core
+from estafeta.api.route import ApiRoute
 from estafeta.core import Core
 
-router = APIRouter(prefix="/v1/usage", tags=["usage"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/usage", tags=["usage"])
 
 
 class PlanOut(BaseModel):

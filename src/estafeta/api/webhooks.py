@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from estafeta.api.deps import Caller, full_account, full_caller, get_core
 from estafeta.api.params import Cursor, Id, OneLine, decode_cursor, encode_cursor, formatted
 from estafeta.api.problems import Problem
+from estafeta.api.route import ApiRoute
 from estafeta.core import Core
 from estafeta.webhook_endpoints import (
     EVENT_TYPE,
@@ -23,7 +24,7 @@ from estafeta.webhook_endpoints import (
 )
 from estafeta.webhooks import TEST_EVENT
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+router = APIRouter(route_class=ApiRoute, prefix="/v1/webhooks", tags=["webhooks"])
 
 
 EventTypeName = Annotated[str, Field(json_schema_extra={"pattern": f"^(?:{EVENT_TYPE.pattern})$"})]
