@@ -22,6 +22,7 @@ from estafeta.bounces import classify_message
 from estafeta.cli import app as cli_app
 from estafeta.store import suppressions as suppression_store
 from estafeta.world import World
+from tests.e2e.audience_support import eventually
 from tests.e2e.harness import Harness, start_harness
 from tests.e2e.test_smtp_relay import SIMPLE, StartRelay, _send_raw, _session, start_relay
 from tests.factories import add_sender
@@ -115,7 +116,11 @@ async def test_late_dsn_turns_a_delivery_into_a_hard_bounce_and_suppresses(repor
     }
     assert "RecipNotFound" in bounce["data"]["diagnostic"] and bounce["data"]["source"] == "dsn"
     assert view["state"] == "bounced" and view["recipients"][0]["state"] == "bounced"
-    assert h.world.stats()["outlook.test"].reports_sent == 1
+
+    async def report_counted() -> bool:  # the world counts it once its send returns, after it was read
+        return h.world.stats()["outlook.test"].reports_sent == 1
+
+    await eventually(report_counted, "the world to count its report")
 
     async with await _other_account(h) as globex:
         for client, sender in ((h.client, "hello@acme.test"), (globex, "info@globex.test")):
