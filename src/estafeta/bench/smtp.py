@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import resource
 import ssl
 import statistics
 import tempfile
@@ -173,6 +174,7 @@ async def run_smtp(
         "msgs_per_s": round(len(latencies) / outcome["seconds"], 1),
         "relayed_msgs_per_s": round(relayed / (finished - outcome["started"]), 1),
         "cpu_ms_per_msg": round(1000 * cpu / max(len(latencies), 1), 2),
+        "client_cpu_ms_per_msg": round(1000 * outcome["client_cpu_seconds"] / max(len(latencies), 1), 2),
         "latency_p50_ms": round(quantiles[49] * 1000, 1),
         "latency_p95_ms": round(quantiles[94] * 1000, 1),
         "loadavg": load_average(),
@@ -191,7 +193,10 @@ def _client_process(
 ) -> None:
     """Child process: run the sessions, send back seconds, per-message latencies and refusals."""
     try:
-        results.send(event_loop.run(_clients(ports, cafile, username, password, messages, sessions, sent)))
+        outcome = event_loop.run(_clients(ports, cafile, username, password, messages, sessions, sent))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        outcome["client_cpu_seconds"] = usage.ru_utime + usage.ru_stime
+        results.send(outcome)
     except Exception as exc:
         results.send({"error": repr(exc)})
 
