@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Engine, inspect, text
 
-from estafeta.store.db import Database, make_engine, migrate
+from estafeta.store.db import MIGRATIONS, Database, make_engine, migrate
 from estafeta.store.models import MAX_ID, Base
 
 
@@ -70,3 +72,48 @@ def test_nodes_starting_together_migrate_an_empty_database_once(pg_url: str) -> 
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_waited_bodies_move_from_platform_state_to_their_table(db_url: str) -> None:
+    """A database at revision 0008 remembers retention's waited messages as one space-separated value; the
+    upgrade moves them (those that still exist) to `waited_bodies` and drops the value."""
+    engine = make_engine(db_url)
+    try:
+        _upgrade(engine, "0008_campaign_recipient_cursor")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (id, name, status, sending_tier, created_at) "
+                    "VALUES (1, 'acme', 'active', 0, CURRENT_TIMESTAMP)"
+                )
+            )
+            for message_id in ("msg_a", "msg_b"):
+                conn.execute(
+                    text(
+                        "INSERT INTO messages (id, account_id, stream, source, from_address, subject, "
+                        "message_id_header, raw, size, smtputf8, tags, metadata, dkim_keys, created_at) "
+                        "VALUES (:id, 1, 'transactional', 'api', 'a@acme.test', '', '<x@acme.test>', :raw, "
+                        "1, false, '[]', '{}', '', CURRENT_TIMESTAMP)"
+                    ),
+                    {"id": message_id, "raw": b"x"},
+                )
+            conn.execute(
+                text("INSERT INTO platform_state (key, value) VALUES ('retention_bodies_waiting', :value)"),
+                {"value": "msg_a msg_gone msg_b"},
+            )
+        migrate(engine)
+        with engine.connect() as conn:
+            moved = conn.scalars(text("SELECT message_id FROM waited_bodies ORDER BY message_id")).all()
+            state = conn.scalars(text("SELECT key FROM platform_state")).all()
+        assert moved == ["msg_a", "msg_b"]
+        assert "retention_bodies_waiting" not in state
+    finally:
+        engine.dispose()
+
+
+def _upgrade(engine: Engine, revision: str) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)

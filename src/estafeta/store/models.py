@@ -160,6 +160,14 @@ class Message(Base):
     created_at: Mapped[datetime]
 
 
+class WaitedBody(Base):
+    """A message retention passed at its age limit while it was still waiting (held for review, or queued in
+    a paused stream): its body is kept until every recipient is final, then emptied."""
+
+    __tablename__ = "waited_bodies"
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+
+
 class Delivery(Base):
     """The durable queue: one row per recipient, leased by a worker while it is being delivered."""
 

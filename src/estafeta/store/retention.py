@@ -12,20 +12,20 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from estafeta.store.accounts import get_state, set_state
 from estafeta.store.models import (
     Delivery,
     Event,
     Message,
+    WaitedBody,
     WebhookDelivery,
     WebhookEndpoint,
 )
 
 FINAL_DELIVERY_STATES = ("delivered", "bounced", "suppressed", "cancelled")
 BODIES_CURSOR = "retention_bodies_after"  # the newest message id whose body was looked at
-WAITED_BODIES = "retention_bodies_waiting"  # ids of messages passed while still waiting, space-separated
 WAITED_CURSOR = "retention_bodies_waiting_after"  # where the walk over them stands
 
 
@@ -84,8 +84,7 @@ def prune_bodies(conn: Connection, before: datetime, limit: int) -> int:
     if done := [i for i in ids if i not in waiting]:
         conn.execute(update(Message).where(Message.id.in_(done)).values(raw=b""))
     if waiting:
-        remembered = (get_state(conn, WAITED_BODIES) or "").split()
-        set_state(conn, WAITED_BODIES, " ".join([*remembered, *sorted(waiting)]))
+        conn.execute(insert(WaitedBody), [{"message_id": i} for i in sorted(waiting)])
     set_state(conn, BODIES_CURSOR, ids[-1])
     return len(ids)
 
@@ -95,18 +94,24 @@ def prune_waited_bodies(conn: Connection, before: datetime, limit: int) -> int:
     every recipient is final now (a review rejected them, or released them and they were delivered).
 
     They were older than the cutoff when they were passed, so `before` has nothing to add. The remembered
-    messages are walked `limit` at a time from a cursor of their own, back to the first when the walk
-    reaches the last (so a run looks at each once); those still waiting stay remembered. Returns how many
-    were looked at."""
-    remembered = (get_state(conn, WAITED_BODIES) or "").split()  # in id order: they were passed in it
-    if not remembered:
-        return 0
+    messages (`waited_bodies`) are walked `limit` at a time from a cursor of their own, back to the first
+    when the walk reaches the last (so a run looks at each once); those still waiting stay remembered.
+    Returns how many were looked at."""
     after = get_state(conn, WAITED_CURSOR) or ""
-    looked_at = [i for i in remembered if i > after][:limit]
+    looked_at = list(
+        conn.scalars(
+            select(WaitedBody.message_id)
+            .where(WaitedBody.message_id > after)
+            .order_by(WaitedBody.message_id)
+            .limit(limit)
+        )
+    )
+    if not looked_at and not after:
+        return 0
     waiting = _waiting(conn, looked_at) if looked_at else set()
-    if done := {i for i in looked_at if i not in waiting}:
+    if done := [i for i in looked_at if i not in waiting]:
         conn.execute(update(Message).where(Message.id.in_(done)).values(raw=b""))
-        set_state(conn, WAITED_BODIES, " ".join(i for i in remembered if i not in done))
+        conn.execute(delete(WaitedBody).where(WaitedBody.message_id.in_(done)))
     set_state(conn, WAITED_CURSOR, looked_at[-1] if len(looked_at) == limit else "")
     return len(looked_at)
 
