@@ -14,6 +14,7 @@ per delivered message over those processes; how many messages each node delivere
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -188,8 +189,19 @@ async def _deliver(
 
         if await _until(rendered_early, time_limit - queue_seconds, progress=show):
             result[f"rss_mb_at_{_count(min(RSS_EARLY, contacts))}_rendered"] = cluster.rss_mb()
-        remaining = time_limit - (time.perf_counter() - started)
-        finished = await sink.wait_for(contacts, max(remaining, 0.0), show)
+        remaining = max(time_limit - (time.perf_counter() - started), 0.0)
+
+        async def recount() -> bool:  # keeps the rendered bar moving while the sink is awaited
+            await read()
+            return False
+
+        counting = asyncio.create_task(_until(recount, remaining, every=1.0))
+        try:
+            finished = await sink.wait_for(contacts, remaining, show)
+        finally:
+            counting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await counting
         cpu = cluster.cpu_seconds() - cpu_before
         await read()
         result["rendered"] = counts.get("sent", 0)
