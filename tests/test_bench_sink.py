@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import aiosmtplib
 import dns.asyncresolver
+import psutil
 from typer.testing import CliRunner
 
 from estafeta.bench.sink import SinkProcess, serve_sink
@@ -83,3 +86,25 @@ def test_the_campaign_bench_queues_and_delivers_a_list_to_the_sink(tmp_path: Pat
     run = json.loads(output.read_text())["result"]["postgresql"]
     assert run["imported"] == run["queued"] == run["rendered"] == run["delivered"] == 150
     assert run["rss_mb_at_150_queued"] > 0
+
+
+_HOLD_A_SINK = """
+import time
+from estafeta.bench.sink import SinkProcess
+with SinkProcess(["gmail.test"]) as sink:
+    print(sink.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_benchmark_killed_with_sigkill_leaves_no_sink_behind() -> None:
+    benchmark = subprocess.Popen([sys.executable, "-c", _HOLD_A_SINK], stdout=subprocess.PIPE, text=True)
+    assert benchmark.stdout is not None
+    sink = psutil.Process(int(benchmark.stdout.readline()))
+    benchmark.kill()
+    benchmark.wait()
+    try:
+        sink.wait(timeout=30)
+    except psutil.TimeoutExpired:
+        sink.kill()
+        raise AssertionError("the sink outlived the benchmark that started it") from None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -30,14 +29,13 @@ import httpx
 import psutil
 import redis
 
-from estafeta.bench.resources import tree_cpu_seconds
+from estafeta.bench.resources import end_with_parent, tree_cpu_seconds
 from estafeta.config import Settings
 
 START_TIMEOUT = 240.0  # several Python servers starting at once on a loaded machine
 STOP_TIMEOUT = 60.0
 COUNTS_TIMEOUT = 10.0  # seconds for delivery children's last counts to reach their node's /metrics
 MAX_NODES = 8
-PR_SET_PDEATHSIG = 1  # prctl(2)
 DELIVERED = re.compile(r'^estafeta_delivery_attempts_total\{outcome="delivered"\} (\S+)$', re.M)
 RELAY = re.compile(r"SMTP relay on \S+ ports (\d+) \(STARTTLS\)")
 
@@ -73,7 +71,7 @@ class ServeNode:
                 stdout=subprocess.DEVNULL,
                 stderr=out,
                 process_group=0,  # one signal reaches the node's children too
-                preexec_fn=_end_with_parent,
+                preexec_fn=end_with_parent,
             )
         return cls(name, process, log)
 
@@ -113,13 +111,6 @@ class ServeNode:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
-
-
-def _end_with_parent() -> None:
-    """In the node, before it runs: SIGTERM (a clean stop) when the process that started it ends, so that
-    a benchmark killed or failing leaves no node behind (its own process group keeps a Ctrl-C meant for
-    the benchmark from reaching it)."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _message(line: str) -> str:

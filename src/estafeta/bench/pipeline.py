@@ -28,7 +28,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from estafeta import loop as event_loop
 from estafeta.audit import SYSTEM
 from estafeta.bench.nodes import Nodes, shared_limits
-from estafeta.bench.resources import DEFAULT_REDIS_URL, database_url, join_or_kill, load_average
+from estafeta.bench.resources import (
+    DEFAULT_REDIS_URL,
+    database_url,
+    end_with_parent,
+    join_or_kill,
+    load_average,
+)
 from estafeta.bench.sink import SinkProcess
 from estafeta.clock import SystemClock
 from estafeta.core import Core
@@ -174,6 +180,7 @@ def _client_process(
     results: Connection,
 ) -> None:
     """Child process: post every message, send back the seconds it took."""
+    end_with_parent()
     try:
         started, seconds = event_loop.run(_post_all(urls, token, messages, batch, concurrency, accepted))
         results.send({"started": started, "seconds": seconds})

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import os
 import secrets
+import signal
 from collections.abc import Iterable, Iterator
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -20,6 +23,17 @@ from sqlalchemy.engine import make_url
 BACKENDS = ("sqlite", "postgresql")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"  # where several nodes share their limits
 JOIN_TIMEOUT = 30.0  # seconds a benchmark child that sent its results gets to exit
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def end_with_parent() -> None:
+    """In a benchmark's child process (a node, the sink, the clients): SIGTERM when the process that started
+    it ends, so that a benchmark killed or failing leaves nothing behind; if that process already ended
+    before this ran, end now."""
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent or parent == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextlib.contextmanager

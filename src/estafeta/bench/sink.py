@@ -20,6 +20,7 @@ from multiprocessing.sharedctypes import Synchronized
 from typing import Any, cast
 
 from estafeta import loop as event_loop
+from estafeta.bench.resources import end_with_parent
 from estafeta.world.dns_server import DnsServer
 from estafeta.world.zone import WorldZone
 
@@ -111,7 +112,8 @@ class SinkAddresses:
 def _sink_main(
     domains: list[str], port: int, received: Synchronized[int], ready: Connection, stop: Any
 ) -> None:
-    """Child process: DNS and the SMTP sink until `stop` is set."""
+    """Child process: DNS and the SMTP sink until `stop` is set (or the benchmark process ends)."""
+    end_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the sink, not a Ctrl-C on the console
 
     async def main() -> None:
