@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 
 from estafeta.accept import GroupCommit, store_batch
 from estafeta.audit import SYSTEM, Actor
+from estafeta.bench.submission import Refused, Submission, dot_stuffed
 from estafeta.cli import app as cli_app
 from estafeta.clock import ManualClock
 from estafeta.config import DomainSettings
@@ -971,3 +972,20 @@ async def test_an_unverified_sending_domain_is_refused_at_mail_from_with_what_to
     assert code == 550 and reply.startswith(b"5.7.1 sending domain late.test is not verified yet: DKIM ")
     assert reply.endswith(b"run `estafeta domains verify late.test` or POST /v1/domains/late.test/verify")
     assert (await asyncio.to_thread(mail_from, "hello@acme.test"))[0] == 250
+
+
+async def test_the_benchmark_client_submits_one_command_at_a_time(relay: Relay) -> None:
+    """`bench smtp`'s own client (STARTTLS through the event loop, AUTH PLAIN, no pipelining) gets each
+    message queued as sent, dot-stuffed lines included; a refusal leaves its session usable."""
+    client = await Submission.open(HOST, relay.starttls_port, relay.tls(), relay.username, relay.password)
+    dotted = SIMPLE + b".A line that starts with a dot\r\n..and one with two\r\n.\r\nno final line break"
+    first = await client.send("hello@acme.test", "ana@gmail.test", dot_stuffed(dotted))
+    with pytest.raises(Refused) as refused:
+        await client.send("ceo@globex.test", "ana@gmail.test", dot_stuffed(SIMPLE))
+    assert refused.value.code == 550
+    second = await client.send("hello@acme.test", "bob@yahoo.test", dot_stuffed(SIMPLE))
+    await client.quit()
+    _, raw = relay.stored(_queued_id((250, first)))
+    assert raw.endswith(dotted[dotted.index(b"\r\n\r\n") :] + b"\r\n")
+    _, raw = relay.stored(_queued_id((250, second)))
+    assert raw.endswith(SIMPLE[SIMPLE.index(b"\r\n\r\n") :])

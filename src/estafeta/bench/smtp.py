@@ -6,25 +6,25 @@ durable commit before each 250 in each node's front processes, delivery in a chi
 benchmark sink, as Postfix does while it accepts. The mail clients run in a child process, as real clients
 would not share the server's CPU; their sessions are spread over the nodes' relay ports. Each of `sessions`
 clients connects to the submission port, negotiates STARTTLS, logs in, and then sends one message after
-another. The accept clock runs from the first MAIL to the last 250, the end-to-end clock until the sink
-has the last message; connecting and logging in are not counted. CPU-seconds cover every node's processes.
+another, one command at a time as `smtp-source` does (`estafeta.bench.submission`). The accept clock
+runs from the first MAIL to the last 250, the end-to-end clock until the sink has the last message;
+connecting and logging in are not counted. CPU-seconds cover every node's processes; the clients' own CPU
+is counted while they send.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import resource
 import ssl
 import statistics
 import tempfile
 import time
+from ctypes import c_int
 from multiprocessing.connection import Connection
-from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
 
-import aiosmtplib
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -33,6 +33,7 @@ from estafeta.audit import SYSTEM
 from estafeta.bench.nodes import Nodes, shared_limits
 from estafeta.bench.resources import DEFAULT_REDIS_URL, database_url, join_or_kill, load_average
 from estafeta.bench.sink import SinkProcess
+from estafeta.bench.submission import Refused, Submission, dot_stuffed
 from estafeta.clock import SystemClock
 from estafeta.core import Core
 from estafeta.sandbox import sandbox_settings
@@ -105,7 +106,7 @@ async def run_smtp(
         finally:
             await setup.aclose()
         context = multiprocessing.get_context("spawn")
-        sent = context.Value("i", 0)
+        sent = context.Value("i", 0, lock=False)  # written by the clients only, read for the progress bar
         receiver, sender = context.Pipe(duplex=False)
         async with Nodes(settings, nodes, Path(tmp)) as cluster:
             clients = context.Process(
@@ -188,14 +189,12 @@ def _client_process(
     password: str,
     messages: int,
     sessions: int,
-    sent: Synchronized[int],
+    sent: c_int,
     results: Connection,
 ) -> None:
     """Child process: run the sessions, send back seconds, per-message latencies and refusals."""
     try:
         outcome = event_loop.run(_clients(ports, cafile, username, password, messages, sessions, sent))
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        outcome["client_cpu_seconds"] = usage.ru_utime + usage.ru_stime
         results.send(outcome)
     except Exception as exc:
         results.send({"error": repr(exc)})
@@ -208,40 +207,45 @@ async def _clients(
     password: str,
     messages: int,
     sessions: int,
-    sent: Synchronized[int],
+    sent: c_int,
 ) -> dict[str, Any]:
     tls = ssl.create_default_context(cafile=cafile)
     connections = [  # spread over the nodes, as behind a TCP load balancer
-        aiosmtplib.SMTP(hostname=HOST, port=ports[n % len(ports)], tls_context=tls, timeout=60)
-        for n in range(sessions)
+        await Submission.open(HOST, ports[n % len(ports)], tls, username, password) for n in range(sessions)
     ]
-    for client in connections:  # connect() negotiates STARTTLS, which the server advertises
-        await client.connect()
-        await client.login(username, password)
     pending = iter(range(messages))
     latencies: list[float] = []
     refused: list[str] = []
     deadline = time.monotonic() + TIME_LIMIT
 
-    async def session(client: aiosmtplib.SMTP) -> None:
+    async def session(client: Submission) -> None:
         for index in pending:
             if time.monotonic() > deadline:
                 return
             recipient = f"user{index}@{PROVIDERS[index % len(PROVIDERS)]}"
+            data = dot_stuffed(bench_message(index))
             began = time.perf_counter()
             try:
-                await client.sendmail("orders@bench.test", [recipient], bench_message(index))
-            except aiosmtplib.SMTPResponseException as exc:
-                refused.append(f"{exc.code} {exc.message}")
+                await client.send("orders@bench.test", recipient, data)
+            except Refused as exc:
+                refused.append(str(exc))
                 continue
             latencies.append(time.perf_counter() - began)
-            with sent.get_lock():
-                sent.value += 1
+            sent.value += 1
 
     started = time.perf_counter()
-    await asyncio.gather(*(session(client) for client in connections))
+    cpu_before = time.process_time()  # while sending only: not the imports, connections and logins
+    async with asyncio.timeout(TIME_LIMIT + 60):  # a server that stops answering fails the run
+        await asyncio.gather(*(session(client) for client in connections))
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
     for client in connections:
         await client.quit()
     # perf_counter is the system-wide monotonic clock on Linux, comparable with the parent's.
-    return {"started": started, "seconds": seconds, "latencies": latencies, "refused": len(refused)}
+    return {
+        "started": started,
+        "seconds": seconds,
+        "latencies": latencies,
+        "refused": len(refused),
+        "client_cpu_seconds": cpu,
+    }

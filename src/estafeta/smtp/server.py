@@ -26,6 +26,7 @@ from estafeta.config import Settings, SmtpSettings
 from estafeta.domains import Domains
 from estafeta.limits import Limits, LimitsUnavailable
 from estafeta.smtp.credentials import SmtpCredentials
+from estafeta.smtp.data import ChunkedData
 from estafeta.smtp.limits import ConnectionLimiter, LoginFailureLimiter
 from estafeta.tls import server_context, write_self_signed
 from estafeta.waits import wait_set
@@ -303,7 +304,7 @@ def _without_progress(command: Command) -> Command:
     return counted
 
 
-class RelaySMTP(SMTP):
+class RelaySMTP(ChunkedData):
     """One client connection: aiosmtpd's protocol with credentials checked asynchronously, a limit on
     connections per client address, and enhanced status codes on aiosmtpd's own replies."""
 
