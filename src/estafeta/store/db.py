@@ -104,7 +104,8 @@ def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+            # Take the write lock up front (no upgrade deadlocks), on the driver: every transaction does it.
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
