@@ -8,8 +8,13 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from hypothesis import given
+from hypothesis import strategies as st
+
 from estafeta.delivery.client import MxSession, open_session
 from estafeta.delivery.mx import MxHost
+from estafeta.delivery.pipelining import message_data
 
 HANG_UP = b"354 go on (and hang up after the message)"
 MESSAGE = b"From: a@acme.test\r\nTo: b@yahoo.test\r\nSubject: hi\r\n\r\n.a line with a leading dot\r\n"
@@ -160,3 +165,13 @@ async def test_a_refused_message_is_a_data_refusal() -> None:
     async with receiver((b"250 ok", b"250 ok", b"451 4.3.0 try again")) as (session, _, _):
         reply = await session.send("bounce@acme.test", "b@yahoo.test", MESSAGE, False)
         assert (reply.code, reply.stage, session.alive) == (451, "data", True)
+
+
+@given(
+    st.lists(
+        st.sampled_from([b"a", b".", b"..", b"\r", b"\n", b"\r\n", b" x", b"\r\n.", b"\n."]), max_size=30
+    )
+)
+def test_message_data_is_what_aiosmtplib_would_send(parts: list[bytes]) -> None:
+    raw = b"".join(parts)
+    assert message_data(raw) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(raw)) + b".\r\n"

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from estafeta.store import driver
 from estafeta.store.models import AbuseReport, Account, ApiKey, Campaign, Domain, Message, SmtpCredential
 
 TERMINATED = "terminated"
@@ -146,14 +147,26 @@ def termination(conn: Connection, account_id: int) -> Termination | None:
     return Termination(account_id, row[0] or "", row[1] or "", row[2]) if row else None
 
 
+_TERMINATED = f"SELECT id, terminated_at FROM accounts WHERE status = '{TERMINATED}'"
+_TERMINATED_AFTER = {
+    "sqlite": f"{_TERMINATED} AND terminated_at > :after",
+    "postgresql": f"{_TERMINATED} AND terminated_at > %(after)s",
+}
+
+
 def terminated_since(conn: Connection, after: datetime | None) -> tuple[set[int], datetime | None]:
-    """Accounts terminated after `after` (all of them for None), and the latest termination time seen."""
-    query = select(Account.id, Account.terminated_at).where(Account.status == TERMINATED)
-    if after is not None:
-        query = query.where(Account.terminated_at > after)
-    rows = conn.execute(query).all()
-    latest = max((r.terminated_at for r in rows if r.terminated_at is not None), default=after)
-    return {r.id for r in rows}, latest
+    """Accounts terminated after `after` (all of them for None), and the latest termination time seen.
+
+    Delivery asks at every claim, so this is driver-level SQL (`driver`)."""
+    with driver.cursor(conn) as cursor:
+        if after is None:
+            cursor.execute(_TERMINATED)
+        else:
+            bound = driver.sqlite_time(after) if conn.dialect.name == "sqlite" else after
+            cursor.execute(_TERMINATED_AFTER[conn.dialect.name], {"after": bound})
+        rows = cursor.fetchall()
+    times = [driver.read_time(at) for _, at in rows if at is not None]
+    return {account_id for account_id, _ in rows}, max(times, default=after)
 
 
 def revoke_credentials(conn: Connection, account_id: int, now: datetime) -> tuple[list[str], list[str]]:

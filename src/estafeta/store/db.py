@@ -27,7 +27,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 P = ParamSpec("P")
@@ -38,6 +38,7 @@ BUSY_TIMEOUT = 30.0
 
 
 GATE_POLL = 0.001  # seconds between tries for the writer gate
+PING_AFTER_IDLE = 1.0  # seconds a pooled PostgreSQL connection may sit idle before it is tested on checkout
 
 
 class DatabaseBusy(Exception):
@@ -104,10 +105,30 @@ def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+            # Take the write lock up front (no upgrade deadlocks), on the driver: every transaction does it.
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=10, max_overflow=10)
+
+    # A pooled connection is tested before use only after it sat idle (the server may have closed it, or
+    # restarted, meanwhile): a ping at every checkout was a round trip per transaction, and a connection
+    # handed back moments ago is alive. A connection that died anyway fails its transaction, and SQLAlchemy
+    # then drops every connection of the pool.
+    @event.listens_for(engine, "checkin")
+    def _idle_since(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as error:  # the pool discards it and checks out another (or a new) connection
+            raise DisconnectionError(str(error)) from error
+
+    return engine
 
 
 MIGRATION_LOCK = 0x657374_6D6967  # PostgreSQL advisory lock key ("est", "mig"): one migrator at a time

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, func, or_, select, text, true, update
+from sqlalchemy import Connection, func, select, update
 
-from estafeta.store import events, suppressions
-from estafeta.store.events import NewEvent
-from estafeta.store.models import Delivery, Event, Message
-from estafeta.store.reputation import halted_clause
+from estafeta.store import driver, suppressions
+from estafeta.store.models import Delivery, Event
+from estafeta.store.reputation import HALTED
 
 OPEN_STATES = ("queued", "deferred")
 
@@ -69,54 +68,81 @@ def claim(
     skip_domains: Collection[str] = (),
 ) -> list[Claimed]:
     """Lease up to `limit` due entries, oldest first, leaving those of `skip_domains` in the queue."""
-    due = (
-        select(Delivery.id)
-        .where(
-            Delivery.state.in_(OPEN_STATES),
-            Delivery.next_attempt_at <= now,
-            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
-            ~halted_clause(),  # a paused or suspended stream's mail waits
-            Delivery.domain.not_in(skip_domains) if skip_domains else true(),
-        )
-        .order_by(Delivery.next_attempt_at, Delivery.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=Delivery)
-    )
-    rows = conn.execute(
-        update(Delivery)
-        .where(Delivery.id.in_(due.scalar_subquery()))
-        .values(lease_owner=owner, lease_until=lease_until)
-        .returning(
-            Delivery.id,
-            Delivery.message_id,
-            Delivery.account_id,
-            Delivery.recipient,
-            Delivery.domain,
-            Delivery.stream,
-            Delivery.attempts,
-            Delivery.created_at,
-        )
-    ).all()
+    with driver.cursor(conn) as cursor:
+        if conn.dialect.name == "postgresql":
+            return _claim_postgresql(cursor, owner, now, lease_until, limit, skip_domains)
+        return _claim_sqlite(cursor, owner, now, lease_until, limit, skip_domains)
+
+
+# Claims and outcomes are most of what delivery asks of the database: driver-level SQL (`driver`).
+_OPEN = ", ".join(f"'{state}'" for state in OPEN_STATES)
+_HALTED = ", ".join(f"'{state}'" for state in HALTED)
+_DUE = f"""
+    SELECT d.id FROM deliveries AS d
+    WHERE d.state IN ({_OPEN}) AND d.next_attempt_at <= {{now}}
+        AND (d.lease_until IS NULL OR d.lease_until < {{now}})
+        AND NOT EXISTS (
+            SELECT 1 FROM sending_standing AS s
+            WHERE s.account_id = d.account_id AND s.stream = d.stream AND s.state IN ({_HALTED})
+        ){{skip}}
+    ORDER BY d.next_attempt_at, d.id
+    LIMIT {{limit}}"""
+_CLAIMED = "id, message_id, account_id, recipient, domain, stream, attempts, created_at"
+
+_DUE_SQLITE = _DUE.format(
+    now=":now", skip=" AND d.domain NOT IN (SELECT value FROM json_each(:skip))", limit=":limit"
+)
+_CLAIM_SQLITE = f"""
+UPDATE deliveries SET lease_owner = :owner, lease_until = :until
+WHERE id IN ({_DUE_SQLITE})
+RETURNING {_CLAIMED}
+"""
+_BODIES_SQLITE = "SELECT id, raw, smtputf8 FROM messages WHERE id IN (SELECT value FROM json_each(?))"
+
+# PostgreSQL: one round trip; each message's body comes once, with the first of its entries.
+_CLAIM_POSTGRESQL = f"""
+WITH claimed AS (
+    UPDATE deliveries SET lease_owner = %(owner)s, lease_until = %(until)s
+    WHERE id IN ({{due}} FOR UPDATE OF d SKIP LOCKED)
+    RETURNING {_CLAIMED}
+)
+SELECT c.id, c.message_id, c.account_id, c.recipient, c.domain, c.stream, c.attempts, c.created_at,
+    CASE WHEN row_number() OVER (PARTITION BY c.message_id ORDER BY c.id) = 1 THEN m.raw END, m.smtputf8
+FROM claimed AS c JOIN messages AS m ON m.id = c.message_id
+"""
+_CLAIM_POSTGRESQL_ALL, _CLAIM_POSTGRESQL_SKIPPING = (
+    _CLAIM_POSTGRESQL.format(due=_DUE.format(now="%(now)s", skip=skip, limit="%(limit)s"))
+    for skip in ("", " AND d.domain <> ALL(CAST(%(skip)s AS text[]))")
+)
+
+
+def _claim_sqlite(
+    cursor: Any, owner: str, now: datetime, lease_until: datetime, limit: int, skip_domains: Collection[str]
+) -> list[Claimed]:
+    at = driver.sqlite_time(now)
+    params = {
+        "owner": owner,
+        "until": driver.sqlite_time(lease_until),
+        "now": at,
+        "skip": json.dumps(list(skip_domains)),
+        "limit": limit,
+    }
+    rows = cursor.execute(_CLAIM_SQLITE, params).fetchall()
     if not rows:
         return []
-    message_ids = {r.message_id for r in rows}
-    bodies = {
-        m.id: (m.raw, m.smtputf8)
-        for m in conn.execute(
-            select(Message.id, Message.raw, Message.smtputf8).where(Message.id.in_(message_ids))
-        ).all()
-    }
+    wanted = json.dumps(list({row[1] for row in rows}))
+    bodies = {mid: (raw, bool(utf8)) for mid, raw, utf8 in cursor.execute(_BODIES_SQLITE, (wanted,))}
     claimed = [
         Claimed(
-            r.id,
-            r.message_id,
-            r.account_id,
-            r.recipient,
-            r.domain,
-            r.stream,
-            r.attempts,
-            r.created_at,
-            *bodies[r.message_id],
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            driver.read_time(r[7]),
+            *bodies[r[1]],
         )
         for r in rows
     ]
@@ -124,49 +150,61 @@ def claim(
     return claimed
 
 
-_FINISH = (
-    update(Delivery)
-    .where(Delivery.id == bindparam("p_id"), Delivery.lease_owner == bindparam("p_owner"))
-    .values(
-        state=bindparam("p_state"),
-        next_attempt_at=bindparam("p_next"),
-        lease_owner=None,
-        lease_until=None,
-        last_code=bindparam("p_code"),
-        last_reply=bindparam("p_reply"),
-        updated_at=bindparam("p_now"),
-        attempts=Delivery.attempts + bindparam("p_attempt"),
-    )
-)
+def _claim_postgresql(
+    cursor: Any, owner: str, now: datetime, lease_until: datetime, limit: int, skip_domains: Collection[str]
+) -> list[Claimed]:
+    params = {"owner": owner, "until": lease_until, "now": now, "limit": limit}
+    if skip_domains:
+        params["skip"] = list(skip_domains)
+    cursor.execute(_CLAIM_POSTGRESQL_SKIPPING if skip_domains else _CLAIM_POSTGRESQL_ALL, params)
+    rows = cursor.fetchall()
+    bodies = {r[1]: r[8] for r in rows if r[8] is not None}
+    claimed = [
+        Claimed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], driver.read_time(r[7]), bodies[r[1]], r[9])
+        for r in rows
+    ]
+    claimed.sort(key=lambda c: c.delivery_id)
+    return claimed
 
 
 # PostgreSQL: the whole group in one statement (one round trip instead of three): the outcomes as arrays,
 # the entries still ours updated, their events inserted in the outcomes' order. The UPDATE locks the rows,
 # and re-checks the lease on a row another transaction changed meanwhile (READ COMMITTED).
-_FINISH_POSTGRESQL = text(
-    """
+_FINISH_POSTGRESQL = """
 WITH outcome AS (
     SELECT * FROM unnest(
-        CAST(:ids AS bigint[]), CAST(:states AS text[]), CAST(:nexts AS timestamptz[]),
-        CAST(:codes AS integer[]), CAST(:replies AS text[]), CAST(:attempts AS integer[]),
-        CAST(:events AS text[]), CAST(:data AS json[])
+        CAST(%(ids)s AS bigint[]), CAST(%(states)s AS text[]), CAST(%(nexts)s AS timestamptz[]),
+        CAST(%(codes)s AS integer[]), CAST(%(replies)s AS text[]), CAST(%(attempts)s AS integer[]),
+        CAST(%(events)s AS text[]), CAST(%(data)s AS json[])
     ) WITH ORDINALITY AS o(id, state, next_attempt_at, code, reply, attempt, event, data, n)
 ), finished AS (
     UPDATE deliveries AS d
     SET state = o.state, next_attempt_at = o.next_attempt_at, lease_owner = NULL, lease_until = NULL,
-        last_code = o.code, last_reply = o.reply, updated_at = :now, attempts = d.attempts + o.attempt
+        last_code = o.code, last_reply = o.reply, updated_at = %(now)s, attempts = d.attempts + o.attempt
     FROM outcome AS o
-    WHERE d.id = o.id AND d.lease_owner = :owner
+    WHERE d.id = o.id AND d.lease_owner = %(owner)s
     RETURNING d.id, d.account_id, d.message_id, d.recipient
 ), logged AS (
     INSERT INTO events (account_id, message_id, delivery_id, recipient, type, created_at, data)
-    SELECT f.account_id, f.message_id, f.id, f.recipient, o.event, :now, o.data
+    SELECT f.account_id, f.message_id, f.id, f.recipient, o.event, %(now)s, o.data
     FROM finished AS f JOIN outcome AS o ON o.id = f.id
     ORDER BY o.n
 )
 SELECT id, account_id, message_id, recipient FROM finished
 """
-)
+
+# SQLite: a statement is no round trip, so one update per outcome, each saying whether the lease held.
+_FINISH_SQLITE = """
+UPDATE deliveries
+SET state = ?, next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, last_code = ?, last_reply = ?,
+    updated_at = ?, attempts = attempts + ?
+WHERE id = ? AND lease_owner = ?
+RETURNING account_id, message_id, recipient
+"""
+_EVENT_SQLITE = """
+INSERT INTO events (account_id, message_id, delivery_id, recipient, type, created_at, data)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
 
 
 class _Held(NamedTuple):
@@ -186,15 +224,16 @@ def finish(
     """Apply outcomes whose lease `owner` still holds; returns how many were applied.
 
     A handful of statements whatever the batch size, so that a group commit costs little more than its
-    fsync: on PostgreSQL one, on SQLite (where a statement is no round trip) the entries still ours,
-    locked, one executemany update and one multi-row insert of events.
+    fsync: on PostgreSQL one, on SQLite (where a statement is no round trip) one update per outcome and
+    one insert of the events.
     """
     if not outcomes:
         return 0
-    if conn.dialect.name == "postgresql":
-        held = _finish_postgresql(conn, owner, now, outcomes)
-    else:
-        held = _finish_each(conn, owner, now, outcomes)
+    with driver.cursor(conn) as cursor:
+        if conn.dialect.name == "postgresql":
+            held = _finish_postgresql(cursor, owner, now, outcomes)
+        else:
+            held = _finish_sqlite(cursor, owner, now, outcomes)
     mine = [o for o in outcomes if o.delivery_id in held]
     for o in mine:
         if o.suppress or o.soft_failure:
@@ -212,10 +251,8 @@ def finish(
     return len(mine)
 
 
-def _finish_postgresql(
-    conn: Connection, owner: str, now: datetime, outcomes: list[Finish]
-) -> dict[int, _Held]:
-    rows = conn.execute(
+def _finish_postgresql(cursor: Any, owner: str, now: datetime, outcomes: list[Finish]) -> dict[int, _Held]:
+    cursor.execute(
         _FINISH_POSTGRESQL,
         {
             "ids": [o.delivery_id for o in outcomes],
@@ -229,45 +266,34 @@ def _finish_postgresql(
             "now": now,
             "owner": owner,
         },
-    ).all()
-    return {row.id: _Held(row.id, row.account_id, row.message_id, row.recipient) for row in rows}
-
-
-def _finish_each(conn: Connection, owner: str, now: datetime, outcomes: list[Finish]) -> dict[int, _Held]:
-    held = {
-        row.id: _Held(row.id, row.account_id, row.message_id, row.recipient)
-        for row in conn.execute(
-            select(Delivery.id, Delivery.account_id, Delivery.message_id, Delivery.recipient)
-            .where(Delivery.id.in_([o.delivery_id for o in outcomes]), Delivery.lease_owner == owner)
-            .with_for_update()  # where it is rendered: no claim may take them before this commits
-        ).all()
-    }
-    mine = [o for o in outcomes if o.delivery_id in held]
-    if not mine:
-        return held
-    conn.execute(
-        _FINISH,
-        [
-            {
-                "p_id": o.delivery_id,
-                "p_owner": owner,
-                "p_state": o.state,
-                "p_next": o.next_attempt_at,
-                "p_code": o.code,
-                "p_reply": o.reply,
-                "p_now": now,
-                "p_attempt": 1 if o.counts_as_attempt else 0,
-            }
-            for o in mine
-        ],
     )
-    happened = []
-    for o in mine:
-        row = held[o.delivery_id]
-        happened.append(
-            NewEvent(row.account_id, o.event, o.data, row.message_id, row.recipient, o.delivery_id)
+    return {row[0]: _Held(*row) for row in cursor.fetchall()}
+
+
+def _finish_sqlite(cursor: Any, owner: str, now: datetime, outcomes: list[Finish]) -> dict[int, _Held]:
+    at = driver.sqlite_time(now)
+    held: dict[int, _Held] = {}
+    logged = []
+    for o in outcomes:
+        attempt = 1 if o.counts_as_attempt else 0
+        params = (
+            o.state,
+            driver.sqlite_time(o.next_attempt_at),
+            o.code,
+            o.reply,
+            at,
+            attempt,
+            o.delivery_id,
+            owner,
         )
-    events.record(conn, happened, now)
+        row = cursor.execute(_FINISH_SQLITE, params).fetchone()
+        if row is None:
+            continue  # the lease was lost: whoever holds it now reports
+        account_id, message_id, recipient = row
+        held[o.delivery_id] = _Held(o.delivery_id, account_id, message_id, recipient)
+        logged.append((account_id, message_id, o.delivery_id, recipient, o.event, at, json.dumps(o.data)))
+    if logged:
+        cursor.executemany(_EVENT_SQLITE, logged)
     return held
 
 

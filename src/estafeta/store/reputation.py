@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
 from estafeta.store import events
 from estafeta.store.accounts import get_state, set_state
@@ -180,18 +180,6 @@ def set_standing(
     ).rowcount
     if not done:
         conn.execute(insert(SendingStanding).values(account_id=account_id, stream=stream, **values))
-
-
-def halted_clause() -> Any:
-    """`deliveries` rows whose account's stream is paused or suspended (a correlated subquery, so that a
-    claim locks only `deliveries` rows)."""
-    return exists(
-        select(SendingStanding.account_id).where(
-            SendingStanding.account_id == Delivery.account_id,
-            SendingStanding.stream == Delivery.stream,
-            SendingStanding.state.in_(HALTED),
-        )
-    )
 
 
 def usage(conn: Connection, account_id: int, since: datetime) -> int:

@@ -1,0 +1,37 @@
+"""Driver-level SQL for the few statements run several times per message (claims, outcomes).
+
+SQLAlchemy's statement building, cache-key and result handling cost more CPU than SQLite or PostgreSQL spend
+on such small statements, so these run on the DB-API cursor of the caller's transaction instead. Times are
+bound the way SQLAlchemy binds `UtcDateTime`: aware on PostgreSQL, naive UTC text on SQLite (its storage
+format, "YYYY-MM-DD HH:MM:SS.ffffff", which compares as text in time order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+
+@contextmanager
+def cursor(conn: Connection) -> Iterator[Any]:
+    """A DB-API cursor in `conn`'s transaction (sqlite3 takes `:name`, psycopg `%(name)s` parameters)."""
+    cur = conn.connection.cursor()
+    try:
+        yield cur
+    finally:
+        cur.close()
+
+
+def sqlite_time(value: datetime) -> str:
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def read_time(value: str | datetime) -> datetime:
+    """A time column's value from either driver, as an aware UTC datetime."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value.astimezone(UTC)
