@@ -32,6 +32,7 @@ class MemoryLimits:
         self.max_keys = max_keys
         self._buckets: dict[str, _Bucket] = {}
         self._slots: dict[str, dict[str, float]] = {}  # key → holder → lease end
+        self._wishes: dict[str, float] = {}  # key → end of the wish for one of its slots
         self._failures: dict[str, deque[tuple[float, str]]] = {}
 
     def _now(self) -> float:
@@ -88,6 +89,19 @@ class MemoryLimits:
             held.pop(holder, None)
             if not held:
                 del self._slots[key]
+
+    async def want(self, key: str, seconds: float) -> None:
+        now = self._now()
+        if len(self._wishes) >= self.max_keys:
+            for other in [k for k, until in self._wishes.items() if until <= now]:
+                del self._wishes[other]
+            while len(self._wishes) >= self.max_keys:
+                del self._wishes[next(iter(self._wishes))]
+        self._wishes[key] = now + seconds
+
+    async def wanted(self, key: str) -> bool:
+        until = self._wishes.pop(key, None)
+        return until is not None and until > self._now()
 
     def _recent(self, key: str, now: float, window: float) -> deque[tuple[float, str]] | None:
         times = self._failures.get(key)

@@ -115,6 +115,12 @@ class RedisLimits:
     async def release(self, key: str, holder: str) -> None:
         await self._call(self.redis.zrem(self.prefix + key, holder))
 
+    async def want(self, key: str, seconds: float) -> None:
+        await self._call(self.redis.set(f"{self.prefix}{key}:wanted", "1", px=max(1, round(seconds * 1000))))
+
+    async def wanted(self, key: str) -> bool:
+        return bool(await self._call(self.redis.delete(f"{self.prefix}{key}:wanted")))
+
     async def attempt(self, key: str, max_failures: int, window: float) -> str | None:
         token = secrets.token_hex(8)
         args = [token, self._now(), repr(window), max_failures, KEEP_MS]
