@@ -97,6 +97,7 @@ class Lane:
         where = f"dest:{domain}|{source or ''}"
         self.slots_key, self.rate_key = f"{where}:sessions", f"{where}:rate"
         self.arrived = asyncio.Event()
+        self.slot_turn = asyncio.Lock()  # senders waiting for a slot ask for it one at a time
         self.resume_at = 0.0  # monotonic time before which no new session is opened (after a 421)
         self.dropped = 0  # transactions in a row that ended without a reply
 
@@ -119,23 +120,23 @@ class Lane:
             self._spawn()  # jobs came in while this sender was closing its idle session
         self.engine.lane_idle(self)
 
-    async def _next_job(self, connected: bool) -> Job | None:
-        """The next job; None when the sender should end: the engine stops, nothing came within
-        `delivery.idle_timeout`, or its idle connection's slot is wanted by a sender waiting for one
-        (on any node), who can use it now."""
+    async def _wait_for_job(self, connected: bool) -> bool:
+        """Wait for a job; False when the sender should end instead: the engine stops, nothing came within
+        `delivery.idle_timeout`, or its idle connection's slot is wanted by a sender waiting for one (on
+        any node), who can use it now."""
         deadline = time.monotonic() + self.engine.settings.delivery.idle_timeout
         while not self.jobs:
             if self.engine.stopping:
-                return None
+                return False
             left = deadline - time.monotonic()
             if left <= 0:
-                return None
+                return False
             self.arrived.clear()
             if await wait_set(self.arrived, min(left, SLOT_POLL) if connected else left):
                 continue
             if connected and await self._slot_wanted():
-                return None
-        return self.jobs.popleft()
+                return False
+        return True
 
     async def _slot_wanted(self) -> bool:
         try:
@@ -227,15 +228,19 @@ class Lane:
         )
 
     async def _slot(self, holder: str) -> bool:
-        """Wait for one of the destination's connection slots (shared by every node); False when the
-        engine stops first."""
+        """Wait for one of the destination's connection slots (shared by every node), one sender of the
+        lane asking at a time; False when the engine stops, or the lane's connected senders took its jobs,
+        first."""
         engine = self.engine
         lease = engine.settings.delivery.slot_lease_seconds
-        while not await engine.limits.acquire(self.slots_key, holder, self.limits.concurrency, lease):
-            if engine.stopping:
-                return False
-            await engine.limits.want(self.slots_key, WISH_SECONDS)  # an idle session gives its slot up
-            await asyncio.sleep(SLOT_POLL)
+        async with self.slot_turn:
+            while True:
+                if engine.stopping or not self.jobs:
+                    return False
+                if await engine.limits.acquire(self.slots_key, holder, self.limits.concurrency, lease):
+                    break
+                await engine.limits.want(self.slots_key, WISH_SECONDS)  # an idle session gives way
+                await asyncio.sleep(SLOT_POLL)
         engine.slots[holder] = self.slots_key
         return True
 
@@ -258,21 +263,30 @@ class Lane:
         holder = f"{self.engine.owner}:{next(_senders)}"
         try:
             while True:
-                job = await self._next_job(session is not None)
-                if job is None:
+                if not await self._wait_for_job(session is not None):
                     return
-                delay = self.resume_at - time.monotonic()
-                if session is None and delay > 0:
-                    await asyncio.sleep(delay)
-                try:
-                    if session is None:
+                if session is None:  # a slot first: the jobs stay with the lane's connected senders meanwhile
+                    delay = self.resume_at - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    try:
                         if not await self._slot(holder):
-                            await self.engine.give_back(job)
                             return
-                        session = await self._open(job)
-                        if session is None:
-                            await self._let_slot_go(holder)
-                            continue
+                    except LimitsUnavailable as exc:
+                        if self.jobs:
+                            await self._defer_unlimited(self.jobs.popleft(), exc)
+                        continue
+                    if not self.jobs:
+                        await self._let_slot_go(holder)
+                        return
+                    job = self.jobs.popleft()
+                    session = await self._open(job)
+                    if session is None:
+                        await self._let_slot_go(holder)
+                        continue
+                else:
+                    job = self.jobs.popleft()
+                try:
                     await self._pace()
                 except LimitsUnavailable as exc:
                     await self._defer_unlimited(job, exc)
