@@ -78,18 +78,19 @@ async def test_a_slot_whose_holder_stopped_renewing_expires(limits: Limits, cloc
     assert not await limits.acquire("mx", "third", 2, 10)
 
 
-async def test_a_wish_for_a_slot_is_taken_by_one_holder(limits: Limits) -> None:
+async def test_each_wish_for_a_slot_is_taken_by_one_holder(limits: Limits) -> None:
     assert not await limits.wanted("mx")
-    await limits.want("mx", 30)
-    await limits.want("mx", 30)  # a waiter asking again is still one wish
+    await limits.want("mx", 1, 30)
+    await limits.want("mx", 2, 30)  # a waiter says again how many wait: the latest count holds
     assert not await limits.wanted("other")
     assert await limits.wanted("mx")
-    assert not await limits.wanted("mx")  # taken: a second idle holder keeps its slot
+    assert await limits.wanted("mx")
+    assert not await limits.wanted("mx")  # taken: a third idle holder keeps its slot
 
 
 async def test_a_wish_nobody_renews_lapses(clock: ManualClock) -> None:
     limits = MemoryLimits(clock)
-    await limits.want("mx", 1)
+    await limits.want("mx", 1, 1)
     clock.advance(2)
     assert not await limits.wanted("mx")
 

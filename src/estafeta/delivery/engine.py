@@ -98,6 +98,7 @@ class Lane:
         self.slots_key, self.rate_key = f"{where}:sessions", f"{where}:rate"
         self.arrived = asyncio.Event()
         self.slot_turn = asyncio.Lock()  # senders waiting for a slot ask for it one at a time
+        self.waiting = 0  # senders waiting for a slot
         self.resume_at = 0.0  # monotonic time before which no new session is opened (after a 421)
         self.dropped = 0  # transactions in a row that ended without a reply
 
@@ -233,14 +234,21 @@ class Lane:
         first."""
         engine = self.engine
         lease = engine.settings.delivery.slot_lease_seconds
-        async with self.slot_turn:
-            while True:
-                if engine.stopping or not self.jobs:
-                    return False
-                if await engine.limits.acquire(self.slots_key, holder, self.limits.concurrency, lease):
-                    break
-                await engine.limits.want(self.slots_key, WISH_SECONDS)  # an idle session gives way
-                await asyncio.sleep(SLOT_POLL)
+        self.waiting += 1
+        try:
+            async with self.slot_turn:
+                while True:
+                    if engine.stopping or not self.jobs:
+                        return False
+                    limit = self.limits.concurrency
+                    if await engine.limits.acquire(self.slots_key, holder, limit, lease):
+                        break
+                    # As many idle sessions (on any node) give way as this lane can use.
+                    wishes = min(self.waiting, len(self.jobs))
+                    await engine.limits.want(self.slots_key, wishes, WISH_SECONDS)
+                    await asyncio.sleep(SLOT_POLL)
+        finally:
+            self.waiting -= 1
         engine.slots[holder] = self.slots_key
         return True
 
