@@ -78,6 +78,23 @@ async def test_a_slot_whose_holder_stopped_renewing_expires(limits: Limits, cloc
     assert not await limits.acquire("mx", "third", 2, 10)
 
 
+async def test_each_wish_for_a_slot_is_taken_by_one_holder(limits: Limits) -> None:
+    assert not await limits.wanted("mx")
+    await limits.want("mx", 1, 30)
+    await limits.want("mx", 2, 30)  # a waiter says again how many wait: the latest count holds
+    assert not await limits.wanted("other")
+    assert await limits.wanted("mx")
+    assert await limits.wanted("mx")
+    assert not await limits.wanted("mx")  # taken: a third idle holder keeps its slot
+
+
+async def test_a_wish_nobody_renews_lapses(clock: ManualClock) -> None:
+    limits = MemoryLimits(clock)
+    await limits.want("mx", 1, 1)
+    clock.advance(2)
+    assert not await limits.wanted("mx")
+
+
 async def test_failures_lock_a_key_out_until_they_age_out(limits: Limits, clock: ManualClock) -> None:
     # Three checks under way at once use up the allowance before any of them has an answer.
     tokens = [await limits.attempt("ip:10.0.0.1", 3, 60) for _ in range(4)]

@@ -4,8 +4,11 @@ sends them over reused SMTP sessions within each destination's concurrency and r
 Each destination's limits (`delivery.default_limits`, `delivery.domain_limits`) hold across every node
 of the platform when `redis.url` is set (`estafeta.limits`): a sender holds one of the destination's
 connection slots (leased, renewed while the session lasts, so a killed node's slots expire) for as long as
-its session is open, and takes a token from the destination's shared bucket before each message. When the
-shared limits cannot be reached, the destination's waiting mail is deferred untried (temporary failure).
+its session is open, and takes a token from the destination's shared bucket before each message. An idle
+session stays open for more mail (`delivery.idle_timeout`) only until a sender, on any node, waits for a
+slot of its destination: then it closes and gives its slot up, so that the limit still counts every open
+connection while no node's mail waits for another's idle one. When the shared limits cannot be reached,
+the destination's waiting mail is deferred untried (temporary failure).
 
 Destinations are kept apart: one domain holds at most `max_in_flight_per_domain` claimed entries (the
 rest of its mail stays in the queue while others are claimed), and a destination that ends several
@@ -61,7 +64,10 @@ log = logging.getLogger("estafeta.delivery")
 
 POSTGRESQL_WRITERS = 2  # outcome commits at once on PostgreSQL (4 made smaller groups, more CPU)
 SESSIONS_FLUSH_INTERVAL = 5.0  # seconds between additions of TLS session counts to the database
-SLOT_POLL = 0.2  # seconds between tries for a destination's connection slot while all are taken
+# Seconds between tries for a destination's connection slot while all are taken, and between an idle
+# session's looks for a sender waiting for its slot.
+SLOT_POLL = 0.2
+WISH_SECONDS = 3 * SLOT_POLL  # a waiter's wish for a slot outlives a few of its tries, not the waiter
 _senders = itertools.count()
 
 
@@ -91,6 +97,8 @@ class Lane:
         where = f"dest:{domain}|{source or ''}"
         self.slots_key, self.rate_key = f"{where}:sessions", f"{where}:rate"
         self.arrived = asyncio.Event()
+        self.slot_turn = asyncio.Lock()  # senders waiting for a slot ask for it one at a time
+        self.waiting = 0  # senders waiting for a slot
         self.resume_at = 0.0  # monotonic time before which no new session is opened (after a 421)
         self.dropped = 0  # transactions in a row that ended without a reply
 
@@ -113,14 +121,29 @@ class Lane:
             self._spawn()  # jobs came in while this sender was closing its idle session
         self.engine.lane_idle(self)
 
-    async def _next_job(self) -> Job | None:
+    async def _wait_for_job(self, connected: bool) -> bool:
+        """Wait for a job; False when the sender should end instead: the engine stops, nothing came within
+        `delivery.idle_timeout`, or its idle connection's slot is wanted by a sender waiting for one (on
+        any node), who can use it now."""
+        deadline = time.monotonic() + self.engine.settings.delivery.idle_timeout
         while not self.jobs:
             if self.engine.stopping:
-                return None
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
             self.arrived.clear()
-            if not await wait_set(self.arrived, self.engine.settings.delivery.idle_timeout):
-                return None
-        return self.jobs.popleft()
+            if await wait_set(self.arrived, min(left, SLOT_POLL) if connected else left):
+                continue
+            if connected and await self._slot_wanted():
+                return False
+        return True
+
+    async def _slot_wanted(self) -> bool:
+        try:
+            return await self.engine.limits.wanted(self.slots_key)
+        except LimitsUnavailable:  # then the slot's renewal fails too, which ends the session
+            return False
 
     async def _fail_all(self, first: Job, result: Callable[[Job], AttemptResult]) -> None:
         """A destination-wide failure (DNS, no MX reachable) applies to every waiting entry alike."""
@@ -206,14 +229,26 @@ class Lane:
         )
 
     async def _slot(self, holder: str) -> bool:
-        """Wait for one of the destination's connection slots (shared by every node); False when the
-        engine stops first."""
+        """Wait for one of the destination's connection slots (shared by every node), one sender of the
+        lane asking at a time; False when the engine stops, or the lane's connected senders took its jobs,
+        first."""
         engine = self.engine
         lease = engine.settings.delivery.slot_lease_seconds
-        while not await engine.limits.acquire(self.slots_key, holder, self.limits.concurrency, lease):
-            if engine.stopping:
-                return False
-            await asyncio.sleep(SLOT_POLL)
+        self.waiting += 1
+        try:
+            async with self.slot_turn:
+                while True:
+                    if engine.stopping or not self.jobs:
+                        return False
+                    limit = self.limits.concurrency
+                    if await engine.limits.acquire(self.slots_key, holder, limit, lease):
+                        break
+                    # As many idle sessions (on any node) give way as this lane can use.
+                    wishes = min(self.waiting, len(self.jobs))
+                    await engine.limits.want(self.slots_key, wishes, WISH_SECONDS)
+                    await asyncio.sleep(SLOT_POLL)
+        finally:
+            self.waiting -= 1
         engine.slots[holder] = self.slots_key
         return True
 
@@ -236,21 +271,30 @@ class Lane:
         holder = f"{self.engine.owner}:{next(_senders)}"
         try:
             while True:
-                job = await self._next_job()
-                if job is None:
+                if not await self._wait_for_job(session is not None):
                     return
-                delay = self.resume_at - time.monotonic()
-                if session is None and delay > 0:
-                    await asyncio.sleep(delay)
-                try:
-                    if session is None:
+                if session is None:  # a slot first: the jobs stay with the lane's connected senders meanwhile
+                    delay = self.resume_at - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    try:
                         if not await self._slot(holder):
-                            await self.engine.give_back(job)
                             return
-                        session = await self._open(job)
-                        if session is None:
-                            await self._let_slot_go(holder)
-                            continue
+                    except LimitsUnavailable as exc:
+                        if self.jobs:
+                            await self._defer_unlimited(self.jobs.popleft(), exc)
+                        continue
+                    if not self.jobs:
+                        await self._let_slot_go(holder)
+                        return
+                    job = self.jobs.popleft()
+                    session = await self._open(job)
+                    if session is None:
+                        await self._let_slot_go(holder)
+                        continue
+                else:
+                    job = self.jobs.popleft()
+                try:
                     await self._pace()
                 except LimitsUnavailable as exc:
                     await self._defer_unlimited(job, exc)

@@ -28,6 +28,16 @@ class Limits(Protocol):
         """Give back `holder`'s slot of `key` (nothing when it holds none)."""
         ...
 
+    async def want(self, key: str, count: int, seconds: float) -> None:
+        """Say for `seconds` that `count` senders wait for a slot of `key` (all were held), so that as many
+        holders not using their slots give them back (`wanted`)."""
+        ...
+
+    async def wanted(self, key: str) -> bool:
+        """Whether someone waits for a slot of `key`; True takes one of the wishes, so that one holder
+        gives way per waiter (a waiter still waiting says so again)."""
+        ...
+
     async def attempt(self, key: str, max_failures: int, window: float) -> str | None:
         """Count an attempt as a failure of `key` in a sliding `window` of seconds, unless `max_failures`
         are already there (then None, nothing counted). The token returned forgives it (`forgive`) once

@@ -32,6 +32,7 @@ class MemoryLimits:
         self.max_keys = max_keys
         self._buckets: dict[str, _Bucket] = {}
         self._slots: dict[str, dict[str, float]] = {}  # key → holder → lease end
+        self._wishes: dict[str, tuple[int, float]] = {}  # key → (senders waiting for a slot, until)
         self._failures: dict[str, deque[tuple[float, str]]] = {}
 
     def _now(self) -> float:
@@ -88,6 +89,23 @@ class MemoryLimits:
             held.pop(holder, None)
             if not held:
                 del self._slots[key]
+
+    async def want(self, key: str, count: int, seconds: float) -> None:
+        now = self._now()
+        if len(self._wishes) >= self.max_keys:
+            for other in [k for k, (_, until) in self._wishes.items() if until <= now]:
+                del self._wishes[other]
+            while len(self._wishes) >= self.max_keys:
+                del self._wishes[next(iter(self._wishes))]
+        self._wishes[key] = (count, now + seconds)
+
+    async def wanted(self, key: str) -> bool:
+        count, until = self._wishes.pop(key, (0, 0.0))
+        if count < 1 or until <= self._now():
+            return False
+        if count > 1:
+            self._wishes[key] = (count - 1, until)
+        return True
 
     def _recent(self, key: str, now: float, window: float) -> deque[tuple[float, str]] | None:
         times = self._failures.get(key)

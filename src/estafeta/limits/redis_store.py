@@ -55,6 +55,13 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000) + tonumber(ARGV[4]))
 return 1
 """
 
+_WANTED = """
+local wishes = tonumber(redis.call('GET', KEYS[1]))
+if not wishes or wishes < 1 then return 0 end
+if wishes > 1 then redis.call('DECR', KEYS[1]) else redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
 _ATTEMPT = """
 local now, window, most = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -86,6 +93,7 @@ class RedisLimits:
         self._take = self.redis.register_script(_TAKE)
         self._acquire = self.redis.register_script(_ACQUIRE)
         self._renew = self.redis.register_script(_RENEW)
+        self._wanted = self.redis.register_script(_WANTED)
         self._attempt = self.redis.register_script(_ATTEMPT)
 
     def _now(self) -> str:
@@ -114,6 +122,13 @@ class RedisLimits:
 
     async def release(self, key: str, holder: str) -> None:
         await self._call(self.redis.zrem(self.prefix + key, holder))
+
+    async def want(self, key: str, count: int, seconds: float) -> None:
+        wish = f"{self.prefix}{key}:wanted"
+        await self._call(self.redis.set(wish, count, px=max(1, round(seconds * 1000))))
+
+    async def wanted(self, key: str) -> bool:
+        return bool(await self._call(self._wanted(keys=[f"{self.prefix}{key}:wanted"])))
 
     async def attempt(self, key: str, max_failures: int, window: float) -> str | None:
         token = secrets.token_hex(8)
