@@ -243,6 +243,35 @@ async def test_what_was_sent_in_clear_text_with_starttls_is_discarded(relay: Rel
     assert quit_.startswith(b"221 ")
 
 
+async def test_pipelined_commands_are_answered_in_order(relay: Relay) -> None:
+    """RFC 2920: a client that saw PIPELINING sends a transaction's commands without waiting; each gets its
+    reply in order, DATA included, and a refused MAIL leaves the rest of its group refused, not run."""
+    token = base64.b64encode(f"\0{relay.username}\0{relay.password}".encode())
+
+    def scenario() -> list[bytes]:
+        with socket.create_connection((HOST, relay.starttls_port), timeout=30) as plain:
+            assert _reply(plain).startswith(b"220 ")
+            plain.sendall(b"EHLO client.test\r\n")
+            assert b"250-PIPELINING\r\n" in _reply(plain)
+            plain.sendall(b"STARTTLS\r\n")
+            assert _reply(plain).startswith(b"220 ")
+            with relay.tls().wrap_socket(plain, server_hostname=HOST) as secure:
+                secure.sendall(b"EHLO client.test\r\nAUTH PLAIN " + token + b"\r\n")
+                assert b"250-PIPELINING\r\n" in _reply(secure)
+                assert _reply(secure).startswith(b"235 ")
+                secure.sendall(
+                    b"MAIL FROM:<ceo@globex.test>\r\nRCPT TO:<ana@gmail.test>\r\nDATA\r\n"
+                    b"RSET\r\nMAIL FROM:<hello@acme.test>\r\nRCPT TO:<ana@gmail.test>\r\nDATA\r\n"
+                )
+                replies = [_reply(secure) for _ in range(7)]
+                secure.sendall(SIMPLE + b".\r\nNOOP\r\nQUIT\r\n")
+                return replies + [_reply(secure) for _ in range(3)]
+
+    replies = [reply[:3] for reply in await asyncio.to_thread(scenario)]
+    assert replies == [b"550", b"503", b"503", b"250", b"250", b"250", b"354", b"250", b"250", b"221"]
+    assert await relay.platform.core.db.run(queue_store.state_counts) == {"queued": 1}
+
+
 async def test_wrong_or_unknown_credentials_are_refused(relay: Relay) -> None:
     def scenario() -> None:
         for username, password in ((relay.username, "wrong"), ("smtp_nobody", relay.password)):
