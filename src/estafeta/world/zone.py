@@ -27,9 +27,9 @@ NEGATIVE_TTL = 0
 _IN = dns.rdataclass.IN
 
 
-def _apex(nameserver_address: str | None) -> str:
+def _apex(nameserver_address: str | None, negative_ttl: int) -> str:
     lines = [
-        f"@ 3600 IN SOA {NAMESERVER} hostmaster.test. 1 3600 600 86400 {NEGATIVE_TTL}",
+        f"@ 3600 IN SOA {NAMESERVER} hostmaster.test. 1 3600 600 86400 {negative_ttl}",
         f"@ 3600 IN NS {NAMESERVER}",
     ]
     if nameserver_address is not None:
@@ -70,11 +70,22 @@ class Lookup:
 class WorldZone:
     """The authoritative data for `test.` and `127.in-addr.arpa.`, safe to edit from any thread."""
 
-    def __init__(self, forward_text: str, reverse_text: str, nameserver_address: str | None = None) -> None:
-        """`forward_text` is relative to `test.`, `reverse_text` to `127.in-addr.arpa.` (no SOA/NS needed)."""
+    def __init__(
+        self,
+        forward_text: str,
+        reverse_text: str,
+        nameserver_address: str | None = None,
+        negative_ttl: int = NEGATIVE_TTL,
+    ) -> None:
+        """`forward_text` is relative to `test.`, `reverse_text` to `127.in-addr.arpa.` (no SOA/NS needed);
+        `negative_ttl` is how long resolvers may remember that a name or record does not exist."""
         self._zones = (
-            dns.zone.from_text(_apex(nameserver_address) + forward_text, origin=ORIGIN, relativize=False),
-            dns.zone.from_text(_apex(None) + reverse_text, origin=REVERSE_ORIGIN, relativize=False),
+            dns.zone.from_text(
+                _apex(nameserver_address, negative_ttl) + forward_text, origin=ORIGIN, relativize=False
+            ),
+            dns.zone.from_text(
+                _apex(None, negative_ttl) + reverse_text, origin=REVERSE_ORIGIN, relativize=False
+            ),
         )
         self._lock = threading.Lock()
         self.version = 0
