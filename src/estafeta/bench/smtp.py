@@ -210,9 +210,11 @@ async def _clients(
     sent: c_int,
 ) -> dict[str, Any]:
     tls = ssl.create_default_context(cafile=cafile)
-    connections = [  # spread over the nodes, as behind a TCP load balancer
-        await Submission.open(HOST, ports[n % len(ports)], tls, username, password) for n in range(sessions)
-    ]
+    async with asyncio.timeout(60):  # a server that does not answer fails the run
+        connections = [  # spread over the nodes, as behind a TCP load balancer
+            await Submission.open(HOST, ports[n % len(ports)], tls, username, password)
+            for n in range(sessions)
+        ]
     pending = iter(range(messages))
     latencies: list[float] = []
     refused: list[str] = []
