@@ -11,6 +11,7 @@ Each node is a real subprocess in a process group of its own; the cluster is sha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -119,10 +121,17 @@ async def _account(database_url: str, world: World) -> str:
         await core.aclose()
 
 
-@pytest.fixture(scope="module")
-def cluster(
-    world: World, pg_server: str, redis_server: str, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def running_cluster(
+    world: World,
+    pg_server: str,
+    redis_server: str,
+    directory: Path,
+    count: int,
+    delivery: dict[str, object] | None = None,
 ) -> Iterator[Cluster]:
+    """`count` nodes on a scratch PostgreSQL schema and Redis prefix (both dropped afterwards), with the
+    world's account, and `delivery` settings over the nodes' defaults."""
     schema = f"t_{secrets.token_hex(6)}"
     prefix = f"estafeta-test:{secrets.token_hex(6)}:"
     with psycopg.connect(pg_server, autocommit=True) as conn:
@@ -130,11 +139,12 @@ def cluster(
     database_url = (
         pg_server.replace("postgresql://", "postgresql+psycopg://", 1) + f"?options=-csearch_path%3D{schema}"
     )
-    directory = tmp_path_factory.mktemp("cluster")
     world.reset()
     token = asyncio.run(_account(database_url, world))
     env = _node_env(database_url, world, prefix)
-    nodes = [Node.start(f"node{n}", env, directory) for n in range(NODES)]
+    if delivery:
+        env["ESTAFETA_DELIVERY"] = json.dumps({**json.loads(env["ESTAFETA_DELIVERY"]), **delivery})
+    nodes = [Node.start(f"node{n}", env, directory) for n in range(count)]
     try:
         wait_until_ready(nodes, START_TIMEOUT)
         yield Cluster(nodes, token, world, schema)
@@ -147,6 +157,14 @@ def cluster(
             shared.delete(*keys)
         with psycopg.connect(pg_server, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    world: World, pg_server: str, redis_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    with running_cluster(world, pg_server, redis_server, tmp_path_factory.mktemp("cluster"), NODES) as nodes:
+        yield nodes
 
 
 def _recipients(tag: str, domain: str, count: int) -> list[str]:
