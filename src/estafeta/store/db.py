@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -106,7 +107,11 @@ def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
             # Take the write lock up front (no upgrade deadlocks), on the driver: every transaction does it.
-            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+            # Its errors are raised as SQLAlchemy raises a statement's ("database is locked": DatabaseBusy).
+            try:
+                conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                raise OperationalError("BEGIN IMMEDIATE", None, error) from error
 
         return engine
     engine = create_engine(url, pool_size=10, max_overflow=10)
