@@ -28,11 +28,12 @@ from typer.testing import CliRunner
 
 from estafeta.accept import GroupCommit, store_batch
 from estafeta.audit import SYSTEM, Actor
-from estafeta.bench.submission import Refused, Submission, dot_stuffed
+from estafeta.bench.submission import Refused, Submission
 from estafeta.cli import app as cli_app
 from estafeta.clock import ManualClock
 from estafeta.config import DomainSettings
 from estafeta.core import Core
+from estafeta.delivery.pipelining import message_data
 from estafeta.platform import Platform
 from estafeta.sandbox import sandbox_settings
 from estafeta.store import accounts as account_store
@@ -1008,11 +1009,11 @@ async def test_the_benchmark_client_submits_one_command_at_a_time(relay: Relay) 
     message queued as sent, dot-stuffed lines included; a refusal leaves its session usable."""
     client = await Submission.open(HOST, relay.starttls_port, relay.tls(), relay.username, relay.password)
     dotted = SIMPLE + b".A line that starts with a dot\r\n..and one with two\r\n.\r\nno final line break"
-    first = await client.send("hello@acme.test", "ana@gmail.test", dot_stuffed(dotted))
+    first = await client.send("hello@acme.test", "ana@gmail.test", message_data(dotted))
     with pytest.raises(Refused) as refused:
-        await client.send("ceo@globex.test", "ana@gmail.test", dot_stuffed(SIMPLE))
+        await client.send("ceo@globex.test", "ana@gmail.test", message_data(SIMPLE))
     assert refused.value.code == 550
-    second = await client.send("hello@acme.test", "bob@yahoo.test", dot_stuffed(SIMPLE))
+    second = await client.send("hello@acme.test", "bob@yahoo.test", message_data(SIMPLE))
     await client.quit()
     _, raw = relay.stored(_queued_id((250, first)))
     assert raw.endswith(dotted[dotted.index(b"\r\n\r\n") :] + b"\r\n")

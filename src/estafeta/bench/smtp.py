@@ -33,9 +33,10 @@ from estafeta.audit import SYSTEM
 from estafeta.bench.nodes import Nodes, shared_limits
 from estafeta.bench.resources import DEFAULT_REDIS_URL, database_url, join_or_kill, load_average
 from estafeta.bench.sink import SinkProcess
-from estafeta.bench.submission import Refused, Submission, dot_stuffed
+from estafeta.bench.submission import Refused, Submission
 from estafeta.clock import SystemClock
 from estafeta.core import Core
+from estafeta.delivery.pipelining import message_data
 from estafeta.sandbox import sandbox_settings
 from estafeta.store import queue as queue_store
 from estafeta.store.db import Database
@@ -225,7 +226,7 @@ async def _clients(
             if time.monotonic() > deadline:
                 return
             recipient = f"user{index}@{PROVIDERS[index % len(PROVIDERS)]}"
-            data = dot_stuffed(bench_message(index))
+            data = message_data(bench_message(index))
             began = time.perf_counter()
             try:
                 await client.send("orders@bench.test", recipient, data)

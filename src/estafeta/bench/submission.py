@@ -83,17 +83,6 @@ class _Replies(asyncio.Protocol):
         return future
 
 
-def dot_stuffed(message: bytes) -> bytes:
-    """The message as DATA carries it (RFC 5321, 4.5.2): a dot doubled at the start of a line, ending in
-    CRLF, then the final dot."""
-    stuffed = message.replace(b"\r\n.", b"\r\n..")
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
-    if not stuffed.endswith(b"\r\n"):
-        stuffed += b"\r\n"
-    return stuffed + b".\r\n"
-
-
 class Submission:
     """One session: connect, EHLO, STARTTLS, EHLO, AUTH PLAIN; then `send` per message; `quit` at the end."""
 
@@ -130,8 +119,9 @@ class Submission:
         return text
 
     async def send(self, sender: str, recipient: str, data: bytes) -> bytes:
-        """MAIL, RCPT, DATA, the dot-stuffed message (`dot_stuffed`): each waits for its reply; returns the
-        text of the last 250. A refusal raises `Refused` after an RSET, so the session can go on."""
+        """MAIL, RCPT, DATA, then `data` as DATA carries it (`delivery.pipelining.message_data`): each
+        waits for its reply; returns the text of the last 250. A refusal raises `Refused` after an RSET, so
+        the session can go on."""
         try:
             await self._expect(f"MAIL FROM:<{sender}>\r\n".encode(), 250)
             await self._expect(f"RCPT TO:<{recipient}>\r\n".encode(), 250)
