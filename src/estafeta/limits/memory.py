@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from estafeta.clock import Clock
+
+V = TypeVar("V")
 
 
 @dataclass
@@ -42,8 +46,7 @@ class MemoryLimits:
         now = self._now()
         bucket = self._buckets.get(key)
         if bucket is None:
-            if len(self._buckets) >= self.max_keys:
-                self._forget_buckets(now)
+            self._make_room(self._buckets, lambda bucket: bucket.full(now))  # refilled: as good as none
             bucket = self._buckets[key] = _Bucket(burst, now, rate, burst)
         elif now > bucket.stamp:
             bucket.rate, bucket.burst = rate, burst
@@ -54,12 +57,14 @@ class MemoryLimits:
             return 0.0
         return (1 - bucket.tokens) / rate
 
-    def _forget_buckets(self, now: float) -> None:
-        for key, bucket in list(self._buckets.items()):  # a bucket that refilled is as good as none
-            if bucket.full(now):
-                del self._buckets[key]
-        while len(self._buckets) >= self.max_keys:
-            del self._buckets[next(iter(self._buckets))]
+    def _make_room(self, table: dict[str, V], spent: Callable[[V], bool]) -> None:
+        """When `table` is full (`max_keys`), drop its spent entries, then its oldest, so a new key fits."""
+        if len(table) < self.max_keys:
+            return
+        for key in [key for key, value in table.items() if spent(value)]:
+            del table[key]
+        while len(table) >= self.max_keys:
+            del table[next(iter(table))]
 
     def _held(self, key: str, now: float) -> dict[str, float]:
         held = self._slots.setdefault(key, {})
@@ -92,11 +97,7 @@ class MemoryLimits:
 
     async def want(self, key: str, count: int, seconds: float) -> None:
         now = self._now()
-        if len(self._wishes) >= self.max_keys:
-            for other in [k for k, (_, until) in self._wishes.items() if until <= now]:
-                del self._wishes[other]
-            while len(self._wishes) >= self.max_keys:
-                del self._wishes[next(iter(self._wishes))]
+        self._make_room(self._wishes, lambda wish: wish[1] <= now)
         self._wishes[key] = (count, now + seconds)
 
     async def wanted(self, key: str) -> bool:
@@ -122,19 +123,12 @@ class MemoryLimits:
         if times is not None and len(times) >= max_failures:
             return None
         if times is None:
-            self._make_room(now, window)
+            # Keys whose failures all aged out go first.
+            self._make_room(self._failures, lambda kept: not kept or kept[-1][0] <= now - window)
             times = self._failures[key] = deque()
         token = secrets.token_hex(8)
         times.append((now, token))
         return token
-
-    def _make_room(self, now: float, window: float) -> None:
-        if len(self._failures) < self.max_keys:
-            return
-        for other in list(self._failures):  # keys whose failures have all aged out
-            self._recent(other, now, window)
-        while len(self._failures) >= self.max_keys:  # then the longest-remembered
-            del self._failures[next(iter(self._failures))]
 
     async def forgive(self, key: str, token: str) -> None:
         times = self._failures.get(key)
