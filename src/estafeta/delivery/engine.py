@@ -250,7 +250,7 @@ class Lane:
                     limit = self.limits.concurrency
                     if await engine.limits.acquire(self.slots_key, holder, limit, lease):
                         break
-                    # As many idle sessions (on any node) give way as this lane can use.
+                    # As many sessions (on any node) idle or past their turn give way as this lane can use.
                     wishes = min(self.waiting, len(self.jobs))
                     await engine.limits.want(self.slots_key, wishes, WISH_SECONDS)
                     await asyncio.sleep(SLOT_POLL)
