@@ -33,6 +33,13 @@ class DeliverySettings(BaseModel):
     connect_timeout: float = 30.0
     command_timeout: float = 120.0
     idle_timeout: float = Field(5.0, description="seconds an unused connection to an MX is kept open")
+    give_way_after: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a connection keeps sending before it gives its destination slot to a sender (on "
+        "any node) waiting for one: it then closes after its current message, and its mail waits for a slot "
+        "in turn; a connection nobody waits for is reused as long as there is mail",
+    )
     processes: int = Field(
         0,
         ge=0,

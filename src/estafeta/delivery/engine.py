@@ -7,8 +7,12 @@ connection slots (leased, renewed while the session lasts, so a killed node's sl
 its session is open, and takes a token from the destination's shared bucket before each message. An idle
 session stays open for more mail (`delivery.idle_timeout`) only until a sender, on any node, waits for a
 slot of its destination: then it closes and gives its slot up, so that the limit still counts every open
-connection while no node's mail waits for another's idle one. When the shared limits cannot be reached,
-the destination's waiting mail is deferred untried (temporary failure).
+connection while no node's mail waits for another's idle one. A busy session gives way too, once it has
+sent for `delivery.give_way_after` seconds: it closes after its current message and its lane's mail (still
+claimed, its leases renewed) waits for a slot in turn, so that a node holding every slot takes turns with
+the nodes waiting rather than make them wait until its own mail runs out; while nobody waits, it stays
+open. When the shared limits cannot be reached, the destination's waiting mail is deferred untried
+(temporary failure).
 
 Destinations are kept apart: one domain holds at most `max_in_flight_per_domain` claimed entries (the
 rest of its mail stays in the queue while others are claimed), and a destination that ends several
@@ -68,6 +72,9 @@ SESSIONS_FLUSH_INTERVAL = 5.0  # seconds between additions of TLS session counts
 # session's looks for a sender waiting for its slot.
 SLOT_POLL = 0.2
 WISH_SECONDS = 3 * SLOT_POLL  # a waiter's wish for a slot outlives a few of its tries, not the waiter
+# A session that gave way asks for a slot again only after this: the waiter, trying every SLOT_POLL, takes
+# the freed slot first.
+GIVEN_WAY_PAUSE = WISH_SECONDS
 _senders = itertools.count()
 
 
@@ -99,7 +106,7 @@ class Lane:
         self.arrived = asyncio.Event()
         self.slot_turn = asyncio.Lock()  # senders waiting for a slot ask for it one at a time
         self.waiting = 0  # senders waiting for a slot
-        self.resume_at = 0.0  # monotonic time before which no new session is opened (after a 421)
+        self.resume_at = 0.0  # monotonic time before which no new session is opened (421, gave way)
         self.dropped = 0  # transactions in a row that ended without a reply
 
     def add(self, job: Job) -> None:
@@ -243,7 +250,7 @@ class Lane:
                     limit = self.limits.concurrency
                     if await engine.limits.acquire(self.slots_key, holder, limit, lease):
                         break
-                    # As many idle sessions (on any node) give way as this lane can use.
+                    # As many sessions (on any node) idle or past their turn give way as this lane can use.
                     wishes = min(self.waiting, len(self.jobs))
                     await engine.limits.want(self.slots_key, wishes, WISH_SECONDS)
                     await asyncio.sleep(SLOT_POLL)
@@ -269,6 +276,7 @@ class Lane:
     async def _sender(self) -> None:
         session: MxSession | None = None
         holder = f"{self.engine.owner}:{next(_senders)}"
+        turn_ends = 0.0  # monotonic time from which the session looks for senders waiting for its slot
         try:
             while True:
                 if not await self._wait_for_job(session is not None):
@@ -292,6 +300,7 @@ class Lane:
                     if session is None:
                         await self._let_slot_go(holder)
                         continue
+                    turn_ends = time.monotonic() + self.engine.settings.delivery.give_way_after
                 else:
                     job = self.jobs.popleft()
                 try:
@@ -319,7 +328,13 @@ class Lane:
                 await self.engine.record(classified(job, reply, extra, self.engine.policy), replied_at)
                 if self.dropped >= delivery.max_dropped_transactions and self.jobs:
                     await self._defer_waiting(reply)
-                if not session.alive or holder in self.engine.lost_slots:
+                gives_way = False
+                if self.jobs and replied_at >= turn_ends:  # (none left: `_wait_for_job` looks, idle)
+                    turn_ends = replied_at + SLOT_POLL  # while nobody waits, looked at this often
+                    gives_way = await self._slot_wanted()
+                    if gives_way:  # the lane's jobs wait for a slot again, after the waiter took this one
+                        self.resume_at = max(self.resume_at, time.monotonic() + GIVEN_WAY_PAUSE)
+                if gives_way or not session.alive or holder in self.engine.lost_slots:
                     self.engine.lost_slots.discard(holder)
                     await session.close()
                     session = None

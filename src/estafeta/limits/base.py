@@ -30,7 +30,7 @@ class Limits(Protocol):
 
     async def want(self, key: str, count: int, seconds: float) -> None:
         """Say for `seconds` that `count` senders wait for a slot of `key` (all were held), so that as many
-        holders not using their slots give them back (`wanted`)."""
+        holders give their slots back (`wanted`): idle ones at once, busy ones once they had their turn."""
         ...
 
     async def wanted(self, key: str) -> bool:
