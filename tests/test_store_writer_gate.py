@@ -1,6 +1,7 @@
 """SQLite's writer gate on a real database file: transactions of different processes (here: Database
 objects) take turns at it, a wait past the busy timeout is `DatabaseBusy` with nothing done, and the gate
-is free again after a failed transaction and after the death of a process that held it."""
+is free again after a failed transaction and after the death of a process that held it. A process waiting
+for it gets it as soon as it is released."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,30 @@ def hold(conn):
     time.sleep(60)
 db.call(hold)
 """
+
+HOLD_UNTIL_TOLD = """
+import sys, time
+from estafeta.store.db import Database
+db = Database(sys.argv[1])
+def hold(conn):
+    print("inside", flush=True)
+    sys.stdin.readline()
+    print(time.monotonic(), flush=True)  # leaving: the gate is released right after (CLOCK_MONOTONIC)
+db.call(hold)
+"""
+
+
+def _holder(script: str, path: Path, **kwargs: object) -> subprocess.Popen[str]:
+    """A process running `script` that holds the gate of the database at `path` once it printed "inside"."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, f"sqlite:///{path}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
+        **kwargs,  # type: ignore[call-overload]
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "inside"
+    return holder
 
 
 def _one(conn: Connection) -> int:
@@ -68,15 +94,8 @@ def test_the_gate_is_free_after_a_failed_transaction(tmp_path: Path) -> None:
 
 def test_the_gate_is_free_once_a_process_holding_it_is_killed(tmp_path: Path) -> None:
     path = tmp_path / "gate.db"
-    src = Path(__file__).parents[1] / "src"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, f"sqlite:///{path}"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(src)},
-    )
+    holder = _holder(HOLD, path)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "inside"
         db = Database(f"sqlite:///{path}", busy_timeout=0.2)
         with pytest.raises(DatabaseBusy):
             db.call(_one)
@@ -85,3 +104,35 @@ def test_the_gate_is_free_once_a_process_holding_it_is_killed(tmp_path: Path) ->
         holder.wait()
     assert db.call(_one) == 1
     db.close()
+
+
+def test_a_waiting_process_is_busy_at_its_timeout_and_gets_the_gate_as_soon_as_it_is_released(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gate.db"
+    holder = _holder(HOLD_UNTIL_TOLD, path, stdin=subprocess.PIPE)
+    impatient, patient = Database(f"sqlite:///{path}", busy_timeout=0.3), Database(f"sqlite:///{path}")
+    entered: list[float] = []
+    waiter = threading.Thread(target=patient.call, args=(lambda conn: entered.append(time.monotonic()),))
+    try:
+        began = time.monotonic()
+        with pytest.raises(DatabaseBusy):
+            impatient.call(_one)
+        assert 0.3 <= time.monotonic() - began < 1.5
+
+        waiter.start()
+        time.sleep(0.75)  # waiting, past the impatient one's timeout
+        assert not entered
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.write("leave\n")
+        holder.stdin.flush()
+        left = float(holder.stdout.readline())
+        waiter.join(10)
+        assert holder.wait(10) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(entered) == 1 and entered[0] - left < 0.05
+    assert impatient.call(_one) == 1
+    impatient.close()
+    patient.close()

@@ -54,7 +54,14 @@ class WriterGate:
     Every Estafeta transaction on SQLite takes the write lock (BEGIN IMMEDIATE), so the gate changes no
     outcome, only who waits how: a millisecond at most after the gate is free, instead of SQLite's
     growing sleeps. The kernel drops the lock of a process that dies. Writers outside Estafeta (the
-    sqlite3 shell) skip the gate and are still waited for by SQLite's busy handler."""
+    sqlite3 shell) skip the gate and are still waited for by SQLite's busy handler.
+
+    Waiters poll rather than block in `flock` on purpose: a blocked waiter is handed the gate the moment
+    it is released, so processes strictly alternate (about one transaction per turn instead of ten), and
+    each turn costs a process switch, GIL hand-overs and SQLite re-reading the pages the other process
+    changed: with four processes writing, blocking waits (a taker thread, or a signal to end the wait)
+    took 40% more CPU per transaction and committed 35% fewer, and the SMTP relay bench lost a fifth of
+    its rate; a waiting poll costs about 3% of a core."""
 
     def __init__(self, path: Path, timeout: float) -> None:
         self.timeout = timeout
