@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from estafeta.compose import Address, AddressError, Attachment, ComposeError, Draft, compose, parse_address
+from estafeta.compose.addresses import _plain_address, _validated
 from estafeta.compose.headers import (
     MAX_LINE_OCTETS,
     _address_list,
@@ -46,6 +47,40 @@ def test_parsing_any_text_gives_an_address_or_an_address_error(text: str) -> Non
     else:
         assert "@" in address.email and address.email == address.email.strip()
         assert not any(c in address.display_name for c in "\r\n")
+
+
+plain_local_parts = st.one_of(
+    st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,80}", fullmatch=True),
+    st.sampled_from(["Postmaster", "ABUSE", "webmaster", "no-reply", "a" * 64, "b" * 200]),
+)
+plain_domains = st.one_of(
+    st.from_regex(r"[A-Za-z0-9.-]{1,70}", fullmatch=True),
+    domains,
+    st.sampled_from(
+        [
+            "xn--bcher-kva.test",
+            "Gmail.TEST",
+            "localhost",
+            "x.invalid",
+            "a-.test",
+            ("d" * 63 + ".") * 3 + "com",
+        ]
+    ),
+)
+
+
+@settings(max_examples=500)
+@given(plain_local_parts, plain_domains)
+def test_a_plain_address_is_read_from_its_domain_as_the_whole_validation_reads_it(
+    local: str, domain: str
+) -> None:
+    address = f"{local}@{domain}"
+    fast = _plain_address(address)
+    try:
+        whole: str | None = _validated(address)
+    except AddressError:
+        whole = None
+    assert fast is None or fast == whole
 
 
 @given(display_names, local_parts, domains)
