@@ -19,13 +19,14 @@ import dns.resolver
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from dkim.canonicalization import CanonicalizationPolicy
 from dns.rdtypes.ANY.TXT import TXT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from estafeta.clock import ManualClock
 from estafeta.compose import Address, Attachment, Draft, compose, ensure_headers, parse_address
-from estafeta.dkim import DkimKey, DkimSigner, generate_key
+from estafeta.dkim import DkimKey, DkimSigner, generate_key, relaxed_body
 
 SIGNED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
@@ -382,3 +383,12 @@ def test_any_unicode_message_verifies(
     key = rsa_key if algorithm == "rsa" else ed25519_key
     raw = message(subject=subject, text=text, html=f"<p>{text}</p>")
     assert verify(DkimSigner(key).sign(raw), dns_server)
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from([b"a", b" ", b"\t", b"\r\n", b"\r", b"\n", b"b c"]), max_size=40))
+def test_relaxed_body_canonicalization_is_dkimpys(parts: list[bytes]) -> None:
+    body = b"".join(parts)
+    assert relaxed_body(body) == CanonicalizationPolicy.from_c_value(b"relaxed/relaxed").canonicalize_body(
+        body
+    )
