@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from email.parser import Parser
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -20,10 +21,12 @@ from estafeta.compose.addresses import _plain_address, _validated
 from estafeta.compose.headers import (
     MAX_LINE_OCTETS,
     _address_list,
+    _check_line_structure,
     _parsed_address_list,
     check_custom_headers,
     check_message,
     fold_words,
+    header_message,
 )
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -231,3 +234,28 @@ def test_plain_mailboxes_are_counted_as_the_stdlib_parser_counts_them(value: str
 @given(st.text(alphabet='ab.@<> \t,"();:[]1é-', max_size=40))
 def test_any_address_field_is_counted_as_the_stdlib_parser_counts_it(value: str) -> None:
     assert _mailboxes(_address_list, value) == _mailboxes(_parsed_address_list, value)
+
+
+header_lines = st.one_of(
+    st.from_regex(r"[!-9;-~]{1,12}:", fullmatch=True),
+    st.sampled_from(["From:", "To:", "Subject:", "Content-Type:", "X:", " ", "\t", "From ", ":"]),
+).flatmap(
+    lambda start: st.text(st.sampled_from('ab <>@:;,\t"é\u2028\x85\x0c\x1c'), max_size=20).map(
+        lambda rest: start + rest
+    )
+)
+
+
+@settings(max_examples=500)
+@given(st.lists(header_lines, min_size=1, max_size=8), st.booleans())
+def test_a_header_section_is_read_as_the_stdlib_parser_reads_it(lines: list[str], crlf_at_end: bool) -> None:
+    text = "\r\n".join(lines) + ("\r\n" if crlf_at_end else "")
+    try:
+        _check_line_structure(text.encode() + b"\r\nbody\r\n")
+    except ComposeError:
+        assume(False)
+    fast = header_message(text)
+    whole = Parser(policy=policy.SMTPUTF8).parsestr(text, headersonly=True)
+    assert type(fast) is type(whole)
+    assert list(fast.raw_items()) == list(whole.raw_items())
+    assert fast.get_payload() == whole.get_payload()
