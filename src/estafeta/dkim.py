@@ -58,6 +58,7 @@ _MONTH_LETTERS = "abcdefghijkl"
 # other than one space.
 _TRAILING_BLANKS = re.compile(rb"[\t ]+\r\n")
 _BLANK_RUNS = re.compile(rb"[\t ]{2,}|\t")
+_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")  # dkimpy's, compiled once
 
 _PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
@@ -156,6 +157,25 @@ def _signature_value(fields: list[tuple[bytes, bytes]]) -> bytes:
     return fold(b"; ".join(b"=".join(field) for field in fields), namelen=len(_HEADER_NAME))
 
 
+def split_message(raw: bytes) -> tuple[list[list[bytes]], bytes]:
+    """dkimpy's `rfc822_parse` (header fields as [name, value with CRLF], and the body), which splits and
+    joins again every line of the body; for a message with a header section and only CRLF line ends the
+    body is taken as it stands and only the header lines are read. Any other message, or a header line
+    dkimpy refuses, goes to `rfc822_parse` itself."""
+    end = raw.find(b"\r\n\r\n")
+    if end <= 0 or raw.count(b"\n") != raw.count(b"\r\n"):
+        return rfc822_parse(raw)
+    headers: list[list[bytes]] = []
+    for line in raw[:end].split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and headers:
+            headers[-1][1] += line + b"\r\n"
+        elif (name := _FIELD_NAME.match(line)) is not None:
+            headers.append([name.group(1), line[name.end() :] + b"\r\n"])
+        elif not line.startswith(b"From "):
+            return rfc822_parse(raw)
+    return headers, raw[end + 4 :]
+
+
 def relaxed_body(body: bytes) -> bytes:
     """dkimpy's relaxed body canonicalization, which rewrites every single space of the body with another
     one; this one substitutes only what changes, and a body that needs nothing is not rewritten at all."""
@@ -191,7 +211,7 @@ class DkimSigner:
 
     def sign(self, raw: bytes) -> bytes:
         """Return `raw` with a DKIM-Signature header prepended."""
-        headers, body = rfc822_parse(raw)
+        headers, body = split_message(raw)
         signed = [name.lower() for name, _ in headers if name.lower() in _SIGNED_HEADERS]
         if b"from" not in signed:
             raise ValueError("a message without a From header cannot be DKIM-signed")
