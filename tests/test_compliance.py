@@ -7,12 +7,21 @@ from email.policy import SMTP
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from estafeta.cli import app
 from estafeta.compliance.html_check import html_problems
 from estafeta.compliance.idn import RestrictionLevel, ascii_lookalike, check_domain, restriction_level
-from estafeta.compliance.linter import RULES, LintContext, lint_files, lint_raw
+from estafeta.compliance.linter import (
+    RULES,
+    LintContext,
+    _parsed_bodies,
+    _single_text_bodies,
+    lint_files,
+    lint_raw,
+)
 
 UNSUBSCRIBE = "https://news.acme.test/u/abc"
 
@@ -251,3 +260,41 @@ def test_a_broken_encoded_word_is_linted_as_it_stands() -> None:
         b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <a@acme.test>\r\n\r\nhi\r\n"
     )
     assert isinstance(lint_raw(raw, LintContext()), list)
+
+
+body_header_lines = st.sampled_from(
+    [
+        b"From: a@b.test",
+        b"Subject: Hi",
+        b"Content-Type: text/plain",
+        b"Content-Type: text/html; charset=UTF-8",
+        b'content-type:text/plain; charset="iso-8859-1" ',
+        b"Content-Type: text/plain; charset=nosuch",
+        b"Content-Type: text/plain; format=flowed",
+        b"Content-Type: multipart/mixed; boundary=x",
+        b"Content-Type: TEXT/HTML",
+        b"Content-Transfer-Encoding: 8bit",
+        b"Content-Transfer-Encoding: base64",
+        b"Content-Disposition: attachment",
+        b" folded",
+        b"\tfolded",
+        b"From nobody",
+        b":empty name",
+        b"bad line",
+        b"X-Bare: a\nb",
+        b"X-Cr: a\rb",
+        b"X-Utf8: \xc3\xa9",
+    ]
+)
+body_bytes = st.lists(
+    st.sampled_from([b"Hello", b" ", b"\r\n", b"\n", b"\r", b"\xc3\xa9", b"\xe9", b"\x85", b"\x0c", b"."]),
+    max_size=30,
+).map(b"".join)
+
+
+@settings(max_examples=500)
+@given(st.lists(body_header_lines, max_size=6), body_bytes)
+def test_a_single_text_part_is_read_as_the_stdlib_parser_reads_it(lines: list[bytes], body: bytes) -> None:
+    raw = b"\r\n".join(lines) + b"\r\n\r\n" + body
+    fast = _single_text_bodies(raw)
+    assert fast is None or fast == _parsed_bodies(raw)

@@ -10,19 +10,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from email.parser import Parser
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from estafeta.compose import Address, AddressError, Attachment, ComposeError, Draft, compose, parse_address
+from estafeta.compose.addresses import _plain_address, _validated
 from estafeta.compose.headers import (
     MAX_LINE_OCTETS,
     _address_list,
+    _check_line_structure,
     _parsed_address_list,
     check_custom_headers,
     check_message,
     fold_words,
+    header_message,
 )
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -46,6 +50,40 @@ def test_parsing_any_text_gives_an_address_or_an_address_error(text: str) -> Non
     else:
         assert "@" in address.email and address.email == address.email.strip()
         assert not any(c in address.display_name for c in "\r\n")
+
+
+plain_local_parts = st.one_of(
+    st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,80}", fullmatch=True),
+    st.sampled_from(["Postmaster", "ABUSE", "webmaster", "no-reply", "a" * 64, "b" * 200]),
+)
+plain_domains = st.one_of(
+    st.from_regex(r"[A-Za-z0-9.-]{1,70}", fullmatch=True),
+    domains,
+    st.sampled_from(
+        [
+            "xn--bcher-kva.test",
+            "Gmail.TEST",
+            "localhost",
+            "x.invalid",
+            "a-.test",
+            ("d" * 63 + ".") * 3 + "com",
+        ]
+    ),
+)
+
+
+@settings(max_examples=500)
+@given(plain_local_parts, plain_domains)
+def test_a_plain_address_is_read_from_its_domain_as_the_whole_validation_reads_it(
+    local: str, domain: str
+) -> None:
+    address = f"{local}@{domain}"
+    fast = _plain_address(address)
+    try:
+        whole: str | None = _validated(address)
+    except AddressError:
+        whole = None
+    assert fast is None or fast == whole
 
 
 @given(display_names, local_parts, domains)
@@ -196,3 +234,28 @@ def test_plain_mailboxes_are_counted_as_the_stdlib_parser_counts_them(value: str
 @given(st.text(alphabet='ab.@<> \t,"();:[]1é-', max_size=40))
 def test_any_address_field_is_counted_as_the_stdlib_parser_counts_it(value: str) -> None:
     assert _mailboxes(_address_list, value) == _mailboxes(_parsed_address_list, value)
+
+
+header_lines = st.one_of(
+    st.from_regex(r"[!-9;-~]{1,12}:", fullmatch=True),
+    st.sampled_from(["From:", "To:", "Subject:", "Content-Type:", "X:", " ", "\t", "From ", ":"]),
+).flatmap(
+    lambda start: st.text(st.sampled_from('ab <>@:;,\t"é\u2028\x85\x0c\x1c'), max_size=20).map(
+        lambda rest: start + rest
+    )
+)
+
+
+@settings(max_examples=500)
+@given(st.lists(header_lines, min_size=1, max_size=8), st.booleans())
+def test_a_header_section_is_read_as_the_stdlib_parser_reads_it(lines: list[str], crlf_at_end: bool) -> None:
+    text = "\r\n".join(lines) + ("\r\n" if crlf_at_end else "")
+    try:
+        _check_line_structure(text.encode() + b"\r\nbody\r\n")
+    except ComposeError:
+        assume(False)
+    fast = header_message(text)
+    whole = Parser(policy=policy.SMTPUTF8).parsestr(text, headersonly=True)
+    assert type(fast) is type(whole)
+    assert list(fast.raw_items()) == list(whole.raw_items())
+    assert fast.get_payload() == whole.get_payload()

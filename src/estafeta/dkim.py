@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from dkim import fold, hash_headers, rfc822_parse
-from dkim.canonicalization import CanonicalizationPolicy
+from dkim.canonicalization import CanonicalizationPolicy, correct_empty_body, strip_trailing_lines
 
 from estafeta.clock import Clock, SystemClock
 
@@ -54,6 +54,11 @@ _SIGNED_HEADERS = frozenset(
 _OVERSIGNED_HEADERS = (b"from", b"subject")
 _SELECTOR = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
 _MONTH_LETTERS = "abcdefghijkl"
+# What relaxed body canonicalization (RFC 6376 3.4.4) changes: blanks before a line end, and runs of blanks
+# other than one space.
+_TRAILING_BLANKS = re.compile(rb"[\t ]+\r\n")
+_BLANK_RUNS = re.compile(rb"[\t ]{2,}|\t")
+_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")  # dkimpy's, compiled once
 
 _PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
@@ -152,6 +157,35 @@ def _signature_value(fields: list[tuple[bytes, bytes]]) -> bytes:
     return fold(b"; ".join(b"=".join(field) for field in fields), namelen=len(_HEADER_NAME))
 
 
+def split_message(raw: bytes) -> tuple[list[list[bytes]], bytes]:
+    """dkimpy's `rfc822_parse` (header fields as [name, value with CRLF], and the body), which splits and
+    joins again every line of the body; for a message with a header section and only CRLF line ends the
+    body is taken as it stands and only the header lines are read. Any other message, or a header line
+    dkimpy refuses, goes to `rfc822_parse` itself."""
+    end = raw.find(b"\r\n\r\n")
+    if end <= 0 or raw.count(b"\n") != raw.count(b"\r\n"):
+        return rfc822_parse(raw)
+    headers: list[list[bytes]] = []
+    for line in raw[:end].split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and headers:
+            headers[-1][1] += line + b"\r\n"
+        elif (name := _FIELD_NAME.match(line)) is not None:
+            headers.append([name.group(1), line[name.end() :] + b"\r\n"])
+        elif not line.startswith(b"From "):
+            return rfc822_parse(raw)
+    return headers, raw[end + 4 :]
+
+
+def relaxed_body(body: bytes) -> bytes:
+    """dkimpy's relaxed body canonicalization, which rewrites every single space of the body with another
+    one; this one substitutes only what changes, and a body that needs nothing is not rewritten at all."""
+    if b" \r\n" in body or b"\t\r\n" in body:
+        body = _TRAILING_BLANKS.sub(b"\r\n", body)
+    if b"\t" in body or b"  " in body:
+        body = _BLANK_RUNS.sub(b" ", body)
+    return correct_empty_body(strip_trailing_lines(body))
+
+
 class DkimSigner:
     """Signs messages with one key (relaxed/relaxed, with a `t=` timestamp)."""
 
@@ -177,12 +211,12 @@ class DkimSigner:
 
     def sign(self, raw: bytes) -> bytes:
         """Return `raw` with a DKIM-Signature header prepended."""
-        headers, body = rfc822_parse(raw)
+        headers, body = split_message(raw)
         signed = [name.lower() for name, _ in headers if name.lower() in _SIGNED_HEADERS]
         if b"from" not in signed:
             raise ValueError("a message without a From header cannot be DKIM-signed")
         include = [*signed, *_OVERSIGNED_HEADERS]
-        body_hash = hashlib.sha256(_RELAXED.canonicalize_body(body)).digest()
+        body_hash = hashlib.sha256(relaxed_body(body)).digest()
         fields = [
             *self._tags,
             (b"t", str(int(self._clock.now().timestamp())).encode("ascii")),

@@ -41,6 +41,7 @@ from estafeta.streams import Streams
 from estafeta.tracking import Tracker, TrackingOverride
 
 _FEEDBACK_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+INLINE_PREPARE_BYTES = 64 * 1024  # a relayed message up to this size is signed on the event loop
 
 
 @dataclass
@@ -320,8 +321,7 @@ class Accepter:
         sole = recipients[0] if len(recipients) == 1 else None  # else tracked per message
 
         def prepare() -> tuple[bytes, str, list[str], list[Finding]]:
-            """Check, lint, find the links of, track and sign the message: CPU work, off the event loop in
-            one trip."""
+            """Check, lint, find the links of, track and sign the message: CPU work, done in one go."""
             checked, message_id_header, bodies, found = _check_relayed(
                 raw, message_id, sender.domain, now, context
             )
@@ -333,7 +333,14 @@ class Accepter:
             links = extract_links(*bodies) if self.links.settings.enabled else []
             return signer.sign(checked), message_id_header, links, found
 
-        signed, message_id_header, links, found = await asyncio.to_thread(prepare)
+        # A message of the usual size is prepared right here: the work is Python and an RSA signature, both
+        # holding the GIL, so a worker thread ran little of it alongside the event loop, while the trip there
+        # and back (and the GIL handed over twice) cost more than the millisecond the loop now waits. A
+        # large message goes off the loop, so that it holds up no other session for long.
+        if len(raw) <= INLINE_PREPARE_BYTES:
+            signed, message_id_header, links, found = prepare()
+        else:
+            signed, message_id_header, links, found = await asyncio.to_thread(prepare)
         held = await self.links.check_links(links)
         row = message_store.NewMessage(
             id=message_id,

@@ -75,7 +75,7 @@ class LinkChecker:
     async def check_links(self, found: list[str]) -> list[str]:
         """Reasons to hold a message with these links (`extract_links`, which callers may run off the event
         loop; empty: none)."""
-        if not self.settings.enabled:
+        if not self.settings.enabled or not found:  # most messages have no link: nothing to work out
             return []
         own = self.own_hosts()
         links = [link for link in found if _host(link) not in own]

@@ -9,9 +9,15 @@ from dataclasses import dataclass
 from email.headerregistry import Address as HeaderAddress
 from email.utils import formataddr
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError, ValidatedEmail, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, EMAIL_MAX_LENGTH
 
 _QUOTED_PAIR = re.compile(r"\\(.)")
+# An ASCII dot-atom local part (RFC 5322 3.2.3) at a domain of letters, digits, hyphens and dots: nearly
+# every address; `validate_email` keeps such a local part as it is (`_plain_address`).
+_PLAIN = re.compile(
+    r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)@([A-Za-z0-9.-]+)"
+)
 
 
 class AddressError(ValueError):
@@ -92,16 +98,46 @@ def _parse_address(value: str) -> Address:
     display_name, addr_spec = _split_display_name(value)
     if bad := _control_characters(display_name):
         raise AddressError(f"the display name contains control characters: {', '.join(bad)}")
+    email = _plain_address(addr_spec) or _validated(addr_spec)
+    return Address(email=email, display_name=unicodedata.normalize("NFC", display_name))
+
+
+def _plain_address(addr_spec: str) -> str | None:
+    """`_validated(addr_spec)` for a plain address (`_PLAIN`) at a valid domain, from its domain's remembered
+    validation: a relay or a campaign sees new recipients at the same few domains all the time. None when
+    the address needs the whole validation (or is refused by it)."""
+    plain = _PLAIN.fullmatch(addr_spec)
+    if plain is None:
+        return None
+    local, domain = plain.groups()
+    forms = _domain_forms(domain)
+    if forms is None or local.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:
+        return None
+    # The length limit as `validate_email` applies it: to the address as given, with the domain in
+    # Unicode and in ASCII (the local part is ASCII, so its characters are octets).
+    if len(local) + 1 + max(len(domain), len(forms[0].encode()), len(forms[1])) > EMAIL_MAX_LENGTH:
+        return None
+    return f"{local}@{forms[1]}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _domain_forms(domain: str) -> tuple[str, str] | None:
+    """A domain's Unicode and ASCII forms as `validate_email` gives them, or None when it refuses it."""
     try:
-        validated = validate_email(
-            addr_spec,
-            check_deliverability=False,
-            test_environment=True,
-            allow_smtputf8=True,
-        )
+        validated = _validate(f"a@{domain}")
+    except EmailNotValidError:
+        return None
+    return validated.domain, validated.ascii_domain
+
+
+def _validated(addr_spec: str) -> str:
+    """The envelope form of an address (local part NFC, domain as lower-case A-label), or `AddressError`."""
+    try:
+        validated = _validate(addr_spec)
     except EmailNotValidError as exc:
         raise AddressError(str(exc)) from None
-    return Address(
-        email=f"{validated.local_part}@{validated.ascii_domain}",
-        display_name=unicodedata.normalize("NFC", display_name),
-    )
+    return f"{validated.local_part}@{validated.ascii_domain}"
+
+
+def _validate(addr_spec: str) -> ValidatedEmail:
+    return validate_email(addr_spec, check_deliverability=False, test_environment=True, allow_smtputf8=True)

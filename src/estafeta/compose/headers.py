@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from email import policy
 from email.errors import NonASCIILocalPartDefect
 from email.message import Message
-from email.parser import Parser
 from email.utils import format_datetime
 from typing import Any
 
@@ -259,13 +258,38 @@ def _check_fields(message: Message) -> None:
         raise ComposeError("headers.Message-ID", "is not a valid msg-id like <id@domain>")
 
 
+def header_message(text: str) -> Message:
+    """The headers as `Parser(policy=_POLICY).parsestr(text, headersonly=True)` reads them, for a header
+    section `_check_line_structure` passed (only CRLF line ends, each line a field or its continuation):
+    built directly, without the feed parser's machinery, which took most of the time of checking a
+    message. Defects of the message as a whole (a multipart type without parts) are not gathered: nothing
+    here reads them."""
+    message = (_POLICY.message_factory or Message)(policy=_POLICY)
+    lines = text.split("\r\n")
+    last = lines.pop()  # what follows the last CRLF: empty, or a last field without one
+    fields: list[list[str]] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            fields[-1].append(line + "\r\n")
+        else:
+            fields.append([line + "\r\n"])
+    if last:
+        if last[:1] in (" ", "\t"):
+            fields[-1].append(last)
+        else:
+            fields.append([last])
+    for source in fields:
+        message.set_raw(*_POLICY.header_source_parse(source))
+    message.set_payload("")
+    return message
+
+
 def check_message(raw: bytes) -> tuple[bytes, Message]:
     """Check a message's lines and header fields against RFC 5322 (raising `ComposeError` with the first
     problem); returns its header section and the parsed headers."""
     header_section = _check_line_structure(raw)
     # Parsed from text: BytesParser would leave UTF-8 header bytes undecoded and report them as defects.
-    text = _decode_header_section(header_section)
-    message = Parser(policy=_POLICY).parsestr(text, headersonly=True)
+    message = header_message(_decode_header_section(header_section))
     _check_fields(message)
     return header_section, message
 
