@@ -5,6 +5,7 @@ Stats, reputation, webhooks and notices read this table; nothing else inserts in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from estafeta.store import driver
 from estafeta.store.models import Event
 
 
@@ -38,8 +40,22 @@ class EventRow:
     data: dict[str, Any]
 
 
+# PostgreSQL: one statement for the whole list (an executemany runs one INSERT per row), ids in list order.
+_RECORD_POSTGRESQL = """
+INSERT INTO events (account_id, message_id, delivery_id, recipient, type, created_at, data)
+SELECT e.account_id, e.message_id, e.delivery_id, e.recipient, e.type, %(now)s, e.data
+FROM unnest(
+    CAST(%(accounts)s AS bigint[]), CAST(%(messages)s AS text[]), CAST(%(deliveries)s AS bigint[]),
+    CAST(%(recipients)s AS text[]), CAST(%(types)s AS text[]), CAST(%(data)s AS json[])
+) WITH ORDINALITY AS e(account_id, message_id, delivery_id, recipient, type, data, n)
+ORDER BY e.n
+"""
+
+
 def record(conn: Connection, events: Iterable[NewEvent], now: datetime) -> int:
     """Append events, all at `now`, in the caller's transaction; returns how many were written."""
+    if conn.dialect.name == "postgresql":
+        return _record_postgresql(conn, list(events), now)
     rows = [
         {
             "account_id": e.account_id,
@@ -55,6 +71,22 @@ def record(conn: Connection, events: Iterable[NewEvent], now: datetime) -> int:
     if rows:
         conn.execute(insert(Event), rows)
     return len(rows)
+
+
+def _record_postgresql(conn: Connection, events: list[NewEvent], now: datetime) -> int:
+    if events:
+        params = {
+            "accounts": [e.account_id for e in events],
+            "messages": [e.message_id for e in events],
+            "deliveries": [e.delivery_id for e in events],
+            "recipients": [e.recipient for e in events],
+            "types": [e.type for e in events],
+            "data": [json.dumps(e.data) for e in events],
+            "now": now,
+        }
+        with driver.cursor(conn) as cursor:
+            cursor.execute(_RECORD_POSTGRESQL, params)
+    return len(events)
 
 
 def event_row(row: Any) -> EventRow:

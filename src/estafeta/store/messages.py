@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -9,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
-from estafeta.store import suppressions
+from estafeta.store import driver, suppressions
 from estafeta.store.events import EventRow, NewEvent, for_message, record
 from estafeta.store.models import Delivery, Message
 
@@ -77,6 +78,9 @@ class MessageView:
     events: list[EventRow]
 
 
+Entry = tuple[str, int, str, str, str, str]
+"""A queue entry to insert: message id, account, recipient, domain, stream, state."""
+
 StoreHook = Callable[[Connection], None]
 """Store work committed with the messages, in their transaction (e.g. a campaign's progress cursor)."""
 
@@ -92,6 +96,101 @@ def insert_messages(
     """
     if not messages:
         return
+    # Queued (or held) recipients first, then the suppressed ones: their entries' ids follow this order.
+    deliveries = [
+        (m.id, m.account_id, rcpt, rcpt.rsplit("@", 1)[1].lower(), m.stream, "held" if m.held else "queued")
+        for m in messages
+        for rcpt in m.recipients
+    ]
+    deliveries.extend(
+        (m.id, m.account_id, d.recipient, d.recipient.rsplit("@", 1)[1].lower(), m.stream, "suppressed")
+        for m in messages
+        for d in m.suppressed
+    )
+    if conn.dialect.name == "postgresql":
+        _insert_postgresql(conn, messages, deliveries, now)
+    else:
+        _insert_core(conn, messages, deliveries, now)
+    events: list[NewEvent] = []
+    for m in messages:
+        data = {"source": m.source, "stream": m.stream, "recipients": len(m.recipients) + len(m.suppressed)}
+        events.append(
+            NewEvent(m.account_id, "accepted", {**data, **({"lint": m.lint} if m.lint else {})}, m.id)
+        )
+        for dropped in m.suppressed:
+            events.extend(_suppressed_events(conn, m, dropped, now))
+        events.extend(
+            NewEvent(
+                m.account_id,
+                "held" if m.held else "queued",
+                {"reasons": m.held} if m.held else {},
+                m.id,
+                rcpt,
+            )
+            for rcpt in m.recipients
+        )
+    record(conn, events, now)
+    for hook in hooks:
+        hook(conn)
+
+
+# PostgreSQL: the messages and their queue entries in one statement (one round trip, one execution, where
+# an executemany runs one INSERT per row), the entries' ids in the order given.
+_INSERT_POSTGRESQL = """
+WITH stored AS (
+    INSERT INTO messages (id, account_id, stream, source, from_address, subject, message_id_header, raw, size,
+        smtputf8, tags, metadata, dkim_keys, created_at)
+    SELECT m.*, %(now)s FROM unnest(
+        CAST(%(ids)s AS text[]), CAST(%(accounts)s AS bigint[]), CAST(%(streams)s AS text[]),
+        CAST(%(sources)s AS text[]), CAST(%(froms)s AS text[]), CAST(%(subjects)s AS text[]),
+        CAST(%(headers)s AS text[]), CAST(%(raws)b AS bytea[]), CAST(%(sizes)s AS integer[]),
+        CAST(%(utf8)s AS boolean[]), CAST(%(tags)s AS json[]), CAST(%(metas)s AS json[]),
+        CAST(%(keys)s AS text[])
+    ) AS m
+)
+INSERT INTO deliveries (message_id, account_id, recipient, domain, stream, state, attempts, next_attempt_at,
+    created_at, updated_at)
+SELECT d.message_id, d.account_id, d.recipient, d.domain, d.stream, d.state, 0, %(now)s, %(now)s, %(now)s
+FROM unnest(
+    CAST(%(d_messages)s AS text[]), CAST(%(d_accounts)s AS bigint[]), CAST(%(d_recipients)s AS text[]),
+    CAST(%(d_domains)s AS text[]), CAST(%(d_streams)s AS text[]), CAST(%(d_states)s AS text[])
+) WITH ORDINALITY AS d(message_id, account_id, recipient, domain, stream, state, n)
+ORDER BY d.n
+"""
+
+
+def _insert_postgresql(
+    conn: Connection, messages: list[NewMessage], deliveries: list[Entry], now: datetime
+) -> None:
+    columns = list(zip(*deliveries, strict=True)) if deliveries else [()] * 6
+    params = {
+        "ids": [m.id for m in messages],
+        "accounts": [m.account_id for m in messages],
+        "streams": [m.stream for m in messages],
+        "sources": [m.source for m in messages],
+        "froms": [m.from_address for m in messages],
+        "subjects": [m.subject for m in messages],
+        "headers": [m.message_id_header for m in messages],
+        "raws": [m.raw for m in messages],
+        "sizes": [len(m.raw) for m in messages],
+        "utf8": [m.smtputf8 for m in messages],
+        "tags": [json.dumps(m.tags) for m in messages],
+        "metas": [json.dumps(m.meta) for m in messages],
+        "keys": [m.dkim_keys for m in messages],
+        "now": now,
+    }
+    for name, values in zip(_DELIVERY_PARAMS, columns, strict=True):
+        params[name] = list(values)
+    with driver.cursor(conn) as cursor:
+        cursor.execute(_INSERT_POSTGRESQL, params)
+
+
+_DELIVERY_PARAMS = ("d_messages", "d_accounts", "d_recipients", "d_domains", "d_streams", "d_states")
+
+
+def _insert_core(
+    conn: Connection, messages: list[NewMessage], deliveries: list[Entry], now: datetime
+) -> None:
     conn.execute(
         insert(Message),
         [
@@ -114,61 +213,25 @@ def insert_messages(
             for m in messages
         ],
     )
-    deliveries = [
-        {
-            "message_id": m.id,
-            "account_id": m.account_id,
-            "recipient": rcpt,
-            "domain": rcpt.rsplit("@", 1)[1].lower(),
-            "stream": m.stream,
-            "state": "held" if m.held else "queued",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for m in messages
-        for rcpt in m.recipients
-    ]
-    deliveries.extend(
-        {
-            "message_id": m.id,
-            "account_id": m.account_id,
-            "recipient": dropped.recipient,
-            "domain": dropped.recipient.rsplit("@", 1)[1].lower(),
-            "stream": m.stream,
-            "state": "suppressed",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for m in messages
-        for dropped in m.suppressed
-    )
     if deliveries:
-        conn.execute(insert(Delivery), deliveries)
-    events: list[NewEvent] = []
-    for m in messages:
-        data = {"source": m.source, "stream": m.stream, "recipients": len(m.recipients) + len(m.suppressed)}
-        events.append(
-            NewEvent(m.account_id, "accepted", {**data, **({"lint": m.lint} if m.lint else {})}, m.id)
+        conn.execute(
+            insert(Delivery),
+            [
+                {
+                    "message_id": message_id,
+                    "account_id": account_id,
+                    "recipient": recipient,
+                    "domain": domain,
+                    "stream": stream,
+                    "state": state,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for message_id, account_id, recipient, domain, stream, state in deliveries
+            ],
         )
-        for dropped in m.suppressed:
-            events.extend(_suppressed_events(conn, m, dropped, now))
-        events.extend(
-            NewEvent(
-                m.account_id,
-                "held" if m.held else "queued",
-                {"reasons": m.held} if m.held else {},
-                m.id,
-                rcpt,
-            )
-            for rcpt in m.recipients
-        )
-    record(conn, events, now)
-    for hook in hooks:
-        hook(conn)
 
 
 def _suppressed_events(conn: Connection, m: NewMessage, dropped: Suppressed, now: datetime) -> list[NewEvent]:
