@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import dns.name
+import dns.rdatatype
 import pytest
 
 from estafeta.delivery.mx import DnsPermanentError, DnsTemporaryError, MxHost, MxResolver, make_resolver
 from estafeta.world.dns_server import DnsServer
-from estafeta.world.zone import WorldZone
+from estafeta.world.zone import Lookup, WorldZone
 
 TTL = 1  # seconds: short, so that expiry shows within the test
 EXPIRED = TTL + 0.2
@@ -92,5 +94,30 @@ async def test_a_failed_lookup_is_not_remembered(zone: WorldZone) -> None:
     try:
         hosts = await MxResolver(resolver).resolve("example.test")
         assert hosts == [MxHost("mx1.example.test", 10, ("127.0.0.11",))]
+    finally:
+        await server.stop()
+
+
+class CountingZone(WorldZone):
+    """A zone that counts the queries its server answers."""
+
+    queries = 0
+
+    def lookup(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> Lookup:
+        self.queries += 1
+        return super().lookup(qname, rdtype)
+
+
+async def test_sessions_opening_at_once_share_one_lookup() -> None:
+    zone = CountingZone(
+        f"mx1.example.test. {TTL} IN A 127.0.0.11\nexample.test. {TTL} IN MX 10 mx1.example.test.\n", ""
+    )
+    server = DnsServer(zone)
+    await server.start()
+    try:
+        resolver = mx_resolver(server)
+        answers = await asyncio.gather(*(resolver.resolve("example.test") for _ in range(20)))
+        assert answers == [[MxHost("mx1.example.test", 10, ("127.0.0.11",))]] * 20
+        assert zone.queries == 3  # MX, A and AAAA: once
     finally:
         await server.stop()

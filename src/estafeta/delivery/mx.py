@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -51,12 +52,14 @@ def make_resolver(servers: list[str]) -> dns.asyncresolver.Resolver:
 class MxResolver:
     """MX hosts per domain, remembered (as are the answers under them, in the resolver's cache) until the
     shortest TTL among the MX and address answers, positive or negative, runs out: each new session to a
-    domain then costs a dictionary look-up, not three cache look-ups. Failures are never remembered."""
+    domain then costs a dictionary look-up, not three cache look-ups. Sessions opening to a domain at once
+    share one lookup instead of each sending its own queries. Failures are never remembered."""
 
     def __init__(self, resolver: dns.asyncresolver.Resolver, size: int = 10_000) -> None:
         self.resolver = resolver
         self.size = size
         self._hosts: dict[str, tuple[float, tuple[MxHost, ...]]] = {}
+        self._pending: dict[str, asyncio.Future[tuple[MxHost, ...]]] = {}
 
     async def addresses(self, name: str) -> list[str]:
         """A host's A and AAAA addresses (for HTTPS to hosts named in DNS, as MX hosts are)."""
@@ -83,12 +86,26 @@ class MxResolver:
         cached = self._hosts.get(domain)
         if cached is not None and cached[0] > time.time():
             return list(cached[1])
+        pending = self._pending.get(domain)
+        if pending is None:
+            pending = self._pending[domain] = asyncio.ensure_future(self._resolve_and_keep(domain))
+
+            def done(task: asyncio.Future[tuple[MxHost, ...]]) -> None:
+                del self._pending[domain]
+                if not task.cancelled():
+                    task.exception()  # retrieved here, even when every waiter has given up
+
+            pending.add_done_callback(done)
+        # Shielded: a session given up does not cancel the lookup that others may be waiting for.
+        return list(await asyncio.shield(pending))
+
+    async def _resolve_and_keep(self, domain: str) -> tuple[MxHost, ...]:
         hosts, expiration = await self._resolve(domain)
         self._hosts.pop(domain, None)
         if len(self._hosts) >= self.size:
             del self._hosts[next(iter(self._hosts))]  # the oldest entry
         self._hosts[domain] = (expiration, hosts)
-        return list(hosts)
+        return hosts
 
     async def _resolve(self, domain: str) -> tuple[tuple[MxHost, ...], float]:
         try:
