@@ -154,14 +154,20 @@ def lock_counters(conn: Connection, account_id: int, periods: list[tuple[str, da
 
 
 @functools.cache
-def _usage_upsert(dialect: str) -> Executable:
-    """The counter upsert of `count_usage`, built once per dialect: building it costs more than running it."""
+def _usage_upsert(dialect: str, counters: int) -> Executable:
+    """The upsert of `count_usage` for this many counters, one statement, built once: building it costs more
+    than running it."""
     dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = dialect_insert(UsageCounter).values(
-        account_id=bindparam("account_id"),
-        period=bindparam("period"),
-        start=bindparam("start"),
-        messages=bindparam("amount"),
+        [
+            {
+                "account_id": bindparam("account_id"),
+                "period": bindparam(f"period_{i}"),
+                "start": bindparam(f"start_{i}"),
+                "messages": bindparam(f"amount_{i}"),
+            }
+            for i in range(counters)
+        ]
     )
     return statement.on_conflict_do_update(
         index_elements=["account_id", "period", "start"],
@@ -169,14 +175,15 @@ def _usage_upsert(dialect: str) -> Executable:
     )
 
 
-def count_usage(conn: Connection, account_id: int, periods: list[tuple[str, date]], amount: int) -> None:
-    """Add `amount` to the counters of these periods, creating them as needed, one statement each: for
-    accounts with no limit to check, so nothing is read or locked (concurrent additions commute)."""
-    statement = _usage_upsert(conn.dialect.name)
-    for period, start in periods:
-        conn.execute(
-            statement, {"account_id": account_id, "period": period, "start": start, "amount": amount}
-        )
+def count_usage(conn: Connection, account_id: int, amounts: dict[tuple[str, date], int]) -> None:
+    """Add to the counters of these periods, creating them as needed, in one statement: for accounts with no
+    limit to check, so nothing is read or locked (concurrent additions commute)."""
+    if not amounts:
+        return
+    params: dict[str, object] = {"account_id": account_id}
+    for i, ((period, start), amount) in enumerate(amounts.items()):
+        params |= {f"period_{i}": period, f"start_{i}": start, f"amount_{i}": amount}
+    conn.execute(_usage_upsert(conn.dialect.name, len(amounts)), params)
 
 
 def add_usage(conn: Connection, account_id: int, periods: list[tuple[str, date]], amount: int) -> None:
