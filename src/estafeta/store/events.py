@@ -52,6 +52,9 @@ ORDER BY e.n
 """
 
 
+_INSERT_EVENTS = insert(Event)  # SQLite's, built once: building it costs more than running it
+
+
 def record(conn: Connection, events: Iterable[NewEvent], now: datetime) -> int:
     """Append events, all at `now`, in the caller's transaction; returns how many were written."""
     if conn.dialect.name == "postgresql":
@@ -69,7 +72,7 @@ def record(conn: Connection, events: Iterable[NewEvent], now: datetime) -> int:
         for e in events
     ]
     if rows:
-        conn.execute(insert(Event), rows)
+        conn.execute(_INSERT_EVENTS, rows)
     return len(rows)
 
 

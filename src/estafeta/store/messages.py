@@ -188,11 +188,16 @@ def _insert_postgresql(
 _DELIVERY_PARAMS = ("d_messages", "d_accounts", "d_recipients", "d_domains", "d_streams", "d_states")
 
 
+# SQLite's inserts, built once (building a statement costs more than running it).
+_INSERT_MESSAGES = insert(Message)
+_INSERT_DELIVERIES = insert(Delivery)
+
+
 def _insert_core(
     conn: Connection, messages: list[NewMessage], deliveries: list[Entry], now: datetime
 ) -> None:
     conn.execute(
-        insert(Message),
+        _INSERT_MESSAGES,
         [
             {
                 "id": m.id,
@@ -215,7 +220,7 @@ def _insert_core(
     )
     if deliveries:
         conn.execute(
-            insert(Delivery),
+            _INSERT_DELIVERIES,
             [
                 {
                     "message_id": message_id,
