@@ -88,8 +88,8 @@ class Tab:
 class Meter(Protocol):
     """Counts what accounts send against their plans, inside the storing transaction."""
 
-    def open_tab(self, conn: Connection, account_id: int) -> Tab:
-        """The account's tab for this transaction (its plan read once)."""
+    def open_tab(self, account_id: int, plan: store.PlanRow | None) -> Tab:
+        """The account's tab for this transaction, on the plan the transaction read."""
         ...
 
     def charge(self, conn: Connection, tab: Tab, amount: int, now: datetime) -> None:
@@ -106,8 +106,8 @@ class Meter(Protocol):
 class DatabaseMeter:
     """Usage counters in the database: exact on one node and across nodes sharing one database."""
 
-    def open_tab(self, conn: Connection, account_id: int) -> Tab:
-        return Tab(account_id, store.plan_of(conn, account_id))
+    def open_tab(self, account_id: int, plan: store.PlanRow | None) -> Tab:
+        return Tab(account_id, plan)
 
     def charge(self, conn: Connection, tab: Tab, amount: int, now: datetime) -> None:
         if amount <= 0:
@@ -130,11 +130,11 @@ class DatabaseMeter:
             tab.added[span] = tab.added.get(span, 0) + amount
 
     def settle(self, conn: Connection, tab: Tab) -> None:
-        for span, amount in tab.added.items():
-            if tab.limited:
+        if tab.limited:
+            for span, amount in tab.added.items():
                 store.add_usage(conn, tab.account_id, [span], amount)
-            else:  # nothing was checked: no read, no lock, one upsert (concurrent additions commute)
-                store.count_usage(conn, tab.account_id, [span], amount)
+        else:  # nothing was checked: no read, no lock, one upsert (concurrent additions commute)
+            store.count_usage(conn, tab.account_id, tab.added)
         tab.added.clear()
 
     def usage(self, conn: Connection, account_id: int, now: datetime) -> Usage:

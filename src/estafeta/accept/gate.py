@@ -118,7 +118,8 @@ class PolicyGate:
         return rows
 
     def _account_view(self, conn: Connection, account_id: int, now: datetime) -> AccountView:
-        limit = sending_limit(reputation_store.tier(conn, account_id), self.settings)
+        read = reputation_store.admission(conn, account_id)
+        limit = sending_limit(read.tier, self.settings)
         used = 0
         if limit is not None:
             # Serialises a limited account's storing transactions (PostgreSQL; SQLite has one writer), so
@@ -126,8 +127,7 @@ class PolicyGate:
             reputation_store.lock_account(conn, account_id)
             limit = sending_limit(reputation_store.tier(conn, account_id), self.settings)
             used = reputation_store.usage(conn, account_id, now - DAY)
-        tab = self.meter.open_tab(conn, account_id)
-        return AccountView(reputation_store.standings(conn, account_id), limit, used, tab)
+        return AccountView(read.standings, limit, used, self.meter.open_tab(account_id, read.plan))
 
     def _screen(self, conn: Connection, account_id: int, rows: Rows) -> Rows:
         """Suppressed recipients move from `recipients` to `suppressed` (one query per stream: an

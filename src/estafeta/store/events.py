@@ -41,15 +41,19 @@ class EventRow:
 
 
 # PostgreSQL: one statement for the whole list (an executemany runs one INSERT per row), ids in list order.
-_RECORD_POSTGRESQL = """
+# The accept transaction runs it as the last part of its one insert statement (`estafeta.store.messages`).
+INSERT_POSTGRESQL = """
 INSERT INTO events (account_id, message_id, delivery_id, recipient, type, created_at, data)
 SELECT e.account_id, e.message_id, e.delivery_id, e.recipient, e.type, %(now)s, e.data
 FROM unnest(
-    CAST(%(accounts)s AS bigint[]), CAST(%(messages)s AS text[]), CAST(%(deliveries)s AS bigint[]),
-    CAST(%(recipients)s AS text[]), CAST(%(types)s AS text[]), CAST(%(data)s AS json[])
+    CAST(%(e_accounts)s AS bigint[]), CAST(%(e_messages)s AS text[]), CAST(%(e_deliveries)s AS bigint[]),
+    CAST(%(e_recipients)s AS text[]), CAST(%(e_types)s AS text[]), CAST(%(e_data)s AS json[])
 ) WITH ORDINALITY AS e(account_id, message_id, delivery_id, recipient, type, data, n)
 ORDER BY e.n
 """
+
+
+_INSERT_EVENTS = insert(Event)  # SQLite's, built once: building it costs more than running it
 
 
 def record(conn: Connection, events: Iterable[NewEvent], now: datetime) -> int:
@@ -69,23 +73,27 @@ def record(conn: Connection, events: Iterable[NewEvent], now: datetime) -> int:
         for e in events
     ]
     if rows:
-        conn.execute(insert(Event), rows)
+        conn.execute(_INSERT_EVENTS, rows)
     return len(rows)
+
+
+def postgresql_params(events: list[NewEvent], now: datetime) -> dict[str, Any]:
+    """The parameters of `INSERT_POSTGRESQL` for these events."""
+    return {
+        "e_accounts": [e.account_id for e in events],
+        "e_messages": [e.message_id for e in events],
+        "e_deliveries": [e.delivery_id for e in events],
+        "e_recipients": [e.recipient for e in events],
+        "e_types": [e.type for e in events],
+        "e_data": [json.dumps(e.data) for e in events],
+        "now": now,
+    }
 
 
 def _record_postgresql(conn: Connection, events: list[NewEvent], now: datetime) -> int:
     if events:
-        params = {
-            "accounts": [e.account_id for e in events],
-            "messages": [e.message_id for e in events],
-            "deliveries": [e.delivery_id for e in events],
-            "recipients": [e.recipient for e in events],
-            "types": [e.type for e in events],
-            "data": [json.dumps(e.data) for e in events],
-            "now": now,
-        }
         with driver.cursor(conn) as cursor:
-            cursor.execute(_RECORD_POSTGRESQL, params)
+            cursor.execute(INSERT_POSTGRESQL, postgresql_params(events, now))
     return len(events)
 
 

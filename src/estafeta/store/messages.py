@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 
 from estafeta.store import driver, suppressions
+from estafeta.store import events as events_store
 from estafeta.store.events import EventRow, NewEvent, for_message, record
 from estafeta.store.models import Delivery, Message
 
@@ -107,10 +108,6 @@ def insert_messages(
         for m in messages
         for d in m.suppressed
     )
-    if conn.dialect.name == "postgresql":
-        _insert_postgresql(conn, messages, deliveries, now)
-    else:
-        _insert_core(conn, messages, deliveries, now)
     events: list[NewEvent] = []
     for m in messages:
         data = {"source": m.source, "stream": m.stream, "recipients": len(m.recipients) + len(m.suppressed)}
@@ -129,14 +126,19 @@ def insert_messages(
             )
             for rcpt in m.recipients
         )
-    record(conn, events, now)
+    if conn.dialect.name == "postgresql":
+        _insert_postgresql(conn, messages, deliveries, events, now)
+    else:
+        _insert_core(conn, messages, deliveries, now)
+        record(conn, events, now)
     for hook in hooks:
         hook(conn)
 
 
-# PostgreSQL: the messages and their queue entries in one statement (one round trip, one execution, where
-# an executemany runs one INSERT per row), the entries' ids in the order given.
-_INSERT_POSTGRESQL = """
+# PostgreSQL: the messages, their queue entries and their events in one statement (one round trip, one
+# execution, where an executemany runs one INSERT per row), the entries' and events' ids in the order given.
+_INSERT_POSTGRESQL = (
+    """
 WITH stored AS (
     INSERT INTO messages (id, account_id, stream, source, from_address, subject, message_id_header, raw, size,
         smtputf8, tags, metadata, dkim_keys, created_at)
@@ -147,20 +149,27 @@ WITH stored AS (
         CAST(%(utf8)s AS boolean[]), CAST(%(tags)s AS json[]), CAST(%(metas)s AS json[]),
         CAST(%(keys)s AS text[])
     ) AS m
+), queued AS (
+    INSERT INTO deliveries (message_id, account_id, recipient, domain, stream, state, attempts,
+        next_attempt_at, created_at, updated_at)
+    SELECT d.message_id, d.account_id, d.recipient, d.domain, d.stream, d.state, 0, %(now)s, %(now)s, %(now)s
+    FROM unnest(
+        CAST(%(d_messages)s AS text[]), CAST(%(d_accounts)s AS bigint[]), CAST(%(d_recipients)s AS text[]),
+        CAST(%(d_domains)s AS text[]), CAST(%(d_streams)s AS text[]), CAST(%(d_states)s AS text[])
+    ) WITH ORDINALITY AS d(message_id, account_id, recipient, domain, stream, state, n)
+    ORDER BY d.n
 )
-INSERT INTO deliveries (message_id, account_id, recipient, domain, stream, state, attempts, next_attempt_at,
-    created_at, updated_at)
-SELECT d.message_id, d.account_id, d.recipient, d.domain, d.stream, d.state, 0, %(now)s, %(now)s, %(now)s
-FROM unnest(
-    CAST(%(d_messages)s AS text[]), CAST(%(d_accounts)s AS bigint[]), CAST(%(d_recipients)s AS text[]),
-    CAST(%(d_domains)s AS text[]), CAST(%(d_streams)s AS text[]), CAST(%(d_states)s AS text[])
-) WITH ORDINALITY AS d(message_id, account_id, recipient, domain, stream, state, n)
-ORDER BY d.n
 """
+    + events_store.INSERT_POSTGRESQL
+)
 
 
 def _insert_postgresql(
-    conn: Connection, messages: list[NewMessage], deliveries: list[Entry], now: datetime
+    conn: Connection,
+    messages: list[NewMessage],
+    deliveries: list[Entry],
+    events: list[NewEvent],
+    now: datetime,
 ) -> None:
     columns = list(zip(*deliveries, strict=True)) if deliveries else [()] * 6
     params = {
@@ -181,6 +190,7 @@ def _insert_postgresql(
     }
     for name, values in zip(_DELIVERY_PARAMS, columns, strict=True):
         params[name] = list(values)
+    params |= events_store.postgresql_params(events, now)
     with driver.cursor(conn) as cursor:
         cursor.execute(_INSERT_POSTGRESQL, params)
 
@@ -188,11 +198,16 @@ def _insert_postgresql(
 _DELIVERY_PARAMS = ("d_messages", "d_accounts", "d_recipients", "d_domains", "d_streams", "d_states")
 
 
+# SQLite's inserts, built once (building a statement costs more than running it).
+_INSERT_MESSAGES = insert(Message)
+_INSERT_DELIVERIES = insert(Delivery)
+
+
 def _insert_core(
     conn: Connection, messages: list[NewMessage], deliveries: list[Entry], now: datetime
 ) -> None:
     conn.execute(
-        insert(Message),
+        _INSERT_MESSAGES,
         [
             {
                 "id": m.id,
@@ -215,7 +230,7 @@ def _insert_core(
     )
     if deliveries:
         conn.execute(
-            insert(Delivery),
+            _INSERT_DELIVERIES,
             [
                 {
                     "message_id": message_id,

@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import Connection, Executable, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Date, TextClause, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from estafeta.store.models import Account, AccountPlan, Contact, Plan, UsageCounter
@@ -154,29 +154,26 @@ def lock_counters(conn: Connection, account_id: int, periods: list[tuple[str, da
 
 
 @functools.cache
-def _usage_upsert(dialect: str) -> Executable:
-    """The counter upsert of `count_usage`, built once per dialect: building it costs more than running it."""
-    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = dialect_insert(UsageCounter).values(
-        account_id=bindparam("account_id"),
-        period=bindparam("period"),
-        start=bindparam("start"),
-        messages=bindparam("amount"),
-    )
-    return statement.on_conflict_do_update(
-        index_elements=["account_id", "period", "start"],
-        set_={"messages": UsageCounter.messages + statement.excluded.messages},
-    )
+def _usage_upsert(counters: int) -> TextClause:
+    """The upsert of `count_usage` for this many counters, one statement in the syntax both databases
+    share, built once: SQLAlchemy compiles a multi-row INSERT anew at every execution."""
+    rows = ", ".join(f"(:account_id, :period_{i}, :start_{i}, :amount_{i})" for i in range(counters))
+    return text(
+        f"INSERT INTO usage_counters (account_id, period, start, messages) VALUES {rows} "
+        "ON CONFLICT (account_id, period, start) DO UPDATE SET messages = usage_counters.messages + "
+        "excluded.messages"
+    ).bindparams(*(bindparam(f"start_{i}", type_=Date) for i in range(counters)))
 
 
-def count_usage(conn: Connection, account_id: int, periods: list[tuple[str, date]], amount: int) -> None:
-    """Add `amount` to the counters of these periods, creating them as needed, one statement each: for
-    accounts with no limit to check, so nothing is read or locked (concurrent additions commute)."""
-    statement = _usage_upsert(conn.dialect.name)
-    for period, start in periods:
-        conn.execute(
-            statement, {"account_id": account_id, "period": period, "start": start, "amount": amount}
-        )
+def count_usage(conn: Connection, account_id: int, amounts: dict[tuple[str, date], int]) -> None:
+    """Add to the counters of these periods, creating them as needed, in one statement: for accounts with no
+    limit to check, so nothing is read or locked (concurrent additions commute)."""
+    if not amounts:
+        return
+    params: dict[str, object] = {"account_id": account_id}
+    for i, ((period, start), amount) in enumerate(amounts.items()):
+        params |= {f"period_{i}": period, f"start_{i}": start, f"amount_{i}": amount}
+    conn.execute(_usage_upsert(len(amounts)), params)
 
 
 def add_usage(conn: Connection, account_id: int, periods: list[tuple[str, date]], amount: int) -> None:
