@@ -32,7 +32,8 @@ class Assignment:
     assigned_at: datetime | None
 
 
-def _plan(row: object) -> PlanRow:
+def plan_row(row: object) -> PlanRow:
+    """A plan from a row with the `plans` table's column names."""
     return PlanRow(
         row.id,  # type: ignore[attr-defined]
         row.name,  # type: ignore[attr-defined]
@@ -70,16 +71,16 @@ def create_plan(
 
 def find_plan(conn: Connection, name: str) -> PlanRow | None:
     row = conn.execute(select(Plan).where(Plan.name == name)).first()
-    return _plan(row) if row else None
+    return plan_row(row) if row else None
 
 
 def get_plan(conn: Connection, plan_id: int) -> PlanRow | None:
     row = conn.execute(select(Plan).where(Plan.id == plan_id)).first()
-    return _plan(row) if row else None
+    return plan_row(row) if row else None
 
 
 def list_plans(conn: Connection) -> list[PlanRow]:
-    return [_plan(r) for r in conn.execute(select(Plan).order_by(Plan.id)).all()]
+    return [plan_row(r) for r in conn.execute(select(Plan).order_by(Plan.id)).all()]
 
 
 # Read for every accepted batch: built once (building a statement costs more than running it).
@@ -92,7 +93,7 @@ _PLAN_OF = (
 
 def plan_of(conn: Connection, account_id: int) -> PlanRow | None:
     row = conn.execute(_PLAN_OF, {"account_id": account_id}).first()
-    return _plan(row) if row else None
+    return plan_row(row) if row else None
 
 
 def assign(conn: Connection, account_id: int, plan_id: int | None, actor: str, now: datetime) -> None:

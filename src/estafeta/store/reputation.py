@@ -3,6 +3,7 @@ warm-up usage, and what happens to held or cancelled queue entries."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from estafeta.store.models import (
     ReviewAudit,
     SendingStanding,
 )
-from estafeta.store.plans import PlanRow
+from estafeta.store.plans import PlanRow, plan_row
 
 HALTED = ("paused", "suspended")
 CANCELLABLE = ("queued", "deferred", "held")
@@ -152,15 +153,16 @@ _TIER = select(Account.sending_tier).where(Account.id == bindparam("account_id")
 
 def standings(conn: Connection, account_id: int) -> dict[str, Standing]:
     """The account's standing per stream; streams without a row are `active`."""
-    return _with_defaults(
-        {
-            r.stream: Standing(r.stream, r.state, r.reason, r.changed_by, r.changed_at, r.measured_after)
-            for r in conn.execute(_STANDINGS, {"account_id": account_id}).all()
-        }
-    )
+    return _standings(conn.execute(_STANDINGS, {"account_id": account_id}).all())
 
 
-def _with_defaults(found: dict[str, Standing]) -> dict[str, Standing]:
+def _standings(rows: Sequence[Any]) -> dict[str, Standing]:
+    """Standings from rows of `sending_standings` columns (a row without a stream stands for none)."""
+    found = {
+        r.stream: Standing(r.stream, r.state, r.reason, r.changed_by, r.changed_at, r.measured_after)
+        for r in rows
+        if r.stream is not None
+    }
     for stream in ("transactional", "broadcast"):
         found.setdefault(stream, Standing(stream, "active", "", "system", None))
     return found
@@ -179,13 +181,13 @@ class Admission:
 _ADMISSION = (
     select(
         Account.sending_tier,
-        Plan.id.label("plan_id"),
-        Plan.name.label("plan_name"),
+        Plan.id,  # named as in `plans`, for `plan_row`: no other column selected has these names
+        Plan.name,
         Plan.messages_per_month,
         Plan.messages_per_day,
         Plan.contacts,
         Plan.dedicated_pool,
-        Plan.created_at.label("plan_created_at"),
+        Plan.created_at,
         SendingStanding.stream,
         SendingStanding.state,
         SendingStanding.reason,
@@ -205,24 +207,9 @@ def admission(conn: Connection, account_id: int) -> Admission:
     """The account's warm-up tier, standing per stream (see `standings`) and plan (None: on no plan)."""
     rows = conn.execute(_ADMISSION, {"account_id": account_id}).all()
     first = rows[0] if rows else None
-    plan = None
-    if first is not None and first.plan_id is not None:
-        plan = PlanRow(
-            first.plan_id,
-            first.plan_name,
-            first.messages_per_month,
-            first.messages_per_day,
-            first.contacts,
-            first.dedicated_pool,
-            first.plan_created_at,
-        )
-    found = {
-        r.stream: Standing(r.stream, r.state, r.reason, r.changed_by, r.changed_at, r.measured_after)
-        for r in rows
-        if r.stream is not None
-    }
+    plan = plan_row(first) if first is not None and first.id is not None else None
     tier = (first.sending_tier or 0) if first is not None else 0
-    return Admission(tier, _with_defaults(found), plan)
+    return Admission(tier, _standings(rows), plan)
 
 
 def set_standing(
