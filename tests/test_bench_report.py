@@ -16,8 +16,10 @@ def test_many_runs_get_a_row_each_and_fit_80_columns_with_every_figure_whole(tmp
             "messages": 2000,
             "accept_msgs_per_s": 4302.6 if kind == "relay" else 452.6,
             "loadavg": f"5.53 4.51 {5 + two:.2f}",
+            "relayed_msgs_per_s": 4102.6 if kind == "relay" else 402.6,
             "cpu_ms_per_msg": 3.36 + two,
             "rate_vs_postfix": 0.98 - two / 2,
+            "cpu_vs_postfix": 2.71 + two,
         }
         for kind in ("pipeline", "relay")
         for backend in ("sqlite", "postgresql")
@@ -30,7 +32,8 @@ def test_many_runs_get_a_row_each_and_fit_80_columns_with_every_figure_whole(tmp
     assert max(len(line.rstrip()) for line in lines) <= 80
     assert "…" not in text  # nothing cut short
     row = next(line for line in lines if line.lstrip().startswith("relay sqlite") and "4,302.6" in line)
-    assert "3.36" in row and "0.98" in row and "5.53" in row  # two decimals below 10: 0.98 is not 1.0
+    assert "3.36" in row and "0.98" in row  # two decimals below 10: 0.98 is not 1.0
+    assert "5.53 4.51 5.00" in row  # a load average's figures stay together on the run's line
     assert sum("4,302.6" in line for line in lines) == 4  # a row per run
     assert "messages: 2000" in text  # the same in every run: said once, under the table
     assert json.loads((tmp_path / "compare.json").read_text())["result"] == runs

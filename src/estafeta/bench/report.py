@@ -74,13 +74,13 @@ def _run_rows(name: str, result: dict[str, dict[str, Any]], metrics: list[str]) 
     }
     metrics = [m for m in metrics if m not in shared]
     cells = {label: [_cell(run.get(metric, "")) for metric in metrics] for label, run in result.items()}
-    # Each column at least as wide as its longest word: values stay whole, names wrap at spaces.
+    # Each column as wide as its longest value (a load average's three figures stay on one line) or its
+    # name's longest word: names wrap at spaces, values never do.
     table.add_column("run", min_width=_longest_word(result))
     for at, metric in enumerate(metrics):
         header = metric.replace("_", " ")
-        table.add_column(
-            header, justify="right", min_width=_longest_word([header, *(row[at] for row in cells.values())])
-        )
+        width = max(max(len(row[at]) for row in cells.values()), _longest_word([header]))
+        table.add_column(header, justify="right", min_width=width, max_width=width)
     for label, row in cells.items():
         table.add_row(label, *row)
     table.caption = ", ".join(
