@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import socket
@@ -261,6 +262,29 @@ def test_signature_verifies_with_dkimpy(name: str, key: DkimKey, dns_server: Loo
     assert signed.startswith(b"DKIM-Signature: v=1; a=" + key.algorithm.encode())
     assert all(len(line) <= 78 for line in signed[: len(signed) - len(raw)].split(b"\r\n"))
     assert verify(signed, dns_server)
+
+
+@pytest.mark.parametrize("name", MESSAGES)
+def test_signing_for_an_event_loop_gives_the_same_bytes_with_rsa_made_on_a_signing_thread(
+    name: str, key: DkimKey, dns_server: LoopbackDns
+) -> None:
+    signer = DkimSigner(key, clock=ManualClock(SIGNED_AT))
+    sign_digest = signer._sign_digest
+    threads: list[str] = []
+
+    def recorded(digest: bytes) -> bytes:
+        threads.append(threading.current_thread().name)
+        return sign_digest(digest)
+
+    signer._sign_digest = recorded
+    signed = asyncio.run(signer.sign_async(MESSAGES[name]))
+    assert signed == signer.sign(MESSAGES[name])  # both algorithms' signatures are deterministic
+    assert verify(signed, dns_server)
+    loop_thread = threading.current_thread().name
+    if key.algorithm == "rsa-sha256":  # about 0.25 ms that OpenSSL computes without the GIL
+        assert threads[0].startswith("estafeta-dkim") and threads[1] == loop_thread
+    else:  # cheaper than the trip to a thread
+        assert threads == [loop_thread, loop_thread]
 
 
 def test_signature_tags(rsa_key: DkimKey) -> None:

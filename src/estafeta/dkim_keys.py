@@ -60,6 +60,12 @@ class DomainSigner:
             raw = signer.sign(raw)
         return raw
 
+    async def sign_async(self, raw: bytes) -> bytes:
+        """`sign` for an event loop (`DkimSigner.sign_async`)."""
+        for signer in self.signers:
+            raw = await signer.sign_async(raw)
+        return raw
+
 
 def domain_signer(row: DomainRow, clock: Clock) -> DomainSigner:
     active = sorted(

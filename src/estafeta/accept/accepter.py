@@ -321,7 +321,7 @@ class Accepter:
         sole = recipients[0] if len(recipients) == 1 else None  # else tracked per message
 
         def prepare() -> tuple[bytes, str, list[str], list[Finding]]:
-            """Check, lint, find the links of, track and sign the message: CPU work, done in one go."""
+            """Check, lint, find the links of and track the message: CPU work, done in one go."""
             checked, message_id_header, bodies, found = _check_relayed(
                 raw, message_id, sender.domain, now, context
             )
@@ -331,16 +331,22 @@ class Accepter:
                 checked = rewrite_relayed_html(checked, lambda markup: track(markup, sole))
             # The links as the sender wrote them: tracking hides where links go.
             links = extract_links(*bodies) if self.links.settings.enabled else []
+            return checked, message_id_header, links, found
+
+        def prepare_and_sign() -> tuple[bytes, str, list[str], list[Finding]]:
+            checked, message_id_header, links, found = prepare()
             return signer.sign(checked), message_id_header, links, found
 
-        # A message of the usual size is prepared right here: the work is Python and an RSA signature, both
-        # holding the GIL, so a worker thread ran little of it alongside the event loop, while the trip there
-        # and back (and the GIL handed over twice) cost more than the millisecond the loop now waits. A
-        # large message goes off the loop, so that it holds up no other session for long.
+        # A message of the usual size is prepared right here: the work is Python, holding the GIL, so a
+        # worker thread ran little of it alongside the event loop, while the trip there and back (and the GIL
+        # handed over twice) cost more than the loop now waits. Only its RSA signature, which OpenSSL
+        # computes without the GIL, is made on a signing thread meanwhile. A large message goes off the loop
+        # whole, so that it holds up no other session for long.
         if len(raw) <= INLINE_PREPARE_BYTES:
-            signed, message_id_header, links, found = prepare()
+            checked, message_id_header, links, found = prepare()
+            signed = await signer.sign_async(checked)
         else:
-            signed, message_id_header, links, found = await asyncio.to_thread(prepare)
+            signed, message_id_header, links, found = await asyncio.to_thread(prepare_and_sign)
         held = await self.links.check_links(links)
         row = message_store.NewMessage(
             id=message_id,
