@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from estafeta.bench.compare import add_ratios
+from estafeta.bench.compare import _row, add_ratios
 from estafeta.bench.postfix import main_cf, missing_tools
 from estafeta.cli import app
 
@@ -29,6 +29,18 @@ def test_pipeline_is_set_against_relaying_and_the_relay_against_accepting() -> N
     assert runs["relay sqlite"]["rate_vs_postfix"] == 0.5
     assert runs["relay sqlite"]["cpu_vs_postfix"] == 2.5
     assert "rate_vs_postfix" not in runs["smtp-sink (limit)"]
+
+
+def test_a_postgresql_run_counts_the_database_servers_cpu_against_postfixs() -> None:
+    relay = {"msgs_per_s": 450.0, "relayed_msgs_per_s": 440.0, "received_by_sink": 100, "messages": 100}
+    on_sqlite = _row({**relay, "cpu_ms_per_msg": 2.0, "loadavg": "1.0"}, "msgs_per_s", "relayed_msgs_per_s")
+    on_postgresql = _row(
+        {**relay, "cpu_ms_per_msg": 2.0, "database_cpu_ms_per_msg": 0.45, "loadavg": "1.0"},
+        "msgs_per_s",
+        "relayed_msgs_per_s",
+    )
+    assert on_sqlite["cpu_ms_per_msg"] == 2.0
+    assert on_postgresql["cpu_ms_per_msg"] == 2.45
 
 
 def test_the_private_postfix_relays_only_to_the_sink_and_listens_only_on_loopback(tmp_path: Path) -> None:

@@ -14,8 +14,10 @@ from pathlib import Path
 import aiosmtplib
 import dns.asyncresolver
 import psutil
+import psycopg
 from typer.testing import CliRunner
 
+from estafeta.bench.resources import postgresql_server_pid, tree_cpu_seconds
 from estafeta.bench.sink import SinkProcess, serve_sink
 from estafeta.cli import app
 
@@ -76,6 +78,7 @@ def test_the_pipeline_and_relay_benches_deliver_to_the_sink(tmp_path: Path) -> N
         run = json.loads(output.read_text())["result"]["sqlite"]
         assert run["received_by_sink"] == run["delivered"] == 100
         assert run["cpu_ms_per_msg"] > 0
+        assert "database_cpu_ms_per_msg" not in run  # SQLite's work is the platform's own
     bad = CliRunner().invoke(app, ["bench", "pipeline", "--backend", "oracle"])
     assert bad.exit_code != 0 and "unknown backend oracle" in bad.output
 
@@ -88,6 +91,7 @@ def test_the_campaign_bench_queues_and_delivers_a_list_to_the_sink(tmp_path: Pat
     assert result.exit_code == 0, result.output
     run = json.loads(output.read_text())["result"]["postgresql"]
     assert run["imported"] == run["queued"] == run["rendered"] == run["delivered"] == 150
+    assert run["database_cpu_ms_per_delivered_msg"] > 0  # the PostgreSQL server runs on this machine
     assert run["rss_mb_at_150_queued"] > 0
 
 
@@ -111,3 +115,13 @@ def test_a_benchmark_killed_with_sigkill_leaves_no_sink_behind() -> None:
     except psutil.TimeoutExpired:
         sink.kill()
         raise AssertionError("the sink outlived the benchmark that started it") from None
+
+
+def test_the_postgresql_servers_processes_are_found_when_it_runs_here(pg_server: str) -> None:
+    main = postgresql_server_pid(pg_server)
+    assert main is not None
+    with psycopg.connect(pg_server) as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert backend is not None
+        assert backend[0] in {child.pid for child in psutil.Process(main).children()}
+    assert tree_cpu_seconds([main]) > 0

@@ -29,7 +29,7 @@ from estafeta.audience.campaigns import MAX_RATE, CampaignSpec
 from estafeta.audience.consent import ConsentRecord
 from estafeta.audit import SYSTEM
 from estafeta.bench.nodes import Nodes, shared_limits
-from estafeta.bench.resources import DEFAULT_REDIS_URL, database_url, load_average
+from estafeta.bench.resources import DEFAULT_REDIS_URL, database_cpu_figure, database_url, load_average
 from estafeta.bench.sink import SinkProcess
 from estafeta.clock import SystemClock
 from estafeta.core import Core
@@ -144,7 +144,7 @@ async def _deliver(
 ) -> None:
     """Send the campaign through the first node and follow it until the sink has every message (or the
     time limit passes), adding the figures to `result`."""
-    cpu_before = cluster.cpu_seconds()
+    cpu_before, database_cpu_before = cluster.cpu_seconds(), cluster.database_cpu_seconds()
     started = time.perf_counter()
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
         response = await client.post(f"{cluster.api_urls[0]}/v1/campaigns/{campaign_id}/send")
@@ -203,6 +203,7 @@ async def _deliver(
             with contextlib.suppress(asyncio.CancelledError):
                 await counting
         cpu = cluster.cpu_seconds() - cpu_before
+        database_cpu_after = cluster.database_cpu_seconds()
         await read()
         result["rendered"] = counts.get("sent", 0)
         result["rss_mb_at_end"] = cluster.rss_mb()
@@ -213,4 +214,7 @@ async def _deliver(
     )
     result["deliver_msgs_per_s"] = round(sink.received / max(finished - started, 1e-9), 1)
     result["cpu_ms_per_delivered_msg"] = round(1000 * cpu / max(sink.received, 1), 2)
+    result |= database_cpu_figure(
+        database_cpu_before, database_cpu_after, sink.received, "database_cpu_ms_per_delivered_msg"
+    )
     result["loadavg"] = load_average()

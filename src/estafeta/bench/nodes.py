@@ -29,7 +29,7 @@ import httpx
 import psutil
 import redis
 
-from estafeta.bench.resources import end_with_parent, tree_cpu_seconds
+from estafeta.bench.resources import end_with_parent, postgresql_server_pid, tree_cpu_seconds
 from estafeta.config import Settings
 
 START_TIMEOUT = 240.0  # several Python servers starting at once on a loaded machine
@@ -145,9 +145,13 @@ class Nodes:
         self.count = count
         self.directory = directory
         self.nodes: list[ServeNode] = []
+        self._database_pid: int | None = None
 
     async def __aenter__(self) -> Nodes:
         env = node_environment(self.settings)
+        url = self.settings.database_url
+        if not url.startswith("sqlite"):
+            self._database_pid = await asyncio.to_thread(postgresql_server_pid, url)
         try:
             for n in range(self.count):
                 self.nodes.append(ServeNode.start(f"node{n + 1}", env, self.directory))
@@ -181,6 +185,11 @@ class Nodes:
     def cpu_seconds(self) -> float:
         """User + system CPU seconds over every node's processes so far."""
         return tree_cpu_seconds(self.pids)
+
+    def database_cpu_seconds(self) -> float | None:
+        """User + system CPU seconds of the PostgreSQL server's processes so far; None on SQLite (its work
+        is the nodes' own) or with a server on another machine."""
+        return None if self._database_pid is None else tree_cpu_seconds([self._database_pid])
 
     def rss_mb(self) -> float:
         """Resident memory of every node's processes, in MB."""

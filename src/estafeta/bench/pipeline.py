@@ -30,6 +30,7 @@ from estafeta.audit import SYSTEM
 from estafeta.bench.nodes import Nodes, shared_limits
 from estafeta.bench.resources import (
     DEFAULT_REDIS_URL,
+    database_cpu_figure,
     database_url,
     end_with_parent,
     join_or_kill,
@@ -107,7 +108,7 @@ async def run_pipeline(
             with progress:
                 accepted_bar = progress.add_task("accepted", total=messages)
                 delivered_bar = progress.add_task("delivered", total=messages)
-                cpu_before = cluster.cpu_seconds()
+                cpu_before, database_cpu_before = cluster.cpu_seconds(), cluster.database_cpu_seconds()
                 started = time.perf_counter()
                 clients.start()
 
@@ -121,6 +122,7 @@ async def run_pipeline(
 
                 finished = await sink_process.wait_for(messages, TIME_LIMIT, advance)
                 cpu = cluster.cpu_seconds() - cpu_before
+                database_cpu_after = cluster.database_cpu_seconds()
             answered = await asyncio.to_thread(receiver.poll, TIME_LIMIT)
             outcome: dict[str, Any] = receiver.recv() if answered else {"error": "no answer"}
             # From the first POST: the clients' process start-up (imports) is not the platform's time.
@@ -154,6 +156,7 @@ async def run_pipeline(
         "accept_msgs_per_s": round(messages / outcome["seconds"], 1),
         "pipeline_msgs_per_s": round(received / seconds, 1),
         "cpu_ms_per_msg": round(1000 * cpu / max(received, 1), 2),
+        **database_cpu_figure(database_cpu_before, database_cpu_after, received),
         # Delivery alone: the rate at which the queue drained once every message was accepted.
         "drain_msgs_per_s": _drain_rate(drain, finished, received),
         "latency_p50_ms": round(quantiles[49] * 1000, 1),

@@ -1,7 +1,9 @@
 """What several benchmarks share: a database per backend, and CPU time over a tree of processes.
 
 The machine that runs a benchmark is often shared, so wall-clock rates move with the neighbours' load;
-CPU-seconds per message, summed over every process of the system under test, move much less.
+CPU-seconds per message, summed over every process of the system under test, move much less. On
+PostgreSQL part of the storing work runs in the database server, so its CPU is read too when the server
+runs on the same machine (all of its processes: figures taken while others use it are too high).
 """
 
 from __future__ import annotations
@@ -86,6 +88,29 @@ def tree_cpu_seconds(roots: Iterable[int], exclude: Iterable[int] = ()) -> float
                     times = process.cpu_times()
                     total += times.user + times.system
     return total
+
+
+def postgresql_server_pid(url: str) -> int | None:
+    """The main process of the PostgreSQL server behind `url` when it runs on this machine (its backends
+    and background workers are its children), else None."""
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    with contextlib.suppress(psutil.Error):
+        backend = psutil.Process(row[0] if row else 0)
+        # A server elsewhere (another host, a container) numbers its processes in its own space.
+        if backend.name() == "postgres" and backend.parent() is not None:
+            return backend.ppid()
+    return None
+
+
+def database_cpu_figure(
+    before: float | None, after: float | None, messages: int, name: str = "database_cpu_ms_per_msg"
+) -> dict[str, float]:
+    """The database server's CPU milliseconds per message, for a result, when they could be read."""
+    if before is None or after is None:
+        return {}
+    return {name: round(1000 * (after - before) / max(messages, 1), 2)}
 
 
 async def join_or_kill(process: BaseProcess, timeout: float = JOIN_TIMEOUT) -> None:

@@ -31,7 +31,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from estafeta import loop as event_loop
 from estafeta.audit import SYSTEM
 from estafeta.bench.nodes import Nodes, shared_limits
-from estafeta.bench.resources import DEFAULT_REDIS_URL, database_url, join_or_kill, load_average
+from estafeta.bench.resources import (
+    DEFAULT_REDIS_URL,
+    database_cpu_figure,
+    database_url,
+    join_or_kill,
+    load_average,
+)
 from estafeta.bench.sink import SinkProcess
 from estafeta.bench.submission import Refused, Submission
 from estafeta.clock import SystemClock
@@ -124,7 +130,7 @@ async def run_smtp(
                 ),
                 name="estafeta-bench-clients",
             )
-            cpu_before = cluster.cpu_seconds()
+            cpu_before, database_cpu_before = cluster.cpu_seconds(), cluster.database_cpu_seconds()
             clients.start()
             progress = Progress(
                 TextColumn("{task.description:<10}"),
@@ -143,6 +149,7 @@ async def run_smtp(
 
                 finished = await sink.wait_for(messages, TIME_LIMIT, advance)
                 cpu = cluster.cpu_seconds() - cpu_before
+                database_cpu_after = cluster.database_cpu_seconds()
             answered = await asyncio.to_thread(receiver.poll, TIME_LIMIT)
             outcome: dict[str, Any] = receiver.recv() if answered else {"error": "no answer"}
             await join_or_kill(clients)
@@ -176,6 +183,7 @@ async def run_smtp(
         "msgs_per_s": round(len(latencies) / outcome["seconds"], 1),
         "relayed_msgs_per_s": round(relayed / (finished - outcome["started"]), 1),
         "cpu_ms_per_msg": round(1000 * cpu / max(len(latencies), 1), 2),
+        **database_cpu_figure(database_cpu_before, database_cpu_after, len(latencies)),
         "client_cpu_ms_per_msg": round(1000 * outcome["client_cpu_seconds"] / max(len(latencies), 1), 2),
         "latency_p50_ms": round(quantiles[49] * 1000, 1),
         "latency_p95_ms": round(quantiles[94] * 1000, 1),
