@@ -4,6 +4,10 @@ What concurrent callers hand over while one transaction is being written goes in
 sessions share one trip to the database thread and one fsync, and each caller still resumes only once the
 transaction holding its messages has committed. Each caller's rows first pass its gate (the policy gate,
 `estafeta.accept.gate`) inside that transaction.
+
+On PostgreSQL the transactions of other processes (front processes, nodes) are written at the same time:
+the gate locks what it counts, account by account in id order, and a transaction the server aborts as a
+deadlock's victim or for a serialisation conflict did nothing, so it is written again (`CONFLICT_TRIES`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from sqlalchemy import Connection
 
 from estafeta.accept.errors import AcceptError
 from estafeta.store import messages as message_store
-from estafeta.store.db import Database, DatabaseBusy
+from estafeta.store.db import Database, DatabaseBusy, DatabaseConflict
 
 Rows = list[message_store.NewMessage]
+CONFLICT_TRIES = 3  # writes of a transaction PostgreSQL keeps aborting before its callers are told it is busy
 
 
 class Gate(Protocol):
@@ -74,7 +79,7 @@ class GroupCommit:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    outcomes = await self.db.run(store_batch, batch)
+                    outcomes = await self._store(batch)
                 except DatabaseBusy as exc:  # each alone would wait as long again
                     for entry in batch:
                         _settle(entry, exc)
@@ -99,12 +104,22 @@ class GroupCommit:
 
     async def _write_alone(self, entry: _Pending) -> None:
         try:
-            (outcome,) = await self.db.run(store_batch, [entry])
+            (outcome,) = await self._store([entry])
         except Exception as exc:
             outcome = exc
         _settle(entry, outcome)
         if isinstance(outcome, list) and outcome:
             self.stored()
+
+    async def _store(self, batch: list[_Pending]) -> list[Rows | Exception]:
+        """`store_batch` in a transaction, written again if PostgreSQL aborts it for a conflict with a
+        concurrent one (it then did nothing, and its callers' rows are unchanged)."""
+        for _ in range(CONFLICT_TRIES - 1):
+            try:
+                return await self.db.run(store_batch, batch)
+            except DatabaseConflict:
+                continue
+        return await self.db.run(store_batch, batch)
 
 
 def store_batch(conn: Connection, batch: list[_Pending]) -> list[Rows | Exception]:

@@ -47,6 +47,18 @@ class DatabaseBusy(Exception):
     transaction did nothing, and the same work may be tried again shortly."""
 
 
+class DatabaseConflict(DatabaseBusy):
+    """PostgreSQL aborted the transaction as a deadlock's victim or for a serialisation conflict with a
+    concurrent one: it did nothing, and written again it usually succeeds at once."""
+
+
+CONFLICTS = frozenset({"40001", "40P01"})  # SQLSTATE serialization_failure, deadlock_detected
+
+
+def _conflict(error: BaseException | None) -> bool:
+    return getattr(error, "sqlstate", None) in CONFLICTS
+
+
 class WriterGate:
     """One SQLite transaction at a time across the processes sharing a database file: an exclusive
     `flock` on `<database>-gate`, taken before BEGIN and given back after COMMIT or ROLLBACK.
@@ -189,13 +201,19 @@ class Database:
 
     def call(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn` in one transaction on the calling thread (CLI and tests); `DatabaseBusy` if SQLite's
-        write lock could not be had in time."""
+        write lock could not be had in time, `DatabaseConflict` if PostgreSQL aborted the transaction."""
         try:
             with self._gate, self.engine.begin() as conn:
                 return fn(conn, *args, **kwargs)
         except OperationalError as error:
             if self.is_sqlite and "database is locked" in str(error.orig):
                 raise DatabaseBusy("the database is busy") from error
+            if _conflict(error.orig):
+                raise DatabaseConflict("the transaction conflicted with a concurrent one") from error
+            raise
+        except Exception as error:  # statements run on the driver's cursor (`store.driver`) raise its own
+            if _conflict(error):
+                raise DatabaseConflict("the transaction conflicted with a concurrent one") from error
             raise
 
     async def run(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
