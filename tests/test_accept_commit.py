@@ -171,3 +171,20 @@ def test_two_transactions_locking_rows_in_opposite_orders_end_in_one_database_co
         runs = [pool.submit(pg_db.call, both, *ids), pool.submit(pg_db.call, both, *reversed(ids))]
         failures = [run.exception(timeout=30) for run in runs]
     assert sorted(type(f).__name__ for f in failures) == ["DatabaseConflict", "NoneType"], failures
+
+
+async def test_a_writer_cancelled_before_it_ran_leaves_no_caller_waiting_for_good(
+    pg_db: CountingDatabase, dns_world: World
+) -> None:
+    _, account = await _core(pg_db, dns_world, "none")
+    commits = GroupCommit(pg_db)
+    first = asyncio.create_task(commits.commit([new_message("msg_1", account, ["a@gmail.test"])], NOW))
+    await asyncio.sleep(0)  # the caller is in, its writer created and not yet started
+    assert commits._writer is not None
+    commits._writer.cancel()  # as at shutdown: a coroutine cancelled before it starts runs no `finally`
+    await asyncio.sleep(0)
+    second = await asyncio.wait_for(
+        commits.commit([new_message("msg_2", account, ["b@gmail.test"])], NOW), timeout=10
+    )
+    assert [r.id for r in second] == ["msg_2"]
+    assert [r.id for r in await asyncio.wait_for(first, timeout=10)] == ["msg_1"]

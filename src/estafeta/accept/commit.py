@@ -68,8 +68,9 @@ class GroupCommit:
         `AcceptError`, or what the database raised, if they were not stored."""
         entry = _Pending(rows, now, asyncio.get_running_loop().create_future(), gate, hook)
         self._pending.append(entry)
-        if self._writer is None:
+        if self._writer is None or self._writer.done():
             # A task of its own, so that a caller who goes away (a dropped connection) stops no one's commit.
+            # One cancelled before it first ran never reached its `finally`: a new one takes what it left.
             self._writer = asyncio.create_task(self._write(), name="accept-commit")
         return await entry.committed
 
