@@ -8,6 +8,7 @@ format, "YYYY-MM-DD HH:MM:SS.ffffff", which compares as text in time order).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -35,3 +36,11 @@ def read_time(value: str | datetime) -> datetime:
     if isinstance(value, str):
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def json_text(value: Any) -> str:
+    """A JSON column's value as SQLAlchemy binds it (`json.dumps`); the empty list and dict, the most common
+    values of tags, metadata and event data, without a trip through the encoder."""
+    if not value and type(value) in (list, dict):
+        return "[]" if type(value) is list else "{}"
+    return json.dumps(value)

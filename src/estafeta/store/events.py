@@ -72,9 +72,9 @@ def record(conn: Connection, events: Iterable[NewEvent], now: datetime) -> int:
 
 def sqlite_rows(events: Iterable[NewEvent], now: datetime) -> list[tuple[Any, ...]]:
     """The parameters of `INSERT_SQLITE` for these events, bound as SQLAlchemy binds the columns (times as
-    `driver.sqlite_time`, `data` as `json.dumps` text)."""
+    `driver.sqlite_time`, `data` as `driver.json_text`)."""
     at = driver.sqlite_time(now)
-    dumps = json.dumps
+    dumps = driver.json_text
     return [
         (e.account_id, e.message_id, e.delivery_id, e.recipient, e.type, at, dumps(e.data)) for e in events
     ]

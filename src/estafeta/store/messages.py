@@ -199,7 +199,7 @@ _DELIVERY_PARAMS = ("d_messages", "d_accounts", "d_recipients", "d_domains", "d_
 
 # SQLite: fixed statements run by the driver, one row per parameter tuple (SQLAlchemy's execution costs
 # more CPU than SQLite spends on the rows, and the accept transaction holds the one write lock meanwhile).
-# Values are bound as SQLAlchemy binds the columns: times as `driver.sqlite_time`, JSON as `json.dumps` text,
+# Values are bound as SQLAlchemy binds the columns: times as `driver.sqlite_time`, JSON as `driver.json_text`,
 # booleans as 0/1, bytes as a blob.
 _INSERT_MESSAGES_SQLITE = (
     "INSERT INTO messages (id, account_id, stream, source, from_address, subject, message_id_header, raw, "
@@ -219,7 +219,7 @@ def _insert_sqlite(
     now: datetime,
 ) -> None:
     at = driver.sqlite_time(now)
-    dumps = json.dumps
+    dumps = driver.json_text
     sqlite = conn.connection.driver_connection
     sqlite.executemany(
         _INSERT_MESSAGES_SQLITE,

@@ -164,8 +164,8 @@ _USAGE_UPSERT_SQLITE = (
 
 @functools.cache
 def _usage_upsert(counters: int) -> TextClause:
-    """The upsert of `count_usage` for this many counters, one statement in the syntax both databases
-    share, built once: SQLAlchemy compiles a multi-row INSERT anew at every execution."""
+    """The upsert of `count_usage` for this many counters on PostgreSQL, one statement built once:
+    SQLAlchemy compiles a multi-row INSERT anew at every execution."""
     rows = ", ".join(f"(:account_id, :period_{i}, :start_{i}, :amount_{i})" for i in range(counters))
     return text(
         f"INSERT INTO usage_counters (account_id, period, start, messages) VALUES {rows} "
