@@ -301,12 +301,14 @@ def tier(conn: Connection, account_id: int) -> int:
     return conn.scalar(_TIER, {"account_id": account_id}) or 0
 
 
-def lock_account(conn: Connection, account_id: int) -> None:
-    """Hold the account's row until the transaction ends (PostgreSQL; SQLite's writer is already alone).
+def lock_account(conn: Connection, account_id: int) -> int:
+    """Hold the account's row until the transaction ends (PostgreSQL; SQLite's writer is already alone) and
+    return its warm-up tier as it stands once locked.
 
     FOR NO KEY UPDATE: rows that merely reference the account (contacts, suppressions) can still be
     written meanwhile."""
-    conn.execute(select(Account.id).where(Account.id == account_id).with_for_update(key_share=True))
+    locked = select(Account.sending_tier).where(Account.id == account_id).with_for_update(key_share=True)
+    return conn.scalar(locked) or 0
 
 
 def set_tier(conn: Connection, account_id: int, value: int) -> None:
