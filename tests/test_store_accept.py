@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from estafeta.store import accounts, plans, reputation, suppressions
 from estafeta.store import messages as message_store
@@ -88,6 +89,19 @@ def test_accepted_rows_on_sqlite_are_the_rows_sqlalchemy_writes(tmp_path: Path) 
     finally:
         written.close()
         reference.close()
+
+
+def test_a_refused_row_on_sqlite_raises_sqlalchemys_error_without_its_values(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'e.db'}")
+    db.migrate()
+    try:
+        secret = new_message("msg_x", 999, ["secret@gmail.test"])  # no such account: a foreign key fails
+        with pytest.raises(IntegrityError, match="FOREIGN KEY") as raised:
+            db.call(message_store.insert_messages, [secret], NOW)
+        assert "secret@" not in str(raised.value) and "msg_x" not in str(raised.value)
+        assert db.call(lambda conn: conn.scalar(select(func.count()).select_from(Message))) == 0
+    finally:
+        db.close()
 
 
 def test_accepted_rows_read_back_as_given(db: Database) -> None:

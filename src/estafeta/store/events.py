@@ -67,7 +67,7 @@ def record(conn: Connection, events: Iterable[NewEvent], now: datetime) -> int:
         return _record_postgresql(conn, list(events), now)
     rows = sqlite_rows(events, now)
     if rows:
-        conn.connection.driver_connection.executemany(INSERT_SQLITE, rows)
+        driver.sqlite_many(conn, INSERT_SQLITE, rows)
     return len(rows)
 
 

@@ -220,8 +220,8 @@ def _insert_sqlite(
 ) -> None:
     at = driver.sqlite_time(now)
     dumps = driver.json_text
-    sqlite = conn.connection.driver_connection
-    sqlite.executemany(
+    driver.sqlite_many(
+        conn,
         _INSERT_MESSAGES_SQLITE,
         [
             (
@@ -244,9 +244,9 @@ def _insert_sqlite(
         ],
     )
     if deliveries:
-        sqlite.executemany(_INSERT_DELIVERIES_SQLITE, [(*entry, at) for entry in deliveries])
+        driver.sqlite_many(conn, _INSERT_DELIVERIES_SQLITE, [(*entry, at) for entry in deliveries])
     if events:
-        sqlite.executemany(events_store.INSERT_SQLITE, events_store.sqlite_rows(events, now))
+        driver.sqlite_many(conn, events_store.INSERT_SQLITE, events_store.sqlite_rows(events, now))
 
 
 def _suppressed_events(conn: Connection, m: NewMessage, dropped: Suppressed, now: datetime) -> list[NewEvent]:

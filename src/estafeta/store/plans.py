@@ -9,6 +9,7 @@ from datetime import date, datetime
 from sqlalchemy import Connection, Date, TextClause, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from estafeta.store.driver import sqlite_many
 from estafeta.store.models import Account, AccountPlan, Contact, Plan, UsageCounter
 
 
@@ -180,7 +181,8 @@ def count_usage(conn: Connection, account_id: int, amounts: dict[tuple[str, date
     if not amounts:
         return
     if conn.dialect.name == "sqlite":
-        conn.connection.driver_connection.executemany(
+        sqlite_many(
+            conn,
             _USAGE_UPSERT_SQLITE,
             [(account_id, period, start.isoformat(), amount) for (period, start), amount in amounts.items()],
         )

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
 from estafeta.store import events
 from estafeta.store.accounts import get_state, set_state
-from estafeta.store.driver import read_time
+from estafeta.store.driver import read_time, sqlite_query
 from estafeta.store.events import NewEvent
 from estafeta.store.models import (
     Account,
@@ -234,7 +234,7 @@ def admission(conn: Connection, account_id: int) -> Admission:
 
 
 def _admission_sqlite(conn: Connection, account_id: int) -> Admission:
-    rows = conn.connection.driver_connection.execute(_ADMISSION_SQLITE, (account_id,)).fetchall()
+    rows = sqlite_query(conn, _ADMISSION_SQLITE, (account_id,))
     if not rows:
         return Admission(0, _standings(()), None)
     tier, plan_id, name, per_month, per_day, contacts, pool, created_at = rows[0][:8]

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, distinct, func, insert, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
-from estafeta.store.driver import read_time
+from estafeta.store.driver import read_time, sqlite_query
 from estafeta.store.models import FAILURE_EVENTS, Event, Suppression, SuppressionAudit
 
 
@@ -154,7 +154,7 @@ def matching(conn: Connection, account_id: int, keys: Iterable[str]) -> list[Sup
         return []
     if conn.dialect.name == "sqlite":
         query = _MATCHING_SQLITE.format(", ".join("?" * len(wanted)))
-        found = conn.connection.driver_connection.execute(query, (account_id, *wanted)).fetchall()
+        found = sqlite_query(conn, query, (account_id, *wanted))
         return [SuppressionRow(*row[:6], read_time(row[6])) for row in found]
     rows = conn.execute(_MATCHING, {"keys": wanted, "account_id": account_id}).all()
     return [_row(r) for r in rows]
