@@ -3,14 +3,13 @@ check, what failures suppress, the persistent-soft-bounce rule, and CSV export/i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import Connection, event, select
 from typer.testing import CliRunner
 
 from estafeta import suppression
@@ -33,25 +32,38 @@ from estafeta.store.models import Delivery, Event
 from estafeta.world import World
 from tests.factories import add_verified_domain, new_message, sandbox_dns
 
+T = TypeVar("T")
+
 
 def _account(db: Database, clock: ManualClock, name: str = "acme") -> int:
     return db.call(accounts.create_account, name, clock.now()).id
 
 
-@contextmanager
-def _statements(db: Database) -> Iterator[list[str]]:
-    """The SQL statements run on `db` while the block runs."""
+def _statements_run(db: Database, fn: Callable[..., T], *args: Any) -> tuple[T, list[str]]:
+    """What `fn(conn, *args)` returns, and the SQL statements it ran: as the driver runs them on SQLite
+    (where the accept path's statements bypass SQLAlchemy), as SQLAlchemy runs them on PostgreSQL."""
     seen: list[str] = []
 
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    def note(statement: str) -> None:
         if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "PRAGMA")):
             seen.append(statement)
 
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
+    def run(conn: Connection) -> T:
+        if db.is_sqlite:
+            driver = conn.connection.driver_connection
+            driver.set_trace_callback(note)
+            try:
+                return fn(conn, *args)
+            finally:
+                driver.set_trace_callback(None)
+        listener = lambda *event_args: note(event_args[2])  # noqa: E731 (conn, cursor, statement, …)
+        event.listen(conn, "before_cursor_execute", listener)
+        try:
+            return fn(conn, *args)
+        finally:
+            event.remove(conn, "before_cursor_execute", listener)
+
+    return db.call(run), seen
 
 
 def _events(db: Database, kind: str) -> list[Any]:
@@ -154,8 +166,7 @@ def test_screen_finds_account_global_and_domain_entries_and_traps_in_one_query(d
         "listed-trap@example.test",
         *[f"more{i}@example.test" for i in range(40)],
     ]
-    with _statements(db) as statements:
-        found = db.call(suppression.screen, acme, recipients, traps)
+    found, statements = _statements_run(db, suppression.screen, acme, recipients, traps)
     assert len(statements) == 1
     summary = {r: (s.reason, s.scope, s.trap) for r, s in found.items()}
     assert summary == {

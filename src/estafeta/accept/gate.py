@@ -123,9 +123,8 @@ class PolicyGate:
         used = 0
         if limit is not None:
             # Serialises a limited account's storing transactions (PostgreSQL; SQLite has one writer), so
-            # two of them never both count the same headroom.
-            reputation_store.lock_account(conn, account_id)
-            limit = sending_limit(reputation_store.tier(conn, account_id), self.settings)
+            # two of them never both count the same headroom; the tier is read again once locked.
+            limit = sending_limit(reputation_store.lock_account(conn, account_id), self.settings)
             used = reputation_store.usage(conn, account_id, now - DAY)
         return AccountView(read.standings, limit, used, self.meter.open_tab(account_id, read.plan))
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
 from estafeta.store import driver, suppressions
 from estafeta.store import events as events_store
-from estafeta.store.events import EventRow, NewEvent, for_message, record
+from estafeta.store.events import EventRow, NewEvent, for_message
 from estafeta.store.models import Delivery, Message
 
 
@@ -129,8 +129,7 @@ def insert_messages(
     if conn.dialect.name == "postgresql":
         _insert_postgresql(conn, messages, deliveries, events, now)
     else:
-        _insert_core(conn, messages, deliveries, now)
-        record(conn, events, now)
+        _insert_sqlite(conn, messages, deliveries, events, now)
     for hook in hooks:
         hook(conn)
 
@@ -198,55 +197,56 @@ def _insert_postgresql(
 _DELIVERY_PARAMS = ("d_messages", "d_accounts", "d_recipients", "d_domains", "d_streams", "d_states")
 
 
-# SQLite's inserts, built once (building a statement costs more than running it).
-_INSERT_MESSAGES = insert(Message)
-_INSERT_DELIVERIES = insert(Delivery)
+# SQLite: fixed statements run by the driver, one row per parameter tuple (SQLAlchemy's execution costs
+# more CPU than SQLite spends on the rows, and the accept transaction holds the one write lock meanwhile).
+# Values are bound as SQLAlchemy binds the columns: times as `driver.sqlite_time`, JSON as `driver.json_text`,
+# booleans as 0/1, bytes as a blob.
+_INSERT_MESSAGES_SQLITE = (
+    "INSERT INTO messages (id, account_id, stream, source, from_address, subject, message_id_header, raw, "
+    "size, smtputf8, tags, metadata, dkim_keys, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_DELIVERIES_SQLITE = (
+    "INSERT INTO deliveries (message_id, account_id, recipient, domain, stream, state, attempts, "
+    "next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7, ?7)"
+)
 
 
-def _insert_core(
-    conn: Connection, messages: list[NewMessage], deliveries: list[Entry], now: datetime
+def _insert_sqlite(
+    conn: Connection,
+    messages: list[NewMessage],
+    deliveries: list[Entry],
+    events: list[NewEvent],
+    now: datetime,
 ) -> None:
-    conn.execute(
-        _INSERT_MESSAGES,
+    at = driver.sqlite_time(now)
+    dumps = driver.json_text
+    driver.sqlite_many(
+        conn,
+        _INSERT_MESSAGES_SQLITE,
         [
-            {
-                "id": m.id,
-                "account_id": m.account_id,
-                "stream": m.stream,
-                "source": m.source,
-                "from_address": m.from_address,
-                "subject": m.subject,
-                "message_id_header": m.message_id_header,
-                "raw": m.raw,
-                "size": len(m.raw),
-                "smtputf8": m.smtputf8,
-                "tags": m.tags,
-                "metadata": m.meta,  # the column's name: Core inserts ignore unknown keys
-                "dkim_keys": m.dkim_keys,
-                "created_at": now,
-            }
+            (
+                m.id,
+                m.account_id,
+                m.stream,
+                m.source,
+                m.from_address,
+                m.subject,
+                m.message_id_header,
+                m.raw,
+                len(m.raw),
+                int(m.smtputf8),
+                dumps(m.tags),
+                dumps(m.meta),
+                m.dkim_keys,
+                at,
+            )
             for m in messages
         ],
     )
     if deliveries:
-        conn.execute(
-            _INSERT_DELIVERIES,
-            [
-                {
-                    "message_id": message_id,
-                    "account_id": account_id,
-                    "recipient": recipient,
-                    "domain": domain,
-                    "stream": stream,
-                    "state": state,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for message_id, account_id, recipient, domain, stream, state in deliveries
-            ],
-        )
+        driver.sqlite_many(conn, _INSERT_DELIVERIES_SQLITE, [(*entry, at) for entry in deliveries])
+    if events:
+        driver.sqlite_many(conn, events_store.INSERT_SQLITE, events_store.sqlite_rows(events, now))
 
 
 def _suppressed_events(conn: Connection, m: NewMessage, dropped: Suppressed, now: datetime) -> list[NewEvent]:

@@ -9,6 +9,7 @@ from datetime import date, datetime
 from sqlalchemy import Connection, Date, TextClause, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from estafeta.store.driver import sqlite_many
 from estafeta.store.models import Account, AccountPlan, Contact, Plan, UsageCounter
 
 
@@ -154,10 +155,18 @@ def lock_counters(conn: Connection, account_id: int, periods: list[tuple[str, da
     return found
 
 
+# SQLite: one row per parameter tuple, run by the driver, the start bound as SQLAlchemy binds a `Date`.
+_USAGE_UPSERT_SQLITE = (
+    "INSERT INTO usage_counters (account_id, period, start, messages) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (account_id, period, start) DO UPDATE SET messages = usage_counters.messages + "
+    "excluded.messages"
+)
+
+
 @functools.cache
 def _usage_upsert(counters: int) -> TextClause:
-    """The upsert of `count_usage` for this many counters, one statement in the syntax both databases
-    share, built once: SQLAlchemy compiles a multi-row INSERT anew at every execution."""
+    """The upsert of `count_usage` for this many counters on PostgreSQL, one statement built once:
+    SQLAlchemy compiles a multi-row INSERT anew at every execution."""
     rows = ", ".join(f"(:account_id, :period_{i}, :start_{i}, :amount_{i})" for i in range(counters))
     return text(
         f"INSERT INTO usage_counters (account_id, period, start, messages) VALUES {rows} "
@@ -170,6 +179,13 @@ def count_usage(conn: Connection, account_id: int, amounts: dict[tuple[str, date
     """Add to the counters of these periods, creating them as needed, in one statement: for accounts with no
     limit to check, so nothing is read or locked (concurrent additions commute)."""
     if not amounts:
+        return
+    if conn.dialect.name == "sqlite":
+        sqlite_many(
+            conn,
+            _USAGE_UPSERT_SQLITE,
+            [(account_id, period, start.isoformat(), amount) for (period, start), amount in amounts.items()],
+        )
         return
     params: dict[str, object] = {"account_id": account_id}
     for i, ((period, start), amount) in enumerate(amounts.items()):

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
 from estafeta.store import events
 from estafeta.store.accounts import get_state, set_state
+from estafeta.store.driver import read_time, sqlite_query
 from estafeta.store.events import NewEvent
 from estafeta.store.models import (
     Account,
@@ -163,6 +164,11 @@ def _standings(rows: Sequence[Any]) -> dict[str, Standing]:
         for r in rows
         if r.stream is not None
     }
+    return _with_defaults(found)
+
+
+def _with_defaults(found: dict[str, Standing]) -> dict[str, Standing]:
+    """`found` with the streams that have no row, as `active`."""
     for stream in ("transactional", "broadcast"):
         found.setdefault(stream, Standing(stream, "active", "", "system", None))
     return found
@@ -203,13 +209,46 @@ _ADMISSION = (
 )
 
 
+# SQLite: the same statement run by the driver (SQLAlchemy's execution and result rows cost more CPU than
+# SQLite spends on it, while the storing transaction holds the one write lock).
+_ADMISSION_SQLITE = (
+    "SELECT a.sending_tier, p.id, p.name, p.messages_per_month, p.messages_per_day, p.contacts, "
+    "p.dedicated_pool, p.created_at, s.stream, s.state, s.reason, s.changed_by, s.changed_at, "
+    "s.measured_after FROM accounts AS a "
+    "LEFT OUTER JOIN account_plans AS ap ON ap.account_id = a.id "
+    "LEFT OUTER JOIN plans AS p ON p.id = ap.plan_id "
+    "LEFT OUTER JOIN sending_standing AS s ON s.account_id = a.id "
+    "WHERE a.id = ?"
+)
+
+
 def admission(conn: Connection, account_id: int) -> Admission:
     """The account's warm-up tier, standing per stream (see `standings`) and plan (None: on no plan)."""
+    if conn.dialect.name == "sqlite":
+        return _admission_sqlite(conn, account_id)
     rows = conn.execute(_ADMISSION, {"account_id": account_id}).all()
     first = rows[0] if rows else None
     plan = plan_row(first) if first is not None and first.id is not None else None
     tier = (first.sending_tier or 0) if first is not None else 0
     return Admission(tier, _standings(rows), plan)
+
+
+def _admission_sqlite(conn: Connection, account_id: int) -> Admission:
+    rows = sqlite_query(conn, _ADMISSION_SQLITE, (account_id,))
+    if not rows:
+        return Admission(0, _standings(()), None)
+    tier, plan_id, name, per_month, per_day, contacts, pool, created_at = rows[0][:8]
+    plan = (
+        PlanRow(plan_id, name, per_month, per_day, contacts, bool(pool), read_time(created_at))
+        if plan_id is not None
+        else None
+    )
+    found = {
+        stream: Standing(stream, state, reason, by, None if at is None else read_time(at), after)
+        for stream, state, reason, by, at, after in (row[8:] for row in rows)
+        if stream is not None
+    }
+    return Admission(tier or 0, _with_defaults(found), plan)
 
 
 def set_standing(
@@ -262,12 +301,14 @@ def tier(conn: Connection, account_id: int) -> int:
     return conn.scalar(_TIER, {"account_id": account_id}) or 0
 
 
-def lock_account(conn: Connection, account_id: int) -> None:
-    """Hold the account's row until the transaction ends (PostgreSQL; SQLite's writer is already alone).
+def lock_account(conn: Connection, account_id: int) -> int:
+    """Hold the account's row until the transaction ends (PostgreSQL; SQLite's writer is already alone) and
+    return its warm-up tier as it stands once locked.
 
     FOR NO KEY UPDATE: rows that merely reference the account (contacts, suppressions) can still be
     written meanwhile."""
-    conn.execute(select(Account.id).where(Account.id == account_id).with_for_update(key_share=True))
+    locked = select(Account.sending_tier).where(Account.id == account_id).with_for_update(key_share=True)
+    return conn.scalar(locked) or 0
 
 
 def set_tier(conn: Connection, account_id: int, value: int) -> None:
