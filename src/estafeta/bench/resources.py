@@ -94,11 +94,11 @@ def postgresql_server_pid(url: str) -> int | None:
     """The main process of the PostgreSQL server behind `url` when it runs on this machine (its backends
     and background workers are its children), else None."""
     plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(plain) as conn:
+    with psycopg.connect(plain) as conn, contextlib.suppress(psutil.Error):
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    with contextlib.suppress(psutil.Error):
+        # Looked up while the connection is open: its backend process ends with it. A server elsewhere
+        # (another host, a container) numbers its processes in its own space.
         backend = psutil.Process(row[0] if row else 0)
-        # A server elsewhere (another host, a container) numbers its processes in its own space.
         if backend.name() == "postgres" and backend.parent() is not None:
             return backend.ppid()
     return None
