@@ -182,6 +182,7 @@ class Supervisor:
             child
             for child in self._children
             if child.kind == kind
+            and kind not in self._stopping  # what is still handed to it would be closed unanswered
             and child.handoff is not None
             and child.ready.done()
             and not child.ready.cancelled()
