@@ -537,6 +537,10 @@ def load_tls_context(smtp: SmtpSettings, hostname: str) -> ssl.SSLContext:
     return server_context(cert, key)
 
 
+def _ignore() -> None:
+    """No one counts the connections of a process that serves them all."""
+
+
 class _Once:
     """Calls a function the first time it is called, never again."""
 
@@ -578,7 +582,8 @@ class SmtpRelay:
         )
         self.sessions: set[RelaySMTP] = set()
         self.tls_context: ssl.SSLContext | None = None
-        self._listeners: list[socket.socket] = []
+        self._servers: list[asyncio.Server] = []  # with no front children
+        self._listeners: list[socket.socket] = []  # with front children
         self._front: Supervisor | None = None
         self._inbox: Inbox | None = None
         self.serving = 0  # connections this process serves, TLS handshakes under way included
@@ -598,8 +603,10 @@ class SmtpRelay:
             self._inbox = inbox
             inbox.listen(self._handed_over)
             return SmtpPorts(smtp.starttls_port, smtp.implicit_tls_port)
-        self._front = front
         loop = asyncio.get_running_loop()
+        if front is None:  # every connection is served here: the loop's own server accepts them
+            return await self._listen(loop)
+        self._front = front
         try:
             for port, tag in ((smtp.starttls_port, _STARTTLS), (smtp.implicit_tls_port, _IMPLICIT_TLS)):
                 listener = socket.create_server(
@@ -613,10 +620,32 @@ class SmtpRelay:
         except BaseException:
             await self.stop(0)
             raise
-        ports = SmtpPorts(*(listener.getsockname()[1] for listener in self._listeners))
+        return self._listening(SmtpPorts(*(listener.getsockname()[1] for listener in self._listeners)))
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop) -> SmtpPorts:
+        smtp = self.settings.smtp
+        starttls = await loop.create_server(
+            lambda: RelaySMTP(self, implicit_tls=False, ended=_ignore), smtp.host, smtp.starttls_port
+        )
+        self._servers.append(starttls)
+        try:
+            implicit = await loop.create_server(
+                lambda: RelaySMTP(self, implicit_tls=True, ended=_ignore),
+                smtp.host,
+                smtp.implicit_tls_port,
+                ssl=self.tls_context,
+            )
+        except BaseException:
+            await self.stop(0)
+            raise
+        self._servers.append(implicit)
+        ports = SmtpPorts(starttls.sockets[0].getsockname()[1], implicit.sockets[0].getsockname()[1])
+        return self._listening(ports)
+
+    def _listening(self, ports: SmtpPorts) -> SmtpPorts:
         log.info(
             "smtp submission on %s port %d (STARTTLS) and port %d (TLS)",
-            smtp.host,
+            self.settings.smtp.host,
             ports.starttls,
             ports.implicit_tls,
         )
@@ -668,15 +697,19 @@ class SmtpRelay:
                 connection,
                 ssl=self.tls_context if implicit_tls else None,
             )
-        except (Exception, asyncio.CancelledError) as error:  # a failed TLS handshake; or stopping
+        except (OSError, ssl.SSLError):  # a failed TLS handshake: the client hears nothing more
+            connection.close()  # the transport closed it already, if it had one
+            ended()
+        except BaseException:  # stopping, or a fault of ours
             connection.close()
             ended()
-            if not isinstance(error, (OSError, ssl.SSLError, asyncio.CancelledError)):
-                log.exception("smtp connection could not be served")
+            raise
 
     async def stop(self, grace: float) -> None:
         """Stop listening, let messages being accepted get their reply, then close every connection."""
         loop = asyncio.get_running_loop()
+        for server in self._servers:
+            server.close()
         for listener in self._listeners:
             loop.remove_reader(listener.fileno())
             listener.close()
@@ -689,6 +722,9 @@ class SmtpRelay:
         await self.handler.wait_idle(grace)
         for session in list(self.sessions):
             session.shut_down()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers = []
         for _ in range(_DRAIN_ROUNDS):  # let closed sessions run connection_lost before the loop may end
             if not self.sessions:
                 break
