@@ -86,6 +86,8 @@ class Inbox:
             if not tag:  # the serve process went away (the control pipe stops this child)
                 self.stop()
                 return
+            if not fds:  # not received (out of descriptors): it ended here
+                self.done()
             for fd in fds:
                 take(socket.socket(fileno=fd), tag)
 

@@ -218,3 +218,65 @@ async def test_relay_sessions_are_spread_evenly_over_the_front_processes(tmp_pat
     finally:
         await platform.stop(grace=2)
         sink.stop()
+
+
+async def test_relay_sessions_go_to_the_processes_alive(tmp_path: Path) -> None:
+    """While a front child is dead, the serve process takes every new session; its replacement, which
+    holds none, takes the next ones."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_self_signed(cert, key, [HOST])
+    sink = SinkProcess(["gmail.test"])
+    addresses = sink.start()
+    settings = sandbox_settings(
+        f"sqlite:///{tmp_path / 'front.db'}",
+        addresses.dns_address,
+        addresses.smtp_port,
+        api={"host": HOST, "port": 0},
+        front={"processes": 2},
+        smtp={"host": HOST, "starttls_port": 0, "implicit_tls_port": 0, "tls_cert": cert, "tls_key": key},
+        warmup={"tiers": []},
+    )
+    platform = Platform(settings)
+    core = platform.core
+    account = await core.accounts.create("acme", actor=SYSTEM)
+    await core.domains.add(account.id, "acme.test", "ed25519-sha256", actor=SYSTEM)
+    credential = await core.smtp_credentials.create(account.id, actor=SYSTEM)
+    await platform.start(api=False, delivery=False, smtp=True, services=False)
+    assert platform.smtp_ports is not None
+    port = platform.smtp_ports.starttls
+    tls = ssl.create_default_context(cafile=str(cert))
+    relays: list[aiosmtplib.SMTP] = []
+
+    async def open_sessions(count: int, pids: list[int]) -> list[int]:
+        """Open `count` sessions, send a message over each; the processes serving them."""
+        opened = [
+            aiosmtplib.SMTP(hostname=HOST, port=port, tls_context=tls, timeout=60) for _ in range(count)
+        ]
+        relays.extend(opened)
+        for relay in opened:
+            await relay.connect()
+            await relay.login(credential.username, credential.password)
+            raw = b"From: <hello@acme.test>\r\nTo: <r@gmail.test>\r\nSubject: hi\r\n\r\nHi.\r\n"
+            await relay.sendmail("hello@acme.test", ["r@gmail.test"], raw)
+        return [_serving_pid(relay, port, pids) for relay in opened]
+
+    try:
+        (child,) = platform.supervisor.children("front")
+        assert child.process.pid is not None
+        child.process.kill()
+        await asyncio.to_thread(child.process.join, 10)
+        assert await open_sessions(2, [os.getpid()]) == [os.getpid()] * 2
+        deadline = time.monotonic() + 60
+        while not any(c.ready.done() for c in platform.supervisor.children("front")):
+            assert time.monotonic() < deadline, "no front process replaced the dead one"
+            await asyncio.sleep(0.1)
+        (replacement,) = platform.supervisor.children("front")
+        assert replacement.process.pid is not None and replacement is not child
+        pids = [os.getpid(), replacement.process.pid]
+        assert await open_sessions(2, pids) == [replacement.process.pid] * 2
+        assert await core.db.run(queue_store.state_counts) == {"queued": 4}
+    finally:
+        for relay in relays:
+            await relay.quit()
+        await platform.stop(grace=2)
+        sink.stop()

@@ -652,8 +652,8 @@ class SmtpRelay:
         return ports
 
     def _accept(self, listener: socket.socket, tag: bytes) -> None:
-        """Connections are waiting on a listener: each goes to the process serving the fewest, this one
-        when it serves no more than any child."""
+        """Connections are waiting on a listener: each goes to the process serving the fewest, a child on a
+        tie (this process also accepts, and runs what only it runs)."""
         for _ in range(_ACCEPTS_PER_WAKE):
             try:
                 connection, _address = listener.accept()
@@ -664,7 +664,7 @@ class SmtpRelay:
                 return
             front = self._front
             child = None if front is None else front.least_handed("front")
-            if front is not None and child is not None and child.handed < self.serving:
+            if front is not None and child is not None and child.handed <= self.serving:
                 try:
                     front.hand_off(child, connection, tag)
                 except OSError as error:
