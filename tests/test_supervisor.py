@@ -13,7 +13,7 @@ from pathlib import Path
 
 from estafeta.config import Settings
 from estafeta.metrics import CommitWindow, CounterTotals, Metrics
-from estafeta.supervisor import Child, ChildKind, Supervisor
+from estafeta.supervisor import Child, ChildKind, Inbox, Supervisor
 
 
 class EchoWork:
@@ -38,7 +38,7 @@ class EchoWork:
         self.metrics.webhook_attempts.labels(f"stopped {grace}").inc()
 
 
-def echo_work(settings: Settings, mail_due: Callable[[], None]) -> EchoWork:
+def echo_work(settings: Settings, mail_due: Callable[[], None], inbox: Inbox | None) -> EchoWork:
     return EchoWork(settings, mail_due)
 
 
@@ -69,15 +69,19 @@ class BrokenWork(EchoWork):
         raise RuntimeError("cannot start")
 
 
-def marking_work(marker: Path, settings: Settings, mail_due: Callable[[], None]) -> MarkingWork:
+def marking_work(
+    marker: Path, settings: Settings, mail_due: Callable[[], None], inbox: Inbox | None
+) -> MarkingWork:
     return MarkingWork(marker, settings, mail_due)
 
 
-def waiting_work(marker: Path, settings: Settings, mail_due: Callable[[], None]) -> WaitingWork:
+def waiting_work(
+    marker: Path, settings: Settings, mail_due: Callable[[], None], inbox: Inbox | None
+) -> WaitingWork:
     return WaitingWork(marker, settings, mail_due)
 
 
-def broken_work(settings: Settings, mail_due: Callable[[], None]) -> BrokenWork:
+def broken_work(settings: Settings, mail_due: Callable[[], None], inbox: Inbox | None) -> BrokenWork:
     return BrokenWork(settings, mail_due)
 
 

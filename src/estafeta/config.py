@@ -119,9 +119,9 @@ class FrontSettings(BaseModel):
         1,
         ge=1,
         le=64,
-        description="processes serving the API and the SMTP relay on the same ports (SO_REUSEPORT), so that "
-        "TLS, parsing and DKIM signing use every core; on SQLite and PostgreSQL (with N cores, N is a good "
-        "start)",
+        description="processes serving the API (on the same port, SO_REUSEPORT) and the SMTP relay (the "
+        "serve process accepts each session and hands it to the process serving the fewest), so that TLS, "
+        "parsing and DKIM signing use every core; on SQLite and PostgreSQL (with N cores, N is a good start)",
     )
 
 

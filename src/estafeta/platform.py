@@ -25,7 +25,7 @@ from estafeta.delivery.processes import delivery_work
 from estafeta.metrics import CommitWindow, CounterTotals
 from estafeta.scheduler import Scheduler
 from estafeta.smtp import SmtpPorts, SmtpRelay
-from estafeta.supervisor import ChildKind, Supervisor
+from estafeta.supervisor import ChildKind, Inbox, Supervisor
 
 log = logging.getLogger("estafeta")
 
@@ -37,12 +37,15 @@ class Platform:
         clock: Clock | None = None,
         mail_due: Callable[[], None] | None = None,
         metrics_from: str | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         """`mail_due`: whom to tell that mail was queued here besides this process's delivery (a front
         child process tells the serve process, which wakes delivery); `metrics_from`: where a front child
-        process reads the node's metrics (`Core`)."""
+        process reads the node's metrics (`Core`); `inbox`: where a front child process receives the relay
+        connections the serve process hands it."""
         self.settings = settings
         self.mail_due = mail_due
+        self.inbox = inbox
         self.core = Core(settings, clock=clock, wake_delivery=self.wake_delivery, metrics_from=metrics_from)
         core = self.core
         self.engine = core.delivery_engine()
@@ -109,7 +112,8 @@ class Platform:
 
         `delivery` runs the delivery engine here, or in `settings.delivery.processes` child processes.
         `api` and `smtp` are the front: with `settings.front.processes` = N, N - 1 child processes serve
-        them too, on the same ports (unless `children` is false: this is one of them).
+        them too (unless `children` is false: this is one of them), the API on the same port, the relay
+        on connections this process accepts and hands them (`estafeta.smtp.server`).
         `services` are what a front process runs for the platform: the campaign runner, the inbound
         listener for bounces and complaints (when `settings.inbound.enabled`), webhooks, the Postmaster
         poller and the metrics endpoint; a delivery-only process, and front child processes, leave them
@@ -145,7 +149,9 @@ class Platform:
         if delivery and not self.settings.delivery.processes:
             self._tasks.append(asyncio.create_task(self.engine.run(), name="delivery"))
         if smtp:
-            self.smtp_ports = await self.smtp.start()
+            self.smtp_ports = await self.smtp.start(
+                front=self.supervisor if front_children else None, inbox=self.inbox
+            )
         if services:
             self._tasks.append(asyncio.create_task(core.audience.runner.run(), name="campaigns"))
             if self.settings.inbound.enabled:
@@ -166,6 +172,7 @@ class Platform:
                     functools.partial(front_work, api=api, metrics_from=metrics_from),
                     self._front_child_settings(smtp),
                     self.settings.front.processes - 1,
+                    handoff=smtp,
                 )
             )
         if delivery and self.settings.delivery.processes:
@@ -232,9 +239,14 @@ class FrontWork:
     no services); mail it queues wakes the serve process's delivery."""
 
     def __init__(
-        self, settings: Settings, mail_due: Callable[[], None], api: bool, metrics_from: str | None
+        self,
+        settings: Settings,
+        mail_due: Callable[[], None],
+        inbox: Inbox | None,
+        api: bool,
+        metrics_from: str | None,
     ) -> None:
-        self.platform = Platform(settings, mail_due=mail_due, metrics_from=metrics_from)
+        self.platform = Platform(settings, mail_due=mail_due, metrics_from=metrics_from, inbox=inbox)
         self.api = api
 
     async def start(self) -> None:
@@ -257,8 +269,13 @@ class FrontWork:
 
 
 def front_work(
-    settings: Settings, mail_due: Callable[[], None], *, api: bool = True, metrics_from: str | None = None
+    settings: Settings,
+    mail_due: Callable[[], None],
+    inbox: Inbox | None,
+    *,
+    api: bool = True,
+    metrics_from: str | None = None,
 ) -> FrontWork:
-    """The supervisor's factory for front child processes (`api`: serve the API too; `metrics_from`: the
-    serve process's metrics listener, for /metrics on the API)."""
-    return FrontWork(settings, mail_due, api, metrics_from)
+    """The supervisor's factory for front child processes (`inbox`: relay connections handed over; `api`:
+    serve the API too; `metrics_from`: the serve process's metrics listener, for /metrics on the API)."""
+    return FrontWork(settings, mail_due, inbox, api, metrics_from)

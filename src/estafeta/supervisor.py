@@ -2,8 +2,12 @@
 
 A Python process runs one thread of Python at a time, so on a machine with several cores the platform
 accepts and delivers faster with processes of its own: `front.processes - 1` children serve the API and
-the relay on the same ports as the serve process (SO_REUSEPORT: the kernel spreads new connections over
-them all), and `delivery.processes` children run delivery engines; all share the database.
+the relay with the serve process, and `delivery.processes` children run delivery engines; all share the
+database. The API's port is bound by every front process (SO_REUSEPORT: the kernel spreads its short
+requests over them). Relay sessions are few and long-lived, which the kernel's hash spreads badly, so the
+serve process alone listens on the relay ports and hands each connection to the process holding the fewest
+(`hand_off`): over a third channel, a Unix socket per front child, it sends the connection's descriptor
+(SCM_RIGHTS) tagged with its listener, and the child sends back a byte when a handed connection ends.
 
 Each child has two pipes. The wake pipe carries single bytes both ways and never blocks (a full pipe
 already holds a wake-up): the serve process wakes delivery children when mail is queued, and a front
@@ -23,6 +27,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
@@ -56,9 +61,52 @@ class ChildWork(Protocol):
     async def stop(self, grace: float) -> None: ...
 
 
-# Builds a child's work from its settings and a function telling the serve process that mail is due.
-# A module-level function: children are spawned, so it is passed by name.
-WorkFactory = Callable[[Settings, Callable[[], None]], ChildWork]
+class Inbox:
+    """A child's end of its hand-off channel: connections the serve process hands it, each with a tag;
+    `done` tells the serve process that one of them ended."""
+
+    def __init__(self, channel: socket.socket) -> None:
+        channel.setblocking(False)
+        self._channel = channel
+        self._listening = False
+
+    def listen(self, take: Callable[[socket.socket, bytes], None]) -> None:
+        """Call `take(connection, tag)` for every connection handed over from now on."""
+        asyncio.get_running_loop().add_reader(self._channel.fileno(), self._receive, take)
+        self._listening = True
+
+    def _receive(self, take: Callable[[socket.socket, bytes], None]) -> None:
+        for _ in range(64):  # then let the loop run other work; the reader fires again
+            try:
+                tag, fds, _flags, _address = socket.recv_fds(self._channel, 1, 1)
+            except BlockingIOError:
+                return
+            except OSError:
+                tag, fds = b"", []
+            if not tag:  # the serve process went away (the control pipe stops this child)
+                self.stop()
+                return
+            if not fds:  # not received (out of descriptors): it ended here
+                self.done()
+            for fd in fds:
+                take(socket.socket(fileno=fd), tag)
+
+    def done(self) -> None:
+        """A handed connection ended."""
+        with contextlib.suppress(OSError):  # the serve process is gone: nobody counts any more
+            self._channel.send(b"d")
+
+    def stop(self) -> None:
+        """Take no more connections."""
+        if self._listening:
+            asyncio.get_running_loop().remove_reader(self._channel.fileno())
+            self._listening = False
+
+
+# Builds a child's work from its settings, a function telling the serve process that mail is due, and the
+# child's inbox (for kinds with `handoff`, else None). A module-level function: children are spawned, so
+# it is passed by name.
+WorkFactory = Callable[[Settings, Callable[[], None], Inbox | None], ChildWork]
 
 
 @dataclass
@@ -71,16 +119,20 @@ class Child:
     started: float  # loop time
     reported: CounterTotals = field(default_factory=dict)  # counter totals already added
     window: CommitWindow = field(default_factory=CommitWindow)  # as last reported
+    handoff: socket.socket | None = None  # our end of the hand-off channel (kinds with `handoff`)
+    handed: int = 0  # connections handed to it that have not ended yet
 
 
 @dataclass(frozen=True)
 class ChildKind:
-    """Children to run: `count` processes, each running the work `factory` builds from `settings`."""
+    """Children to run: `count` processes, each running the work `factory` builds from `settings`; with
+    `handoff`, each gets an `Inbox` for connections the serve process hands it (`Supervisor.hand_off`)."""
 
     name: str
     factory: WorkFactory
     settings: Settings
     count: int
+    handoff: bool = False
 
 
 class Supervisor:
@@ -126,14 +178,38 @@ class Supervisor:
                 with contextlib.suppress(BlockingIOError, OSError):  # full: a wake-up is pending already
                     os.write(child.wake.fileno(), b"w")
 
+    def least_handed(self, kind: str) -> Child | None:
+        """The running child of a kind (with `handoff`) holding the fewest handed connections."""
+        running = [
+            child
+            for child in self._children
+            if child.kind == kind
+            and kind not in self._stopping  # what is still handed to it would be closed unanswered
+            and child.handoff is not None
+            and child.ready.done()
+            and not child.ready.cancelled()
+            and child.ready.exception() is None
+        ]
+        return min(running, key=lambda child: child.handed, default=None)
+
+    def hand_off(self, child: Child, connection: socket.socket, tag: bytes) -> None:
+        """Send `connection` to `child` with a one-byte `tag`; the caller then closes its own copy. Raises
+        OSError when it cannot be sent (the child is gone, or its channel is full)."""
+        assert child.handoff is not None and len(tag) == 1
+        socket.send_fds(child.handoff, [tag], [connection.fileno()])
+        child.handed += 1
+
     def _spawn(self, kind: str) -> Child:
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe()
         wake_ours, wake_theirs = context.Pipe()
         spec = self._kinds[kind]
+        handoff, inbox = (
+            socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) if spec.handoff else (None, None)
+        )
         process = context.Process(
             target=_child_main,
-            args=(spec.factory, spec.settings, theirs, wake_theirs),
+            args=(spec.factory, spec.settings, theirs, wake_theirs, inbox),
             name=f"estafeta-{kind}",
             daemon=False,
         )
@@ -142,17 +218,38 @@ class Supervisor:
         except BaseException:
             ours.close()
             wake_ours.close()
+            if handoff is not None:
+                handoff.close()
             raise
         finally:  # the child has its own copies of these (or there is no child)
             theirs.close()
             wake_theirs.close()
+            if inbox is not None:
+                inbox.close()
         os.set_blocking(wake_ours.fileno(), False)
         loop = asyncio.get_running_loop()
-        child = Child(kind, process, ours, wake_ours, loop.create_future(), loop.time())
+        child = Child(kind, process, ours, wake_ours, loop.create_future(), loop.time(), handoff=handoff)
         self._children.append(child)
         loop.add_reader(ours.fileno(), self._on_message, child)
         loop.add_reader(wake_ours.fileno(), self._on_wake, child)
+        if handoff is not None:
+            handoff.setblocking(False)
+            loop.add_reader(handoff.fileno(), self._on_done, child)
         return child
+
+    def _on_done(self, child: Child) -> None:
+        """The child says handed connections ended, a byte each."""
+        assert child.handoff is not None
+        try:
+            ended = child.handoff.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            ended = b""
+        if ended:
+            child.handed -= len(ended)
+        else:  # closed: the control pipe says why
+            asyncio.get_running_loop().remove_reader(child.handoff.fileno())
 
     def _on_wake(self, child: Child) -> None:
         try:
@@ -194,6 +291,9 @@ class Supervisor:
         loop.remove_reader(child.wake.fileno())
         child.control.close()
         child.wake.close()
+        if child.handoff is not None:
+            loop.remove_reader(child.handoff.fileno())
+            child.handoff.close()
         self._children.remove(child)
         # Its counts stay counted; what it had not committed is no longer pending anywhere.
         self._retired = CommitWindow.total([self._retired, replace(child.window, uncommitted=0)])
@@ -270,13 +370,25 @@ class Supervisor:
             self._gone(child)
 
 
-def _child_main(factory: WorkFactory, settings: Settings, control: Connection, wake: Connection) -> None:
+def _child_main(
+    factory: WorkFactory,
+    settings: Settings,
+    control: Connection,
+    wake: Connection,
+    handoff: socket.socket | None,
+) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the serve process decides when children stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    event_loop.run(_run_child(factory, settings, control, wake))
+    event_loop.run(_run_child(factory, settings, control, wake, handoff))
 
 
-async def _run_child(factory: WorkFactory, settings: Settings, control: Connection, wake: Connection) -> None:
+async def _run_child(
+    factory: WorkFactory,
+    settings: Settings,
+    control: Connection,
+    wake: Connection,
+    handoff: socket.socket | None,
+) -> None:
     os.set_blocking(wake.fileno(), False)
 
     def mail_due() -> None:
@@ -284,7 +396,7 @@ async def _run_child(factory: WorkFactory, settings: Settings, control: Connecti
             os.write(wake.fileno(), b"w")
 
     try:
-        work = factory(settings, mail_due)
+        work = factory(settings, mail_due, None if handoff is None else Inbox(handoff))
         await work.start()
     except Exception as error:
         control.send(("error", repr(error)))
@@ -334,3 +446,5 @@ async def _run_child(factory: WorkFactory, settings: Settings, control: Connecti
         report()
         control.close()
         wake.close()
+        if handoff is not None:
+            handoff.close()

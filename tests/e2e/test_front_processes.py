@@ -1,10 +1,11 @@
-"""`front.processes`: the API and the relay in several processes on the same ports (SO_REUSEPORT), on
-SQLite and on PostgreSQL; connections land on all of them, every message is committed before its answer,
+"""`front.processes`: the API and the relay in several processes, on SQLite and on PostgreSQL; connections
+land on all of them (relay sessions evenly, however few), every message is committed before its answer,
 /metrics counts what every process accepted whichever process answers it, and they stop together."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from estafeta.bench.sink import SinkProcess
 from estafeta.platform import Platform
 from estafeta.sandbox import sandbox_settings
 from estafeta.store import queue as queue_store
+from estafeta.supervisor import Child
 from estafeta.tls import write_self_signed
 
 HOST = "127.0.0.1"
@@ -133,3 +135,148 @@ async def test_api_and_relay_are_served_by_every_front_process(
         await platform.stop(grace=2)
         sink.stop()
     assert not child.process.is_alive()
+
+
+def _serving_pid(relay: aiosmtplib.SMTP, port: int, pids: list[int]) -> int:
+    """The process holding the server side of a client's connection to `port`."""
+    assert relay.transport is not None
+    client_port = relay.transport.get_extra_info("sockname")[1]
+    (pid,) = (
+        pid
+        for pid in pids
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.laddr and c.laddr.port == port and c.raddr and c.raddr.port == client_port
+    )
+    return pid
+
+
+async def _until_settled(platform: Platform, child: Child) -> None:
+    """Until neither process counts a relay connection."""
+    deadline = time.monotonic() + 10
+    while child.handed or platform.smtp.serving:
+        assert time.monotonic() < deadline, (child.handed, platform.smtp.serving)
+        await asyncio.sleep(0.05)
+
+
+async def test_relay_sessions_are_spread_evenly_over_the_front_processes(tmp_path: Path) -> None:
+    """The serve process accepts every relay connection and hands it to the process serving the fewest:
+    8 sessions split 4/4 and 3 split 2/1, on the STARTTLS port and the implicit-TLS port alike, and mail
+    sent through each process is accepted and delivered."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_self_signed(cert, key, [HOST])
+    sink = SinkProcess(["gmail.test"])
+    addresses = sink.start()
+    settings = sandbox_settings(
+        f"sqlite:///{tmp_path / 'front.db'}",
+        addresses.dns_address,
+        addresses.smtp_port,
+        api={"host": HOST, "port": 0},
+        front={"processes": 2},
+        smtp={"host": HOST, "starttls_port": 0, "implicit_tls_port": 0, "tls_cert": cert, "tls_key": key},
+        warmup={"tiers": []},
+    )
+    platform = Platform(settings)
+    core = platform.core
+    account = await core.accounts.create("acme", actor=SYSTEM)
+    await core.domains.add(account.id, "acme.test", "ed25519-sha256", actor=SYSTEM)
+    credential = await core.smtp_credentials.create(account.id, actor=SYSTEM)
+    await platform.start(api=True, delivery=True, smtp=True, services=False)
+    assert platform.smtp_ports is not None
+    (child,) = platform.supervisor.children("front")
+    assert child.process.pid is not None
+    pids = [os.getpid(), child.process.pid]
+    tls = ssl.create_default_context(cafile=str(cert))
+    sent = 0
+    try:
+        # Connections that end in a failed TLS handshake end in either process's count too.
+        for _ in range(4):
+            reader, writer = await asyncio.open_connection(HOST, platform.smtp_ports.implicit_tls)
+            writer.write(b"EHLO not-tls\r\n")
+            await reader.read()
+            writer.close()
+        await _until_settled(platform, child)
+        rounds = [(platform.smtp_ports.starttls, False, 8), (platform.smtp_ports.implicit_tls, True, 3)]
+        for port, implicit_tls, count in rounds:
+            relays = [
+                aiosmtplib.SMTP(hostname=HOST, port=port, tls_context=tls, use_tls=implicit_tls, timeout=60)
+                for _ in range(count)
+            ]
+            await asyncio.gather(*(relay.connect() for relay in relays))
+            for relay in relays:
+                await relay.login(credential.username, credential.password)
+            serving = [_serving_pid(relay, port, pids) for relay in relays]
+            assert sorted(serving.count(pid) for pid in pids) == [count // 2, count - count // 2], serving
+            for n, relay in enumerate(relays, start=sent):
+                raw = f"From: Acme <hello@acme.test>\r\nTo: r{n}@gmail.test\r\nSubject: n{n}\r\n\r\nHi.\r\n"
+                await relay.sendmail("hello@acme.test", [f"r{n}@gmail.test"], raw.encode())
+                await relay.quit()
+            sent += count
+            await _until_settled(platform, child)  # the next round is spread from zero
+        await sink.wait_for(sent, timeout=30)
+        assert sink.received == sent
+        assert await core.db.run(queue_store.state_counts) == {"delivered": sent}
+    finally:
+        await platform.stop(grace=2)
+        sink.stop()
+
+
+async def test_relay_sessions_go_to_the_processes_alive(tmp_path: Path) -> None:
+    """While a front child is dead, the serve process takes every new session; its replacement, which
+    holds none, takes the next ones."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_self_signed(cert, key, [HOST])
+    sink = SinkProcess(["gmail.test"])
+    addresses = sink.start()
+    settings = sandbox_settings(
+        f"sqlite:///{tmp_path / 'front.db'}",
+        addresses.dns_address,
+        addresses.smtp_port,
+        api={"host": HOST, "port": 0},
+        front={"processes": 2},
+        smtp={"host": HOST, "starttls_port": 0, "implicit_tls_port": 0, "tls_cert": cert, "tls_key": key},
+        warmup={"tiers": []},
+    )
+    platform = Platform(settings)
+    core = platform.core
+    account = await core.accounts.create("acme", actor=SYSTEM)
+    await core.domains.add(account.id, "acme.test", "ed25519-sha256", actor=SYSTEM)
+    credential = await core.smtp_credentials.create(account.id, actor=SYSTEM)
+    await platform.start(api=False, delivery=False, smtp=True, services=False)
+    assert platform.smtp_ports is not None
+    port = platform.smtp_ports.starttls
+    tls = ssl.create_default_context(cafile=str(cert))
+    relays: list[aiosmtplib.SMTP] = []
+
+    async def open_sessions(count: int, pids: list[int]) -> list[int]:
+        """Open `count` sessions, send a message over each; the processes serving them."""
+        opened = [
+            aiosmtplib.SMTP(hostname=HOST, port=port, tls_context=tls, timeout=60) for _ in range(count)
+        ]
+        relays.extend(opened)
+        for relay in opened:
+            await relay.connect()
+            await relay.login(credential.username, credential.password)
+            raw = b"From: <hello@acme.test>\r\nTo: <r@gmail.test>\r\nSubject: hi\r\n\r\nHi.\r\n"
+            await relay.sendmail("hello@acme.test", ["r@gmail.test"], raw)
+        return [_serving_pid(relay, port, pids) for relay in opened]
+
+    try:
+        (child,) = platform.supervisor.children("front")
+        assert child.process.pid is not None
+        child.process.kill()
+        await asyncio.to_thread(child.process.join, 10)
+        assert await open_sessions(2, [os.getpid()]) == [os.getpid()] * 2
+        deadline = time.monotonic() + 60
+        while not any(c.ready.done() for c in platform.supervisor.children("front")):
+            assert time.monotonic() < deadline, "no front process replaced the dead one"
+            await asyncio.sleep(0.1)
+        (replacement,) = platform.supervisor.children("front")
+        assert replacement.process.pid is not None and replacement is not child
+        pids = [os.getpid(), replacement.process.pid]
+        assert await open_sessions(2, pids) == [replacement.process.pid] * 2
+        assert await core.db.run(queue_store.state_counts) == {"queued": 4}
+    finally:
+        for relay in relays:
+            await relay.quit()
+        await platform.stop(grace=2)
+        sink.stop()

@@ -135,7 +135,9 @@ class SmtpSessions:
         from estafeta.smtp.server import RelaySMTP
 
         ours, theirs = socket.socketpair()
-        await self.loop.connect_accepted_socket(lambda: RelaySMTP(self.relay, implicit_tls=True), ours)
+        await self.loop.connect_accepted_socket(
+            lambda: RelaySMTP(self.relay, implicit_tls=True, ended=lambda: None), ours
+        )
         reader, writer = await asyncio.open_connection(sock=theirs)
         try:
             writer.write(data + b"\r\n.\r\nQUIT\r\n")  # whatever state the session is in, it ends

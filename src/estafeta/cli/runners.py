@@ -66,7 +66,7 @@ def serve(
         typer.Option(
             min=1,
             max=64,
-            help="processes serving the API and the SMTP relay on the same ports (front.processes); one per "
+            help="processes serving the API and the SMTP relay (front.processes); one per "
             "core lets accepting use every core",
         ),
     ] = None,

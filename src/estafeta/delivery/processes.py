@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from estafeta.config import Settings
 from estafeta.core import Core
 from estafeta.metrics import CommitWindow, CounterTotals
+
+if TYPE_CHECKING:
+    from estafeta.supervisor import Inbox
 
 
 class DeliveryWork:
@@ -42,6 +46,7 @@ class DeliveryWork:
         await self.core.aclose()
 
 
-def delivery_work(settings: Settings, mail_due: Callable[[], None]) -> DeliveryWork:
-    """The supervisor's factory; mail this process makes due is its own engine's to deliver."""
+def delivery_work(settings: Settings, mail_due: Callable[[], None], inbox: Inbox | None) -> DeliveryWork:
+    """The supervisor's factory; mail this process makes due is its own engine's to deliver (it is handed
+    no connections: no `inbox`)."""
     return DeliveryWork(settings)

@@ -3,6 +3,10 @@
 AUTH (PLAIN or LOGIN, only over TLS) is required before MAIL; the sender's domain must belong to the
 account that logged in; and DATA is answered 250 only after `Accepter.accept_raw` has committed the message
 to the same queue the HTTP API fills, so policy, DKIM signing and events are the API's.
+
+With front child processes, the serve process alone listens, and serves each connection itself or hands it
+to the front child holding the fewest (`estafeta.supervisor`): sessions are long-lived and few, so each
+process gets its share however many there are.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ import asyncio
 import functools
 import logging
 import re
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email import policy
 from email.parser import HeaderParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException, syntax
 
@@ -30,6 +35,9 @@ from estafeta.smtp.data import ChunkedData
 from estafeta.smtp.limits import ConnectionLimiter, LoginFailureLimiter
 from estafeta.tls import server_context, write_self_signed
 from estafeta.waits import wait_set
+
+if TYPE_CHECKING:
+    from estafeta.supervisor import Inbox, Supervisor
 
 log = logging.getLogger("estafeta.smtp")
 
@@ -51,6 +59,8 @@ _PLAIN_PATH = re.compile(
     r"[ \t]*([^(]*)",
     re.DOTALL,
 )
+_STARTTLS, _IMPLICIT_TLS = b"s", b"t"  # which listener a handed connection came from
+_ACCEPTS_PER_WAKE = 64
 _TLS_DETAILS = ("sslcontext", "peercert", "cipher", "compression", "ssl_object")  # `session.ssl`
 
 # aiosmtpd's fixed replies that carry no enhanced status code (RFC 3463), and what the relay says instead.
@@ -319,8 +329,10 @@ class RelaySMTP(ChunkedData):
     """One client connection: aiosmtpd's protocol with credentials checked asynchronously, a limit on
     connections per client address, and enhanced status codes on aiosmtpd's own replies."""
 
-    def __init__(self, relay: SmtpRelay, *, implicit_tls: bool) -> None:
+    def __init__(self, relay: SmtpRelay, *, implicit_tls: bool, ended: Callable[[], None]) -> None:
+        """`ended` is called once the connection is closed."""
         self._relay = relay
+        self._ended = ended
         self._client_ip: str | None = None
         self._refused = False
         smtp = relay.settings.smtp
@@ -358,6 +370,7 @@ class RelaySMTP(ChunkedData):
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
+        self._ended()
         if self._refused:
             return
         if self._client_ip is not None:
@@ -524,6 +537,22 @@ def load_tls_context(smtp: SmtpSettings, hostname: str) -> ssl.SSLContext:
     return server_context(cert, key)
 
 
+def _ignore() -> None:
+    """No one counts the connections of a process that serves them all."""
+
+
+class _Once:
+    """Calls a function the first time it is called, never again."""
+
+    def __init__(self, call: Callable[[], None]) -> None:
+        self._call: Callable[[], None] | None = call
+
+    def __call__(self) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            call()
+
+
 class SmtpRelay:
     """Both submission listeners, their shared limits and the sessions they hold open."""
 
@@ -553,46 +582,143 @@ class SmtpRelay:
         )
         self.sessions: set[RelaySMTP] = set()
         self.tls_context: ssl.SSLContext | None = None
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.Server] = []  # with no front children
+        self._listeners: list[socket.socket] = []  # with front children
+        self._front: Supervisor | None = None
+        self._inbox: Inbox | None = None
+        self.serving = 0  # connections this process serves, TLS handshakes under way included
+        self._opening: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> SmtpPorts:
-        """Bind both listeners in the running loop; returns the bound ports (useful when configured as 0)."""
+    async def start(self, *, front: Supervisor | None = None, inbox: Inbox | None = None) -> SmtpPorts:
+        """Listen on both ports in the running loop, serving each connection here or handing it to the
+        `front` children holding fewer; or, in a front child, serve the connections the serve process
+        hands over to `inbox` (the ports are the configured ones). Returns the ports (useful when
+        configured as 0)."""
         smtp = self.settings.smtp
         # aiosmtpd logs every command line at INFO (addresses included) and a deprecation warning on every
         # AUTH; the relay logs its own outcomes, so only aiosmtpd's errors are kept.
         logging.getLogger("mail.log").setLevel(logging.ERROR)
         self.tls_context = await asyncio.to_thread(load_tls_context, smtp, self.settings.hostname)
+        if inbox is not None:
+            self._inbox = inbox
+            inbox.listen(self._handed_over)
+            return SmtpPorts(smtp.starttls_port, smtp.implicit_tls_port)
         loop = asyncio.get_running_loop()
-        shared = self.settings.front.processes > 1  # other front processes listen on the same ports
+        if front is None:  # every connection is served here: the loop's own server accepts them
+            return await self._listen(loop)
+        self._front = front
+        try:
+            for port, tag in ((smtp.starttls_port, _STARTTLS), (smtp.implicit_tls_port, _IMPLICIT_TLS)):
+                listener = socket.create_server(
+                    (smtp.host, port),
+                    family=socket.AF_INET6 if ":" in smtp.host else socket.AF_INET,
+                    backlog=511,
+                )
+                self._listeners.append(listener)
+                listener.setblocking(False)
+                loop.add_reader(listener.fileno(), self._accept, listener, tag)
+        except BaseException:
+            await self.stop(0)
+            raise
+        return self._listening(SmtpPorts(*(listener.getsockname()[1] for listener in self._listeners)))
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop) -> SmtpPorts:
+        smtp = self.settings.smtp
         starttls = await loop.create_server(
-            lambda: RelaySMTP(self, implicit_tls=False), smtp.host, smtp.starttls_port, reuse_port=shared
+            lambda: RelaySMTP(self, implicit_tls=False, ended=_ignore), smtp.host, smtp.starttls_port
         )
         self._servers.append(starttls)
         try:
             implicit = await loop.create_server(
-                lambda: RelaySMTP(self, implicit_tls=True),
+                lambda: RelaySMTP(self, implicit_tls=True, ended=_ignore),
                 smtp.host,
                 smtp.implicit_tls_port,
                 ssl=self.tls_context,
-                reuse_port=shared,
             )
         except BaseException:
             await self.stop(0)
             raise
         self._servers.append(implicit)
         ports = SmtpPorts(starttls.sockets[0].getsockname()[1], implicit.sockets[0].getsockname()[1])
+        return self._listening(ports)
+
+    def _listening(self, ports: SmtpPorts) -> SmtpPorts:
         log.info(
             "smtp submission on %s port %d (STARTTLS) and port %d (TLS)",
-            smtp.host,
+            self.settings.smtp.host,
             ports.starttls,
             ports.implicit_tls,
         )
         return ports
 
+    def _accept(self, listener: socket.socket, tag: bytes) -> None:
+        """Connections are waiting on a listener: each goes to the process serving the fewest, a child on a
+        tie (this process also accepts, and runs what only it runs)."""
+        for _ in range(_ACCEPTS_PER_WAKE):
+            try:
+                connection, _address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # out of descriptors, or the client gave up: the next one may do
+                log.warning("smtp accept failed: %s", error)
+                return
+            front = self._front
+            child = None if front is None else front.least_handed("front")
+            if front is not None and child is not None and child.handed <= self.serving:
+                try:
+                    front.hand_off(child, connection, tag)
+                except OSError as error:
+                    log.warning("smtp connection not handed to process %s: %s", child.process.pid, error)
+                else:
+                    connection.close()  # the child has its own copy: close, never shut down
+                    continue
+            self.serving += 1
+            self._serve(connection, tag, self._ended_here)
+
+    def _ended_here(self) -> None:
+        self.serving -= 1
+
+    def _handed_over(self, connection: socket.socket, tag: bytes) -> None:
+        assert self._inbox is not None
+        self._serve(connection, tag, self._inbox.done)
+
+    def _serve(self, connection: socket.socket, tag: bytes, ended: Callable[[], None]) -> None:
+        """Serve an accepted connection; `ended` is called once when it closes."""
+        connection.setblocking(False)
+        task = asyncio.create_task(self._open(connection, tag == _IMPLICIT_TLS, _Once(ended)))
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+
+    async def _open(self, connection: socket.socket, implicit_tls: bool, ended: _Once) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(
+                lambda: RelaySMTP(self, implicit_tls=implicit_tls, ended=ended),
+                connection,
+                ssl=self.tls_context if implicit_tls else None,
+            )
+        except (OSError, ssl.SSLError):  # a failed TLS handshake: the client hears nothing more
+            connection.close()  # the transport closed it already, if it had one
+            ended()
+        except BaseException:  # stopping, or a fault of ours
+            connection.close()
+            ended()
+            raise
+
     async def stop(self, grace: float) -> None:
         """Stop listening, let messages being accepted get their reply, then close every connection."""
+        loop = asyncio.get_running_loop()
         for server in self._servers:
             server.close()
+        for listener in self._listeners:
+            loop.remove_reader(listener.fileno())
+            listener.close()
+        self._listeners = []
+        if self._inbox is not None:
+            self._inbox.stop()
+        for task in list(self._opening):
+            task.cancel()
+        await asyncio.gather(*self._opening, return_exceptions=True)
         await self.handler.wait_idle(grace)
         for session in list(self.sessions):
             session.shut_down()
