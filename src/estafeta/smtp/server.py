@@ -537,6 +537,14 @@ def load_tls_context(smtp: SmtpSettings, hostname: str) -> ssl.SSLContext:
     return server_context(cert, key)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A relay listener on `host` (no host: every address, IPv6 and IPv4 on one socket where the system
+    can, as the event loop's own servers bind it)."""
+    everywhere = not host and socket.has_dualstack_ipv6()
+    family = socket.AF_INET6 if ":" in host or everywhere else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=511, dualstack_ipv6=everywhere)
+
+
 def _ignore() -> None:
     """No one counts the connections of a process that serves them all."""
 
@@ -609,11 +617,7 @@ class SmtpRelay:
         self._front = front
         try:
             for port, tag in ((smtp.starttls_port, _STARTTLS), (smtp.implicit_tls_port, _IMPLICIT_TLS)):
-                listener = socket.create_server(
-                    (smtp.host, port),
-                    family=socket.AF_INET6 if ":" in smtp.host else socket.AF_INET,
-                    backlog=511,
-                )
+                listener = listening_socket(smtp.host, port)
                 self._listeners.append(listener)
                 listener.setblocking(False)
                 loop.add_reader(listener.fileno(), self._accept, listener, tag)
