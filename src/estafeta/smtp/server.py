@@ -458,7 +458,10 @@ class RelaySMTP(ChunkedData):
         class) on every MAIL and RCPT; a plain path is read with one regular expression instead."""
         plain = _PLAIN_PATH.fullmatch(arg)
         if plain is None:
-            return super()._getaddr(arg)
+            try:
+                return super()._getaddr(arg)
+            except IndexError:  # the stdlib's parser on a path cut short ("<"): malformed (553), not a fault
+                return None, None
         address, rest = plain.groups()
         if self.local_part_limit and address.index("@") > self.local_part_limit:
             return None, None
