@@ -19,6 +19,7 @@ from estafeta.audit import SYSTEM
 from estafeta.bench.sink import SinkProcess
 from estafeta.platform import Platform
 from estafeta.sandbox import sandbox_settings
+from estafeta.smtp.credentials import NewSmtpCredential
 from estafeta.store import queue as queue_store
 from estafeta.supervisor import Child
 from estafeta.tls import write_self_signed
@@ -150,6 +151,30 @@ def _serving_pid(relay: aiosmtplib.SMTP, port: int, pids: list[int]) -> int:
     return pid
 
 
+async def _two_front_processes(
+    tmp_path: Path, sink: SinkProcess
+) -> tuple[Platform, NewSmtpCredential, ssl.SSLContext]:
+    """A platform (not started) with 2 front processes, relaying to `sink`, whose sender acme.test has relay
+    credentials; and a TLS context trusting its relay's certificate."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_self_signed(cert, key, [HOST])
+    addresses = sink.start()
+    settings = sandbox_settings(
+        f"sqlite:///{tmp_path / 'front.db'}",
+        addresses.dns_address,
+        addresses.smtp_port,
+        api={"host": HOST, "port": 0},
+        front={"processes": 2},
+        smtp={"host": HOST, "starttls_port": 0, "implicit_tls_port": 0, "tls_cert": cert, "tls_key": key},
+        warmup={"tiers": []},
+    )
+    platform = Platform(settings)
+    account = await platform.core.accounts.create("acme", actor=SYSTEM)
+    await platform.core.domains.add(account.id, "acme.test", "ed25519-sha256", actor=SYSTEM)
+    credential = await platform.core.smtp_credentials.create(account.id, actor=SYSTEM)
+    return platform, credential, ssl.create_default_context(cafile=str(cert))
+
+
 async def _until_settled(platform: Platform, child: Child) -> None:
     """Until neither process counts a relay connection."""
     deadline = time.monotonic() + 10
@@ -162,30 +187,14 @@ async def test_relay_sessions_are_spread_evenly_over_the_front_processes(tmp_pat
     """The serve process accepts every relay connection and hands it to the process serving the fewest:
     8 sessions split 4/4 and 3 split 2/1, on the STARTTLS port and the implicit-TLS port alike, and mail
     sent through each process is accepted and delivered."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    write_self_signed(cert, key, [HOST])
     sink = SinkProcess(["gmail.test"])
-    addresses = sink.start()
-    settings = sandbox_settings(
-        f"sqlite:///{tmp_path / 'front.db'}",
-        addresses.dns_address,
-        addresses.smtp_port,
-        api={"host": HOST, "port": 0},
-        front={"processes": 2},
-        smtp={"host": HOST, "starttls_port": 0, "implicit_tls_port": 0, "tls_cert": cert, "tls_key": key},
-        warmup={"tiers": []},
-    )
-    platform = Platform(settings)
+    platform, credential, tls = await _two_front_processes(tmp_path, sink)
     core = platform.core
-    account = await core.accounts.create("acme", actor=SYSTEM)
-    await core.domains.add(account.id, "acme.test", "ed25519-sha256", actor=SYSTEM)
-    credential = await core.smtp_credentials.create(account.id, actor=SYSTEM)
     await platform.start(api=True, delivery=True, smtp=True, services=False)
     assert platform.smtp_ports is not None
     (child,) = platform.supervisor.children("front")
     assert child.process.pid is not None
     pids = [os.getpid(), child.process.pid]
-    tls = ssl.create_default_context(cafile=str(cert))
     sent = 0
     try:
         # Connections that end in a failed TLS handshake end in either process's count too.
@@ -223,28 +232,12 @@ async def test_relay_sessions_are_spread_evenly_over_the_front_processes(tmp_pat
 async def test_relay_sessions_go_to_the_processes_alive(tmp_path: Path) -> None:
     """While a front child is dead, the serve process takes every new session; its replacement, which
     holds none, takes the next ones."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    write_self_signed(cert, key, [HOST])
     sink = SinkProcess(["gmail.test"])
-    addresses = sink.start()
-    settings = sandbox_settings(
-        f"sqlite:///{tmp_path / 'front.db'}",
-        addresses.dns_address,
-        addresses.smtp_port,
-        api={"host": HOST, "port": 0},
-        front={"processes": 2},
-        smtp={"host": HOST, "starttls_port": 0, "implicit_tls_port": 0, "tls_cert": cert, "tls_key": key},
-        warmup={"tiers": []},
-    )
-    platform = Platform(settings)
+    platform, credential, tls = await _two_front_processes(tmp_path, sink)
     core = platform.core
-    account = await core.accounts.create("acme", actor=SYSTEM)
-    await core.domains.add(account.id, "acme.test", "ed25519-sha256", actor=SYSTEM)
-    credential = await core.smtp_credentials.create(account.id, actor=SYSTEM)
     await platform.start(api=False, delivery=False, smtp=True, services=False)
     assert platform.smtp_ports is not None
     port = platform.smtp_ports.starttls
-    tls = ssl.create_default_context(cafile=str(cert))
     relays: list[aiosmtplib.SMTP] = []
 
     async def open_sessions(count: int, pids: list[int]) -> list[int]:
