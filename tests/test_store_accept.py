@@ -1,8 +1,10 @@
 """The accept transaction's statements, which run on the driver with fixed SQL: they write and read exactly
-what SQLAlchemy writes and reads for the same values (bytes, Unicode, JSON, quotes, times, booleans)."""
+what SQLAlchemy writes and reads for the same values (bytes, Unicode, JSON, quotes, times, booleans). On
+SQLite a short accept transaction runs on the event loop's thread, a larger one on the database thread."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,8 @@ import pytest
 from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from estafeta.accept import AcceptError, GroupCommit
+from estafeta.accept.commit import INLINE_BYTES, INLINE_RECIPIENTS, Rows
 from estafeta.store import accounts, plans, reputation, suppressions
 from estafeta.store import messages as message_store
 from estafeta.store.db import Database
@@ -193,3 +197,34 @@ def test_usage_counts_add_up(db: Database, rounds: int) -> None:
         (date(2026, 3, 1), 3 * rounds),
         (date(2026, 3, 2), rounds),
     ]
+
+
+class _ThreadNoting:
+    """A gate that admits everything and notes the thread each transaction ran on."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def admit(self, conn: Connection, entries: list[tuple[Rows, datetime]]) -> list[Rows | AcceptError]:
+        self.threads.append(threading.get_ident())
+        return [rows for rows, _ in entries]
+
+
+async def test_a_few_small_messages_are_written_on_the_loop_thread_and_larger_batches_on_the_database_thread(
+    tmp_path: Path,
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'inline.db'}")
+    db.migrate()
+    account = db.call(accounts.create_account, "acme", NOW).id
+    commits, gate = GroupCommit(db), _ThreadNoting()
+    small = [new_message("msg_small", account, ["a@gmail.test"])]
+    large = [new_message("msg_large", account, ["b@gmail.test"], raw=b"x" * (INLINE_BYTES + 1))]
+    many = [new_message("msg_many", account, [f"r{n}@gmail.test" for n in range(INLINE_RECIPIENTS + 1)])]
+    for rows in (small, large, many):
+        assert [r.id for r in await commits.commit(rows, NOW, gate=gate)] == [rows[0].id]
+    loop_thread = threading.get_ident()
+    assert gate.threads[0] == loop_thread
+    assert loop_thread not in gate.threads[1:]
+    stored = db.call(lambda conn: conn.execute(select(func.count()).select_from(Delivery)).scalar_one())
+    assert stored == 2 + INLINE_RECIPIENTS + 1
+    db.close()

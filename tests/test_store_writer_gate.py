@@ -5,6 +5,7 @@ for it gets it as soon as it is released."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -136,3 +137,84 @@ def test_a_waiting_process_is_busy_at_its_timeout_and_gets_the_gate_as_soon_as_i
     assert impatient.call(_one) == 1
     impatient.close()
     patient.close()
+
+
+async def test_an_inline_transaction_runs_on_the_loop_thread_once_the_gate_is_free(tmp_path: Path) -> None:
+    """The loop keeps serving while the gate is held elsewhere; the transaction then runs on its thread."""
+    url = f"sqlite:///{tmp_path / 'gate.db'}"
+    holder, inline = Database(url), Database(url)
+    inside, leave = threading.Event(), threading.Event()
+    released_at: list[float] = []
+
+    def hold(conn: Connection) -> None:
+        inside.set()
+        leave.wait(10)
+        released_at.append(time.monotonic())
+
+    ran: list[tuple[int, float]] = []
+
+    def note(conn: Connection) -> int:
+        ran.append((threading.get_ident(), time.monotonic()))
+        return _one(conn)
+
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    thread = threading.Thread(target=holder.call, args=(hold,))
+    thread.start()
+    ticker = asyncio.create_task(tick())
+    try:
+        assert inside.wait(10)
+        waiting = asyncio.create_task(inline.run_inline(note))
+        await asyncio.sleep(0.1)
+        assert not waiting.done() and not ran
+        assert ticks >= 5  # the wait for the gate left the loop free
+        leave.set()
+        assert await asyncio.wait_for(waiting, 10) == 1
+    finally:
+        leave.set()
+        thread.join(10)
+        ticker.cancel()
+    assert ran[0][0] == threading.get_ident()
+    assert ran[0][1] >= released_at[0]
+    holder.close()
+    inline.close()
+
+
+async def test_an_inline_transaction_is_busy_past_the_timeout_and_frees_the_gate_when_it_fails(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'gate.db'}"
+    holder, inline = Database(url), Database(url, busy_timeout=0.2)
+    holder.call(lambda conn: conn.execute(text("CREATE TABLE t (x INTEGER)")))
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold(conn: Connection) -> None:
+        inside.set()
+        leave.wait(10)
+
+    thread = threading.Thread(target=holder.call, args=(hold,))
+    thread.start()
+    try:
+        assert inside.wait(10)
+        with pytest.raises(DatabaseBusy):
+            await inline.run_inline(_one)
+    finally:
+        leave.set()
+        thread.join(10)
+
+    def write_then_fail(conn: Connection) -> None:
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        await inline.run_inline(write_then_fail)
+    assert holder.call(lambda conn: conn.execute(text("SELECT count(*) FROM t")).scalar_one()) == 0
+    assert await asyncio.wait_for(inline.run_inline(_one), 1) == 1  # the gate was given back
+    holder.close()
+    inline.close()

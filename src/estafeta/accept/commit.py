@@ -5,6 +5,11 @@ sessions share one trip to the database thread and one fsync, and each caller st
 transaction holding its messages has committed. Each caller's rows first pass its gate (the policy gate,
 `estafeta.accept.gate`) inside that transaction.
 
+On SQLite a transaction of a few small messages is written on the event loop's own thread
+(`Database.run_inline`): it then holds the database's one writer lock only as long as its work takes. Larger
+ones (an API request of many messages, a large attachment) go to the database thread, so the loop never
+stops for long.
+
 On PostgreSQL the transactions of other processes (front processes, nodes) are written at the same time:
 the gate locks what it counts, account by account in id order, and a transaction the server aborts as a
 deadlock's victim or for a serialisation conflict did nothing, so it is written again (`CONFLICT_TRIES`).
@@ -27,6 +32,8 @@ from estafeta.store.db import Database, DatabaseBusy, DatabaseConflict
 
 Rows = list[message_store.NewMessage]
 CONFLICT_TRIES = 3  # writes of a transaction PostgreSQL keeps aborting before its callers are told it is busy
+INLINE_BYTES = 256 * 1024  # SQLite: most message text in a transaction written on the loop's thread
+INLINE_RECIPIENTS = 64  # and queue entries
 
 
 class Gate(Protocol):
@@ -115,12 +122,22 @@ class GroupCommit:
     async def _store(self, batch: list[_Pending]) -> list[Rows | Exception]:
         """`store_batch` in a transaction, written again if PostgreSQL aborts it for a conflict with a
         concurrent one (it then did nothing, and its callers' rows are unchanged)."""
+        run = self.db.run_inline if self.db.is_sqlite and _short(batch) else self.db.run
         for _ in range(CONFLICT_TRIES - 1):
             try:
-                return await self.db.run(store_batch, batch)
+                return await run(store_batch, batch)
             except DatabaseConflict:
                 continue
-        return await self.db.run(store_batch, batch)
+        return await run(store_batch, batch)
+
+
+def _short(batch: list[_Pending]) -> bool:
+    """Whether the batch's transaction is quick enough to write on the event loop's thread."""
+    rows = [row for entry in batch for row in entry.rows]
+    return (
+        sum(len(row.raw) for row in rows) <= INLINE_BYTES
+        and sum(len(row.recipients) + len(row.suppressed) for row in rows) <= INLINE_RECIPIENTS
+    )
 
 
 def store_batch(conn: Connection, batch: list[_Pending]) -> list[Rows | Exception]:

@@ -1,7 +1,8 @@
-"""Engine set-up and the async bridge: every store function runs on a worker thread in one transaction.
+"""Engine set-up and the async bridge: store functions run on a worker thread in one transaction.
 
 SQLite gets one writer thread (it allows one writer at a time anyway) in WAL mode with full fsync, so a
-202/250 is only answered after the commit is on disk. PostgreSQL gets a small thread pool.
+202/250 is only answered after the commit is on disk. PostgreSQL gets a small thread pool. A short SQLite
+transaction may instead run on the event loop's own thread (`Database.run_inline`, see there).
 
 SQLite transactions of every process queue at a writer gate (`WriterGate`) rather than in SQLite's busy
 handler: that handler sleeps ever longer between tries (up to 100 ms), so a process that waits wakes up
@@ -93,6 +94,17 @@ class WriterGate:
                     self._thread.release()
                     raise DatabaseBusy("the database is busy") from None
                 time.sleep(GATE_POLL)
+
+    def try_enter(self) -> bool:
+        """Take the gate if it is free at once (True), else leave it (False); never waits."""
+        if not self._thread.acquire(blocking=False):
+            return False
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._thread.release()
+            return False
+        return True
 
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -202,8 +214,20 @@ class Database:
     def call(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn` in one transaction on the calling thread (CLI and tests); `DatabaseBusy` if SQLite's
         write lock could not be had in time, `DatabaseConflict` if PostgreSQL aborted the transaction."""
+        with self.engine.connect() as conn, self._gate:  # the pool's checkout and return outside the gate
+            return self._transaction(conn, fn, *args, **kwargs)
+
+    def _transaction(
+        self,
+        conn: Connection,
+        fn: Callable[Concatenate[Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`fn` in one transaction on `conn`, the gate already held; the driver's lock and conflict errors
+        raised as `DatabaseBusy` and `DatabaseConflict`."""
         try:
-            with self._gate, self.engine.begin() as conn:
+            with conn.begin():
                 return fn(conn, *args, **kwargs)
         except OperationalError as error:
             if self.is_sqlite and "database is locked" in str(error.orig):
@@ -215,6 +239,32 @@ class Database:
             if _conflict(error):
                 raise DatabaseConflict("the transaction conflicted with a concurrent one") from error
             raise
+
+    async def run_inline(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run a short `fn` in one transaction on the event loop's own thread (SQLite file databases; `run`
+        elsewhere): the writer gate is polled from the loop without blocking it, then the transaction runs
+        and commits at once, the loop waiting only for its statements and its fsync.
+
+        On the database thread the same transaction holds the gate much longer than its work takes: each
+        statement and the commit give up the GIL, and taking it back waits for the loop's other work. With
+        several front processes and delivery sharing SQLite's one writer, those held-but-idle milliseconds
+        were most of every process's wait for the gate. Only for work that is quick whatever its input: the
+        loop serves nothing else meanwhile."""
+        gate = self._gate
+        if not isinstance(gate, WriterGate):
+            return await self.run(fn, *args, **kwargs)
+        deadline = time.monotonic() + gate.timeout
+        with self.engine.connect() as conn:
+            while not gate.try_enter():
+                if time.monotonic() >= deadline:
+                    raise DatabaseBusy("the database is busy")
+                await asyncio.sleep(GATE_POLL)
+            try:
+                return self._transaction(conn, fn, *args, **kwargs)
+            finally:
+                gate.__exit__()
 
     async def run(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn` in one transaction on the database thread(s) without blocking the event loop."""

@@ -17,7 +17,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Select,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from estafeta.store.accounts import set_state_if_absent
@@ -310,24 +322,19 @@ def add_delivery(
 
 
 # -- dispatch --------------------------------------------------------------------------------------
-def claim(
-    conn: Connection,
-    owner: str,
-    now: datetime,
-    lease_until: datetime,
-    limit: int,
-    room: Callable[[int], int],
-) -> list[Claimed]:
-    """Lease due deliveries, at most `room(endpoint_id)` more per endpoint, oldest first."""
+def _due_deliveries() -> Select[tuple[int, int]]:
+    """Due deliveries not waiting behind an earlier pending one of the same message and endpoint, oldest
+    first; built once (the self-join's alias makes building it cost more than running it)."""
     d = WebhookDelivery
     earlier = aliased(WebhookDelivery)
+    now = bindparam("now")
     blocked = exists().where(
         earlier.endpoint_id == d.endpoint_id,
         earlier.message_id == d.message_id,
         earlier.id < d.id,
         earlier.state == "pending",
     )
-    candidates = conn.execute(
+    return (
         select(d.id, d.endpoint_id)
         .join(WebhookEndpoint, WebhookEndpoint.id == d.endpoint_id)
         .where(
@@ -338,9 +345,25 @@ def claim(
             ~blocked,
         )
         .order_by(d.next_attempt_at, d.id)
-        .limit(limit)
+        .limit(bindparam("limit", type_=Integer))
         .with_for_update(skip_locked=True, of=d)
-    ).all()
+    )
+
+
+_DUE_DELIVERIES = _due_deliveries()
+
+
+def claim(
+    conn: Connection,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    room: Callable[[int], int],
+) -> list[Claimed]:
+    """Lease due deliveries, at most `room(endpoint_id)` more per endpoint, oldest first."""
+    d = WebhookDelivery
+    candidates = conn.execute(_DUE_DELIVERIES, {"now": now, "limit": limit}).all()
     picked: list[int] = []
     taken: dict[int, int] = {}
     for delivery_id, endpoint_id in candidates:
