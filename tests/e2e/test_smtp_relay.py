@@ -582,10 +582,17 @@ class _RecordingDatabase(Database):
         super().__init__(url)
         self.transactions: list[int] = []
 
-    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _note(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         if fn is store_batch:
             self.transactions.append(len(args[0]))  # callers (entries) in the transaction
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self._note(fn, args)
         return await super().run(fn, *args, **kwargs)
+
+    async def run_inline(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self._note(fn, args)  # a SQLite file database: never handed on to `run`
+        return await super().run_inline(fn, *args, **kwargs)
 
 
 def _new_message(account_id: int, number: int) -> message_store.NewMessage:
