@@ -5,12 +5,12 @@ SQLite a short accept transaction runs on the event loop's thread, a larger one 
 from __future__ import annotations
 
 import threading
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, event, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from estafeta.accept import AcceptError, GroupCommit
@@ -20,7 +20,7 @@ from estafeta.store import messages as message_store
 from estafeta.store.db import Database
 from estafeta.store.messages import Suppressed
 from estafeta.store.models import Delivery, Event, Message, UsageCounter
-from tests.factories import new_message
+from tests.factories import add_event, new_message
 
 NOW = datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=UTC)
 TABLES = (Message, Delivery, Event)
@@ -228,3 +228,38 @@ async def test_a_few_small_messages_are_written_on_the_loop_thread_and_larger_ba
     stored = db.call(lambda conn: conn.execute(select(func.count()).select_from(Delivery)).scalar_one())
     assert stored == 2 + INLINE_RECIPIENTS + 1
     db.close()
+
+
+def test_warm_up_usage_counts_queued_recipients_of_the_window_from_their_own_index(db: Database) -> None:
+    """A warm-up-limited account's storing transaction counts its queued recipients over 24 hours: exactly
+    those, and on SQLite from the partial index of queued events, not from every event of the window."""
+    account = db.call(accounts.create_account, "acme", NOW).id
+    other = db.call(accounts.create_account, "other", NOW).id
+    since = NOW - timedelta(days=1)
+
+    def fill(conn: Connection) -> None:
+        for n in range(5):
+            add_event(conn, account_id=account, type="queued", now=NOW - timedelta(hours=n))
+            add_event(conn, account_id=account, type="delivered", now=NOW - timedelta(hours=n))
+        add_event(conn, account_id=account, type="queued", now=since - timedelta(seconds=1))
+        add_event(conn, account_id=account, type="queued", now=since)
+        add_event(conn, account_id=other, type="queued", now=NOW)
+
+    db.call(fill)
+    assert db.call(reputation.usage, account, since) == 6
+    assert db.call(reputation.busy_accounts, since) == {account: 6, other: 1}
+    if not db.is_sqlite:
+        return
+    statements: list[tuple[str, Any]] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        db.call(reputation.usage, account, since)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+    (statement, parameters) = next(s for s in statements if "count" in s[0].lower())
+    plan = db.call(lambda conn: conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all())
+    assert any("COVERING INDEX ix_events_queued" in str(row) for row in plan), plan

@@ -193,6 +193,7 @@ class Delivery(Base):
 
 
 FAILURE_EVENTS = "type IN ('bounced', 'soft_bounced')"
+QUEUED_EVENTS = "type = 'queued'"
 
 
 class Event(Base):
@@ -212,6 +213,17 @@ class Event(Base):
         Index("ix_events_account", "account_id", "id"),
         Index("ix_events_message", "message_id", "id"),
         Index("ix_events_account_time", "account_id", "created_at"),  # statistics by time range
+        # Warm-up limits count an account's queued recipients over 24 hours in every storing transaction:
+        # read from this index alone (`type` in it too, so SQLite need not read the row to check it), not
+        # from each of the window's events of every type.
+        Index(
+            "ix_events_queued",
+            "account_id",
+            "created_at",
+            "type",
+            sqlite_where=text(QUEUED_EVENTS),
+            postgresql_where=text(QUEUED_EVENTS),
+        ),
         # The persistent-soft-bounce rule counts an address's failures; only failure events are indexed.
         Index(
             "ix_events_failures",

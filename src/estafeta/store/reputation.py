@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, text, update
 
 from estafeta.store import events
 from estafeta.store.accounts import get_state, set_state
 from estafeta.store.driver import read_time, sqlite_query
 from estafeta.store.events import NewEvent
 from estafeta.store.models import (
+    QUEUED_EVENTS,
     Account,
     AccountPlan,
     Delivery,
@@ -280,7 +281,9 @@ def usage(conn: Connection, account_id: int, since: datetime) -> int:
     return (
         conn.scalar(
             select(func.count()).where(
-                Event.account_id == account_id, Event.type == "queued", Event.created_at >= since
+                Event.account_id == account_id,
+                text(QUEUED_EVENTS),  # literally the partial index's predicate, so the planner may use it
+                Event.created_at >= since,
             )
         )
         or 0
@@ -291,7 +294,7 @@ def busy_accounts(conn: Connection, since: datetime) -> dict[int, int]:
     """Recipients queued since `since`, per account that queued any."""
     query = (
         select(Event.account_id, func.count())
-        .where(Event.type == "queued", Event.created_at >= since)
+        .where(text(QUEUED_EVENTS), Event.created_at >= since)
         .group_by(Event.account_id)
     )
     return {account: count for account, count in conn.execute(query).all()}
