@@ -4,6 +4,7 @@ SQLite a short accept transaction runs on the event loop's thread, a larger one 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -263,3 +264,41 @@ def test_warm_up_usage_counts_queued_recipients_of_the_window_from_their_own_ind
     (statement, parameters) = next(s for s in statements if "count" in s[0].lower())
     plan = db.call(lambda conn: conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all())
     assert any("COVERING INDEX ix_events_queued" in str(row) for row in plan), plan
+
+
+async def test_callers_who_come_while_another_process_writes_join_one_transaction(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'join.db'}"
+    db, other = Database(url), Database(url)
+    db.migrate()
+    account = db.call(accounts.create_account, "acme", NOW).id
+    commits, gate = GroupCommit(db), _ThreadNoting()
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold(conn: Connection) -> None:  # another process's transaction, holding SQLite's one writer lock
+        inside.set()
+        leave.wait(10)
+
+    holder = threading.Thread(target=other.call, args=(hold,))
+    holder.start()
+    try:
+        assert inside.wait(10)
+        first = asyncio.create_task(
+            commits.commit([new_message("msg_1", account, ["a@gmail.test"])], NOW, gate=gate)
+        )
+        await asyncio.sleep(0.05)  # its writer waits for the gate
+        later = [
+            asyncio.create_task(
+                commits.commit([new_message(f"msg_{n}", account, ["b@gmail.test"])], NOW, gate=gate)
+            )
+            for n in (2, 3)
+        ]
+        await asyncio.sleep(0.05)
+        leave.set()
+        stored = await asyncio.wait_for(asyncio.gather(first, *later), 10)
+    finally:
+        leave.set()
+        holder.join(10)
+    assert [[r.id for r in rows] for rows in stored] == [["msg_1"], ["msg_2"], ["msg_3"]]
+    assert len(gate.threads) == 1  # one transaction for all three
+    db.close()
+    other.close()

@@ -23,6 +23,7 @@ from typing import Any
 import dkim
 import httpx
 import pytest
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
@@ -582,17 +583,10 @@ class _RecordingDatabase(Database):
         super().__init__(url)
         self.transactions: list[int] = []
 
-    def _note(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        if fn is store_batch:
+    def transaction(self, conn: Connection, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if fn is store_batch:  # on the event loop's thread or the database thread alike
             self.transactions.append(len(args[0]))  # callers (entries) in the transaction
-
-    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        self._note(fn, args)
-        return await super().run(fn, *args, **kwargs)
-
-    async def run_inline(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        self._note(fn, args)  # a SQLite file database: never handed on to `run`
-        return await super().run_inline(fn, *args, **kwargs)
+        return super().transaction(conn, fn, *args, **kwargs)
 
 
 def _new_message(account_id: int, number: int) -> message_store.NewMessage:

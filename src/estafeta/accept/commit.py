@@ -6,9 +6,9 @@ transaction holding its messages has committed. Each caller's rows first pass it
 `estafeta.accept.gate`) inside that transaction.
 
 On SQLite a transaction of a few small messages is written on the event loop's own thread
-(`Database.run_inline`): it then holds the database's one writer lock only as long as its work takes. Larger
-ones (an API request of many messages, a large attachment) go to the database thread, so the loop never
-stops for long.
+(`Database.writer_turn`): it then holds the database's one writer lock only as long as its work takes, and
+the callers who come while another process holds the lock join it. Larger ones (an API request of many
+messages, a large attachment) go to the database thread, so the loop never stops for long.
 
 On PostgreSQL the transactions of other processes (front processes, nodes) are written at the same time:
 the gate locks what it counts, account by account in id order, and a transaction the server aborts as a
@@ -66,6 +66,7 @@ class GroupCommit:
         self.db = db
         self.stored = stored
         self._pending: list[_Pending] = []
+        self._taken: list[_Pending] = []  # the callers of the transaction being written
         self._writer: asyncio.Task[None] | None = None
 
     async def commit(
@@ -82,33 +83,48 @@ class GroupCommit:
         return await entry.committed
 
     async def _write(self) -> None:
-        batch: list[_Pending] = []
         try:
             while self._pending:
-                batch, self._pending = self._pending, []
                 try:
-                    outcomes = await self._store(batch)
+                    outcomes = await self._take_and_store()
                 except DatabaseBusy as exc:  # each alone would wait as long again
-                    for entry in batch:
+                    if not self._taken:  # the gate never came: everyone waiting for it waited as long
+                        self._taken, self._pending = self._pending, []
+                    for entry in self._taken:
                         _settle(entry, exc)
                     continue
                 except Exception as exc:
-                    if len(batch) == 1:
-                        _settle(batch[0], exc)
+                    if len(self._taken) == 1:
+                        _settle(self._taken[0], exc)
                         continue
                     # One caller's rows must not fail the others': write each on its own.
-                    for entry in batch:
+                    for entry in self._taken:
                         await self._write_alone(entry)
                     continue
-                for entry, outcome in zip(batch, outcomes, strict=True):
+                for entry, outcome in zip(self._taken, outcomes, strict=True):
                     _settle(entry, outcome)
                 if any(isinstance(outcome, list) and outcome for outcome in outcomes):
                     self.stored()
         finally:
             self._writer = None
-            for entry in [*batch, *self._pending]:  # only when cancelled: nothing is left unanswered
+            for entry in [*self._taken, *self._pending]:  # only when cancelled: nothing is left unanswered
                 entry.committed.cancel()
-            self._pending = []
+            self._taken, self._pending = [], []
+
+    async def _take_and_store(self) -> list[Rows | Exception]:
+        """Take what is pending (into `_taken`) and store it. On a SQLite file it is taken only once this
+        process holds the writer gate, so the callers who come while another process writes join this
+        transaction instead of waiting for the next one; a short batch is then written there and then,
+        on the event loop's thread, a larger one on the database thread."""
+        self._taken = []
+        if self.db.gated:
+            async with self.db.writer_turn() as conn:
+                self._taken, self._pending = self._pending, []
+                if _short(self._taken):
+                    return self.db.transaction(conn, store_batch, self._taken)
+        else:
+            self._taken, self._pending = self._pending, []
+        return await self._store(self._taken)
 
     async def _write_alone(self, entry: _Pending) -> None:
         try:

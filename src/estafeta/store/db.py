@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -215,9 +215,9 @@ class Database:
         """Run `fn` in one transaction on the calling thread (CLI and tests); `DatabaseBusy` if SQLite's
         write lock could not be had in time, `DatabaseConflict` if PostgreSQL aborted the transaction."""
         with self.engine.connect() as conn, self._gate:  # the pool's checkout and return outside the gate
-            return self._transaction(conn, fn, *args, **kwargs)
+            return self.transaction(conn, fn, *args, **kwargs)
 
-    def _transaction(
+    def transaction(
         self,
         conn: Connection,
         fn: Callable[Concatenate[Connection, P], T],
@@ -252,9 +252,24 @@ class Database:
         several front processes and delivery sharing SQLite's one writer, those held-but-idle milliseconds
         were most of every process's wait for the gate. Only for work that is quick whatever its input: the
         loop serves nothing else meanwhile."""
-        gate = self._gate
-        if not isinstance(gate, WriterGate):
+        if not self.gated:
             return await self.run(fn, *args, **kwargs)
+        async with self.writer_turn() as conn:
+            return self.transaction(conn, fn, *args, **kwargs)
+
+    @property
+    def gated(self) -> bool:
+        """Whether transactions take the writer gate (a SQLite database file): `writer_turn` needs it."""
+        return isinstance(self._gate, WriterGate)
+
+    @contextlib.asynccontextmanager
+    async def writer_turn(self) -> AsyncIterator[Connection]:
+        """A connection of the pool once this process holds the writer gate, polled from the event loop
+        without blocking it; the gate is given back on leaving. For `transaction`s run on the loop's thread
+        without awaiting anything meanwhile (the gate keeps every other writer out); `DatabaseBusy` if the
+        gate could not be had within the busy timeout."""
+        gate = self._gate
+        assert isinstance(gate, WriterGate), "writer_turn needs a SQLite database file"
         deadline = time.monotonic() + gate.timeout
         with self.engine.connect() as conn:
             while not gate.try_enter():
@@ -262,7 +277,7 @@ class Database:
                     raise DatabaseBusy("the database is busy")
                 await asyncio.sleep(GATE_POLL)
             try:
-                return self._transaction(conn, fn, *args, **kwargs)
+                yield conn
             finally:
                 gate.__exit__()
 
