@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +20,32 @@ from estafeta.core import Core
 from estafeta.dkim import DkimKey
 from estafeta.sandbox import dns_settings
 from estafeta.store import events, messages
+from estafeta.store.db import Database
 from estafeta.world import World
+
+
+@contextmanager
+def gate_held(db: Database) -> Iterator[list[float]]:
+    """A transaction of `db` (another process's, as far as the writer gate can tell: its own descriptor)
+    holding SQLite's writer gate on a thread until the block ends. Yields a list that then holds the
+    monotonic time it let go."""
+    inside, leave = threading.Event(), threading.Event()
+    released: list[float] = []
+
+    def hold(conn: Connection) -> None:
+        inside.set()
+        leave.wait(10)
+        released.append(time.monotonic())
+
+    thread = threading.Thread(target=db.call, args=(hold,))
+    thread.start()
+    try:
+        assert inside.wait(10)
+        yield released
+    finally:
+        leave.set()
+        thread.join(10)
+
 
 RAW = b"From: a@acme.test\r\nSubject: s\r\n\r\nbody\r\n"
 

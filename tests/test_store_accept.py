@@ -21,7 +21,7 @@ from estafeta.store import messages as message_store
 from estafeta.store.db import Database
 from estafeta.store.messages import Suppressed
 from estafeta.store.models import Delivery, Event, Message, UsageCounter
-from tests.factories import add_event, new_message
+from tests.factories import add_event, gate_held, new_message
 
 NOW = datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=UTC)
 TABLES = (Message, Delivery, Event)
@@ -272,32 +272,17 @@ async def test_callers_who_come_while_another_process_writes_join_one_transactio
     db.migrate()
     account = db.call(accounts.create_account, "acme", NOW).id
     commits, gate = GroupCommit(db), _ThreadNoting()
-    inside, leave = threading.Event(), threading.Event()
 
-    def hold(conn: Connection) -> None:  # another process's transaction, holding SQLite's one writer lock
-        inside.set()
-        leave.wait(10)
+    def send(n: int) -> asyncio.Task[Rows]:
+        rows = [new_message(f"msg_{n}", account, [f"r{n}@gmail.test"])]
+        return asyncio.create_task(commits.commit(rows, NOW, gate=gate))
 
-    holder = threading.Thread(target=other.call, args=(hold,))
-    holder.start()
-    try:
-        assert inside.wait(10)
-        first = asyncio.create_task(
-            commits.commit([new_message("msg_1", account, ["a@gmail.test"])], NOW, gate=gate)
-        )
+    with gate_held(other):  # another process's transaction holds SQLite's one writer lock
+        first = send(1)
         await asyncio.sleep(0.05)  # its writer waits for the gate
-        later = [
-            asyncio.create_task(
-                commits.commit([new_message(f"msg_{n}", account, ["b@gmail.test"])], NOW, gate=gate)
-            )
-            for n in (2, 3)
-        ]
+        later = [send(2), send(3)]
         await asyncio.sleep(0.05)
-        leave.set()
-        stored = await asyncio.wait_for(asyncio.gather(first, *later), 10)
-    finally:
-        leave.set()
-        holder.join(10)
+    stored = await asyncio.wait_for(asyncio.gather(first, *later), 10)
     assert [[r.id for r in rows] for rows in stored] == [["msg_1"], ["msg_2"], ["msg_3"]]
     assert len(gate.threads) == 1  # one transaction for all three
     db.close()

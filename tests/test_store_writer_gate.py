@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import Connection, text
 
 from estafeta.store.db import Database, DatabaseBusy
+from tests.factories import gate_held
 
 HOLD = """
 import sys, time
@@ -60,21 +61,8 @@ def _one(conn: Connection) -> int:
 def test_a_transaction_waits_its_turn_and_is_busy_past_the_timeout(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'gate.db'}"
     holder, other = Database(url), Database(url, busy_timeout=0.2)
-    inside, leave = threading.Event(), threading.Event()
-
-    def hold(conn: Connection) -> None:
-        inside.set()
-        leave.wait(10)
-
-    thread = threading.Thread(target=holder.call, args=(hold,))
-    thread.start()
-    try:
-        assert inside.wait(10)
-        with pytest.raises(DatabaseBusy):
-            other.call(_one)
-    finally:
-        leave.set()
-        thread.join()
+    with gate_held(holder), pytest.raises(DatabaseBusy):
+        other.call(_one)
     assert other.call(_one) == 1
     assert (tmp_path / "gate.db-gate").exists()
     holder.close()
@@ -143,14 +131,6 @@ async def test_an_inline_transaction_runs_on_the_loop_thread_once_the_gate_is_fr
     """The loop keeps serving while the gate is held elsewhere; the transaction then runs on its thread."""
     url = f"sqlite:///{tmp_path / 'gate.db'}"
     holder, inline = Database(url), Database(url)
-    inside, leave = threading.Event(), threading.Event()
-    released_at: list[float] = []
-
-    def hold(conn: Connection) -> None:
-        inside.set()
-        leave.wait(10)
-        released_at.append(time.monotonic())
-
     ran: list[tuple[int, float]] = []
 
     def note(conn: Connection) -> int:
@@ -165,20 +145,15 @@ async def test_an_inline_transaction_runs_on_the_loop_thread_once_the_gate_is_fr
             ticks += 1
             await asyncio.sleep(0.005)
 
-    thread = threading.Thread(target=holder.call, args=(hold,))
-    thread.start()
     ticker = asyncio.create_task(tick())
     try:
-        assert inside.wait(10)
-        waiting = asyncio.create_task(inline.run_inline(note))
-        await asyncio.sleep(0.1)
-        assert not waiting.done() and not ran
-        assert ticks >= 5  # the wait for the gate left the loop free
-        leave.set()
+        with gate_held(holder) as released_at:
+            waiting = asyncio.create_task(inline.run_inline(note))
+            await asyncio.sleep(0.1)
+            assert not waiting.done() and not ran
+            assert ticks >= 5  # the wait for the gate left the loop free
         assert await asyncio.wait_for(waiting, 10) == 1
     finally:
-        leave.set()
-        thread.join(10)
         ticker.cancel()
     assert ran[0][0] == threading.get_ident()
     assert ran[0][1] >= released_at[0]
@@ -192,21 +167,8 @@ async def test_an_inline_transaction_is_busy_past_the_timeout_and_frees_the_gate
     url = f"sqlite:///{tmp_path / 'gate.db'}"
     holder, inline = Database(url), Database(url, busy_timeout=0.2)
     holder.call(lambda conn: conn.execute(text("CREATE TABLE t (x INTEGER)")))
-    inside, leave = threading.Event(), threading.Event()
-
-    def hold(conn: Connection) -> None:
-        inside.set()
-        leave.wait(10)
-
-    thread = threading.Thread(target=holder.call, args=(hold,))
-    thread.start()
-    try:
-        assert inside.wait(10)
-        with pytest.raises(DatabaseBusy):
-            await inline.run_inline(_one)
-    finally:
-        leave.set()
-        thread.join(10)
+    with gate_held(holder), pytest.raises(DatabaseBusy):
+        await inline.run_inline(_one)
 
     def write_then_fail(conn: Connection) -> None:
         conn.execute(text("INSERT INTO t VALUES (1)"))
