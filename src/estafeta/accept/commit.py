@@ -138,7 +138,7 @@ class GroupCommit:
     async def _store(self, batch: list[_Pending]) -> list[Rows | Exception]:
         """`store_batch` in a transaction, written again if PostgreSQL aborts it for a conflict with a
         concurrent one (it then did nothing, and its callers' rows are unchanged)."""
-        run = self.db.run_inline if self.db.is_sqlite and _short(batch) else self.db.run
+        run = self.db.run_inline if self.db.gated and _short(batch) else self.db.run
         for _ in range(CONFLICT_TRIES - 1):
             try:
                 return await run(store_batch, batch)
