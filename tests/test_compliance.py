@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from estafeta.cli import app
+from estafeta.compliance import linter
 from estafeta.compliance.html_check import html_problems
 from estafeta.compliance.idn import RestrictionLevel, ascii_lookalike, check_domain, restriction_level
 from estafeta.compliance.linter import (
@@ -22,6 +23,8 @@ from estafeta.compliance.linter import (
     lint_files,
     lint_raw,
 )
+from estafeta.smtp import server as smtp_server
+from estafeta.smtp.server import author_domains
 
 UNSUBSCRIBE = "https://news.acme.test/u/abc"
 
@@ -298,3 +301,20 @@ def test_a_single_text_part_is_read_as_the_stdlib_parser_reads_it(lines: list[by
     raw = b"\r\n".join(lines) + b"\r\n\r\n" + body
     fast = _single_text_bodies(raw)
     assert fast is None or fast == _parsed_bodies(raw)
+
+
+def test_address_headers_are_remembered_only_at_usual_lengths() -> None:
+    """The From domains of the linter and of the relay are cached per header value, but a header longer than
+    a line is parsed each time: clients choose what they send, and the caches must stay small."""
+    crowd = ", ".join(f"user{i}@crowd.test" for i in range(100))
+    short = b"From: Shop <orders@shop.test>\r\nSubject: s\r\n\r\nhi\r\n"
+    long = f"From: {crowd}\r\nSubject: s\r\n\r\nhi\r\n".encode()
+    assert author_domains(short) == ["shop.test"]
+    assert author_domains(long) == ["crowd.test"] * 100
+    assert linter._address_domains(("Shop <orders@shop.test>",)) == ("shop.test",)
+    caches = (linter._address_domains, smtp_server._domains_in)
+    remembered = [cache.cache_info().currsize for cache in caches]
+    context = LintContext(stream="transactional", authenticated_domain="other.test")
+    assert [f.rule for f in lint_raw(long, context) if f.rule == "truthful-from"] == ["truthful-from"]
+    author_domains(long)
+    assert remembered == [cache.cache_info().currsize for cache in caches]

@@ -27,7 +27,14 @@ from hypothesis import strategies as st
 
 from estafeta.clock import ManualClock
 from estafeta.compose import Address, Attachment, Draft, compose, ensure_headers, parse_address
-from estafeta.dkim import DkimKey, DkimSigner, generate_key, relaxed_body, split_message
+from estafeta.dkim import (
+    DkimKey,
+    DkimSigner,
+    generate_key,
+    relaxed_body,
+    relaxed_header_value,
+    split_message,
+)
 
 SIGNED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
@@ -416,6 +423,22 @@ def test_relaxed_body_canonicalization_is_dkimpys(parts: list[bytes]) -> None:
     assert relaxed_body(body) == CanonicalizationPolicy.from_c_value(b"relaxed/relaxed").canonicalize_body(
         body
     )
+
+
+@settings(max_examples=1000)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"a", b" ", b"\t", b"  ", b"\r\n", b"\r\n ", b"\r\n\t", b"\n", b"\r", b"\x0b", b"b c"]
+        ),
+        max_size=12,
+    ).map(b"".join),
+    st.booleans(),
+)
+def test_relaxed_header_canonicalization_is_dkimpys(value: bytes, line_end: bool) -> None:
+    value += b"\r\n" if line_end else b""
+    relaxed = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+    assert relaxed_header_value(value) == relaxed.canonicalize_headers([(b"X", value)])[0][1]
 
 
 def _outcome(parse: Callable[[bytes], object], raw: bytes) -> object:

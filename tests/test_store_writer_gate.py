@@ -180,3 +180,30 @@ async def test_an_inline_transaction_is_busy_past_the_timeout_and_frees_the_gate
     assert await asyncio.wait_for(inline.run_inline(_one), 1) == 1  # the gate was given back
     holder.close()
     inline.close()
+
+
+async def test_inline_transactions_share_one_connection_a_failed_one_leaves_clean(tmp_path: Path) -> None:
+    """The loop's turns reuse one pooled connection: after a transaction that failed, the next starts with
+    nothing of it (rolled back, no transaction left open), and other processes can write meanwhile."""
+    url = f"sqlite:///{tmp_path / 'gate.db'}"
+    inline, other = Database(url), Database(url)
+    other.call(lambda conn: conn.execute(text("CREATE TABLE t (x INTEGER)")))
+    connections: set[int] = set()
+
+    def seen(conn: Connection) -> int:
+        connections.add(id(conn.connection.driver_connection))
+        return int(conn.execute(text("SELECT count(*) FROM t")).scalar_one())
+
+    def write_then_fail(conn: Connection) -> None:
+        seen(conn)
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+        raise RuntimeError("refused")
+
+    assert await inline.run_inline(seen) == 0
+    with pytest.raises(RuntimeError):
+        await inline.run_inline(write_then_fail)
+    other.call(lambda conn: conn.execute(text("INSERT INTO t VALUES (2)")))  # no lock left behind
+    assert await inline.run_inline(seen) == 1
+    assert len(connections) == 1
+    inline.close()
+    other.close()

@@ -67,6 +67,8 @@ _BLANK_RUNS = re.compile(rb"[\t ]{2,}|\t")
 # busy without the GIL; started on first use.
 _SIGNING = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="estafeta-dkim")
 _FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")  # dkimpy's, compiled once
+_LINE_BREAKS = re.compile(rb"\r?\n")  # dkimpy's unfolding of a header value
+_HEADER_BLANKS = re.compile(rb"[\t ]+")
 
 _PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
@@ -194,6 +196,26 @@ def relaxed_body(body: bytes) -> bytes:
     return correct_empty_body(strip_trailing_lines(body))
 
 
+def relaxed_header_value(value: bytes) -> bytes:
+    """dkimpy's relaxed canonicalization of a header value (RFC 6376 3.4.2: unfolded, blanks compressed to
+    one space, none at either end, then CRLF), which runs two regular expressions over every value; a
+    value on one line that needs neither is only stripped."""
+    line = value[:-2] if value.endswith(b"\r\n") else value
+    if b"\n" in line:
+        line = _LINE_BREAKS.sub(b"", value)
+    if b"\t" in line or b"  " in line:
+        line = _HEADER_BLANKS.sub(b" ", line)
+    return line.strip() + b"\r\n"
+
+
+class _RelaxedHeaders:
+    """dkimpy's relaxed header canonicalization (`dkim.canonicalization.Relaxed`), for `hash_headers`."""
+
+    @staticmethod
+    def canonicalize_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        return [(name.lower().rstrip(), relaxed_header_value(value)) for name, value in headers]
+
+
 class DkimSigner:
     """Signs messages with one key (relaxed/relaxed, with a `t=` timestamp)."""
 
@@ -255,8 +277,8 @@ class DkimSigner:
         header_hash = hashlib.sha256()
         hash_headers(
             header_hash,
-            _RELAXED,
-            _RELAXED.canonicalize_headers(headers),
+            _RelaxedHeaders,
+            _RelaxedHeaders.canonicalize_headers(headers),
             include,
             (_HEADER_NAME, b" " + _signature_value(fields)),
             None,

@@ -65,6 +65,7 @@ _PROMOTIONAL = {
     "'clearance'": ("clearance", re.compile(r"\bclearance\b")),
 }
 PROMOTIONAL_THRESHOLD = 2
+CACHED_HEADER_CHARS = 998  # an address header longer than a line is parsed each time, not remembered
 
 
 @dataclass(frozen=True)
@@ -238,11 +239,19 @@ def _decoded(value: str | None) -> str | None:
 
 def _domains(facts: _Facts, name: str) -> list[str]:
     """The domains of the addresses in a header (every occurrence of it)."""
-    return [
-        address.rpartition("@")[2].rstrip(">").lower()
-        for _, address in getaddresses(facts.headers.get_all(name))
-        if "@" in address
-    ]
+    values = tuple(facts.headers.get_all(name))
+    if not values:
+        return []
+    parse = _address_domains if sum(map(len, values)) <= CACHED_HEADER_CHARS else _address_domains.__wrapped__
+    return list(parse(values))
+
+
+@functools.lru_cache(maxsize=1024)
+def _address_domains(values: tuple[str, ...]) -> tuple[str, ...]:
+    """The stdlib's address parsing is slow and senders repeat their From and Reply-To, hence the cache (of
+    headers of usual length only, so that what it holds stays small whatever senders write)."""
+    addresses = [address for _, address in getaddresses(values) if "@" in address]
+    return tuple(address.rpartition("@")[2].rstrip(">").lower() for address in addresses)
 
 
 def _stream(facts: _Facts, context: LintContext) -> Stream:
