@@ -51,7 +51,7 @@ async def test_outcomes_arriving_during_a_commit_share_the_next_and_each_waits_f
     queue = CountingQueue(db, DeliverySettings(), ManualClock(), "w1")
     jobs = await _claimed(db, queue, 60)
     window = CommitWindow()
-    recorder = OutcomeRecorder(queue, window, writers=1)
+    recorder = OutcomeRecorder(queue, window)
 
     async def send_and_record(job: q.Claimed) -> None:
         await recorder.record(_delivered(job), time.monotonic())
@@ -99,7 +99,7 @@ async def test_a_refused_commit_is_retried_while_the_sender_waits(db: Database) 
     queue = Queue(db, DeliverySettings(), ManualClock(), "w1")
     (job,) = await _claimed(db, queue, 1)
     window = CommitWindow()
-    recorder = OutcomeRecorder(queue, window, writers=2)
+    recorder = OutcomeRecorder(queue, window)
     db.call(_refuse_events, True)
     recording = asyncio.create_task(recorder.record(_delivered(job), time.monotonic()))
     await asyncio.sleep(0.5)

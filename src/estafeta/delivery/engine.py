@@ -66,7 +66,6 @@ from estafeta.waits import wait_set
 
 log = logging.getLogger("estafeta.delivery")
 
-POSTGRESQL_WRITERS = 2  # outcome commits at once on PostgreSQL (4 made smaller groups, more CPU)
 SESSIONS_FLUSH_INTERVAL = 5.0  # seconds between additions of TLS session counts to the database
 # Seconds between tries for a destination's connection slot while all are taken, and between an idle
 # session's looks for a sender waiting for its slot.
@@ -385,9 +384,7 @@ class DeliveryEngine:
         self.window = CommitWindow()
         if metrics is not None:
             metrics.commit_windows.append(lambda: self.window)
-        self.recorder = OutcomeRecorder(
-            self.queue, self.window, writers=1 if db.is_sqlite else POSTGRESQL_WRITERS
-        )
+        self.recorder = OutcomeRecorder(self.queue, self.window)
         self.wakeup = asyncio.Event()
         self._room = asyncio.Event()
         self._claiming_done = asyncio.Event()

@@ -6,9 +6,10 @@ on its connection: at most one acknowledged delivery per connection is ever unre
 reply was just read. Outcomes that arrive while commits are running go together into the next one (group
 commit), so the wait costs about one commit, never a commit per message nor a timer.
 
-Several commits may run at once where the database allows concurrent writers (PostgreSQL); SQLite has
-one writer. A failed commit is tried again with growing pauses, and its senders keep waiting, so a
-database outage slows delivery down instead of piling up unrecorded 250s.
+One commit runs at a time, on PostgreSQL too: with two at once the groups were smaller, and their extra
+commits cost more CPU, the database server's above all, than the shorter waits gained (measured in
+`docs/benchmarks.md`). A failed commit is tried again with growing pauses, and its senders keep
+waiting, so a database outage slows delivery down instead of piling up unrecorded 250s.
 """
 
 from __future__ import annotations
@@ -39,10 +40,9 @@ class _Waiting:
 class OutcomeRecorder:
     """Commits outcomes in groups as they come; `record` returns once its outcome is committed."""
 
-    def __init__(self, queue: Queue, window: CommitWindow, *, writers: int) -> None:
+    def __init__(self, queue: Queue, window: CommitWindow) -> None:
         self.queue = queue
         self.window = window
-        self.writers = writers
         self._pending: list[_Waiting] = []
         self._commits: set[asyncio.Task[None]] = set()
 
@@ -56,7 +56,7 @@ class OutcomeRecorder:
         await asyncio.shield(waiting.committed)
 
     def _start(self) -> None:
-        while self._pending and len(self._commits) < self.writers:
+        if self._pending and not self._commits:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             task = asyncio.create_task(self._commit(batch), name="delivery-outcomes")
             self._commits.add(task)
