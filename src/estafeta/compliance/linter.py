@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from estafeta.compliance.html_check import html_problems
 from estafeta.compliance.idn import check_domain
 from estafeta.compose import ComposeError, check_message
+from estafeta.compose.headers import header_cache
 
 Severity = Literal["error", "warning"]
 Stream = Literal["transactional", "broadcast"]
@@ -65,7 +66,6 @@ _PROMOTIONAL = {
     "'clearance'": ("clearance", re.compile(r"\bclearance\b")),
 }
 PROMOTIONAL_THRESHOLD = 2
-CACHED_HEADER_CHARS = 998  # an address header longer than a line is parsed each time, not remembered
 
 
 @dataclass(frozen=True)
@@ -240,16 +240,12 @@ def _decoded(value: str | None) -> str | None:
 def _domains(facts: _Facts, name: str) -> list[str]:
     """The domains of the addresses in a header (every occurrence of it)."""
     values = tuple(facts.headers.get_all(name))
-    if not values:
-        return []
-    parse = _address_domains if sum(map(len, values)) <= CACHED_HEADER_CHARS else _address_domains.__wrapped__
-    return list(parse(values))
+    return list(_address_domains(values)) if values else []
 
 
-@functools.lru_cache(maxsize=1024)
+@header_cache
 def _address_domains(values: tuple[str, ...]) -> tuple[str, ...]:
-    """The stdlib's address parsing is slow and senders repeat their From and Reply-To, hence the cache (of
-    headers of usual length only, so that what it holds stays small whatever senders write)."""
+    """The stdlib's address parsing is slow and senders repeat their From and Reply-To, hence the cache."""
     addresses = [address for _, address in getaddresses(values) if "@" in address]
     return tuple(address.rpartition("@")[2].rstrip(">").lower() for address in addresses)
 

@@ -6,12 +6,13 @@ import functools
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
 from email.errors import NonASCIILocalPartDefect
 from email.message import Message
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 MAX_LINE_OCTETS = 998  # RFC 5322 section 2.1.1, excluding CRLF
 FOLD_COLUMN = 78  # RFC 5322 section 2.1.1: lines SHOULD stay within 78 characters
@@ -313,3 +314,21 @@ def ensure_headers(raw: bytes, *, message_id: str, sending_domain: str, now: dat
         message_id_value = message_id_header(message_id, sending_domain)
         added.append(f"Message-ID: {message_id_value}\r\n")
     return header_section + "".join(added).encode("ascii") + rest, message_id_value
+
+
+CACHED_HEADER_CHARS = 998  # header values longer than a line are parsed each time, not remembered
+_Value = TypeVar("_Value", str, bytes)
+_Parsed = TypeVar("_Parsed")
+
+
+def header_cache(parse: Callable[[tuple[_Value, ...]], _Parsed]) -> Callable[[tuple[_Value, ...]], _Parsed]:
+    """`functools.lru_cache` for parsing header values that senders repeat (their From, their Reply-To),
+    kept to values of usual length, so that what it holds stays small whatever clients send."""
+    cached = functools.lru_cache(maxsize=1024)(parse)
+
+    @functools.wraps(parse)
+    def remembered(values: tuple[_Value, ...]) -> _Parsed:
+        return cached(values) if sum(map(len, values)) <= CACHED_HEADER_CHARS else parse(values)
+
+    remembered.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    return remembered

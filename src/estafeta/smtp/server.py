@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException, syntax
 
 from estafeta.accept import Accepter, AcceptError
-from estafeta.compliance.linter import CACHED_HEADER_CHARS
 from estafeta.compose import Address, AddressError, parse_address
+from estafeta.compose.headers import header_cache
 from estafeta.config import Settings, SmtpSettings
 from estafeta.domains import Domains
 from estafeta.limits import Limits, LimitsUnavailable
@@ -143,16 +143,12 @@ def author_domains(raw: bytes) -> list[str]:
     """Domains (A-labels) of the mailboxes in From; empty when From is missing or unreadable, which the
     accept path then refuses with a precise reason."""
     from_fields = tuple(text for name, text in _fields(_header_section(raw)) if name == b"from")
-    if not from_fields:
-        return []
-    parse = _domains_in if sum(map(len, from_fields)) <= CACHED_HEADER_CHARS else _domains_in.__wrapped__
-    return list(parse(from_fields))
+    return list(_domains_in(from_fields)) if from_fields else []
 
 
-@functools.lru_cache(maxsize=1024)
+@header_cache
 def _domains_in(from_fields: tuple[bytes, ...]) -> tuple[str, ...]:
-    """Parsing address headers is slow and senders repeat their From, hence the cache (of headers of usual
-    length only, so that what it holds stays small whatever clients send)."""
+    """Parsing address headers is slow and senders repeat their From, hence the cache."""
     header = b"".join(from_fields).decode("utf-8", "surrogateescape")  # RFC 6532: UTF-8 headers
     try:
         fields = HeaderParser(policy=policy.SMTPUTF8).parsestr(header).get_all("From", [])
