@@ -184,14 +184,16 @@ async def test_an_inline_transaction_is_busy_past_the_timeout_and_frees_the_gate
 
 async def test_inline_transactions_share_one_connection_a_failed_one_leaves_clean(tmp_path: Path) -> None:
     """The loop's turns reuse one pooled connection: after a transaction that failed, the next starts with
-    nothing of it (rolled back, no transaction left open), and other processes can write meanwhile."""
+    nothing of it (rolled back, no transaction left open), and other processes can write meanwhile. One
+    that was invalidated is replaced."""
     url = f"sqlite:///{tmp_path / 'gate.db'}"
     inline, other = Database(url), Database(url)
     other.call(lambda conn: conn.execute(text("CREATE TABLE t (x INTEGER)")))
-    connections: set[int] = set()
+    connections: dict[int, object] = {}  # the driver connections themselves, so no id is reused
 
     def seen(conn: Connection) -> int:
-        connections.add(id(conn.connection.driver_connection))
+        driver = conn.connection.driver_connection
+        connections[id(driver)] = driver
         return int(conn.execute(text("SELECT count(*) FROM t")).scalar_one())
 
     def write_then_fail(conn: Connection) -> None:
@@ -205,5 +207,8 @@ async def test_inline_transactions_share_one_connection_a_failed_one_leaves_clea
     other.call(lambda conn: conn.execute(text("INSERT INTO t VALUES (2)")))  # no lock left behind
     assert await inline.run_inline(seen) == 1
     assert len(connections) == 1
+    (await inline.run_inline(lambda conn: conn)).invalidate()  # as when its driver connection fails
+    assert await inline.run_inline(seen) == 1  # on a new connection
+    assert len(connections) == 2
     inline.close()
     other.close()

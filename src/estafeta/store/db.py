@@ -293,6 +293,8 @@ class Database:
         in at every transaction cost about a twentieth of a front process's event loop."""
         conn = self._turn_conn
         if conn is None or conn.closed or conn.invalidated:
+            if conn is not None:
+                conn.close()  # an invalidated one (its driver connection failed) goes back to the pool
             conn = self._turn_conn = self.engine.connect()
         return conn
 
