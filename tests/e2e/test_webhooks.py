@@ -124,6 +124,20 @@ async def test_every_event_type_arrives_signed(harness: Harness, receiver: Webho
         requests[0].verify("whsec_" + "A" * 32)
 
 
+async def _recorded_attempts(
+    harness: Harness, endpoint_id: int, attempts: int
+) -> tuple[list[dict], dict | None]:  # type: ignore[type-arg]
+    """The pending deliveries once the message's first event shows `attempts` recorded attempts: the
+    receiver answers before the platform records the answer (and sets the next attempt's time)."""
+    deadline = time.monotonic() + 15
+    while True:
+        waiting = await _log(harness, endpoint_id, state="pending")
+        first = next((d for d in waiting if d["event_type"] == "accepted"), None)
+        if (first is not None and first["attempts"] == attempts) or time.monotonic() > deadline:
+            return waiting, first
+        await asyncio.sleep(0.02)
+
+
 async def test_failed_posts_are_retried_with_back_off_and_order_is_kept(
     harness: Harness, receiver: WebhookReceiver
 ) -> None:
@@ -132,13 +146,7 @@ async def test_failed_posts_are_retried_with_back_off_and_order_is_kept(
     message_id = await harness.send(to=["ana@outlook.test"])
     await harness.wait_state(message_id, "delivered")
     await receiver.wait_for(lambda seen: len(seen) == 1)
-    deadline = time.monotonic() + 15  # the receiver answers before the platform records the answer
-    while True:
-        waiting = await _log(harness, endpoint["id"], state="pending")
-        first = next((d for d in waiting if d["event_type"] == "accepted"), None)
-        if (first is not None and first["attempts"] == 1) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.02)
+    waiting, first = await _recorded_attempts(harness, endpoint["id"], 1)
     assert first is not None
     assert [d["attempts"] for d in waiting if d is not first] == [0, 0]  # the message's later events wait
     assert first["event_type"] == "accepted" and first["attempts"] == 1 and first["last_status"] == 500
@@ -146,6 +154,8 @@ async def test_failed_posts_are_retried_with_back_off_and_order_is_kept(
     assert first["next_attempt_at"] == "2026-01-01T00:00:05Z"
     harness.advance(5)  # the first retry is due after 5 s
     await receiver.wait_for(lambda seen: len(seen) == 2)
+    _, second = await _recorded_attempts(harness, endpoint["id"], 2)  # its retry time is set from then
+    assert second is not None and second["next_attempt_at"] == "2026-01-01T00:00:35Z"
     harness.advance(30)  # then after 30 s more; this one succeeds, and the message's later events follow
     requests = await receiver.wait_for(lambda seen: len(seen) == 5)
     assert _types(requests) == ["accepted", "accepted", "accepted", "queued", "delivered"]
